@@ -2,8 +2,8 @@
 
 The core (``Mapper.map``) turns an incoming event into exactly one of ``Payload`` (ready to send),
 ``Filtered`` (not for Meta, not an error) or ``Rejected`` (cannot be sent as it is, with the field
-and the reason). Delivery then turns each ``Payload`` into a ``Delivery`` result. Every event ends in
-exactly one recorded outcome; these classes are that record.
+and the reason). Delivery then turns each ``Payload`` into a ``Delivery`` result. Every event
+ends in exactly one recorded outcome; these classes are that record.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class Filtered:
 class Rejected:
     """Cannot be sent as it is. Names the field, the reason code and, when useful, the value.
 
-    Before sending, the core rejects on our own rules (``invalid_lead_id``...). After sending, Meta's
-    answer fills ``code``, ``subcode`` and ``fbtrace_id``.
+    Before sending, the core rejects on our own rules (``invalid_lead_id``...). After sending,
+    Meta's answer fills ``code``, ``subcode`` and ``fbtrace_id``.
     """
 
     key: str
@@ -95,7 +95,8 @@ class Delivery:
 
     ``state`` is DELIVERED, REJECTED (Meta refused this very event), EXPIRED (too old to be accepted
     by the time it could be sent) or QUEUED (not sent: delivery stopped, e.g. on an auth failure).
-    ``attempts`` counts the requests that carried the event, so ``attempts > 1`` means "after retry".
+    ``attempts`` counts the requests that carried the event; ``extra["retried"]`` marks a
+    delivery that needed a retry after a transient error.
     """
 
     payload: Payload

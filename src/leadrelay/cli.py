@@ -1,0 +1,183 @@
+"""The ``leadrelay`` command: thin, it parses arguments, calls the library and prints with rich."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.events import InputError, read_events
+from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.explain import explain
+from leadrelay.mapping.expressions import MISSING
+from leadrelay.outcome import Filtered, Payload, Rejected
+from leadrelay.send import SendOptions, run_send
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Send CRM lead-stage changes to Meta's Conversions API as Conversion Leads events.",
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadrelay TOML config.")]
+
+
+def _load(path: Path) -> Settings:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[bold red]Config error[/bold red] in {exc.source}:", highlight=False)
+        for problem in exc.problems:
+            err.print(f"  - {problem}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(config: ConfigOpt) -> None:
+    """Check a config and print every problem with its key."""
+    settings = _load(config)
+    Mapper(settings)
+    err.print(
+        f"[green]OK[/green] {config}: pixel {settings.pixel_id}, "
+        f"{len(settings.mapping)} mapping row(s), "
+        f"{len(settings.smart_mapping)} smart mapping row(s)"
+    )
+
+
+@app.command()
+def send(
+    files: Annotated[
+        list[str], typer.Argument(help="Event files (NDJSON, JSON, CSV, .gz) or - for stdin.")
+    ],
+    config: ConfigOpt,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the request bodies; send nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write one NDJSON line per event.")
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+) -> None:
+    """Map events and deliver them to Meta (or print the requests with --dry-run).
+
+    Exit code 0 when nothing was rejected, 2 when some events were rejected or expired,
+    1 for a config error or when delivery had to stop (e.g. the access token was refused).
+    """
+    settings = _load(config)
+    try:
+        code = run_send(
+            settings,
+            SendOptions(files=files, dry_run=dry_run, report=report, verbose=verbose),
+            err=err,
+        )
+    except InputError as exc:
+        err.print(f"[bold red]Input error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def _show(value: Any) -> str:
+    if value is MISSING:
+        return "-"
+    text = str(value)
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+@app.command()
+def preview(
+    event_file: Annotated[str, typer.Argument(help="A file holding one event (or - for stdin).")],
+    config: ConfigOpt,
+) -> None:
+    """Show the payload for one event, field by field, with the source of each value."""
+    settings = _load(config)
+    mapper = Mapper(settings)
+    try:
+        record = next(iter(read_events(event_file)), None)
+    except InputError as exc:
+        err.print(f"[bold red]Input error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if record is None or record.event is None:
+        err.print(f"[red]No event could be read:[/red] {record.error if record else 'empty input'}")
+        raise typer.Exit(1)
+    result = explain(mapper, record.event)
+    out = Console()
+    outcome = result.outcome
+    if isinstance(outcome, Payload):
+        out.print(
+            f"[green]Sendable[/green] as [bold]{outcome.event_name}[/bold] "
+            f"(lead_id {outcome.lead_id}, event_time {outcome.event_time})"
+        )
+    elif isinstance(outcome, Filtered):
+        out.print(f"[cyan]Filtered[/cyan] ({outcome.reason}): {outcome.message}")
+    else:
+        out.print(f"[red]Rejected[/red] ({outcome.reason}) {outcome.field}: {outcome.message}")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("Facebook field", "from", "source", "read", "sent / why not"):
+        table.add_column(col, overflow="fold")
+    for line in result.fields:
+        sent = _show(line.sent) if line.sent is not MISSING else f"[yellow]{line.why_not}[/yellow]"
+        table.add_row(line.target, line.origin, line.source, _show(line.read), sent)
+    out.print(table)
+    if isinstance(outcome, Payload):
+        import orjson
+
+        out.print_json(orjson.dumps(outcome.data).decode())
+    if isinstance(outcome, Rejected):
+        raise typer.Exit(2)
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8090,
+    token: Annotated[list[str] | None, typer.Option(help="Access token(s) to accept.")] = None,
+    pixel: Annotated[list[str] | None, typer.Option(help="Pixel id(s) that exist.")] = None,
+    deleted_lead: Annotated[
+        list[int] | None, typer.Option(help="Lead ids treated as deleted.")
+    ] = None,
+    fail_rate: Annotated[float, typer.Option(help="Share of requests answered 500.")] = 0.0,
+    throttle_rate: Annotated[float, typer.Option(help="Share of requests throttled.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option(help="Share of connections dropped.")] = 0.0,
+    slow_ms: Annotated[int, typer.Option(help="Added latency per request.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+) -> None:
+    """Run a local stand-in for Meta's Graph API events endpoint (for trying leadrelay out)."""
+    from leadrelay.sandbox import SandboxOptions, serve_forever
+
+    try:
+        options = SandboxOptions(
+            access_tokens=frozenset(token or ["sandbox-token"]),
+            pixel_ids=frozenset(pixel) if pixel else None,
+            deleted_lead_ids=frozenset(deleted_lead or ()),
+            fail_rate=fail_rate,
+            throttle_rate=throttle_rate,
+            drop_rate=drop_rate,
+            slow_ms=slow_ms,
+            seed=seed,
+        )
+    except ValueError as exc:
+        err.print(f"[red]Invalid sandbox option:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    serve_forever(options, host="127.0.0.1", port=port)
+
+
+@app.command()
+def demo() -> None:
+    """Run a realistic funnel of example events through the real send path, against the sandbox."""
+    from leadrelay.demo import run_demo
+
+    raise typer.Exit(run_demo(err=err, out=Console()))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

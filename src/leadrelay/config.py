@@ -1,0 +1,232 @@
+"""Typed settings, named as users know them from the Commanders Act destination.
+
+``load_config`` reads a TOML file, fills ``${VAR}`` from the environment, validates every key and
+every expression, and reports *all* problems at once, each with its key. The access token is a
+``SecretStr``: it never appears in a repr, an error or any output.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from leadrelay.mapping.expressions import ExpressionError, compile_expression
+from leadrelay.mapping.fields import TargetError, treatment
+from leadrelay.meta.normalize import region_hint
+
+DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v25.0"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config, located by its key (``smart_mapping."user_data.em"``)."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` lists every reason, each with its key."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the configuration:\n{lines}")
+
+
+def _text(value: Any) -> Any:
+    # TOML users write ids as numbers as often as strings; both mean the same id.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+
+
+class DeliverySettings(BaseModel):
+    """How events are batched and retried on their way to Meta."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(1000, ge=1, le=1000)
+    batch_max_age_s: float = Field(1.0, gt=0, le=3600)
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    max_attempts: int = Field(6, ge=1, le=100)
+    max_retry_s: float = Field(600.0, gt=0, le=7 * 86400)
+
+
+class Settings(BaseModel):
+    """A validated leadrelay configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pixel_id: Text = Field(pattern=r"^\d{5,20}$")
+    access_token: SecretStr
+    lead_id: Text = Field(min_length=1)
+    lead_event_source: Text = Field(min_length=1)
+    mapping: dict[str, Text]
+    smart_mapping: dict[str, Text] = Field(default_factory=dict)
+    consent_category: Text | None = None
+    test_event_code: Text | None = None
+    graph_url: str = DEFAULT_GRAPH_URL
+    api_version: str = Field(DEFAULT_API_VERSION, pattern=r"^v\d+\.\d+$")
+    default_country: str | None = None
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty; set it to the token from Events Manager")
+        return value
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping_rows(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("needs at least one row: your event name = Facebook event name")
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = region_hint(value)
+        if code is None:
+            raise ValueError(f"{value!r} is not an ISO 3166 country code (e.g. FR, US)")
+        return code
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand and validate a config file; raise ``ConfigError`` listing every problem."""
+    source = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(source, [Problem("file", "not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [Problem("file", f"cannot be read: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [Problem("file", f"is not valid TOML: {exc}")]) from None
+    return parse_config(raw, source=source, env=os.environ if env is None else env)
+
+
+def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Settings:
+    """Validate an already-parsed config mapping (see ``load_config``)."""
+    problems: list[Problem] = []
+    expanded = _expand(raw, env, (), problems)
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(expanded)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, expanded))
+    problems.extend(_expression_problems(expanded))
+    if problems:
+        raise ConfigError(source, problems)
+    assert settings is not None
+    return settings
+
+
+def _expand(
+    value: Any, env: Mapping[str, str], key: tuple[str, ...], problems: list[Problem]
+) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                problems.append(Problem(_key(key), f"environment variable {name} is not set"))
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, (*key, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, (*key, str(i)), problems) for i, v in enumerate(value)]
+    return value
+
+
+def _key(parts: tuple[str | int, ...]) -> str:
+    out: list[str] = []
+    for part in parts:
+        text = str(part)
+        out.append(text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else f'"{text}"')
+    return ".".join(out) or "file"
+
+
+def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = Settings if len(loc) == 1 else DeliverySettings
+            hint = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
+            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(Problem(_key(loc), f"unknown setting{suffix}"))
+        elif err["type"] == "missing":
+            problems.append(Problem(_key(loc), "is required"))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "string_pattern_mismatch" and loc == ("pixel_id",):
+                msg = "must be the digits of your Pixel (dataset) Id"
+            problems.append(Problem(_key(loc), msg))
+    return problems
+
+
+def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
+    """Compile every expression once to report its errors with key and position."""
+    problems: list[Problem] = []
+
+    def check(key: tuple[str, ...], source: Any) -> None:
+        if isinstance(source, str) and source:
+            try:
+                compile_expression(source, key=_key(key))
+            except ExpressionError as exc:
+                problems.append(Problem(_key(key), f"{exc.message} (at position {exc.position})"))
+
+    check(("lead_id",), raw.get("lead_id"))
+    mapping = raw.get("mapping")
+    if isinstance(mapping, dict):
+        for name, target in mapping.items():
+            check(("mapping", name), target)
+    smart = raw.get("smart_mapping")
+    if isinstance(smart, dict):
+        for target, source in smart.items():
+            try:
+                treatment(target)
+            except TargetError as exc:
+                problems.append(Problem(_key(("smart_mapping", target)), str(exc)))
+            check(("smart_mapping", target), source)
+    return problems

@@ -1,0 +1,75 @@
+"""NDJSON (JSON Lines): one event per line, read line by line; a bad line does not stop the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import orjson
+
+from leadrelay.events.records import (
+    MAX_ELEMENT_BYTES,
+    SourceRecord,
+    batch_of,
+    json_error,
+    record,
+    too_large,
+)
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+def read_ndjson(chunks: Iterable[bytes], name: str, line_no: int = 0) -> Iterator[SourceRecord]:
+    """The records of the lines in ``chunks``; ``line_no`` lines came before them.
+
+    Blank lines are skipped, CRLF is fine, and a line holding a batch envelope gives its events
+    (``name line 3 item 2``).
+    """
+    parts: list[bytes] = []  # the start of a line whose end has not been read yet
+    size = 0
+    skipping = False  # inside a line too long to keep: drop bytes until its end
+    for chunk in chunks:
+        nl = chunk.find(b"\n")
+        if nl < 0:
+            if not skipping:
+                parts.append(chunk)
+                size += len(chunk)
+                if size > MAX_ELEMENT_BYTES:
+                    skipping, parts, size = True, [], 0
+            continue
+        if skipping:
+            line_no += 1
+            yield too_large(f"{name} line {line_no}")
+            skipping, chunk = False, chunk[nl + 1 :]
+        elif parts:
+            parts.append(chunk)
+            chunk = b"".join(parts)
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        parts, size = ([tail], len(tail)) if tail else ([], 0)
+        yield from _lines(lines, name, line_no)
+        line_no += len(lines)
+    if skipping:
+        yield too_large(f"{name} line {line_no + 1}")
+    elif parts:
+        yield from _lines([b"".join(parts)], name, line_no)
+
+
+def _lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceRecord]:
+    for line in lines:
+        line_no += 1
+        try:
+            value = _loads(line)
+        except _JSONDecodeError as exc:
+            if line.strip():  # blank lines (and a lone CR) are not records
+                msg, pos = json_error(exc, line)
+                where = f"{name} line {line_no}"
+                yield SourceRecord(where, None, f"{where}: invalid JSON at column {pos + 1}: {msg}")
+            continue
+        if type(value) is dict and "batch" not in value:
+            yield SourceRecord(f"{name} line {line_no}", value)
+        elif (batch := batch_of(value)) is not None:
+            for n, item in enumerate(batch, 1):
+                yield record(f"{name} line {line_no} item {n}", item)
+        else:
+            yield record(f"{name} line {line_no}", value)

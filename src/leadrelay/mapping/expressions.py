@@ -1,0 +1,349 @@
+"""Smart Mapping expressions: where the value of one Facebook field comes from.
+
+Commanders Act's "dynamic text input" has four forms, and so do we:
+
+- ``Lead form``: a static value, sent as written.
+- ``{{user.email}}``: exactly one property path; the value keeps its JSON type.
+- ``Stage: {{stage}} ({{context.event_id}})``: a template, rendered to text. If any path in it
+  has no value, the whole template has none (we never send ``"Stage: "``).
+- ``=SHA256(LOWER(TRIM(user.email)))``: a formula (see ``leadrelay.mapping.formula``). A value
+  that must start with ``=`` is written as a formula string literal: ``="=x"``.
+
+Paths are dotted, with numeric segments indexing lists (``items.0.product.id``). A missing step, a
+step through a non-container or a JSON null all read as ``MISSING``. Everything is compiled once
+into plain closures; evaluating never parses.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+import orjson
+
+__all__ = [
+    "MISSING",
+    "EvaluationError",
+    "Expression",
+    "ExpressionError",
+    "compile_expression",
+    "compile_path",
+    "read_path",
+    "render",
+]
+
+Getter = Callable[[Mapping[str, Any]], Any]
+
+
+class _Missing(enum.Enum):
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing.MISSING
+"""The one "no value" marker: absent path, JSON null, or a function with nothing to return."""
+
+_EXCERPT = 24
+
+
+class ExpressionError(ValueError):
+    """A config error in an expression, with the config key and the 0-based problem offset."""
+
+    def __init__(self, message: str, *, key: str, position: int, source: str) -> None:
+        self.key = key
+        self.position = position
+        self.message = message
+        self.source = source
+        before = source[max(0, position - _EXCERPT) : position]
+        after = source[position : position + _EXCERPT]
+        if position > _EXCERPT:
+            before = "..." + before
+        if position + _EXCERPT < len(source):
+            after += "..."
+        excerpt = repr(before + ">>>" + after)
+        super().__init__(f"{key}: {message} (at position {position}: {excerpt})")
+
+
+class EvaluationError(ValueError):
+    """A formula function got a value it cannot use, e.g. ``NUMBER("abc")``.
+
+    ``message`` names the function, what was wrong and the (clipped) value; ``reason`` is a short
+    machine-readable code for delivery notes.
+    """
+
+    def __init__(self, message: str, *, reason: str = "expression_error") -> None:
+        self.message = message
+        self.reason = reason
+        super().__init__(message)
+
+
+def clip(value: Any, limit: int = 60) -> str:
+    """A value as shown in error messages: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A compiled expression. ``evaluate(event)`` returns the value or ``MISSING``."""
+
+    source: str
+    kind: Literal["static", "path", "template", "formula"]
+    paths: tuple[str, ...]
+    evaluate: Getter
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def render(value: Any) -> str:
+    """A value as text, the way templates, ``STRING`` and ``CONCAT`` show it.
+
+    Strings as they are, ints exactly, floats without exponent (``1.0`` -> ``1``), booleans as
+    ``true``/``false``, lists and objects as compact JSON, ``MISSING`` as the empty string.
+    """
+    cls = type(value)
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is int:
+        return _int_text(value)
+    if cls is float:
+        return _float_text(value)
+    if value is MISSING or value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return _int_text(int(value))
+    if isinstance(value, float):
+        return _float_text(float(value))
+    if isinstance(value, list | tuple | dict):
+        return _json_text(value)
+    return str(value)
+
+
+def _int_text(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:  # Python refuses to print ints of more than 4300 digits
+        raise EvaluationError("integer too large to show as text", reason="invalid_value") from None
+
+
+def _float_text(value: float) -> str:
+    if value.is_integer():
+        return str(int(value))
+    text = repr(value)
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # ints over 64 bits, lone surrogates, deep nesting: the slow encoder copes
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):
+        raise EvaluationError(
+            f"cannot show {clip(value)} as JSON", reason="invalid_value"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def path_problem(text: str) -> tuple[int, str] | None:
+    """Offset and description of what is wrong with a dotted path, or None when it is valid."""
+    if not text:
+        return 0, "empty property path; write one such as user.email"
+    after_dot = True
+    for offset, char in enumerate(text):
+        if char == ".":
+            if after_dot:
+                what = "starts with '.'" if offset == 0 else "has an empty segment ('..')"
+                return offset, f"property path {text!r} {what}"
+            after_dot = True
+        elif char.isalnum() or char in "_-$@":
+            after_dot = False
+        else:
+            return offset, f"{char!r} cannot appear in a property path"
+    if after_dot:
+        return len(text) - 1, f"property path {text!r} ends with '.'"
+    return None
+
+
+def compile_path(path: str, *, key: str = "path") -> Getter:
+    """A fast getter for a dotted path; it returns ``MISSING`` when the value is absent or null.
+
+    Raises ``ExpressionError`` (under ``key``) when the path is malformed.
+    """
+    problem = path_problem(path)
+    if problem is not None:
+        raise ExpressionError(problem[1], key=key, position=problem[0], source=path)
+    keys = tuple(path.split("."))
+    steps = tuple((k, int(k) if k.isascii() and k.isdigit() else None) for k in keys)
+    walk = _walker(steps)
+    if any(index is not None for _, index in steps) or len(keys) > 3:
+        return walk
+    # The common shapes read dicts only; anything else (lists, other Mappings) takes the walk.
+    if len(keys) == 1:
+        (a,) = keys
+
+        def get1(event: Mapping[str, Any]) -> Any:
+            value = event.get(a)
+            return MISSING if value is None else value
+
+        return get1
+    if len(keys) == 2:
+        a, b = keys
+
+        def get2(event: Mapping[str, Any]) -> Any:
+            value = event.get(a)
+            if type(value) is dict:
+                value = value.get(b)
+                return MISSING if value is None else value
+            return MISSING if value is None else walk(event)
+
+        return get2
+    a, b, c = keys
+
+    def get3(event: Mapping[str, Any]) -> Any:
+        value = event.get(a)
+        if type(value) is dict:
+            value = value.get(b)
+            if type(value) is dict:
+                value = value.get(c)
+                return MISSING if value is None else value
+        return MISSING if value is None else walk(event)
+
+    return get3
+
+
+def _walker(steps: tuple[tuple[str, int | None], ...]) -> Getter:
+    def walk(event: Mapping[str, Any]) -> Any:
+        current: Any = event
+        for name, index in steps:
+            kind = type(current)
+            if kind is dict:
+                current = current.get(name)
+            elif index is not None and (kind is list or isinstance(current, (list, tuple))):
+                current = current[index] if index < len(current) else None
+            elif isinstance(current, Mapping):
+                current = current.get(name)
+            else:
+                return MISSING
+            if current is None:
+                return MISSING
+        return current
+
+    return walk
+
+
+@lru_cache(maxsize=1024)
+def _cached_getter(path: str) -> Getter:
+    return compile_path(path)
+
+
+def read_path(event: Mapping[str, Any], path: str) -> Any:
+    """The value at ``path`` in ``event``, or ``MISSING`` (same rules as ``compile_path``)."""
+    return _cached_getter(path)(event)
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+def compile_expression(source: str, *, key: str) -> Expression:
+    """Compile a Smart Mapping value (static, ``{{path}}``, template or ``=formula``) once.
+
+    ``key`` names the config entry in error messages. Raises ``ExpressionError`` on any mistake.
+    """
+    if source.startswith("="):
+        # Imported here because the formula module builds on the names defined above.
+        from leadrelay.mapping.formula import compile_formula
+
+        run, paths = compile_formula(source, key=key)
+        return Expression(source, "formula", paths, run)
+    if "{{" not in source:
+        return Expression(source, "static", (), lambda event: source)
+    pieces: list[tuple[str, str]] = []  # (text before, path)
+    done = 0
+    while (start := source.find("{{", done)) >= 0:
+        path, end = read_braced_path(source, start, key=key)
+        pieces.append((source[done:start], path))
+        done = end
+    tail = source[done:]
+    paths = tuple(dict.fromkeys(path for _, path in pieces))
+    if len(pieces) == 1 and not pieces[0][0] and not tail:
+        return Expression(source, "path", paths, compile_path(paths[0], key=key))
+    return Expression(source, "template", paths, _template(pieces, tail, key))
+
+
+def read_braced_path(source: str, start: int, *, key: str) -> tuple[str, int]:
+    """The validated path in the ``{{ ... }}`` opening at ``start``, and the offset after ``}}``."""
+    end = source.find("}}", start + 2)
+    if end < 0:
+        raise ExpressionError(
+            "'{{' is never closed; add '}}' after the property path",
+            key=key,
+            position=start,
+            source=source,
+        )
+    inner = source[start + 2 : end]
+    path = inner.strip()
+    offset = start + 2 + (len(inner) - len(inner.lstrip()))
+    if not path:
+        raise ExpressionError(
+            "empty '{{ }}'; put a property path inside, e.g. {{user.email}}",
+            key=key,
+            position=start,
+            source=source,
+        )
+    problem = path_problem(path)
+    if problem is not None:
+        raise ExpressionError(problem[1], key=key, position=offset + problem[0], source=source)
+    return path, end + 2
+
+
+def _template(pieces: list[tuple[str, str]], tail: str, key: str) -> Getter:
+    parts = tuple((text, compile_path(path, key=key)) for text, path in pieces)
+    if len(parts) == 1:
+        ((head, get),) = parts
+
+        def one(event: Mapping[str, Any]) -> Any:
+            value = get(event)
+            if type(value) is str:
+                return head + value + tail
+            return MISSING if value is MISSING else head + render(value) + tail
+
+        return one
+
+    def evaluate(event: Mapping[str, Any]) -> Any:
+        out: list[str] = []
+        for text, get in parts:
+            value = get(event)
+            if value is MISSING:
+                return MISSING
+            out.append(text)
+            out.append(value if type(value) is str else render(value))
+        out.append(tail)
+        return "".join(out)
+
+    return evaluate

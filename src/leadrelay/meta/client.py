@@ -1,0 +1,163 @@
+"""The Conversions API endpoint, as one async call per batch that never raises for API trouble.
+
+``GraphClient.send`` posts pre-encoded server events to ``/{version}/{pixel_id}/events`` and returns
+a ``GraphResult``: either Meta's acknowledgement or a classified ``GraphError``. The access token
+travels only in the ``Authorization`` header; it is kept out of URLs, reprs and error messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import httpx
+import orjson
+
+from leadrelay import __version__
+from leadrelay.meta.errors import GraphError, classify
+
+_REDACTED: Final = "[access_token]"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphResult:
+    """Meta's answer to one request: ``ok`` with ``events_received``, or ``error``."""
+
+    ok: bool
+    events_received: int
+    messages: list[str]
+    fbtrace_id: str | None
+    error: GraphError | None
+    http_status: int | None
+
+
+class GraphClient:
+    """Posts batches of server events to one pixel (dataset), reusing connections."""
+
+    def __init__(
+        self,
+        *,
+        graph_url: str,
+        api_version: str,
+        pixel_id: str,
+        access_token: str,
+        test_event_code: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 8,
+    ) -> None:
+        if not pixel_id or "/" in pixel_id or "?" in pixel_id:
+            raise ValueError(f"pixel_id must be the dataset's numeric id, got {pixel_id!r}")
+        if not api_version or "/" in api_version:
+            raise ValueError(f"api_version must look like 'v25.0', got {api_version!r}")
+        # Checked here so that httpx never gets to build (and quote) a header with the token.
+        if (
+            not access_token
+            or not access_token.isascii()
+            or not access_token.isprintable()
+            or any(c.isspace() for c in access_token)
+        ):
+            raise ValueError("access_token is empty or contains spaces or non-ASCII characters")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+        self.url: Final = f"{graph_url.rstrip('/')}/{api_version}/{pixel_id}/events"
+        self.test_event_code: Final = test_event_code
+        self._token = access_token
+        self._tail = (
+            b"}"
+            if test_event_code is None
+            else b',"test_event_code":' + orjson.dumps(test_event_code) + b"}"
+        )
+        self._headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"leadrelay/{__version__}",
+        }
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            # Meta answers in well under a second; the connect timeout is kept short so an
+            # unreachable endpoint is reported quickly rather than after the full read timeout.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"GraphClient(url={self.url!r}, test_event_code={self.test_event_code!r})"
+
+    def body(self, events: Sequence[bytes]) -> bytes:
+        """The request body for ``events`` (each an orjson-encoded server event)."""
+        return b'{"data":[' + b",".join(events) + b"]" + self._tail
+
+    async def send(self, events: Sequence[bytes]) -> GraphResult:
+        """Send one batch. Graph, HTTP and network failures come back as ``result.error``."""
+        try:
+            response = await self._http.post(
+                self.url, content=self.body(events), headers=self._headers
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            return self._failed(None, classify(None, None, exc=exc))
+        try:
+            parsed: Any = orjson.loads(response.content) if response.content else None
+        except orjson.JSONDecodeError:
+            parsed = response.content
+        if response.is_success and isinstance(parsed, dict) and "error" not in parsed:
+            received = parsed.get("events_received")
+            messages = parsed.get("messages")
+            trace = parsed.get("fbtrace_id")
+            return GraphResult(
+                ok=True,
+                events_received=received if isinstance(received, int) else 0,
+                messages=[self._scrub(str(m)) for m in messages]
+                if isinstance(messages, list)
+                else [],
+                fbtrace_id=trace if isinstance(trace, str) else None,
+                error=None,
+                http_status=response.status_code,
+            )
+        error = classify(response.status_code, parsed, headers=response.headers)
+        return self._failed(response.status_code, error)
+
+    def _failed(self, status: int | None, error: GraphError) -> GraphResult:
+        error = dataclasses.replace(
+            error,
+            message=self._scrub(error.message),
+            user_title=None if error.user_title is None else self._scrub(error.user_title),
+        )
+        return GraphResult(
+            ok=False,
+            events_received=0,
+            messages=[],
+            fbtrace_id=error.fbtrace_id,
+            error=error,
+            http_status=status,
+        )
+
+    def _scrub(self, text: str) -> str:
+        # Meta (or a proxy) may echo the request back; the token must not reach logs or reports.
+        return text.replace(self._token, _REDACTED) if self._token in text else text
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,132 @@
+"""Meta's Conversion Leads rules for the two fields that decide whether an event can be sent.
+
+``lead_id``: 15 to 17 digits, sent as an exact JSON integer (never through a float), never hashed.
+``event_time``: whole Unix seconds, at most 7 days old, not in the future (a minute of clock skew).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Final
+
+MAX_AGE_S: Final = 7 * 86400
+MAX_FUTURE_S: Final = 60
+_LEAD_MIN: Final = 10**14  # smallest 15-digit number
+_LEAD_MAX: Final = 10**17  # first 18-digit number
+_FLOAT_EXACT: Final = 2**53
+
+
+class FieldProblem(ValueError):
+    """A value that cannot be used for a field: ``reason`` is a code, ``message`` is for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 42 else text[:39] + "..."
+
+
+def parse_lead_id(value: Any) -> int:
+    """Return the lead id as an exact int, or raise ``FieldProblem`` saying what is wrong."""
+    if isinstance(value, bool):
+        raise FieldProblem("invalid_lead_id", f"lead_id must be 15 to 17 digits, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        # A float above 2**53 has already lost digits somewhere upstream; sending it would
+        # attribute the event to somebody else's lead.
+        if not value.is_integer() or abs(value) >= _FLOAT_EXACT:
+            raise FieldProblem(
+                "invalid_lead_id",
+                f"lead_id {value!r} arrived as a floating-point number and may have lost digits; "
+                "send it as a string or an integer",
+            )
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text[:2] in ("l:", "L:"):  # Meta's CSV export labels the id column this way
+            text = text[2:]
+        if not text.isascii() or not text.isdigit():
+            raise FieldProblem(
+                "invalid_lead_id", f"lead_id {_show(value)} is not a number of 15 to 17 digits"
+            )
+        number = int(text)
+    else:
+        raise FieldProblem(
+            "invalid_lead_id", f"lead_id must be 15 to 17 digits, got {type(value).__name__}"
+        )
+    if not _LEAD_MIN <= number < _LEAD_MAX:
+        raise FieldProblem(
+            "invalid_lead_id",
+            f"lead_id {number} has {len(str(abs(number)))} digits; Meta lead ids have 15 to 17",
+        )
+    return number
+
+
+def _from_number(number: float) -> int:
+    if not math.isfinite(number) or number < 0:
+        raise FieldProblem("invalid_event_time", f"event_time {number!r} is not a valid timestamp")
+    # Magnitude tells the unit: seconds stay below 1e11 until the year 5138, milliseconds since
+    # 1973 are above it; micro- and nanoseconds are larger still.
+    if number >= 1e17:
+        return int(number // 1_000_000_000)
+    if number >= 1e14:
+        return int(number // 1_000_000)
+    if number >= 1e11:
+        return int(number // 1000)
+    return int(number)
+
+
+def to_seconds(value: Any) -> int:
+    """Unix seconds from milliseconds or seconds (number or numeric string) or ISO-8601."""
+    if isinstance(value, bool):
+        raise FieldProblem("invalid_event_time", f"event_time cannot be {value!r}")
+    if isinstance(value, int | float):
+        return _from_number(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return _from_number(int(text))
+        try:
+            return _from_number(float(text))
+        except ValueError:
+            pass
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise FieldProblem(
+                "invalid_event_time",
+                f"event_time {_show(value)} is neither a Unix timestamp (ms or s) nor ISO-8601",
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp())
+    raise FieldProblem(
+        "invalid_event_time", f"event_time must be a timestamp, got {type(value).__name__}"
+    )
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_window(seconds: int, now: float) -> int:
+    """Raise ``FieldProblem`` unless ``seconds`` is within Meta's window around ``now``."""
+    if seconds <= now - MAX_AGE_S:
+        days = (now - seconds) / 86400
+        raise FieldProblem(
+            "event_time_too_old",
+            f"event_time {_iso(seconds)} is {days:.1f} days old; "
+            "Meta accepts events up to 7 days old",
+        )
+    if seconds > now + MAX_FUTURE_S:
+        raise FieldProblem(
+            "event_time_in_future",
+            f"event_time {_iso(seconds)} is {seconds - now:.0f} s in the future",
+        )
+    return seconds

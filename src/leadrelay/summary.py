@@ -1,0 +1,226 @@
+"""Accounting for a run: every event counted once, by outcome and reason, with a few examples.
+
+``Tally`` is fed every outcome of a ``send`` (mapping outcomes first, then delivery results) and
+renders the summary table users read at the end, plus the optional per-event NDJSON report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
+
+EXAMPLES: Final = 3
+
+
+@dataclass(slots=True)
+class Example:
+    """One event shown as an example of a reason: where it came from and what was wrong."""
+
+    where: str
+    key: str
+    field: str
+    message: str
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts by outcome and reason, and the first few examples of each problem."""
+
+    read: int = 0
+    mapped: int = 0
+    filtered: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    delivered_now: int = 0
+    delivered_retry: int = 0
+    meta_rejected: Counter[str] = field(default_factory=Counter)
+    expired: int = 0
+    dead: Counter[str] = field(default_factory=Counter)
+    not_sent: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    retries: int = 0
+    examples: dict[str, list[Example]] = field(default_factory=dict)
+    report: IO[bytes] | None = None
+    dry_run: bool = False
+
+    def _example(self, reason: str, example: Example) -> None:
+        bucket = self.examples.setdefault(reason, [])
+        if len(bucket) < EXAMPLES:
+            bucket.append(example)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if self.report is not None:
+            self.report.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+
+    def unreadable(self, where: str, error: str) -> None:
+        """A record that could not even be parsed."""
+        self.read += 1
+        self.rejected["unreadable"] += 1
+        self._example("unreadable", Example(where, "", "(record)", error))
+        self._write(
+            {"where": where, "outcome": "rejected", "reason": "unreadable", "message": error}
+        )
+
+    def outcome(self, where: str, outcome: Payload | Filtered | Rejected) -> None:
+        """Count one mapping outcome (a payload is counted again when delivered)."""
+        self.read += 1
+        if isinstance(outcome, Payload):
+            self.mapped += 1
+            if self.dry_run:
+                self._write(
+                    {
+                        "where": where,
+                        "event_id": outcome.key,
+                        "event": outcome.source_event,
+                        "lead_id": outcome.lead_id,
+                        "event_name": outcome.event_name,
+                        "outcome": "mapped",
+                    }
+                )
+            for note in outcome.notes:
+                self.notes[f"{note.field}: {note.reason}"] += 1
+                self._example(
+                    f"note {note.field}: {note.reason}",
+                    Example(where, outcome.key, note.field, note.message),
+                )
+        elif isinstance(outcome, Filtered):
+            self.filtered[outcome.reason] += 1
+            self._write(
+                {
+                    "where": where,
+                    "event_id": outcome.key,
+                    "event": outcome.source_event,
+                    "outcome": "filtered",
+                    "reason": outcome.reason,
+                    "message": outcome.message,
+                }
+            )
+        else:
+            self.rejected[outcome.reason] += 1
+            self._example(
+                outcome.reason, Example(where, outcome.key, outcome.field, outcome.message)
+            )
+            self._write(
+                {
+                    "where": where,
+                    "event_id": outcome.key,
+                    "event": outcome.source_event,
+                    "lead_id": outcome.lead_id,
+                    "event_name": outcome.event_name,
+                    "outcome": "rejected",
+                    "reason": outcome.reason,
+                    "field": outcome.field,
+                    "message": outcome.message,
+                }
+            )
+
+    def delivery(self, result: Delivery) -> None:
+        """Count what delivery made of one payload."""
+        p = result.payload
+        reason = result.reason
+        if result.state is State.DELIVERED:
+            if result.extra.get("retried"):
+                self.delivered_retry += 1
+            else:
+                self.delivered_now += 1
+        elif result.state is State.REJECTED:
+            label = _meta_label(result)
+            self.meta_rejected[label] += 1
+            self._example(
+                f"meta {label}",
+                Example(result.extra.get("where", ""), p.key, "", result.message or ""),
+            )
+        elif result.state is State.EXPIRED:
+            self.expired += 1
+        elif result.state is State.DEAD:
+            self.dead[reason or "dead"] += 1
+        else:
+            self.not_sent[reason or "not_sent"] += 1
+        self._write(
+            {
+                "where": result.extra.get("where"),
+                "event_id": p.key,
+                "event": p.source_event,
+                "lead_id": p.lead_id,
+                "event_name": p.event_name,
+                "outcome": _outcome_name(result),
+                "reason": reason,
+                "attempts": result.attempts,
+                "code": result.code,
+                "subcode": result.subcode,
+                "fbtrace_id": result.fbtrace_id,
+                "message": result.message,
+            }
+        )
+
+    @property
+    def any_rejected(self) -> bool:
+        """True when some event was rejected (by us or by Meta) or expired: exit code 2."""
+        return bool(self.rejected or self.meta_rejected or self.expired)
+
+    def render(self, console: Console, *, dry_run: bool) -> None:
+        """Print the summary table and the first examples of each problem."""
+        table = Table(
+            title="leadrelay dry run" if dry_run else "leadrelay delivery",
+            show_header=True,
+            header_style="bold",
+        )
+        table.add_column("outcome")
+        table.add_column("reason")
+        table.add_column("events", justify="right")
+        table.add_row("read", "", str(self.read))
+        if dry_run:
+            table.add_row("mapped", "ready to send", str(self.mapped), style="green")
+        else:
+            table.add_row("delivered", "immediately", str(self.delivered_now), style="green")
+            table.add_row("delivered", "after retry", str(self.delivered_retry), style="green")
+        for reason, n in sorted(self.filtered.items()):
+            table.add_row("filtered", reason, str(n), style="cyan")
+        for reason, n in sorted(self.rejected.items()):
+            table.add_row("rejected", reason, str(n), style="red")
+        for label, n in sorted(self.meta_rejected.items()):
+            table.add_row("rejected by Meta", label, str(n), style="red")
+        if self.expired:
+            table.add_row(
+                "expired",
+                "older than 7 days before it could be sent",
+                str(self.expired),
+                style="red",
+            )
+        for reason, n in sorted(self.dead.items()):
+            table.add_row("not delivered", reason, str(n), style="red")
+        for reason, n in sorted(self.not_sent.items()):
+            table.add_row("not sent", reason, str(n), style="yellow")
+        for label, n in sorted(self.notes.items()):
+            table.add_row("field left out", label, str(n), style="yellow")
+        if not dry_run:
+            table.add_row("requests", "", str(self.requests), style="dim")
+            table.add_row("retries", "", str(self.retries), style="dim")
+        console.print(table)
+        for reason, examples in self.examples.items():
+            console.print(f"[bold]{reason}[/bold], e.g.:")
+            for ex in examples:
+                who = " ".join(x for x in (ex.where, f"(event_id {ex.key})" if ex.key else "") if x)
+                what = f"{ex.field}: " if ex.field else ""
+                console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
+
+
+def _meta_label(result: Delivery) -> str:
+    if result.code is None:
+        return result.reason or "rejected"
+    return f"{result.code}/{result.subcode}" if result.subcode else str(result.code)
+
+
+def _outcome_name(result: Delivery) -> str:
+    if result.state is State.DELIVERED:
+        return "delivered_after_retry" if result.extra.get("retried") else "delivered"
+    if result.state is State.QUEUED:
+        return "not_sent"
+    return result.state.value

@@ -1,0 +1,178 @@
+"""The `leadrelay` command as users run it: a real process, real files, stdout and stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+TOKEN = "EAAB-cli-secret-token"
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(
+        f"""
+pixel_id = "123456789012345"
+access_token = "${{TEST_META_TOKEN}}"
+lead_id = "{{{{facebook_lead_id}}}}"
+lead_event_source = "HubSpot"
+consent_category = "4"
+test_event_code = "TEST123"
+graph_url = "http://127.0.0.1:9"
+{extra}
+[mapping]
+lead_qualified = "Marketing Qualified Lead"
+deal_won = "Converted"
+
+[delivery]
+batch_size = 2
+"""
+    )
+    return path
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "leadrelay", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        env={"TEST_META_TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+
+
+def events(now: float) -> list[dict[str, Any]]:
+    ms = int((now - 3600) * 1000)
+    ok = [
+        {
+            "event_name": name,
+            "facebook_lead_id": 123456789012345 + i,
+            "user": {"email": f"u{i}@example.com", "consent_categories": [4]},
+            "context": {"event_id": f"ok-{i}", "event_timestamp": ms},
+        }
+        for i, name in enumerate(["lead_qualified", "deal_won", "lead_qualified"])
+    ]
+    return [
+        *ok,
+        {"event_name": "page_view", "context": {"event_id": "pv"}},
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": "123",
+            "user": {"consent_categories": ["4"]},
+            "context": {"event_id": "short-lead"},
+        },
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": 123456789012399,
+            "user": {"consent_categories": [1]},
+            "context": {"event_id": "no-consent"},
+        },
+    ]
+
+
+def ndjson(items: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(i) + b"\n" for i in items)
+
+
+def test_dry_run_prints_only_request_bodies(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(ndjson(events(time.time())) + b"{not json\n")
+    report = tmp_path / "report.ndjson"
+    proc = run("send", str(src), "--config", str(cfg), "--dry-run", "--report", str(report))
+    assert proc.returncode == 2, proc.stderr.decode()
+    bodies = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert [len(b["data"]) for b in bodies] == [2, 1]
+    assert all(b["test_event_code"] == "TEST123" for b in bodies)
+    sent = [e for b in bodies for e in b["data"]]
+    assert [e["event_id"] for e in sent] == ["ok-0", "ok-1", "ok-2"]
+    assert [e["event_name"] for e in sent] == [
+        "Marketing Qualified Lead",
+        "Converted",
+        "Marketing Qualified Lead",
+    ]
+    assert all(e["action_source"] == "system_generated" for e in sent)
+    assert all(
+        e["custom_data"] == {"lead_event_source": "HubSpot", "event_source": "crm"} for e in sent
+    )
+    err = proc.stderr.decode()
+    assert "invalid_lead_id" in err and "short-lead" in err and "line 5" in err
+    assert "unreadable" in err and "line 7" in err
+    assert "consent" in err and "unmapped" in err
+    assert TOKEN not in err and TOKEN.encode() not in proc.stdout
+    rows = [orjson.loads(line) for line in report.read_bytes().splitlines()]
+    outcomes = sorted(r["outcome"] for r in rows)
+    assert outcomes == [
+        "filtered",
+        "filtered",
+        "mapped",
+        "mapped",
+        "mapped",
+        "rejected",
+        "rejected",
+    ]
+
+
+def test_dry_run_from_stdin_and_clean_exit(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    good = events(time.time())[:3]
+    proc = run("send", "-", "--config", str(cfg), "--dry-run", stdin=ndjson(good))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sum(len(orjson.loads(x)["data"]) for x in proc.stdout.splitlines()) == 3
+
+
+def test_dry_run_csv_with_dotted_columns(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    ms = int((time.time() - 60) * 1000)
+    src = tmp_path / "export.csv"
+    src.write_text(
+        "event_name,facebook_lead_id,user.email,user.consent_categories,context.event_timestamp\n"
+        f"lead_qualified,98765432109876543,A@B.example,4,{ms}\n"
+    )
+    proc = run("send", str(src), "--config", str(cfg), "--dry-run")
+    assert proc.returncode == 0, proc.stderr.decode()
+    (body,) = proc.stdout.splitlines()
+    assert b'"lead_id":98765432109876543' in body
+
+
+def test_validate_reports_every_problem_without_the_token(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        f'pixel_id = "abc"\naccess_token = "{TOKEN}"\nlead_id = "=TRIM("\n'
+        '[mapping]\nx = "Lead"\n[smart_mapping]\n"user_data.email" = "{{user.email}}"\n'
+    )
+    proc = run("validate", "--config", str(cfg))
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    for key in ("pixel_id", "lead_id", "lead_event_source", 'smart_mapping."user_data.email"'):
+        assert key in err
+    assert TOKEN not in err
+
+
+def test_preview_explains_each_field(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, extra='default_country = "FR"\n')
+    event = events(time.time())[0]
+    event["user"]["phone"] = "06 12 34 56 78"
+    event["user"]["birthdate"] = "12/04/1985"
+    src = tmp_path / "one.json"
+    src.write_bytes(orjson.dumps(event))
+    proc = run("preview", str(src), "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "Sendable" in out and "Marketing Qualified Lead" in out
+    assert "user_data.ph" in out and "prebuilt" in out and "setting" in out
+    assert "user_data.db" in out and "YYYY" in out  # why the birthdate was left out
+
+
+@pytest.mark.parametrize("bad", ["nope.ndjson"])
+def test_missing_input_file_is_an_input_error(tmp_path: Path, bad: str) -> None:
+    cfg = write_config(tmp_path)
+    proc = run("send", str(tmp_path / bad), "--config", str(cfg), "--dry-run")
+    assert proc.returncode == 1
+    assert bad in proc.stderr.decode()

@@ -1,0 +1,107 @@
+"""Config loading: names users know, ${ENV} secrets, every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE, make_settings
+from leadrelay.config import ConfigError, load_config, parse_config
+
+GOOD = """
+pixel_id = "123456789012345"
+access_token = "${META_ACCESS_TOKEN}"
+lead_id = "{{id}}"
+lead_event_source = "HubSpot"
+consent_category = "3"
+test_event_code = "TEST12345"
+graph_url = "http://127.0.0.1:9/"
+default_country = "fr"
+
+[mapping]
+generate_lead = "Lead"
+lead_qualified = "Marketing Qualified Lead"
+crm_stage_changed = "{{crm_stage}}"
+
+[smart_mapping]
+"user_data.em" = "{{user.work_email}}"
+"user_data.ph" = ""
+"custom_data.value" = "{{value}}"
+
+[delivery]
+batch_size = 500
+"""
+
+
+def test_good_config_loads_with_env_secret(tmp_path: Path) -> None:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(GOOD)
+    settings = load_config(path, env={"META_ACCESS_TOKEN": "EAAB-very-secret"})
+    assert settings.access_token.get_secret_value() == "EAAB-very-secret"
+    assert settings.graph_url == "http://127.0.0.1:9"
+    assert settings.default_country == "FR"
+    assert settings.delivery.batch_size == 500
+    assert settings.mapping["crm_stage_changed"] == "{{crm_stage}}"
+    assert "EAAB-very-secret" not in repr(settings)
+    assert "EAAB-very-secret" not in str(settings)
+
+
+def test_all_problems_reported_at_once_with_keys() -> None:
+    raw = {
+        "pixel_id": "not-digits",
+        "access_token": "${MISSING_TOKEN}",
+        "lead_id": "=COALESCE(id,",
+        "mapping": {"generate_lead": "=LOWR(x)"},
+        "smart_mapping": {"user_data.email": "{{user.email}}", "action_source": "website"},
+        "lead_event_sorce": "HubSpot",
+        "delivery": {"batch_size": 5000},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="x.toml", env={})
+    text = str(info.value)
+    keys = {p.key for p in info.value.problems}
+    assert {
+        "pixel_id",
+        "access_token",
+        "lead_id",
+        "mapping.generate_lead",
+        'smart_mapping."user_data.email"',
+        "smart_mapping.action_source",
+        "lead_event_sorce",
+        "lead_event_source",
+        "delivery.batch_size",
+    } <= keys
+    assert "MISSING_TOKEN is not set" in text
+    assert "did you mean 'lead_event_source'" in text
+    assert "LOWER" in text  # the suggestion for the misspelt function
+    assert "position" in text
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("pixel_id = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_token_never_in_errors() -> None:
+    raw = {**BASE, "access_token": "EAAB-secret-in-error", "pixel_id": "bad"}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="x", env={})
+    assert "EAAB-secret-in-error" not in str(info.value)
+
+
+def test_empty_mapping_and_unknown_country() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(mapping={}, default_country="Atlantis")
+    keys = {p.key for p in info.value.problems}
+    assert keys == {"mapping", "default_country"}
+
+
+def test_ids_may_be_numbers_in_toml() -> None:
+    settings = make_settings(pixel_id=123456789012345, consent_category=4)
+    assert settings.pixel_id == "123456789012345"
+    assert settings.consent_category == "4"

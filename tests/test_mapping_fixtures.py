@@ -1,0 +1,72 @@
+"""Table-driven mapping cases: (config, event) -> exact payload, rejection or filter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import NOW, make_settings
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Filtered, Payload, Rejected
+
+CASES = sorted((Path(__file__).parent / "fixtures" / "mapping").glob("*.json"))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_mapping_case(path: Path) -> None:
+    case = _load(path)
+    mapper = Mapper(make_settings(**case["config"]), clock=lambda: NOW)
+    outcome = mapper.map(case["event"])
+    expect = case["expect"]
+    if "payload" in expect:
+        assert isinstance(outcome, Payload), outcome
+        assert outcome.data == expect["payload"]
+        assert [[n.field, n.reason] for n in outcome.notes] == expect.get("notes", [])
+    elif "rejected" in expect:
+        assert isinstance(outcome, Rejected), outcome
+        assert (outcome.reason, outcome.field) == (
+            expect["rejected"]["reason"],
+            expect["rejected"]["field"],
+        )
+        assert outcome.message
+    else:
+        assert isinstance(outcome, Filtered), outcome
+        assert outcome.reason == expect["filtered"]
+
+
+def test_lead_id_is_encoded_as_exact_json_integer() -> None:
+    mapper = Mapper(make_settings(), clock=lambda: NOW)
+    out = mapper.map({"event_name": "lead_qualified", "facebook_lead_id": "98765432109876543"})
+    assert isinstance(out, Payload)
+    encoded = orjson.dumps(out.data)
+    assert b'"lead_id":98765432109876543' in encoded
+
+
+def test_fixed_fields_cannot_be_overridden_by_the_event() -> None:
+    mapper = Mapper(make_settings(), clock=lambda: NOW)
+    out = mapper.map(
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": 123456789012345,
+            "action_source": "website",
+            "integrations": {"facebook": {"action_source": "website"}},
+        }
+    )
+    assert isinstance(out, Payload)
+    assert out.data["action_source"] == "system_generated"
+    assert out.data["custom_data"]["event_source"] == "crm"
+
+
+def test_rejection_names_the_value() -> None:
+    mapper = Mapper(make_settings(), clock=lambda: NOW)
+    out = mapper.map({"event_name": "lead_qualified", "facebook_lead_id": "12345"})
+    assert isinstance(out, Rejected)
+    assert "12345" in out.message and "15 to 17" in out.message

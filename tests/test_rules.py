@@ -1,0 +1,88 @@
+"""Meta's lead_id and event_time rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from leadrelay.meta.rules import FieldProblem, check_window, parse_lead_id, to_seconds
+
+NOW = 1767800000.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (123456789012345, 123456789012345),
+        ("123456789012345", 123456789012345),
+        (" 1234567890123456 ", 1234567890123456),
+        ("98765432109876543", 98765432109876543),
+        (98765432109876543, 98765432109876543),
+        ("l:1234567890123456", 1234567890123456),
+        (123456789012345.0, 123456789012345),
+    ],
+)
+def test_lead_id_accepted(value: Any, expected: int) -> None:
+    assert parse_lead_id(value) == expected
+    assert type(parse_lead_id(value)) is int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "12345",
+        "12345678901234",
+        "123456789012345678",
+        "12345678901234a",
+        "",
+        "١٢٣٤٥٦٧٨٩٠١٢٣٤٥",
+        True,
+        None,
+        [123456789012345],
+        1.2345678901234568e16,
+        123456789012345.5,
+        -123456789012345,
+    ],
+)
+def test_lead_id_rejected(value: Any) -> None:
+    with pytest.raises(FieldProblem) as info:
+        parse_lead_id(value)
+    assert info.value.reason == "invalid_lead_id"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (1767709812000, 1767709812),
+        ("1767709812000", 1767709812),
+        (1767709812, 1767709812),
+        ("1767709812", 1767709812),
+        (1767709812.5, 1767709812),
+        (1767709812123456, 1767709812),
+        ("2026-01-06T14:30:12Z", 1767709812),
+        ("2026-01-06T15:30:12.000+01:00", 1767709812),
+        ("2026-01-06T14:30:12", 1767709812),
+    ],
+)
+def test_event_time_formats(value: Any, seconds: int) -> None:
+    assert to_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", "nan", "inf", True, {"t": 1}, -5])
+def test_event_time_invalid(value: Any) -> None:
+    with pytest.raises(FieldProblem) as info:
+        to_seconds(value)
+    assert info.value.reason == "invalid_event_time"
+
+
+def test_window_edges() -> None:
+    week = 7 * 86400
+    assert check_window(int(NOW) - week + 1, NOW) == int(NOW) - week + 1
+    assert check_window(int(NOW) + 60, NOW) == int(NOW) + 60
+    with pytest.raises(FieldProblem, match="days old") as old:
+        check_window(int(NOW) - week, NOW)
+    assert old.value.reason == "event_time_too_old"
+    with pytest.raises(FieldProblem) as future:
+        check_window(int(NOW) + 61, NOW)
+    assert future.value.reason == "event_time_in_future"

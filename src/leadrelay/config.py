@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -78,6 +78,38 @@ class DeliverySettings(BaseModel):
     max_retry_s: float = Field(600.0, gt=0, le=7 * 86400)
 
 
+class ServerSettings(BaseModel):
+    """The HTTP service (``leadrelay serve``) and where it keeps its data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intake_token: SecretStr | None = None
+    dashboard_token: SecretStr | None = None
+    data_dir: Path = Path("./leadrelay-data")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_backlog: int = Field(1_000_000, ge=1)
+
+    @field_validator("intake_token", "dashboard_token")
+    @classmethod
+    def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("is too short; use at least 16 random characters")
+        return value
+
+
+class StoreSettings(BaseModel):
+    """What the durable store keeps, and for how long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    originals: Literal["keep", "redact", "drop"] = "keep"
+    drop_originals_after_delivery: bool = True
+    retention_days: float = Field(30.0, gt=0)
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+
 class Settings(BaseModel):
     """A validated leadrelay configuration."""
 
@@ -95,6 +127,8 @@ class Settings(BaseModel):
     api_version: str = Field(DEFAULT_API_VERSION, pattern=r"^v\d+\.\d+$")
     default_country: str | None = None
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @field_validator("access_token")
     @classmethod
@@ -126,6 +160,13 @@ class Settings(BaseModel):
         if code is None:
             raise ValueError(f"{value!r} is not an ISO 3166 country code (e.g. FR, US)")
         return code
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "delivery": DeliverySettings,
+    "server": ServerSettings,
+    "store": StoreSettings,
+}
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -191,7 +232,7 @@ def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Proble
     for err in exc.errors():
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
-            section = Settings if len(loc) == 1 else DeliverySettings
+            section = _SECTIONS.get(str(loc[0]), Settings) if len(loc) > 1 else Settings
             hint = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""
             problems.append(Problem(_key(loc), f"unknown setting{suffix}"))

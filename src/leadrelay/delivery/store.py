@@ -1,0 +1,272 @@
+"""The durable event store: every accepted event and its one outcome, whatever the backend.
+
+Intake (``serve``, ``send``) calls ``add`` and answers only once it returned: from then on the
+event is on disk. The dispatcher ``claim``s due payloads in batches, delivers them and records the
+result with ``complete`` (final) or ``retry_later`` (back to the queue). ``status``,
+``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events`` and ``get``. This
+module holds the protocol and the row types, plus the encoding rules every backend shares (payload
+bytes, the PII policy for originals), and says nothing about SQL: a Redis Streams store implements
+the same protocol.
+
+State changes: ``add`` stores a ``Payload`` as QUEUED and a ``Filtered``/``Rejected`` in that final
+state. QUEUED -> IN_FLIGHT by ``claim``; IN_FLIGHT -> DELIVERED/REJECTED/EXPIRED/DEAD by
+``complete``, or back to QUEUED by ``retry_later`` and, after a crash, ``release_in_flight``.
+DEAD/REJECTED/EXPIRED (and FILTERED, given a re-mapped payload) -> QUEUED by ``requeue``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+import orjson
+
+from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
+
+OriginalPolicy = Literal["keep", "redact", "drop"]
+"""What to keep of the event as received: all of it, all but the values under ``user``, nothing."""
+
+REDACTED: Final = "[redacted]"
+_KEPT_USER_FIELDS: Final = frozenset({"consent_categories"})  # needed to explain consent filtering
+
+FINAL_DELIVERY_STATES: Final = frozenset(
+    {State.DELIVERED, State.REJECTED, State.EXPIRED, State.DEAD}
+)
+"""States ``complete`` records as final (it also accepts QUEUED: not sent, back to the queue)."""
+
+REPLAYABLE_STATES: Final = frozenset({State.DEAD, State.REJECTED, State.EXPIRED, State.FILTERED})
+"""States ``requeue`` takes back to the queue. Never DELIVERED: that would send an event twice."""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (wrong file, newer schema, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One event to store: what the Mapper made of it and the event as received.
+
+    ``original`` is the received event as JSON bytes; the store keeps it per its PII policy.
+    ``received_at`` is when intake received it (epoch seconds); a payload is due from then.
+    """
+
+    outcome: Payload | Filtered | Rejected
+    original: bytes | None
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim."""
+
+    id: int
+    payload: Payload
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One stored event as ``status``, ``dead-letters`` and the dashboard show it.
+
+    ``payload`` is the server event as it is (or was) sent to Meta, ``original`` the event as
+    received (``None`` when the PII policy or a purge dropped it), ``response`` what delivery kept
+    of Meta's answer beyond the columns. ``attempts`` counts every request that carried the event.
+    ``next_attempt_at`` is set while QUEUED: the event is not sent before then.
+    """
+
+    id: int
+    key: str
+    state: State
+    source_event: str
+    event_name: str | None
+    lead_id: int | None
+    event_time: int | None
+    received_at: float
+    updated_at: float
+    attempts: int
+    reason: str | None
+    message: str | None
+    field: str | None
+    code: int | None
+    subcode: int | None
+    fbtrace_id: str | None
+    payload: dict[str, Any] | None
+    original: dict[str, Any] | None
+    response: dict[str, Any] | None
+    value: str | None = None
+    notes: tuple[FieldNote, ...] = ()
+    next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many events are in which state, and why.
+
+    ``by_state`` has every ``State`` value (0 included); ``by_reason`` maps (state, reason) to a
+    count for every event that has a reason (filtered/rejected/expired/dead, and queued ones
+    waiting for a retry). Both honour ``since``. ``queued``, ``in_flight`` and ``oldest_queued_at``
+    always describe the whole current backlog, whatever ``since`` says.
+    """
+
+    by_state: dict[str, int]
+    by_reason: dict[tuple[str, str], int] = field(default_factory=dict)
+    queued: int = 0
+    in_flight: int = 0
+    oldest_queued_at: float | None = None
+
+
+class Store(Protocol):
+    """Durable event store shared by intake, the dispatcher and the read-only commands."""
+
+    def add(self, items: Sequence[Incoming]) -> list[int]:
+        """Store ``items`` in one transaction; durable when this returns. Returns one id per item.
+
+        An item whose (non-empty) key is already stored, or appears earlier in ``items``, is not
+        stored again: its id is the existing one (a client resending after a timeout). The first
+        outcome stored for a key wins. A payload that cannot be encoded is stored REJECTED with
+        reason ``unencodable`` rather than failing the whole batch.
+        """
+        ...
+
+    def claim(self, limit: int, now: float) -> list[Claimed]:
+        """Mark up to ``limit`` due payloads IN_FLIGHT and return them, longest due first.
+
+        Due means QUEUED with ``next_attempt_at <= now``. Order is by due time (received_at for a
+        new event, the retry time for a retried one), then id, so a backlog cannot starve retries.
+        """
+        ...
+
+    def complete(self, results: Sequence[tuple[int, Delivery]], now: float) -> None:
+        """Record delivery results in one transaction.
+
+        DELIVERED/REJECTED/EXPIRED/DEAD are final; QUEUED (not sent, e.g. delivery paused) goes
+        back to the queue, due at ``now``. ``Delivery.attempts`` is added to the stored attempts.
+        Rows that are no longer QUEUED or IN_FLIGHT are left alone.
+        """
+        ...
+
+    def retry_later(
+        self,
+        ids: Sequence[int],
+        next_attempt_at: float,
+        reason: str,
+        message: str | None,
+        *,
+        attempts: int = 1,
+        now: float | None = None,
+    ) -> None:
+        """Put IN_FLIGHT (or QUEUED) rows back in the queue, not due before ``next_attempt_at``.
+
+        ``attempts`` is how many requests carried them since the claim (0: not sent, e.g. paused);
+        ``reason``/``message`` say why they wait. ``now`` stamps ``updated_at`` (default: the
+        wall clock). Rows that are no longer QUEUED or IN_FLIGHT are left alone.
+        """
+        ...
+
+    def release_in_flight(self) -> int:
+        """Put every IN_FLIGHT row back in the queue (start-up after a crash); returns how many.
+
+        Only one delivering process may use a store: this takes back whatever another one holds.
+        """
+        ...
+
+    def counts(self, since: float | None = None) -> Counts:
+        """Counts by state and reason, of events last updated at or after ``since``."""
+        ...
+
+    def timeline(self, since: float, bucket_s: int) -> list[tuple[float, dict[str, int]]]:
+        """Counts by current state of events updated since ``since``, per ``bucket_s`` bucket.
+
+        Buckets start at multiples of ``bucket_s`` (epoch-aligned, so they stay put between
+        polls), ascending; empty buckets are left out.
+        """
+        ...
+
+    def events(
+        self,
+        *,
+        states: Sequence[State] | None = None,
+        reason: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> list[EventRecord]:
+        """Stored events by ascending id, filtered; page on with ``after_id`` (the last id seen)."""
+        ...
+
+    def get(self, id_or_key: int | str) -> EventRecord | None:
+        """One event by store id (int) or by key (str), ``None`` when not stored."""
+        ...
+
+    def requeue(
+        self,
+        ids: Sequence[int],
+        payloads: Sequence[Payload] | None = None,
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Replay: put rows in a ``REPLAYABLE_STATES`` state back in the queue, due at ``now``.
+
+        Attempts and the previous reason are reset. ``payloads`` (aligned with ``ids``) replace the
+        stored payload, e.g. after re-mapping with a fixed config; the row keeps its key. Rows in
+        another state, or without a payload to send, are left alone. Returns how many were queued.
+        """
+        ...
+
+    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
+        """Retention for DELIVERED events last updated before ``delivered_before``.
+
+        Deletes them, or with ``drop_originals`` keeps the record but drops its original and
+        payload (the outcome stays visible). Returns how many rows were affected.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the backend; later calls raise ``StoreError``."""
+        ...
+
+
+def encode_payload(payload: Payload) -> tuple[bytes, bytes | None]:
+    """The stored form of a payload: its ``data`` and its notes (``None`` if none) as JSON bytes.
+
+    Raises ``TypeError`` (orjson's ``JSONEncodeError``) when ``data`` is not plain JSON.
+    """
+    notes = (
+        orjson.dumps([[n.field, n.reason, n.message] for n in payload.notes])
+        if payload.notes
+        else None
+    )
+    return orjson.dumps(payload.data), notes
+
+
+def decode_notes(blob: bytes | None) -> tuple[FieldNote, ...]:
+    """The notes ``encode_payload`` stored."""
+    if not blob:
+        return ()
+    return tuple(FieldNote(f, r, m) for f, r, m in orjson.loads(blob))
+
+
+def keep_original(original: bytes | None, policy: OriginalPolicy) -> bytes | None:
+    """What the PII policy lets the store keep of an event as received.
+
+    ``redact`` replaces every value under ``user`` with ``"[redacted]"`` except
+    ``consent_categories`` (needed to explain consent filtering). An original that is not a JSON
+    object cannot be redacted safely and is not kept under ``redact``.
+    """
+    if original is None or policy == "drop":
+        return None
+    if policy == "keep":
+        return original
+    try:
+        event = orjson.loads(original)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    user = event.get("user")
+    if isinstance(user, dict):
+        event["user"] = {k: v if k in _KEPT_USER_FIELDS else REDACTED for k, v in user.items()}
+    elif user is not None:
+        event["user"] = REDACTED
+    return orjson.dumps(event)

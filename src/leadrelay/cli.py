@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.delivery.store import Store, StoreError
+from leadrelay.delivery.stores import open_store
 from leadrelay.events import InputError, read_events
+from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.explain import explain
 from leadrelay.mapping.expressions import MISSING
@@ -69,6 +72,7 @@ def send(
     Exit code 0 when nothing was rejected, 2 when some events were rejected or expired,
     1 for a config error or when delivery had to stop (e.g. the access token was refused).
     """
+    configure_logging(verbose)
     settings = _load(config)
     try:
         code = run_send(
@@ -174,8 +178,201 @@ def demo() -> None:
     raise typer.Exit(run_demo(err=err, out=Console()))
 
 
+def _store(settings: Settings) -> Store:
+    try:
+        return open_store(settings, create=False)
+    except StoreError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(config: ConfigOpt) -> None:
+    """The Event Delivery view: outcomes by reason over the last hour/day/week, health, backlog."""
+    from leadrelay import status as view
+
+    settings = _load(config)
+    store = _store(settings)
+    try:
+        view.render(view.collect(settings, store), Console())
+    finally:
+        store.close()
+
+
+@app.command()
+def report(
+    config: ConfigOpt,
+    from_files: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="Event files (e.g. a CRM export) instead of the store."),
+    ] = None,
+    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
+        "leadrelay-report.html"
+    ),
+) -> None:
+    """Funnel and Conversion Leads good-fit checks, in the terminal and as a self-contained HTML."""
+    from leadrelay.diagnostics import run_report
+
+    settings = _load(config)
+    store = None if from_files else _store(settings)
+    try:
+        code = run_report(
+            settings, files=from_files, store=store, html_path=html, console=Console()
+        )
+    finally:
+        if store is not None:
+            store.close()
+    raise typer.Exit(code)
+
+
+dead = typer.Typer(help="What failed and why; replay after fixing the cause.", no_args_is_help=True)
+app.add_typer(dead, name="dead-letters")
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only events updated since: 2h, 7d, or ISO-8601.")
+]
+
+
+def _since(text: str | None) -> float | None:
+    from leadrelay.deadletters import parse_since
+
+    if text is None:
+        return None
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@dead.command("list")
+def dead_list(
+    config: ConfigOpt,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """List dead letters: rejected, expired and undeliverable events, with the reason."""
+    from leadrelay.deadletters import dead_letters
+
+    settings = _load(config)
+    store = _store(settings)
+    table = Table(header_style="bold")
+    for col in ("id", "event_id", "state", "reason", "Meta", "event", "lead_id", "message"):
+        table.add_column(col, overflow="fold")
+    n = 0
+    try:
+        for r in dead_letters(store, reason=reason, since=_since(since), limit=limit):
+            meta = "" if r.code is None else f"{r.code}/{r.subcode}" if r.subcode else str(r.code)
+            table.add_row(
+                str(r.id),
+                r.key,
+                r.state.value,
+                r.reason or "",
+                meta,
+                r.event_name or r.source_event,
+                str(r.lead_id or ""),
+                _show(r.message or ""),
+            )
+            n += 1
+    finally:
+        store.close()
+    Console().print(table)
+    err.print(f"{n} dead letter(s)" + (" (limit reached)" if n == limit else ""))
+
+
+@dead.command("show")
+def dead_show(
+    event: Annotated[str, typer.Argument(help="Store id or event_id.")], config: ConfigOpt
+) -> None:
+    """Everything about one event: the original, the request payload, Meta's answer."""
+    import orjson
+
+    settings = _load(config)
+    store = _store(settings)
+    try:
+        record = store.get(int(event)) if event.isdigit() else store.get(event)
+        if record is None and event.isdigit():
+            record = store.get(event)
+    finally:
+        store.close()
+    if record is None:
+        err.print(f"[red]No stored event {event!r}[/red]")
+        raise typer.Exit(1)
+    out = Console()
+    for name in (
+        "id",
+        "key",
+        "state",
+        "source_event",
+        "event_name",
+        "lead_id",
+        "event_time",
+        "attempts",
+        "reason",
+        "field",
+        "value",
+        "code",
+        "subcode",
+        "fbtrace_id",
+        "message",
+    ):
+        value = getattr(record, name)
+        if value is not None:
+            out.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+    for note in record.notes:
+        out.print(f"[bold]left out[/bold] {note.field}: {note.message}", highlight=False)
+    for title, blob in (
+        ("original event", record.original),
+        ("request payload", record.payload),
+        ("Meta's answer", record.response),
+    ):
+        if blob is not None:
+            out.print(f"[bold]{title}[/bold]:")
+            out.print_json(orjson.dumps(blob).decode())
+
+
+@dead.command("replay")
+def dead_replay(
+    config: ConfigOpt,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Store ids or event_ids (default: all).")
+    ] = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+) -> None:
+    """Queue dead letters again, re-mapped with the current config (after you fixed the cause)."""
+    from leadrelay.deadletters import dead_letters, replay
+
+    settings = _load(config)
+    store = _store(settings)
+    try:
+        if ids:
+            found = [store.get(int(i)) if i.isdigit() else store.get(i) for i in ids]
+            records = [r for r in found if r is not None]
+            if len(records) < len(ids):
+                err.print(f"[yellow]{len(ids) - len(records)} id(s) not found[/yellow]")
+        else:
+            records = list(dead_letters(store, reason=reason, since=_since(since)))
+        result = replay(store, Mapper(settings), records)
+    finally:
+        store.close()
+    err.print(
+        f"Queued {result.queued} event(s) again ({result.remapped} re-mapped with the "
+        f"current config, {result.as_is} as they were)."
+    )
+    for why, n in result.skipped.items():
+        err.print(f"  left as they are: {n} {why}", highlight=False)
+    for example in result.examples:
+        err.print(f"    e.g. {example}", markup=False, highlight=False)
+    err.print(
+        f"The running service delivers them; without one, run: leadrelay deliver --config {config}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
+    configure_logging(0)
     try:
         app()
     except KeyboardInterrupt:

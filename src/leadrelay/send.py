@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import structlog
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,9 +23,11 @@ from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.delivery.pipeline import BatchPolicy, deliver_stream
 from leadrelay.events import read_events
 from leadrelay.mapping.engine import Mapper
-from leadrelay.meta.client import GraphClient
+from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.outcome import Payload
 from leadrelay.summary import Tally
+
+log = structlog.get_logger("leadrelay.send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,36 @@ def make_client(settings: Settings) -> GraphClient:
     )
 
 
+def log_request(result: GraphResult, events: int) -> None:
+    """Log one Graph request: debug when it went through, warning with Meta's code when not."""
+    if result.ok:
+        log.debug(
+            "graph request",
+            events=events,
+            received=result.events_received,
+            fbtrace_id=result.fbtrace_id,
+            messages=result.messages or None,
+        )
+    elif result.error is not None:
+        e = result.error
+        log.warning(
+            "graph error",
+            events=events,
+            kind=e.kind.value,
+            error=e.label(),
+            http_status=e.http_status,
+            fbtrace_id=e.fbtrace_id,
+            message=e.message,
+        )
+
+
 def make_dispatcher(settings: Settings, client: GraphClient) -> Dispatcher:
     """The dispatcher for a config."""
     d = settings.delivery
     return Dispatcher(
-        client, policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s)
+        client,
+        policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s),
+        on_request=log_request,
     )
 
 

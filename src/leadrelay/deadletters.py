@@ -1,0 +1,115 @@
+"""``leadrelay dead-letters``: what failed and why, and replay once the cause is fixed.
+
+A dead letter is a stored event that did not reach Meta: rejected (by our rules or by Meta),
+expired, or dead (retries exhausted). Replay maps the original event again with the current
+config (so a fixed mapping applies) and queues it; events whose original was not kept are queued
+with the payload they had (enough after fixing the token).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from leadrelay.delivery.store import EventRecord, Store
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Payload, State
+
+DEAD_STATES: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """Epoch seconds from ``"2h"``, ``"30m"``, ``"7d"``, ``"1w"`` (ago) or an ISO-8601 time."""
+    at = time.time() if now is None else now
+    match = _DURATION.match(text)
+    if match:
+        return at - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: use a duration like 2h, 30m, 7d or an ISO-8601 time"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed.timestamp()
+
+
+def dead_letters(
+    store: Store,
+    *,
+    reason: str | None = None,
+    since: float | None = None,
+    limit: int | None = None,
+) -> Iterator[EventRecord]:
+    """Dead letters by ascending id, filtered, paging through the store."""
+    after: int | None = None
+    served = 0
+    while limit is None or served < limit:
+        page = store.events(
+            states=DEAD_STATES, reason=reason, since=since, limit=500, after_id=after
+        )
+        if not page:
+            return
+        for record in page:
+            yield record
+            served += 1
+            if limit is not None and served >= limit:
+                return
+        after = page[-1].id
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay did: queued (re-mapped or as they were) and left alone, by reason."""
+
+    remapped: int = 0
+    as_is: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def queued(self) -> int:
+        """Events put back in the queue."""
+        return self.remapped + self.as_is
+
+
+def replay(
+    store: Store,
+    mapper: Mapper,
+    records: Sequence[EventRecord],
+    *,
+    now: float | None = None,
+) -> ReplayResult:
+    """Queue ``records`` again: re-mapped from their original when kept, else as they were."""
+    result = ReplayResult()
+    remap_ids: list[int] = []
+    remapped: list[Payload] = []
+    as_is: list[int] = []
+    for record in records:
+        if record.original is not None:
+            outcome = mapper.map(record.original)
+            if isinstance(outcome, Payload):
+                remap_ids.append(record.id)
+                remapped.append(outcome)
+            else:
+                result.skipped[f"still {outcome.reason}"] += 1
+                if len(result.examples) < 5:
+                    result.examples.append(f"{record.key or record.id}: {outcome.message}")
+        elif record.payload is not None:
+            as_is.append(record.id)
+        else:
+            result.skipped["nothing kept to resend"] += 1
+    at = time.time() if now is None else now
+    if remap_ids:
+        result.remapped = store.requeue(remap_ids, remapped, now=at)
+    if as_is:
+        result.as_is = store.requeue(as_is, now=at)
+    return result

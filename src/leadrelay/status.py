@@ -1,0 +1,137 @@
+"""``leadrelay status``: the Event Delivery view in the terminal.
+
+Counts by outcome and reason over the last hour, day and week, a health label from the delivered
+share, the backlog, and whether delivery is paused (asked of the running service when there is
+one, else read from the reasons of queued events).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from leadrelay.config import Settings
+from leadrelay.delivery.store import Counts, Store
+from leadrelay.diagnostics.delivery import Health, health
+from leadrelay.diagnostics.fixes import what_to_fix
+
+WINDOWS: Final = (("last hour", 3600), ("last day", 86400), ("last week", 7 * 86400))
+FAILED: Final = ("rejected", "expired", "dead")
+PAUSE_REASONS: Final = frozenset({"paused_auth"})
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Counts over one period and the health they give."""
+
+    name: str
+    counts: Counts
+    health: Health
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Everything ``leadrelay status`` shows."""
+
+    windows: tuple[Window, ...]
+    backlog: Counts
+    paused: str | None
+    service: str
+
+
+def _health(counts: Counts) -> Health:
+    failed = sum(counts.by_state.get(s, 0) for s in FAILED)
+    return health(counts.by_state.get("delivered", 0), failed)
+
+
+def service_state(settings: Settings) -> tuple[str, str | None]:
+    """Ask the running service (if any) whether it is ready: (description, pause reason)."""
+    server = settings.server
+    url = f"http://{server.host}:{server.port}/readyz"
+    try:
+        answer = httpx.get(url, timeout=1.0)
+    except httpx.HTTPError:
+        return f"not running at {server.host}:{server.port}", None
+    if answer.status_code == 200:
+        return f"running at {server.host}:{server.port}, ready", None
+    try:
+        body: Any = answer.json()
+        reason = str(body.get("reason") or body)
+    except ValueError:
+        reason = answer.text[:200]
+    return f"running at {server.host}:{server.port}, not ready", reason
+
+
+def collect(settings: Settings, store: Store, *, now: float | None = None) -> Status:
+    """Read the store (and the service) into a ``Status``."""
+    at = time.time() if now is None else now
+    windows = []
+    for name, seconds in WINDOWS:
+        counts = store.counts(since=at - seconds)
+        windows.append(Window(name, counts, _health(counts)))
+    backlog = store.counts()
+    service, paused = service_state(settings)
+    if paused is None:
+        waiting = {r: n for (s, r), n in backlog.by_reason.items() if s == "queued"}
+        held = sum(n for r, n in waiting.items() if r in PAUSE_REASONS)
+        if held:
+            paused = f"{held} queued event(s) wait because Meta refused the access token"
+    return Status(tuple(windows), backlog, paused, service)
+
+
+def fix_for(reason: str) -> str:
+    """What to do about a stored reason; ``meta_<code>_<subcode>`` reasons carry Meta's codes."""
+    if reason.startswith("meta_"):
+        parts = reason.split("_")[1:]
+        if parts and all(p.isdigit() for p in parts):
+            subcode = int(parts[1]) if len(parts) > 1 else None
+            return what_to_fix(reason, int(parts[0]), subcode)
+    return what_to_fix(reason)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def render(status: Status, console: Console, *, now: float | None = None) -> None:
+    """Print the status tables."""
+    at = time.time() if now is None else now
+    table = Table(title="Event Delivery", header_style="bold")
+    table.add_column("outcome")
+    for w in status.windows:
+        table.add_column(w.name, justify="right")
+    for state in ("delivered", "filtered", "rejected", "expired", "dead"):
+        table.add_row(state, *(str(w.counts.by_state.get(state, 0)) for w in status.windows))
+    table.add_row("health", *(w.health.label for w in status.windows), style="bold")
+    console.print(table)
+    week = status.windows[-1]
+    console.print(f"Health (last week): {week.health.text}")
+    b = status.backlog
+    oldest = "-" if b.oldest_queued_at is None else _age(max(0.0, at - b.oldest_queued_at))
+    console.print(f"Queue: {b.queued} queued, {b.in_flight} in flight, oldest waiting {oldest}")
+    console.print(f"Service: {status.service}")
+    if status.paused:
+        console.print(f"[bold red]Delivery paused:[/bold red] {status.paused}", highlight=False)
+    reasons = sorted(
+        ((s, r, n) for (s, r), n in week.counts.by_reason.items() if s != "queued"),
+        key=lambda x: -x[2],
+    )
+    if reasons:
+        why = Table(title="Why (last week)", header_style="bold")
+        for col in ("outcome", "reason", "events", "what to do"):
+            why.add_column(col, overflow="fold")
+        for state, reason, n in reasons[:15]:
+            why.add_row(state, reason, str(n), escape(fix_for(reason)))
+        console.print(why)

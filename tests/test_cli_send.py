@@ -1,0 +1,114 @@
+"""`leadrelay send` delivering over real HTTP to the sandbox, as users run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from leadrelay.sandbox import SandboxOptions, SandboxServer
+
+TOKEN = "sandbox-token-cli-send-0123"
+DELETED = 999999999999001
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    options = SandboxOptions(
+        access_tokens=frozenset({TOKEN}), deleted_lead_ids=frozenset({DELETED})
+    )
+    with SandboxServer(options) as server:
+        yield server
+
+
+def config(tmp_path: Path, url: str, token: str = TOKEN) -> Path:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(
+        f"""
+pixel_id = "123456789012345"
+access_token = "${{TOKEN}}"
+lead_id = "{{{{facebook_lead_id}}}}"
+lead_event_source = "HubSpot"
+graph_url = "{url}"
+[mapping]
+lead_qualified = "Marketing Qualified Lead"
+[delivery]
+batch_size = 50
+max_attempts = 3
+[server]
+data_dir = "{tmp_path / "data"}"
+"""
+    )
+    return path
+
+
+def events(n: int, *, bad: tuple[int, ...] = ()) -> bytes:
+    ms = int((time.time() - 600) * 1000)
+    out = []
+    for i in range(n):
+        lead = DELETED if i in bad else 100000000000000 + i
+        out.append(
+            {
+                "event_name": "lead_qualified",
+                "facebook_lead_id": lead,
+                "user": {"email": f"u{i}@example.com"},
+                "context": {"event_id": f"e{i}", "event_timestamp": ms},
+            }
+        )
+    return b"".join(orjson.dumps(e) + b"\n" for e in out)
+
+
+def run(cfg: Path, src: Path, *extra: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"TOKEN": token, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+
+
+def report_rows(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_send_delivers_everything_and_isolates_the_bad_lead(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(500, bad=(123,)))
+    sandbox.state.script("http_500")
+    report = tmp_path / "report.ndjson"
+    proc = run(config(tmp_path, sandbox.url), src, "--report", str(report), "-v")
+    assert proc.returncode == 2, proc.stderr
+    received = sandbox.state.received()
+    assert len(received) == 499
+    assert len({e["event_id"] for e in received}) == 499
+    rows = {r["event_id"]: r for r in report_rows(report)}
+    assert len(rows) == 500
+    bad = rows["e123"]
+    assert (bad["outcome"], bad["code"], bad["subcode"]) == ("rejected", 100, 2804036)
+    assert bad["fbtrace_id"]
+    outcomes = [r["outcome"] for r in rows.values()]
+    assert outcomes.count("delivered_after_retry") == 50  # the first batch met the 500
+    assert outcomes.count("delivered") == 449
+    assert "100/2804036" in proc.stderr and "graph error" in proc.stderr
+    assert TOKEN not in proc.stderr and TOKEN not in report.read_text()
+
+
+def test_auth_failure_stops_and_says_what_to_fix(sandbox: SandboxServer, tmp_path: Path) -> None:
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(120))
+    wrong = "EAAB-wrong-token-value"
+    proc = run(config(tmp_path, sandbox.url), src, token=wrong)
+    assert proc.returncode == 1, proc.stderr
+    assert "Delivery stopped" in proc.stderr and "access_token" in proc.stderr
+    assert "190" in proc.stderr
+    assert wrong not in proc.stderr
+    assert sandbox.state.received() == []

@@ -1,0 +1,155 @@
+"""`leadrelay status` and `leadrelay dead-letters` on a real store file, as users run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from leadrelay.config import load_config
+from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.stores import open_store
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Delivery, Payload, State
+
+TOKEN = "EAAB-operate-secret"
+
+
+def write_config(tmp_path: Path, lead_id: str = "{{facebook_lead_id}}") -> Path:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(
+        f"""
+pixel_id = "123456789012345"
+access_token = "{TOKEN}"
+lead_id = "{lead_id}"
+lead_event_source = "HubSpot"
+[mapping]
+lead_qualified = "Marketing Qualified Lead"
+[server]
+data_dir = "{tmp_path / "data"}"
+port = 9
+"""
+    )
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "leadrelay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "250"},
+    )
+
+
+def seed(config: Path) -> None:
+    """Store 4 events: one delivered, one rejected by Meta, one rejected by us, one filtered."""
+    settings = load_config(config)
+    mapper = Mapper(settings)
+    ms = int((time.time() - 600) * 1000)
+    events = [
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": 123456789012345,
+            "context": {"event_id": "ok-1", "event_timestamp": ms},
+        },
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": 999999999999001,
+            "user": {"email": "gone@example.com"},
+            "context": {"event_id": "meta-no", "event_timestamp": ms},
+        },
+        {
+            "event_name": "lead_qualified",
+            "lead": "123456789012346",
+            "context": {"event_id": "no-lead", "event_timestamp": ms},
+        },
+        {"event_name": "page_view", "context": {"event_id": "pv", "event_timestamp": ms}},
+    ]
+    store = open_store(settings)
+    now = time.time()
+    store.add([Incoming(mapper.map(e), orjson.dumps(e), now) for e in events])
+    claimed = store.claim(10, now + 1)
+    assert [c.payload.key for c in claimed] == ["ok-1", "meta-no"]
+    ok, bad = claimed
+    store.complete(
+        [
+            (ok.id, Delivery(ok.payload, State.DELIVERED)),
+            (
+                bad.id,
+                Delivery(
+                    bad.payload,
+                    State.REJECTED,
+                    reason="meta_100_2804036",
+                    message="Invalid Lead ID",
+                    code=100,
+                    subcode=2804036,
+                    fbtrace_id="AbCdEfGhIjK",
+                ),
+            ),
+        ],
+        now + 2,
+    )
+    store.close()
+
+
+def test_status_shows_outcomes_health_and_backlog(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    seed(config)
+    proc = run("status", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Event Delivery" in out and "last week" in out
+    assert "stormy" in out  # 1 delivered of 3 that reached an outcome other than filtered
+    assert "meta_100_2804036" in out and "missing_lead_id" in out
+    assert "not running" in out
+    assert TOKEN not in out + proc.stderr
+
+
+def test_status_without_store_says_so(tmp_path: Path) -> None:
+    proc = run("status", "--config", str(write_config(tmp_path)))
+    assert proc.returncode == 1
+    assert "no event store" in proc.stderr
+
+
+def test_dead_letters_list_show_and_replay_after_fix(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    seed(config)
+    listed = run("dead-letters", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert "meta-no" in listed.stdout and "100/2804036" in listed.stdout
+    assert "no-lead" in listed.stdout and "missing_lead_id" in listed.stdout
+    assert "ok-1" not in listed.stdout and "pv" not in listed.stdout
+    only = run("dead-letters", "list", "--config", str(config), "--reason", "missing_lead_id")
+    assert "no-lead" in only.stdout and "meta-no" not in only.stdout
+
+    shown = run("dead-letters", "show", "meta-no", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "AbCdEfGhIjK" in shown.stdout and "gone@example.com" in shown.stdout
+    assert "original event" in shown.stdout and "request payload" in shown.stdout
+
+    # The user fixes the Lead Id mapping, then replays only the events we rejected.
+    fixed = write_config(tmp_path, lead_id="=COALESCE(facebook_lead_id, lead)")
+    replayed = run("dead-letters", "replay", "--config", str(fixed), "--reason", "missing_lead_id")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "Queued 1 event(s) again (1 re-mapped" in replayed.stderr
+    store = open_store(load_config(fixed), create=False)
+    try:
+        (claimed,) = store.claim(10, time.time() + 5)
+        assert claimed.payload.key == "no-lead"
+        assert isinstance(claimed.payload, Payload)
+        assert claimed.payload.lead_id == 123456789012346
+    finally:
+        store.close()
+
+
+def test_since_must_be_readable(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    seed(config)
+    proc = run("dead-letters", "list", "--config", str(config), "--since", "last tuesday")
+    assert proc.returncode == 1
+    assert "2h, 30m, 7d" in proc.stderr

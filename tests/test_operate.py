@@ -11,7 +11,7 @@ import orjson
 
 from leadrelay.config import load_config
 from leadrelay.delivery.store import Incoming
-from leadrelay.delivery.stores import open_store
+from leadrelay.delivery.wiring import open_store
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Delivery, Payload, State
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from leadrelay.config import ConfigError, Settings, load_config
 from leadrelay.delivery.store import Store, StoreError
-from leadrelay.delivery.stores import open_store
+from leadrelay.delivery.wiring import open_store
 from leadrelay.events import InputError, read_events
 from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
@@ -176,6 +176,26 @@ def demo() -> None:
     from leadrelay.demo import run_demo
 
     raise typer.Exit(run_demo(err=err, out=Console()))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            help="Take events in but do not deliver them (another leadrelay process delivers "
+            "from the same data_dir).",
+        ),
+    ] = False,
+) -> None:
+    """Run the HTTP service: POST /v1/events stores events durably; a background worker
+    delivers them to Meta. SIGTERM stops gracefully (exit 0), SIGHUP reloads the config.
+    Exit code 1 when it cannot start."""
+    from leadrelay.service.server import serve as run_service
+
+    raise typer.Exit(run_service(config, no_worker=no_worker))
 
 
 def _store(settings: Settings) -> Store:

@@ -1,35 +1,51 @@
-"""Structured logs (structlog) to stderr: quiet by default, ``-v`` for detail, JSON for services.
+"""Structured logs (structlog, with the stdlib loggers of uvicorn and httpx routed through it).
 
-Nothing secret is ever passed to a logger: tokens stay inside the Graph client and the intake's
-comparison; log calls carry counts, codes, event ids and fbtrace_ids only.
+Commands log readable lines to stderr, quiet by default (``-v`` for detail); the service logs JSON
+lines unless it runs on a terminal. Nothing secret is ever passed to a logger: tokens stay inside
+the Graph client and the intake's comparison; log calls carry counts, codes, event ids and
+fbtrace_ids only.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, Literal
 
 import structlog
 
 LEVELS = {0: logging.WARNING, 1: logging.INFO}
 
 
-def configure_logging(verbosity: int = 0, *, json: bool = False) -> None:
-    """Send structlog output to stderr at WARNING (0), INFO (1) or DEBUG (2+)."""
-    level = LEVELS.get(verbosity, logging.DEBUG)
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+def configure_logging(
+    verbosity: int = 0, *, fmt: Literal["json", "console"] | str | None = "console"
+) -> None:
+    """Log to stderr at WARNING (0), INFO (1) or DEBUG (2+); ``fmt=None`` picks JSON off a tty."""
+    if fmt not in ("json", "console"):
+        fmt = "console" if sys.stderr.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if fmt == "json":
+        final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        final.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS.get(verbosity, logging.DEBUG))
+    for noisy in ("httpx", "httpcore"):  # one line per Graph request is too much
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

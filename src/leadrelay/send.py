@@ -14,20 +14,17 @@ from pathlib import Path
 from typing import IO
 
 import orjson
-import structlog
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadrelay.config import Settings
-from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
+from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.pipeline import BatchPolicy, deliver_stream
+from leadrelay.delivery.wiring import make_client, make_dispatcher
 from leadrelay.events import read_events
 from leadrelay.mapping.engine import Mapper
-from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.outcome import Payload
 from leadrelay.summary import Tally
-
-log = structlog.get_logger("leadrelay.send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,52 +74,6 @@ def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally
     if batch:
         out.write(_body(batch, settings.test_event_code))
     out.flush()
-
-
-def make_client(settings: Settings) -> GraphClient:
-    """The Graph client for a config."""
-    return GraphClient(
-        graph_url=settings.graph_url,
-        api_version=settings.api_version,
-        pixel_id=settings.pixel_id,
-        access_token=settings.access_token.get_secret_value(),
-        test_event_code=settings.test_event_code,
-        timeout=settings.delivery.timeout_s,
-        max_connections=settings.delivery.concurrency * 2,
-    )
-
-
-def log_request(result: GraphResult, events: int) -> None:
-    """Log one Graph request: debug when it went through, warning with Meta's code when not."""
-    if result.ok:
-        log.debug(
-            "graph request",
-            events=events,
-            received=result.events_received,
-            fbtrace_id=result.fbtrace_id,
-            messages=result.messages or None,
-        )
-    elif result.error is not None:
-        e = result.error
-        log.warning(
-            "graph error",
-            events=events,
-            kind=e.kind.value,
-            error=e.label(),
-            http_status=e.http_status,
-            fbtrace_id=e.fbtrace_id,
-            message=e.message,
-        )
-
-
-def make_dispatcher(settings: Settings, client: GraphClient) -> Dispatcher:
-    """The dispatcher for a config."""
-    d = settings.delivery
-    return Dispatcher(
-        client,
-        policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s),
-        on_request=log_request,
-    )
 
 
 async def deliver(settings: Settings, stream: Iterator[Payload], tally: Tally) -> Dispatcher:

@@ -1,0 +1,91 @@
+"""The delivery objects a config describes: the store, the Graph client, the dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from leadrelay.config import Settings
+from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import Store, StoreError
+from leadrelay.meta.client import GraphClient, GraphResult
+
+log = structlog.get_logger("leadrelay.delivery")
+
+DB_NAME = "leadrelay.db"
+
+
+def store_path(settings: Settings) -> Path:
+    """Where the SQLite store of ``settings`` lives: ``server.data_dir/leadrelay.db``."""
+    return settings.server.data_dir / DB_NAME
+
+
+def open_store(settings: Settings, *, create: bool = True) -> Store:
+    """Open (or create) the store; with ``create=False`` a missing store is a ``StoreError``."""
+    path = store_path(settings)
+    if not path.exists():
+        if not create:
+            raise StoreError(
+                f"no event store at {path}: nothing has been sent or served with this config yet "
+                "(server.data_dir sets where it lives)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(
+        path,
+        synchronous=settings.store.synchronous,
+        original_policy=settings.store.originals,
+    )
+
+
+def make_client(settings: Settings) -> GraphClient:
+    """The Graph client for a config."""
+    return GraphClient(
+        graph_url=settings.graph_url,
+        api_version=settings.api_version,
+        pixel_id=settings.pixel_id,
+        access_token=settings.access_token.get_secret_value(),
+        test_event_code=settings.test_event_code,
+        timeout=settings.delivery.timeout_s,
+        max_connections=settings.delivery.concurrency * 2,
+    )
+
+
+def log_request(result: GraphResult, events: int) -> None:
+    """Log one Graph request: debug when it went through, warning with Meta's code when not."""
+    if result.ok:
+        log.debug(
+            "graph request",
+            events=events,
+            received=result.events_received,
+            fbtrace_id=result.fbtrace_id,
+            messages=result.messages or None,
+        )
+    elif result.error is not None:
+        e = result.error
+        log.warning(
+            "graph error",
+            events=events,
+            kind=e.kind.value,
+            error=e.label(),
+            http_status=e.http_status,
+            fbtrace_id=e.fbtrace_id,
+            message=e.message,
+        )
+
+
+def make_dispatcher(
+    settings: Settings,
+    client: GraphClient,
+    *,
+    on_request: Callable[[GraphResult, int], None] = log_request,
+) -> Dispatcher:
+    """The dispatcher for a config; ``on_request`` sees every Graph answer (logs by default)."""
+    d = settings.delivery
+    return Dispatcher(
+        client,
+        policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s),
+        on_request=on_request,
+    )

@@ -1,0 +1,247 @@
+"""``leadrelay serve``: the intake app on uvicorn with the delivery worker in the same process.
+
+Signals: SIGTERM (or Ctrl-C) stops taking requests, lets the batches in flight finish (the
+worker's drain) and exits 0. SIGHUP reloads the config file: when it is valid, the mapping, the
+intake token and the Graph client are rebuilt and a delivery paused on a refused token resumes;
+when it is not, the problems are logged and the old config stays. Host, port, data_dir and the
+``[store]`` section need a restart. SIGKILL loses nothing that was answered 202: events are on
+disk before the answer, and the next start takes back what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.delivery.dispatcher import Dispatcher
+from leadrelay.delivery.store import Store, StoreError
+from leadrelay.delivery.wiring import make_client, make_dispatcher, open_store, store_path
+from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
+from leadrelay.logs import configure_logging
+from leadrelay.mapping.engine import Mapper
+from leadrelay.service.app import create_app
+from leadrelay.service.metrics import Metrics
+
+log = structlog.get_logger("leadrelay.server")
+
+_GRACEFUL_HTTP_S = 10
+
+
+def _log_config_error(exc: ConfigError, what: str) -> None:
+    # Problems name keys and say what is wrong; they never hold the values (tokens are SecretStr).
+    log.error(what, source=exc.source, problems=[str(p) for p in exc.problems])
+
+
+class _Service:
+    """Everything one ``serve`` process runs, and the config reload."""
+
+    def __init__(self, path: Path, settings: Settings, store: Store, worker: bool) -> None:
+        self.path = path
+        self.settings = settings
+        self.store = store
+        self.metrics = Metrics()
+        d = settings.delivery
+        self.worker = (
+            DeliveryWorker(
+                store,
+                self.dispatcher,
+                batch_size=d.batch_size,
+                concurrency=d.concurrency,
+                requeue=RequeuePolicy(),
+                observer=self.metrics,
+            )
+            if worker
+            else None
+        )
+        self.app: Starlette = create_app(
+            settings,
+            store=store,
+            worker=self.worker,
+            metrics=self.metrics,
+            mapper=Mapper(settings),
+        )
+
+    def dispatcher(self) -> Dispatcher:
+        """A dispatcher (and Graph client) for the current settings."""
+        return make_dispatcher(
+            self.settings, make_client(self.settings), on_request=self.metrics.graph_request
+        )
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""
+        try:
+            new = load_config(self.path)
+            mapper = Mapper(new)
+        except ConfigError as exc:
+            _log_config_error(exc, "config reload failed; keeping the previous config")
+            return
+        except Exception as exc:
+            log.error("config reload failed; keeping the previous config", error=str(exc))
+            return
+        old, self.settings = self.settings, new
+        if self.worker is not None:
+            try:
+                self.worker.resume()  # builds its dispatcher from self.settings
+            except Exception as exc:
+                self.settings = old
+                log.error("config reload failed; keeping the previous config", error=str(exc))
+                return
+            self.worker.batch_size = new.delivery.batch_size
+            self.worker.concurrency = new.delivery.concurrency
+        self.app.state.settings = new
+        self.app.state.mapper = mapper
+        fixed = [k for k in ("server", "store") if _restart_only(old, new, k)]
+        log.info("config reloaded", path=str(self.path), restart_needed_for=fixed or None)
+
+
+def _restart_only(old: Settings, new: Settings, section: str) -> bool:
+    if section == "server":
+        a, b = old.server, new.server
+        return (a.host, a.port, a.data_dir) != (b.host, b.port, b.data_dir)
+    return old.store != new.store
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with our signals: SIGTERM/SIGINT stop gracefully (exit 0), SIGHUP reloads."""
+
+    def __init__(self, config: uvicorn.Config, service: _Service) -> None:
+        super().__init__(config)
+        self._service = service
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        handlers = {
+            signal.SIGTERM: lambda: self._stop("SIGTERM"),
+            signal.SIGINT: lambda: self._stop("SIGINT"),
+            signal.SIGHUP: self._service.reload,
+        }
+        for sig, handler in handlers.items():
+            loop.add_signal_handler(sig, handler)
+        try:
+            yield
+        finally:
+            for sig in handlers:
+                loop.remove_signal_handler(sig)
+
+    def _stop(self, name: str) -> None:
+        if self.should_exit and name == "SIGINT":
+            self.force_exit = True
+        self.should_exit = True
+        log.info("stopping: finishing the batches in flight", signal=name)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    log.info("listening", url=f"http://{host}:{port}", port=port, pid=os.getpid())
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port already in use must stop
+    us before the worker takes back rows another process holds in flight."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio then turns Nagle off for accepted connections.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _delivery_lock(data_dir: Path) -> int:
+    """Hold an exclusive lock on ``data_dir/leadrelay.lock`` for as long as the process lives
+    (the kernel drops it even on SIGKILL): one delivering process per store."""
+    fd = os.open(data_dir / "leadrelay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def serve(settings_path: Path, *, no_worker: bool = False) -> int:
+    """Run the service until SIGTERM; returns the exit code (0 clean, 1 cannot start)."""
+    configure_logging(1, fmt=os.environ.get("LEADRELAY_LOG_FORMAT"))
+    try:
+        settings = load_config(settings_path)
+    except ConfigError as exc:
+        _log_config_error(exc, "cannot start: the config has problems")
+        return 1
+    server = settings.server
+    if server.intake_token is None:
+        log.error(
+            "cannot start: server.intake_token is not set; set it (at least 16 random "
+            'characters, e.g. intake_token = "${LEADRELAY_INTAKE_TOKEN}")'
+        )
+        return 1
+    with contextlib.ExitStack() as stack:
+        try:
+            server.data_dir.mkdir(parents=True, exist_ok=True)
+            if not no_worker:
+                stack.callback(os.close, _delivery_lock(server.data_dir))
+        except BlockingIOError:
+            log.error(
+                "cannot start: another leadrelay process delivers from this data_dir; start "
+                "extra intake processes with --no-worker",
+                data_dir=str(server.data_dir),
+            )
+            return 1
+        except OSError as exc:
+            log.error("cannot start: data_dir is not usable", error=str(exc))
+            return 1
+        try:
+            sock = _bind(server.host, server.port)
+        except OSError as exc:
+            log.error(f"cannot start: cannot listen on {server.host}:{server.port}", error=str(exc))
+            return 1
+        stack.callback(sock.close)
+        try:
+            store = open_store(settings)
+        except StoreError as exc:
+            log.error("cannot start: the event store cannot be opened", error=str(exc))
+            return 1
+        stack.callback(store.close)
+        try:
+            service = _Service(settings_path, settings, store, worker=not no_worker)
+        except ValueError as exc:  # e.g. the Graph client refuses the token's characters
+            log.error("cannot start", error=str(exc))
+            return 1
+        config = uvicorn.Config(
+            service.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=_GRACEFUL_HTTP_S,
+        )
+        log.info(
+            "starting",
+            config=str(settings_path),
+            store=str(store_path(settings)),
+            delivery="off" if no_worker else "on",
+        )
+        try:
+            _Server(config, service).run(sockets=[sock])
+        except SystemExit:  # uvicorn's way out when the app cannot start; it logged why
+            return 1
+        log.info("stopped")
+        return 0

@@ -1,0 +1,494 @@
+"""``leadrelay serve`` over real HTTP: a real server process, a real SQLite file, the sandbox as
+Meta. Plus the delivery worker in-process on virtual time (requeue after an outage, auth pause)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from leadrelay.config import Settings, parse_config
+from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.wiring import make_client
+from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Payload, State
+from leadrelay.sandbox import SandboxOptions, SandboxServer
+from service_process import INTAKE_TOKEN, ServiceProcess, event, wait_until, write_config
+
+DELETED_LEAD = 120000000099999
+MAX_BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxOptions(deleted_lead_ids=frozenset({DELETED_LEAD}))) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def service(sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    root = tmp_path_factory.mktemp("service")
+    config = write_config(
+        root / "leadrelay.toml",
+        graph_url=sandbox.url,
+        data_dir=root / "data",
+        server={"max_body_bytes": MAX_BODY},
+        delivery={"batch_size": 50},
+    )
+    proc = ServiceProcess(config).start()
+    yield proc
+    assert proc.stop() == 0
+    proc.close()
+
+
+def received_ids(sandbox: SandboxServer) -> list[str]:
+    return [e["event_id"] for e in sandbox.state.received()]
+
+
+def wait_delivered(sandbox: SandboxServer, ids: set[str], timeout: float = 20.0) -> None:
+    wait_until(lambda: ids <= set(received_ids(sandbox)), timeout, f"{len(ids)} deliveries")
+
+
+def stored(db: Path, keys: list[str]) -> dict[str, State]:
+    with SQLiteStore(db) as store:
+        return {k: r.state for k in keys if (r := store.get(k)) is not None}
+
+
+def test_accepted_events_are_stored_before_the_answer_and_delivered(
+    service: ServiceProcess, sandbox: SandboxServer
+) -> None:
+    events = [event(n, prefix="basic") for n in range(3)]
+    answer = service.post(events)
+    assert answer.status_code == 202
+    body = answer.json()
+    assert body == {
+        "accepted": 3,
+        "queued": 3,
+        "filtered": {},
+        "rejected": [],
+        "ids": ["basic-0", "basic-1", "basic-2"],
+    }
+    # Already in the SQLite file when the answer arrives (queued, in flight or delivered).
+    db = Path(service.config).parent / "data" / "leadrelay.db"
+    assert set(stored(db, body["ids"])) == set(body["ids"])
+    wait_delivered(sandbox, set(body["ids"]))
+    sent = next(e for e in sandbox.state.received() if e["event_id"] == "basic-1")
+    assert sent["user_data"]["lead_id"] == 120000000000001
+    assert sent["event_name"] == "Marketing Qualified Lead"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": f"Basic {INTAKE_TOKEN}"},
+        {"Authorization": f"Bearer {INTAKE_TOKEN}x"},
+        {"Authorization": "Bearer"},
+    ],
+    ids=["missing", "wrong", "not-bearer", "longer", "empty"],
+)
+def test_missing_or_wrong_token_is_401_and_nothing_is_stored(
+    service: ServiceProcess, headers: dict[str, str]
+) -> None:
+    answer = service.post([event(1, prefix="unauth")], token=None, headers=headers)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert "token" in answer.json()["message"]
+    db = Path(service.config).parent / "data" / "leadrelay.db"
+    assert stored(db, ["unauth-1"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"event_name": "lead_qualified",', "truncated"),
+        (b"", "empty"),
+        (b"not json at all", "invalid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'"lead_qualified"', "not a JSON object"),
+    ],
+)
+def test_malformed_body_is_400_with_a_clear_message(
+    service: ServiceProcess, body: bytes, says: str
+) -> None:
+    answer = service.post(body)
+    assert answer.status_code == 400
+    problem = answer.json()
+    assert problem["error"] == "malformed_body"
+    assert says in problem["message"]
+    assert problem["message"].startswith("request")  # names where in the body
+
+
+def test_oversized_body_is_413_with_or_without_content_length(service: ServiceProcess) -> None:
+    big = orjson.dumps([event(n, prefix="big") for n in range(60)])
+    assert len(big) > MAX_BODY
+    answer = service.post(big)
+    assert answer.status_code == 413
+    assert str(MAX_BODY) in answer.json()["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed size is checked
+        for start in range(0, len(big), 512):
+            yield big[start : start + 512]
+
+    streamed = httpx.post(
+        f"{service.url}/v1/events",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {INTAKE_TOKEN}"},
+    )
+    assert streamed.status_code == 413
+    db = Path(service.config).parent / "data" / "leadrelay.db"
+    assert stored(db, ["big-0", "big-59"]) == {}
+
+
+def test_bad_items_are_listed_and_the_good_ones_stored(
+    service: ServiceProcess, sandbox: SandboxServer
+) -> None:
+    no_lead = {"event_name": "lead_qualified", "context": {"event_id": "partial-nolead"}}
+    unmapped = {"event_name": "page_view", "context": {"event_id": "partial-pv"}}
+    lines = [
+        orjson.dumps(event(1, prefix="partial")),
+        b'{"event_name": "lead_qualified", oops}',
+        orjson.dumps(no_lead),
+        orjson.dumps(unmapped),
+        orjson.dumps(event(2, prefix="partial")),
+    ]
+    answer = service.post(b"\n".join(lines), headers={"Content-Type": "application/x-ndjson"})
+    assert answer.status_code == 202
+    body = answer.json()
+    assert body["accepted"] == 4 and body["queued"] == 2
+    assert body["filtered"] == {"unmapped": 1}
+    assert body["ids"] == ["partial-1", "partial-2"]
+    bad = {r["item"]: r for r in body["rejected"]}
+    assert set(bad) == {"request line 2", "request line 3"}
+    assert bad["request line 2"]["reason"] == "unreadable"
+    assert bad["request line 3"]["reason"] == "missing_lead_id"
+    assert bad["request line 3"]["field"] == "user_data.lead_id"
+    assert bad["request line 3"]["event_id"] == "partial-nolead"
+    wait_delivered(sandbox, {"partial-1", "partial-2"})
+    db = Path(service.config).parent / "data" / "leadrelay.db"
+    states = stored(db, ["partial-nolead", "partial-pv"])
+    assert states == {"partial-nolead": State.REJECTED, "partial-pv": State.FILTERED}
+
+
+def test_concurrent_posters_every_event_delivered_exactly_once(
+    service: ServiceProcess, sandbox: SandboxServer
+) -> None:
+    accepted: list[str] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def poster(t: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            for r in range(50):
+                events = [event(t * 1000 + r * 2 + i, prefix="conc") for i in range(2)]
+                answer = http.post(
+                    f"{service.url}/v1/events",
+                    content=orjson.dumps(events),
+                    headers={"Authorization": f"Bearer {INTAKE_TOKEN}"},
+                )
+                with lock:
+                    if answer.status_code == 202:
+                        accepted.extend(answer.json()["ids"])
+                    else:
+                        failures.append(f"{answer.status_code} {answer.text}")
+
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(accepted) == 8 * 50 * 2
+    wait_delivered(sandbox, set(accepted), timeout=30)
+    seen = Counter(i for i in received_ids(sandbox) if i.startswith("conc-"))
+    assert set(seen) == set(accepted)
+    assert [i for i, n in seen.items() if n > 1] == []
+
+
+def metric_samples(service: ServiceProcess) -> dict[tuple[str, frozenset[Any]], float]:
+    answer = service.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(answer.text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def test_metrics_show_outcomes_queue_batches_and_graph_errors(
+    service: ServiceProcess, sandbox: SandboxServer
+) -> None:
+    refused = event(99999, prefix="metrics")  # lead 120000000099999: deleted at Meta
+    answer = service.post([refused, event(1, prefix="metrics"), {"event_name": "page_view"}])
+    assert answer.status_code == 202
+    wait_delivered(sandbox, {"metrics-1"})
+    db = Path(service.config).parent / "data" / "leadrelay.db"
+    wait_until(lambda: stored(db, ["metrics-99999"]) == {"metrics-99999": State.REJECTED})
+    samples = metric_samples(service)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    assert value("leadrelay_events_total", outcome="delivered", reason="") >= 1
+    assert value("leadrelay_events_total", outcome="filtered", reason="unmapped") >= 1
+    assert value("leadrelay_events_total", outcome="rejected", reason="meta_100_2804036") == 1
+    assert value("leadrelay_graph_errors_total", code="100/2804036", kind="invalid") >= 1
+    assert value("leadrelay_batch_duration_seconds_count") >= 1
+    assert ("leadrelay_queue_depth", frozenset()) in samples
+    assert ("leadrelay_oldest_queued_age_seconds", frozenset()) in samples
+    assert value("leadrelay_delivery_paused") == 0
+    assert value("leadrelay_intake_requests_total", status="202") >= 1
+
+
+def test_health_readiness_and_openapi(service: ServiceProcess) -> None:
+    assert service.get("/healthz").json() == {"status": "ok"}
+    ready = service.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+    doc = service.get("/openapi.json").json()
+    assert doc["openapi"] == "3.1.0"
+    post = doc["paths"]["/v1/events"]["post"]
+    assert {"202", "400", "401", "413", "503"} <= set(post["responses"])
+    assert "Retry-After" in post["responses"]["503"]["headers"]
+    assert "Partial success" in post["description"]
+    assert str(MAX_BODY) in post["responses"]["413"]["description"]
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    yield v
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    schemas = doc["components"]["schemas"]
+    for ref in refs(doc):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+
+def test_backpressure_answers_503_with_retry_after(sandbox: SandboxServer, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "leadrelay.toml",
+        graph_url=sandbox.url,
+        data_dir=tmp_path / "data",
+        server={"max_backlog": 5},
+    )
+    proc = ServiceProcess(config, no_worker=True).start()
+    try:
+        assert proc.post([event(n, prefix="bp") for n in range(3)]).status_code == 202
+        assert proc.post([event(n, prefix="bp") for n in range(3, 6)]).status_code == 202
+        refused = proc.post([event(6, prefix="bp")])
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "max_backlog" in refused.json()["message"]
+        assert proc.get("/readyz").status_code == 200  # intake-only: nothing to pause
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    states = stored(tmp_path / "data" / "leadrelay.db", [f"bp-{n}" for n in range(7)])
+    assert len(states) == 6 and "bp-6" not in states
+    assert set(states.values()) == {State.QUEUED}
+
+
+def test_refused_token_pauses_delivery_until_a_fixed_config_is_reloaded(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    bad_token = "EAAB-revoked-token-value"
+    data = tmp_path / "data"
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=data, access_token=bad_token
+    )
+    proc = ServiceProcess(config).start()
+    try:
+        assert proc.post([event(n, prefix="auth") for n in range(5)]).status_code == 202
+
+        def paused() -> bool:
+            answer = proc.get("/readyz")
+            return answer.status_code == 503
+
+        wait_until(paused, what="/readyz to report the pause")
+        readiness = proc.get("/readyz").json()
+        assert readiness["reason"] == "delivery_paused"
+        problem = readiness["problems"][0]
+        assert problem["code"] == 190
+        assert "access_token" in problem["message"] and "SIGHUP" in problem["message"]
+        # Intake keeps accepting while paused.
+        assert proc.post([event(n, prefix="auth") for n in range(5, 7)]).status_code == 202
+        proc.wait_for_log(lambda e: e.get("event") == "delivery paused")
+
+        config.write_text(config.read_text().replace('pixel_id = "', 'pixel_id = "x'))
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for_log(lambda e: "reload failed" in str(e.get("event")))
+        assert proc.get("/readyz").status_code == 503  # still the old config, still paused
+
+        write_config(config, graph_url=sandbox.url, data_dir=data)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: proc.get("/readyz").status_code == 200, what="resume")
+        wait_delivered(sandbox, {f"auth-{n}" for n in range(7)})
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    logs = "".join(proc.lines)
+    assert bad_token not in logs and "sandbox-token" not in logs and INTAKE_TOKEN not in logs
+
+
+# The delivery worker in-process, on virtual time: the sleep advances the clock.
+
+NOW = time.time()
+
+
+class VirtualTime:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def worker_settings(graph_url: str) -> Settings:
+    return parse_config(
+        {
+            "pixel_id": "123456789012345",
+            "access_token": "sandbox-token",
+            "lead_id": "{{facebook_lead_id}}",
+            "lead_event_source": "Test CRM",
+            "graph_url": graph_url,
+            "mapping": {"lead_qualified": "Marketing Qualified Lead"},
+        },
+        source="test",
+        env={},
+    )
+
+
+def make_worker(
+    settings: Settings, store: SQLiteStore, vt: VirtualTime, requeue: RequeuePolicy | None
+) -> DeliveryWorker:
+    def dispatcher() -> Dispatcher:
+        policy = RetryPolicy(max_attempts=2, base_delay=0.0, jitter=0.0)
+        return Dispatcher(make_client(settings), policy=policy, clock=vt.clock, sleep=vt.sleep)
+
+    return DeliveryWorker(
+        store, dispatcher, batch_size=10, requeue=requeue, clock=vt.clock, sleep=vt.sleep
+    )
+
+
+def add_events(store: SQLiteStore, settings: Settings, keys: range, prefix: str) -> None:
+    mapper = Mapper(settings)
+    outcomes = [mapper.map(event(n, prefix=prefix)) for n in keys]
+    assert all(isinstance(o, Payload) for o in outcomes)
+    store.add([Incoming(o, None, NOW) for o in outcomes])
+
+
+def test_worker_requeues_with_growing_backoff_when_retries_run_out(tmp_path: Path) -> None:
+    vt = VirtualTime()
+    with SandboxServer() as sb, SQLiteStore(tmp_path / "w.db") as store:
+        settings = worker_settings(sb.url)
+        add_events(store, settings, range(3), "outage")
+        sb.state.script("http_500", "http_503", "http_500", "http_500")  # two rounds of 2
+        waits: list[tuple[str | None, float | None]] = []
+        original_sleep = vt.sleep
+
+        async def watching_sleep(seconds: float) -> None:
+            record = store.get("outage-0")
+            assert record is not None
+            if (
+                record.state is State.QUEUED
+                and (record.reason, record.next_attempt_at) not in waits
+            ):
+                waits.append((record.reason, record.next_attempt_at))
+            await original_sleep(seconds)
+
+        vt.sleep = watching_sleep  # type: ignore[method-assign]
+        worker = make_worker(settings, store, vt, RequeuePolicy(base_delay_s=30, factor=2))
+        assert asyncio.run(worker.run_until_idle()) is None
+        record = store.get("outage-0")
+        assert record is not None and record.state is State.DELIVERED
+        assert record.attempts == 5  # 2 + 2 failed requests, then the one that worked
+        assert [reason for reason, _ in waits] == ["retries_exhausted", "retries_exhausted"]
+        first, second = (at for _, at in waits)
+        assert first == pytest.approx(NOW + 30)
+        assert second is not None and first is not None
+        assert second - first >= 60  # the second round waits twice as long
+        assert sorted(received_ids(sb)) == ["outage-0", "outage-1", "outage-2"]
+
+
+def test_worker_without_requeue_records_dead_letters(tmp_path: Path) -> None:
+    vt = VirtualTime()
+    with SandboxServer() as sb, SQLiteStore(tmp_path / "w.db") as store:
+        settings = worker_settings(sb.url)
+        add_events(store, settings, range(2), "dead")
+        sb.state.script("http_500", "http_500")
+        worker = make_worker(settings, store, vt, requeue=None)
+        assert asyncio.run(worker.run_until_idle()) is None
+        records = [store.get(f"dead-{n}") for n in range(2)]
+        assert [(r.state, r.reason) for r in records if r] == [
+            (State.DEAD, "retries_exhausted")
+        ] * 2
+        assert received_ids(sb) == []
+
+
+def test_worker_pauses_on_a_refused_token_and_resumes_with_a_new_dispatcher(
+    tmp_path: Path,
+) -> None:
+    vt = VirtualTime()
+    with SandboxServer() as sb, SQLiteStore(tmp_path / "w.db") as store:
+        settings = worker_settings(sb.url)
+        add_events(store, settings, range(4), "pause")
+        sb.state.script("auth")
+        worker = make_worker(settings, store, vt, RequeuePolicy())
+        paused = asyncio.run(worker.run_until_idle())
+        assert paused is not None and paused.code == 190
+        record = store.get("pause-0")
+        assert record is not None
+        assert (record.state, record.reason, record.attempts) == (State.QUEUED, "paused_auth", 0)
+        assert received_ids(sb) == []
+        worker.resume()
+        assert worker.paused is None
+        assert asyncio.run(worker.run_until_idle()) is None
+        assert sorted(received_ids(sb)) == [f"pause-{n}" for n in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("rounds", "delay"), [(0, 30.0), (1, 60.0), (2, 120.0), (10, 1800.0), (10_000, 1800.0)]
+)
+def test_requeue_delay_grows_and_is_capped(rounds: int, delay: float) -> None:
+    assert RequeuePolicy(base_delay_s=30, factor=2, max_delay_s=1800).delay(rounds) == delay
+
+
+def test_a_second_delivering_process_on_the_same_store_is_refused(
+    service: ServiceProcess, sandbox: SandboxServer
+) -> None:
+    second = ServiceProcess(service.config)
+    with pytest.raises(AssertionError, match="another leadrelay process delivers"):
+        second.start()
+    assert second.wait() == 1
+    second.close()
+    intake_only = ServiceProcess(service.config, no_worker=True).start()
+    try:
+        answer = intake_only.post([event(1, prefix="second")])
+        assert answer.status_code == 202
+        wait_delivered(sandbox, {"second-1"})  # delivered by the first process
+    finally:
+        assert intake_only.stop() == 0
+        intake_only.close()

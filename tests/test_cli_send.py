@@ -112,3 +112,30 @@ def test_auth_failure_stops_and_says_what_to_fix(sandbox: SandboxServer, tmp_pat
     assert "190" in proc.stderr
     assert wrong not in proc.stderr
     assert sandbox.state.received() == []
+
+
+def test_interrupted_send_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
+    options = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(1500))
+    cfg = config(tmp_path, "http://127.0.0.1:1")  # replaced below, once the sandbox has a port
+    with SandboxServer(options) as server:
+        cfg = config(tmp_path, server.url)
+        cmd = [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)]
+        env = {"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while server.state.events_received < 300 and time.time() < deadline:
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        first = server.state.events_received
+        assert 300 <= first < 1500, first
+        report = tmp_path / "again.ndjson"
+        again = run(cfg, src, "--report", str(report))
+        assert again.returncode == 0, again.stderr
+        ids = [e["event_id"] for e in server.state.received()]
+    assert set(ids) == {f"e{i}" for i in range(1500)}
+    # At-least-once: only the batches in flight at the kill may arrive twice (4 x 50 events).
+    assert len(ids) - 1500 <= 200
+    assert "not sent again" in again.stderr

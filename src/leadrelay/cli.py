@@ -94,6 +94,25 @@ def _show(value: Any) -> str:
 
 
 @app.command()
+def deliver(
+    config: ConfigOpt,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write one NDJSON line per event.")
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+) -> None:
+    """Deliver what is queued in the store (after a replay, or a send that had to stop)."""
+    configure_logging(verbose)
+    settings = _load(config)
+    try:
+        code = run_send(settings, SendOptions(files=[], report=report, verbose=verbose), err=err)
+    except InputError as exc:
+        err.print(f"[bold red]Cannot deliver:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def preview(
     event_file: Annotated[str, typer.Argument(help="A file holding one event (or - for stdin).")],
     config: ConfigOpt,

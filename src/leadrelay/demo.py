@@ -38,7 +38,7 @@ CITIES = (
 )
 
 
-def config_text(graph_url: str) -> str:
+def config_text(graph_url: str, data_dir: Path) -> str:
     """The demo config, as a user would write it."""
     return f'''pixel_id = "{PIXEL_ID}"
 access_token = "{TOKEN}"
@@ -55,6 +55,9 @@ deal_won = "Converted"
 
 [delivery]
 batch_size = 100
+
+[server]
+data_dir = "{data_dir}"
 
 [smart_mapping]
 "custom_data.value" = "{{{{value}}}}"
@@ -150,7 +153,7 @@ def run_demo(*, err: Console, out: Console, leads: int = 200, workdir: Path | No
     with SandboxServer(options) as sandbox:
         sandbox.state.script("http_503")  # one outage, to show a retry
         config = folder / "config.toml"
-        config.write_text(config_text(sandbox.url), encoding="utf-8")
+        config.write_text(config_text(sandbox.url, folder / "data"), encoding="utf-8")
         events = folder / "events.ndjson"
         now = time.time()
         events.write_bytes(

@@ -6,9 +6,12 @@ This is the file intake of the pipeline: the same Mapper and Dispatcher serve th
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -18,11 +21,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadrelay.config import Settings
-from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.delivery.pipeline import BatchPolicy, deliver_stream
-from leadrelay.delivery.wiring import make_client, make_dispatcher
-from leadrelay.events import read_events
+from leadrelay.delivery.intake import ChunkedIntake
+from leadrelay.delivery.store import Incoming, Store
+from leadrelay.delivery.wiring import (
+    delivery_lock,
+    log_request,
+    make_client,
+    make_dispatcher,
+    open_store,
+)
+from leadrelay.delivery.worker import DeliveryWorker
+from leadrelay.events import InputError, read_events
 from leadrelay.mapping.engine import Mapper
+from leadrelay.meta.client import GraphResult
+from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import Payload
 from leadrelay.summary import Tally
 
@@ -76,18 +88,108 @@ def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally
     out.flush()
 
 
-async def deliver(settings: Settings, stream: Iterator[Payload], tally: Tally) -> Dispatcher:
-    """Deliver every payload of ``stream``; the returned dispatcher says why it stopped."""
+def _outcomes(
+    files: Sequence[str],
+    mapper: Mapper,
+    tally: Tally,
+    intake: ChunkedIntake,
+    stop: threading.Event,
+    progress: Progress | None,
+) -> None:
+    """Read and map every event, count it, and hand it (with the original) to the store."""
+    task = progress.add_task("events", total=None) if progress is not None else None
+    for name in files:
+        for record in read_events(name):
+            if stop.is_set():
+                return
+            if progress is not None and task is not None:
+                progress.advance(task)
+            if record.event is None:
+                tally.unreadable(record.where, record.error or "unreadable")
+                continue
+            outcome = mapper.map(record.event)
+            tally.outcome(record.where, outcome)
+            intake.put(Incoming(outcome, orjson.dumps(record.event), time.time()))
+    intake.flush()
+
+
+async def deliver(
+    settings: Settings,
+    options: SendOptions,
+    mapper: Mapper,
+    tally: Tally,
+    store: Store,
+    progress: Progress | None = None,
+) -> GraphError | None:
+    """Store every event of the files and deliver the payloads; returns why delivery paused.
+
+    Reading and delivery overlap: a reader thread stores chunks (full, or after
+    ``batch_max_age_s``) while the worker delivers what is stored. Events already stored by an
+    earlier run of the same files (same event ids) are not stored or sent again, so an
+    interrupted send resumes where it left off.
+    """
     d = settings.delivery
-    async with make_client(settings) as client:
-        dispatcher = make_dispatcher(settings, client)
-        policy = BatchPolicy(
-            max_events=d.batch_size, max_age_s=d.batch_max_age_s, concurrency=d.concurrency
-        )
-        await deliver_stream(stream, dispatcher, policy, tally.delivery)
-        tally.requests = dispatcher.requests
-        tally.retries = dispatcher.retries
-        return dispatcher
+    loop = asyncio.get_running_loop()
+
+    def on_request(result: GraphResult, events: int) -> None:
+        log_request(result, events)
+        tally.request(result, events)
+
+    worker = DeliveryWorker(
+        store,
+        lambda: make_dispatcher(settings, make_client(settings), on_request=on_request),
+        batch_size=d.batch_size,
+        concurrency=d.concurrency,
+        requeue=None,
+        on_result=tally.delivery,
+    )
+
+    def stored() -> None:
+        loop.call_soon_threadsafe(worker.notify)
+
+    intake = ChunkedIntake(store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored)
+    stop_reading = threading.Event()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(worker.run(stop))
+    reader = asyncio.create_task(
+        asyncio.to_thread(_outcomes, options.files, mapper, tally, intake, stop_reading, progress)
+    )
+    try:
+        while not reader.done():
+            await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
+            if worker.paused is not None:
+                stop_reading.set()
+            await asyncio.to_thread(intake.flush_if_old)
+        await reader
+    finally:
+        stop_reading.set()
+        stop.set()
+        await runner
+    if worker.paused is not None:
+        return worker.paused
+    return await worker.run_until_idle()
+
+
+@contextmanager
+def _delivering_store(settings: Settings) -> Iterator[Store]:
+    """The config's store, held with the one-deliverer lock of its data_dir."""
+    data_dir = settings.server.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = delivery_lock(data_dir)
+    except BlockingIOError:
+        raise InputError(
+            f"another leadrelay process (a running serve or send) delivers from {data_dir}; "
+            "wait for it, or give this config its own server.data_dir"
+        ) from None
+    try:
+        store = open_store(settings)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        os.close(lock)
 
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
@@ -108,18 +210,20 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                     transient=True,
                 )
             )
-        stream = payloads(options.files, mapper, tally, progress)
         if options.dry_run:
+            stream = payloads(options.files, mapper, tally, progress)
             dry_run(settings, stream, sys.stdout.buffer, tally)
             paused = None
         else:
-            paused = asyncio.run(deliver(settings, stream, tally)).paused
+            store = stack.enter_context(_delivering_store(settings))
+            paused = asyncio.run(deliver(settings, options, mapper, tally, store, progress))
     tally.render(err, dry_run=options.dry_run)
     if paused is not None:
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "
             f"{paused.message}. Check access_token and pixel_id in your config; events not "
-            "delivered are listed as 'not sent' and the rest of the input was not read.",
+            "delivered stay queued in the store: run the same send again (or leadrelay deliver) "
+            "once it is fixed.",
             highlight=False,
         )
         return 1

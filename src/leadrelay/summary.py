@@ -14,6 +14,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from leadrelay.meta.client import GraphResult
+from leadrelay.meta.errors import ErrorKind
 from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
 
 EXAMPLES: Final = 3
@@ -160,6 +162,25 @@ class Tally:
             }
         )
 
+    def request(self, result: GraphResult, events: int) -> None:
+        """Count one Graph request; a transient failure means the batch is tried again."""
+        self.requests += 1
+        error = result.error
+        if error is not None and error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):
+            self.retries += 1
+
+    @property
+    def settled(self) -> int:
+        """Payloads this run delivered, saw refused or expire, gave up on, or could not send."""
+        return (
+            self.delivered_now
+            + self.delivered_retry
+            + sum(self.meta_rejected.values())
+            + self.expired
+            + sum(self.dead.values())
+            + sum(self.not_sent.values())
+        )
+
     @property
     def any_rejected(self) -> bool:
         """True when some event was rejected (by us or by Meta) or expired: exit code 2."""
@@ -198,6 +219,9 @@ class Tally:
             table.add_row("not delivered", reason, str(n), style="red")
         for reason, n in sorted(self.not_sent.items()):
             table.add_row("not sent", reason, str(n), style="yellow")
+        earlier = self.mapped - self.settled
+        if not dry_run and earlier > 0:
+            table.add_row("not sent again", "stored by an earlier run", str(earlier), style="dim")
         for label, n in sorted(self.notes.items()):
             table.add_row("field left out", label, str(n), style="yellow")
         if not dry_run:

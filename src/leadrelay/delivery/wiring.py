@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Store, StoreError
 from leadrelay.meta.client import GraphClient, GraphResult
+from leadrelay.meta.errors import ErrorKind
 
 log = structlog.get_logger("leadrelay.delivery")
 
@@ -54,7 +58,8 @@ def make_client(settings: Settings) -> GraphClient:
 
 
 def log_request(result: GraphResult, events: int) -> None:
-    """Log one Graph request: debug when it went through, warning with Meta's code when not."""
+    """Log one Graph request. Rejected batches are split to find the bad events, so each split
+    is detail (info); transient errors are warnings; a refused token is an error."""
     if result.ok:
         log.debug(
             "graph request",
@@ -63,17 +68,23 @@ def log_request(result: GraphResult, events: int) -> None:
             fbtrace_id=result.fbtrace_id,
             messages=result.messages or None,
         )
-    elif result.error is not None:
-        e = result.error
-        log.warning(
-            "graph error",
-            events=events,
-            kind=e.kind.value,
-            error=e.label(),
-            http_status=e.http_status,
-            fbtrace_id=e.fbtrace_id,
-            message=e.message,
-        )
+        return
+    e = result.error
+    if e is None:
+        return
+    level = {ErrorKind.INVALID: logging.INFO, ErrorKind.AUTH: logging.ERROR}.get(
+        e.kind, logging.WARNING
+    )
+    log.log(
+        level,
+        "graph error",
+        events=events,
+        kind=e.kind.value,
+        error=e.label(),
+        http_status=e.http_status,
+        fbtrace_id=e.fbtrace_id,
+        message=e.message,
+    )
 
 
 def make_dispatcher(
@@ -89,3 +100,15 @@ def make_dispatcher(
         policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s),
         on_request=on_request,
     )
+
+
+def delivery_lock(data_dir: Path) -> int:
+    """Hold an exclusive lock on ``data_dir/leadrelay.lock`` for as long as the process lives
+    (the kernel drops it even on SIGKILL): one delivering process per store."""
+    fd = os.open(data_dir / "leadrelay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -111,6 +111,7 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: WorkerObserver | None = None,
+        on_result: Callable[[Delivery], None] | None = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}")
@@ -130,6 +131,7 @@ class DeliveryWorker:
         self._clock = clock
         self._sleep = sleep
         self._observer = observer
+        self._on_result = on_result
         self._dispatcher: Dispatcher | None = dispatcher_factory()
         self._users: Counter[Dispatcher] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -327,6 +329,13 @@ class DeliveryWorker:
                 )
 
         await self._store_call(write)
+        if self._on_result is not None:
+            # Only what is settled for this run: final states, and events held by a pause.
+            for _, d in finals:
+                self._on_result(d)
+            for d in results:
+                if d.state is State.QUEUED:
+                    self._on_result(d)
         if later:
             log.warning(
                 "retries ran out; the events go back to the queue",

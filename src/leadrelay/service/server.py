@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
 import socket
@@ -26,7 +25,13 @@ from starlette.applications import Starlette
 from leadrelay.config import ConfigError, Settings, load_config
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.store import Store, StoreError
-from leadrelay.delivery.wiring import make_client, make_dispatcher, open_store, store_path
+from leadrelay.delivery.wiring import (
+    delivery_lock,
+    make_client,
+    make_dispatcher,
+    open_store,
+    store_path,
+)
 from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
 from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
@@ -165,18 +170,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _delivery_lock(data_dir: Path) -> int:
-    """Hold an exclusive lock on ``data_dir/leadrelay.lock`` for as long as the process lives
-    (the kernel drops it even on SIGKILL): one delivering process per store."""
-    fd = os.open(data_dir / "leadrelay.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
 def serve(settings_path: Path, *, no_worker: bool = False) -> int:
     """Run the service until SIGTERM; returns the exit code (0 clean, 1 cannot start)."""
     configure_logging(1, fmt=os.environ.get("LEADRELAY_LOG_FORMAT"))
@@ -196,7 +189,7 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
         try:
             server.data_dir.mkdir(parents=True, exist_ok=True)
             if not no_worker:
-                stack.callback(os.close, _delivery_lock(server.data_dir))
+                stack.callback(os.close, delivery_lock(server.data_dir))
         except BlockingIOError:
             log.error(
                 "cannot start: another leadrelay process delivers from this data_dir; start "

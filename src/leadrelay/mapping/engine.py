@@ -3,6 +3,9 @@
 The config is compiled once into a list of ``Plan`` objects (one per Facebook field), each holding
 plain callables: the expression that reads the event and the treatment that turns the value into
 what Meta wants. ``Mapper.map`` is the hot loop; it touches no pydantic model and no settings dict.
+Each ordinary field is one ``fill(event, region)`` closure there (read and finish in one call,
+``MISSING`` when there is nothing to send), so a field costs a call or two, not a walk through
+layers.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from leadrelay.config import Settings
@@ -22,13 +26,23 @@ from leadrelay.mapping.expressions import (
 )
 from leadrelay.mapping.fields import FIXED, PREBUILT, Treatment, treatment
 from leadrelay.meta.normalize import NormalizeError, hasher, region_hint
-from leadrelay.meta.rules import FieldProblem, check_window, parse_lead_id, to_seconds
+from leadrelay.meta.rules import (
+    MAX_AGE_S,
+    MAX_FUTURE_S,
+    FieldProblem,
+    check_window,
+    parse_lead_id,
+    to_seconds,
+)
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
 Finisher = Callable[[Any, str | None], Any]
+Fill = Callable[[Mapping[str, Any], str | None], Any]
 _FIELD_ERRORS: Final = (FieldProblem, NormalizeError, EvaluationError)
 _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st"})
 _SECTIONS: Final = ("user_data", "custom_data")
+_ACTION_SOURCE: Final = FIXED["action_source"]
+_EVENT_SOURCE: Final = FIXED["custom_data.event_source"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,29 +59,78 @@ class Plan:
     finish: Finisher
 
 
+def _hashed_list(digest: Finisher, value: list[Any], region: str | None) -> list[str]:
+    out: list[str] = []
+    first_error: NormalizeError | None = None
+    for item in value:
+        try:
+            hashed = digest(item, region)
+        except NormalizeError as exc:
+            first_error = first_error or exc
+            continue
+        if hashed not in out:
+            out.append(hashed)
+    if not out:
+        if first_error is not None:
+            raise first_error
+        raise FieldProblem("empty", "the list has no values")
+    return out
+
+
 def _hashed(field: str, default_country: str | None) -> Finisher:
     digest = hasher(field, default_country=default_country)
 
     def finish(value: Any, region: str | None) -> Any:
-        if isinstance(value, list):
-            out: list[str] = []
-            first_error: NormalizeError | None = None
-            for item in value:
-                try:
-                    hashed = digest(item, region)
-                except NormalizeError as exc:
-                    first_error = first_error or exc
-                    continue
-                if hashed not in out:
-                    out.append(hashed)
-            if not out:
-                if first_error is not None:
-                    raise first_error
-                raise FieldProblem("empty", "the list has no values")
-            return out
+        if type(value) is list:
+            return _hashed_list(digest, value, region)
         return [digest(value, region)]
 
     return finish
+
+
+def _hashed_fill(read: Callable[[Mapping[str, Any]], Any], digest: Finisher) -> Fill:
+    def fill(event: Mapping[str, Any], region: str | None) -> Any:
+        value = read(event)
+        if value is MISSING:
+            return MISSING
+        if type(value) is list:
+            return _hashed_list(digest, value, region)
+        return [digest(value, region)]
+
+    return fill
+
+
+def _text_fill(read: Callable[[Mapping[str, Any]], Any]) -> Fill:
+    def fill(event: Mapping[str, Any], region: str | None) -> Any:
+        value = read(event)
+        if type(value) is str:
+            value = value.strip()
+            return value if value else MISSING
+        return MISSING if value is MISSING else _text(value, region)
+
+    return fill
+
+
+def _native_fill(read: Callable[[Mapping[str, Any]], Any]) -> Fill:
+    return lambda event, region: read(event)
+
+
+def _fill(plan: Plan, default_country: str | None) -> Fill:
+    """One call that reads and finishes ``plan``'s field: the value to send, or MISSING."""
+    if plan.treatment is Treatment.HASHED:
+        digest = hasher(plan.target.rpartition(".")[2], default_country=default_country)
+        return _hashed_fill(plan.read, digest)
+    if plan.treatment is Treatment.TEXT:
+        return _text_fill(plan.read)
+    if plan.treatment is Treatment.NATIVE:
+        return _native_fill(plan.read)
+    read, finish = plan.read, plan.finish
+
+    def fill(event: Mapping[str, Any], region: str | None) -> Any:
+        value = read(event)
+        return MISSING if value is MISSING else finish(value, region)
+
+    return fill
 
 
 def _text(value: Any, region: str | None) -> Any:
@@ -83,15 +146,61 @@ def _native(value: Any, region: str | None) -> Any:
     return value
 
 
+_LEAD_MIN: Final = 10**14  # 15 digits
+_LEAD_END: Final = 10**17  # 18 digits
+_MS_MIN: Final = 10**11  # timestamps this large are milliseconds (see rules.to_seconds)
+_MS_END: Final = 10**14
+
+
+def _lead_id(value: Any, region: str | None) -> int:
+    # What CRMs send (an int, or a string of 15 to 17 digits) is checked here without a detour;
+    # everything else gets parse_lead_id's full checks and messages.
+    if type(value) is int:
+        if _LEAD_MIN <= value < _LEAD_END:
+            return value
+    elif (
+        type(value) is str
+        and 15 <= len(value) <= 17
+        and value[0] != "0"
+        and value.isdigit()
+        and value.isascii()
+    ):
+        return int(value)
+    return parse_lead_id(value)
+
+
+def _event_time(value: Any, region: str | None) -> int:
+    # Milliseconds (number or digits) and ISO-8601 date-times, the common shapes, go straight;
+    # everything else, and every problem, goes through to_seconds.
+    kind = type(value)
+    if kind is int:
+        if _MS_MIN <= value < _MS_END:
+            return int(value // 1000)
+    elif kind is str:
+        if value.isdigit():
+            number = int(value)
+            if _MS_MIN <= number < _MS_END:
+                return number // 1000
+        elif value[4:5] == "-":
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return to_seconds(value)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return int(parsed.timestamp())
+    return to_seconds(value)
+
+
 def _finisher(target: str, kind: Treatment, default_country: str | None) -> Finisher:
     if kind is Treatment.HASHED:
         return _hashed(target.rpartition(".")[2], default_country)
     if kind is Treatment.TEXT:
         return _text
     if kind is Treatment.LEAD_ID:
-        return lambda value, region: parse_lead_id(value)
+        return _lead_id
     if kind is Treatment.EVENT_TIME:
-        return lambda value, region: to_seconds(value)
+        return _event_time
     return _native
 
 
@@ -156,7 +265,13 @@ class Mapper:
         self._time = by_target.get("event_time")
         self._id = by_target.get("event_id")
         special = {"user_data.lead_id", "event_time", "event_id"}
-        self._fields = tuple(p for p in plans if p.target not in special)
+        slots = {"user_data": 1, "custom_data": 2}
+        # (fill, where the value goes: 0 the event, 1 user_data, 2 custom_data, key, target)
+        self._fills: tuple[tuple[Fill, int, str, str], ...] = tuple(
+            (_fill(p, settings.default_country), slots.get(p.section or "", 0), p.name, p.target)
+            for p in plans
+            if p.target not in special
+        )
         self._needs_region = any(p.target in _REGION_FIELDS for p in plans)
         self._country = by_target.get("user_data.country")
 
@@ -173,32 +288,41 @@ class Mapper:
             return None, "empty_event_name"
         return (name if isinstance(name, str) else str(name)), None
 
+    def _unnamed(self, key: str, ours: Any, unmapped: bool) -> Outcome:
+        """The outcome of an event that gets no Facebook event name."""
+        source = ours if isinstance(ours, str) else ""
+        if unmapped:
+            if not source:
+                return Rejected(
+                    key, source, "missing_event_name", "event_name", "the event has no event_name"
+                )
+            return Filtered(key, source, "unmapped", f"{ours!r} is not in [mapping]")
+        return Rejected(
+            key,
+            source,
+            "empty_event_name",
+            "event_name",
+            f"[mapping] gives {self._name_sources.get(source, self._name_sources.get('*'))!r}"
+            " for this event, which has no value",
+        )
+
     def map(self, event: Mapping[str, Any]) -> Outcome:
         """Turn one event into exactly one outcome."""
         ours = event.get("event_name")
-        source = ours if isinstance(ours, str) else ""
         raw_id = self._event_id_of(event)
-        key = "" if raw_id is MISSING else str(raw_id)
-        name, why = self.event_name_for(event)
-        if name is None:
-            if why == "unmapped":
-                if not isinstance(ours, str) or not ours:
-                    return Rejected(
-                        key,
-                        source,
-                        "missing_event_name",
-                        "event_name",
-                        "the event has no event_name",
-                    )
-                return Filtered(key, source, "unmapped", f"{ours!r} is not in [mapping]")
-            return Rejected(
-                key,
-                source,
-                "empty_event_name",
-                "event_name",
-                f"[mapping] gives {self._name_sources.get(source, self._name_sources.get('*'))!r}"
-                " for this event, which has no value",
-            )
+        key = raw_id if type(raw_id) is str else "" if raw_id is MISSING else str(raw_id)
+        # event_name_for, inline: this runs for every event.
+        read = self._names.get(ours) if isinstance(ours, str) else None
+        if read is None:
+            read = self._catch_all
+            if read is None:
+                return self._unnamed(key, ours, True)
+        name = read(event)
+        if name is MISSING or name == "":
+            return self._unnamed(key, ours, False)
+        if not isinstance(name, str):
+            name = str(name)
+        source = ours if isinstance(ours, str) else ""  # a catch-all maps events without a name
         if self._consent is not None and not self._consented(event):
             return Filtered(
                 key,
@@ -249,7 +373,8 @@ class Mapper:
             seconds = (
                 int(now) if plan is None or raw_time is MISSING else plan.finish(raw_time, None)
             )
-            check_window(seconds, now)
+            if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S:
+                check_window(seconds, now)  # raises, saying which way and by how much
         except _FIELD_ERRORS as exc:
             return Rejected(
                 key,
@@ -266,7 +391,7 @@ class Mapper:
         data: dict[str, Any] = {
             "event_name": name,
             "event_time": seconds,
-            "action_source": FIXED["action_source"],
+            "action_source": _ACTION_SOURCE,
         }
         event_id: Any = MISSING
         notes: list[FieldNote] = []
@@ -289,25 +414,16 @@ class Mapper:
             except EvaluationError:
                 country = MISSING
             region = region_hint(country) if isinstance(country, str) else None
-        for plan in self._fields:
+        sections = (data, user_data, custom_data)
+        for fill, slot, key_, target in self._fills:
             try:
-                value = plan.read(event)
-                if value is MISSING:
-                    continue
-                value = plan.finish(value, region)
+                value = fill(event, region)
             except _FIELD_ERRORS as exc:
-                notes.append(_note(plan.target, exc))
+                notes.append(_note(target, exc))
                 continue
-            if value is MISSING:
-                continue
-            section = plan.section
-            if section == "user_data":
-                user_data[plan.name] = value
-            elif section == "custom_data":
-                custom_data[plan.name] = value
-            else:
-                data[plan.name] = value
-        custom_data["event_source"] = FIXED["custom_data.event_source"]
+            if value is not MISSING:
+                sections[slot][key_] = value
+        custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data
         data["custom_data"] = custom_data
         return Payload(key or event_id, source, name, lead_id, seconds, data, tuple(notes))

@@ -27,12 +27,13 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from typing import Any, Final
 
 import phonenumbers
-from phonenumbers import PhoneNumber
+from phonenumbers import PhoneMetadata, PhoneNumber
 
 from leadrelay.meta import geo
 
@@ -41,6 +42,9 @@ HASHED_FIELDS: Final[frozenset[str]] = frozenset(
 )
 
 Normalizer = Callable[[Any, str | None], str]
+# A field's rule given the trimmed, non-empty text of a value; the value itself comes along for
+# error messages and for the few checks that depend on its type (a negative number).
+TextRule = Callable[[str, Any, str | None], str]
 
 
 class NormalizeError(ValueError):
@@ -70,14 +74,21 @@ def is_sha256(text: str) -> bool:
     return isinstance(text, str) and len(text) == 64 and _SHA256.fullmatch(text) is not None
 
 
-@lru_cache(maxsize=1024)
-def _region_of(text: str) -> str | None:
-    return geo.country_code(text)
+_REGIONS: Final[dict[str, str | None]] = {}  # memo: events spell their countries a few ways
+_REGIONS_KEPT: Final = 1024
 
 
 def region_hint(country_value: Any) -> str | None:
     """ISO alpha-2 (upper case) for a country code or name ("fr", "FRA", "France"), else None."""
-    return _region_of(country_value) if isinstance(country_value, str) else None
+    if not isinstance(country_value, str):
+        return None
+    try:
+        return _REGIONS[country_value]
+    except KeyError:
+        region = geo.country_code(country_value)
+        if len(_REGIONS) < _REGIONS_KEPT:
+            _REGIONS[country_value] = region
+        return region
 
 
 def _text(value: Any, label: str, *, numbers: bool = False) -> str:
@@ -102,11 +113,13 @@ class _Deleter(dict[int, int | None]):
     Filled on first sight of each character, so we never build a table for all of Unicode.
     """
 
-    __slots__ = ("_categories",)
+    __slots__ = ("_categories", "ascii")
 
     def __init__(self, categories: str) -> None:
         super().__init__()
         self._categories = categories
+        # The same deletions for ASCII text, for bytes.translate (several times faster).
+        self.ascii = bytes(c for c in range(128) if unicodedata.category(chr(c))[0] in categories)
 
     def __missing__(self, code: int) -> int | None:
         kept = None if unicodedata.category(chr(code))[0] in self._categories else code
@@ -119,10 +132,15 @@ _COMPACT: Final = _Deleter("PSZC")  # ... and spaces, controls
 _CITY: Final = _Deleter("PSZCN")  # ... and digits
 
 
-def _clean(text: str, table: _Deleter) -> str:
-    cleaned = text.lower().translate(table)
+_nfc: Final = unicodedata.normalize
+
+
+def _clean(lowered: str, table: _Deleter) -> str:
+    if lowered.isascii():
+        return lowered.encode("ascii").translate(None, table.ascii).decode("ascii")
+    cleaned = lowered.translate(table)
     # Composed last: deleting a character can bring a letter and an accent together.
-    return cleaned if cleaned.isascii() else unicodedata.normalize("NFC", cleaned)
+    return cleaned if cleaned.isascii() else _nfc("NFC", cleaned)
 
 
 def _emptied(label: str, value: Any) -> NormalizeError:
@@ -132,10 +150,13 @@ def _emptied(label: str, value: Any) -> NormalizeError:
 _EMAIL: Final = re.compile(r"[^@]+@[^@.][^@]*\.[^@.]+")
 
 
-def _email(value: Any, region: str | None) -> str:
-    email = "".join(_text(value, "email").split()).lower()
+def _email(text: str, value: Any, region: str | None) -> str:
+    # Every whitespace character but the space is unprintable, so most addresses skip the split.
+    if " " in text or not text.isprintable():
+        text = "".join(text.split())
+    email = text.lower()
     if not email.isascii():
-        email = unicodedata.normalize("NFC", email)
+        email = _nfc("NFC", email)
     if _EMAIL.fullmatch(email) is None:
         raise NormalizeError(
             "invalid_email", f"email {_show(value)} is not an address like name@example.com"
@@ -143,9 +164,13 @@ def _email(value: Any, region: str | None) -> str:
     return email
 
 
-def _name(label: str) -> Normalizer:
-    def normalize(value: Any, region: str | None) -> str:
-        name = " ".join(_clean(_text(value, label), _PUNCTUATION).split())
+# Letters only (most names and cities): nothing to delete, no spaces to squeeze.
+def _name(label: str) -> TextRule:
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        lowered = text.lower()
+        if lowered.isalpha():
+            return lowered if lowered.isascii() else _nfc("NFC", lowered)
+        name = " ".join(_clean(lowered, _PUNCTUATION).split())
         if not name:
             raise _emptied(label, value)
         return name
@@ -153,11 +178,22 @@ def _name(label: str) -> Normalizer:
     return normalize
 
 
-def _city(value: Any, region: str | None) -> str:
-    city = _clean(_text(value, "city"), _CITY)
+def _city(text: str, value: Any, region: str | None) -> str:
+    lowered = text.lower()
+    if lowered.isalpha():
+        return lowered if lowered.isascii() else _nfc("NFC", lowered)
+    city = _clean(lowered, _CITY)
     if not city:
         raise _emptied("city", value)
     return city
+
+
+def _compact(text: str) -> str:
+    """Lower case without punctuation, symbols, spaces or controls (letters and digits only)."""
+    lowered = text.lower()
+    if lowered.isalnum():
+        return lowered if lowered.isascii() else _nfc("NFC", lowered)
+    return _clean(lowered, _COMPACT)
 
 
 _DATE: Final = re.compile(
@@ -177,11 +213,34 @@ def _today(day: int) -> date:
     return date.fromordinal(_EPOCH + day)
 
 
-def _birthdate(value: Any, region: str | None) -> str:
-    if isinstance(value, date):
-        year, month, day = value.year, value.month, value.day
+def _utc_today() -> date:
+    return _today(int(time.time() // 86400))
+
+
+# Clocks run forward: a birth year before this one is never in the future, so most dates need
+# no look at the clock.
+_PAST_YEARS_END: Final = _utc_today().year
+_PAST_YEARS_TEXT: Final = f"{_PAST_YEARS_END:04d}"
+
+
+def _birthdate(text: str, value: Any, region: str | None) -> str:
+    if (
+        len(text) == 10
+        and text[4] == "-"
+        and text[7] == "-"
+        and text.isascii()
+        and text[:4].isdigit()
+        and text[5:7].isdigit()
+        and text[8:].isdigit()
+    ):  # YYYY-MM-DD, what CRMs export: the regular expression below, read directly
+        y, m, d = text[:4], text[5:7], text[8:]
+        # Equal-length digit strings compare like the numbers: a date that is surely real and in
+        # range needs no conversion at all.
+        if "1900" <= y < _PAST_YEARS_TEXT and "01" <= m <= "12" and "01" <= d <= "28":
+            return y + m + d
+        year, month, day = int(y), int(m), int(d)
     else:
-        match = _DATE.fullmatch(_text(value, "birthdate", numbers=True))
+        match = _DATE.fullmatch(text)
         if match is None:
             raise NormalizeError(
                 "invalid_birthdate",
@@ -196,12 +255,11 @@ def _birthdate(value: Any, region: str | None) -> str:
         raise NormalizeError(
             "invalid_birthdate", f"birthdate {_show(value)} is not a real calendar date"
         ) from None
-    today = _today(int(time.time() // 86400))
-    if year < 1900 or born > today:
+    if year < 1900 or (year >= _PAST_YEARS_END and born > _utc_today()):
         raise NormalizeError(
             "invalid_birthdate",
             f"birthdate {_show(value)} is out of range "
-            f"(year 1900 to {today.year}, not in the future)",
+            f"(year 1900 to {_utc_today().year}, not in the future)",
         )
     return f"{year:04d}{month:02d}{day:02d}"
 
@@ -213,8 +271,8 @@ _GENDERS: Final = {
 }
 
 
-def _gender(value: Any, region: str | None) -> str:
-    gender = _GENDERS.get(_text(value, "gender").lower())
+def _gender(text: str, value: Any, region: str | None) -> str:
+    gender = _GENDERS.get(text.lower())
     if gender is None:
         raise NormalizeError(
             "invalid_gender", f"gender {_show(value)} is not one of f, m, female, male"
@@ -222,8 +280,8 @@ def _gender(value: Any, region: str | None) -> str:
     return gender
 
 
-def _country(value: Any, region: str | None) -> str:
-    code = geo.country_code(_text(value, "country"))
+def _country(text: str, value: Any, region: str | None) -> str:
+    code = geo.country_code(text)
     if code is None:
         raise NormalizeError(
             "invalid_country",
@@ -233,8 +291,8 @@ def _country(value: Any, region: str | None) -> str:
     return code.lower()
 
 
-def _external_id(value: Any, region: str | None) -> str:
-    return _text(value, "external_id", numbers=True)
+def _external_id(text: str, value: Any, region: str | None) -> str:
+    return text
 
 
 Resolver = Callable[[str | None], str | None]
@@ -249,9 +307,9 @@ def _resolver(default: str | None) -> Resolver:
     return resolve
 
 
-def _state(resolve: Resolver) -> Normalizer:
-    def normalize(value: Any, region: str | None) -> str:
-        state = _clean(_text(value, "state"), _COMPACT)
+def _state(resolve: Resolver) -> TextRule:
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        state = _compact(text)
         if not state:
             raise _emptied("state", value)
         country = resolve(region)
@@ -268,12 +326,11 @@ def _state(resolve: Resolver) -> Normalizer:
 _ZIP_PLUS4: Final = re.compile(r"(\d{5})-\d{4}", re.ASCII)
 
 
-def _zip(resolve: Resolver) -> Normalizer:
-    def normalize(value: Any, region: str | None) -> str:
-        text = _text(value, "zip code", numbers=True)
-        if isinstance(value, int) and value < 0:
+def _zip(resolve: Resolver) -> TextRule:
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        if not isinstance(value, str) and value < 0:
             raise NormalizeError("invalid_zip", f"zip code {_show(value)} is negative")
-        zipcode = _clean(text, _COMPACT)
+        zipcode = _compact(text)
         if not zipcode:
             raise _emptied("zip code", value)
         country = resolve(region)
@@ -299,6 +356,13 @@ def _zip(resolve: Resolver) -> Normalizer:
 _PHONE_MARKS: Final = b" .-()/\t"
 _NON_DIGITS: Final = re.compile(r"[^0-9]+")
 _CALLING_CODES: Final = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+# Calling codes are prefix-free, so the first three digits of a number tell its code's length.
+_CALLING_CODE_SIZE: Final = {
+    f"{n:03d}": size
+    for n in range(1000)
+    for size in (1, 2, 3)
+    if f"{n:03d}"[:size] in _CALLING_CODES
+}
 _E164: Final = phonenumbers.PhoneNumberFormat.E164
 _IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
 
@@ -309,20 +373,21 @@ def _fast_phone(text: str) -> str | None:
         text = text.replace("\u00a0", " ").replace("\u202f", " ")  # French typography
         if not text.isascii():
             return None
-    # bytes.translate is the fastest way to drop the separators (a few hundred ns saved per event).
-    digits = text.encode("ascii").translate(None, _PHONE_MARKS).decode("ascii")
-    if digits[0] == "+":
-        digits = digits[1:]
-    elif digits.startswith("00"):
-        digits = digits[2:]
+    if text[0] == "+" and text[1:].isdigit():  # E.164 as CRMs store it: nothing to drop
+        digits = text[1:]
+    else:
+        # bytes.translate is the fastest way to drop the separators.
+        digits = text.encode("ascii").translate(None, _PHONE_MARKS).decode("ascii")
+        if digits[0] == "+":
+            digits = digits[1:]
+        elif digits.startswith("00"):
+            digits = digits[2:]
     if not (digits.isdigit() and 7 <= len(digits) <= 15):
         return None
-    for size in (1, 2, 3):  # calling codes are prefix-free
-        if digits[:size] in _CALLING_CODES:
-            # A 0 after the country code is usually a trunk prefix ("+44 (0)20 ..."), but Italy
-            # keeps it; phonenumbers knows which.
-            return None if digits[size] == "0" else digits
-    return None
+    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
+    # A 0 after the country code is usually a trunk prefix ("+44 (0)20 ..."), but Italy keeps it;
+    # phonenumbers knows which.
+    return digits if size and digits[size] != "0" else None
 
 
 def _parse(text: str, region: str | None) -> PhoneNumber | None:
@@ -350,6 +415,69 @@ def _e164_digits(number: PhoneNumber) -> str:
     return str(phonenumbers.format_number(number, _E164))[1:]
 
 
+@dataclass(frozen=True, slots=True)
+class _NationalPlan:
+    """What ``phonenumbers.parse`` does with a region's national numbers, where it is simple."""
+
+    country_code: int
+    calling_code: str
+    international: re.Pattern[str] | None  # the region's international (IDD) prefix
+    trunk: re.Pattern[str] | None  # the national prefix, as phonenumbers strips it
+    lengths: frozenset[int]  # possible national significant number lengths
+    local_only: frozenset[int]  # lengths phonenumbers will not strip the prefix down to
+
+
+@lru_cache(maxsize=512)
+def _national_plan(region: str) -> _NationalPlan | None:
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    # A transform rule (AR, BR, JP...) rewrites the number; those go through parse().
+    if metadata is None or metadata.national_prefix_transform_rule:
+        return None
+    idd, trunk = metadata.international_prefix, metadata.national_prefix_for_parsing
+    general, code = metadata.general_desc, metadata.country_code
+    if general is None or code is None:
+        return None
+    return _NationalPlan(
+        code,
+        str(code),
+        re.compile(idd) if idd else None,
+        re.compile(trunk) if trunk else None,
+        frozenset(general.possible_length),
+        frozenset(general.possible_length_local_only),
+    )
+
+
+_PLAIN_PHONE: Final = re.compile(r"[0-9 .\-()/]{2,40}").fullmatch
+
+
+def _national_digits(text: str, digits: str, region: str) -> str | None:
+    """E.164 digits of a valid national number ("06 12 34 56 78", FR), else None.
+
+    ``phonenumbers.parse`` spends most of its time finding the number in free text; for plain
+    digits and separators it comes down to: no international prefix, no leading country code,
+    strip the national prefix, keep the rest. When that is unambiguous the number is built here
+    and only validated by phonenumbers; anything else (and any invalid number) returns None, so
+    the caller takes the full parse and gives the same answer.
+    """
+    plan = _national_plan(region)
+    if (
+        plan is None
+        or _PLAIN_PHONE(text) is None
+        or (plan.international is not None and plan.international.match(digits))
+        or digits.startswith(plan.calling_code)
+    ):
+        return None
+    national = digits
+    if plan.trunk is not None and (prefix := plan.trunk.match(digits)) is not None:
+        national = digits[prefix.end() :]
+        if len(national) in plan.local_only:
+            return None
+    if len(national) not in plan.lengths or national[0] == "0":  # leading zeros: ask parse()
+        return None
+    number = PhoneNumber(country_code=plan.country_code, national_number=int(national))
+    return plan.calling_code + national if phonenumbers.is_valid_number(number) else None
+
+
 def _phone_digits(text: str, country: str | None, value: Any) -> str:
     """The phonenumbers path: E.164 digits without the "+"."""
     if text.startswith("00"):
@@ -362,6 +490,8 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
             )
         return _e164_digits(found)
     digits = _NON_DIGITS.sub("", text)
+    if country is not None and (fast := _national_digits(text, digits, country)) is not None:
+        return fast
     # Digits may already be international, the way Meta writes them ("33612345678").
     plus = "+" + digits if digits[:1] not in ("", "0") else None
     national = None
@@ -392,38 +522,62 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
     )
 
 
-def _phone(resolve: Resolver) -> Normalizer:
-    def normalize(value: Any, region: str | None) -> str:
+def _phone(resolve: Resolver) -> TextRule:
+    def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
-            text = value.strip()
             if text.startswith(("+", "00")):
                 digits = _fast_phone(text)
                 if digits is not None:
                     return digits
-        else:
-            text = _text(value, "phone number", numbers=True)
-            if text[0] == "-":
-                raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
-        if not text:
-            raise NormalizeError("empty", "phone number is empty")
+        elif text[0] == "-":
+            raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
         return _phone_digits(text, resolve(region), value)
 
     return normalize
 
 
-_BUILDERS: Final[dict[str, Callable[[Resolver], Normalizer]]] = {
-    "em": lambda resolve: _email,
-    "ph": _phone,
-    "fn": lambda resolve: _name("first name"),
-    "ln": lambda resolve: _name("last name"),
-    "db": lambda resolve: _birthdate,
-    "ge": lambda resolve: _gender,
-    "ct": lambda resolve: _city,
-    "st": _state,
-    "zp": _zip,
-    "country": lambda resolve: _country,
-    "external_id": lambda resolve: _external_id,
+@dataclass(frozen=True, slots=True)
+class _Field:
+    label: str  # for messages
+    numbers: bool  # whole numbers are accepted as well as text
+    dates: bool  # date objects are accepted as well
+    build: Callable[[Resolver], TextRule]
+
+
+_FIELDS: Final[dict[str, _Field]] = {
+    "em": _Field("email", False, False, lambda resolve: _email),
+    "ph": _Field("phone number", True, False, _phone),
+    "fn": _Field("first name", False, False, lambda resolve: _name("first name")),
+    "ln": _Field("last name", False, False, lambda resolve: _name("last name")),
+    "db": _Field("birthdate", True, True, lambda resolve: _birthdate),
+    "ge": _Field("gender", False, False, lambda resolve: _gender),
+    "ct": _Field("city", False, False, lambda resolve: _city),
+    "st": _Field("state", False, False, _state),
+    "zp": _Field("zip code", True, False, _zip),
+    "country": _Field("country", False, False, lambda resolve: _country),
+    "external_id": _Field("external_id", True, False, lambda resolve: _external_id),
 }
+
+
+def _as_text(value: Any, field: _Field) -> str:
+    """The text of a value that is not a non-blank string (or the error saying why not)."""
+    if field.dates and isinstance(value, date):
+        return value.isoformat()  # read back by _birthdate exactly as the date it is
+    return _text(value, field.label, numbers=field.numbers)
+
+
+def _compile(field: str, default_country: str | None) -> tuple[_Field, TextRule]:
+    if field not in _FIELDS:
+        raise ValueError(
+            f"{field!r} is not a hashed user_data field; expected one of {sorted(HASHED_FIELDS)}"
+        )
+    default = None
+    if default_country is not None:
+        default = region_hint(default_country)
+        if default is None:
+            raise ValueError(f"default_country {default_country!r} is not a country code")
+    spec = _FIELDS[field]
+    return spec, spec.build(_resolver(default))
 
 
 def normalizer(field: str, *, default_country: str | None = None) -> Normalizer:
@@ -434,16 +588,16 @@ def normalizer(field: str, *, default_country: str | None = None) -> Normalizer:
     when it is missing. ``f`` raises ``NormalizeError``. An unknown ``field`` or ``default_country``
     raises ``ValueError`` here, since that is a programming or configuration error.
     """
-    if field not in _BUILDERS:
-        raise ValueError(
-            f"{field!r} is not a hashed user_data field; expected one of {sorted(HASHED_FIELDS)}"
-        )
-    default = None
-    if default_country is not None:
-        default = region_hint(default_country)
-        if default is None:
-            raise ValueError(f"default_country {default_country!r} is not a country code")
-    return _BUILDERS[field](_resolver(default))
+    spec, rule = _compile(field, default_country)
+
+    def normalize(value: Any, region: str | None) -> str:
+        if isinstance(value, str):
+            text = value.strip()
+            if text:
+                return rule(text, value, region)
+        return rule(_as_text(value, spec), value, region)
+
+    return normalize
 
 
 def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
@@ -452,7 +606,7 @@ def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
     A value that already is a SHA-256 digest (64 hex characters once trimmed) is passed through
     lowercased, never hashed twice, so hashing is idempotent. Otherwise as ``normalizer``.
     """
-    normalize = normalizer(field, default_country=default_country)
+    spec, rule = _compile(field, default_country)
     is_digest = _SHA256.fullmatch
     sha256 = hashlib.sha256
 
@@ -461,6 +615,8 @@ def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
             text = value.strip()
             if len(text) == 64 and is_digest(text) is not None:
                 return text.lower()
-        return sha256(normalize(value, region).encode("utf-8")).hexdigest()
+            if text:
+                return sha256(rule(text, value, region).encode("utf-8")).hexdigest()
+        return sha256(rule(_as_text(value, spec), value, region).encode("utf-8")).hexdigest()
 
     return digest

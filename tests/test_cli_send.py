@@ -41,6 +41,7 @@ lead_qualified = "Marketing Qualified Lead"
 [delivery]
 batch_size = 50
 max_attempts = 3
+retry_base_s = 0.01
 [server]
 data_dir = "{tmp_path / "data"}"
 """

@@ -76,6 +76,7 @@ class DeliverySettings(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=300)
     max_attempts: int = Field(6, ge=1, le=100)
     max_retry_s: float = Field(600.0, gt=0, le=7 * 86400)
+    retry_base_s: float = Field(0.5, gt=0, le=600)
 
 
 class ServerSettings(BaseModel):

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadrelay.config import Settings
 from leadrelay.delivery.intake import ChunkedIntake
+from leadrelay.delivery.retention import apply_retention
 from leadrelay.delivery.store import Incoming, Store
 from leadrelay.delivery.wiring import (
     delivery_lock,
@@ -217,6 +218,7 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
         else:
             store = stack.enter_context(_delivering_store(settings))
             paused = asyncio.run(deliver(settings, options, mapper, tally, store, progress))
+            apply_retention(store, settings.store, time.time())
     tally.render(err, dry_run=options.dry_run)
     if paused is not None:
         err.print(

@@ -97,7 +97,9 @@ def make_dispatcher(
     d = settings.delivery
     return Dispatcher(
         client,
-        policy=RetryPolicy(max_attempts=d.max_attempts, max_total=d.max_retry_s),
+        policy=RetryPolicy(
+            max_attempts=d.max_attempts, max_total=d.max_retry_s, base_delay=d.retry_base_s
+        ),
         on_request=on_request,
     )
 

@@ -25,9 +25,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from leadrelay.config import Settings
+from leadrelay.delivery.retention import retention_loop
 from leadrelay.delivery.store import Store
 from leadrelay.delivery.worker import DeliveryWorker, pause_advice
 from leadrelay.mapping.engine import Mapper
+from leadrelay.service.dashboard import dashboard_routes
 from leadrelay.service.intake import Intake, json_response
 from leadrelay.service.metrics import CONTENT_TYPE, Metrics
 from leadrelay.service.openapi import openapi_document
@@ -59,10 +61,15 @@ def create_app(
             task = asyncio.create_task(worker.run(stop), name="leadrelay-delivery")
             task.add_done_callback(_report_crash)
         app.state.worker_task = task
+        retention = asyncio.create_task(
+            retention_loop(store, lambda: app.state.settings.store, stop, clock=clock),
+            name="leadrelay-retention",
+        )
         try:
             yield
         finally:
             stop.set()
+            await retention
             if task is not None:
                 with contextlib.suppress(Exception):  # already logged by _report_crash
                     await task
@@ -122,6 +129,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
             Route("/openapi.json", openapi),
+            *dashboard_routes(store, worker, clock=clock),
         ],
         lifespan=lifespan,
     )

@@ -29,6 +29,7 @@ from leadrelay.delivery.retention import retention_loop
 from leadrelay.delivery.store import Store
 from leadrelay.delivery.worker import DeliveryWorker, pause_advice
 from leadrelay.mapping.engine import Mapper
+from leadrelay.service.dashboard import dashboard_routes
 from leadrelay.service.intake import Intake, json_response
 from leadrelay.service.metrics import CONTENT_TYPE, Metrics
 from leadrelay.service.openapi import openapi_document
@@ -128,6 +129,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
             Route("/openapi.json", openapi),
+            *dashboard_routes(store, worker, clock=clock),
         ],
         lifespan=lifespan,
     )

@@ -111,6 +111,26 @@ class StoreSettings(BaseModel):
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
 
+class QueueSettings(BaseModel):
+    """A Redis queue shared by a fleet of intake and delivery processes (absent: SQLite)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: SecretStr  # may hold a password
+    key_prefix: str | None = Field(None, pattern=r"^[^{}\s]+$")  # default lr:<pixel_id>
+    consumer: str | None = Field(None, min_length=1)  # default hostname-pid
+    claim_idle_s: float = Field(60.0, gt=0, le=86400)
+    max_deliveries: int = Field(10, ge=1, le=1000)
+    cluster: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^(rediss?|unix)://", value.get_secret_value()):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class Settings(BaseModel):
     """A validated leadrelay configuration."""
 
@@ -130,6 +150,7 @@ class Settings(BaseModel):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    queue: QueueSettings | None = None
 
     @field_validator("access_token")
     @classmethod
@@ -167,6 +188,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "delivery": DeliverySettings,
     "server": ServerSettings,
     "store": StoreSettings,
+    "queue": QueueSettings,
 }
 
 

@@ -28,7 +28,22 @@ def store_path(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
-    """Open (or create) the store; with ``create=False`` a missing store is a ``StoreError``."""
+    """Open (or create) the store: Redis when ``[queue]`` is set, else the SQLite file in
+    ``server.data_dir``; with ``create=False`` a missing store is a ``StoreError``."""
+    queue = settings.queue
+    if queue is not None:
+        from leadrelay.delivery.redis import RedisStore
+
+        return RedisStore(
+            queue.url.get_secret_value(),
+            prefix=queue.key_prefix or f"lr:{settings.pixel_id}",
+            consumer=queue.consumer,
+            claim_idle_s=queue.claim_idle_s,
+            max_deliveries=queue.max_deliveries,
+            original_policy=settings.store.originals,
+            cluster=queue.cluster,
+            create=create,
+        )
     path = store_path(settings)
     if not path.exists():
         if not create:

@@ -1,0 +1,153 @@
+"""The Redis connection under ``RedisStore``: opening checks, error wrapping, closing.
+
+Opening checks that Redis answers, that it may not evict our keys, that the store's schema is one
+this version reads, and creates the consumer group. Every Redis error comes out as a
+``StoreError`` that names the server (never its password).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.cluster import RedisCluster
+
+from leadrelay.delivery.redis import lua_queue
+from leadrelay.delivery.redis.records import Value
+from leadrelay.delivery.store import StoreError
+
+SCHEMA_VERSION: Final = 1
+Arg = Value | int
+Client = redis.Redis | RedisCluster
+
+
+def default_consumer() -> str:
+    """A consumer name unique per running process: ``hostname-pid``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisConnection:
+    """A connection to the store of one deployment: keys under ``{prefix}:``, one consumer."""
+
+    def __init__(
+        self,
+        url_or_client: str | Client,
+        *,
+        prefix: str,
+        consumer: str | None,
+        group: str,
+        socket_timeout_s: float,
+        cluster: bool = False,
+        create: bool = True,
+    ) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ValueError(f"prefix must be non-empty and without braces, got {prefix!r}")
+        self.consumer = consumer or default_consumer()
+        self.group = group
+        self._p = "{" + prefix + "}:"
+        self.stream_key = self._p + "q"
+        self._owned = isinstance(url_or_client, str)
+        if isinstance(url_or_client, str):
+            self.where = _shown(url_or_client)
+            options = {
+                "socket_timeout": socket_timeout_s,
+                "socket_connect_timeout": socket_timeout_s,
+            }
+            try:
+                self._r: Client = (
+                    RedisCluster.from_url(url_or_client, **options)
+                    if cluster
+                    else redis.Redis.from_url(url_or_client, health_check_interval=30, **options)
+                )
+            except ValueError as exc:
+                raise StoreError(f"invalid Redis URL {self.where}: {exc}") from None
+        else:
+            self._r = url_or_client
+            self.where = "a Redis client"
+        self._closed = False
+        self._leave = self._r.register_script(lua_queue.LEAVE)
+        try:
+            self._open(create)
+        except BaseException:
+            if self._owned:
+                self._r.close()
+            raise
+
+    def _open(self, create: bool) -> None:
+        with self._calling():
+            info = self._r.info("memory")
+            policy = str(info.get("maxmemory_policy", "noeviction"))
+            if policy.startswith("allkeys"):
+                raise StoreError(
+                    f"the Redis at {self.where} has maxmemory-policy {policy}: it may evict "
+                    "queued events; set maxmemory-policy to noeviction"
+                )
+            meta = self._p + "meta"
+            if not create and not self._r.exists(meta):
+                raise StoreError(
+                    f"no event store under {self._p} at {self.where}: nothing has been sent or "
+                    "served with this config yet (queue.url and the key prefix say where it is)"
+                )
+            self._r.hsetnx(meta, "schema", SCHEMA_VERSION)
+            version = int(self._r.hget(meta, "schema") or 0)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the Redis store {self._p} at {self.where} has schema version {version}, "
+                    f"newer than this leadrelay supports ({SCHEMA_VERSION}); upgrade leadrelay"
+                )
+            try:
+                self._r.xgroup_create(self.stream_key, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        if self._closed:
+            raise StoreError(f"the Redis event store at {self.where} is closed")
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreError(f"the Redis event store at {self.where}: {exc}") from exc
+
+    def _run(self, script: Any, args: Sequence[Arg]) -> Any:
+        with self._calling():
+            return script(keys=[self.stream_key], args=[self._p, *args])
+
+    def close(self) -> None:
+        """See ``Store.close``: leaves the consumer group if nothing is held, closes the
+        connections it opened. Closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            self._run(self._leave, [self.group, self.consumer])
+        except StoreError:
+            pass  # Redis is gone: nothing to tidy up
+        finally:
+            self._closed = True
+            if self._owned:
+                self._r.close()

@@ -1,0 +1,296 @@
+"""The queue scripts: intake, claim (with take-over of dead consumers' events), results."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from leadrelay.delivery.redis.lua_common import script
+
+ADD: Final = script("""
+-- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
+-- lead, payload, notes, original ('' for none), nfields, field/value pairs
+promote(ARGV[2])
+local items, seen, fresh, queued = {}, {}, 0, 0
+local i = 3
+while i <= #ARGV do
+  local it = {key = ARGV[i], state = ARGV[i + 1], at = ARGV[i + 3], lead = ARGV[i + 4], at_i = i}
+  it.reason = ARGV[i + 2] ~= '' and ARGV[i + 2] or nil
+  it.fs = i + 9
+  i = it.fs + tonumber(ARGV[i + 8]) * 2
+  it.fe = i - 1
+  if it.key ~= '' and seen[it.key] then
+    it.same = seen[it.key]  -- resent within the batch
+  else
+    it.id = it.key ~= '' and redis.call('HGET', KEYMAP, it.key) or nil
+    if not it.id then
+      it.new = true
+      fresh = fresh + 1
+      if it.state == 'queued' then queued = queued + 1 end
+    end
+    if it.key ~= '' then seen[it.key] = it end
+  end
+  items[#items + 1] = it
+end
+local next_id = fresh > 0 and redis.call('INCRBY', P .. 'seq', fresh) - fresh + 1
+local next_order = queued > 0 and redis.call('INCRBY', ORDER, queued) - queued + 1
+local blobs, keymap, ids = {}, {}, {}
+for _, it in ipairs(items) do
+  if it.new then
+    local id = tostring(next_id)
+    next_id = next_id + 1
+    it.id = id
+    local ek = EK(id)
+    if it.state == 'queued' then
+      -- into the stream even behind an open event of its lead: claim parks it if need be,
+      -- and events of one lead accepted together can then go out in one batch
+      redis.call('ZADD', LK(it.lead), next_order, id)
+      next_order = next_order + 1
+      local sid = redis.call('XADD', STREAM, '*', 'i', id)
+      redis.call('HSET', ek, 'sid', sid, unpack(ARGV, it.fs, it.fe))
+    else
+      redis.call('HSET', ek, unpack(ARGV, it.fs, it.fe))
+    end
+    local a = it.at_i
+    for j, key in ipairs({PK(id), NK(id), OK(id)}) do
+      if ARGV[a + 4 + j] ~= '' then
+        blobs[#blobs + 1] = key
+        blobs[#blobs + 1] = ARGV[a + 4 + j]
+      end
+    end
+    if it.key ~= '' then
+      keymap[#keymap + 1] = it.key
+      keymap[#keymap + 1] = id
+    end
+    move(id, nil, nil, nil, it.state, it.reason, it.at)
+  end
+  ids[#ids + 1] = it.id or it.same.id
+end
+if #blobs > 0 then vcall({'MSET'}, blobs) end
+if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end
+flush()
+return ids
+""")
+
+CLAIM: Final = script("""
+-- ARGV: P, group, consumer, now, limit, idle_ms, max_deliveries, dead-letter maxlen
+local GROUP, ME, NOW, LIMIT = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local MAXD, DLMAX = tonumber(ARGV[7]), ARGV[8]
+local now = tonumber(NOW)
+local FIELDS = {'s', 'sid', 'na', 'l', 'r', 'ua', 'k', 'se', 'n', 't', 'a'}
+local function ensure_group()
+  redis.pcall('XGROUP', 'CREATE', STREAM, GROUP, '0', 'MKSTREAM')
+end
+promote(NOW)
+local out, taken = {}, {}
+local function take(id, ek, cur)
+  if cur[1] ~= 'in_flight' then move(id, cur[1], cur[5], cur[6], 'in_flight', cur[5], cur[6]) end
+  redis.call('HSET', ek, 's', 'in_flight', 'con', ME)
+  taken[id] = true
+  out[#out + 1] = {id, cur}
+end
+
+-- 1. entries consumers left unacknowledged for longer than idle_ms (they died)
+local cursor = redis.call('GET', P .. 'reclaim') or '0-0'
+local rc = redis.pcall('XAUTOCLAIM', STREAM, GROUP, ME, ARGV[6], cursor, 'COUNT', LIMIT)
+if rc.err then
+  ensure_group()
+  rc = {'0-0', {}}
+end
+if rc[1] ~= cursor then redis.call('SET', P .. 'reclaim', rc[1]) end  -- idle polls write nothing
+for _, e in ipairs(rc[2]) do
+  local sid = e[1]
+  local id = e[2] and e[2][2]
+  local ek = id and EK(id)
+  local cur = id and redis.call('HMGET', ek, unpack(FIELDS)) or {}
+  if cur[1] ~= 'in_flight' or cur[2] ~= sid then
+    drop_entry(sid)
+  else
+    local n = redis.call('XPENDING', STREAM, GROUP, sid, sid, 1)[1][4]
+    if n > MAXD then
+      local msg = 'handed out ' .. n .. ' times without a result being recorded (the workers '
+        .. 'that took it stopped or were killed); set aside so it cannot stop the others'
+      redis.call('HDEL', ek, 'c', 'sc', 'ft', 'rs', 'sid', 'con', 'na')
+      redis.call('HSET', ek, 's', 'dead', 'r', 'poison', 'm', msg, 'ua', NOW)
+      move(id, 'in_flight', cur[5], cur[6], 'dead', 'poison', NOW)
+      drop_entry(sid)
+      finish(id, cur[4], false)
+      dead_letter(id, cur[7], 'poison', msg, NOW, DLMAX)
+    elseif may_go(id, cur[4], taken) then
+      take(id, ek, cur)
+    else  -- an earlier event of its lead is held elsewhere: wait behind it
+      drop_entry(sid)
+      redis.call('HDEL', ek, 'sid', 'con')
+      redis.call('HSET', ek, 's', 'queued', 'h', '1')
+      move(id, 'in_flight', cur[5], cur[6], 'queued', cur[5], cur[6])
+    end
+  end
+end
+
+-- 2. new entries; not due yet -> delayed, behind an open event of its lead -> parked
+local budget = LIMIT * 4 + 100
+while #out < LIMIT and budget > 0 do
+  local args = {'XREADGROUP', 'GROUP', GROUP, ME, 'COUNT', LIMIT - #out, 'STREAMS', STREAM, '>'}
+  local res = redis.pcall(unpack(args))
+  if type(res) == 'table' and res.err then
+    ensure_group()
+    res = redis.call(unpack(args))
+  end
+  if not res then break end
+  local entries = res[1][2]
+  if #entries == 0 then break end
+  budget = budget - #entries
+  for _, e in ipairs(entries) do
+    local sid, id = e[1], e[2][2]
+    local ek = EK(id)
+    local cur = redis.call('HMGET', ek, unpack(FIELDS))
+    if cur[1] ~= 'queued' or cur[2] ~= sid then
+      drop_entry(sid)
+    elseif tonumber(cur[3]) > now then
+      drop_entry(sid)
+      redis.call('HDEL', ek, 'sid')
+      redis.call('ZADD', DELAYED, cur[3], id)
+    elseif not may_go(id, cur[4], taken) then
+      drop_entry(sid)
+      redis.call('HDEL', ek, 'sid')
+      redis.call('HSET', ek, 'h', '1')
+    else
+      take(id, ek, cur)
+    end
+  end
+end
+drop_entries(GROUP)
+flush()
+local blobs = {}
+for _, o in ipairs(out) do
+  blobs[#blobs + 1] = PK(o[1])
+  blobs[#blobs + 1] = NK(o[1])
+end
+local got = #blobs > 0 and redis.call('MGET', unpack(blobs)) or {}
+local rows = {}
+for j, o in ipairs(out) do
+  local c = o[2]
+  rows[j] = {o[1], c[7], c[8], c[9], c[4], c[10], c[11], got[2 * j - 1], got[2 * j]}
+end
+return rows
+""")
+
+COMPLETE: Final = script("""
+-- ARGV: P, group, now, dead-letter maxlen, then per result:
+-- id, state, attempts, reason, nfields, field/value pairs
+local GROUP, NOW, DLMAX = ARGV[2], ARGV[3], ARGV[4]
+local batch = {}
+local i = 5
+while i <= #ARGV do
+  local id, state, att, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local fs = i + 5
+  i = fs + tonumber(ARGV[i + 4]) * 2
+  local ek = EK(id)
+  local cur = redis.call('HMGET', ek, 's', 'r', 'ua', 'sid', 'l', 'k', 'h', 'a')
+  if OPEN[cur[1]] then
+    reason = reason ~= '' and reason or nil
+    redis.call('HDEL', ek, 'r', 'm', 'c', 'sc', 'ft', 'rs', 'na', 'sid', 'con')
+    local set = {'HSET', ek, 's', state, 'ua', NOW, 'a', tonumber(cur[8] or 0) + tonumber(att)}
+    for j = fs, i - 1 do set[#set + 1] = ARGV[j] end
+    if state == 'queued' then
+      set[#set + 1] = 'na'
+      set[#set + 1] = NOW
+    end
+    redis.call(unpack(set))
+    move(id, cur[1], cur[2], cur[3], state, reason, NOW)
+    if cur[4] then drop_entry(cur[4]) end
+    if state == 'queued' then
+      if not cur[7] then enqueue(id, ek, cur[5], NOW, batch) end
+    else
+      if cur[7] then redis.call('HDEL', ek, 'h') end
+      finish(id, cur[5], cur[1] == 'queued')
+      if state == 'dead' then
+        dead_letter(id, cur[6], reason, redis.call('HGET', ek, 'm'), NOW, DLMAX)
+      end
+    end
+  end
+end
+drop_entries(GROUP)
+flush()
+return 0
+""")
+
+RETRY: Final = script("""
+-- ARGV: P, group, next_attempt_at, now, attempts, reason, has_message, message, ids...
+local GROUP, NEXT, NOW, ATT, REASON = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local batch = {}
+for j = 9, #ARGV do
+  local id = ARGV[j]
+  local ek = EK(id)
+  local cur = redis.call('HMGET', ek, 's', 'r', 'ua', 'sid', 'l', 'h', 'a')
+  if OPEN[cur[1]] then
+    redis.call('HDEL', ek, 'c', 'sc', 'ft', 'm', 'sid', 'con')
+    local set = {'HSET', ek, 's', 'queued', 'na', NEXT, 'ua', NOW, 'r', REASON}
+    set[#set + 1] = 'a'
+    set[#set + 1] = tonumber(cur[7] or 0) + ATT
+    if ARGV[7] == '1' then
+      set[#set + 1] = 'm'
+      set[#set + 1] = ARGV[8]
+    end
+    redis.call(unpack(set))
+    move(id, cur[1], cur[2], cur[3], 'queued', REASON, NOW)
+    if cur[4] then drop_entry(cur[4]) end
+    if not cur[6] then enqueue(id, ek, cur[5], NEXT, batch) end
+  end
+end
+drop_entries(GROUP)
+flush()
+return 0
+""")
+
+RELEASE: Final = script("""
+-- ARGV: P, group, consumer, count. Takes back what this consumer holds (a restart).
+local GROUP = ARGV[2]
+local pend = redis.pcall('XPENDING', STREAM, GROUP, '-', '+', ARGV[4], ARGV[3])
+if pend.err then return {0, 0} end
+local batch = {}
+local n = 0
+for _, p in ipairs(pend) do
+  local sid = p[1]
+  local e = redis.call('XRANGE', STREAM, sid, sid)[1]
+  drop_entry(sid)
+  local id = e and e[2][2]
+  local ek = id and EK(id)
+  local cur = id and redis.call('HMGET', ek, 's', 'sid', 'r', 'ua', 'l', 'na') or {}
+  if cur[1] == 'in_flight' and cur[2] == sid then
+    redis.call('HDEL', ek, 'sid', 'con')
+    redis.call('HSET', ek, 's', 'queued')
+    move(id, 'in_flight', cur[3], cur[4], 'queued', cur[3], cur[4])
+    enqueue(id, ek, cur[5], cur[6] or cur[4], batch)
+    n = n + 1
+  end
+end
+drop_entries(GROUP)
+flush()
+return {n, #pend}
+""")
+
+RENEW: Final = script("""
+-- ARGV: P, group, consumer, ids... Resets the idle time of entries this consumer still holds.
+local n = 0
+for j = 4, #ARGV do
+  local cur = redis.call('HMGET', EK(ARGV[j]), 's', 'sid', 'con')
+  if cur[1] == 'in_flight' and cur[3] == ARGV[3] and cur[2] then
+    local got = redis.call('XCLAIM', STREAM, ARGV[2], ARGV[3], 0, cur[2], 'JUSTID')
+    n = n + #got
+  end
+end
+return n
+""")
+
+LEAVE: Final = script("""
+-- ARGV: P, group, consumers... Removes from the group those that hold nothing.
+local n = 0
+for j = 3, #ARGV do
+  local pend = redis.pcall('XPENDING', STREAM, ARGV[2], '-', '+', 1, ARGV[j])
+  if not pend.err and #pend == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', STREAM, ARGV[2], ARGV[j])
+    n = n + 1
+  end
+end
+return n
+""")

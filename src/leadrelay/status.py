@@ -95,7 +95,8 @@ def fix_for(reason: str) -> str:
     return what_to_fix(reason)
 
 
-def _age(seconds: float) -> str:
+def age(seconds: float) -> str:
+    """A duration, rounded to what matters."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -119,7 +120,7 @@ def render(status: Status, console: Console, *, now: float | None = None) -> Non
     week = status.windows[-1]
     console.print(f"Health (last week): {week.health.text}")
     b = status.backlog
-    oldest = "-" if b.oldest_queued_at is None else _age(max(0.0, at - b.oldest_queued_at))
+    oldest = "-" if b.oldest_queued_at is None else age(max(0.0, at - b.oldest_queued_at))
     console.print(f"Queue: {b.queued} queued, {b.in_flight} in flight, oldest waiting {oldest}")
     console.print(f"Service: {status.service}")
     if status.paused:

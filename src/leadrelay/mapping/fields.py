@@ -68,7 +68,7 @@ PREBUILT: Final[tuple[Row, ...]] = (
 )
 
 # user_data keys Meta documents that are sent as given (never hashed).
-_PLAIN_USER_DATA: Final = frozenset(
+PLAIN_USER_DATA: Final = frozenset(
     {
         "fbc",
         "fbp",
@@ -120,9 +120,9 @@ def treatment(target: str) -> Treatment:
             return Treatment.LEAD_ID
         if rest in HASHED_FIELDS:
             return Treatment.HASHED
-        if rest in _PLAIN_USER_DATA:
+        if rest in PLAIN_USER_DATA:
             return Treatment.TEXT
-        known = sorted(HASHED_FIELDS | _PLAIN_USER_DATA | {"lead_id"})
+        known = sorted(HASHED_FIELDS | PLAIN_USER_DATA | {"lead_id"})
         raise TargetError(
             f"unknown customer information key {rest!r}; Meta's keys are {', '.join(known)}"
         )

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from leadrelay.mapping.fields import PLAIN_USER_DATA
 from leadrelay.sandbox.errors import (
     BAD_FIELD,
     BAD_HASH,
@@ -54,24 +55,7 @@ _USER_KEYS: Final = {
     "lead_id": _LEAD,
     # Meta recommends hashing external_id but accepts it plain (its own SDK does not hash it).
     "external_id": _TEXT,
-    **dict.fromkeys(
-        (
-            "client_ip_address",
-            "client_user_agent",
-            "fbc",
-            "fbp",
-            "subscription_id",
-            "fb_login_id",
-            "anon_id",
-            "madid",
-            "page_id",
-            "page_scoped_user_id",
-            "ctwa_clid",
-            "ig_account_id",
-            "ig_sid",
-        ),
-        _PLAIN,
-    ),
+    **dict.fromkeys(PLAIN_USER_DATA, _PLAIN),
 }
 
 

@@ -21,9 +21,9 @@ from leadrelay.diagnostics.html import _series, _table
 from leadrelay.diagnostics.render import category_label
 from leadrelay.diagnostics.report import Report, build_report
 from leadrelay.outcome import State
-from leadrelay.service.dashboard.layout import BASE, age, when
+from leadrelay.service.dashboard.layout import BASE, when
 from leadrelay.service.dashboard.redact import scrub_text
-from leadrelay.status import FAILED, PAUSE_REASONS, WINDOWS
+from leadrelay.status import FAILED, PAUSE_REASONS, WINDOWS, age
 
 STATES_OF: Final[dict[str, tuple[State, ...]]] = {
     "delivered": (State.DELIVERED,),

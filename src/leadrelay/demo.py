@@ -141,7 +141,7 @@ def funnel_events(leads: int, now: float, rng: random.Random) -> list[dict[str, 
 
 
 def run_demo(*, err: Console, out: Console, leads: int = 200, workdir: Path | None = None) -> int:
-    """Run the demo; returns the send's exit code (2: the bad events were rejected, as intended)."""
+    """Run the demo; 0 when it ran as designed (its bad events rejected), else send's code."""
     from leadrelay.sandbox import SandboxOptions, SandboxServer
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="leadrelay-demo-"))
@@ -171,5 +171,8 @@ def run_demo(*, err: Console, out: Console, leads: int = 200, workdir: Path | No
         out.print("One of the events Meta received:")
         out.print_json(orjson.dumps(received[0]).decode())
     err.print(f"Per-event report: {report}")
+    if code == 2:
+        err.print("The bad events were rejected, as intended: `leadrelay send` exits 2 then.")
+        code = 0
     err.print(f"Try: leadrelay preview / send --dry-run with --config {config} on {events}")
     return code

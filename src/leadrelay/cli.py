@@ -204,8 +204,8 @@ def serve(
         bool,
         typer.Option(
             "--no-worker",
-            help="Take events in but do not deliver them (another leadrelay process delivers "
-            "from the same data_dir).",
+            help="Take events in but do not deliver them (other processes deliver: another "
+            "serve on the same data_dir, or `leadrelay worker` with [queue]).",
         ),
     ] = False,
 ) -> None:
@@ -215,6 +215,16 @@ def serve(
     from leadrelay.service.server import serve as run_service
 
     raise typer.Exit(run_service(config, no_worker=no_worker))
+
+
+@app.command()
+def worker(config: ConfigOpt) -> None:
+    """Deliver from the shared Redis queue ([queue] in the config), with no HTTP: run any number
+    of these, on any machines, next to `serve --no-worker` intake processes. SIGTERM stops
+    gracefully (exit 0), SIGHUP reloads the config. Exit code 1 when it cannot start."""
+    from leadrelay.service.worker_process import run_worker
+
+    raise typer.Exit(run_worker(config))
 
 
 def _store(settings: Settings) -> Store:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -224,6 +224,27 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the backend; later calls raise ``StoreError``."""
+        ...
+
+
+@runtime_checkable
+class FleetControl(Protocol):
+    """What a store shared by many delivering processes adds (``RedisStore``): a pause every
+    process honours, and renewing the events a process still works on so others do not take
+    them over. The delivery worker uses it when the store has it."""
+
+    def pause_until(self, until: float, reason: str, *, now: float | None = None) -> float:
+        """Pause delivery fleet-wide until ``until`` (epoch s); only ever extends a pause.
+        Returns when the pause now ends."""
+        ...
+
+    def paused_until(self, *, now: float | None = None) -> tuple[float, str] | None:
+        """The current fleet-wide pause: (until, reason), or None."""
+        ...
+
+    def renew(self, ids: Sequence[int]) -> int:
+        """Keep the events ``ids`` held by this process from being taken over; returns how
+        many it still holds."""
         ...
 
 

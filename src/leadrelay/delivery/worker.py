@@ -14,6 +14,16 @@ What it does with the dispatcher's results:
   service), the events go back to the queue at a growing delay, so an outage of hours does not
   dead-letter anything; an event still not delivered after Meta's 7-day window ends EXPIRED by the
   dispatcher's own check.
+
+On a store shared by a fleet of processes (``FleetControl``, i.e. Redis), two more things:
+
+- Fleet pause: before each claim the worker asks the store whether the fleet is paused and, if
+  so, claims nothing until the pause ends (or the worker stops). A throttled Graph answer seen
+  through ``observe_request`` sets that pause for every worker, for the retry policy's
+  ``throttle_floor`` or what Meta asked, whichever is longer. Each batch's dispatcher still
+  retries with its own backoff; the pause only keeps new batches from starting anywhere.
+- Renewal: while a batch is in flight (long retries included), its events are renewed every
+  ``renew_every_s`` so other workers do not take them over as if this one had died.
 """
 
 from __future__ import annotations
@@ -28,9 +38,10 @@ from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
-from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.delivery.store import Claimed, Store
-from leadrelay.meta.errors import GraphError
+from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
+from leadrelay.delivery.store import Claimed, FleetControl, Store
+from leadrelay.meta.client import GraphResult
+from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.outcome import Delivery, State
 
 log = structlog.get_logger("leadrelay.worker")
@@ -38,6 +49,8 @@ log = structlog.get_logger("leadrelay.worker")
 _T = TypeVar("_T")
 _MAX_EXPONENT: Final = 64  # keeps factor ** n finite; the delay is capped long before
 _STORE_RETRY_MAX_S: Final = 30.0
+_PAUSE_RECHECK_S: Final = 5.0  # a pause an operator deleted in Redis ends this soon at the latest
+_DEFAULT_CLAIM_IDLE_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,11 @@ class DeliveryWorker:
     (``serve``). Store calls run in threads (``asyncio.to_thread``). On stop, batches in flight
     get ``drain_timeout_s`` to finish; the rest are cancelled and put back in the queue.
     ``batch_size`` and ``concurrency`` may be changed between batches.
+
+    On a ``FleetControl`` store the worker honours the fleet-wide pause and renews the events of
+    its batches in flight every ``renew_every_s`` (default: a third of the store's
+    ``claim_idle_s``); chain ``observe_request`` into the dispatcher's ``on_request`` so that a
+    throttled answer pauses the fleet.
     """
 
     def __init__(
@@ -112,6 +130,7 @@ class DeliveryWorker:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: WorkerObserver | None = None,
         on_result: Callable[[Delivery], None] | None = None,
+        renew_every_s: float | None = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}")
@@ -119,11 +138,17 @@ class DeliveryWorker:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if poll_interval_s <= 0 or drain_timeout_s < 0:
             raise ValueError("poll_interval_s must be positive and drain_timeout_s >= 0")
+        if renew_every_s is None:
+            idle = getattr(store, "claim_idle_s", None)
+            renew_every_s = (idle if isinstance(idle, int | float) else _DEFAULT_CLAIM_IDLE_S) / 3
+        if renew_every_s <= 0:
+            raise ValueError(f"renew_every_s must be positive, got {renew_every_s}")
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.requeue = requeue
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
+        self.renew_every_s = renew_every_s
         self.store_error: str | None = None
         """The last store failure, cleared by the next successful store call."""
         self._store = store
@@ -140,6 +165,10 @@ class DeliveryWorker:
         self._stopping = False
         self._stop: asyncio.Event | None = None
         self._reported: Dispatcher | None = None
+        self._fleet = store if isinstance(store, FleetControl) else None
+        self._own_pause: tuple[float, str] = (0.0, "")  # set here before the store knows it
+        self._pause_shown: str | None = None  # the reason logged for the pause going on
+        self._background: set[asyncio.Future[Any]] = set()
 
     @property
     def paused(self) -> GraphError | None:
@@ -155,6 +184,25 @@ class DeliveryWorker:
         """Something was stored: look for due payloads now. Call from the event loop."""
         if self._wake is not None:
             self._wake.set()
+
+    def observe_request(self, result: GraphResult, events: int) -> None:
+        """Chain into the dispatcher's ``on_request``: on a ``FleetControl`` store, a throttled
+        answer pauses the whole fleet for ``throttle_floor`` (or longer if Meta said so). This
+        worker stops claiming at once; the store is told in the background. Call it from the
+        event loop the worker runs in."""
+        error = result.error
+        if self._fleet is None or error is None or error.kind is not ErrorKind.THROTTLED:
+            return
+        dispatcher = self._dispatcher
+        policy = dispatcher.policy if dispatcher is not None else RetryPolicy()
+        now = self._clock()
+        until = now + max(policy.throttle_floor, error.retry_after or 0.0)
+        if until <= self._own_pause[0]:
+            return  # already paused at least that long: no need to tell the store again
+        reason = f"throttled: {error.label()}"
+        self._own_pause = (until, reason)
+        write = partial(self._fleet.pause_until, until, reason, now=now)
+        self._in_background(self._store_call(write, retry=False))
 
     def resume(self) -> None:
         """Swap in a fresh dispatcher from the factory (reloaded config) and resume delivery.
@@ -219,6 +267,9 @@ class DeliveryWorker:
                 await self._wait(stop, None)
                 continue
             try:
+                if self._fleet is not None and (pause := await self._fleet_pause()):
+                    await self._wait(stop, pause, woken=False)
+                    continue
                 claimed = await self._store_call(
                     partial(self._store.claim, self.batch_size, self._clock()), retry=False
                 )
@@ -234,6 +285,61 @@ class DeliveryWorker:
                     return
             await self._wait(stop, self.poll_interval_s)
 
+    async def _fleet_pause(self) -> float:
+        """Seconds to wait before claiming because the fleet is paused (0: claim now); logs
+        each pause once, with its reason, and its end."""
+        assert self._fleet is not None
+        now = self._clock()
+        shared = await self._store_call(partial(self._fleet.paused_until, now=now), retry=False)
+        until, reason = self._own_pause
+        if shared is not None and shared[0] > until:
+            until, reason = shared
+        if until <= now:
+            if self._pause_shown is not None:
+                log.info("fleet-wide pause over; claiming again", reason=self._pause_shown)
+                self._pause_shown = None
+            return 0.0
+        if self._pause_shown is None:
+            self._pause_shown = reason
+            log.warning(
+                "delivery paused fleet-wide; no new batches until it ends",
+                reason=reason,
+                until=until,
+                resumes_in_s=round(until - now, 1),
+            )
+        return min(until - now, _PAUSE_RECHECK_S)
+
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # _store_call logged it; retrieved so asyncio does not log it again
+
+    async def _renew(self, ids: list[int]) -> None:
+        """Renew the events of a batch in flight until cancelled (the batch was recorded)."""
+        assert self._fleet is not None
+        warned = False
+        while True:
+            await self._sleep(self.renew_every_s)
+            try:
+                held = await asyncio.to_thread(self._fleet.renew, ids)
+            except Exception as exc:  # the next renewal may work; the batch goes on meanwhile
+                log.warning(
+                    "could not renew a batch in flight", error=f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            if held < len(ids) and not warned:
+                warned = True
+                log.warning(
+                    "another worker took over events of a batch in flight (this one was too "
+                    "slow to renew them); they may be delivered twice",
+                    events=len(ids) - held,
+                )
+
     def _spawn(self, claimed: list[Claimed]) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
@@ -246,13 +352,15 @@ class DeliveryWorker:
             if not task.cancelled() and task.exception() is not None:
                 log.error("delivery batch failed", exc_info=task.exception())
 
-    async def _wait(self, stop: asyncio.Event, timeout: float | None) -> None:
-        """Until woken (intake, resume), stopped, a batch finished, or ``timeout`` passed."""
+    async def _wait(
+        self, stop: asyncio.Event, timeout: float | None, *, woken: bool = True
+    ) -> None:
+        """Until woken (intake, resume; unless not ``woken``), stopped, a batch finished, or
+        ``timeout`` passed."""
         assert self._wake is not None
-        waiters: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(stop.wait()),
-        ]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        if woken:
+            waiters.append(asyncio.ensure_future(self._wake.wait()))
         if timeout is not None:
             waiters.append(asyncio.ensure_future(self._sleep(timeout)))
         try:
@@ -265,6 +373,7 @@ class DeliveryWorker:
     async def _batch(self, dispatcher: Dispatcher, claimed: list[Claimed]) -> None:
         started = time.perf_counter()
         ids = [c.id for c in claimed]
+        renewal = None if self._fleet is None else asyncio.ensure_future(self._renew(ids))
         try:
             try:
                 results = await dispatcher.deliver([c.payload for c in claimed])
@@ -287,6 +396,8 @@ class DeliveryWorker:
             if dispatcher.paused is not None and dispatcher is self._dispatcher:
                 self._report_pause(dispatcher)
         finally:
+            if renewal is not None:
+                renewal.cancel()
             self._users[dispatcher] -= 1
             if not self._users[dispatcher]:
                 del self._users[dispatcher]
@@ -409,6 +520,8 @@ class DeliveryWorker:
         self._reap()
 
     async def _close(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background))
         if self._dispatcher is not None:
             self._retire(self._dispatcher)
             self._dispatcher = None

@@ -6,6 +6,10 @@ intake token and the Graph client are rebuilt and a delivery paused on a refused
 when it is not, the problems are logged and the old config stays. Host, port, data_dir and the
 ``[store]`` section need a restart. SIGKILL loses nothing that was answered 202: events are on
 disk before the answer, and the next start takes back what was in flight.
+
+With ``[queue]`` the store is Redis, shared by a fleet: no data_dir lock (any number of ``serve``
+and ``leadrelay worker`` processes deliver from one queue), ``--no-worker`` is intake only, and a
+throttled Graph answer pauses the whole fleet (``DeliveryWorker.observe_request``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from leadrelay.delivery.wiring import (
 from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
 from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
+from leadrelay.meta.client import GraphResult
 from leadrelay.service.app import create_app
 from leadrelay.service.metrics import Metrics
 
@@ -80,8 +85,13 @@ class _Service:
     def dispatcher(self) -> Dispatcher:
         """A dispatcher (and Graph client) for the current settings."""
         return make_dispatcher(
-            self.settings, make_client(self.settings), on_request=self.metrics.graph_request
+            self.settings, make_client(self.settings), on_request=self._on_request
         )
+
+    def _on_request(self, result: GraphResult, events: int) -> None:
+        self.metrics.graph_request(result, events)
+        if self.worker is not None:  # None only while the worker itself is being built
+            self.worker.observe_request(result, events)
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""
@@ -106,7 +116,7 @@ class _Service:
             self.worker.concurrency = new.delivery.concurrency
         self.app.state.settings = new
         self.app.state.mapper = mapper
-        fixed = [k for k in ("server", "store") if _restart_only(old, new, k)]
+        fixed = [k for k in ("server", "store", "queue") if _restart_only(old, new, k)]
         log.info("config reloaded", path=str(self.path), restart_needed_for=fixed or None)
 
 
@@ -114,6 +124,8 @@ def _restart_only(old: Settings, new: Settings, section: str) -> bool:
     if section == "server":
         a, b = old.server, new.server
         return (a.host, a.port, a.data_dir) != (b.host, b.port, b.data_dir)
+    if section == "queue":
+        return old.queue != new.queue
     return old.store != new.store
 
 
@@ -155,6 +167,16 @@ class _Server(uvicorn.Server):
                     log.info("listening", url=f"http://{host}:{port}", port=port, pid=os.getpid())
 
 
+def store_where(store: Store, settings: Settings) -> str:
+    """Where the store lives, for logs: the Redis URL without its password (with the key
+    prefix), or the SQLite file."""
+    where = getattr(store, "where", None)
+    if settings.queue is not None and isinstance(where, str):
+        prefix = settings.queue.key_prefix or f"lr:{settings.pixel_id}"
+        return f"{where} (key prefix {prefix})"
+    return str(store_path(settings))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything else starts: a port already in use must stop
     us before the worker takes back rows another process holds in flight."""
@@ -185,10 +207,12 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
             'characters, e.g. intake_token = "${LEADRELAY_INTAKE_TOKEN}")'
         )
         return 1
+    shared = settings.queue is not None  # Redis: many processes deliver from one queue
     with contextlib.ExitStack() as stack:
         try:
-            server.data_dir.mkdir(parents=True, exist_ok=True)
-            if not no_worker:
+            if not shared:
+                server.data_dir.mkdir(parents=True, exist_ok=True)
+            if not no_worker and not shared:
                 stack.callback(os.close, delivery_lock(server.data_dir))
         except BlockingIOError:
             log.error(
@@ -229,7 +253,7 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
         log.info(
             "starting",
             config=str(settings_path),
-            store=str(store_path(settings)),
+            store=store_where(store, settings),
             delivery="off" if no_worker else "on",
         )
         try:

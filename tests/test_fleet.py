@@ -1,0 +1,416 @@
+"""The Redis fleet end to end: one ``serve --no-worker`` intake and two ``leadrelay worker``
+processes share a real redis-server, with the sandbox as Meta (answering slowly, so a backlog
+builds up). Throttling pauses every worker; a worker killed mid-backlog loses nothing, and only
+the batch it had in flight is sent twice (identical bytes); each lead's events reach Meta in the
+order they were accepted; ``status`` and ``dead-letters`` read the fleet's store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from leadrelay.delivery.dispatcher import Dispatcher
+from leadrelay.delivery.redis import RedisStore
+from leadrelay.delivery.worker import DeliveryWorker
+from leadrelay.meta.client import GraphClient, GraphResult
+from leadrelay.meta.errors import ErrorKind, GraphError
+from leadrelay.outcome import State
+from leadrelay.sandbox import SandboxOptions, SandboxServer
+from leadrelay.sandbox.state import RequestRecord
+from redis_server import running_redis
+from service_process import ServiceProcess, wait_until, write_config
+
+PASSWORD = "fleet-redis-password-0123"
+PREFIX = "lr:fleet"
+SLOW_MS = 150
+BATCH, CONCURRENCY = 25, 2
+CLAIM_IDLE_S = 1.0
+LEAD_BASE = 130000000000000
+DELETED_LEAD = 139999999999999
+PAUSE_EVENTS = 600
+LEADS, STAGES = 500, 4  # 2000 stage events
+PER_REQUEST = 100
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        client = redis.Redis.from_url(url)
+        client.config_set("requirepass", PASSWORD)
+        client.close()
+        yield url.replace("redis://", f"redis://:{PASSWORD}@")
+
+
+class WorkerProcess(ServiceProcess):
+    """One ``leadrelay worker`` process; ``launch`` starts it, ``ready`` waits for it."""
+
+    consumer = ""
+
+    def launch(self) -> WorkerProcess:
+        env = {**os.environ, "LEADRELAY_LOG_FORMAT": "json"}
+        self.lines = []
+        self._proc = proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "worker", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def ready(self) -> WorkerProcess:
+        started = self.wait_for_log(lambda e: e.get("event") == "worker started", 30)
+        self.consumer = started["consumer"]
+        return self
+
+    def events_logged(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.logs() if str(e.get("event", "")).startswith(name)]
+
+
+def fleet_config(
+    root: Path, graph_url: str, redis_url: str | None, *, prefix: str = PREFIX
+) -> Path:
+    path = write_config(
+        root / "leadrelay.toml",
+        graph_url=graph_url,
+        data_dir=root / "data",
+        delivery={"batch_size": BATCH, "concurrency": CONCURRENCY, "max_attempts": 3},
+    )
+    if redis_url is not None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(
+                f'\n[queue]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\n'
+                f"claim_idle_s = {CLAIM_IDLE_S}\n"
+            )
+    return path
+
+
+def lead_event(lead_id: int, event_id: str) -> dict[str, Any]:
+    return {
+        "event_name": "lead_qualified",
+        "facebook_lead_id": str(lead_id),
+        "context": {"event_id": event_id, "event_timestamp": int(time.time() * 1000)},
+        "user": {"email": f"lead{lead_id}@example.com"},
+    }
+
+
+def staged_events() -> list[dict[str, Any]]:
+    """Every lead's stages in order, the leads interleaved at random (a lead's stages end up
+    in one request or in several), plus one event Meta rejects (a deleted lead)."""
+    rng = random.Random(7)
+    next_stage = dict.fromkeys(range(LEADS), 0)
+    events = []
+    while next_stage:
+        lead = rng.choice(list(next_stage))
+        events.append(lead_event(LEAD_BASE + lead, f"fleet-{lead}-{next_stage[lead]}"))
+        next_stage[lead] += 1
+        if next_stage[lead] == STAGES:
+            del next_stage[lead]
+    events.insert(len(events) // 3, lead_event(DELETED_LEAD, "fleet-rejected"))
+    return events
+
+
+def post_all(intake: ServiceProcess, events: list[dict[str, Any]]) -> list[str]:
+    """Post in several requests; the event ids in acceptance order."""
+    accepted: list[str] = []
+    for start in range(0, len(events), PER_REQUEST):
+        answer = intake.post(events[start : start + PER_REQUEST])
+        assert answer.status_code == 202, answer.text
+        accepted += answer.json()["ids"]
+    return accepted
+
+
+def held_by(client: redis.Redis, store: RedisStore, consumer: str) -> set[str]:
+    """The event ids a consumer holds unacknowledged in the queue stream."""
+    pending = client.xpending_range(store.stream_key, "delivery", "-", "+", 10_000, consumer)
+    keys = set()
+    for entry in pending:
+        for _, fields in client.xrange(store.stream_key, entry["message_id"], entry["message_id"]):
+            record = store.get(int(fields[b"i"]))
+            assert record is not None
+            keys.add(record.key)
+    return keys
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "leadrelay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_worker_refuses_to_start_without_a_queue(tmp_path: Path) -> None:
+    config = fleet_config(tmp_path, "http://127.0.0.1:9", redis_url=None)
+    done = subprocess.run(
+        [sys.executable, "-m", "leadrelay", "worker", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LEADRELAY_LOG_FORMAT": "json"},
+    )
+    assert done.returncode == 1
+    assert "needs a [queue] section" in done.stderr
+    assert "leadrelay serve` already does" in done.stderr
+
+
+def test_serve_processes_share_delivery_from_redis_without_a_data_dir_lock(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with SandboxServer() as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix="lr:serve")
+        first = ServiceProcess(config).start()
+        second = ServiceProcess(config)  # with SQLite, refused: another process delivers
+        try:
+            second.start()
+            events = [lead_event(LEAD_BASE + 20_000 + n, f"serve-{n}") for n in range(300)]
+            accepted = post_all(first, events)
+            wait_until(
+                lambda: len(sandbox.state.received()) >= len(accepted),
+                what="the events at Meta",
+            )
+            assert second.get("/readyz").status_code == 200
+            assert first.stop() == 0 and second.stop() == 0
+        finally:
+            first.close()
+            second.close()
+    assert sorted(e["event_id"] for e in sandbox.state.received()) == sorted(accepted)
+    for proc in (first, second):
+        starting = next(e for e in proc.logs() if e.get("event") == "starting")
+        assert starting["delivery"] == "on"
+        assert starting["store"].endswith("(key prefix lr:serve)")
+
+
+class PauseRecorder:
+    """A fleet store reduced to its pause, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, str]] = []
+
+    def pause_until(self, until: float, reason: str, *, now: float | None = None) -> float:
+        assert now is not None
+        self.pauses.append((until - now, reason))
+        return until
+
+    def paused_until(self, *, now: float | None = None) -> tuple[float, str] | None:
+        return None
+
+    def renew(self, ids: list[int]) -> int:
+        return len(ids)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "retry_after", "pauses"),
+    [
+        (ErrorKind.THROTTLED, 4, None, [(5.0, "throttled: 4")]),  # throttle_floor
+        (ErrorKind.THROTTLED, 80004, 120.0, [(120.0, "throttled: 80004")]),  # Meta said so
+        (ErrorKind.THROTTLED, 613, 1.0, [(5.0, "throttled: 613")]),
+        (ErrorKind.TRANSIENT, 2, None, []),  # a 500 is that batch's business alone
+        (ErrorKind.AUTH, 190, None, []),
+    ],
+)
+def test_a_throttled_answer_pauses_the_fleet_once_for_as_long_as_needed(
+    kind: ErrorKind, code: int, retry_after: float | None, pauses: list[tuple[float, str]]
+) -> None:
+    error = GraphError(kind, 400, code, None, "limit", None, "trace", retry_after)
+    result = GraphResult(False, 0, [], "trace", error, 400)
+    store = PauseRecorder()
+
+    async def observe() -> None:
+        client = GraphClient(
+            graph_url="http://127.0.0.1:9", api_version="v25.0", pixel_id="1", access_token="t"
+        )
+        worker = DeliveryWorker(
+            store,  # type: ignore[arg-type]
+            lambda: Dispatcher(client),
+            clock=lambda: 1.7e9,
+        )
+        worker.observe_request(result, 10)
+        worker.observe_request(result, 10)  # a second throttled batch within the same pause
+        for _ in range(50):  # the store is told in the background
+            if store.pauses and pauses:
+                break
+            await asyncio.sleep(0.01)
+        await client.aclose()
+
+    asyncio.run(observe())
+    assert store.pauses == pauses
+
+
+def test_a_fleet_pauses_together_survives_a_killed_worker_and_keeps_lead_order(
+    redis_url: str, tmp_path: Path
+) -> None:
+    options = SandboxOptions(slow_ms=SLOW_MS, deleted_lead_ids=frozenset({DELETED_LEAD}))
+    with SandboxServer(options) as sandbox:
+        arrivals: list[float] = []  # when each request reached "Meta"
+        answered: list[RequestRecord] = []
+        begin = sandbox.state.begin
+
+        def arrive() -> Any:
+            arrivals.append(time.time())
+            return begin()
+
+        sandbox.state.begin = arrive  # type: ignore[method-assign]
+        sandbox.state.log = answered.append
+        config = fleet_config(tmp_path, sandbox.url, redis_url)
+        workers = [WorkerProcess(config).launch(), WorkerProcess(config).launch()]
+        intake = ServiceProcess(config, no_worker=True)
+        client = redis.Redis.from_url(redis_url)
+        store: RedisStore | None = None
+        try:
+            intake.start()
+            for w in workers:
+                w.ready()
+            store = RedisStore(redis_url, prefix=PREFIX, consumer="test-observer", create=False)
+            fleet_pause(sandbox, intake, workers, store, arrivals, answered)
+            killed_worker(sandbox, intake, workers, store, client)
+            status_and_dead_letters(config)
+            survivor = workers[1]
+            survivor.send_signal(signal.SIGHUP)
+            survivor.wait_for_log(lambda e: e.get("event") == "config reloaded")
+            assert survivor.stop() == 0
+            assert survivor.logs()[-1]["event"] == "stopped"
+            assert intake.stop() == 0
+        finally:
+            if store is not None:
+                store.close()
+            client.close()
+            for proc in [intake, *workers]:
+                proc.close()
+    starting = next(e for e in intake.logs() if e.get("event") == "starting")
+    assert starting["store"].startswith("redis://:***@127.0.0.1:")
+    assert starting["delivery"] == "off"
+    assert not (tmp_path / "data").exists()  # no data_dir, no lock: the queue is in Redis
+    for proc in [intake, *workers]:
+        assert PASSWORD not in "".join(proc.lines)
+
+
+def fleet_pause(
+    sandbox: SandboxServer,
+    intake: ServiceProcess,
+    workers: list[WorkerProcess],
+    store: RedisStore,
+    arrivals: list[float],
+    answered: list[RequestRecord],
+) -> None:
+    """Meta throttles one request: no worker starts a batch until the shared pause ends."""
+    sandbox.state.script("throttle")
+    events = [lead_event(LEAD_BASE + 10_000 + n, f"pause-{n}") for n in range(PAUSE_EVENTS)]
+    accepted = post_all(intake, events)
+    wait_until(lambda: store.paused_until() is not None, what="the fleet-wide pause")
+    delivered_when_paused = sandbox.state.events_received
+    pause = store.paused_until()
+    assert pause is not None
+    until, reason = pause
+    assert reason == "throttled: 4"
+    wait_until(
+        lambda: set(accepted) <= {e["event_id"] for e in sandbox.state.received()},
+        timeout=30,
+        what="the paused events at Meta",
+    )
+    # Exactly once: the throttled batch, retried after 5 s, was renewed meanwhile, so no
+    # worker took it over when the pause ended (claim_idle_s is 1 s).
+    sent = [e["event_id"] for e in sandbox.state.received() if e["event_id"].startswith("pause-")]
+    assert sorted(sent) == sorted(accepted)
+    throttled_at = next(r.at for r in answered if r.error == "4")
+    assert until - throttled_at == pytest.approx(5.0, abs=0.5)  # throttle_floor; Meta said no more
+    # Batches in flight when the throttle came back finish; nothing new starts before the end
+    # (the margins leave room for a claim racing the pause, and for the throttled retry).
+    started_during = [t for t in arrivals if throttled_at + 0.5 < t < until - 0.2]
+    assert delivered_when_paused < PAUSE_EVENTS, "no backlog left to hold back"
+    assert started_during == []
+    for w in workers:  # each worker said so once, with the reason
+        said = w.events_logged("delivery paused fleet-wide")
+        assert [e["reason"] for e in said] == ["throttled: 4"]
+
+
+def killed_worker(
+    sandbox: SandboxServer,
+    intake: ServiceProcess,
+    workers: list[WorkerProcess],
+    store: RedisStore,
+    client: redis.Redis,
+) -> None:
+    """SIGKILL one worker mid-backlog: the other takes over its events after claim_idle_s."""
+    before = len(sandbox.state.received())
+    events = staged_events()
+    accepted = post_all(intake, events)
+    assert len(accepted) == LEADS * STAGES + 1
+    victim = workers[0]
+    wait_until(
+        lambda: (
+            sandbox.state.events_received - before >= 400
+            and held_by(client, store, victim.consumer)
+        ),
+        timeout=30,
+        what="a backlog in progress",
+    )
+    victim.kill()
+    held = held_by(client, store, victim.consumer)  # well before claim_idle_s has passed
+    assert sandbox.state.events_received - before < LEADS * STAGES, "the backlog ran dry"
+    assert 0 < len(held) <= BATCH * CONCURRENCY
+    delivered_ids = set(accepted) - {"fleet-rejected"}
+    wait_until(
+        lambda: delivered_ids <= {e["event_id"] for e in sandbox.state.received()[before:]},
+        timeout=40,
+        what="every accepted event at Meta",
+    )
+    received = sandbox.state.received()[before:]
+    copies: dict[str, list[bytes]] = defaultdict(list)
+    for sent in received:
+        copies[sent["event_id"]].append(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS))
+    assert set(copies) == delivered_ids  # nothing lost, nothing invented, the rejected one not
+    twice = {k for k, bodies in copies.items() if len(bodies) > 1}
+    assert twice <= held  # only what the killed worker had in flight is sent again ...
+    assert all(len(set(copies[k])) == 1 and len(copies[k]) == 2 for k in twice)  # ... identical
+    order: dict[int, list[str]] = defaultdict(list)
+    for sent in received:
+        lead = sent["user_data"]["lead_id"]
+        if sent["event_id"] not in order[lead]:  # the first copy of a resent event counts
+            order[lead].append(sent["event_id"])
+    accepted_order: dict[int, list[str]] = defaultdict(list)
+    for e in events:
+        key = e["context"]["event_id"]
+        if key != "fleet-rejected":
+            accepted_order[int(e["facebook_lead_id"])].append(key)
+    assert order == accepted_order
+    rejected = store.get("fleet-rejected")
+    assert rejected is not None and rejected.state is State.REJECTED
+    counts = store.counts()
+    assert counts.by_state[State.DELIVERED] == PAUSE_EVENTS + LEADS * STAGES
+    assert counts.queued == counts.in_flight == 0
+
+
+def status_and_dead_letters(config: Path) -> None:
+    """``status`` and ``dead-letters`` show the fleet's numbers from the shared store."""
+    status = cli("status", "--config", str(config))
+    delivered = re.search(r"delivered\D+(\d+)\D+(\d+)\D+(\d+)", status)
+    assert delivered is not None, status
+    assert {int(n) for n in delivered.groups()} == {PAUSE_EVENTS + LEADS * STAGES}
+    rejected = re.search(r"rejected\D+(\d+)", status)
+    assert rejected is not None and int(rejected.group(1)) == 1
+    assert "Queue: 0 queued, 0 in flight" in status
+    dead = cli("dead-letters", "list", "--config", str(config))
+    line = next(line for line in dead.splitlines() if "fleet-rejected" in line)
+    assert "rejected" in line and "100/2804036" in line and str(DELETED_LEAD) in line

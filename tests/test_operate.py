@@ -153,3 +153,21 @@ def test_since_must_be_readable(tmp_path: Path) -> None:
     proc = run("dead-letters", "list", "--config", str(config), "--since", "last tuesday")
     assert proc.returncode == 1
     assert "2h, 30m, 7d" in proc.stderr
+
+
+def test_status_shows_a_fleet_wide_pause_from_redis(tmp_path: Path) -> None:
+    from leadrelay.delivery.redis import RedisStore
+    from redis_server import running_redis
+
+    (tmp_path / "redis").mkdir()
+    with running_redis(tmp_path / "redis") as url:
+        config = write_config(tmp_path)
+        config.write_text(config.read_text() + f'[queue]\nurl = "{url}"\n')
+        seed(config)  # the same four events, now in Redis
+        store = RedisStore(url, prefix="lr:123456789012345", create=True)
+        store.pause_until(time.time() + 120, "throttled: 4")
+        store.close()
+        proc = run("status", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "Delivery paused" in proc.stdout and "throttled: 4" in proc.stdout
+    assert "meta_100_2804036" in proc.stdout

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from leadrelay.config import Settings
-from leadrelay.delivery.store import Counts, Store
+from leadrelay.delivery.store import Counts, FleetControl, Store
 from leadrelay.diagnostics.delivery import Health, health
 from leadrelay.diagnostics.fixes import what_to_fix
 
@@ -77,6 +77,11 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
         windows.append(Window(name, counts, _health(counts)))
     backlog = store.counts()
     service, paused = service_state(settings)
+    if paused is None and isinstance(store, FleetControl):
+        fleet = store.paused_until(now=at)
+        if fleet is not None:
+            until, reason = fleet
+            paused = f"the whole fleet waits {until - at:.0f} s more ({reason})"
     if paused is None:
         waiting = {r: n for (s, r), n in backlog.by_reason.items() if s == "queued"}
         held = sum(n for r, n in waiting.items() if r in PAUSE_REASONS)

@@ -55,17 +55,24 @@ def payloads(
 ) -> Iterator[Payload]:
     """Read and map every event of ``files``, count each outcome, yield what can be sent."""
     task = progress.add_task("events", total=None) if progress is not None else None
+    every = 1024  # the progress bar is updated every so many records, not for each
+    unseen = 0
     for name in files:
         for record in read_events(name):
-            if progress is not None and task is not None:
-                progress.advance(task)
-            if record.event is None:
+            event = record.event
+            if event is None:
                 tally.unreadable(record.where, record.error or "unreadable")
-                continue
-            outcome = mapper.map(record.event)
-            tally.outcome(record.where, outcome)
-            if isinstance(outcome, Payload):
-                yield outcome
+            else:
+                outcome = mapper.map(event)
+                tally.outcome(record.where, outcome)
+                if type(outcome) is Payload:
+                    yield outcome
+            unseen += 1
+            if unseen == every and progress is not None and task is not None:
+                progress.advance(task, unseen)
+                unseen = 0
+    if progress is not None and task is not None:
+        progress.advance(task, unseen)
 
 
 def _body(batch: list[bytes], test_event_code: str | None) -> bytes:
@@ -77,16 +84,15 @@ def _body(batch: list[bytes], test_event_code: str | None) -> bytes:
 
 def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally: Tally) -> None:
     """Write the request bodies that would be sent, one per line."""
-    size = settings.delivery.batch_size
-    batch: list[bytes] = []
-    for payload in stream:
-        batch.append(orjson.dumps(payload.data))
-        if len(batch) == size:
-            out.write(_body(batch, settings.test_event_code))
-            batch = []
-    if batch:
-        out.write(_body(batch, settings.test_event_code))
-    out.flush()
+    from leadrelay.mapping.parallel import write_bodies  # shared with dry_run_parallel
+
+    dumps = orjson.dumps
+    write_bodies(
+        (dumps(payload.data) for payload in stream),
+        out,
+        batch_size=settings.delivery.batch_size,
+        test_event_code=settings.test_event_code,
+    )
 
 
 def _outcomes(

@@ -70,12 +70,20 @@ class Tally:
             {"where": where, "outcome": "rejected", "reason": "unreadable", "message": error}
         )
 
+    def plain_payloads(self, count: int) -> None:
+        """Count ``count`` payloads without notes at once: what ``outcome`` does for each of
+        them when there is no report file (workers that map in bulk report them so)."""
+        if self.report is not None and self.dry_run and count:
+            raise ValueError("with a report file, every payload needs its own row: use outcome()")
+        self.read += count
+        self.mapped += count
+
     def outcome(self, where: str, outcome: Payload | Filtered | Rejected) -> None:
         """Count one mapping outcome (a payload is counted again when delivered)."""
         self.read += 1
         if isinstance(outcome, Payload):
             self.mapped += 1
-            if self.dry_run:
+            if self.dry_run and self.report is not None:
                 self._write(
                     {
                         "where": where,

@@ -17,14 +17,15 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, Literal, TypeVar, cast
 
 import orjson
 
 from leadrelay.events.csvfile import read_csv
-from leadrelay.events.ndjson import read_ndjson
+from leadrelay.events.ndjson import parse_lines, read_ndjson, split_ndjson
 from leadrelay.events.records import (
     MAX_ELEMENT_BYTES,
     InputError,
@@ -35,10 +36,20 @@ from leadrelay.events.records import (
 )
 from leadrelay.events.scanner import read_json
 
-__all__ = ["MAX_ELEMENT_BYTES", "Format", "InputError", "SourceRecord", "parse_body", "read_events"]
+__all__ = [
+    "MAX_ELEMENT_BYTES",
+    "Format",
+    "InputError",
+    "LineBatch",
+    "SourceRecord",
+    "parse_body",
+    "read_events",
+    "read_pieces",
+]
 
 Format = Literal["auto", "ndjson", "json", "csv"]
 
+_Item = TypeVar("_Item")
 _FORMATS = ("auto", "ndjson", "json", "csv")
 _BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv"}
 _NDJSON_TYPES = frozenset(
@@ -46,6 +57,19 @@ _NDJSON_TYPES = frozenset(
 )
 _BOM = codecs.BOM_UTF8
 _NON_SPACE = re.compile(rb"[^ \t\r\n]")
+
+
+@dataclass(frozen=True, slots=True)
+class LineBatch:
+    """NDJSON lines of ``name`` not parsed yet, after ``line_no`` lines: work to hand elsewhere."""
+
+    name: str
+    line_no: int
+    lines: list[bytes]
+
+    def records(self) -> Iterator[SourceRecord]:
+        """The records of these lines, exactly as ``read_events`` would give them."""
+        return parse_lines(self.lines, self.name, self.line_no)
 
 
 def read_events(
@@ -63,6 +87,43 @@ def read_events(
     Raises ``InputError`` here, before the first record, when the input cannot be opened or
     read at all or its CSV header is unusable; later problems come out as error records.
     """
+    return _read(source, fmt, stdin, chunk_size, _records)
+
+
+def read_pieces(
+    source: str | os.PathLike[str],
+    *,
+    fmt: Format = "auto",
+    stdin: BinaryIO | None = None,
+    chunk_size: int = 1 << 16,
+) -> Iterator[SourceRecord | LineBatch]:
+    """``read_events`` for parallel work: NDJSON comes as unparsed ``LineBatch`` es (about a chunk
+    of lines each; ``batch.records()`` parses them, anywhere), other formats as records."""
+    return _read(source, fmt, stdin, chunk_size, _pieces)
+
+
+def _records(kind: str, data: Iterator[bytes], name: str) -> Iterator[SourceRecord]:
+    if kind == "ndjson":
+        return read_ndjson(data, name)
+    if kind == "json":
+        return read_json(data, name)
+    return read_csv(data, name)
+
+
+def _pieces(kind: str, data: Iterator[bytes], name: str) -> Iterator[SourceRecord | LineBatch]:
+    if kind == "ndjson":
+        return _batches(split_ndjson(data, name), name)
+    return _records(kind, data, name)
+
+
+def _read(
+    source: str | os.PathLike[str],
+    fmt: Format,
+    stdin: BinaryIO | None,
+    chunk_size: int,
+    reader: Callable[[str, Iterator[bytes], str], Iterator[_Item]],
+) -> Iterator[_Item | SourceRecord]:
+    """Open and sniff the input, then ``reader(kind, chunks, name)`` reads it."""
     path = os.fspath(source)
     if fmt not in _FORMATS:
         raise InputError(f"{path}: unknown format {fmt!r} (use one of {', '.join(_FORMATS)})")
@@ -88,13 +149,7 @@ def read_events(
             first = _NON_SPACE.search(head)
             sniffed = "json" if first is not None and head[first.start()] in b"[{" else "csv"
             kind = _BY_EXTENSION.get(extension, sniffed)
-        data = chain((head,), chunks)
-        if kind == "ndjson":
-            records = read_ndjson(data, name)
-        elif kind == "json":
-            records = read_json(data, name)
-        else:
-            records = read_csv(data, name)
+        records = reader(kind, chain((head,), chunks), name)
     except BaseException as exc:
         if owned:
             stream.close()
@@ -159,9 +214,16 @@ def _head(chunks: Iterator[bytes]) -> bytes:
     return head.removeprefix(_BOM)
 
 
+def _batches(
+    pieces: Iterator[tuple[int, list[bytes]] | SourceRecord], name: str
+) -> Iterator[SourceRecord | LineBatch]:
+    for piece in pieces:
+        yield piece if isinstance(piece, SourceRecord) else LineBatch(name, *piece)
+
+
 def _guarded(
-    records: Iterator[SourceRecord], name: str, owned: BinaryIO | None
-) -> Iterator[SourceRecord]:
+    records: Iterator[_Item], name: str, owned: BinaryIO | None
+) -> Iterator[_Item | SourceRecord]:
     try:
         yield from records
     except ReadError as exc:

@@ -25,6 +25,21 @@ def read_ndjson(chunks: Iterable[bytes], name: str, line_no: int = 0) -> Iterato
     Blank lines are skipped, CRLF is fine, and a line holding a batch envelope gives its events
     (``name line 3 item 2``).
     """
+    for piece in split_ndjson(chunks, name, line_no):
+        if isinstance(piece, SourceRecord):
+            yield piece
+        else:
+            yield from parse_lines(piece[1], name, piece[0])
+
+
+def split_ndjson(
+    chunks: Iterable[bytes], name: str, line_no: int = 0
+) -> Iterator[tuple[int, list[bytes]] | SourceRecord]:
+    """The lines of ``chunks``, unparsed: ``(lines before them, lines)`` about a chunk at a time.
+
+    ``parse_lines`` turns them into records anywhere (another process), numbered as
+    ``read_ndjson`` numbers them. A line too long to keep comes as its error record.
+    """
     parts: list[bytes] = []  # the start of a line whose end has not been read yet
     size = 0
     skipping = False  # inside a line too long to keep: drop bytes until its end
@@ -47,15 +62,16 @@ def read_ndjson(chunks: Iterable[bytes], name: str, line_no: int = 0) -> Iterato
         lines = chunk.split(b"\n")
         tail = lines.pop()
         parts, size = ([tail], len(tail)) if tail else ([], 0)
-        yield from _lines(lines, name, line_no)
+        yield line_no, lines
         line_no += len(lines)
     if skipping:
         yield too_large(f"{name} line {line_no + 1}")
     elif parts:
-        yield from _lines([b"".join(parts)], name, line_no)
+        yield line_no, [b"".join(parts)]
 
 
-def _lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceRecord]:
+def parse_lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceRecord]:
+    """The records of NDJSON ``lines`` that come after ``line_no`` lines of ``name``."""
     for line in lines:
         line_no += 1
         try:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import (
@@ -25,7 +25,7 @@ from leadrelay.mapping.expressions import (
     compile_path,
 )
 from leadrelay.mapping.fields import FIXED, PREBUILT, Treatment, treatment
-from leadrelay.meta.normalize import NormalizeError, hasher, region_hint
+from leadrelay.meta.normalize import NormalizeError, TextRule, hasher, region_hint, text_hasher
 from leadrelay.meta.rules import (
     MAX_AGE_S,
     MAX_FUTURE_S,
@@ -57,6 +57,7 @@ class Plan:
     source: str  # the expression as the user would write it
     read: Callable[[Mapping[str, Any]], Any]
     finish: Finisher
+    siblings: tuple[str, tuple[str, ...]] | None = None  # see Expression.siblings
 
 
 def _hashed_list(digest: Finisher, value: list[Any], region: str | None) -> list[str]:
@@ -235,9 +236,36 @@ def compile_plans(settings: Settings) -> list[Plan]:
                 source,
                 expr.evaluate,
                 _finisher(target, kind, settings.default_country),
+                expr.siblings,
             )
         )
     return plans
+
+
+class _Field(NamedTuple):
+    """One ordinary field as ``Mapper.map`` runs it."""
+
+    slot: int  # where the value goes: 0 the server event, 1 user_data, 2 custom_data
+    name: str
+    target: str
+    fill: Fill  # the general way: read and finish in one call, MISSING for nothing to send
+    # The way of the prebuilt customer information (a hashed COALESCE of sibling paths): read
+    # in place and, for text, hashed in one call. None for every other field.
+    head: str | None
+    keys: tuple[str, ...]
+    digest_text: TextRule | None
+    finish: Finisher
+
+
+def _field(plan: Plan, default_country: str | None) -> _Field:
+    slot = {"user_data": 1, "custom_data": 2}.get(plan.section or "", 0)
+    fill = _fill(plan, default_country)
+    if plan.treatment is Treatment.HASHED and plan.siblings is not None:
+        head, keys = plan.siblings
+        field = plan.target.rpartition(".")[2]
+        digest_text = text_hasher(field, default_country=default_country)
+        return _Field(slot, plan.name, plan.target, fill, head, keys, digest_text, plan.finish)
+    return _Field(slot, plan.name, plan.target, fill, None, (), None, plan.finish)
 
 
 class Mapper:
@@ -265,12 +293,8 @@ class Mapper:
         self._time = by_target.get("event_time")
         self._id = by_target.get("event_id")
         special = {"user_data.lead_id", "event_time", "event_id"}
-        slots = {"user_data": 1, "custom_data": 2}
-        # (fill, where the value goes: 0 the event, 1 user_data, 2 custom_data, key, target)
-        self._fills: tuple[tuple[Fill, int, str, str], ...] = tuple(
-            (_fill(p, settings.default_country), slots.get(p.section or "", 0), p.name, p.target)
-            for p in plans
-            if p.target not in special
+        self._fields = tuple(
+            _field(p, settings.default_country) for p in plans if p.target not in special
         )
         self._needs_region = any(p.target in _REGION_FIELDS for p in plans)
         self._country = by_target.get("user_data.country")
@@ -415,14 +439,28 @@ class Mapper:
                 country = MISSING
             region = region_hint(country) if isinstance(country, str) else None
         sections = (data, user_data, custom_data)
-        for fill, slot, key_, target in self._fills:
+        for slot, field, target, fill, head, keys, digest_text, finish in self._fields:
             try:
-                value = fill(event, region)
+                if head is not None and type(box := event.get(head)) is dict:
+                    # What fill would do, without its calls: the first non-empty sibling...
+                    for sibling in keys:
+                        value = box.get(sibling)
+                        if value is not None and value != "":
+                            break
+                    else:
+                        continue
+                    # ... hashed in one call when it is text (lists and numbers: finish).
+                    if type(value) is str and (text := value.strip()):
+                        sections[slot][field] = [digest_text(text, value, region)]  # type: ignore[misc]
+                        continue
+                    value = finish(value, region)
+                else:
+                    value = fill(event, region)
             except _FIELD_ERRORS as exc:
                 notes.append(_note(target, exc))
                 continue
             if value is not MISSING:
-                sections[slot][key_] = value
+                sections[slot][field] = value
         custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data
         data["custom_data"] = custom_data

@@ -97,12 +97,18 @@ def clip(value: Any, limit: int = 60) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Expression:
-    """A compiled expression. ``evaluate(event)`` returns the value or ``MISSING``."""
+    """A compiled expression. ``evaluate(event)`` returns the value or ``MISSING``.
+
+    ``siblings`` is ``(head, keys)`` for ``=COALESCE(user.email, user.email_sha256)``-like
+    formulas: whenever ``event[head]`` is a dict, the value is the first of its ``keys`` that is
+    neither null nor ``""`` (else MISSING). The engine reads those without a call.
+    """
 
     source: str
     kind: Literal["static", "path", "template", "formula"]
     paths: tuple[str, ...]
     evaluate: Getter
+    siblings: tuple[str, tuple[str, ...]] | None = None
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -279,8 +285,8 @@ def compile_expression(source: str, *, key: str) -> Expression:
         # Imported here because the formula module builds on the names defined above.
         from leadrelay.mapping.formula import compile_formula
 
-        run, paths = compile_formula(source, key=key)
-        return Expression(source, "formula", paths, run)
+        run, paths, siblings = compile_formula(source, key=key)
+        return Expression(source, "formula", paths, run, siblings)
     if "{{" not in source:
         return Expression(source, "static", (), lambda event: source)
     pieces: list[tuple[str, str]] = []  # (text before, path)

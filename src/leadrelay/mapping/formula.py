@@ -57,6 +57,8 @@ class _Node:
     base: Getter | None = None
     # For a bare property path: its segments (COALESCE reads sibling paths in one go).
     path: tuple[str, ...] = ()
+    # For COALESCE of sibling paths: the shared first segment and the last ones.
+    siblings: tuple[str, tuple[str, ...]] | None = None
 
 
 def _const(value: Any) -> _Node:
@@ -275,7 +277,8 @@ def _build_coalesce(args: list[_Node]) -> _Node:
     runs = tuple(node.run for node in args)
     siblings = _sibling_keys(args)
     if siblings is not None:
-        return _Node(_coalesce_siblings(*siblings, _build_coalesce_runs(runs)))
+        run = _coalesce_siblings(*siblings, _build_coalesce_runs(runs))
+        return _Node(run, siblings=siblings)
     return _Node(_build_coalesce_runs(runs))
 
 
@@ -397,10 +400,15 @@ def _unary_chain(chain: tuple[Callable[[Any], Any], ...], base: Getter) -> Gette
 # ---------------------------------------------------------------------------- parser
 
 
-def compile_formula(source: str, *, key: str) -> tuple[Getter, tuple[str, ...]]:
-    """Compile ``=...`` into an evaluator and the paths it reads (in order of appearance)."""
+def compile_formula(
+    source: str, *, key: str
+) -> tuple[Getter, tuple[str, ...], tuple[str, tuple[str, ...]] | None]:
+    """Compile ``=...`` into an evaluator, the paths it reads (in order of appearance) and, for a
+    ``COALESCE`` of sibling paths, their shared first segment and last segments (see
+    ``Expression.siblings``)."""
     parser = _Parser(source, key)
-    return parser.parse().run, tuple(parser.paths)
+    node = parser.parse()
+    return node.run, tuple(parser.paths), node.siblings
 
 
 class _Parser:

@@ -1,0 +1,117 @@
+"""End to end: ``leadrelay send`` of a large file to the sandbox, every outcome recorded.
+
+The sandbox (Meta's stand-in) runs in its own process on another core than ``send``, so the
+figure is leadrelay's: reading, mapping, the durable store, batching and HTTP. Afterwards the
+run is checked, not just timed: the sandbox must have accepted every sendable event and the
+store must hold one outcome per input event (delivered, rejected or filtered, by reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from leadrelay.bench.events import config_text, write_events
+from leadrelay.bench.measure import Counter, measure, start, usable_cores
+from leadrelay.config import load_config
+from leadrelay.delivery.wiring import open_store
+
+_START_TIMEOUT_S = 30.0
+
+
+def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
+    """Generate ``events`` events, send them to a fresh sandbox, return the checked figures."""
+    path = folder / "e2e.ndjson"
+    expected = write_events(path, events, now=now)
+    cores = usable_cores()
+    send_core, sandbox_core = cores[0], cores[-1]
+    port = _free_port()
+    log = (folder / "sandbox.log").open("wb")
+    sandbox = start(
+        [sys.executable, "-m", "leadrelay", "sandbox", "--port", str(port)],
+        cores=[sandbox_core],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(port, sandbox)
+        config = folder / "e2e.toml"
+        data_dir = folder / "e2e-data"
+        config.write_text(
+            config_text(url) + f'\n[server]\ndata_dir = "{data_dir.as_posix()}"\n',
+            encoding="utf-8",
+        )
+        run = measure(
+            [sys.executable, "-m", "leadrelay", "send", str(path), "--config", str(config)],
+            cores=[send_core],
+            consume=Counter(b"\n"),
+        )
+        received = httpx.get(f"{url}/_sandbox/received?limit=0", timeout=30).json()
+    finally:
+        sandbox.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sandbox.wait(timeout=10)
+        if sandbox.poll() is None:
+            sandbox.kill()
+            sandbox.wait()
+        log.close()
+    by_state = _stored_outcomes(config)
+    accounted = sum(by_state.values())
+    delivered = by_state.get("delivered", 0)
+    result: dict[str, Any] = {
+        "events": events,
+        "expected": expected.as_dict(),
+        "cores_used": {"send": send_core, "sandbox": sandbox_core},
+        "events_per_s": round(events / run.wall_s) if run.wall_s > 0 else None,
+        "wall_s": round(run.wall_s, 3),
+        "cpu_s": round(run.cpu_s, 3),
+        "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "returncode": run.returncode,
+        "sandbox_received": received.get("events_received"),
+        "sandbox_errors": received.get("errors_by_code"),
+        "stored_outcomes": by_state,
+        # Every event has exactly one recorded outcome, and Meta (the sandbox) got every
+        # sendable one exactly once.
+        "ok": (
+            accounted == events
+            and delivered == expected.sendable
+            and received.get("events_received") == expected.sendable
+            and run.returncode in (0, 2)
+        ),
+    }
+    if not result["ok"]:
+        result["stderr_tail"] = run.stderr[-2000:]
+    return result
+
+
+def _stored_outcomes(config: Path) -> dict[str, int]:
+    store = open_store(load_config(config), create=False)
+    try:
+        return {state: n for state, n in store.counts().by_state.items() if n}
+    finally:
+        store.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the sandbox exited with code {process.returncode} at start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the sandbox did not accept connections on port {port}")

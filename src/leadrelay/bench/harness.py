@@ -1,0 +1,126 @@
+"""The benchmark run: options, the measurements in order, the table and the JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from leadrelay.bench.e2e import run_e2e
+from leadrelay.bench.machine import load_average, machine_info
+from leadrelay.bench.report import render, write_json
+from leadrelay.bench.transform import run_transform
+
+DEFAULT_JSON = Path("bench/results/latest.json")
+DEFAULT_EVENTS = 200_000
+DEFAULT_E2E_EVENTS = 1_000_000
+QUICK_EVENTS = 2_000
+QUICK_E2E_EVENTS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What to measure. ``only`` limits the run to one measurement."""
+
+    events: int = DEFAULT_EVENTS
+    e2e_events: int = DEFAULT_E2E_EVENTS
+    workers: int = 2
+    repeat: int = 3  # transform runs per program; the best one counts
+    json: Path | None = DEFAULT_JSON
+    only: Literal["transform", "e2e"] | None = None
+    workdir: Path | None = None  # kept afterwards when given; a temporary folder otherwise
+
+    def __post_init__(self) -> None:
+        if self.events < 1 or self.e2e_events < 1:
+            raise ValueError("--events and --e2e-events must be at least 1")
+        if self.workers < 1 or self.repeat < 1:
+            raise ValueError("--workers and --repeat must be at least 1")
+
+
+def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the measurements; return the results (also written to ``options.json`` when set)."""
+    console = console or Console(stderr=True)
+    results: dict[str, Any] = {"machine": machine_info()}
+    folder = options.workdir or Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    try:
+        if options.only in (None, "transform"):
+            console.print(
+                f"transform: {options.events:,} events, leadrelay vs the SDK, "
+                f"best of {options.repeat} ..."
+            )
+            results["transform"] = run_transform(
+                folder, options.events, options.workers, now, repeat=options.repeat
+            )
+        if options.only in (None, "e2e"):
+            console.print(f"end to end: {options.e2e_events:,} events to the sandbox ...")
+            results["e2e"] = run_e2e(folder, options.e2e_events, now)
+    finally:
+        if options.workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    results["load_average_at_end"] = load_average()
+    if options.json is not None:
+        write_json(results, options.json)
+    return results
+
+
+def parse_args(argv: list[str] | None) -> BenchOptions:
+    """Options from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="leadrelay bench",
+        description="Measure leadrelay: transform throughput against Meta's SDK, and end-to-end "
+        "delivery to the local sandbox. Prints a table and writes JSON.",
+    )
+    parser.add_argument("--events", type=int, help="events for the transform run (200,000)")
+    parser.add_argument("--e2e-events", type=int, help="events for the end-to-end run (1,000,000)")
+    parser.add_argument("--workers", type=int, default=2, help="cores for the parallel figure (2)")
+    parser.add_argument("--repeat", type=int, help="transform runs per program, best counts (3)")
+    parser.add_argument("--quick", action="store_true", help="small inputs, one run, seconds")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
+    parser.add_argument("--only", choices=("transform", "e2e"), help="run one measurement")
+    parser.add_argument("--workdir", type=Path, help="keep the generated files in this folder")
+    args = parser.parse_args(argv)
+    events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    e2e_events = args.e2e_events or (QUICK_E2E_EVENTS if args.quick else DEFAULT_E2E_EVENTS)
+    try:
+        return BenchOptions(
+            events=events,
+            e2e_events=e2e_events,
+            workers=args.workers,
+            repeat=args.repeat or (1 if args.quick else 3),
+            json=args.json,
+            only=args.only,
+            workdir=args.workdir,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m leadrelay.bench`` / ``leadrelay bench``: 0 when every run checked out, else 1."""
+    options = parse_args(argv)
+    console = Console(stderr=True)
+    results = run(options, console)
+    render(results, Console())
+    if options.json is not None:
+        console.print(f"Results written to {options.json}")
+    checks = [m.get("ok", True) for m in _measurements(results)]
+    return 0 if all(checks) else 1
+
+
+def _measurements(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    transform = results.get("transform") or {}
+    for key in ("sdk", "leadrelay", "leadrelay_workers"):
+        if isinstance(transform.get(key), dict):
+            found.append(transform[key])
+    if "e2e" in results:
+        found.append(results["e2e"])
+    return found

@@ -1,0 +1,102 @@
+"""The benchmark's results as a table for people and as JSON for the README and for comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """Write ``results`` to ``path`` (folders created), indented, keys in a stable order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _rate(figures: dict[str, Any] | None) -> str:
+    if not figures or not figures.get("events_per_s"):
+        return "-"
+    return f"{figures['events_per_s']:,}"
+
+
+def _check(figures: dict[str, Any] | None) -> str:
+    if not figures or "ok" not in figures:
+        return ""
+    return "[green]ok[/green]" if figures["ok"] else "[red]MISMATCH[/red]"
+
+
+def render(results: dict[str, Any], console: Console) -> None:
+    """Print one table: each run, its throughput, time, memory and whether it checked out."""
+    machine = results["machine"]
+    table = Table(
+        title=f"leadrelay bench: {machine['cpu']}, {machine['cores']} cores, {machine['python']}",
+        header_style="bold",
+    )
+    for column, justify in (
+        ("measurement", "left"),
+        ("program", "left"),
+        ("events", "right"),
+        ("events/s", "right"),
+        ("wall s", "right"),
+        ("peak MB", "right"),
+        ("vs SDK", "right"),
+        ("check", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    transform = results.get("transform")
+    if transform is not None:
+        events = f"{transform['events']:,}"
+        sdk = transform.get("sdk", {})
+        if sdk.get("available", True):
+            table.add_row(
+                "transform",
+                "Meta SDK, 1 core",
+                events,
+                _rate(sdk),
+                f"{sdk['wall_s']:.2f}",
+                f"{sdk['peak_rss_mb']:.0f}",
+                "1.00x",
+                _check(sdk),
+            )
+        for key, ratio_key in (("leadrelay", "ratio"), ("leadrelay_workers", "ratio_workers")):
+            figures = transform.get(key)
+            if figures is None:
+                continue
+            ratio = transform.get(ratio_key)
+            cores = figures.get("workers", 1)
+            table.add_row(
+                "transform",
+                f"leadrelay, {cores} core{'s' if cores > 1 else ''}",
+                events,
+                _rate(figures),
+                f"{figures['wall_s']:.2f}",
+                f"{figures['peak_rss_mb']:.0f}",
+                f"{ratio:.2f}x" if ratio else "n/a",
+                _check(figures),
+            )
+    e2e = results.get("e2e")
+    if e2e is not None:
+        table.add_row(
+            "end to end",
+            "leadrelay send, 1 core",
+            f"{e2e['events']:,}",
+            _rate(e2e),
+            f"{e2e['wall_s']:.2f}",
+            f"{e2e['peak_rss_mb']:.0f}",
+            "",
+            _check(e2e),
+        )
+    console.print(table)
+    if transform is not None and transform.get("ratio_unavailable"):
+        console.print(f"[yellow]SDK ratio unavailable:[/yellow] {transform['ratio_unavailable']}")
+    # Taken before anything was measured, the load is other programs' (the benchmark's own
+    # processes would count in the load at the end).
+    load = machine.get("load_average_at_start")
+    if load and load[0] >= 0.5:
+        console.print(
+            f"[yellow]Other programs were running (load average {load[0]} at the start):"
+            "[/yellow] figures are lower than on a quiet machine."
+        )

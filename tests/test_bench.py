@@ -1,0 +1,101 @@
+"""The benchmark harness runs, checks its runs and reports sane numbers (no timing assertions)."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from leadrelay.bench import BenchOptions, run, sdk_baseline
+from leadrelay.bench.events import expected_counts, generate_events
+from leadrelay.bench.measure import Counter
+
+
+def _sane(figures: dict[str, Any]) -> None:
+    assert figures["ok"] is True, figures.get("stderr_tail")
+    assert figures["events_per_s"] > 0 and figures["wall_s"] > 0
+    assert figures["peak_rss_mb"] > 0
+
+
+def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "latest.json"
+    results = run(
+        BenchOptions(
+            events=300, e2e_events=400, workers=2, repeat=2, json=out, workdir=tmp_path / "w"
+        )
+    )
+    transform, e2e = results["transform"], results["e2e"]
+    _sane(transform["leadrelay"])
+    assert transform["leadrelay"]["output_events"] == transform["expected"]["sendable"] == 297
+    runs = transform["leadrelay"]["runs"]
+    assert len(runs) == 2 and transform["leadrelay"]["events_per_s"] == max(runs)
+    if "leadrelay_workers" in transform:  # on a machine with a second core
+        _sane(transform["leadrelay_workers"])
+    if sdk_baseline.missing() is None:
+        _sane(transform["sdk"])
+        assert transform["ratio"] > 0
+    else:
+        assert transform["ratio"] is None and "pip install" in transform["ratio_unavailable"]
+    _sane(e2e)
+    assert e2e["sandbox_received"] == e2e["expected"]["sendable"] == 396
+    assert e2e["stored_outcomes"] == {"delivered": 396, "rejected": 3, "filtered": 1}
+    assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
+    assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
+
+
+def test_without_the_sdk_the_ratio_is_explicitly_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sdk_baseline, "missing", lambda: sdk_baseline.INSTALL_HINT)
+    results = run(BenchOptions(events=100, workers=1, repeat=1, json=None, only="transform"))
+    transform = results["transform"]
+    assert transform["sdk"] == {"available": False, "reason": sdk_baseline.INSTALL_HINT}
+    assert transform["ratio"] is None
+    assert "facebook-business" in transform["ratio_unavailable"]
+    _sane(transform["leadrelay"])
+    assert "e2e" not in results
+
+
+def test_the_command_prints_a_table_and_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    command = [sys.executable, "-m", "leadrelay.bench", "--quick", "--only", "transform"]
+    proc = subprocess.run(
+        [*command, "--events", "150", "--workers", "1", "--json", str(out)],
+        capture_output=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"leadrelay, 1 core" in proc.stdout and b"transform" in proc.stdout
+    assert orjson.loads(out.read_bytes())["transform"]["events"] == 150
+
+
+def test_generated_events_are_realistic_and_unique() -> None:
+    events = list(generate_events(3000, now=time.time()))
+    users = [e["user"] for e in events]
+    assert len({u["email"] for u in users}) == len({u["phone"] for u in users}) == 3000
+    assert all(len(u) == 11 for u in users)  # ten customer-information fields and an id
+    phones = collections.Counter(
+        "e164" if " " not in p and p.startswith("+") else "spaced" if p[0] == "+" else "national"
+        for p in (u["phone"] for u in users)
+    )
+    assert phones["e164"] > phones["spaced"] > phones["national"] > 0
+    stamps = collections.Counter(type(e["context"]["event_timestamp"]).__name__ for e in events)
+    assert stamps["int"] and stamps["str"]
+    assert any("T" in str(e["context"]["event_timestamp"]) for e in events)
+    bad_names = sum(e["event_name"] == "page_view" for e in events)
+    short_leads = sum(len(str(e["facebook_lead_id"])) < 15 for e in events)
+    assert (short_leads, bad_names) == (10, 10) == (expected_counts(3000).invalid_lead_id, 10)
+
+
+def test_a_marker_cut_across_pieces_is_counted_once() -> None:
+    counter = Counter(b"abc")
+    for piece in (b"xxab", b"cab", b"c", b"abcab", b"", b"c"):
+        counter(piece)
+    assert counter.count == 4 and counter.bytes == 14  # "xxabcabcabcabc"

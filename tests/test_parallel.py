@@ -1,0 +1,139 @@
+"""Mapping on several cores gives exactly what one core gives: same items, order and bytes."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import make_settings
+from leadrelay.bench.events import generate_events
+from leadrelay.config import Settings
+from leadrelay.events import InputError
+from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.parallel import dry_run_parallel, map_parallel, map_records
+from leadrelay.send import dry_run, payloads
+from leadrelay.summary import Tally
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings(
+        mapping={
+            "lead_created": "Raw Lead",
+            "lead_qualified": "Marketing Qualified Lead",
+            "opportunity_created": "Sales Opportunity",
+            "deal_won": "Converted",
+        },
+        test_event_code="TEST42",
+        delivery={"batch_size": 7},
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> list[str]:
+    """NDJSON with bad lines and a batch envelope, a JSON array and a CSV file: every reader."""
+    events = list(generate_events(230, now=time.time(), seed=3))
+    ndjson = tmp_path / "a.ndjson"
+    lines = [orjson.dumps(e) for e in events[:200]]
+    lines[5] = b"{not json"
+    lines[9] = b""
+    lines[17] = orjson.dumps({"batch": events[200:203]})
+    lines[40] = b"[1, 2]"
+    ndjson.write_bytes(b"\n".join(lines))  # no newline at the end either
+    array = tmp_path / "b.json"
+    array.write_bytes(orjson.dumps(events[203:220]))
+    csv = tmp_path / "c.csv"
+    rows = ["event_name,facebook_lead_id,user.email,context.event_timestamp,context.event_id"]
+    for n, e in enumerate(events[220:]):
+        rows.append(
+            f"{e['event_name']},{e['facebook_lead_id']},{e['user']['email']},"
+            f"{e['context']['event_timestamp']},csv-{n}"
+        )
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return [str(ndjson), str(array), str(csv)]
+
+
+def _tally_counts(tally: Tally) -> tuple[object, ...]:
+    return (
+        tally.read,
+        tally.mapped,
+        dict(tally.filtered),
+        dict(tally.rejected),
+        dict(tally.notes),
+        {k: [(e.where, e.key, e.field, e.message) for e in v] for k, v in tally.examples.items()},
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_dry_run_output_is_identical_whatever_the_number_of_workers(
+    settings: Settings, inputs: list[str], workers: int
+) -> None:
+    expected, expected_tally = io.BytesIO(), Tally(dry_run=True)
+    dry_run(settings, payloads(inputs, Mapper(settings), expected_tally), expected, expected_tally)
+    out, tally = io.BytesIO(), Tally(dry_run=True)
+    dry_run_parallel(inputs, settings, out, tally, workers=workers, unit_events=11)
+    assert out.getvalue() == expected.getvalue()
+    assert _tally_counts(tally) == _tally_counts(expected_tally)
+    bodies = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert all(len(b["data"]) <= 7 and b["test_event_code"] == "TEST42" for b in bodies)
+    # 200 lines, one blank, one a batch of three; 17 in the array, 10 in the CSV
+    assert tally.rejected["unreadable"] == 2 and tally.read == 228
+
+
+def test_map_parallel_gives_the_same_items_in_the_same_order(
+    settings: Settings, inputs: list[str]
+) -> None:
+    serial = list(map_records(inputs, Mapper(settings), originals=True))
+    parallel = list(map_parallel(inputs, settings, workers=2, originals=True, unit_events=5))
+    assert parallel == serial
+    assert [m.where for m in serial][:3] == [f"{inputs[0]} line {n}" for n in (1, 2, 3)]
+    unreadable = [m for m in parallel if m.outcome is None]
+    assert [m.where for m in unreadable] == [f"{inputs[0]} line 6", f"{inputs[0]} line 41"]
+    assert all(m.error and m.original is None for m in unreadable)
+    readable = [m for m in parallel if m.outcome is not None]
+    assert all(m.original is not None and orjson.loads(m.original) for m in readable)
+
+
+def test_a_missing_file_is_an_input_error_as_on_one_core(
+    settings: Settings, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "nope.ndjson")
+    with pytest.raises(InputError, match="cannot open"):
+        list(map_parallel([missing], settings, workers=2))
+    with pytest.raises(InputError, match="cannot open"):
+        list(map_records([missing], Mapper(settings)))
+
+
+def test_a_file_that_cannot_be_opened_stops_the_run_after_the_files_before_it(
+    settings: Settings, inputs: list[str], tmp_path: Path
+) -> None:
+    files = [inputs[0], str(tmp_path / "nope.ndjson"), inputs[1]]
+    seen: list[str] = []
+    with pytest.raises(InputError, match=r"nope\.ndjson"):
+        for item in map_parallel(files, settings, workers=2, unit_events=4):
+            seen.append(item.where)
+    assert len(seen) == 201 and seen[-1] == f"{inputs[0]} line 200"
+
+
+def test_stopping_early_stops_the_workers(settings: Settings, inputs: list[str]) -> None:
+    items = map_parallel(inputs, settings, workers=2, unit_events=3)
+    first = [next(items) for _ in range(4)]
+    items.close()  # must return promptly, with the pool shut down
+    assert [m.where for m in first] == [f"{inputs[0]} line {n}" for n in (1, 2, 3, 4)]
+
+
+def test_the_per_event_report_is_identical_too(settings: Settings, inputs: list[str]) -> None:
+    expected_report, report = io.BytesIO(), io.BytesIO()
+    expected_tally = Tally(report=expected_report, dry_run=True)
+    dry_run(
+        settings, payloads(inputs, Mapper(settings), expected_tally), io.BytesIO(), expected_tally
+    )
+    tally = Tally(report=report, dry_run=True)
+    dry_run_parallel(inputs, settings, io.BytesIO(), tally, workers=2, unit_events=13)
+    assert report.getvalue() == expected_report.getvalue()
+    rows = [orjson.loads(line) for line in report.getvalue().splitlines()]
+    assert len(rows) == 228 and sum(r["outcome"] == "mapped" for r in rows) == tally.mapped

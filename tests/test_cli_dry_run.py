@@ -176,3 +176,13 @@ def test_missing_input_file_is_an_input_error(tmp_path: Path, bad: str) -> None:
     proc = run("send", str(tmp_path / bad), "--config", str(cfg), "--dry-run")
     assert proc.returncode == 1
     assert bad in proc.stderr.decode()
+
+
+def test_dry_run_on_two_processes_prints_the_same_bodies(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(ndjson(events(time.time()) * 50))
+    one = run("send", str(src), "--config", str(cfg), "--dry-run")
+    two = run("send", str(src), "--config", str(cfg), "--dry-run", "--jobs", "2")
+    assert one.returncode == two.returncode == 2
+    assert one.stdout == two.stdout and len(one.stdout.splitlines()) == 75

@@ -140,3 +140,12 @@ def test_interrupted_send_resumes_without_losing_or_repeating(tmp_path: Path) ->
     # At-least-once: only the batches in flight at the kill may arrive twice (4 x 50 events).
     assert len(ids) - 1500 <= 200
     assert "not sent again" in again.stderr
+
+
+def test_send_with_two_mapping_processes(sandbox: SandboxServer, tmp_path: Path) -> None:
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(300, bad=(7,)))
+    proc = run(config(tmp_path, sandbox.url), src, "--jobs", "2")
+    assert proc.returncode == 2, proc.stderr
+    ids = sorted(e["event_id"] for e in sandbox.state.received())
+    assert ids == sorted(f"e{i}" for i in range(300) if i != 7)

@@ -66,6 +66,16 @@ def send(
         Path | None, typer.Option("--report", help="Write one NDJSON line per event.")
     ] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            max=64,
+            help="Processes that read and map (default: [delivery] jobs, 1).",
+        ),
+    ] = None,
 ) -> None:
     """Map events and deliver them to Meta (or print the requests with --dry-run).
 
@@ -77,7 +87,13 @@ def send(
     try:
         code = run_send(
             settings,
-            SendOptions(files=files, dry_run=dry_run, report=report, verbose=verbose),
+            SendOptions(
+                files=files,
+                dry_run=dry_run,
+                report=report,
+                verbose=verbose,
+                jobs=jobs or settings.delivery.jobs,
+            ),
             err=err,
         )
     except InputError as exc:
@@ -417,6 +433,14 @@ def dead_replay(
     err.print(
         f"The running service delivers them; without one, run: leadrelay deliver --config {config}"
     )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark harness (options: see `python -m leadrelay.bench --help`)."""
+    from leadrelay.bench import main as run_bench
+
+    raise typer.Exit(run_bench(list(ctx.args)))
 
 
 def main() -> None:

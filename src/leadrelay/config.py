@@ -77,6 +77,7 @@ class DeliverySettings(BaseModel):
     max_attempts: int = Field(6, ge=1, le=100)
     max_retry_s: float = Field(600.0, gt=0, le=7 * 86400)
     retry_base_s: float = Field(0.5, gt=0, le=600)
+    jobs: int = Field(1, ge=1, le=64)  # processes that read and map input files (send)
 
 
 class ServerSettings(BaseModel):

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -34,6 +34,7 @@ from leadrelay.delivery.wiring import (
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.events import InputError, read_events
 from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.parallel import dry_run_parallel, map_parallel
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import Payload
@@ -48,6 +49,7 @@ class SendOptions:
     dry_run: bool = False
     report: Path | None = None
     verbose: int = 0
+    jobs: int = 1  # processes that read and map
 
 
 def payloads(
@@ -75,13 +77,6 @@ def payloads(
         progress.advance(task, unseen)
 
 
-def _body(batch: list[bytes], test_event_code: str | None) -> bytes:
-    tail = (
-        b"" if test_event_code is None else b',"test_event_code":' + orjson.dumps(test_event_code)
-    )
-    return b'{"data":[' + b",".join(batch) + b"]" + tail + b"}\n"
-
-
 def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally: Tally) -> None:
     """Write the request bodies that would be sent, one per line."""
     from leadrelay.mapping.parallel import write_bodies  # shared with dry_run_parallel
@@ -97,33 +92,33 @@ def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally
 
 def _outcomes(
     files: Sequence[str],
-    mapper: Mapper,
+    settings: Settings,
+    jobs: int,
     tally: Tally,
     intake: ChunkedIntake,
     stop: threading.Event,
     progress: Progress | None,
 ) -> None:
-    """Read and map every event, count it, and hand it (with the original) to the store."""
+    """Read and map every event (on ``jobs`` processes), count it, and hand it with its
+    original to the store."""
     task = progress.add_task("events", total=None) if progress is not None else None
-    for name in files:
-        for record in read_events(name):
+    with closing(map_parallel(files, settings, workers=jobs, originals=True)) as mapped:
+        for m in mapped:
             if stop.is_set():
                 return
             if progress is not None and task is not None:
                 progress.advance(task)
-            if record.event is None:
-                tally.unreadable(record.where, record.error or "unreadable")
+            if m.outcome is None:
+                tally.unreadable(m.where, m.error or "unreadable")
                 continue
-            outcome = mapper.map(record.event)
-            tally.outcome(record.where, outcome)
-            intake.put(Incoming(outcome, orjson.dumps(record.event), time.time()))
+            tally.outcome(m.where, m.outcome)
+            intake.put(Incoming(m.outcome, m.original, time.time()))
     intake.flush()
 
 
 async def deliver(
     settings: Settings,
     options: SendOptions,
-    mapper: Mapper,
     tally: Tally,
     store: Store,
     progress: Progress | None = None,
@@ -159,7 +154,9 @@ async def deliver(
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop))
     reader = asyncio.create_task(
-        asyncio.to_thread(_outcomes, options.files, mapper, tally, intake, stop_reading, progress)
+        asyncio.to_thread(
+            _outcomes, options.files, settings, options.jobs, tally, intake, stop_reading, progress
+        )
     )
     try:
         while not reader.done():
@@ -217,13 +214,18 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                     transient=True,
                 )
             )
-        if options.dry_run:
+        if options.dry_run and options.jobs > 1:
+            dry_run_parallel(
+                options.files, settings, sys.stdout.buffer, tally, workers=options.jobs
+            )
+            paused = None
+        elif options.dry_run:
             stream = payloads(options.files, mapper, tally, progress)
             dry_run(settings, stream, sys.stdout.buffer, tally)
             paused = None
         else:
             store = stack.enter_context(_delivering_store(settings))
-            paused = asyncio.run(deliver(settings, options, mapper, tally, store, progress))
+            paused = asyncio.run(deliver(settings, options, tally, store, progress))
             apply_retention(store, settings.store, time.time())
     tally.render(err, dry_run=options.dry_run)
     if paused is not None:

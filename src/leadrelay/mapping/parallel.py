@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import pickle
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import IO, Any, Final, NamedTuple
 
@@ -78,7 +78,7 @@ def map_parallel(
     workers: int,
     originals: bool = False,
     unit_events: int = UNIT_EVENTS,
-) -> Iterator[Mapped]:
+) -> Generator[Mapped, None, None]:
     """``map_records`` with ``workers`` processes: the same items, in the same order.
 
     ``workers <= 1`` maps in this process. Raises ``InputError`` when a file cannot be opened at

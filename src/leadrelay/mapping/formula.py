@@ -8,16 +8,16 @@ is ``EQUALS(a, b)`` and joining text is ``CONCAT(...)``.
 
 Every mistake is an ``ExpressionError`` with the exact position. Calls whose arguments are all
 constants are evaluated at compile time, so ``NUMBER("abc")`` is a config error, not a run-time one.
+
+The function library lives in ``functions`` (house rule: modules under ~300 lines); ``FUNCTIONS``
+is re-exported here.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from string import hexdigits
 from typing import Any, Final, NoReturn
 
@@ -26,12 +26,14 @@ from leadrelay.mapping.expressions import (
     EvaluationError,
     ExpressionError,
     Getter,
-    clip,
     compile_path,
     path_problem,
     read_braced_path,
-    render,
 )
+from leadrelay.mapping.functions import FUNCTIONS
+from leadrelay.mapping.functions import Function as _Function
+from leadrelay.mapping.functions import Node as _Node
+from leadrelay.mapping.functions import const as _const
 
 __all__ = ["FUNCTIONS", "compile_formula"]
 
@@ -39,325 +41,9 @@ _MAX_DEPTH: Final = 32
 _WORD: Final = re.compile(r"[\w$@.\-]+")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_INT: Final = re.compile(r"[+-]?[0-9]+")
-_DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _LITERALS: Final[dict[str, Any]] = {"true": True, "false": False, "null": MISSING}
 _OPERATORS: Final = "=<>!+*/&|"
 _ESCAPES: Final = {"\\": "\\", '"': '"', "'": "'", "/": "/", "n": "\n", "r": "\r", "t": "\t"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    run: Getter
-    constant: bool = False
-    value: Any = None
-    # For nested one-argument calls (SHA256(LOWER(TRIM(x)))): the functions, outermost first,
-    # and what feeds the innermost, so the chain runs in one closure instead of one per call.
-    chain: tuple[Callable[[Any], Any], ...] = ()
-    base: Getter | None = None
-    # For a bare property path: its segments (COALESCE reads sibling paths in one go).
-    path: tuple[str, ...] = ()
-    # For COALESCE of sibling paths: the shared first segment and the last ones.
-    siblings: tuple[str, tuple[str, ...]] | None = None
-
-
-def _const(value: Any) -> _Node:
-    return _Node(lambda event: value, True, value)
-
-
-# ---------------------------------------------------------------------------- functions
-
-
-def _text(value: Any) -> str:
-    return value if type(value) is str else render(value)
-
-
-def _whole(function: str, what: str, *, minimum: int | None = None) -> Callable[[Any], int]:
-    """A checker turning an argument into an int (``3``, ``3.0``, ``"3"``) or saying why not."""
-
-    def check(value: Any) -> int:
-        number: int | None = None
-        if type(value) is int:
-            number = value
-        elif type(value) is float and value.is_integer():
-            number = int(value)
-        elif type(value) is str and _INT.fullmatch(value.strip()):
-            try:
-                number = int(value)
-            except ValueError:  # more digits than Python will read
-                number = None
-        if number is None:
-            got = "no value" if value is MISSING else clip(value)
-            raise EvaluationError(
-                f"{function}: {what} must be a whole number, got {got}", reason="invalid_argument"
-            )
-        if minimum is not None and number < minimum:
-            raise EvaluationError(
-                f"{function}: {what} must be {minimum} or more, got {number}",
-                reason="invalid_argument",
-            )
-        return number
-
-    return check
-
-
-def _split_index(value: Any) -> int:
-    number = _whole("SPLIT", "index")(value)
-    if number == 0:
-        raise EvaluationError(
-            "SPLIT: index counts from 1 (use -1 for the last part), got 0",
-            reason="invalid_argument",
-        )
-    return number
-
-
-def _separator(value: Any) -> str:
-    text = "" if value is MISSING else _text(value)
-    if not text:
-        raise EvaluationError("SPLIT: the separator is empty", reason="invalid_argument")
-    return text
-
-
-_substring_start = _whole("SUBSTRING", "start (counted from 1)", minimum=1)
-_substring_length = _whole("SUBSTRING", "length", minimum=0)
-_left_count = _whole("LEFT", "the number of characters", minimum=0)
-_right_count = _whole("RIGHT", "the number of characters", minimum=0)
-
-
-def _lower(value: Any) -> Any:
-    if type(value) is str:
-        return value.lower()
-    return MISSING if value is MISSING else render(value).lower()
-
-
-def _upper(value: Any) -> Any:
-    if type(value) is str:
-        return value.upper()
-    return MISSING if value is MISSING else render(value).upper()
-
-
-def _trim(value: Any) -> Any:
-    if type(value) is str:
-        return value.strip()
-    return MISSING if value is MISSING else render(value).strip()
-
-
-def _string(value: Any) -> Any:
-    return MISSING if value is MISSING else _text(value)
-
-
-def _concat(*values: Any) -> str:
-    return "".join([_text(value) for value in values])
-
-
-def _replace(text: Any, search: Any, replacement: Any) -> Any:
-    if text is MISSING:
-        return MISSING
-    old = _text(search)
-    # An empty search would insert the replacement between every character.
-    return _text(text).replace(old, _text(replacement)) if old else _text(text)
-
-
-def _substring(text: Any, start: Any, length: Any = None) -> Any:
-    begin = _substring_start(start) - 1
-    count = None if length is None else _substring_length(length)
-    if text is MISSING:
-        return MISSING
-    value = _text(text)
-    return value[begin:] if count is None else value[begin : begin + count]
-
-
-def _left(text: Any, count: Any) -> Any:
-    n = _left_count(count)
-    return MISSING if text is MISSING else _text(text)[:n]
-
-
-def _right(text: Any, count: Any) -> Any:
-    n = _right_count(count)
-    if text is MISSING:
-        return MISSING
-    value = _text(text)
-    return value[max(len(value) - n, 0) :]
-
-
-def _length(value: Any) -> Any:
-    if value is MISSING:
-        return MISSING
-    if isinstance(value, str | list | tuple | dict):
-        return len(value)
-    return len(render(value))
-
-
-def _number(value: Any) -> Any:
-    kind = type(value)
-    if value is MISSING or kind is int or kind is float:
-        return value
-    if kind is bool:
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return MISSING
-        try:
-            # Integers never go through float: a 17-digit id must stay exact.
-            if _INT.fullmatch(text):
-                return int(text)
-            if _DECIMAL.fullmatch(text) and math.isfinite(number := float(text)):
-                return number
-        except ValueError:  # more digits than Python will read
-            pass
-        raise EvaluationError(f"NUMBER: not a number: {clip(value)}", reason="invalid_number")
-    raise EvaluationError(
-        f"NUMBER: cannot turn a {kind.__name__} into a number: {clip(value)}",
-        reason="invalid_number",
-    )
-
-
-def _isempty(value: Any) -> bool:
-    return value is MISSING or (isinstance(value, str | list | tuple | dict) and not value)
-
-
-def _equals(a: Any, b: Any) -> bool:
-    if a is MISSING or b is MISSING:
-        return a is b
-    if type(a) is type(b):
-        return bool(a == b)
-    return _text(a) == _text(b)
-
-
-def _digest(name: str, algorithm: Callable[[bytes], Any]) -> Callable[[Any], Any]:
-    def digest(value: Any) -> Any:
-        if value is MISSING:
-            return MISSING
-        try:
-            data = (value if type(value) is str else render(value)).encode()
-        except UnicodeEncodeError:
-            raise EvaluationError(
-                f"{name}: text is not valid Unicode: {clip(value)}", reason="invalid_value"
-            ) from None
-        return algorithm(data).hexdigest()
-
-    return digest
-
-
-def _split(text: Any, separator: Any, index: Any) -> Any:
-    sep = _separator(separator)
-    position = _split_index(index)
-    if text is MISSING:
-        return MISSING
-    parts = _text(text).split(sep)
-    if position > 0:
-        return parts[position - 1] if position <= len(parts) else MISSING
-    return parts[position] if -position <= len(parts) else MISSING
-
-
-def _build_if(args: list[_Node]) -> _Node:
-    cond, then = args[0], args[1]
-    other = args[2] if len(args) > 2 else _const(MISSING)
-    if cond.constant:
-        return then if cond.value else other
-    test, yes, no = cond.run, then.run, other.run
-    # Truthy unless MISSING, "", false, 0 or an empty list/object (MISSING's bool is False).
-    return _Node(lambda event: yes(event) if test(event) else no(event))
-
-
-def _sibling_keys(args: list[_Node]) -> tuple[str, tuple[str, ...]] | None:
-    """The shared first segment and the last segments when every argument is a path like
-    ``user.email`` under the same object (the prebuilt mapping's ``COALESCE``), else None."""
-    if not all(len(node.path) == 2 for node in args):
-        return None
-    heads = {node.path[0] for node in args}
-    keys = tuple(node.path[1] for node in args)
-    if len(heads) != 1 or any(key.isascii() and key.isdigit() for key in keys):
-        return None
-    return heads.pop(), keys
-
-
-def _build_coalesce(args: list[_Node]) -> _Node:
-    runs = tuple(node.run for node in args)
-    siblings = _sibling_keys(args)
-    if siblings is not None:
-        run = _coalesce_siblings(*siblings, _build_coalesce_runs(runs))
-        return _Node(run, siblings=siblings)
-    return _Node(_build_coalesce_runs(runs))
-
-
-def _coalesce_siblings(head: str, keys: tuple[str, ...], otherwise: Getter) -> Getter:
-    # One look-up of the shared object instead of one walk per argument.
-    def coalesce(event: Mapping[str, Any]) -> Any:
-        box = event.get(head)
-        if type(box) is dict:
-            for key in keys:
-                value = box.get(key)
-                if value is not None and value != "":
-                    return value
-            return MISSING
-        return otherwise(event)
-
-    return coalesce
-
-
-def _build_coalesce_runs(runs: tuple[Getter, ...]) -> Getter:
-    if len(runs) == 2:
-        first, second = runs
-
-        def coalesce2(event: Mapping[str, Any]) -> Any:
-            value = first(event)
-            if value is MISSING or value == "":
-                value = second(event)
-                return MISSING if value == "" else value
-            return value
-
-        return coalesce2
-
-    def coalesce(event: Mapping[str, Any]) -> Any:
-        for run in runs:
-            value = run(event)
-            if value is not MISSING and value != "":
-                return value
-        return MISSING
-
-    return coalesce
-
-
-@dataclass(frozen=True, slots=True)
-class _Function:
-    usage: str
-    min_args: int
-    max_args: int | None
-    impl: Callable[..., Any] | None = None  # strict: called with the argument values
-    build: Callable[[list[_Node]], _Node] | None = None  # lazy: decides what to evaluate
-    checks: tuple[tuple[int, Callable[[Any], Any]], ...] = ()  # applied to constant arguments
-
-
-FUNCTIONS: Final[dict[str, _Function]] = {
-    "COALESCE": _Function("COALESCE(value, fallback, ...)", 1, None, build=_build_coalesce),
-    "CONCAT": _Function("CONCAT(value, ...)", 1, None, _concat),
-    "EQUALS": _Function("EQUALS(a, b)", 2, 2, _equals),
-    "IF": _Function("IF(condition, then, [else])", 2, 3, build=_build_if),
-    "ISEMPTY": _Function("ISEMPTY(value)", 1, 1, _isempty),
-    "LEFT": _Function("LEFT(text, n)", 2, 2, _left, checks=((1, _left_count),)),
-    "LENGTH": _Function("LENGTH(value)", 1, 1, _length),
-    "LOWER": _Function("LOWER(text)", 1, 1, _lower),
-    "MD5": _Function("MD5(text)", 1, 1, _digest("MD5", hashlib.md5)),
-    "NUMBER": _Function("NUMBER(value)", 1, 1, _number),
-    "REPLACE": _Function("REPLACE(text, search, replacement)", 3, 3, _replace),
-    "RIGHT": _Function("RIGHT(text, n)", 2, 2, _right, checks=((1, _right_count),)),
-    "SHA256": _Function("SHA256(text)", 1, 1, _digest("SHA256", hashlib.sha256)),
-    "SPLIT": _Function(
-        "SPLIT(text, separator, index)", 3, 3, _split, checks=((1, _separator), (2, _split_index))
-    ),
-    "STRING": _Function("STRING(value)", 1, 1, _string),
-    "SUBSTRING": _Function(
-        "SUBSTRING(text, start, [length])",
-        2,
-        3,
-        _substring,
-        checks=((1, _substring_start), (2, _substring_length)),
-    ),
-    "TRIM": _Function("TRIM(text)", 1, 1, _trim),
-    "UPPER": _Function("UPPER(text)", 1, 1, _upper),
-}
 
 
 def _strict(impl: Callable[..., Any], args: list[_Node]) -> _Node:

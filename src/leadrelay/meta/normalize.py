@@ -6,59 +6,45 @@ email, phone or name must give the same digest (reference: Meta spec section 4).
 per event. They raise ``NormalizeError`` (a ``ValueError`` with a machine ``reason`` and a
 ``message`` for people that shows the value truncated and never a hash).
 
-Phone numbers: "+33 6 12 34 56 78"-style values (``+`` or ``00``, digits, separators, a known
-country code) are read directly, without ``phonenumbers``, because that is most of the traffic.
-Everything else goes through ``phonenumbers`` with the event's region (else ``default_country``).
-We prefer a *valid* number (its range is assigned, per phonenumbers' metadata) and fall back to a
-*possible* one (right length for the country): the metadata lags new ranges, and Meta only needs
-the digits to match what the person gave Facebook. Digits without ``+`` are ambiguous, as Meta's
-own format has no ``+`` either; they are read, in this order, as the region's own number in
-Meta's format ("33612345678" for FR), as a national number of the region ("0612345678",
-"612345678"), then as any other country's number in Meta's format; each reading must be valid.
-With no region at all only that last reading is tried. So a foreign number written without its
-``+`` can be taken for a national one when both readings are valid (DE and AT accept almost any
-length): the ``+`` is what makes a number unambiguous.
+
+Phone numbers live in ``phone`` and birthdates in ``dates`` (house rule: modules under ~300
+lines); the shared error type and rule signatures live in ``field_rules``. All of them are
+re-exported here, so callers keep importing from ``normalize``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from typing import Any, Final
 
-import phonenumbers
-from phonenumbers import PhoneMetadata, PhoneNumber
-
 from leadrelay.meta import geo
+from leadrelay.meta.dates import birthdate_rule
+from leadrelay.meta.field_rules import NormalizeError, Normalizer, Resolver, TextRule
+from leadrelay.meta.field_rules import show as _show
+from leadrelay.meta.phone import phone_rule
+
+__all__ = [
+    "HASHED_FIELDS",
+    "NormalizeError",
+    "Normalizer",
+    "Resolver",
+    "TextRule",
+    "hasher",
+    "is_sha256",
+    "normalizer",
+    "region_hint",
+    "sha256_hex",
+    "text_hasher",
+]
 
 HASHED_FIELDS: Final[frozenset[str]] = frozenset(
     {"em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id"}
 )
-
-Normalizer = Callable[[Any, str | None], str]
-# A field's rule given the trimmed, non-empty text of a value; the value itself comes along for
-# error messages and for the few checks that depend on its type (a negative number).
-TextRule = Callable[[str, Any, str | None], str]
-
-
-class NormalizeError(ValueError):
-    """A value that cannot be used for a field: ``reason`` is a code, ``message`` is for people."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 42 else text[:39] + "..."
 
 
 def sha256_hex(text: str) -> str:
@@ -196,74 +182,6 @@ def _compact(text: str) -> str:
     return _clean(lowered, _COMPACT)
 
 
-_DATE: Final = re.compile(
-    r"(\d{4})(?:(\d{2})(\d{2})|([-/.])(\d{1,2})\4(\d{1,2}))"
-    r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?",
-    re.ASCII,
-)
-_DATE_FORMATS: Final = "YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD, YYYY.MM.DD or an ISO date-time"
-
-
-_EPOCH: Final = date(1970, 1, 1).toordinal()
-
-
-@lru_cache(maxsize=1)
-def _today(day: int) -> date:
-    """The UTC date of day ``day`` since the epoch; cached, as date.today() costs a syscall."""
-    return date.fromordinal(_EPOCH + day)
-
-
-def _utc_today() -> date:
-    return _today(int(time.time() // 86400))
-
-
-# Clocks run forward: a birth year before this one is never in the future, so most dates need
-# no look at the clock.
-_PAST_YEARS_END: Final = _utc_today().year
-_PAST_YEARS_TEXT: Final = f"{_PAST_YEARS_END:04d}"
-
-
-def _birthdate(text: str, value: Any, region: str | None) -> str:
-    if (
-        len(text) == 10
-        and text[4] == "-"
-        and text[7] == "-"
-        and text.isascii()
-        and text[:4].isdigit()
-        and text[5:7].isdigit()
-        and text[8:].isdigit()
-    ):  # YYYY-MM-DD, what CRMs export: the regular expression below, read directly
-        y, m, d = text[:4], text[5:7], text[8:]
-        # Equal-length digit strings compare like the numbers: a date that is surely real and in
-        # range needs no conversion at all.
-        if "1900" <= y < _PAST_YEARS_TEXT and "01" <= m <= "12" and "01" <= d <= "28":
-            return y + m + d
-        year, month, day = int(y), int(m), int(d)
-    else:
-        match = _DATE.fullmatch(text)
-        if match is None:
-            raise NormalizeError(
-                "invalid_birthdate",
-                f"birthdate {_show(value)} is not in an accepted format ({_DATE_FORMATS}); "
-                "day-first and month-first dates are ambiguous",
-            )
-        year = int(match[1])
-        month, day = int(match[2] or match[5]), int(match[3] or match[6])
-    try:
-        born = date(year, month, day)
-    except ValueError:
-        raise NormalizeError(
-            "invalid_birthdate", f"birthdate {_show(value)} is not a real calendar date"
-        ) from None
-    if year < 1900 or (year >= _PAST_YEARS_END and born > _utc_today()):
-        raise NormalizeError(
-            "invalid_birthdate",
-            f"birthdate {_show(value)} is out of range "
-            f"(year 1900 to {_utc_today().year}, not in the future)",
-        )
-    return f"{year:04d}{month:02d}{day:02d}"
-
-
 # French forms included: Commanders Act's customers often keep "H"/"F" (homme/femme).
 _GENDERS: Final = {
     **dict.fromkeys(("f", "female", "woman", "w", "femme"), "f"),
@@ -293,9 +211,6 @@ def _country(text: str, value: Any, region: str | None) -> str:
 
 def _external_id(text: str, value: Any, region: str | None) -> str:
     return text
-
-
-Resolver = Callable[[str | None], str | None]
 
 
 def _resolver(default: str | None) -> Resolver:
@@ -353,189 +268,6 @@ def _zip(resolve: Resolver) -> TextRule:
     return normalize
 
 
-_PHONE_MARKS: Final = b" .-()/\t"
-_NON_DIGITS: Final = re.compile(r"[^0-9]+")
-_CALLING_CODES: Final = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-# Calling codes are prefix-free, so the first three digits of a number tell its code's length.
-_CALLING_CODE_SIZE: Final = {
-    f"{n:03d}": size
-    for n in range(1000)
-    for size in (1, 2, 3)
-    if f"{n:03d}"[:size] in _CALLING_CODES
-}
-_E164: Final = phonenumbers.PhoneNumberFormat.E164
-_IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
-
-
-def _fast_phone(text: str) -> str | None:
-    """Digits of a plainly international number ("+33 6 12..."), or None to ask phonenumbers."""
-    if not text.isascii():
-        text = text.replace("\u00a0", " ").replace("\u202f", " ")  # French typography
-        if not text.isascii():
-            return None
-    if text[0] == "+" and text[1:].isdigit():  # E.164 as CRMs store it: nothing to drop
-        digits = text[1:]
-    else:
-        # bytes.translate is the fastest way to drop the separators.
-        digits = text.encode("ascii").translate(None, _PHONE_MARKS).decode("ascii")
-        if digits[0] == "+":
-            digits = digits[1:]
-        elif digits.startswith("00"):
-            digits = digits[2:]
-    if not (digits.isdigit() and 7 <= len(digits) <= 15):
-        return None
-    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
-    # A 0 after the country code is usually a trunk prefix ("+44 (0)20 ..."), but Italy keeps it;
-    # phonenumbers knows which.
-    return digits if size and digits[size] != "0" else None
-
-
-def _parse(text: str, region: str | None) -> PhoneNumber | None:
-    try:
-        return phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-
-
-def _valid(number: PhoneNumber) -> bool:
-    return bool(phonenumbers.is_valid_number(number))
-
-
-def _possible(number: PhoneNumber) -> bool:
-    # Not is_possible_number(): that also accepts local-only numbers, which lack the area code.
-    return bool(phonenumbers.is_possible_number_with_reason(number) == _IS_POSSIBLE)
-
-
-@lru_cache(maxsize=512)
-def _calling_code(region: str) -> str:
-    return str(phonenumbers.country_code_for_region(region))
-
-
-def _e164_digits(number: PhoneNumber) -> str:
-    return str(phonenumbers.format_number(number, _E164))[1:]
-
-
-@dataclass(frozen=True, slots=True)
-class _NationalPlan:
-    """What ``phonenumbers.parse`` does with a region's national numbers, where it is simple."""
-
-    country_code: int
-    calling_code: str
-    international: re.Pattern[str] | None  # the region's international (IDD) prefix
-    trunk: re.Pattern[str] | None  # the national prefix, as phonenumbers strips it
-    lengths: frozenset[int]  # possible national significant number lengths
-    local_only: frozenset[int]  # lengths phonenumbers will not strip the prefix down to
-
-
-@lru_cache(maxsize=512)
-def _national_plan(region: str) -> _NationalPlan | None:
-    metadata = PhoneMetadata.metadata_for_region(region, None)
-    # A transform rule (AR, BR, JP...) rewrites the number; those go through parse().
-    if metadata is None or metadata.national_prefix_transform_rule:
-        return None
-    idd, trunk = metadata.international_prefix, metadata.national_prefix_for_parsing
-    general, code = metadata.general_desc, metadata.country_code
-    if general is None or code is None:
-        return None
-    return _NationalPlan(
-        code,
-        str(code),
-        re.compile(idd) if idd else None,
-        re.compile(trunk) if trunk else None,
-        frozenset(general.possible_length),
-        frozenset(general.possible_length_local_only),
-    )
-
-
-_PLAIN_PHONE: Final = re.compile(r"[0-9 .\-()/]{2,40}").fullmatch
-
-
-def _national_digits(text: str, digits: str, region: str) -> str | None:
-    """E.164 digits of a valid national number ("06 12 34 56 78", FR), else None.
-
-    ``phonenumbers.parse`` spends most of its time finding the number in free text; for plain
-    digits and separators it comes down to: no international prefix, no leading country code,
-    strip the national prefix, keep the rest. When that is unambiguous the number is built here
-    and only validated by phonenumbers; anything else (and any invalid number) returns None, so
-    the caller takes the full parse and gives the same answer.
-    """
-    plan = _national_plan(region)
-    if (
-        plan is None
-        or _PLAIN_PHONE(text) is None
-        or (plan.international is not None and plan.international.match(digits))
-        or digits.startswith(plan.calling_code)
-    ):
-        return None
-    national = digits
-    if plan.trunk is not None and (prefix := plan.trunk.match(digits)) is not None:
-        national = digits[prefix.end() :]
-        if len(national) in plan.local_only:
-            return None
-    if len(national) not in plan.lengths or national[0] == "0":  # leading zeros: ask parse()
-        return None
-    number = PhoneNumber(country_code=plan.country_code, national_number=int(national))
-    return plan.calling_code + national if phonenumbers.is_valid_number(number) else None
-
-
-def _phone_digits(text: str, country: str | None, value: Any) -> str:
-    """The phonenumbers path: E.164 digits without the "+"."""
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    if text.startswith("+"):
-        found = _parse(text, None)
-        if found is None or not _possible(found):
-            raise NormalizeError(
-                "invalid_phone", f"phone number {_show(value)} is not a valid international number"
-            )
-        return _e164_digits(found)
-    digits = _NON_DIGITS.sub("", text)
-    if country is not None and (fast := _national_digits(text, digits, country)) is not None:
-        return fast
-    # Digits may already be international, the way Meta writes them ("33612345678").
-    plus = "+" + digits if digits[:1] not in ("", "0") else None
-    national = None
-    if country is not None:
-        # The region's own number in Meta's format is read as such first: in countries with
-        # numbers of varying length (DE, SE, ID...) the same digits also pass as a national number.
-        if plus is not None and digits.startswith(_calling_code(country)):
-            found = _parse(plus, None)
-            if found is not None and _valid(found):
-                return _e164_digits(found)
-        national = _parse(text, country)
-        if national is not None and _valid(national):
-            return _e164_digits(national)
-    if plus is not None:
-        found = _parse(plus, None)
-        if found is not None and _valid(found):
-            return _e164_digits(found)
-    if country is None:
-        raise NormalizeError(
-            "phone_without_country",
-            f"phone number {_show(value)} has no country code; write it as +33... or "
-            "set user.country on the event or default_country in the config",
-        )
-    if national is not None and _possible(national):
-        return _e164_digits(national)
-    raise NormalizeError(
-        "invalid_phone", f"phone number {_show(value)} is not a valid {country} number"
-    )
-
-
-def _phone(resolve: Resolver) -> TextRule:
-    def normalize(text: str, value: Any, region: str | None) -> str:
-        if isinstance(value, str):
-            if text.startswith(("+", "00")):
-                digits = _fast_phone(text)
-                if digits is not None:
-                    return digits
-        elif text[0] == "-":
-            raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
-        return _phone_digits(text, resolve(region), value)
-
-    return normalize
-
-
 @dataclass(frozen=True, slots=True)
 class _Field:
     label: str  # for messages
@@ -546,10 +278,10 @@ class _Field:
 
 _FIELDS: Final[dict[str, _Field]] = {
     "em": _Field("email", False, False, lambda resolve: _email),
-    "ph": _Field("phone number", True, False, _phone),
+    "ph": _Field("phone number", True, False, phone_rule),
     "fn": _Field("first name", False, False, lambda resolve: _name("first name")),
     "ln": _Field("last name", False, False, lambda resolve: _name("last name")),
-    "db": _Field("birthdate", True, True, lambda resolve: _birthdate),
+    "db": _Field("birthdate", True, True, lambda resolve: birthdate_rule),
     "ge": _Field("gender", False, False, lambda resolve: _gender),
     "ct": _Field("city", False, False, lambda resolve: _city),
     "st": _Field("state", False, False, _state),
@@ -562,7 +294,7 @@ _FIELDS: Final[dict[str, _Field]] = {
 def _as_text(value: Any, field: _Field) -> str:
     """The text of a value that is not a non-blank string (or the error saying why not)."""
     if field.dates and isinstance(value, date):
-        return value.isoformat()  # read back by _birthdate exactly as the date it is
+        return value.isoformat()  # read back by birthdate_rule exactly as the date it is
     return _text(value, field.label, numbers=field.numbers)
 
 

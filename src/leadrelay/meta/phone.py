@@ -1,0 +1,215 @@
+"""Phone numbers normalized to the E.164 digits (no ``+``) that Meta hashes.
+
+Split out of ``normalize`` (house rule: modules under ~300 lines); ``normalize`` builds the ``ph``
+rule with ``phone_rule``.
+
+"+33 6 12 34 56 78"-style values (``+`` or ``00``, digits, separators, a known country code) are
+read directly, without ``phonenumbers``, because that is most of the traffic.
+Everything else goes through ``phonenumbers`` with the event's region (else ``default_country``).
+We prefer a *valid* number (its range is assigned, per phonenumbers' metadata) and fall back to a
+*possible* one (right length for the country): the metadata lags new ranges, and Meta only needs
+the digits to match what the person gave Facebook. Digits without ``+`` are ambiguous, as Meta's
+own format has no ``+`` either; they are read, in this order, as the region's own number in
+Meta's format ("33612345678" for FR), as a national number of the region ("0612345678",
+"612345678"), then as any other country's number in Meta's format; each reading must be valid.
+With no region at all only that last reading is tried. So a foreign number written without its
+``+`` can be taken for a national one when both readings are valid (DE and AT accept almost any
+length): the ``+`` is what makes a number unambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+import phonenumbers
+from phonenumbers import PhoneMetadata, PhoneNumber
+
+from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule
+from leadrelay.meta.field_rules import show as _show
+
+_PHONE_MARKS: Final = b" .-()/\t"
+_NON_DIGITS: Final = re.compile(r"[^0-9]+")
+_CALLING_CODES: Final = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+# Calling codes are prefix-free, so the first three digits of a number tell its code's length.
+_CALLING_CODE_SIZE: Final = {
+    f"{n:03d}": size
+    for n in range(1000)
+    for size in (1, 2, 3)
+    if f"{n:03d}"[:size] in _CALLING_CODES
+}
+_E164: Final = phonenumbers.PhoneNumberFormat.E164
+_IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
+
+
+def _fast_phone(text: str) -> str | None:
+    """Digits of a plainly international number ("+33 6 12..."), or None to ask phonenumbers."""
+    if not text.isascii():
+        text = text.replace("\u00a0", " ").replace("\u202f", " ")  # French typography
+        if not text.isascii():
+            return None
+    if text[0] == "+" and text[1:].isdigit():  # E.164 as CRMs store it: nothing to drop
+        digits = text[1:]
+    else:
+        # bytes.translate is the fastest way to drop the separators.
+        digits = text.encode("ascii").translate(None, _PHONE_MARKS).decode("ascii")
+        if digits[0] == "+":
+            digits = digits[1:]
+        elif digits.startswith("00"):
+            digits = digits[2:]
+    if not (digits.isdigit() and 7 <= len(digits) <= 15):
+        return None
+    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
+    # A 0 after the country code is usually a trunk prefix ("+44 (0)20 ..."), but Italy keeps it;
+    # phonenumbers knows which.
+    return digits if size and digits[size] != "0" else None
+
+
+def _parse(text: str, region: str | None) -> PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _valid(number: PhoneNumber) -> bool:
+    return bool(phonenumbers.is_valid_number(number))
+
+
+def _possible(number: PhoneNumber) -> bool:
+    # Not is_possible_number(): that also accepts local-only numbers, which lack the area code.
+    return bool(phonenumbers.is_possible_number_with_reason(number) == _IS_POSSIBLE)
+
+
+@lru_cache(maxsize=512)
+def _calling_code(region: str) -> str:
+    return str(phonenumbers.country_code_for_region(region))
+
+
+def _e164_digits(number: PhoneNumber) -> str:
+    return str(phonenumbers.format_number(number, _E164))[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class _NationalPlan:
+    """What ``phonenumbers.parse`` does with a region's national numbers, where it is simple."""
+
+    country_code: int
+    calling_code: str
+    international: re.Pattern[str] | None  # the region's international (IDD) prefix
+    trunk: re.Pattern[str] | None  # the national prefix, as phonenumbers strips it
+    lengths: frozenset[int]  # possible national significant number lengths
+    local_only: frozenset[int]  # lengths phonenumbers will not strip the prefix down to
+
+
+@lru_cache(maxsize=512)
+def _national_plan(region: str) -> _NationalPlan | None:
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    # A transform rule (AR, BR, JP...) rewrites the number; those go through parse().
+    if metadata is None or metadata.national_prefix_transform_rule:
+        return None
+    idd, trunk = metadata.international_prefix, metadata.national_prefix_for_parsing
+    general, code = metadata.general_desc, metadata.country_code
+    if general is None or code is None:
+        return None
+    return _NationalPlan(
+        code,
+        str(code),
+        re.compile(idd) if idd else None,
+        re.compile(trunk) if trunk else None,
+        frozenset(general.possible_length),
+        frozenset(general.possible_length_local_only),
+    )
+
+
+_PLAIN_PHONE: Final = re.compile(r"[0-9 .\-()/]{2,40}").fullmatch
+
+
+def _national_digits(text: str, digits: str, region: str) -> str | None:
+    """E.164 digits of a valid national number ("06 12 34 56 78", FR), else None.
+
+    ``phonenumbers.parse`` spends most of its time finding the number in free text; for plain
+    digits and separators it comes down to: no international prefix, no leading country code,
+    strip the national prefix, keep the rest. When that is unambiguous the number is built here
+    and only validated by phonenumbers; anything else (and any invalid number) returns None, so
+    the caller takes the full parse and gives the same answer.
+    """
+    plan = _national_plan(region)
+    if (
+        plan is None
+        or _PLAIN_PHONE(text) is None
+        or (plan.international is not None and plan.international.match(digits))
+        or digits.startswith(plan.calling_code)
+    ):
+        return None
+    national = digits
+    if plan.trunk is not None and (prefix := plan.trunk.match(digits)) is not None:
+        national = digits[prefix.end() :]
+        if len(national) in plan.local_only:
+            return None
+    if len(national) not in plan.lengths or national[0] == "0":  # leading zeros: ask parse()
+        return None
+    number = PhoneNumber(country_code=plan.country_code, national_number=int(national))
+    return plan.calling_code + national if phonenumbers.is_valid_number(number) else None
+
+
+def _phone_digits(text: str, country: str | None, value: Any) -> str:
+    """The phonenumbers path: E.164 digits without the "+"."""
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if text.startswith("+"):
+        found = _parse(text, None)
+        if found is None or not _possible(found):
+            raise NormalizeError(
+                "invalid_phone", f"phone number {_show(value)} is not a valid international number"
+            )
+        return _e164_digits(found)
+    digits = _NON_DIGITS.sub("", text)
+    if country is not None and (fast := _national_digits(text, digits, country)) is not None:
+        return fast
+    # Digits may already be international, the way Meta writes them ("33612345678").
+    plus = "+" + digits if digits[:1] not in ("", "0") else None
+    national = None
+    if country is not None:
+        # The region's own number in Meta's format is read as such first: in countries with
+        # numbers of varying length (DE, SE, ID...) the same digits also pass as a national number.
+        if plus is not None and digits.startswith(_calling_code(country)):
+            found = _parse(plus, None)
+            if found is not None and _valid(found):
+                return _e164_digits(found)
+        national = _parse(text, country)
+        if national is not None and _valid(national):
+            return _e164_digits(national)
+    if plus is not None:
+        found = _parse(plus, None)
+        if found is not None and _valid(found):
+            return _e164_digits(found)
+    if country is None:
+        raise NormalizeError(
+            "phone_without_country",
+            f"phone number {_show(value)} has no country code; write it as +33... or "
+            "set user.country on the event or default_country in the config",
+        )
+    if national is not None and _possible(national):
+        return _e164_digits(national)
+    raise NormalizeError(
+        "invalid_phone", f"phone number {_show(value)} is not a valid {country} number"
+    )
+
+
+def phone_rule(resolve: Resolver) -> TextRule:
+    """Compile the ``ph`` rule; ``resolve`` turns the event's country hint into a region."""
+
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        if isinstance(value, str):
+            if text.startswith(("+", "00")):
+                digits = _fast_phone(text)
+                if digits is not None:
+                    return digits
+        elif text[0] == "-":
+            raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
+        return _phone_digits(text, resolve(region), value)
+
+    return normalize

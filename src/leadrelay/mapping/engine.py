@@ -21,13 +21,13 @@ from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, EvaluationError, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
 from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_field, compile_plans
-from leadrelay.meta.normalize import NormalizeError, region_hint
+from leadrelay.meta.normalize import region_hint
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, FieldProblem, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
 __all__ = ["Fill", "Finisher", "Mapper", "Plan", "compile_plans"]
 
-_FIELD_ERRORS: Final = (FieldProblem, NormalizeError, EvaluationError)
+_FIELD_ERRORS: Final = (FieldProblem, EvaluationError)
 _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st"})
 _ACTION_SOURCE: Final = FIXED["action_source"]
 _EVENT_SOURCE: Final = FIXED["custom_data.event_source"]

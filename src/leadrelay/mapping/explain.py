@@ -8,7 +8,7 @@ from typing import Any
 
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.expressions import MISSING, EvaluationError
-from leadrelay.meta.normalize import NormalizeError, region_hint
+from leadrelay.meta.normalize import region_hint
 from leadrelay.meta.rules import FieldProblem
 from leadrelay.outcome import Outcome, Payload
 
@@ -58,7 +58,7 @@ def explain(mapper: Mapper, event: Mapping[str, Any]) -> Explanation:
                 try:
                     plan.finish(raw, region)
                     why = "not sent (the event was not sent)" if not data else None
-                except (FieldProblem, NormalizeError, EvaluationError) as exc:
+                except (FieldProblem, EvaluationError) as exc:
                     why = getattr(exc, "message", None) or str(exc)
         lines.append(FieldLine(plan.target, plan.origin, plan.source, raw, sent, why))
     return Explanation(outcome, tuple(lines))

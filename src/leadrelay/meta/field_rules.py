@@ -1,4 +1,5 @@
-"""The contract between ``normalize`` and its per-field rule modules (``phone``, ``dates``).
+"""The contract between ``normalize`` and its per-field rule modules (``phone``, ``dates``),
+and the error type every field rule raises (``meta.rules`` too).
 
 Kept apart so the rule modules can share the error type and rule signatures without importing
 ``normalize`` (which imports them). Everything here is re-exported by ``normalize``.
@@ -17,13 +18,20 @@ TextRule = Callable[[str, Any, str | None], str]
 Resolver = Callable[[str | None], str | None]
 
 
-class NormalizeError(ValueError):
-    """A value that cannot be used for a field: ``reason`` is a code, ``message`` is for people."""
+class FieldProblem(ValueError):
+    """A value that cannot be used for a field: ``reason`` is a code, ``message`` is for people.
+
+    Every field rule raises it: the normalizers here (as ``NormalizeError``) and Meta's lead_id
+    and event_time rules (``meta.rules``), so callers catch one type.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+NormalizeError = FieldProblem
 
 
 def show(value: Any) -> str:

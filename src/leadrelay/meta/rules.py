@@ -10,25 +10,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from leadrelay.meta.field_rules import FieldProblem as FieldProblem  # re-exported: one error type
+from leadrelay.meta.field_rules import show as _show
+
 MAX_AGE_S: Final = 7 * 86400
 MAX_FUTURE_S: Final = 60
 _LEAD_MIN: Final = 10**14  # smallest 15-digit number
 _LEAD_MAX: Final = 10**17  # first 18-digit number
 _FLOAT_EXACT: Final = 2**53
-
-
-class FieldProblem(ValueError):
-    """A value that cannot be used for a field: ``reason`` is a code, ``message`` is for people."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 42 else text[:39] + "..."
 
 
 def parse_lead_id(value: Any) -> int:

@@ -42,15 +42,16 @@ from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.client import GraphResult
 from leadrelay.service.app import create_app
 from leadrelay.service.metrics import Metrics
+from leadrelay.service.reload import (
+    RELOAD_FAILED,
+    log_config_error,
+    read_for_reload,
+    switch_worker,
+)
 
 log = structlog.get_logger("leadrelay.server")
 
 _GRACEFUL_HTTP_S = 10
-
-
-def _log_config_error(exc: ConfigError, what: str) -> None:
-    # Problems name keys and say what is wrong; they never hold the values (tokens are SecretStr).
-    log.error(what, source=exc.source, problems=[str(p) for p in exc.problems])
 
 
 class _Service:
@@ -82,6 +83,9 @@ class _Service:
             mapper=Mapper(settings),
         )
 
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+
     def dispatcher(self) -> Dispatcher:
         """A dispatcher (and Graph client) for the current settings."""
         return make_dispatcher(
@@ -95,25 +99,18 @@ class _Service:
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""
+        new = read_for_reload(self.path, log)
+        if new is None:
+            return
         try:
-            new = load_config(self.path)
             mapper = Mapper(new)
-        except ConfigError as exc:
-            _log_config_error(exc, "config reload failed; keeping the previous config")
-            return
         except Exception as exc:
-            log.error("config reload failed; keeping the previous config", error=str(exc))
+            log.error(RELOAD_FAILED, error=str(exc))
             return
-        old, self.settings = self.settings, new
-        if self.worker is not None:
-            try:
-                self.worker.resume()  # builds its dispatcher from self.settings
-            except Exception as exc:
-                self.settings = old
-                log.error("config reload failed; keeping the previous config", error=str(exc))
-                return
-            self.worker.batch_size = new.delivery.batch_size
-            self.worker.concurrency = new.delivery.concurrency
+        old = self.settings
+        if self.worker is not None and not switch_worker(self.worker, old, new, self._use, log):
+            return
+        self.settings = new
         self.app.state.settings = new
         self.app.state.mapper = mapper
         fixed = [k for k in ("server", "store", "queue") if _restart_only(old, new, k)]
@@ -198,7 +195,7 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
     try:
         settings = load_config(settings_path)
     except ConfigError as exc:
-        _log_config_error(exc, "cannot start: the config has problems")
+        log_config_error(log, exc, "cannot start: the config has problems")
         return 1
     server = settings.server
     if server.intake_token is None:

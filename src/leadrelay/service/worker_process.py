@@ -34,6 +34,12 @@ from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher,
 from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
 from leadrelay.logs import configure_logging
 from leadrelay.meta.client import GraphResult
+from leadrelay.service.reload import (
+    RELOAD_FAILED,
+    log_config_error,
+    read_for_reload,
+    switch_worker,
+)
 
 log = structlog.get_logger("leadrelay.worker_process")
 
@@ -44,11 +50,6 @@ NO_QUEUE: Final = (
     'already does; add [queue] with url = "redis://..." to run separate workers '
     "(see docs/redis.md)"
 )
-
-
-def _log_config_error(exc: ConfigError, what: str) -> None:
-    # Problems name keys and say what is wrong; they never hold the values (tokens are SecretStr).
-    log.error(what, source=exc.source, problems=[str(p) for p in exc.problems])
 
 
 class _Progress:
@@ -98,6 +99,9 @@ class WorkerProcess:
             observer=self.progress,
         )
 
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+
     def dispatcher(self) -> Dispatcher:
         """A dispatcher (and Graph client) for the current settings."""
         return make_dispatcher(
@@ -112,26 +116,15 @@ class WorkerProcess:
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""
         assert self.worker is not None
-        try:
-            new = load_config(self.path)
-        except ConfigError as exc:
-            _log_config_error(exc, "config reload failed; keeping the previous config")
-            return
-        except Exception as exc:
-            log.error("config reload failed; keeping the previous config", error=str(exc))
+        new = read_for_reload(self.path, log)
+        if new is None:
             return
         if new.queue is None:
-            log.error("config reload failed; keeping the previous config", error=NO_QUEUE)
+            log.error(RELOAD_FAILED, error=NO_QUEUE)
             return
-        old, self.settings = self.settings, new
-        try:
-            self.worker.resume()  # builds its dispatcher from self.settings
-        except Exception as exc:
-            self.settings = old
-            log.error("config reload failed; keeping the previous config", error=str(exc))
+        old = self.settings
+        if not switch_worker(self.worker, old, new, self._use, log):
             return
-        self.worker.batch_size = new.delivery.batch_size
-        self.worker.concurrency = new.delivery.concurrency
         fixed = [k for k in ("queue", "store") if getattr(old, k) != getattr(new, k)]
         log.info("config reloaded", path=str(self.path), restart_needed_for=fixed or None)
 
@@ -195,7 +188,7 @@ def run_worker(settings_path: Path) -> int:
     try:
         settings = load_config(settings_path)
     except ConfigError as exc:
-        _log_config_error(exc, "cannot start: the config has problems")
+        log_config_error(log, exc, "cannot start: the config has problems")
         return 1
     if settings.queue is None:
         log.error(NO_QUEUE, config=str(settings_path))

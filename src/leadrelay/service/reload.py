@@ -1,0 +1,56 @@
+"""Config loading for long-running processes (``serve``, ``worker``): at start and on SIGHUP.
+
+A reload never makes things worse: a config with problems is logged (keys and reasons, never
+values) and the running one stays; a new config the worker cannot use is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.delivery.worker import DeliveryWorker
+
+RELOAD_FAILED = "config reload failed; keeping the previous config"
+Log = structlog.typing.FilteringBoundLogger
+
+
+def log_config_error(log: Log, exc: ConfigError, what: str) -> None:
+    """Log a config's problems. They name keys and say what is wrong; they never hold the values
+    (tokens are SecretStr)."""
+    log.error(what, source=exc.source, problems=[str(p) for p in exc.problems])
+
+
+def read_for_reload(path: Path, log: Log) -> Settings | None:
+    """The config at ``path``, or None (problems logged) to keep the running one."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        log_config_error(log, exc, RELOAD_FAILED)
+    except Exception as exc:
+        log.error(RELOAD_FAILED, error=str(exc))
+    return None
+
+
+def switch_worker(
+    worker: DeliveryWorker,
+    old: Settings,
+    new: Settings,
+    use: Callable[[Settings], None],
+    log: Log,
+) -> bool:
+    """Make ``new`` the settings (through ``use``) and rebuild the worker's dispatcher from them;
+    on failure go back to ``old`` and say so. A paused delivery resumes."""
+    use(new)
+    try:
+        worker.resume()  # builds its dispatcher from the settings ``use`` installed
+    except Exception as exc:
+        use(old)
+        log.error(RELOAD_FAILED, error=str(exc))
+        return False
+    worker.batch_size = new.delivery.batch_size
+    worker.concurrency = new.delivery.concurrency
+    return True

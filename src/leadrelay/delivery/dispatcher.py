@@ -225,6 +225,35 @@ class Dispatcher:
         reason = error.reason()
         if error.code == 100 and error.subcode == _TOO_OLD_SUBCODE:
             state, reason = State.EXPIRED, "expired"  # Meta's clock says so, even if ours did not
+        _failed([item], results, error, state, reason, message)
+
+    def _dead(
+        self, items: list[_Item], results: list[Delivery | None], error: GraphError, attempts: int
+    ) -> None:
+        message = (
+            f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
+            f"({error.label()}): {error.message}"
+        )
+        _failed(items, results, error, State.DEAD, "retries_exhausted", message)
+
+    def _queue(self, items: list[_Item], results: list[Delivery | None], error: GraphError) -> None:
+        message = (
+            f"not sent: delivery paused because Meta refused the access token or "
+            f"permission ({error.label()}): {error.message}"
+        )
+        _failed(items, results, error, State.QUEUED, "paused_auth", message)
+
+
+def _failed(
+    items: list[_Item],
+    results: list[Delivery | None],
+    error: GraphError,
+    state: State,
+    reason: str,
+    message: str,
+) -> None:
+    """Record ``items`` as not delivered, with Meta's code, subcode and fbtrace_id."""
+    for item in items:
         results[item.index] = Delivery(
             item.payload,
             state,
@@ -235,39 +264,3 @@ class Dispatcher:
             subcode=error.subcode,
             fbtrace_id=error.fbtrace_id,
         )
-
-    def _dead(
-        self, items: list[_Item], results: list[Delivery | None], error: GraphError, attempts: int
-    ) -> None:
-        message = (
-            f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
-            f"({error.label()}): {error.message}"
-        )
-        for item in items:
-            results[item.index] = Delivery(
-                item.payload,
-                State.DEAD,
-                attempts=item.sends,
-                reason="retries_exhausted",
-                message=message,
-                code=error.code,
-                subcode=error.subcode,
-                fbtrace_id=error.fbtrace_id,
-            )
-
-    def _queue(self, items: list[_Item], results: list[Delivery | None], error: GraphError) -> None:
-        message = (
-            f"not sent: delivery paused because Meta refused the access token or "
-            f"permission ({error.label()}): {error.message}"
-        )
-        for item in items:
-            results[item.index] = Delivery(
-                item.payload,
-                State.QUEUED,
-                attempts=item.sends,
-                reason="paused_auth",
-                message=message,
-                code=error.code,
-                subcode=error.subcode,
-                fbtrace_id=error.fbtrace_id,
-            )

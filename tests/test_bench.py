@@ -12,9 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
-from leadrelay.bench import BenchOptions, run, sdk_baseline
+from leadrelay.bench import BenchOptions, run, scaleout, sdk_baseline
 from leadrelay.bench.events import expected_counts, generate_events
+from leadrelay.bench.harness import parse_args
+from leadrelay.bench.intake import percentile
 from leadrelay.bench.measure import Counter
+from redis_server import redis_server_binary
 
 
 def _sane(figures: dict[str, Any]) -> None:
@@ -23,11 +26,20 @@ def _sane(figures: dict[str, Any]) -> None:
     assert figures["peak_rss_mb"] > 0
 
 
+@pytest.mark.timeout(300)
 def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results" / "latest.json"
     results = run(
         BenchOptions(
-            events=300, e2e_events=400, workers=2, repeat=2, json=out, workdir=tmp_path / "w"
+            events=300,
+            e2e_events=400,
+            intake_events=300,
+            scaleout_events=300,
+            slow_ms=300,
+            workers=2,
+            repeat=2,
+            json=out,
+            workdir=tmp_path / "w",
         )
     )
     transform, e2e = results["transform"], results["e2e"]
@@ -47,6 +59,79 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     assert e2e["stored_outcomes"] == {"delivered": 396, "rejected": 3, "filtered": 1}
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
+    _check_intake(results["intake"])
+    # Last: without redis-server this skips (locally) or fails (in CI), the rest having passed.
+    _check_scaleout(results["scaleout"])
+
+
+def _check_intake(intake: dict[str, Any]) -> None:
+    assert intake["ok"] is True
+    for size, requests in (("100", 3), ("1000", 1)):
+        figures = intake["batches"][size]
+        assert figures["ok"] is True, figures.get("errors")
+        assert figures["requests"] == requests and figures["answers"] == {"202": requests}
+        assert figures["accepted"] == figures["stored"] == 300
+        assert figures["stored_outcomes"] == {"queued": 297, "rejected": 2, "filtered": 1}
+        assert figures["events_per_s"] > 0 and figures["peak_rss_mb"] > 0
+        assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
+
+
+def _check_scaleout(figures: dict[str, Any]) -> None:
+    if not figures["available"]:
+        redis_server_binary()
+    assert figures["ok"] is True
+    assert [v["sandbox_slow_ms"] for v in figures["variants"]] == [0, 300]
+    for variant in figures["variants"]:
+        for workers, run_ in variant["workers"].items():
+            assert run_["ok"] is True, run_.get("log_tail")
+            assert run_["workers"] == int(workers) and run_["accepted_at_intake"] == 300
+            assert run_["sandbox_received"] == run_["distinct_event_ids"] == 297
+            assert run_["stored_delivered"] == 297 and run_["events_per_s"] > 0
+        assert variant["ratio"] > 0
+
+
+def test_without_redis_server_the_scale_out_is_unavailable_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scaleout, "redis_binary", lambda: None)
+    results = run(BenchOptions(scaleout_events=10, json=None, only="scaleout"))
+    figures = results["scaleout"]
+    assert figures["available"] is False and "apt-get install -y redis-server" in figures["reason"]
+    assert "ok" not in figures and set(results) == {"machine", "scaleout", "load_average_at_end"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "intake", "scale_out", "slow"),
+    [
+        (["--quick"], 2_000, 2_000, 300),
+        ([], 200_000, 100_000, 300),
+        (["--quick", "--intake-events", "50", "--slow-ms", "0"], 50, 2_000, 0),
+    ],
+)
+def test_quick_keeps_the_service_measurements_small(
+    argv: list[str], intake: int, scale_out: int, slow: int
+) -> None:
+    options = parse_args(argv)
+    assert (options.intake_events, options.scaleout_events, options.slow_ms) == (
+        intake,
+        scale_out,
+        slow,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "share", "expected"),
+    [
+        ([], 0.5, 0.0),
+        ([3.0], 0.99, 3.0),
+        ([4.0, 1.0, 3.0, 2.0], 0.5, 2.0),
+        ([*range(1, 101)], 0.99, 99),
+    ],
+)
+def test_latency_percentiles_are_nearest_rank(
+    values: list[float], share: float, expected: float
+) -> None:
+    assert percentile(values, share) == expected
 
 
 def test_without_the_sdk_the_ratio_is_explicitly_unavailable(

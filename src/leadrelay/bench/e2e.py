@@ -8,22 +8,17 @@ store must hold one outcome per input event (delivered, rejected or filtered, by
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from leadrelay.bench.events import config_text, write_events
-from leadrelay.bench.measure import Counter, measure, start, usable_cores
+from leadrelay.bench.measure import Counter, measure, usable_cores
+from leadrelay.bench.services import start_sandbox, stop
 from leadrelay.config import load_config
 from leadrelay.delivery.wiring import open_store
-
-_START_TIMEOUT_S = 30.0
 
 
 def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
@@ -32,17 +27,8 @@ def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
     expected = write_events(path, events, now=now)
     cores = usable_cores()
     send_core, sandbox_core = cores[0], cores[-1]
-    port = _free_port()
-    log = (folder / "sandbox.log").open("wb")
-    sandbox = start(
-        [sys.executable, "-m", "leadrelay", "sandbox", "--port", str(port)],
-        cores=[sandbox_core],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    sandbox, url = start_sandbox(folder, sandbox_core)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_for(port, sandbox)
         config = folder / "e2e.toml"
         data_dir = folder / "e2e-data"
         config.write_text(
@@ -56,13 +42,7 @@ def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
         )
         received = httpx.get(f"{url}/_sandbox/received?limit=0", timeout=30).json()
     finally:
-        sandbox.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            sandbox.wait(timeout=10)
-        if sandbox.poll() is None:
-            sandbox.kill()
-            sandbox.wait()
-        log.close()
+        stop(sandbox)
     by_state = _stored_outcomes(config)
     accounted = sum(by_state.values())
     delivered = by_state.get("delivered", 0)
@@ -98,20 +78,3 @@ def _stored_outcomes(config: Path) -> dict[str, int]:
         return {state: n for state, n in store.counts().by_state.items() if n}
     finally:
         store.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the sandbox exited with code {process.returncode} at start-up")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the sandbox did not accept connections on port {port}")

@@ -13,8 +13,10 @@ from typing import Any, Literal
 from rich.console import Console
 
 from leadrelay.bench.e2e import run_e2e
+from leadrelay.bench.intake import run_intake
 from leadrelay.bench.machine import load_average, machine_info
 from leadrelay.bench.report import render, write_json
+from leadrelay.bench.scaleout import run_scaleout
 from leadrelay.bench.transform import run_transform
 
 DEFAULT_JSON = Path("bench/results/latest.json")
@@ -22,6 +24,11 @@ DEFAULT_EVENTS = 200_000
 DEFAULT_E2E_EVENTS = 1_000_000
 QUICK_EVENTS = 2_000
 QUICK_E2E_EVENTS = 5_000
+DEFAULT_INTAKE_EVENTS = 200_000
+QUICK_INTAKE_EVENTS = 2_000
+DEFAULT_SCALEOUT_EVENTS = 100_000
+QUICK_SCALEOUT_EVENTS = 2_000
+DEFAULT_SLOW_MS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +37,22 @@ class BenchOptions:
 
     events: int = DEFAULT_EVENTS
     e2e_events: int = DEFAULT_E2E_EVENTS
+    intake_events: int = DEFAULT_INTAKE_EVENTS
+    scaleout_events: int = DEFAULT_SCALEOUT_EVENTS
+    slow_ms: int = DEFAULT_SLOW_MS  # the scale-out's Meta-like variant; 0: not run
     workers: int = 2
     repeat: int = 3  # transform runs per program; the best one counts
     json: Path | None = DEFAULT_JSON
-    only: Literal["transform", "e2e"] | None = None
+    only: Literal["transform", "e2e", "intake", "scaleout"] | None = None
     workdir: Path | None = None  # kept afterwards when given; a temporary folder otherwise
 
     def __post_init__(self) -> None:
-        if self.events < 1 or self.e2e_events < 1:
-            raise ValueError("--events and --e2e-events must be at least 1")
+        if min(self.events, self.e2e_events, self.intake_events, self.scaleout_events) < 1:
+            raise ValueError(
+                "--events, --e2e-events, --intake-events and --scaleout-events must be at least 1"
+            )
+        if self.slow_ms < 0:
+            raise ValueError("--slow-ms must not be negative")
         if self.workers < 1 or self.repeat < 1:
             raise ValueError("--workers and --repeat must be at least 1")
 
@@ -62,6 +76,15 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
         if options.only in (None, "e2e"):
             console.print(f"end to end: {options.e2e_events:,} events to the sandbox ...")
             results["e2e"] = run_e2e(folder, options.e2e_events, now)
+        if options.only in (None, "intake"):
+            console.print(f"intake: {options.intake_events:,} events posted to serve ...")
+            results["intake"] = run_intake(folder, options.intake_events, now)
+        if options.only in (None, "scaleout"):
+            console.print(
+                f"scale-out: {options.scaleout_events:,} events from Redis, 1 then 2 workers ..."
+            )
+            slow = (0, options.slow_ms) if options.slow_ms else (0,)
+            results["scaleout"] = run_scaleout(folder, options.scaleout_events, now, slow)
     finally:
         if options.workdir is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -75,16 +98,31 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
     """Options from the command line."""
     parser = argparse.ArgumentParser(
         prog="leadrelay bench",
-        description="Measure leadrelay: transform throughput against Meta's SDK, and end-to-end "
-        "delivery to the local sandbox. Prints a table and writes JSON.",
+        description="Measure leadrelay: transform throughput against Meta's SDK, end-to-end "
+        "delivery to the local sandbox, HTTP intake, and delivery by 1 and 2 Redis workers. "
+        "Prints a table and writes JSON.",
     )
     parser.add_argument("--events", type=int, help="events for the transform run (200,000)")
     parser.add_argument("--e2e-events", type=int, help="events for the end-to-end run (1,000,000)")
+    parser.add_argument("--intake-events", type=int, help="events for the intake run (200,000)")
+    parser.add_argument(
+        "--scaleout-events", type=int, help="events for the scale-out runs (100,000)"
+    )
+    parser.add_argument(
+        "--slow-ms",
+        type=int,
+        default=DEFAULT_SLOW_MS,
+        help="sandbox latency of the Meta-like scale-out variant, 0 to skip it (300)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="cores for the parallel figure (2)")
     parser.add_argument("--repeat", type=int, help="transform runs per program, best counts (3)")
     parser.add_argument("--quick", action="store_true", help="small inputs, one run, seconds")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
-    parser.add_argument("--only", choices=("transform", "e2e"), help="run one measurement")
+    parser.add_argument(
+        "--only",
+        choices=("transform", "e2e", "intake", "scaleout"),
+        help="run one measurement",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the generated files in this folder")
     args = parser.parse_args(argv)
     events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
@@ -93,6 +131,11 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
         return BenchOptions(
             events=events,
             e2e_events=e2e_events,
+            intake_events=args.intake_events
+            or (QUICK_INTAKE_EVENTS if args.quick else DEFAULT_INTAKE_EVENTS),
+            scaleout_events=args.scaleout_events
+            or (QUICK_SCALEOUT_EVENTS if args.quick else DEFAULT_SCALEOUT_EVENTS),
+            slow_ms=args.slow_ms,
             workers=args.workers,
             repeat=args.repeat or (1 if args.quick else 3),
             json=args.json,
@@ -123,4 +166,7 @@ def _measurements(results: dict[str, Any]) -> list[dict[str, Any]]:
             found.append(transform[key])
     if "e2e" in results:
         found.append(results["e2e"])
+    found.extend((results.get("intake") or {}).get("batches", {}).values())
+    for variant in (results.get("scaleout") or {}).get("variants", []):
+        found.extend(variant["workers"].values())
     return found

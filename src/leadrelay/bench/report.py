@@ -89,7 +89,11 @@ def render(results: dict[str, Any], console: Console) -> None:
             "",
             _check(e2e),
         )
+    _service_rows(table, results)
     console.print(table)
+    scaleout = results.get("scaleout")
+    if scaleout is not None and not scaleout.get("available", True):
+        console.print(f"[yellow]Scale-out unavailable:[/yellow] {scaleout['reason']}")
     if transform is not None and transform.get("ratio_unavailable"):
         console.print(f"[yellow]SDK ratio unavailable:[/yellow] {transform['ratio_unavailable']}")
     # Taken before anything was measured, the load is other programs' (the benchmark's own
@@ -100,3 +104,41 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"[yellow]Other programs were running (load average {load[0]} at the start):"
             "[/yellow] figures are lower than on a quiet machine."
         )
+
+
+def _service_rows(table: Table, results: dict[str, Any]) -> None:
+    """The intake rows (one per batch size) and the scale-out rows (1 and 2 workers)."""
+    intake = results.get("intake")
+    if intake is not None:
+        for size, run in intake["batches"].items():
+            latency = run["latency_ms"]
+            table.add_row(
+                "intake",
+                f"serve --no-worker, 1 core, {intake['clients']} clients, batches of "
+                f"{int(size):,} (202 p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms)",
+                f"{intake['events']:,}",
+                _rate(run),
+                f"{run['wall_s']:.2f}",
+                f"{run['peak_rss_mb']:.0f}",
+                "",
+                _check(run),
+            )
+    scaleout = results.get("scaleout")
+    if scaleout is None or not scaleout.get("available", True):
+        return
+    for variant in scaleout["variants"]:
+        slow = variant["sandbox_slow_ms"]
+        where = f"sandbox +{slow} ms (Meta-like)" if slow else "sandbox at full speed"
+        for n, run in variant["workers"].items():
+            ratio = variant["ratio"] if n != "1" else None
+            table.add_row(
+                "scale-out",
+                f"leadrelay worker x{n}, Redis, {where}"
+                + (f": {ratio:.2f}x of 1 worker" if ratio else ""),
+                f"{scaleout['events']:,}",
+                _rate(run),
+                f"{run['wall_s']:.2f}",
+                f"{run['peak_rss_mb']:.0f}",
+                "",
+                _check(run),
+            )

@@ -1,4 +1,5 @@
-"""Config loading for long-running processes (``serve``, ``worker``): at start and on SIGHUP.
+"""What the long-running processes (``serve``, ``worker``) share: config loading at start and
+on SIGHUP, and building dispatchers from the current settings.
 
 A reload never makes things worse: a config with problems is logged (keys and reasons, never
 values) and the running one stays; a new config the worker cannot use is rolled back.
@@ -12,7 +13,10 @@ from pathlib import Path
 import structlog
 
 from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.delivery.dispatcher import Dispatcher
+from leadrelay.delivery.wiring import make_client, make_dispatcher
 from leadrelay.delivery.worker import DeliveryWorker
+from leadrelay.meta.client import GraphResult
 
 RELOAD_FAILED = "config reload failed; keeping the previous config"
 Log = structlog.typing.FilteringBoundLogger
@@ -54,3 +58,29 @@ def switch_worker(
     worker.batch_size = new.delivery.batch_size
     worker.concurrency = new.delivery.concurrency
     return True
+
+
+class DeliveringProcess:
+    """What ``serve`` and ``worker`` share: the current settings, and dispatchers built from
+    them whose every Graph answer is recorded (``_record_request``: metrics or logs) and shown
+    to the worker (for the fleet-wide pause)."""
+
+    settings: Settings
+    worker: DeliveryWorker | None = None
+
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def dispatcher(self) -> Dispatcher:
+        """A dispatcher (and Graph client) for the current settings."""
+        return make_dispatcher(
+            self.settings, make_client(self.settings), on_request=self._on_request
+        )
+
+    def _record_request(self, result: GraphResult, events: int) -> None:
+        """Where a Graph answer goes besides the worker (metrics, logs)."""
+
+    def _on_request(self, result: GraphResult, events: int) -> None:
+        self._record_request(result, events)
+        if self.worker is not None:  # None only while the worker itself is being built
+            self.worker.observe_request(result, events)

@@ -27,12 +27,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from leadrelay.config import ConfigError, Settings, load_config
-from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.store import Store, StoreError
 from leadrelay.delivery.wiring import (
     delivery_lock,
-    make_client,
-    make_dispatcher,
     open_store,
     store_path,
 )
@@ -44,6 +41,7 @@ from leadrelay.service.app import create_app
 from leadrelay.service.metrics import Metrics
 from leadrelay.service.reload import (
     RELOAD_FAILED,
+    DeliveringProcess,
     log_config_error,
     read_for_reload,
     switch_worker,
@@ -54,7 +52,7 @@ log = structlog.get_logger("leadrelay.server")
 _GRACEFUL_HTTP_S = 10
 
 
-class _Service:
+class _Service(DeliveringProcess):
     """Everything one ``serve`` process runs, and the config reload."""
 
     def __init__(self, path: Path, settings: Settings, store: Store, worker: bool) -> None:
@@ -83,19 +81,8 @@ class _Service:
             mapper=Mapper(settings),
         )
 
-    def _use(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def dispatcher(self) -> Dispatcher:
-        """A dispatcher (and Graph client) for the current settings."""
-        return make_dispatcher(
-            self.settings, make_client(self.settings), on_request=self._on_request
-        )
-
-    def _on_request(self, result: GraphResult, events: int) -> None:
+    def _record_request(self, result: GraphResult, events: int) -> None:
         self.metrics.graph_request(result, events)
-        if self.worker is not None:  # None only while the worker itself is being built
-            self.worker.observe_request(result, events)
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""

@@ -27,15 +27,15 @@ from typing import Final
 import structlog
 
 from leadrelay.config import ConfigError, Settings, load_config
-from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.store import StoreError
-from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher, open_store
+from leadrelay.delivery.wiring import log_request, open_store
 from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
 from leadrelay.logs import configure_logging
 from leadrelay.meta.client import GraphResult
 from leadrelay.service.reload import (
     RELOAD_FAILED,
+    DeliveringProcess,
     log_config_error,
     read_for_reload,
     switch_worker,
@@ -80,7 +80,7 @@ class _Progress:
         self.batches = 0
 
 
-class WorkerProcess:
+class WorkerProcess(DeliveringProcess):
     """One ``leadrelay worker``: the delivery worker, its signals and the config reload."""
 
     def __init__(self, path: Path, settings: Settings, store: RedisStore) -> None:
@@ -99,19 +99,8 @@ class WorkerProcess:
             observer=self.progress,
         )
 
-    def _use(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def dispatcher(self) -> Dispatcher:
-        """A dispatcher (and Graph client) for the current settings."""
-        return make_dispatcher(
-            self.settings, make_client(self.settings), on_request=self._on_request
-        )
-
-    def _on_request(self, result: GraphResult, events: int) -> None:
+    def _record_request(self, result: GraphResult, events: int) -> None:
         log_request(result, events)
-        if self.worker is not None:  # None only while the worker itself is being built
-            self.worker.observe_request(result, events)
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""

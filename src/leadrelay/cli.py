@@ -221,7 +221,7 @@ def serve(
         typer.Option(
             "--no-worker",
             help="Take events in but do not deliver them (other processes deliver: another "
-            "serve on the same data_dir, or `leadrelay worker` with [queue]).",
+            "serve on the same data_dir, or `leadrelay worker` with a Redis queue).",
         ),
     ] = False,
 ) -> None:
@@ -235,9 +235,10 @@ def serve(
 
 @app.command()
 def worker(config: ConfigOpt) -> None:
-    """Deliver from the shared Redis queue ([queue] in the config), with no HTTP: run any number
-    of these, on any machines, next to `serve --no-worker` intake processes. SIGTERM stops
-    gracefully (exit 0), SIGHUP reloads the config. Exit code 1 when it cannot start."""
+    """Deliver from the shared Redis queue (the queue section of the config), without HTTP.
+
+    Run any number, on any machines, next to `serve --no-worker` intake processes. SIGTERM stops
+    gracefully (exit 0), SIGHUP reloads the config; exit code 1 when it cannot start."""
     from leadrelay.service.worker_process import run_worker
 
     raise typer.Exit(run_worker(config))

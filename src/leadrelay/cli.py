@@ -73,7 +73,7 @@ def send(
             "-j",
             min=1,
             max=64,
-            help="Processes that read and map (default: [delivery] jobs, 1).",
+            help="Processes that read and map (default: jobs in the delivery section, else 1).",
         ),
     ] = None,
 ) -> None:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal
 
 import orjson
@@ -139,14 +138,6 @@ class SQLiteStore(Store):
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(f"cannot open the event store {self.path}: {exc}") from exc
             raise
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _writing(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:

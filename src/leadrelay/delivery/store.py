@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
 
 import orjson
 
@@ -225,6 +226,15 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the backend; later calls raise ``StoreError``."""
         ...
+
+    # Backends subclass Store, so they share this: ``with SQLiteStore(path) as store: ...``.
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 @runtime_checkable

@@ -11,8 +11,7 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -116,14 +115,6 @@ class RedisConnection:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _calling(self) -> Iterator[None]:

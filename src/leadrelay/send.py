@@ -32,9 +32,9 @@ from leadrelay.delivery.wiring import (
     open_store,
 )
 from leadrelay.delivery.worker import DeliveryWorker
-from leadrelay.events import InputError, read_events
+from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.parallel import dry_run_parallel, map_parallel
+from leadrelay.mapping.parallel import dry_run_parallel, map_parallel, map_records
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import Payload
@@ -59,20 +59,18 @@ def payloads(
     task = progress.add_task("events", total=None) if progress is not None else None
     every = 1024  # the progress bar is updated every so many records, not for each
     unseen = 0
-    for name in files:
-        for record in read_events(name):
-            event = record.event
-            if event is None:
-                tally.unreadable(record.where, record.error or "unreadable")
-            else:
-                outcome = mapper.map(event)
-                tally.outcome(record.where, outcome)
-                if type(outcome) is Payload:
-                    yield outcome
-            unseen += 1
-            if unseen == every and progress is not None and task is not None:
-                progress.advance(task, unseen)
-                unseen = 0
+    for m in map_records(files, mapper):
+        outcome = m.outcome
+        if outcome is None:
+            tally.unreadable(m.where, m.error or "unreadable")
+        else:
+            tally.outcome(m.where, outcome)
+            if type(outcome) is Payload:
+                yield outcome
+        unseen += 1
+        if unseen == every and progress is not None and task is not None:
+            progress.advance(task, unseen)
+            unseen = 0
     if progress is not None and task is not None:
         progress.advance(task, unseen)
 

@@ -66,7 +66,7 @@ details{margin:.5rem 0 1rem}summary{cursor:pointer;color:#0b4f91}
 """
 
 
-def _table(
+def html_table(
     caption: str, head: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: int = 0
 ) -> str:
     """A table of already-escaped cells; the last ``numeric`` columns are right-aligned."""
@@ -102,7 +102,8 @@ def _day(d: int) -> str:
     return datetime.fromtimestamp(d * DAY, UTC).strftime("%Y-%m-%d")
 
 
-def _checks(report: Report) -> str:
+def checks_section(report: Report) -> str:
+    """The good-fit checks as a table: Meta's criterion, the user's figure, result and why."""
     rows = [
         (
             escape(c.title),
@@ -114,10 +115,11 @@ def _checks(report: Report) -> str:
         for c in report.checks
     ]
     head = ("Check", "Meta asks", "Yours", "Result", "Why")
-    return _table("Meta's criteria next to your figures", head, rows)
+    return html_table("Meta's criteria next to your figures", head, rows)
 
 
-def _funnel(report: Report) -> str:
+def funnel_section(report: Report) -> str:
+    """The funnel: leads per stage (table and chart) and the conversions between stages."""
     f = report.funnel
     within = f"Within {f.criteria.window_days} days"
     rows: list[tuple[str, ...]] = [
@@ -141,7 +143,7 @@ def _funnel(report: Report) -> str:
         "Median days",
         within,
     )
-    table = _table("Leads per stage, in funnel order", head, rows, numeric=6)
+    table = html_table("Leads per stage, in funnel order", head, rows, numeric=6)
     bars = [(s.name, s.leads, f"{s.leads} ({pct(s.share_of_first)})") for s in f.stages]
     desc = "; ".join(f"{s.name}: {s.leads} leads" for s in f.stages) or "no stage yet"
     out = [
@@ -163,7 +165,7 @@ def _funnel(report: Report) -> str:
             series,
         )
         rows = [(labels[i], *(str(v[i]) for _, _, v in series)) for i in range(len(labels))]
-        table = _table(
+        table = html_table(
             "Events per stage per day (UTC)",
             ("Day", *(escape(n) for n, _, _ in series)),
             rows,
@@ -180,7 +182,8 @@ def _funnel(report: Report) -> str:
     return "".join(out)
 
 
-def _series(d: DeliveryFigures, g: Granularity, *, from_store: bool) -> str:
+def series_figure(d: DeliveryFigures, g: Granularity, *, from_store: bool) -> str:
+    """Events per ``g`` (hour, day, week) by outcome: a stacked bar chart with its data table."""
     s = d.series[g]
     if not s.starts:
         return '<p class="note">No event to place in time yet.</p>'
@@ -192,7 +195,7 @@ def _series(d: DeliveryFigures, g: Granularity, *, from_store: bool) -> str:
     desc = "; ".join(f"{names[c]}: {sum(s.counts[c])}" for c in shown)
     chart = stacked_bars(f"delivery-{g}", caption, desc, labels, series)
     rows = [(escape(labels[i]), *(str(s.counts[c][i]) for c in shown)) for i in range(len(labels))]
-    table = _table(
+    table = html_table(
         caption, (g.capitalize(), *(escape(names[c]) for c in shown)), rows, numeric=len(shown)
     )
     return _figure(chart, caption, table, legend([(names[c], CATEGORY_COLOURS[c]) for c in shown]))
@@ -218,13 +221,12 @@ def _delivery(report: Report) -> str:
     rows: list[tuple[str, ...]] = [
         (escape(category_label(c, from_store=store)), str(d.totals[c])) for c in CATEGORIES
     ]
-    out.append(_table("Events by outcome", ("Outcome", "Events"), rows, numeric=1))
-    out.append(_series(d, d.default, from_store=store))
+    out.append(html_table("Events by outcome", ("Outcome", "Events"), rows, numeric=1))
+    out.append(series_figure(d, d.default, from_store=store))
     for g in ("hour", "day", "week"):
         if g != d.default and d.series[g].starts:
-            out.append(
-                f"<details><summary>Per {g}</summary>{_series(d, g, from_store=store)}</details>"
-            )
+            figure = series_figure(d, g, from_store=store)
+            out.append(f"<details><summary>Per {g}</summary>{figure}</details>")
     if d.untimed:
         out.append(
             f'<p class="note">{d.untimed} event(s) had no time (or one in the future) and are '
@@ -250,7 +252,7 @@ def _delivery(report: Report) -> str:
         for e in d.errors
     ]
     head = ("Outcome", "Reason", "Meta code", "Events", "Stages", "Last seen (UTC)", "What to fix")
-    out.append(_table("Grouped by reason and Meta code, most frequent first", head, rows))
+    out.append(html_table("Grouped by reason and Meta code, most frequent first", head, rows))
     return "".join(out)
 
 
@@ -258,8 +260,8 @@ def render_html(report: Report) -> str:
     """The whole page."""
     when = datetime.fromtimestamp(report.generated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = (
-        ("fit", "Good fit for Conversion Leads", _checks(report)),
-        ("funnel", "Funnel", _funnel(report)),
+        ("fit", "Good fit for Conversion Leads", checks_section(report)),
+        ("funnel", "Funnel", funnel_section(report)),
         ("delivery", "Event delivery", _delivery(report)),
     )
     nav = "".join(f'<li><a href="#{key}">{title}</a></li>' for key, title, _ in sections)

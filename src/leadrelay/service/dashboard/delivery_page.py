@@ -17,7 +17,7 @@ from leadrelay.config import Settings
 from leadrelay.delivery.store import Counts, Store
 from leadrelay.diagnostics import sources
 from leadrelay.diagnostics.delivery import SPANS, ErrorRow, Granularity, Health, health
-from leadrelay.diagnostics.html import _series, _table
+from leadrelay.diagnostics.html import html_table, series_figure
 from leadrelay.diagnostics.render import category_label
 from leadrelay.diagnostics.report import Report, build_report
 from leadrelay.outcome import State
@@ -154,7 +154,7 @@ def _windows(view: DeliveryView) -> str:
         )
     ]
     rows.append(("Health", *(escape(h.label) for _, _, h in view.windows)))
-    return _table("Recent outcomes (by when they were recorded)", ("Outcome", *names), rows)
+    return html_table("Recent outcomes (by when they were recorded)", ("Outcome", *names), rows)
 
 
 def _chart(view: DeliveryView, by: Granularity) -> str:
@@ -165,7 +165,7 @@ def _chart(view: DeliveryView, by: Granularity) -> str:
     )
     return (
         f'<ul class="tabs" aria-label="Chart period">{tabs}</ul>'
-        + _series(d, by, from_store=True)
+        + series_figure(d, by, from_store=True)
         + f'<p class="note">The latest {SPANS[by]} {by}s at most; each event is placed when its '
         "outcome was recorded.</p>"
     )
@@ -197,7 +197,7 @@ def _errors(view: DeliveryView) -> str:
             )
         )
     head = ("Outcome", "Reason", "Meta code", "Events", "Stages", "Last seen", "What to fix")
-    table = _table("Grouped by reason and Meta code, most frequent first", head, rows)
+    table = html_table("Grouped by reason and Meta code, most frequent first", head, rows)
     return (
         '<p class="note">Open a reason to see one such event (the original, the request and '
         "Meta's answer); the count lists them all.</p>" + table

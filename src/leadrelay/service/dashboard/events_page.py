@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from leadrelay.delivery.store import EventRecord, Store
 from leadrelay.diagnostics.fixes import what_to_fix
-from leadrelay.diagnostics.html import _table
+from leadrelay.diagnostics.html import html_table
 from leadrelay.outcome import State
 from leadrelay.service.dashboard.delivery_page import STATES_OF
 from leadrelay.service.dashboard.layout import BASE, json_block, kv_table, when
@@ -84,7 +84,7 @@ def _request(r: EventRecord) -> str:
     )
     if r.notes:
         rows = [(escape(n.field), escape(n.reason), escape(scrub_text(n.message))) for n in r.notes]
-        out += _table("Fields left out of the payload", ("Field", "Reason", "Why"), rows)
+        out += html_table("Fields left out of the payload", ("Field", "Reason", "Why"), rows)
     return out
 
 
@@ -197,7 +197,7 @@ def render_list(rows: Sequence[EventRecord], *, filters: dict[str, str], more: i
             "Meta code",
             "Last update",
         )
-        out.append(_table("Stored events, oldest first", head, table_rows))
+        out.append(html_table("Stored events, oldest first", head, table_rows))
     if more is not None:
         query = urlencode({**filters, "after": str(more)})
         out.append(f'<p><a href="{BASE}/events?{escape(query)}">Next {PAGE} events →</a></p>')

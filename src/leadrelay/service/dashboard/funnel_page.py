@@ -11,7 +11,7 @@ from html import escape
 from leadrelay.config import Settings
 from leadrelay.delivery.store import Store
 from leadrelay.diagnostics import sources
-from leadrelay.diagnostics.html import _checks, _funnel
+from leadrelay.diagnostics.html import checks_section, funnel_section
 from leadrelay.diagnostics.report import Report, build_report
 from leadrelay.service.dashboard.layout import when
 
@@ -32,7 +32,7 @@ def render(report: Report) -> str:
     """The page body."""
     f = report.funnel
     # The stage table carries the stage-to-stage conversions: show it, not only the chart.
-    funnel = _funnel(report).replace("<details>", "<details open>", 1)
+    funnel = funnel_section(report).replace("<details>", "<details open>", 1)
     return (
         "<h1>Funnel</h1>"
         f"<p>{f.leads} lead(s) with a stage event, from the {report.events} event(s) in the "
@@ -40,6 +40,6 @@ def render(report: Report) -> str:
         "<code>[mapping]</code>; each lead counts once per stage.</p>"
         '<section aria-labelledby="fit-h"><h2 id="fit-h">Good fit for Conversion Leads</h2>'
         '<p class="note">Each check says pass, fail or not enough data yet, and why.</p>'
-        f"{_checks(report)}</section>"
+        f"{checks_section(report)}</section>"
         f'<section aria-labelledby="stages-h"><h2 id="stages-h">Stages</h2>{funnel}</section>'
     )

@@ -14,7 +14,7 @@ from typing import Any, Final
 import orjson
 
 from leadrelay.config import Settings
-from leadrelay.diagnostics.html import _table
+from leadrelay.diagnostics.html import html_table
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.explain import Explanation, explain
 from leadrelay.mapping.expressions import MISSING, ExpressionError, compile_expression
@@ -194,7 +194,7 @@ def _result(result: Result) -> str:
         for f in e.fields
     ]
     head = ("Facebook field", "From", "Source", "Read from the event", "Sent / why not")
-    table = _table("Where each field comes from", head, rows)
+    table = html_table("Where each field comes from", head, rows)
     out = f'{_outcome(e)}<div class="fields">{table}</div>'
     if result.body is not None:
         out += (

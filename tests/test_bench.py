@@ -73,6 +73,7 @@ def _check_intake(intake: dict[str, Any]) -> None:
         assert figures["accepted"] == figures["stored"] == 300
         assert figures["stored_outcomes"] == {"queued": 297, "rejected": 2, "filtered": 1}
         assert figures["events_per_s"] > 0 and figures["peak_rss_mb"] > 0
+        assert figures["serve_cpu_us_per_event"] is None or figures["serve_cpu_us_per_event"] >= 0
         assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
 
 

@@ -27,6 +27,7 @@ from leadrelay.bench.events import config_text, expected_counts, generate_events
 from leadrelay.bench.measure import can_pin, usable_cores
 from leadrelay.bench.services import (
     INTAKE_TOKEN,
+    cpu_seconds,
     free_port,
     launch,
     serve_command,
@@ -157,9 +158,12 @@ def _one_size(
     )
     log = folder / f"intake-{size}.log"
     service = launch(serve_command(config), cores=[serve_core], log=log)
+    cpu_before = cpu_after = None
     try:
         wait_for_port(port, service, "leadrelay serve", log)
+        cpu_before = cpu_seconds(service.pid)
         posted = post_all(f"http://127.0.0.1:{port}", payloads, cores=[client_core])
+        cpu_after = cpu_seconds(service.pid)
     finally:
         ended = stop(service)
     stored = _stored(config)
@@ -175,6 +179,12 @@ def _one_size(
             "p99": round(percentile(posted.latencies_s, 0.99) * 1000, 1),
         },
         "serve_cpu_s": round(ended.cpu_s, 3),
+        # The serve core's cost per accepted event while posting: start-up and shutdown left out.
+        "serve_cpu_us_per_event": (
+            round((cpu_after - cpu_before) / posted.accepted * 1e6, 1)
+            if cpu_before is not None and cpu_after is not None and posted.accepted
+            else None
+        ),
         "peak_rss_mb": round(ended.peak_rss_mb, 1),
         "serve_returncode": ended.returncode,
         "stored": sum(stored.values()),

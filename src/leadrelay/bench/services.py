@@ -89,6 +89,17 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a running process has used so far (Linux), None where unknown.
+
+    Read before and after a phase, it is the phase's cost without the process's start-up.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Ended:
     """Stop ``process`` (``sig``, SIGKILL if it lingers) and reap it with its usage."""
     peak = peak_rss_mb(process.pid) if process.returncode is None else None

@@ -69,6 +69,7 @@ def create_app(
             yield
         finally:
             stop.set()
+            intake.close()  # uvicorn has answered every request by now
             await retention
             if task is not None:
                 with contextlib.suppress(Exception):  # already logged by _report_crash

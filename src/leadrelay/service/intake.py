@@ -1,9 +1,10 @@
 """``POST /v1/events``: authenticate, bound, read, map and durably store Commanders Act events.
 
 The answer is 202 only once ``Store.add`` returned, i.e. the events are on disk. Reading, mapping
-and storing run in a worker thread, so a 10 MB body does not hold up the event loop. A body of
-which no event can be read is refused (400) and nothing is stored; when some items are readable
-and some are not, the readable ones are stored and the others listed in the answer (202).
+and storing run in the intake thread, so a 10 MB body does not hold up the event loop; requests
+that queue up meanwhile share one transaction (``group_commit``). A body of which no event can be
+read is refused (400) and nothing is stored; when some items are readable and some are not, the
+readable ones are stored and the others listed in the answer (202).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -28,6 +30,7 @@ from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.events import parse_body
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload, Rejected
+from leadrelay.service.group_commit import GroupCommit
 from leadrelay.service.metrics import Metrics
 
 log = structlog.get_logger("leadrelay.intake")
@@ -94,13 +97,17 @@ class Intake:
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
-        self._store = store
+        self._group_commit = GroupCommit(store.add)
         self._worker = worker
         self._metrics = metrics
         self._clock = clock
         self.backlog = Backlog(store, clock)
         self.store_error: str | None = None
         """Why the last ``add`` failed, cleared by the next one that works."""
+
+    def close(self) -> None:
+        """Stop the intake thread (once the requests taken are answered)."""
+        self._group_commit.close()
 
     async def __call__(self, request: Request) -> Response:
         response = await self._handle(request)
@@ -144,9 +151,10 @@ class Intake:
                     return _too_large(limit)
         except ClientDisconnect:
             return problem(400, "disconnected", "the client went away before sending the body")
+        content_type = request.headers.get("content-type")
         try:
-            accepted = await asyncio.to_thread(
-                self._accept, bytes(body), request.headers.get("content-type"), mapper, settings
+            accepted = await self._group_commit.submit(
+                partial(self._prepare, bytes(body), content_type, mapper, settings)
             )
         except Exception as exc:  # the store failed: nothing was stored, the client must resend
             return self._store_failed(exc)
@@ -163,10 +171,11 @@ class Intake:
         log.error("the event store failed; nothing was stored", error=self.store_error)
         return problem(503, "store_unavailable", "the event store cannot take events now")
 
-    def _accept(
+    def _prepare(
         self, body: bytes, content_type: str | None, mapper: Mapper, settings: Settings
-    ) -> _Accepted:
-        """Read, map and store (in a worker thread); raises only when the store fails."""
+    ) -> tuple[list[Incoming], _Accepted]:
+        """Read and map (in the intake thread): the events to store and the answer once they
+        are stored."""
         now = self._clock()
         keep_originals = settings.store.originals != "drop"
         items: list[Incoming] = []
@@ -188,8 +197,7 @@ class Intake:
                 counts["rejected", "mapping_failed"] += 1
                 continue
             if isinstance(outcome, Payload):
-                ids.append(outcome.key)
-                counts["queued", ""] += 1
+                ids.append(outcome.key)  # counted once after the loop
             elif isinstance(outcome, Filtered):
                 filtered[outcome.reason] += 1
                 counts["filtered", outcome.reason] += 1
@@ -205,13 +213,14 @@ class Intake:
         if not items and rejected:
             first = rejected[0]["message"]
             more = f" (and {len(rejected) - 1} more problems)" if len(rejected) > 1 else ""
-            return _Accepted(
+            return [], _Accepted(
                 400,
                 {"error": "malformed_body", "message": f"{first}{more}", "rejected": rejected},
                 0,
                 Counter(),
             )
-        self._store.add(items)
+        if ids:
+            counts["queued", ""] = len(ids)
         answer = {
             "accepted": len(items),
             "queued": len(ids),
@@ -219,7 +228,7 @@ class Intake:
             "rejected": rejected,
             "ids": ids,
         }
-        return _Accepted(202, answer, len(ids), counts)
+        return items, _Accepted(202, answer, len(ids), counts)
 
 
 def _too_large(limit: int) -> Response:

@@ -1,0 +1,144 @@
+"""Group commit: one thread reads and maps the requests queued for it, and stores the events of
+several requests in one transaction.
+
+Every ``Store.add`` ends with a commit, and with SQLite's ``synchronous = FULL`` a commit waits for
+fsync, whatever the number of rows. Eight clients posting 100 events each would pay it for every
+request. Here, while the thread works on one request, the next ones queue up; it then prepares
+them in arrival order (up to ``max_items`` events) and commits them together. Each request is
+answered only once its own events are durable.
+
+One thread, not a pool: threads that map while another one writes fight over the GIL at every row
+SQLite steps through (``sqlite3`` lets go of the GIL for each), and each row then waits for the
+GIL's switch interval. Measured on one core, two threads cost 20-50% more CPU per event than one
+and took fewer events per second, although one thread sits idle while the disk syncs.
+
+A failed group is not held against its members: each then stores its events on its own, so an
+answer is exactly what it would have been without grouping (the first outcome for a key wins in
+both cases, as ``Store.add`` keeps it within one batch and across batches alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+from leadrelay.delivery.store import Incoming
+
+MAX_GROUP_ITEMS: Final = 500
+"""A group takes no more requests once it holds this many events. A few hundred rows share a
+commit's fixed cost well; bigger groups answer more clients at once, and then the thread waits
+idle for their next requests instead of working on requests already queued."""
+
+T = TypeVar("T")
+
+Prepare = Callable[[], tuple[Sequence[Incoming], T]]
+"""Reads and maps one request (in the thread): the events to store and the request's answer."""
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    prepare: Prepare[T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    items: Sequence[Incoming] = ()
+    answer: T | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Runs the ``prepare`` of each request in one thread and stores what they return with
+    ``add`` (a ``Store.add``), several requests per call.
+
+    ``submit`` returns the request's answer once its events are durable, or raises what
+    ``prepare`` or ``add`` raised for this request alone.
+    """
+
+    def __init__(
+        self,
+        add: Callable[[Sequence[Incoming]], list[int]],
+        *,
+        max_items: int = MAX_GROUP_ITEMS,
+        name: str = "leadrelay-intake",
+    ) -> None:
+        self._add = add
+        self._max_items = max_items
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def submit(self, prepare: Prepare[T]) -> T:
+        """Prepare and store one request in the thread; its answer."""
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(prepare, loop, loop.create_future())
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+        return await job.future
+
+    def close(self) -> None:
+        """Stop the thread once the requests submitted so far are done."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            group: list[_Job[Any]] = []
+            size = 0
+            while True:
+                try:
+                    job.items, job.answer = job.prepare()
+                except BaseException as exc:  # handed to the request, as to_thread would
+                    job.error = exc
+                group.append(job)
+                size += len(job.items)
+                if size >= self._max_items:
+                    break
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:  # closing: finish this group first
+                    self._jobs.put(None)
+                    break
+            self._commit([j for j in group if j.error is None and j.items])
+            _resolve(group)
+
+    def _commit(self, group: list[_Job[Any]]) -> None:
+        """Store the group's events in one ``add``; alone again for each when that fails."""
+        if len(group) > 1:
+            with contextlib.suppress(Exception):  # then each request gets its own error below
+                self._add([item for job in group for item in job.items])
+                return
+        for job in group:
+            try:
+                self._add(job.items)
+            except BaseException as exc:
+                job.error = exc
+
+
+def _resolve(group: list[_Job[Any]]) -> None:
+    """Answer the group's requests on their event loop (one wake-up for all of them)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+    for job in group:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, jobs)
+
+
+def _settle(jobs: list[_Job[Any]]) -> None:
+    for job in jobs:
+        if job.future.cancelled():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.answer)

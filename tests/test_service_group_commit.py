@@ -1,0 +1,204 @@
+"""Group commit of intake: requests that queue up while the intake thread is busy share one store
+transaction, and each still gets exactly its own answer, or its own error, as if it had been
+stored alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from leadrelay.config import load_config
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import Incoming
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Filtered, Payload, State
+from leadrelay.service.app import create_app
+from leadrelay.service.group_commit import GroupCommit, Prepare
+from leadrelay.service.metrics import Metrics
+from service_process import INTAKE_TOKEN, event, write_config
+
+NOW = 1767800000.0
+
+
+def item(key: str) -> Incoming:
+    if key == "-":  # no key (nothing to tell resends by): stored each time
+        return Incoming(Filtered("", "lead_created", "unmapped", "not mapped"), b"{}", NOW)
+    body = {"event_name": "Qualified", "n": key}
+    return Incoming(Payload(key, "lead_qualified", "Qualified", 1, int(NOW) - 60, body), b"{}", NOW)
+
+
+class FakeStore:
+    """Numbers items in call order; refuses a batch holding a ``bad`` key."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.stored: list[str] = []
+
+    def add(self, items: Sequence[Incoming]) -> list[int]:
+        keys = [i.outcome.key for i in items]
+        self.calls.append(keys)
+        if any(k.startswith("bad") for k in keys):
+            raise OSError("disk I/O error")
+        first = len(self.stored) + 1
+        self.stored += keys
+        return list(range(first, first + len(keys)))
+
+
+def request(keys: list[str], answer: str, gate: threading.Event | None = None) -> Prepare[str]:
+    def prepare() -> tuple[list[Incoming], str]:
+        if gate is not None:
+            assert gate.wait(10)
+        if "boom" in keys:
+            raise ValueError("cannot map")
+        return [item(k) for k in keys], answer
+
+    return prepare
+
+
+async def submit_while_busy(commit: GroupCommit, batches: dict[str, list[str]]) -> dict[str, Any]:
+    """The first request holds the thread until the others have queued up (in the order
+    given); each request's answer, or the exception it raised."""
+    gate = threading.Event()
+    names = list(batches)
+    tasks = {
+        name: asyncio.create_task(
+            commit.submit(request(batches[name], f"answer {name}", gate if n == 0 else None))
+        )
+        for n, name in enumerate(names)
+    }
+    await asyncio.sleep(0)  # every task runs up to its await: all are queued
+    gate.set()
+    results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    commit.close()
+    return dict(zip(names, results, strict=True))
+
+
+def test_requests_that_queue_up_share_a_transaction_and_get_their_own_answers() -> None:
+    store = FakeStore()
+    batches = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1", "c2", "c3"]}
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add), batches))
+    assert store.calls == [["a1", "a2", "b1", "c1", "c2", "c3"]]
+    assert results == {"a": "answer a", "b": "answer b", "c": "answer c"}
+
+
+def test_a_group_takes_no_more_requests_once_it_holds_max_items() -> None:
+    store = FakeStore()
+    batches = {"a": ["a1"], "b": ["b1", "b2"], "c": ["c1", "c2"], "d": ["d1"], "e": ["e1"]}
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add, max_items=3), batches))
+    assert store.calls == [["a1", "b1", "b2"], ["c1", "c2", "d1"], ["e1"]]
+    assert results == {name: f"answer {name}" for name in batches}
+
+
+def test_a_failed_group_fails_only_the_request_whose_events_fail() -> None:
+    store = FakeStore()
+    batches = {"a": ["a1"], "b": ["b1", "bad1"], "c": ["boom"], "d": ["d1"]}
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add), batches))
+    assert results["a"] == "answer a" and results["d"] == "answer d"
+    assert isinstance(results["b"], OSError)
+    assert isinstance(results["c"], ValueError)  # its prepare failed: nothing of it stored
+    assert store.stored == ["a1", "d1"]  # b's good event was not stored either
+
+
+def test_a_request_without_events_is_answered_without_a_transaction() -> None:
+    store = FakeStore()
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add), {"a": [], "b": []}))
+    assert results == {"a": "answer a", "b": "answer b"}
+    assert store.calls == []
+
+
+def test_a_lone_request_gets_the_store_error_and_the_next_one_works() -> None:
+    store = FakeStore()
+    commit = GroupCommit(store.add)
+
+    async def main() -> str:
+        with pytest.raises(OSError, match="disk I/O error"):
+            await commit.submit(request(["bad1"], "x"))
+        return await commit.submit(request(["a1"], "answer a1"))
+
+    assert asyncio.run(main()) == "answer a1"
+    commit.close()
+    assert store.calls == [["bad1"], ["a1"]]
+
+
+def test_grouped_requests_store_what_requests_one_by_one_would(tmp_path: Path) -> None:
+    """Keys resent by several requests of one group are stored once and all get the same id."""
+    batches = [["k1", "k2", "-"], ["k2", "k3"], ["k1", "k4", "k1"], ["-", "k5"]] * 5
+    by_one: list[Any] = []
+    grouped: list[Any] = []
+    for path, results, max_items in (
+        (tmp_path / "a.db", by_one, 1),
+        (tmp_path / "b.db", grouped, 1000),
+    ):
+        with SQLiteStore(path) as store:
+            ids: list[list[int]] = []
+
+            def add(
+                items: Sequence[Incoming], store: SQLiteStore = store, ids: Any = ids
+            ) -> list[int]:
+                ids.append(store.add(items))
+                return ids[-1]
+
+            named = {str(n): keys for n, keys in enumerate(batches)}
+            asyncio.run(submit_while_busy(GroupCommit(add, max_items=max_items), named))
+            counts = store.counts().by_state
+            records = {k: store.get(k) for k in ("k1", "k2", "k3", "k4", "k5")}
+            results.append((counts[State.QUEUED.value], counts[State.FILTERED.value], len(ids)))
+            results.append({k: (r.id, r.state) for k, r in records.items() if r is not None})
+    assert by_one[0] == (5, 10, len(batches))  # one transaction per request
+    assert grouped[0] == (5, 10, 1)  # one for all
+    assert grouped[1] == by_one[1]
+
+
+class FailingStore(SQLiteStore):
+    """A real store that refuses, like a full disk would, any batch holding a ``bad-`` event."""
+
+    def add(self, items: Sequence[Incoming]) -> list[int]:
+        if any(i.outcome.key.startswith("bad-") for i in items):
+            raise OSError("database or disk is full")
+        return super().add(items)
+
+
+def test_concurrent_requests_over_http_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Through the app: the request whose events the store refuses gets 503 with Retry-After,
+    the requests grouped with it are stored and answered 202 with their own ids."""
+    config = write_config(tmp_path / "c.toml", graph_url="http://127.0.0.1:9", data_dir=tmp_path)
+    settings = load_config(config)
+    with FailingStore(tmp_path / "leadrelay.db") as store:
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=Mapper(settings)
+        )
+        prefixes = ["one", "two", "bad", "four"]
+
+        async def post_all() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app)
+            headers = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                posts = [
+                    http.post(
+                        "/v1/events",
+                        content=orjson.dumps([event(n, prefix=p) for n in range(3)]),
+                        headers=headers,
+                    )
+                    for p in prefixes
+                ]
+                return list(await asyncio.gather(*posts))
+
+        try:
+            answers = dict(zip(prefixes, asyncio.run(post_all()), strict=True))
+        finally:
+            app.state.intake.close()
+        bad = answers.pop("bad")
+        assert bad.status_code == 503 and bad.headers["retry-after"] == "5"
+        assert bad.json()["error"] == "store_unavailable"
+        for prefix, answer in answers.items():
+            assert answer.status_code == 202
+            assert answer.json()["ids"] == [f"{prefix}-{n}" for n in range(3)]
+        assert store.counts().by_state[State.QUEUED.value] == 9
+        assert store.get("bad-0") is None

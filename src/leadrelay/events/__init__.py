@@ -25,7 +25,7 @@ from typing import BinaryIO, Literal, TypeVar, cast
 import orjson
 
 from leadrelay.events.csvfile import read_csv
-from leadrelay.events.ndjson import parse_lines, read_ndjson, split_ndjson
+from leadrelay.events.ndjson import block_lines, parse_lines, read_ndjson, split_ndjson
 from leadrelay.events.records import (
     MAX_ELEMENT_BYTES,
     InputError,
@@ -61,15 +61,21 @@ _NON_SPACE = re.compile(rb"[^ \t\r\n]")
 
 @dataclass(frozen=True, slots=True)
 class LineBatch:
-    """NDJSON lines of ``name`` not parsed yet, after ``line_no`` lines: work to hand elsewhere."""
+    """``size`` NDJSON lines of ``name`` not parsed yet, after ``line_no`` lines: work to hand
+    elsewhere. ``data`` holds them as read, newlines included (``lines()`` splits them)."""
 
     name: str
     line_no: int
-    lines: list[bytes]
+    size: int
+    data: bytes
+
+    def lines(self) -> list[bytes]:
+        """The lines, without their newlines."""
+        return block_lines(self.data)
 
     def records(self) -> Iterator[SourceRecord]:
         """The records of these lines, exactly as ``read_events`` would give them."""
-        return parse_lines(self.lines, self.name, self.line_no)
+        return parse_lines(block_lines(self.data), self.name, self.line_no)
 
 
 def read_events(
@@ -215,7 +221,7 @@ def _head(chunks: Iterator[bytes]) -> bytes:
 
 
 def _batches(
-    pieces: Iterator[tuple[int, list[bytes]] | SourceRecord], name: str
+    pieces: Iterator[tuple[int, int, bytes] | SourceRecord], name: str
 ) -> Iterator[SourceRecord | LineBatch]:
     for piece in pieces:
         yield piece if isinstance(piece, SourceRecord) else LineBatch(name, *piece)

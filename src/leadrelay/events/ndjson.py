@@ -29,13 +29,14 @@ def read_ndjson(chunks: Iterable[bytes], name: str, line_no: int = 0) -> Iterato
         if isinstance(piece, SourceRecord):
             yield piece
         else:
-            yield from parse_lines(piece[1], name, piece[0])
+            yield from parse_lines(block_lines(piece[2]), name, piece[0])
 
 
 def split_ndjson(
     chunks: Iterable[bytes], name: str, line_no: int = 0
-) -> Iterator[tuple[int, list[bytes]] | SourceRecord]:
-    """The lines of ``chunks``, unparsed: ``(lines before them, lines)`` about a chunk at a time.
+) -> Iterator[tuple[int, int, bytes] | SourceRecord]:
+    """The lines of ``chunks``, unparsed and unsplit: ``(lines before them, how many, their
+    bytes)`` about a chunk at a time; ``block_lines`` splits the bytes.
 
     ``parse_lines`` turns them into records anywhere (another process), numbered as
     ``read_ndjson`` numbers them. A line too long to keep comes as its error record.
@@ -52,22 +53,34 @@ def split_ndjson(
                 if size > MAX_ELEMENT_BYTES:
                     skipping, parts, size = True, [], 0
             continue
+        begin = 0
         if skipping:
             line_no += 1
             yield too_large(f"{name} line {line_no}")
-            skipping, chunk = False, chunk[nl + 1 :]
-        elif parts:
-            parts.append(chunk)
-            chunk = b"".join(parts)
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
+            skipping, begin = False, nl + 1
+        end = chunk.rfind(b"\n") + 1
+        count = chunk.count(b"\n", begin)
+        if count:
+            yield (
+                line_no,
+                count,
+                b"".join((*parts, chunk[begin:end])) if parts else chunk[begin:end],
+            )
+            line_no += count
+        tail = chunk[end:]
         parts, size = ([tail], len(tail)) if tail else ([], 0)
-        yield line_no, lines
-        line_no += len(lines)
     if skipping:
         yield too_large(f"{name} line {line_no + 1}")
     elif parts:
-        yield line_no, [b"".join(parts)]
+        yield line_no, 1, b"".join(parts)
+
+
+def block_lines(block: bytes) -> list[bytes]:
+    """The lines of a block of ``split_ndjson``, without their newlines."""
+    lines = block.split(b"\n")
+    if not lines[-1]:  # the newline that ends the block
+        lines.pop()
+    return lines
 
 
 def parse_lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceRecord]:

@@ -3,9 +3,10 @@
 The config is compiled once into a list of ``Plan`` objects (one per Facebook field), each holding
 plain callables: the expression that reads the event and the treatment that turns the value into
 what Meta wants. ``Mapper.map`` is the hot loop; it touches no pydantic model and no settings dict.
-Each ordinary field is one ``fill(event, region)`` closure there (read and finish in one call,
-``MISSING`` when there is nothing to send), so a field costs a call or two, not a walk through
-layers.
+The ordinary fields run as a few closures (``steps`` and ``filling``): constants are set, the
+prebuilt customer information is read from ``event["user"]`` once and hashed field by field
+(digests of values that repeat are remembered), other fields are one ``fill(event, region)``
+call each.
 
 The plans themselves are compiled in ``plans`` (house rule: modules under ~300 lines); ``Plan``,
 ``compile_plans`` and the callable types are re-exported here.
@@ -20,8 +21,10 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, EvaluationError, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
-from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_field, compile_plans
-from leadrelay.meta.normalize import region_hint
+from leadrelay.mapping.filling import region_reader, step_runner
+from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_plans
+from leadrelay.mapping.siblings import field_note
+from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, FieldProblem, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
@@ -31,6 +34,15 @@ _FIELD_ERRORS: Final = (FieldProblem, EvaluationError)
 _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st"})
 _ACTION_SOURCE: Final = FIXED["action_source"]
 _EVENT_SOURCE: Final = FIXED["custom_data.event_source"]
+_EVENT_ID_SOURCE: Final = "{{context.event_id}}"
+_TIME_SOURCE: Final = "{{context.event_timestamp}}"
+_TIME_KEY: Final = "event_timestamp"
+# The shapes lead_id and event_time usually have, and their finishers' answers for them.
+_LEAD_MIN: Final = 10**14  # 15 digits
+_LEAD_END: Final = 10**17  # 18 digits
+_MS_MIN: Final = 10**11  # milliseconds (see rules.to_seconds)
+_MS_END: Final = 10**14
+_CUSTOM: Final = 2  # custom_data's Step.slot
 
 
 class Mapper:
@@ -47,6 +59,12 @@ class Mapper:
             else:
                 names[ours] = read
         self._names = names
+        # Names that are plain text, looked up without a call (every event needs its name).
+        self._static_names = {
+            ours: theirs
+            for ours, theirs in settings.mapping.items()
+            if ours != "*" and theirs and compile_expression(theirs, key=ours).kind == "static"
+        }
         self._name_sources = dict(settings.mapping)
         self._consent = settings.consent_category
         self._consent_of = compile_path("user.consent_categories")
@@ -57,12 +75,29 @@ class Mapper:
         self._lead = by_target.get("user_data.lead_id")
         self._time = by_target.get("event_time")
         self._id = by_target.get("event_id")
+        # The prebuilt event_id reads what the key was read from: no need to read it twice.
+        self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
+        self._time_in_context = self._time is not None and self._time.source == _TIME_SOURCE
         special = {"user_data.lead_id", "event_time", "event_id"}
-        self._fields = tuple(
-            compile_field(p, settings.default_country) for p in plans if p.target not in special
+        steps = compile_steps(
+            [p for p in plans if p.target not in special], settings.default_country
         )
-        self._needs_region = any(p.target in _REGION_FIELDS for p in plans)
-        self._country = by_target.get("user_data.country")
+        # Constants that start custom_data (lead_event_source) are in a dict copied for each
+        # event, and so is event_source, which ends it, when nothing else writes custom_data.
+        self._custom: dict[str, Any] = {}
+        rest: list[Step] = []
+        for step in steps:
+            if step.kind == CONSTANT and step.slot == _CUSTOM and _CUSTOM not in _written(rest):
+                self._custom[step.name] = step.detail
+            else:
+                rest.append(step)
+        self._custom_closed = _CUSTOM not in _written(rest)
+        if self._custom_closed:
+            self._custom["event_source"] = _EVENT_SOURCE
+        self._runs = tuple(step_runner(step) for step in rest)
+        country = by_target.get("user_data.country")
+        needs_region = any(p.target in _REGION_FIELDS for p in plans)
+        self._region_of = region_reader(country) if country and needs_region else None
 
     def event_name_for(self, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(Facebook event name, why not) for an event; the name is None when not sendable."""
@@ -76,6 +111,18 @@ class Mapper:
         if name is MISSING or name == "":
             return None, "empty_event_name"
         return (name if isinstance(name, str) else str(name)), None
+
+    def _name_of(self, event: Mapping[str, Any], ours: Any, key: str) -> str | Outcome:
+        """The Facebook event name from [mapping], or the outcome of an event without one."""
+        read = self._names.get(ours) if isinstance(ours, str) else None
+        if read is None:
+            read = self._catch_all
+            if read is None:
+                return self._unnamed(key, ours, True)
+        name = read(event)
+        if name is MISSING or name == "":
+            return self._unnamed(key, ours, False)
+        return name if isinstance(name, str) else str(name)
 
     def _unnamed(self, key: str, ours: Any, unmapped: bool) -> Outcome:
         """The outcome of an event that gets no Facebook event name."""
@@ -98,19 +145,21 @@ class Mapper:
     def map(self, event: Mapping[str, Any]) -> Outcome:
         """Turn one event into exactly one outcome."""
         ours = event.get("event_name")
-        raw_id = self._event_id_of(event)
+        # The key, the prebuilt event_id and event_time all come from the context: read once.
+        context = event.get("context")
+        if type(context) is dict:
+            raw_id = context.get("event_id")
+            if raw_id is None:
+                raw_id = MISSING
+        else:
+            raw_id = self._event_id_of(event)
         key = raw_id if type(raw_id) is str else "" if raw_id is MISSING else str(raw_id)
-        # event_name_for, inline: this runs for every event.
-        read = self._names.get(ours) if isinstance(ours, str) else None
-        if read is None:
-            read = self._catch_all
-            if read is None:
-                return self._unnamed(key, ours, True)
-        name = read(event)
-        if name is MISSING or name == "":
-            return self._unnamed(key, ours, False)
-        if not isinstance(name, str):
-            name = str(name)
+        name = self._static_names.get(ours) if type(ours) is str else None
+        if name is None:
+            named = self._name_of(event, ours, key)
+            if not isinstance(named, str):
+                return named
+            name = named
         source = ours if isinstance(ours, str) else ""  # a catch-all maps events without a name
         if self._consent is not None and not self._consented(event):
             return Filtered(
@@ -142,7 +191,10 @@ class Mapper:
                     f"lead_id {lead.source!r} has no value in this event",
                     event_name=name,
                 )
-            lead_id = lead.finish(raw, None)
+            if type(raw) is int and _LEAD_MIN <= raw < _LEAD_END:
+                lead_id = raw  # what lead.finish gives, without the call
+            else:
+                lead_id = lead.finish(raw, None)
         except _FIELD_ERRORS as exc:
             return Rejected(
                 key,
@@ -157,11 +209,21 @@ class Mapper:
         raw_time: Any = MISSING
         try:
             plan = self._time
-            if plan is not None:
-                raw_time = plan.read(event)
-            seconds = (
-                int(now) if plan is None or raw_time is MISSING else plan.finish(raw_time, None)
-            )
+            if plan is None:
+                seconds = int(now)
+            else:
+                if self._time_in_context and type(context) is dict:
+                    raw_time = context.get(_TIME_KEY)
+                    if raw_time is None:
+                        raw_time = MISSING
+                else:
+                    raw_time = plan.read(event)
+                if type(raw_time) is int and _MS_MIN <= raw_time < _MS_END:
+                    seconds = raw_time // 1000  # what plan.finish gives, without the call
+                elif raw_time is MISSING:
+                    seconds = int(now)
+                else:
+                    seconds = plan.finish(raw_time, None)
             if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S:
                 check_window(seconds, now)  # raises, saying which way and by how much
         except _FIELD_ERRORS as exc:
@@ -175,61 +237,40 @@ class Mapper:
                 lead_id=lead_id,
                 event_name=name,
             )
-        user_data: dict[str, Any] = {"lead_id": lead_id}
-        custom_data: dict[str, Any] = {}
-        data: dict[str, Any] = {
-            "event_name": name,
-            "event_time": seconds,
-            "action_source": _ACTION_SOURCE,
-        }
         event_id: Any = MISSING
         notes: list[FieldNote] = []
         if self._id is not None:
             try:
-                event_id = self._id.read(event)
-                if event_id is not MISSING:
+                event_id = raw_id if self._id_is_key else self._id.read(event)
+                if type(event_id) is str:
+                    event_id = event_id.strip() or MISSING  # what finish gives, without the call
+                elif event_id is not MISSING:
                     event_id = self._id.finish(event_id, None)
             except _FIELD_ERRORS as exc:
-                notes.append(_note(self._id.target, exc))
+                notes.append(field_note(self._id.target, exc))
         if event_id is MISSING:
             # Deterministic, so a resend of the same stage change can be deduplicated by Meta.
             event_id = f"{lead_id}:{name}:{seconds}"
-        data["event_id"] = event_id
-        region = None
-        if self._country is not None and self._needs_region:
-            # The country is the region for national phone numbers, zip codes and states.
-            try:
-                country = self._country.read(event)
-            except EvaluationError:
-                country = MISSING
-            region = region_hint(country) if isinstance(country, str) else None
+        data: dict[str, Any] = {
+            "event_name": name,
+            "event_time": seconds,
+            "action_source": _ACTION_SOURCE,
+            "event_id": event_id,
+        }
+        user_data: dict[str, Any] = {"lead_id": lead_id}
+        custom_data = self._custom.copy()
+        # The country is the region for national phone numbers, zip codes and states.
+        region = None if self._region_of is None else self._region_of(event)
         sections = (data, user_data, custom_data)
-        for slot, field, target, fill, head, keys, digest_text, finish in self._fields:
-            try:
-                if head is not None and type(box := event.get(head)) is dict:
-                    # What fill would do, without its calls: the first non-empty sibling...
-                    for sibling in keys:
-                        value = box.get(sibling)
-                        if value is not None and value != "":
-                            break
-                    else:
-                        continue
-                    # ... hashed in one call when it is text (lists and numbers: finish).
-                    if type(value) is str and (text := value.strip()):
-                        sections[slot][field] = [digest_text(text, value, region)]  # type: ignore[misc]
-                        continue
-                    value = finish(value, region)
-                else:
-                    value = fill(event, region)
-            except _FIELD_ERRORS as exc:
-                notes.append(_note(target, exc))
-                continue
-            if value is not MISSING:
-                sections[slot][field] = value
-        custom_data["event_source"] = _EVENT_SOURCE
+        for run in self._runs:
+            run(event, region, sections, notes)
+        if not self._custom_closed:
+            custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data
         data["custom_data"] = custom_data
-        return Payload(key or event_id, source, name, lead_id, seconds, data, tuple(notes))
+        return Payload(
+            key or event_id, source, name, lead_id, seconds, data, tuple(notes) if notes else ()
+        )
 
     def _consented(self, event: Mapping[str, Any]) -> bool:
         granted = self._consent_of(event)
@@ -243,14 +284,12 @@ class Mapper:
         return any(str(g).strip() == wanted for g in granted)
 
 
+def _written(steps: list[Step]) -> frozenset[int]:
+    return frozenset().union(*map(sections_of, steps))
+
+
 def _clip(value: Any) -> str | None:
     if value is MISSING:
         return None
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _note(target: str, exc: Exception) -> FieldNote:
-    reason = getattr(exc, "reason", None) or "expression_error"
-    message = getattr(exc, "message", None) or str(exc)
-    return FieldNote(target, reason, message)

@@ -1,42 +1,45 @@
 """Mapping on every core: input files read and mapped in worker processes, in input order.
 
 ``map_records`` is the one-process path; ``map_parallel`` gives exactly the same ``Mapped`` items
-in exactly the same order, using ``workers`` processes. The parent splits the input into units
-of about ``unit_events`` events (NDJSON as raw lines, so parsing happens in the workers too;
-other formats as records read in the parent), at most two units per worker are in flight, and
-results are yielded in submission order: output is identical whatever the number of workers,
-and memory is bounded whatever the input size.
-
-Workers are started with ``forkserver`` (``spawn`` where that does not exist): each builds its
-own ``Mapper`` from the settings once. Results travel back pickled as plain tuples (much faster
-than the outcome objects) and are unpickled one unit at a time as they are consumed, with the
-cyclic garbage collector paused meanwhile: tens of thousands of new containers that are alive
-anyway would otherwise trigger collections that scan everything alive, again and again (it
-made unpickling five times slower). Mapping creates no reference cycles, so workers collect
-once per unit instead of on allocation counts.
+in exactly the same order, using ``workers`` processes (see ``pool``): output is identical
+whatever the number of workers. ``dry_run_parallel`` is ``send --dry-run`` on any number of
+processes: workers map and encode, this process only counts the problems and writes bytes.
 """
 
 from __future__ import annotations
 
-import gc
-import multiprocessing
 import os
-import pickle
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import IO, Any, Final, NamedTuple
 
 import orjson
 
 from leadrelay.config import Settings
-from leadrelay.events import InputError, LineBatch, SourceRecord, read_events, read_pieces
+from leadrelay.events import SourceRecord, read_pieces
+from leadrelay.events.ndjson import parse_lines
+from leadrelay.mapping.encode import Row, encode_unit, mapped_records
 from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.pool import (
+    UNIT_EVENTS,
+    encode_unit_task,
+    in_workers,
+    map_unit,
+    units,
+    unpickled,
+)
 from leadrelay.outcome import FieldNote, Outcome, Payload
 from leadrelay.summary import Tally
 
-UNIT_EVENTS: Final = 2000
-"""Events per unit of work: large enough that handing a unit over costs little per event."""
+__all__ = [
+    "UNIT_EVENTS",
+    "BodyWriter",
+    "Mapped",
+    "default_workers",
+    "dry_run_parallel",
+    "map_parallel",
+    "map_records",
+    "write_bodies",
+]
 
 
 class Mapped(NamedTuple):
@@ -60,15 +63,39 @@ def map_records(
     Raises ``InputError`` (as ``read_events`` does) when a file cannot be opened at all.
     """
     dumps = orjson.dumps
+    loads = orjson.loads
+    map_event = mapper.map
     for name in files:
-        for record in read_events(name):
-            event = record.event
-            if event is None:
-                yield Mapped(record.where, None, record.error or "unreadable")
-            else:
-                yield Mapped(
-                    record.where, mapper.map(event), None, dumps(event) if originals else None
-                )
+        for piece in read_pieces(name):
+            if isinstance(piece, SourceRecord):
+                yield from _as_mapped(mapped_records(mapper, (piece,)), originals)
+                continue
+            # ``mapped``, inline for the common line (one event object): this runs per event.
+            line_no = piece.line_no
+            for line in piece.lines():
+                line_no += 1
+                try:
+                    event = loads(line)
+                except orjson.JSONDecodeError:
+                    event = None
+                if type(event) is dict and "batch" not in event:
+                    yield Mapped(
+                        f"{name} line {line_no}",
+                        map_event(event),
+                        None,
+                        dumps(event) if originals else None,
+                    )
+                else:  # blank, invalid, a batch envelope, not an object: as parse_lines says
+                    records = parse_lines([line], name, line_no - 1)
+                    yield from _as_mapped(mapped_records(mapper, records), originals)
+
+
+def _as_mapped(
+    items: Iterable[tuple[str, Outcome | None, str | None, Any]], originals: bool
+) -> Iterator[Mapped]:
+    for where, outcome, error, event in items:
+        original = orjson.dumps(event) if originals and event is not None else None
+        yield Mapped(where, outcome, error, original)
 
 
 def map_parallel(
@@ -88,7 +115,7 @@ def map_parallel(
     if workers <= 1:
         yield from map_records(files, Mapper(settings), originals=originals)
         return
-    for blob in _in_workers(files, settings, workers, unit_events, _map_unit, originals):
+    for blob in in_workers(files, settings, workers, unit_events, map_unit, originals):
         yield from _unpacked(blob)
 
 
@@ -111,19 +138,20 @@ def dry_run_parallel(
     without their ``data`` (it never reads it).
     """
     d = settings.delivery
-    encoded: Iterator[bytes]
+    every_payload = tally.report is not None
+    writer = BodyWriter(out, batch_size=d.batch_size, test_event_code=settings.test_event_code)
     if workers <= 1:
         mapper = Mapper(settings)
-        encoded = (
-            orjson.dumps(m.outcome.data)
-            for m in _tallied(map_records(files, mapper), tally)
-            if type(m.outcome) is Payload
-        )
+        for unit in units(files, unit_events):
+            bodies, rows, plain = encode_unit(mapper, unit, every_payload)
+            _tally(tally, rows, plain)
+            writer.add(bodies)
     else:
-        every_payload = tally.report is not None
-        blobs = _in_workers(files, settings, workers, unit_events, _encode_unit, every_payload)
-        encoded = _tallied_encoded(blobs, tally)
-    write_bodies(encoded, out, batch_size=d.batch_size, test_event_code=settings.test_event_code)
+        tasks = in_workers(files, settings, workers, unit_events, encode_unit_task, every_payload)
+        for joined, bounds, rows, plain in tasks:
+            _tally(tally, rows, plain)
+            writer.add_joined(joined, bounds)
+    writer.close()
 
 
 def write_bodies(
@@ -131,20 +159,71 @@ def write_bodies(
 ) -> None:
     """Write request bodies (``{"data": [...]}`` and the test code), one per line, from server
     events already encoded as JSON, ``batch_size`` events per body."""
-    head = b'{"data":['
-    code = (
-        b"" if test_event_code is None else b',"test_event_code":' + orjson.dumps(test_event_code)
-    )
-    tail = b"]" + code + b"}\n"
+    writer = BodyWriter(out, batch_size=batch_size, test_event_code=test_event_code)
     batch: list[bytes] = []
     for item in encoded:
         batch.append(item)
         if len(batch) == batch_size:
-            out.writelines((head, b",".join(batch), tail))
+            writer.add(batch)
             batch = []
-    if batch:
-        out.writelines((head, b",".join(batch), tail))
-    out.flush()
+    writer.add(batch)
+    writer.close()
+
+
+class BodyWriter:
+    """``write_bodies`` for server events that come a unit at a time: as a list, or joined by
+    commas with where each ends (see ``pool.encode_unit_task``)."""
+
+    def __init__(self, out: IO[bytes], *, batch_size: int, test_event_code: str | None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._out = out
+        self._size = batch_size
+        code = b"" if test_event_code is None else orjson.dumps(test_event_code)
+        self._tail = b"]" + (b',"test_event_code":' + code if code else b"") + b"}\n"
+        # The body being filled: events, or runs of events.
+        self._pieces: list[bytes | memoryview] = []
+        self._count = 0  # events in it
+
+    def add(self, events: Sequence[bytes]) -> None:
+        """Add events, each encoded on its own."""
+        done = 0
+        while done < len(events):
+            take = min(self._size - self._count, len(events) - done)
+            self._pieces += events[done : done + take]
+            self._filled(take)
+            done += take
+
+    def add_joined(self, joined: bytes, bounds: Sequence[int]) -> None:
+        """Add the events of ``joined``: ``joined[bounds[n] + 1 : bounds[n + 1]]`` is one."""
+        done, total = 0, len(bounds) - 1
+        view = memoryview(joined)  # slices of it are not copies
+        while done < total:
+            take = min(self._size - self._count, total - done)
+            self._pieces.append(view[bounds[done] + 1 : bounds[done + take]])
+            self._filled(take)
+            done += take
+
+    def _filled(self, count: int) -> None:
+        self._count += count
+        if self._count == self._size:
+            self._write()
+
+    def _write(self) -> None:
+        pieces = self._pieces
+        if len(pieces) == self._count:  # one per event: joined in one go
+            self._out.writelines((b'{"data":[', b",".join(pieces), self._tail))
+        else:  # runs of events, each already joined: written as they are
+            self._out.write(b'{"data":[')
+            self._out.writelines(_between(pieces, b","))
+            self._out.write(self._tail)
+        self._pieces, self._count = [], 0
+
+    def close(self) -> None:
+        """Write what is left (a last, shorter body) and flush."""
+        if self._count:
+            self._write()
+        self._out.flush()
 
 
 def default_workers() -> int:
@@ -155,85 +234,9 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# ---------------------------------------------------------------------------- parent side
-
-
-def _in_workers(
-    files: Sequence[str],
-    settings: Settings,
-    workers: int,
-    unit_events: int,
-    task: Callable[[Unit, bool], bytes],
-    flag: bool,
-) -> Iterator[bytes]:
-    """``task(unit, flag)`` for every unit of the input, in worker processes; results in order."""
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_context(),
-        initializer=_start_worker,
-        initargs=(settings,),
-    )
-    pending: deque[Future[bytes]] = deque()
-    try:
-        try:
-            for unit in _units(files, unit_events):
-                pending.append(pool.submit(task, unit, flag))
-                # Two units per worker keep every worker busy while this process consumes one.
-                while len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-        except InputError:
-            # As on one core: what was read before the file that cannot be opened comes first.
-            while pending:
-                yield pending.popleft().result()
-            raise
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-Unit = list[LineBatch | tuple[str, dict[str, Any] | None, str | None]]
-
-
-def _units(files: Sequence[str], size: int) -> Iterator[Unit]:
-    """The input in units of about ``size`` events, in order."""
-    unit: Unit = []
-    count = 0
-    for name in files:
-        try:
-            pieces = read_pieces(name)
-        except InputError:
-            if unit:  # what was read before goes first, as on one core
-                yield unit
-            raise
-        for piece in pieces:
-            if isinstance(piece, SourceRecord):
-                unit.append((piece.where, piece.event, piece.error))
-                count += 1
-            else:
-                unit.append(piece)
-                count += len(piece.lines)
-            if count >= size:
-                yield unit
-                unit, count = [], 0
-    if unit:
-        yield unit
-
-
-def _loads(blob: bytes) -> Any:
-    collecting = gc.isenabled()
-    gc.disable()  # see the module docstring
-    try:
-        rows = pickle.loads(blob)
-    finally:
-        if collecting:
-            gc.enable()
-    return rows
-
-
 def _unpacked(blob: bytes) -> Iterator[Mapped]:
-    for where, packed, error, original in _loads(blob):
-        if type(packed) is tuple:  # a Payload, see _packed
+    for where, packed, error, original in unpickled(blob):
+        if type(packed) is tuple:  # a Payload, see pool.map_unit
             key, source, name, lead_id, seconds, data, notes = packed
             packed = Payload(
                 key, source, name, lead_id, seconds, data, tuple(FieldNote(*n) for n in notes)
@@ -241,125 +244,25 @@ def _unpacked(blob: bytes) -> Iterator[Mapped]:
         yield Mapped(where, packed, error, original)
 
 
-def _tallied(items: Iterator[Mapped], tally: Tally) -> Iterator[Mapped]:
-    for item in items:
-        if item.outcome is None:
-            tally.unreadable(item.where, item.error or "unreadable")
-        else:
-            tally.outcome(item.where, item.outcome)
-            yield item
-
-
 _NO_DATA: Final[dict[str, Any]] = {}
 
 
-def _tallied_encoded(blobs: Iterator[bytes], tally: Tally) -> Iterator[bytes]:
-    for blob in blobs:
-        encoded, others, plain = _loads(blob)
-        tally.plain_payloads(plain)
-        for row in others:
-            if len(row) == 7:  # a payload, see _encode_unit
-                where, key, source, name, lead_id, seconds, notes = row
-                notes = tuple(FieldNote(*n) for n in notes)
-                tally.outcome(where, Payload(key, source, name, lead_id, seconds, _NO_DATA, notes))
-            elif row[1] is None:
-                tally.unreadable(row[0], row[2])
-            else:
-                tally.outcome(row[0], row[1])
-        yield from encoded
+def _tally(tally: Tally, rows: list[Row], plain: int) -> None:
+    """Count a unit's outcomes (see ``Encoded``)."""
+    tally.plain_payloads(plain)
+    for row in rows:
+        if len(row) == 7:  # a payload
+            where, key, source, name, lead_id, seconds, notes = row
+            notes = tuple(FieldNote(*n) for n in notes)
+            tally.outcome(where, Payload(key, source, name, lead_id, seconds, _NO_DATA, notes))
+        elif row[1] is None:
+            tally.unreadable(row[0], row[2])
+        else:
+            tally.outcome(row[0], row[1])
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        # Workers forked from a server that has imported the mapping start in milliseconds.
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-# ---------------------------------------------------------------------------- worker side
-
-_mapper: Mapper | None = None
-
-
-def _start_worker(settings: Settings) -> None:
-    global _mapper
-    _mapper = Mapper(settings)
-    gc.freeze()  # what is alive now (modules, the mapper) lives as long as the worker
-    gc.disable()  # collected after each unit instead (see the module docstring)
-
-
-def _map_unit(unit: Unit, originals: bool) -> bytes:
-    try:
-        return pickle.dumps(_mapped_rows(unit, originals), protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        gc.collect()
-
-
-def _encode_unit(unit: Unit, every_payload: bool) -> bytes:
-    """Map and encode: (the JSON of each payload, the other rows for the tally, the number of
-    plain payloads). Other rows: (where, key, source, name, lead_id, seconds, notes) for a
-    payload with notes (or for every payload when ``every_payload``), (where, outcome) for a
-    filtered or rejected event, (where, None, error) for an unreadable record."""
-    encoded: list[bytes] = []
-    others: list[tuple[Any, ...]] = []
-    plain = 0
-    dumps = orjson.dumps
-    try:
-        for where, packed, error, _ in _mapped_rows(unit, False):
-            if type(packed) is tuple:
-                key, source, name, lead_id, seconds, data, notes = packed
-                encoded.append(dumps(data))
-                if notes or every_payload:
-                    others.append((where, key, source, name, lead_id, seconds, notes))
-                else:
-                    plain += 1
-            elif packed is None:
-                others.append((where, None, error))
-            else:
-                others.append((where, packed))
-        return pickle.dumps((encoded, others, plain), protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        gc.collect()
-
-
-def _mapped_rows(unit: Unit, originals: bool) -> list[tuple[Any, ...]]:
-    mapper = _mapper
-    if mapper is None:  # pragma: no cover - the pool always runs the initializer first
-        raise RuntimeError("worker started without settings")
-    dumps = orjson.dumps
-    rows: list[tuple[Any, ...]] = []
-    for piece in unit:
-        records = piece.records() if isinstance(piece, LineBatch) else (SourceRecord(*piece),)
-        for record in records:
-            event = record.event
-            if event is None:
-                rows.append((record.where, None, record.error or "unreadable", None))
-            else:
-                rows.append(
-                    (
-                        record.where,
-                        _packed(mapper.map(event)),
-                        None,
-                        dumps(event) if originals else None,
-                    )
-                )
-    return rows
-
-
-def _packed(outcome: Outcome) -> Any:
-    # Plain tuples pickle in C; slotted dataclasses go through copyreg, twice as slow.
-    if type(outcome) is Payload:
-        notes = tuple((n.field, n.reason, n.message) for n in outcome.notes)
-        return (
-            outcome.key,
-            outcome.source_event,
-            outcome.event_name,
-            outcome.lead_id,
-            outcome.event_time,
-            outcome.data,
-            notes,
-        )
-    return outcome  # Filtered and Rejected are few
+def _between(pieces: list[Any], separator: bytes) -> Iterator[Any]:
+    yield pieces[0]
+    for piece in pieces[1:]:
+        yield separator
+        yield piece

@@ -2,9 +2,9 @@
 
 Split out of ``engine`` (house rule: modules under ~300 lines). ``compile_plans`` turns the config
 into one ``Plan`` per Facebook field (the expression that reads the event and the finisher that
-turns the value into what Meta wants); ``compile_field`` turns a plan into the ``CompiledField``
-that ``Mapper.map`` runs in its hot loop. Everything here runs once per config; only the returned
-closures run per event.
+turns the value into what Meta wants); ``field_fill`` turns a plan into one closure that reads
+and finishes its field (``steps`` builds ``Mapper.map``'s field loop from them). Everything here
+runs once per config; only the returned closures run per event.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, Expression, compile_expression
 from leadrelay.mapping.fields import PREBUILT, Treatment, treatment
-from leadrelay.meta.normalize import NormalizeError, TextRule, hasher, text_hasher
+from leadrelay.meta.normalize import NormalizeError, hasher
 from leadrelay.meta.rules import FieldProblem, parse_lead_id, to_seconds
 
 Finisher = Callable[[Any, str | None], Any]
@@ -38,6 +38,7 @@ class Plan:
     read: Callable[[Mapping[str, Any]], Any]
     finish: Finisher
     siblings: tuple[str, tuple[str, ...]] | None = None  # see Expression.siblings
+    kind: str = "path"  # the expression's kind: static, path, template or formula
 
 
 def _hashed_list(digest: Finisher, value: list[Any], region: str | None) -> list[str]:
@@ -87,7 +88,7 @@ def _text_fill(read: Callable[[Mapping[str, Any]], Any]) -> Fill:
         if type(value) is str:
             value = value.strip()
             return value if value else MISSING
-        return MISSING if value is MISSING else _text(value, region)
+        return MISSING if value is MISSING else finish_text(value, region)
 
     return fill
 
@@ -96,7 +97,7 @@ def _native_fill(read: Callable[[Mapping[str, Any]], Any]) -> Fill:
     return lambda event, region: read(event)
 
 
-def _fill(plan: Plan, default_country: str | None) -> Fill:
+def field_fill(plan: Plan, default_country: str | None) -> Fill:
     """One call that reads and finishes ``plan``'s field: the value to send, or MISSING."""
     if plan.treatment is Treatment.HASHED:
         digest = hasher(plan.target.rpartition(".")[2], default_country=default_country)
@@ -114,7 +115,8 @@ def _fill(plan: Plan, default_country: str | None) -> Fill:
     return fill
 
 
-def _text(value: Any, region: str | None) -> Any:
+def finish_text(value: Any, region: str | None) -> Any:
+    """A text field's value: trimmed text (MISSING when blank), numbers as text."""
     if isinstance(value, str):
         value = value.strip()
         return value if value else MISSING
@@ -177,7 +179,7 @@ def _finisher(target: str, kind: Treatment, default_country: str | None) -> Fini
     if kind is Treatment.HASHED:
         return _hashed(target.rpartition(".")[2], default_country)
     if kind is Treatment.TEXT:
-        return _text
+        return finish_text
     if kind is Treatment.LEAD_ID:
         return _lead_id
     if kind is Treatment.EVENT_TIME:
@@ -217,35 +219,7 @@ def compile_plans(settings: Settings) -> list[Plan]:
                 expr.evaluate,
                 _finisher(target, kind, settings.default_country),
                 expr.siblings,
+                expr.kind,
             )
         )
     return plans
-
-
-class CompiledField(NamedTuple):
-    """One ordinary field as ``Mapper.map`` runs it."""
-
-    slot: int  # where the value goes: 0 the server event, 1 user_data, 2 custom_data
-    name: str
-    target: str
-    fill: Fill  # the general way: read and finish in one call, MISSING for nothing to send
-    # The way of the prebuilt customer information (a hashed COALESCE of sibling paths): read
-    # in place and, for text, hashed in one call. None for every other field.
-    head: str | None
-    keys: tuple[str, ...]
-    digest_text: TextRule | None
-    finish: Finisher
-
-
-def compile_field(plan: Plan, default_country: str | None) -> CompiledField:
-    """``plan`` as ``Mapper.map`` runs it."""
-    slot = {"user_data": 1, "custom_data": 2}.get(plan.section or "", 0)
-    fill = _fill(plan, default_country)
-    if plan.treatment is Treatment.HASHED and plan.siblings is not None:
-        head, keys = plan.siblings
-        field = plan.target.rpartition(".")[2]
-        digest_text = text_hasher(field, default_country=default_country)
-        return CompiledField(
-            slot, plan.name, plan.target, fill, head, keys, digest_text, plan.finish
-        )
-    return CompiledField(slot, plan.name, plan.target, fill, None, (), None, plan.finish)

@@ -44,8 +44,27 @@ _PAST_YEARS_END: Final = _utc_today().year
 _PAST_YEARS_TEXT: Final = f"{_PAST_YEARS_END:04d}"
 
 
+# "-MM-DD" -> "MMDD" for the month-days every year has: with a year before this one, surely a
+# real date in the past.
+_MONTH_DAYS: Final = {
+    f"-{month:02d}-{day:02d}": f"{month:02d}{day:02d}"
+    for month in range(1, 13)
+    for day in range(1, 29)
+}
+
+
 def birthdate_rule(text: str, value: Any, region: str | None) -> str:
     """The ``db`` rule: ``YYYYMMDD`` of a real date from 1900 to today (UTC), else an error."""
+    month_day = _MONTH_DAYS.get(text[4:])
+    if month_day is not None:  # YYYY-MM-DD, what CRMs export, for most dates: one look-up
+        year = text[:4]
+        # Equal-length digit strings compare like the numbers.
+        if year.isdigit() and text.isascii() and "1900" <= year < _PAST_YEARS_TEXT:
+            return year + month_day
+    return _birthdate(text, value)
+
+
+def _birthdate(text: str, value: Any) -> str:
     if (
         len(text) == 10
         and text[4] == "-"

@@ -15,12 +15,13 @@ re-exported here, so callers keep importing from ``normalize``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from leadrelay.meta import geo
 from leadrelay.meta.dates import birthdate_rule
@@ -30,6 +31,8 @@ from leadrelay.meta.phone import phone_rule
 
 __all__ = [
     "HASHED_FIELDS",
+    "REGIONAL_FIELDS",
+    "REPEATING_FIELDS",
     "NormalizeError",
     "Normalizer",
     "Resolver",
@@ -38,18 +41,46 @@ __all__ = [
     "is_sha256",
     "normalizer",
     "region_hint",
+    "sha256",
     "sha256_hex",
     "text_hasher",
+    "text_rule",
 ]
 
 HASHED_FIELDS: Final[frozenset[str]] = frozenset(
     {"em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id"}
 )
+# Fields whose normalized value depends on the event's region (national phone numbers, US
+# states and zip codes); for every other field it depends on the value alone.
+REGIONAL_FIELDS: Final[frozenset[str]] = frozenset({"ph", "st", "zp"})
+# Fields whose values repeat across events (a few thousand first names, cities or zip codes, a
+# handful of genders and countries): worth remembering digests of. Emails, phone numbers, ids and
+# birthdates are as many as the people.
+REPEATING_FIELDS: Final[frozenset[str]] = frozenset({"fn", "ln", "ge", "ct", "st", "zp", "country"})
+
+
+def _short_sha256() -> Callable[[bytes], hashlib._Hash]:
+    """The SHA-256 to hash short values with: CPython's own (``_sha2`` from 3.12, ``_sha256``
+    before), else hashlib's. Both give the same digests; for a value of one 64-byte block, the
+    cost is mostly the object's creation, and OpenSSL's costs four times as much."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "sha256"):
+            return cast("Callable[[bytes], hashlib._Hash]", module.sha256)
+    return hashlib.sha256
+
+
+sha256: Final = _short_sha256()
+"""``sha256(data)``: a SHA-256 hash object, the cheapest to make for short values."""
+_sha256: Final = sha256
 
 
 def sha256_hex(text: str) -> str:
     """Lowercase hex SHA-256 of the UTF-8 bytes of ``text``."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _sha256(text.encode("utf-8")).hexdigest()
 
 
 _SHA256: Final = re.compile(r"[0-9a-fA-F]{64}")
@@ -340,7 +371,7 @@ def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
     """
     spec, rule = _compile(field, default_country)
     is_digest = _SHA256.fullmatch
-    sha256 = hashlib.sha256
+    sha256 = _sha256
 
     def digest(value: Any, region: str | None) -> str:
         if isinstance(value, str):
@@ -354,6 +385,13 @@ def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
     return digest
 
 
+def text_rule(field: str, *, default_country: str | None = None) -> TextRule:
+    """``f(text, value, region) -> normalized text`` (not hashed) for a trimmed, non-empty
+    string ``text`` (``value`` as given, for error messages): what ``text_hasher`` hashes, for
+    callers that hash themselves (``sha256_hex``, after ``is_sha256``)."""
+    return _compile(field, default_country)[1]
+
+
 def text_hasher(field: str, *, default_country: str | None = None) -> TextRule:
     """``hasher`` for a string value already trimmed, and not empty, by the caller.
 
@@ -362,7 +400,7 @@ def text_hasher(field: str, *, default_country: str | None = None) -> TextRule:
     """
     _, rule = _compile(field, default_country)
     is_digest = _SHA256.fullmatch
-    sha256 = hashlib.sha256
+    sha256 = _sha256
 
     def digest(text: str, value: Any, region: str | None) -> str:
         if len(text) == 64 and is_digest(text) is not None:

@@ -29,6 +29,7 @@ from phonenumbers import PhoneMetadata, PhoneNumber
 
 from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
+from leadrelay.meta.phone_valid import is_valid
 
 _PHONE_MARKS: Final = b" .-()/\t"
 _NON_DIGITS: Final = re.compile(r"[^0-9]+")
@@ -151,8 +152,7 @@ def _national_digits(text: str, digits: str, region: str) -> str | None:
             return None
     if len(national) not in plan.lengths or national[0] == "0":  # leading zeros: ask parse()
         return None
-    number = PhoneNumber(country_code=plan.country_code, national_number=int(national))
-    return plan.calling_code + national if phonenumbers.is_valid_number(number) else None
+    return plan.calling_code + national if is_valid(plan.country_code, national) else None
 
 
 def _phone_digits(text: str, country: str | None, value: Any) -> str:
@@ -204,10 +204,16 @@ def phone_rule(resolve: Resolver) -> TextRule:
 
     def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
-            if text.startswith(("+", "00")):
-                digits = _fast_phone(text)
-                if digits is not None:
+            digits = text[1:]
+            if text[0] == "+" and digits.isdigit() and digits.isascii() and 7 <= len(digits) <= 15:
+                # E.164 as CRMs store it, most numbers: _fast_phone's answer without the call.
+                size = _CALLING_CODE_SIZE.get(digits[:3], 0)
+                if size and digits[size] != "0":
                     return digits
+            elif text.startswith(("+", "00")):
+                found = _fast_phone(text)
+                if found is not None:
+                    return found
         elif text[0] == "-":
             raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
         return _phone_digits(text, resolve(region), value)

@@ -1,0 +1,173 @@
+"""The field loop of ``Mapper.map``: each step (see ``steps``) as one closure, run per event.
+
+This is the hottest code of the mapping: every ordinary field of every event passes here. A
+closure reads what its step's object holds with plain dict look-ups, and calls out only to
+normalize, hash, or take the general way (``fill``) for what the look-ups cannot settle:
+objects that are not dicts, values that are not text, errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from leadrelay.mapping.expressions import MISSING, EvaluationError
+from leadrelay.mapping.plans import Fill, Plan, finish_text
+from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
+from leadrelay.mapping.steps import CONSTANT, PLAIN, SIBLINGS, PlainField, SiblingField, Step
+from leadrelay.meta.normalize import region_hint
+from leadrelay.outcome import FieldNote
+
+_FIELD_ERRORS: Final = FIELD_ERRORS
+
+Sections = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+Notes = list[FieldNote]
+Run = Callable[[Mapping[str, Any], "str | None", Sections, Notes], None]
+
+
+def step_runner(step: Step) -> Run:
+    """The closure that runs ``step``: ``run(event, region, sections, notes)``, ``sections``
+    being the server event, its user_data and its custom_data (see ``Step.slot``)."""
+    if step.kind == CONSTANT:
+        return _constant_runner(step.slot, step.name, step.detail)
+    if step.kind == SIBLINGS:
+        return _siblings_runner(*step.detail)
+    if step.kind == PLAIN:
+        return _plain_runner(*step.detail)
+    if step.fill is None:  # pragma: no cover - compile_steps gives every general step a fill
+        raise ValueError(f"{step.target}: a general step needs a fill")
+    return _general_runner(step.slot, step.name, step.target, step.fill)
+
+
+def _constant_runner(slot: int, name: str, value: Any) -> Run:
+    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        sections[slot][name] = value
+
+    return run
+
+
+def _general_runner(slot: int, name: str, target: str, fill: Fill) -> Run:
+    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        try:
+            value = fill(event, region)
+        except _FIELD_ERRORS as exc:
+            notes.append(field_note(target, exc))
+            return
+        if value is not MISSING:
+            sections[slot][name] = value
+
+    return run
+
+
+def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
+    puts = tuple(field.put for field in fields)
+
+    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        box = event.get(head)
+        if type(box) is dict:
+            user_data = sections[1]
+            for put in puts:
+                put(box, region, user_data, notes)
+        elif box is not None:  # not a dict: each field the general way
+            _fill_each(fields, event, region, sections, notes)
+
+    return run
+
+
+def _plain_runner(path: tuple[str, ...], fields: tuple[PlainField, ...]) -> Run:
+    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        box: Any = event
+        for key in path:
+            if type(box) is not dict:
+                break
+            box = box.get(key)
+        if type(box) is dict:
+            _plain(fields, box, sections, notes)
+        elif box is not None:  # not a dict: each field the general way
+            _fill_each(fields, event, region, sections, notes)
+
+    if len(path) != 2:
+        return run
+    first, second = path
+
+    def run_two(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        box = event.get(first)
+        if type(box) is dict:
+            box = box.get(second)
+            if type(box) is dict:
+                _plain(fields, box, sections, notes)
+                return
+        if box is not None:
+            run(event, region, sections, notes)
+
+    return run_two
+
+
+def _plain(
+    fields: tuple[PlainField, ...],
+    box: dict[str, Any],
+    sections: Sections,
+    notes: list[FieldNote],
+) -> None:
+    for slot, name, target, key, text, _ in fields:
+        value = box.get(key)
+        if value is None:
+            continue
+        if text:
+            if type(value) is str:
+                value = value.strip()
+                if not value:
+                    continue
+            else:
+                try:
+                    value = finish_text(value, None)
+                except _FIELD_ERRORS as exc:
+                    notes.append(field_note(target, exc))
+                    continue
+        sections[slot][name] = value
+
+
+def _fill_each(
+    fields: tuple[SiblingField, ...] | tuple[PlainField, ...],
+    event: Mapping[str, Any],
+    region: str | None,
+    sections: Sections,
+    notes: list[FieldNote],
+) -> None:
+    for field in fields:
+        try:
+            value = field.fill(event, region)
+        except _FIELD_ERRORS as exc:
+            notes.append(field_note(field.target, exc))
+            continue
+        if value is not MISSING:
+            slot = field.slot if isinstance(field, PlainField) else 1
+            sections[slot][field.name] = value
+
+
+def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
+    """``f(event)``: the event's region (alpha-2) as read by the ``country`` plan, or None."""
+    read = country.read
+
+    def region_of(event: Mapping[str, Any]) -> str | None:
+        try:
+            value = read(event)
+        except EvaluationError:
+            return None
+        return region_hint(value) if isinstance(value, str) else None
+
+    if country.siblings is None:
+        return region_of
+    head, keys = country.siblings
+
+    def sibling_region(event: Mapping[str, Any]) -> str | None:
+        box = event.get(head)
+        if type(box) is not dict:
+            return region_of(event)
+        for key in keys:
+            value = box.get(key)
+            if value is not None and value != "":
+                return region_hint(value) if isinstance(value, str) else None
+        return None
+
+    return sibling_region

@@ -1,0 +1,188 @@
+"""Worker processes for ``parallel``: units of input out to them, results back, in order.
+
+The parent splits the input into units of about ``unit_events`` events (NDJSON as blocks of raw
+lines, so splitting and parsing happen in the workers; other formats as records read in the
+parent). At most two units per worker are in flight, and results come back in submission
+order, so output is identical whatever the number of workers and memory is bounded whatever
+the input size.
+
+Workers are started with ``forkserver`` (``spawn`` where that does not exist): each builds its
+own ``Mapper`` from the settings once. Results travel back pickled as plain tuples and bytes
+(much faster than the outcome objects) and are unpickled one unit at a time as they are
+consumed, with the cyclic garbage collector paused meanwhile: tens of thousands of new
+containers that are alive anyway would otherwise trigger collections that scan everything
+alive, again and again (it made unpickling five times slower). Mapping creates no reference
+cycles, so workers collect once per unit instead of on allocation counts.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import pickle
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import accumulate
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from leadrelay.config import Settings
+from leadrelay.events import InputError, LineBatch, SourceRecord, read_pieces
+from leadrelay.mapping.encode import Row, Unit, encode_unit, mapped
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Outcome, Payload
+
+_Result = TypeVar("_Result")
+Joined = tuple[bytes, "array[int]", list[Row], int]
+
+UNIT_EVENTS: Final = 2000
+"""Events per unit of work: large enough that handing a unit over costs little per event."""
+
+
+def in_workers(
+    files: Sequence[str],
+    settings: Settings,
+    workers: int,
+    unit_events: int,
+    task: Callable[[Unit, bool], _Result],
+    flag: bool,
+) -> Iterator[_Result]:
+    """``task(unit, flag)`` for every unit of the input, in worker processes; results in order."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_context(),
+        initializer=_start_worker,
+        initargs=(settings,),
+    )
+    pending: deque[Future[_Result]] = deque()
+    try:
+        try:
+            for unit in units(files, unit_events):
+                pending.append(pool.submit(task, unit, flag))
+                # Two units per worker keep every worker busy while this process consumes one.
+                while len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+        except InputError:
+            # As on one core: what was read before the file that cannot be opened comes first.
+            while pending:
+                yield pending.popleft().result()
+            raise
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def units(files: Sequence[str], size: int) -> Iterator[Unit]:
+    """The input in units of about ``size`` events, in order.
+
+    Raises ``InputError`` (after the unit read before it) when a file cannot be opened."""
+    unit: Unit = []
+    count = 0
+    for name in files:
+        try:
+            pieces = read_pieces(name)
+        except InputError:
+            if unit:  # what was read before goes first, as on one core
+                yield unit
+            raise
+        for piece in pieces:
+            if isinstance(piece, SourceRecord):
+                unit.append((piece.where, piece.event, piece.error))
+                count += 1
+            else:
+                unit.append(piece)
+                count += piece.size
+            if count >= size:
+                yield unit
+                unit, count = [], 0
+    if unit:
+        yield unit
+
+
+def unpickled(blob: bytes) -> Any:
+    """``pickle.loads(blob)`` with the cyclic garbage collector paused (see the docstring)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return pickle.loads(blob)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        # Workers forked from a server that has imported the mapping start in milliseconds.
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+# ---------------------------------------------------------------------------- worker side
+
+_mapper: Mapper | None = None
+
+
+def _start_worker(settings: Settings) -> None:
+    global _mapper
+    _mapper = Mapper(settings)
+    gc.freeze()  # what is alive now (modules, the mapper) lives as long as the worker
+    gc.disable()  # collected after each unit instead (see the module docstring)
+
+
+def _worker_mapper() -> Mapper:
+    if _mapper is None:  # pragma: no cover - the pool always runs the initializer first
+        raise RuntimeError("worker started without settings")
+    return _mapper
+
+
+def map_unit(unit: Unit, originals: bool) -> bytes:
+    """Map ``unit`` in a worker: pickled ``(where, outcome, error, original)`` rows, payloads
+    as plain tuples (see ``packed``)."""
+    mapper = _worker_mapper()
+    dumps = orjson.dumps
+    rows: list[tuple[Any, ...]] = []
+    try:
+        for piece in unit:
+            read = piece if isinstance(piece, LineBatch) else SourceRecord(*piece)
+            for where, outcome, error, event in mapped(mapper, read):
+                original = dumps(event) if originals and event is not None else None
+                rows.append((where, _packed(outcome), error, original))
+        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        gc.collect()
+
+
+def encode_unit_task(unit: Unit, every_payload: bool) -> Joined:
+    """``encode_unit`` in a worker, in the shape that travels back cheaply: the payloads' JSON
+    joined by commas (one object, not thousands: the data is copied a few times between here
+    and the output, and each copy costs per object) with where each ends (payload ``n`` is
+    ``joined[bounds[n] + 1 : bounds[n + 1]]``), and the rows and count as ``Encoded``."""
+    try:
+        bodies, rows, plain = encode_unit(_worker_mapper(), unit, every_payload)
+        bounds = array("q", accumulate((len(body) + 1 for body in bodies), initial=-1))
+        return b",".join(bodies), bounds, rows, plain
+    finally:
+        gc.collect()
+
+
+def _packed(outcome: Outcome | None) -> Any:
+    # Plain tuples pickle in C; slotted dataclasses go through copyreg, twice as slow.
+    if type(outcome) is Payload:
+        notes = tuple((n.field, n.reason, n.message) for n in outcome.notes)
+        return (
+            outcome.key,
+            outcome.source_event,
+            outcome.event_name,
+            outcome.lead_id,
+            outcome.event_time,
+            outcome.data,
+            notes,
+        )
+    return outcome  # Filtered and Rejected are few; None for an unreadable record

@@ -1,0 +1,139 @@
+"""Hashed fields read as ``COALESCE`` of sibling keys (the prebuilt customer information), each
+compiled into one closure: ``put(box, region, user_data, notes)``.
+
+``box`` is the object the siblings live in (``event["user"]``, a dict). ``put`` sets the field's
+digest in ``user_data`` from the first of its keys that is neither null nor ``""``, or adds a
+note saying why it cannot; with no such key it does nothing. This is where most of the time of
+a mapping goes, so each field gets the closure made for its kind, hashing inline (as
+``text_hasher`` does: a value that already is a digest is kept, lowercased).
+
+Values that repeat across events (names, gender, city, state, zip code, country) are hashed
+once: their closures keep a bounded memo of value (and region, where the rule reads it) to
+digest, looked up before anything else. Only digests of text are kept, never errors, and a full
+memo is emptied and filled again, so it follows what the traffic holds now.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from leadrelay.mapping.expressions import MISSING, EvaluationError
+from leadrelay.mapping.plans import Finisher
+from leadrelay.meta.normalize import TextRule, sha256
+from leadrelay.meta.rules import FieldProblem
+from leadrelay.outcome import FieldNote
+
+MEMO_SIZE: Final = 4096
+"""Digests kept per repeating field before its memo is emptied."""
+
+Put = Callable[[dict[str, Any], str | None, dict[str, Any], list[FieldNote]], None]
+
+FIELD_ERRORS: Final = (FieldProblem, EvaluationError)
+
+_is_digest: Final = re.compile(r"[0-9a-fA-F]{64}").fullmatch
+
+
+def field_note(target: str, exc: Exception) -> FieldNote:
+    """The note for a field left out because of ``exc``."""
+    reason = getattr(exc, "reason", None) or "expression_error"
+    message = getattr(exc, "message", None) or str(exc)
+    return FieldNote(target, reason, message)
+
+
+def sibling_put(
+    name: str,
+    target: str,
+    keys: tuple[str, ...],
+    rule: TextRule,
+    finish: Finisher,
+    *,
+    memo: dict[Any, str] | None,
+    regional: bool,
+) -> Put:
+    """The closure for one field (see the module docstring). ``rule`` normalizes trimmed,
+    non-empty text (see ``text_rule``); ``finish`` takes everything else (lists, numbers, blank
+    text). ``memo`` (None for fields whose values do not repeat) keys digests by value, or by
+    (value, region) when ``regional``."""
+    first, rest = keys[0], keys[1:]
+
+    def put(box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any) -> None:
+        value = box.get(first)
+        if value is None or value == "":
+            value = _next_sibling(box, rest)
+            if value is MISSING:
+                return
+        try:
+            if type(value) is str and (text := value.strip()):
+                if memo is not None:
+                    seen = (value, region) if regional else value
+                    if (digest := memo.get(seen)) is None:
+                        digest = _remember(memo, seen, _digest(rule, text, value, region))
+                elif len(text) == 64 and _is_digest(text) is not None:
+                    digest = text.lower()
+                else:
+                    digest = sha256(rule(text, value, region).encode()).hexdigest()
+                user_data[name] = [digest]
+            else:
+                user_data[name] = finish(value, region)
+        except FIELD_ERRORS as exc:
+            notes.append(field_note(target, exc))
+
+    if memo is None:
+        return put
+
+    # A value seen before is the first key's (a memo holds text only: null, "", numbers and
+    # lists are never in it; lists and dicts cannot even be looked up).
+    if regional:
+
+        def put_seen(
+            box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
+        ) -> None:
+            try:
+                digest = memo.get((box.get(first), region))
+            except TypeError:
+                digest = None
+            if digest is None:
+                put(box, region, user_data, notes)
+            else:
+                user_data[name] = [digest]
+
+        return put_seen
+
+    def put_seen_anywhere(
+        box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
+    ) -> None:
+        try:
+            digest = memo.get(box.get(first))
+        except TypeError:
+            digest = None
+        if digest is None:
+            put(box, region, user_data, notes)
+        else:
+            user_data[name] = [digest]
+
+    return put_seen_anywhere
+
+
+def _next_sibling(box: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` in ``box`` that is neither null nor "", else MISSING."""
+    for key in keys:
+        value = box.get(key)
+        if value is not None and value != "":
+            return value
+    return MISSING
+
+
+def _digest(rule: TextRule, text: str, value: Any, region: str | None) -> str:
+    """``text_hasher``'s digest: the value's own when it already is one, else its rule's."""
+    if len(text) == 64 and _is_digest(text) is not None:
+        return text.lower()
+    return sha256(rule(text, value, region).encode()).hexdigest()
+
+
+def _remember(memo: dict[Any, str], key: Any, digest: str) -> str:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = digest
+    return digest

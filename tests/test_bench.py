@@ -56,6 +56,7 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
         assert transform["ratio"] is None and "pip install" in transform["ratio_unavailable"]
     _sane(e2e)
     assert e2e["sandbox_received"] == e2e["expected"]["sendable"] == 396
+    assert e2e["sandbox_cpu_s"] > 0
     assert e2e["stored_outcomes"] == {"delivered": 396, "rejected": 3, "filtered": 1}
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))

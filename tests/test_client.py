@@ -65,6 +65,23 @@ def test_request_shape() -> None:
     )
 
 
+@pytest.mark.parametrize("code", [None, 'TEST"123'])
+@pytest.mark.parametrize("events", [[], EVENTS[:1], EVENTS, [b"1", b"[]", b'{"x":null}'] * 300])
+def test_body_is_the_events_in_a_data_array(events: list[bytes], code: str | None) -> None:
+    client = GraphClient(
+        graph_url="http://127.0.0.1:9",
+        api_version="v25.0",
+        pixel_id="123456789012345",
+        access_token=TOKEN,
+        test_event_code=code,
+    )
+    tail = b"" if code is None else b',"test_event_code":' + orjson.dumps(code)
+    before = list(events)
+    assert client.body(events) == b'{"data":[' + b",".join(events) + b"]" + tail + b"}"
+    assert events == before  # the caller's events are left alone
+    asyncio.run(client.aclose())
+
+
 def test_test_event_code_is_added_to_the_body() -> None:
     seen: list[bytes] = []
 

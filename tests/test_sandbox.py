@@ -453,15 +453,24 @@ def test_unknown_faults_are_refused(fault: str, sandbox: SandboxServer) -> None:
         sandbox.state.script("ok", fault)
 
 
-def test_keep_events_bounds_memory_not_counts() -> None:
-    events = batch(5)
+@pytest.mark.parametrize(
+    ("keep", "sizes"),
+    [(2, [5]), (3, [2, 2, 2]), (4, [1, 3, 1, 2]), (1, [1, 1]), (10, [3, 4]), (0, [2])],
+)
+def test_keep_events_bounds_memory_not_counts(keep: int, sizes: list[int]) -> None:
+    events = batch(sum(sizes))
     with (
-        SandboxServer(SandboxOptions(keep_events=2, clock=lambda: NOW)) as server,
+        SandboxServer(SandboxOptions(keep_events=keep, clock=lambda: NOW)) as server,
         httpx.Client(base_url=server.url, params={"access_token": TOKEN}) as http,
     ):
-        http.post(EVENTS, json={"data": events})
-    assert server.state.received() == events[3:]
-    assert server.state.events_received == 5
+        start = 0
+        for size in sizes:  # the last `keep` events, whichever requests brought them
+            http.post(EVENTS, json={"data": events[start : start + size]})
+            start += size
+        inspected = http.get("/_sandbox/received", params={"limit": 1}).json()
+    assert server.state.received() == (events[len(events) - keep :] if keep else [])
+    assert inspected["events"] == (events[-1:] if keep else [])
+    assert server.state.events_received == len(events)
 
 
 def test_status_page_shows_counts_and_no_token(

@@ -14,13 +14,15 @@ from typing import Any
 import orjson
 import pytest
 
-from leadrelay.delivery import sqlite_store
+from leadrelay.delivery import sqlite_sql, sqlite_store
+from leadrelay.delivery.encoded import request_body
 from leadrelay.delivery.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from leadrelay.delivery.store import Incoming, StoreError
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
 
 NOW = 1767800000.0
 LEAD_17 = 12345678901234567  # 17 digits: beyond a double's exact integers
+NOTE = FieldNote("user_data.ph", "invalid_phone", "not a phone number")
 
 
 def payload(key: str, *, lead_id: int = LEAD_17, data: dict[str, Any] | None = None) -> Payload:
@@ -496,6 +498,69 @@ def test_purge_drops_originals_then_deletes_old_delivered_events(
     assert queued(store, "fresh") == [ids[-1] + 1]  # the purged ids are never handed out again
 
 
+@pytest.mark.parametrize("drop", [True, False])
+def test_drop_delivered_bodies_drops_what_retention_would_as_events_are_delivered(
+    path: Path, drop: bool
+) -> None:
+    with SQLiteStore(path, drop_delivered_bodies=drop) as store:
+        ids = store.add([incoming(payload(f"e{i}"), original={"i": i}) for i in range(4)])
+        c = {x.id: x.payload for x in store.claim(10, NOW)}
+        store.complete(
+            [
+                (ids[0], Delivery(c[ids[0]], State.DELIVERED)),
+                (ids[1], Delivery(c[ids[1]], State.DELIVERED, extra={"retried": True})),
+                (ids[2], Delivery(c[ids[2]], State.REJECTED, reason="meta_100", code=100)),
+            ],
+            NOW,
+        )
+        store.complete([(ids[0], Delivery(c[ids[0]], State.DEAD))], NOW)  # not open: left alone
+        records = [store.get(i) for i in ids]
+        kept = [(r.payload is not None, r.original is not None) for r in records if r]
+        assert kept == [(not drop, not drop), (not drop, not drop), (True, True), (True, True)]
+        assert [r.state for r in records if r] == [
+            State.DELIVERED, State.DELIVERED, State.REJECTED, State.IN_FLIGHT
+        ]  # fmt: skip
+        # Retention then finds nothing more to drop, or drops the same.
+        dropped = store.purge(delivered_before=NOW + 1, drop_originals=True)
+        assert dropped == (0 if drop else 2)
+
+
+@pytest.mark.parametrize("remember", [0, 2, 100])
+def test_payloads_remembered_until_claimed_are_the_stored_ones(path: Path, remember: int) -> None:
+    with SQLiteStore(path, remember_unclaimed=remember) as store:
+        sent = [payload(f"e{i}", data={"n": i, "x": [1.5, None]}) for i in range(3)]
+        noted = Payload("noted", "lead_created", "Raw Lead", 1, int(NOW), {"n": 9}, (NOTE,))
+        ids = store.add([incoming(p) for p in [*sent, noted]])
+        assert store.add([incoming(payload("e0", data={"n": "resent"}))]) == ids[:1]
+        first = store.claim(2, NOW)
+        assert [(c.id, c.payload) for c in first] == list(zip(ids[:2], sent[:2], strict=True))
+        store.retry_later([ids[0]], NOW, "interrupted", None, attempts=0, now=NOW)
+        fixed = payload("e1", data={"n": "fixed"})
+        store.complete([(ids[1], Delivery(first[1].payload, State.DEAD))], NOW)
+        assert store.requeue([ids[1]], [fixed], now=NOW) == 1
+        rest = {c.id: c.payload for c in store.claim(10, NOW + 1)}
+        assert rest == {ids[0]: sent[0], ids[1]: fixed, ids[2]: sent[2], ids[3]: noted}
+        assert all(request_body(p) == orjson.dumps(p.data) for p in rest.values())
+        assert store.claim(10, NOW + 1) == []
+
+
+def test_no_statement_reads_the_whole_table(store: SQLiteStore) -> None:
+    # A planner picking the wrong index made completing a batch walk the whole backlog once.
+    statements = {
+        name: sql
+        for name, sql in vars(sqlite_sql).items()
+        if isinstance(sql, str) and sql.startswith(("SELECT", "UPDATE", "INSERT", "DELETE"))
+    }
+    assert {"CLAIM", "COMPLETE", "DROP_DELIVERED", "BODIES_PURGEABLE"} <= set(statements)
+    for name, sql in statements.items():
+        args = [1] * sql.count("?")  # json_each(1) is a valid (one-element) list too
+        plan = [row[3] for row in store._writer.execute(f"EXPLAIN QUERY PLAN {sql}", args)]
+        scans = [step for step in plan if step.startswith("SCAN") and "json_each" not in step]
+        assert scans == [], (name, plan)
+        if "json_each(?)" in sql or "id = ?" in sql:  # given ids: the primary key, no state walk
+            assert not any("events_claim" in step for step in plan), (name, plan)
+
+
 EVENT = {
     "event_name": "lead_qualified",
     "user": {
@@ -553,6 +618,75 @@ def test_reopening_keeps_the_schema_and_the_data(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# A store written by leadrelay before schema version 2 (payloads inside the events table).
+_V1_SCHEMA = (
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL, state TEXT NOT NULL, source_event TEXT NOT NULL,
+        event_name TEXT, lead_id INTEGER, event_time INTEGER,
+        received_at REAL NOT NULL, updated_at REAL NOT NULL, next_attempt_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT, message TEXT, field TEXT, value TEXT,
+        code INTEGER, subcode INTEGER, fbtrace_id TEXT,
+        payload BLOB, notes BLOB, original BLOB, response BLOB)""",
+    "CREATE UNIQUE INDEX events_key ON events (key) WHERE key != ''",
+    "CREATE INDEX events_claim ON events (state, next_attempt_at, id, received_at)",
+    "CREATE INDEX events_updated ON events (updated_at, state, reason)",
+)
+_V1_INSERT = (
+    "INSERT INTO events (id, key, state, source_event, event_name, lead_id, event_time,"
+    " received_at, updated_at, next_attempt_at, attempts, reason, message, fbtrace_id, payload,"
+    " notes, original, response) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def test_a_version_1_store_is_migrated_with_everything_it_holds(path: Path) -> None:
+    data = {"event_name": "Qualified", "user_data": {"lead_id": LEAD_17}}
+    notes = orjson.dumps([["user_data.ph", "invalid_phone", "not a phone number"]])
+    with sqlite3.connect(path) as conn:
+        for statement in _V1_SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        rows = [  # queued with notes, delivered, filtered, and a purged id (9) never reused
+            (1, "q", "queued", "lead_qualified", "Qualified", LEAD_17, int(NOW) - 60, NOW, NOW,
+             NOW, 0, None, None, None, orjson.dumps(data), notes, b'{"raw":1}', None),
+            (2, "d", "delivered", "lead_qualified", "Qualified", LEAD_17, int(NOW) - 60, NOW,
+             NOW + 1, None, 1, None, None, "Atrace", orjson.dumps(data), None, None,
+             b'{"retried":true}'),
+            (3, "f", "filtered", "lead_lost", None, None, None, NOW, NOW, None, 0, "unmapped",
+             "not mapped", None, None, None, b'{"raw":3}', None),
+            (9, "gone", "delivered", "x", None, None, None, NOW, NOW, None, 1, None, None,
+             None, None, None, None, None),
+        ]  # fmt: skip
+        conn.executemany(_V1_INSERT, rows)
+        conn.execute("DELETE FROM events WHERE id = 9")
+
+    with SQLiteStore(path) as store:
+        q, d, f = store.get(1), store.get("d"), store.get(3)
+        assert q is not None and d is not None and f is not None
+        assert (q.state, q.payload, q.original) == (State.QUEUED, data, {"raw": 1})
+        assert q.notes == (FieldNote("user_data.ph", "invalid_phone", "not a phone number"),)
+        assert (d.state, d.payload, d.fbtrace_id, d.response) == (
+            State.DELIVERED,
+            data,
+            "Atrace",
+            {"retried": True},
+        )
+        assert (f.state, f.reason, f.payload, f.original) == (
+            State.FILTERED,
+            "unmapped",
+            None,
+            {"raw": 3},
+        )
+        assert store.counts().queued == 1
+        [claimed] = store.claim(10, NOW)
+        assert (claimed.id, claimed.payload.data, claimed.payload.notes) == (1, data, q.notes)
+        assert store.add([incoming(payload("new"))]) == [10]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

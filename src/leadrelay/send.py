@@ -40,6 +40,8 @@ from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import Payload
 from leadrelay.summary import Tally
 
+_REMEMBERED = 20_000
+
 
 @dataclass(frozen=True, slots=True)
 class SendOptions:
@@ -185,7 +187,10 @@ def _delivering_store(settings: Settings) -> Iterator[Store]:
             "wait for it, or give this config its own server.data_dir"
         ) from None
     try:
-        store = open_store(settings)
+        # What retention at the end would drop, dropped as events are delivered instead; and
+        # the payloads this process stores kept for its own delivery (some 20 MB at most).
+        drop = settings.store.drop_originals_after_delivery
+        store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
         try:
             yield store
         finally:

@@ -136,7 +136,7 @@ class Tally:
         p = result.payload
         reason = result.reason
         if result.state is State.DELIVERED:
-            if result.extra.get("retried"):
+            if result.extra and result.extra.get("retried"):
                 self.delivered_retry += 1
             else:
                 self.delivered_now += 1
@@ -153,6 +153,8 @@ class Tally:
             self.dead[reason or "dead"] += 1
         else:
             self.not_sent[reason or "not_sent"] += 1
+        if self.report is None:  # the common case: no row to build
+            return
         self._write(
             {
                 "where": result.extra.get("where"),

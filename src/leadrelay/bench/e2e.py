@@ -42,7 +42,7 @@ def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
         )
         received = httpx.get(f"{url}/_sandbox/received?limit=0", timeout=30).json()
     finally:
-        stop(sandbox)
+        sandbox_end = stop(sandbox)
     by_state = _stored_outcomes(config)
     accounted = sum(by_state.values())
     delivered = by_state.get("delivered", 0)
@@ -56,6 +56,8 @@ def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
         "peak_rss_mb": round(run.peak_rss_mb, 1),
         "returncode": run.returncode,
         "sandbox_received": received.get("events_received"),
+        # Its CPU, start-up included: what Meta's stand-in needs must stay well below send's.
+        "sandbox_cpu_s": round(sandbox_end.cpu_s, 3),
         "sandbox_errors": received.get("errors_by_code"),
         "stored_outcomes": by_state,
         # Every event has exactly one recorded outcome, and Meta (the sandbox) got every

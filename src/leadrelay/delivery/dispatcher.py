@@ -18,6 +18,7 @@ from typing import Final
 
 import orjson
 
+from leadrelay.delivery.encoded import request_body
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.outcome import Delivery, Payload, State
@@ -119,7 +120,7 @@ class Dispatcher:
         items: list[_Item] = []
         for i, payload in enumerate(batch):
             try:
-                items.append(_Item(i, payload, orjson.dumps(payload.data)))
+                items.append(_Item(i, payload, request_body(payload)))
             except orjson.JSONEncodeError as exc:
                 results[i] = Delivery(
                     payload,

@@ -1,8 +1,9 @@
 """The SQLite store's file format: schema creation and version checks, row encoding and decoding.
 
 Split out of ``sqlite_store`` (house rule: modules under ~300 lines). This module knows the table
-layout (``SCHEMA_VERSION``, the ``INSERT`` and ``RECORD`` column orders and the tuples that match
-them); ``sqlite_store`` knows transactions, locking and the ``Store`` operations.
+layout (``SCHEMA_VERSION`` and the migration from older versions, the ``INSERT`` and ``RECORD``
+column orders and the tuples that match them); ``sqlite_store`` knows transactions, locking and
+the ``Store`` operations.
 """
 
 from __future__ import annotations
@@ -24,9 +25,23 @@ from leadrelay.delivery.store import (
 )
 from leadrelay.outcome import Delivery, Filtered, Payload, State
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x4C52454C  # "LREL": tells our files from any other SQLite database
 
+# Version 2 keeps what an event carries (payload, notes, original: most of its bytes) in
+# ``bodies``, written once, apart from its state in ``events``, which claim and complete rewrite:
+# a rewritten row is a rewritten page, and small rows make for ten times fewer of them.
+_EVENTS_CLAIM: Final = (
+    # claim walks (state, next_attempt_at, id) in order and stops at the limit; received_at rides
+    # along so the oldest queued event is found without reading the table. Only open events are
+    # in it (a query uses it when its WHERE has one of these terms, as OPEN does).
+    "CREATE INDEX events_claim ON events (state, next_attempt_at, id, received_at)"
+    " WHERE state = 'queued' OR state = 'in_flight'"
+)
+OPEN: Final = "(state = 'queued' OR state = 'in_flight')"
+_BODIES: Final = (
+    "CREATE TABLE bodies (id INTEGER PRIMARY KEY, payload BLOB, notes BLOB, original BLOB)"
+)
 _SCHEMA: Final = (
     """CREATE TABLE events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused, even after a purge
@@ -35,24 +50,38 @@ _SCHEMA: Final = (
         received_at REAL NOT NULL, updated_at REAL NOT NULL, next_attempt_at REAL,
         attempts INTEGER NOT NULL DEFAULT 0,
         reason TEXT, message TEXT, field TEXT, value TEXT,
-        code INTEGER, subcode INTEGER, fbtrace_id TEXT,
-        payload BLOB, notes BLOB, original BLOB, response BLOB)""",
+        code INTEGER, subcode INTEGER, fbtrace_id TEXT, response BLOB)""",
+    _BODIES,
     "CREATE UNIQUE INDEX events_key ON events (key) WHERE key != ''",
-    # claim walks (state, next_attempt_at, id) in order and stops at the limit; received_at rides
-    # along so the oldest queued event is found without reading the table.
-    "CREATE INDEX events_claim ON events (state, next_attempt_at, id, received_at)",
+    _EVENTS_CLAIM,
     "CREATE INDEX events_updated ON events (updated_at, state, reason)",
+)
+_FROM_V1: Final = (
+    _BODIES,
+    "INSERT INTO bodies SELECT id, payload, notes, original FROM events"
+    " WHERE payload IS NOT NULL OR notes IS NOT NULL OR original IS NOT NULL",
+    "ALTER TABLE events DROP COLUMN payload",
+    "ALTER TABLE events DROP COLUMN notes",
+    "ALTER TABLE events DROP COLUMN original",
+    "DROP INDEX events_claim",
+    _EVENTS_CLAIM,
 )
 
 INSERT: Final = (
     "INSERT INTO events (id, key, state, source_event, event_name, lead_id, event_time,"
     " received_at, updated_at, next_attempt_at, reason, message, field, value, code, subcode,"
-    " fbtrace_id, payload, notes, original) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " fbtrace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+INSERT_QUEUED: Final = (  # the common row, a payload to send: fewer parameters to bind
+    "INSERT INTO events (id, key, state, source_event, event_name, lead_id, event_time,"
+    " received_at, updated_at, next_attempt_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?7,"
+    " ?7)"
+)
+INSERT_BODY: Final = "INSERT INTO bodies (id, payload, notes, original) VALUES (?, ?, ?, ?)"
 RECORD: Final = (
-    "SELECT id, key, state, source_event, event_name, lead_id, event_time, received_at,"
+    "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
     " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id, payload, original,"
-    " response, value, notes, next_attempt_at FROM events"
+    " response, value, notes, next_attempt_at FROM events e LEFT JOIN bodies b ON b.id = e.id"
 )
 _CHECKPOINT_PAGES: Final = 10000
 
@@ -91,6 +120,10 @@ def init_schema(conn: sqlite3.Connection, path: str) -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        elif version == 1:  # rewrites the table once: a while for a big store, then never
+            for statement in _FROM_V1:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -106,42 +139,53 @@ def _int64(v: int | None) -> int | None:
 # fmt: off
 # Row layout of INSERT after the id: key, state, source_event, event_name, lead_id, event_time,
 # received_at, updated_at, next_attempt_at, reason, message, field, value, code, subcode,
-# fbtrace_id, payload, notes, original.
-def _payload_row(o: Payload, original: bytes | None, at: float) -> tuple[Any, ...]:
+# fbtrace_id. INSERT_QUEUED: key, source_event, event_name, lead_id, event_time, received_at.
+# INSERT_BODY: payload, notes, original.
+Row = tuple[str, tuple[Any, ...], tuple[Any, ...] | None]
+"""The statement storing an event, its parameters after the id, and those of its body (if any)."""
+
+
+def _body(original: bytes | None) -> tuple[Any, ...] | None:  # of an event with no payload
+    return None if original is None else (None, None, original)
+
+
+def _payload_row(o: Payload, original: bytes | None, at: float) -> Row:
     try:
         data, notes = encode_payload(o)
         if _int64(o.lead_id) is None or _int64(o.event_time) is None:
             raise TypeError("lead_id or event_time does not fit in 64 bits")
     except TypeError as exc:  # not plain JSON: say so on the event instead of failing the batch
         message = f"the mapped event cannot be encoded as JSON ({exc}); it was not sent"
-        return (o.key, "rejected", o.source_event, o.event_name, _int64(o.lead_id),
-                _int64(o.event_time), at, at, None, "unencodable", message, None, None, None,
-                None, None, None, None, original)
-    return (o.key, "queued", o.source_event, o.event_name, o.lead_id, o.event_time, at, at, at,
-            None, None, None, None, None, None, None, data, notes, original)
+        return INSERT, (o.key, "rejected", o.source_event, o.event_name, _int64(o.lead_id),
+                        _int64(o.event_time), at, at, None, "unencodable", message, None, None,
+                        None, None, None), _body(original)
+    return (INSERT_QUEUED, (o.key, o.source_event, o.event_name, o.lead_id, o.event_time, at),
+            (data, notes, original))
 
 
-def encode_row(item: Incoming, policy: OriginalPolicy) -> tuple[Any, ...]:
-    """The ``INSERT`` parameters of an incoming outcome, after the id."""
+def encode_row(item: Incoming, policy: OriginalPolicy) -> Row:
+    """How to store an incoming outcome: statement and parameters (see ``Row``)."""
     o, at = item.outcome, item.received_at
     original = keep_original(item.original, policy)
     if isinstance(o, Payload):
         return _payload_row(o, original, at)
     if isinstance(o, Filtered):
-        return (o.key, "filtered", o.source_event, None, None, None, at, at, None, o.reason,
-                o.message, None, None, None, None, None, None, None, original)
-    return (o.key, "rejected", o.source_event, o.event_name, _int64(o.lead_id), None, at, at,
-            None, o.reason, o.message, o.field, o.value, o.code, o.subcode, o.fbtrace_id, None,
-            None, original)
+        return INSERT, (o.key, "filtered", o.source_event, None, None, None, at, at, None,
+                        o.reason, o.message, None, None, None, None, None), _body(original)
+    return INSERT, (o.key, "rejected", o.source_event, o.event_name, _int64(o.lead_id), None, at,
+                    at, None, o.reason, o.message, o.field, o.value, o.code, o.subcode,
+                    o.fbtrace_id), _body(original)
 
 
 def encode_completion(id_: int, d: Delivery, now: float) -> tuple[Any, ...]:
-    """The ``UPDATE`` parameters completing event ``id_``; ``ValueError`` for a non-final state."""
+    """The ``UPDATE`` parameters completing event ``id_``, but the id (so that events completed
+    alike share them: one statement for a whole delivered batch); ``ValueError`` for a
+    non-final state."""
     if d.state not in FINAL_DELIVERY_STATES and d.state is not State.QUEUED:
         raise ValueError(f"event {id_}: cannot complete with state {d.state.value!r}")
     return (d.state.value, now, now if d.state is State.QUEUED else None, d.attempts, d.reason,
             d.message, d.code, d.subcode, d.fbtrace_id,
-            orjson.dumps(d.extra) if d.extra else None, id_)
+            orjson.dumps(d.extra) if d.extra else None)
 # fmt: on
 
 

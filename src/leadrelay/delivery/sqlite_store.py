@@ -10,8 +10,10 @@ intake (WAL lets readers and the writer run side by side). Every call blocks, a 
 fsync: from asyncio, call it with ``asyncio.to_thread``. Processes: any number may read, but only
 one may deliver from a file (``release_in_flight`` takes back what another one holds).
 
-The file format (schema, version checks, row encoding) lives in ``sqlite_schema`` (house rule:
-modules under ~300 lines); ``SCHEMA_VERSION`` and ``APPLICATION_ID`` are re-exported here.
+The file format (schema, migration, row encoding) lives in ``sqlite_schema`` and the statements
+in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
+``APPLICATION_ID`` are re-exported here. A payload claimed is handed over as the bytes stored
+(``EncodedPayload``): delivery sends them as they are, without decoding and encoding them again.
 """
 
 from __future__ import annotations
@@ -26,19 +28,36 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
     INSERT,
+    INSERT_BODY,
+    INSERT_QUEUED,
+    OPEN,
     RECORD,
     SCHEMA_VERSION,
+    Row,
     decode_record,
     encode_completion,
     encode_row,
     init_schema,
     open_connection,
 )
+from leadrelay.delivery.sqlite_sql import (
+    BODIES_PURGEABLE,
+    CLAIM,
+    COMPLETE,
+    DROP_DELIVERED,
+    KEYS,
+    PAYLOADS,
+    PURGEABLE,
+    REPLACE_PAYLOAD,
+    REQUEUE,
+    REQUEUE_WITH,
+    RETRY,
+)
 from leadrelay.delivery.store import (
-    REPLAYABLE_STATES,
     Claimed,
     Counts,
     EventRecord,
@@ -53,44 +72,6 @@ from leadrelay.outcome import Delivery, Payload, State
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-_KEYS: Final = (
-    "SELECT key, id FROM events WHERE key != '' AND key IN (SELECT value FROM json_each(?))"
-)
-_CLAIM: Final = (
-    "UPDATE events SET state = 'in_flight' WHERE id IN (SELECT id FROM events"
-    " WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
-    " RETURNING next_attempt_at, id, key, source_event, event_name, lead_id, event_time,"
-    " attempts, payload, notes"
-)
-_OPEN: Final = "state IN ('queued', 'in_flight')"
-_COMPLETE: Final = (
-    "UPDATE events SET state = ?, updated_at = ?, next_attempt_at = ?, attempts = attempts + ?,"
-    " reason = ?, message = ?, code = ?, subcode = ?, fbtrace_id = ?, response = ?"
-    f" WHERE id = ? AND {_OPEN}"
-)
-_RETRY: Final = (
-    "UPDATE events SET state = 'queued', next_attempt_at = ?, updated_at = ?,"
-    " attempts = attempts + ?, reason = ?, message = ?, code = NULL, subcode = NULL,"
-    f" fbtrace_id = NULL WHERE id = ? AND {_OPEN}"
-)
-_REPLAYABLE: Final = "state IN ({})".format(", ".join(f"'{s.value}'" for s in REPLAYABLE_STATES))
-_RESET: Final = (
-    "state = 'queued', next_attempt_at = ?, updated_at = ?, attempts = 0, reason = NULL,"
-    " message = NULL, field = NULL, value = NULL, code = NULL, subcode = NULL,"
-    " fbtrace_id = NULL, response = NULL"
-)
-_REQUEUE: Final = (
-    f"UPDATE events SET {_RESET} WHERE id = ? AND {_REPLAYABLE} AND payload IS NOT NULL"
-)
-_REQUEUE_WITH: Final = (
-    f"UPDATE events SET {_RESET}, source_event = ?, event_name = ?, lead_id = ?, event_time = ?,"
-    f" payload = ?, notes = ? WHERE id = ? AND {_REPLAYABLE}"
-)
-# The unary + keeps the planner on the primary key, so each chunk goes on from the last id.
-_PURGEABLE: Final = (
-    "SELECT id FROM events WHERE id > ? AND +state = 'delivered' AND +updated_at < ?{} ORDER BY id"
-    " LIMIT ?"
-)
 _PURGE_CHUNK: Final = 5000  # rows per transaction, so intake is not held up by a big purge
 
 
@@ -99,6 +80,11 @@ class SQLiteStore(Store):
 
     ``original_policy`` applies to the events as received: ``keep`` them, ``redact`` the values
     under ``user`` (consent_categories stays), or ``drop`` them. Access tokens are never stored.
+    ``drop_delivered_bodies`` drops an event's payload and original as soon as ``complete``
+    records it delivered, what retention with ``drop_originals_after_delivery`` does later
+    (``send`` uses it: dropped as it goes rather than in one long purge at the end).
+    ``remember_unclaimed``: how many of the payloads it adds to keep in memory until it claims
+    them, sparing claim reading them back (for a process that delivers what it stores).
     """
 
     def __init__(
@@ -108,6 +94,8 @@ class SQLiteStore(Store):
         synchronous: Literal["NORMAL", "FULL"] = "FULL",
         original_policy: OriginalPolicy = "keep",
         busy_timeout_s: float = 10.0,
+        drop_delivered_bodies: bool = False,
+        remember_unclaimed: int = 0,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
@@ -118,6 +106,13 @@ class SQLiteStore(Store):
         self.path = str(path)
         self._policy: OriginalPolicy = original_policy
         self._synchronous = synchronous
+        self._drop_delivered = drop_delivered_bodies
+        # Encoded payloads (and notes) this store added and has not claimed yet, by id: claim
+        # takes them from here rather than reading them back. Safe as a queued event's payload
+        # never changes (requeue replaces only those of final events) and only one process
+        # claims from a file. Bounded: beyond it, claim reads the payloads from the file.
+        self._unclaimed: dict[int, tuple[bytes, bytes | None]] = {}
+        self._remember = max(0, remember_unclaimed)
         self._write_lock = threading.Lock()
         self._closed = False
         opened: list[sqlite3.Connection] = []
@@ -181,23 +176,49 @@ class SQLiteStore(Store):
             return []
         rows = [encode_row(item, self._policy) for item in items]  # encode before taking the lock
         keys = [item.outcome.key for item in items]
+        remembered: list[int] = []
+        try:
+            with self._writing() as conn:
+                ids = self._add(conn, keys, rows, remembered)
+        except BaseException:
+            for id_ in remembered:  # not stored after all
+                self._unclaimed.pop(id_, None)
+            raise
+        return ids
+
+    def _add(
+        self,
+        conn: sqlite3.Connection,
+        keys: list[str],
+        rows: list[Row],
+        remembered: list[int],
+    ) -> list[int]:
+        """Insert what is new (in the transaction of ``conn``); returns one id per row."""
         ids: list[int] = []
-        new: list[tuple[Any, ...]] = []
-        with self._writing() as conn:
-            known: dict[str, int] = dict(conn.execute(_KEYS, (orjson.dumps(keys),)))
-            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-            next_id = seq[0] + 1 if seq else 1
-            for key, row in zip(keys, rows, strict=True):
-                if key:
-                    found = known.get(key)
-                    if found is not None:
-                        ids.append(found)
-                        continue
-                    known[key] = next_id
-                ids.append(next_id)
-                new.append((next_id, *row))
-                next_id += 1
-            conn.executemany(INSERT, new)
+        new: dict[str, list[tuple[Any, ...]]] = {INSERT_QUEUED: [], INSERT: [], INSERT_BODY: []}
+        known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),)))
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        next_id = seq[0] + 1 if seq else 1
+        for key, (sql, row, body) in zip(keys, rows, strict=True):
+            if key:
+                found = known.get(key)
+                if found is not None:
+                    ids.append(found)
+                    continue
+                known[key] = next_id
+            ids.append(next_id)
+            new[sql].append((next_id, *row))
+            if body is not None:
+                new[INSERT_BODY].append((next_id, *body))
+            next_id += 1
+        for sql, params in new.items():  # ids are explicit: the order of inserts is free
+            if params:
+                conn.executemany(sql, params)
+        room = self._remember - len(self._unclaimed)
+        for id_, data, notes, _ in new[INSERT_BODY][:room]:  # under the lock, like claim
+            if data is not None:
+                self._unclaimed[id_] = (data, notes)
+                remembered.append(id_)
         return ids
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
@@ -207,23 +228,37 @@ class SQLiteStore(Store):
         # No fsync: a claim lost to a power cut leaves the rows QUEUED, which is what
         # release_in_flight would make of them anyway; the next durable commit syncs it.
         with self._writing(fsync=False) as conn:
-            rows = conn.execute(_CLAIM, (now, limit)).fetchall()
+            rows = conn.execute(CLAIM, (now, limit)).fetchall()
+            take = self._unclaimed.pop
+            bodies = {r[1]: body for r in rows if (body := take(r[1], None)) is not None}
+            if len(bodies) < len(rows):
+                missing = orjson.dumps([r[1] for r in rows if r[1] not in bodies])
+                for id_, data, notes in conn.execute(PAYLOADS, (missing,)):
+                    bodies[id_] = (data, notes)
         rows.sort()  # RETURNING has no order; claim order is (next_attempt_at, id)
-        return [
-            Claimed(
-                r[1],
-                Payload(r[2], r[3], r[4], r[5], r[6], orjson.loads(r[8]), decode_notes(r[9])),
-                r[7],
-            )
-            for r in rows
-        ]
+        # The payload stays encoded: delivery sends these very bytes (see ``EncodedPayload``).
+        claimed = []
+        for r in rows:
+            data, notes = bodies[r[1]]
+            notes_ = decode_notes(notes) if notes else ()
+            payload = EncodedPayload(r[2], r[3], r[4], r[5], r[6], data, notes_)
+            claimed.append(Claimed(r[1], payload, r[7]))
+        return claimed
 
     def complete(self, results: Sequence[tuple[int, Delivery]], now: float) -> None:
         """See ``Store.complete``."""
-        rows = [encode_completion(id_, d, now) for id_, d in results]  # validates before writing
-        if rows:
-            with self._writing() as conn:
-                conn.executemany(_COMPLETE, rows)
+        # Events completed alike (a delivered batch: all of it) go in one statement.
+        alike: dict[tuple[Any, ...], list[int]] = {}
+        for id_, d in results:  # validates before writing
+            alike.setdefault(encode_completion(id_, d, now), []).append(id_)
+        if not alike:
+            return
+        rows = [(*values, orjson.dumps(ids)) for values, ids in alike.items()]
+        delivered = State.DELIVERED.value
+        with self._writing() as conn:
+            conn.executemany(COMPLETE, rows)
+            if self._drop_delivered:
+                conn.executemany(DROP_DELIVERED, [(r[-1],) for r in rows if r[0] == delivered])
 
     def retry_later(
         self,
@@ -240,7 +275,7 @@ class SQLiteStore(Store):
         rows = [(next_attempt_at, at, attempts, reason, message, i) for i in ids]
         if rows:
             with self._writing() as conn:
-                conn.executemany(_RETRY, rows)
+                conn.executemany(RETRY, rows)
 
     def release_in_flight(self) -> int:
         """See ``Store.release_in_flight``."""
@@ -261,7 +296,7 @@ class SQLiteStore(Store):
                 (low,),
             ).fetchall()
             backlog = conn.execute(
-                f"SELECT state, count(*), min(received_at) FROM events WHERE {_OPEN} GROUP BY state"
+                f"SELECT state, count(*), min(received_at) FROM events WHERE {OPEN} GROUP BY state"
             ).fetchall()
         for state, reason, n in rows:
             by_state[state] = by_state.get(state, 0) + n
@@ -309,12 +344,12 @@ class SQLiteStore(Store):
         for clause, value in (
             ("reason = ?", reason),
             ("updated_at >= ?", since),
-            ("id > ?", after_id),
+            ("e.id > ?", after_id),
         ):
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = f"{RECORD} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id LIMIT ?"
+        sql = f"{RECORD} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY e.id LIMIT ?"
         with self._reading() as conn:
             return [decode_record(r) for r in conn.execute(sql, (*args, max(0, limit)))]
 
@@ -324,7 +359,7 @@ class SQLiteStore(Store):
         if isinstance(id_or_key, str):
             sql, arg = f"{RECORD} WHERE key = ? AND key != ''", id_or_key
         else:
-            sql, arg = f"{RECORD} WHERE id = ?", int(id_or_key)
+            sql, arg = f"{RECORD} WHERE e.id = ?", int(id_or_key)
         with self._reading() as conn:
             row = conn.execute(sql, (arg,)).fetchone()
         return None if row is None else decode_record(row)
@@ -338,41 +373,46 @@ class SQLiteStore(Store):
     ) -> int:
         """See ``Store.requeue``."""
         at = time.time() if now is None else now
-        rows: list[tuple[Any, ...]]
         if payloads is None:
-            sql, rows = _REQUEUE, [(at, at, i) for i in ids]
-        else:
-            if len(payloads) != len(ids):
-                raise ValueError(f"requeue got {len(ids)} ids but {len(payloads)} payloads")
-            sql, rows = _REQUEUE_WITH, []
-            for i, p in zip(ids, payloads, strict=True):
-                try:
-                    data, notes = encode_payload(p)
-                except TypeError as exc:
-                    raise ValueError(
-                        f"event {i}: payload cannot be encoded as JSON: {exc}"
-                    ) from exc
-                rows.append(
-                    (at, at, p.source_event, p.event_name, p.lead_id, p.event_time, data, notes, i)
-                )
-        if not rows:
-            return 0
-        with self._writing() as conn:
-            return conn.executemany(sql, rows).rowcount
+            if not ids:
+                return 0
+            with self._writing() as conn:
+                return conn.executemany(REQUEUE, [(at, at, i) for i in ids]).rowcount
+        if len(payloads) != len(ids):
+            raise ValueError(f"requeue got {len(ids)} ids but {len(payloads)} payloads")
+        rows: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        for i, p in zip(ids, payloads, strict=True):
+            try:
+                data, notes = encode_payload(p)
+            except TypeError as exc:
+                raise ValueError(f"event {i}: payload cannot be encoded as JSON: {exc}") from exc
+            event = (at, at, p.source_event, p.event_name, p.lead_id, p.event_time, i)
+            rows.append((event, (i, data, notes)))
+        queued = 0
+        if rows:
+            with self._writing() as conn:
+                for event, body in rows:  # the payload only of events that were replayable
+                    if conn.execute(REQUEUE_WITH, event).rowcount:
+                        conn.execute(REPLACE_PAYLOAD, body)
+                        self._unclaimed.pop(body[0], None)  # there only if completed unclaimed
+                        queued += 1
+        return queued
 
     def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
         """See ``Store.purge``. Works in chunks of a few thousand rows, one transaction each."""
+        changes: tuple[str, ...]
         if drop_originals:
-            select = _PURGEABLE.format(" AND (original IS NOT NULL OR payload IS NOT NULL)")
-            change = "UPDATE events SET original = NULL, payload = NULL, notes = NULL WHERE id = ?"
+            select, changes = BODIES_PURGEABLE, ("DELETE FROM bodies WHERE id = ?",)
         else:
-            select, change = _PURGEABLE.format(""), "DELETE FROM events WHERE id = ?"
+            select = PURGEABLE
+            changes = ("DELETE FROM bodies WHERE id = ?", "DELETE FROM events WHERE id = ?")
         total, last = 0, 0
         while True:
             with self._writing() as conn:
                 ids = conn.execute(select, (last, delivered_before, _PURGE_CHUNK)).fetchall()
                 if ids:
-                    total += conn.executemany(change, ids).rowcount
+                    counted = [conn.executemany(change, ids).rowcount for change in changes]
+                    total += counted[-1]  # the events (or bodies) affected
             if len(ids) < _PURGE_CHUNK:
                 return total
             last = ids[-1][0]

@@ -59,7 +59,10 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim."""
+    """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim.
+
+    Backends hand the payload over as an ``EncodedPayload``: the bytes stored, sent as they are.
+    """
 
     id: int
     payload: Payload

@@ -27,9 +27,17 @@ def store_path(settings: Settings) -> Path:
     return settings.server.data_dir / DB_NAME
 
 
-def open_store(settings: Settings, *, create: bool = True) -> Store:
+def open_store(
+    settings: Settings,
+    *,
+    create: bool = True,
+    drop_delivered_bodies: bool = False,
+    remember_unclaimed: int = 0,
+) -> Store:
     """Open (or create) the store: Redis when ``[queue]`` is set, else the SQLite file in
-    ``server.data_dir``; with ``create=False`` a missing store is a ``StoreError``."""
+    ``server.data_dir``; with ``create=False`` a missing store is a ``StoreError``.
+    ``drop_delivered_bodies`` and ``remember_unclaimed``: see ``SQLiteStore`` (Redis ignores
+    them)."""
     queue = settings.queue
     if queue is not None:
         from leadrelay.delivery.redis import RedisStore
@@ -56,6 +64,8 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
         path,
         synchronous=settings.store.synchronous,
         original_policy=settings.store.originals,
+        drop_delivered_bodies=drop_delivered_bodies,
+        remember_unclaimed=remember_unclaimed,
     )
 
 

@@ -412,6 +412,7 @@ class DeliveryWorker:
         # (due at, requests made this round) -> ids and the message they keep meanwhile
         later: dict[tuple[float, int], tuple[list[int], str]] = {}
         counts: Counter[tuple[str, str]] = Counter()
+        by_state: Counter[tuple[State, str]] = Counter()  # .value once per state, not per event
         for c, d in zip(claimed, results, strict=True):
             if d.state is State.QUEUED:
                 paused.append(c.id)
@@ -425,7 +426,10 @@ class DeliveryWorker:
                 counts["requeued", "retries_exhausted"] += 1
             else:
                 finals.append((c.id, d))
-                counts[d.state.value, d.reason or ""] += 1
+                by_state[d.state, d.reason or ""] += 1
+
+        for (state, reason), n in by_state.items():
+            counts[state.value, reason] += n
 
         def write() -> None:
             if finals:

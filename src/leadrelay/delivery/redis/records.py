@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import orjson
 
+from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.store import (
     FINAL_DELIVERY_STATES,
     Claimed,
@@ -143,13 +144,13 @@ def claimed(row: Sequence[bytes | None]) -> Claimed:
     notes."""
     id_, key, se, name, lead, t, attempts, data, notes = row
     assert id_ is not None and lead is not None and t is not None and data is not None
-    payload = Payload(
+    payload = EncodedPayload(  # sent as stored, decoded only if something reads it
         (key or b"").decode(),
         (se or b"").decode(),
         (name or b"").decode(),
         int(lead),
         int(t),
-        orjson.loads(data),
+        data,
         decode_notes(notes),
     )
     return Claimed(int(id_), payload, _int(attempts) or 0)

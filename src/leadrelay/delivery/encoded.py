@@ -1,0 +1,80 @@
+"""A payload read back from a store, kept as the JSON bytes it was stored as.
+
+Delivery sends what the store holds byte for byte: ``orjson.dumps(orjson.loads(b)) == b`` for any
+``b`` that ``orjson.dumps`` wrote, so decoding a stored payload only to encode it again for the
+request is pure cost (most of a claim's). ``EncodedPayload`` is a ``Payload`` whose ``data`` is
+decoded on first read only; the dispatcher takes ``body`` as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from leadrelay.outcome import FieldNote, Payload
+
+# The slot behind ``Payload.data``: the property below stores the decoded dict in it.
+_DATA: Final[Any] = Payload.__dict__["data"]
+
+
+class EncodedPayload(Payload):
+    """A ``Payload`` whose ``data`` is kept encoded (``body``) until something reads it.
+
+    It compares equal to a ``Payload`` with the same fields. Setting ``data`` drops ``body``
+    (it no longer says the same), so ``request_body`` encodes the new data instead; changing the
+    decoded dict in place is not seen by ``body`` (nothing does: payloads are replaced whole).
+    """
+
+    __slots__ = ("body",)
+
+    def __init__(
+        self,
+        key: str,
+        source_event: str,
+        event_name: str,
+        lead_id: int,
+        event_time: int,
+        body: bytes,
+        notes: tuple[FieldNote, ...] = (),
+    ) -> None:
+        super().__init__(key, source_event, event_name, lead_id, event_time, {}, notes)
+        _DATA.__set__(self, None)  # not decoded yet
+        self.body: bytes | None = body  # after the data setter, which drops it
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The server event, decoded from ``body`` on first read."""
+        data: dict[str, Any] | None = _DATA.__get__(self)
+        if data is None:
+            assert self.body is not None
+            data = orjson.loads(self.body)
+            _DATA.__set__(self, data)
+        return data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self.body = None
+        _DATA.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Payload):
+            return NotImplemented
+        return (
+            self.key == other.key
+            and self.source_event == other.source_event
+            and self.event_name == other.event_name
+            and self.lead_id == other.lead_id
+            and self.event_time == other.event_time
+            and self.notes == other.notes
+            and self.data == other.data
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like Payload
+
+
+def request_body(payload: Payload) -> bytes:
+    """``payload.data`` as the JSON bytes a request carries (raises ``orjson.JSONEncodeError``)."""
+    if type(payload) is EncodedPayload and payload.body is not None:
+        return payload.body
+    return orjson.dumps(payload.data)

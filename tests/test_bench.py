@@ -167,6 +167,10 @@ def test_generated_events_are_realistic_and_unique() -> None:
     events = list(generate_events(3000, now=time.time()))
     users = [e["user"] for e in events]
     assert len({u["email"] for u in users}) == len({u["phone"] for u in users}) == 3000
+    # No cache can help: what is a person's is unique (names, towns) or nearly so.
+    assert len({u["firstname"] for u in users}) == len({u["lastname"] for u in users}) == 3000
+    assert len({u["city"] for u in users}) == 3000
+    assert len({u["zipcode"] for u in users}) > 2900 and len({u["birthdate"] for u in users}) > 2700
     assert all(len(u) == 11 for u in users)  # ten customer-information fields and an id
     phones = collections.Counter(
         "e164" if " " not in p and p.startswith("+") else "spaced" if p[0] == "+" else "national"

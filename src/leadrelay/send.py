@@ -217,7 +217,8 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                     transient=True,
                 )
             )
-        if options.dry_run and options.jobs > 1:
+        if options.dry_run and (options.jobs > 1 or progress is None):
+            # Without a progress bar to feed, the dry run takes the bulk path, also on one job.
             dry_run_parallel(
                 options.files, settings, sys.stdout.buffer, tally, workers=options.jobs
             )

@@ -1,8 +1,10 @@
 """Realistic Commanders Act lead events for the benchmarks, generated fast and reproducibly.
 
 Every event carries ten customer-information fields (email, phone, first and last name, birthdate,
-gender, city, state, zip code, country) plus an external id, all with unique values so that no
-cache can help. Phone numbers are mostly E.164 (``+33612345678``, 70%), some spaced
+gender, city, state, zip code, country) plus an external id. What belongs to a person is unique
+(email, phone, external id) or repeats only after more than 100,000 events (first and last name,
+city, zip code, birthdate), so that no cache can help; gender, state and country come from the
+few values they have. Phone numbers are mostly E.164 (``+33612345678``, 70%), some spaced
 (``+33 6 12 34 56 78``, 20%) and some national (``06 12 34 56 78``, 10%, read with
 ``user.country``).
 Lead ids are 15 to 17 digits, as JSON integers or strings; timestamps are milliseconds (number or
@@ -35,19 +37,29 @@ EVENT_NAMES: Final[dict[str, str]] = {
 }
 BAD_EVERY: Final = 100  # one event in a hundred is bad, in turn: lead id, too old, unmapped
 
-_FIRST: Final = (
-    "Éloïse", "Léa", "Zoé", "François", "José", "Anaïs", "Jérôme", "Chloé", "Noël", "Hélène",
-    "Jane", "Paul", "Marc", "Sofia", "Ahmed", "John", "Mary", "Noah", "Olivia", "Lukas",
+# Names and towns are made of syllables (accents included, as in real data), from the event's
+# number through a permutation: unique for 16**5 events, and not in any order a cache could use.
+_SYLLABLES: Final = (
+    "ba", "ré", "lo", "mi", "ka", "nu", "vé", "so", "ti", "da", "fe", "gï", "ro", "lu", "zé", "pa",
 )  # fmt: skip
-_LAST: Final = (
-    "Dubois", "Müller", "O'Brien", "García", "Nuñez", "Lefèvre", "Smith", "Martin",
-    "Rossi", "Benali", "Schäfer", "Brown", "Moreau", "Fernández", "Kowalski", "Nguyen",
-)  # fmt: skip
-# Email local parts are ASCII, as most addresses are.
-_ASCII: Final = {
-    name: "".join(c for c in unicodedata.normalize("NFKD", name) if c.isascii() and c.isalpha())
-    for name in _FIRST + _LAST
-}
+_WORDS: Final = len(_SYLLABLES) ** 5
+_DAYS: Final = 55 * 365  # birthdates from 1950 to 2004
+
+
+def _word(n: int, salt: int, syllables: tuple[str, ...] = _SYLLABLES) -> str:
+    """A made-up name, unique per ``n`` below ``_WORDS`` (for a given ``salt``)."""
+    k = (n * 746_483 + salt) % _WORDS  # 746,483 is prime to 16**5: a permutation
+    parts = [syllables[k % 16]]  # the digits of k in base 16, two at least: unique
+    k //= 16
+    while k or len(parts) < 2:
+        parts.append(syllables[k % 16])
+        k //= 16
+    return "".join(parts).capitalize()
+
+
+_PLAIN: Final = tuple(
+    "".join(c for c in unicodedata.normalize("NFKD", s) if c.isascii()) for s in _SYLLABLES
+)  # the same syllables without accents, for email addresses
 _DOMAINS: Final = ("example.com", "Example.org", "mail.example.net", "crm.example.fr")
 _GENDERS: Final = ("female", "male", "F", "M", "f", "m")
 
@@ -60,31 +72,27 @@ class _Country:
     digits: int  # subscriber digits after such a prefix
     groups: tuple[int, ...]  # how people group the national number (digits per group)
     trunk: str  # the national trunk prefix ("0"), written before national numbers
-    places: tuple[tuple[str, str, str], ...]  # city, state, zip code
+    states: tuple[str, ...]  # as people write them: codes and names
+    zip_format: str  # the country's postal code, filled from a number
 
 
 _COUNTRIES: Final = (
     _Country(
         "FR", "33", ("61", "62", "64", "65", "66", "67", "68", "75", "76", "77", "78"), 7,
         (1, 2, 2, 2, 2), "0",
-        (("Paris", "Île-de-France", "75011"), ("Lyon", "Auvergne-Rhône-Alpes", "69002"),
-         ("Saint-Étienne", "Auvergne-Rhône-Alpes", "42000"),
-         ("Nantes", "Pays de la Loire", "44000")),
+        ("Île-de-France", "Auvergne-Rhône-Alpes", "Pays de la Loire", "Bretagne"), "{:05d}",
     ),
     _Country(
         "US", "1", ("415", "212", "512", "617"), 7, (3, 3, 4), "",
-        (("San Francisco", "CA", "94103"), ("New York", "New York", "10001-1234"),
-         ("Austin", "TX", "73301"), ("Boston", "Massachusetts", "02108")),
+        ("CA", "New York", "TX", "Massachusetts", "wa"), "{:05d}",
     ),
     _Country(
         "GB", "44", ("74", "75", "78"), 8, (4, 6), "0",
-        (("London", "England", "SW1A 1AA"), ("Manchester", "England", "M1 1AE"),
-         ("Edinburgh", "Scotland", "EH1 1YZ")),
+        ("England", "Scotland", "Wales"), "SW{:d} {:d}AA",
     ),
     _Country(
         "DE", "49", ("151", "152", "160", "170", "171", "176", "177", "179"), 8, (3, 8), "0",
-        (("Berlin", "Berlin", "10115"), ("München", "Bayern", "80331"),
-         ("Köln", "Nordrhein-Westfalen", "50667")),
+        ("Berlin", "Bayern", "Nordrhein-Westfalen"), "{:05d}",
     ),
 )  # fmt: skip
 _COUNTRY_WEIGHTS: Final = (40, 30, 15, 15)
@@ -140,6 +148,18 @@ def _phone(country: _Country, n: int, style: int) -> str:
     return country.trunk + _grouped(national, country.groups)  # national: needs user.country
 
 
+def _birthdate(n: int) -> str:
+    day = (n * 7_919) % _DAYS
+    return time.strftime("%Y-%m-%d", time.gmtime(-631_152_000 + day * 86_400))  # from 1950-01-01
+
+
+def _zip(country: _Country, n: int) -> str:
+    k = (n * 7_919 + 13) % 100_000  # 100,000 codes per country, in no useful order
+    if country.code == "GB":
+        return country.zip_format.format(1 + k % 99, k // 99 % 10)
+    return country.zip_format.format(k)
+
+
 def _timestamp(seconds: float, style: int) -> int | str:
     if style < 40:
         return int(seconds * 1000)
@@ -156,8 +176,11 @@ def generate_events(count: int, *, now: float, seed: int = 1) -> Iterator[dict[s
     names = tuple(EVENT_NAMES)
     for n in range(count):
         country = rng.choices(_COUNTRIES, _COUNTRY_WEIGHTS)[0]
-        city, state, zipcode = country.places[n % len(country.places)]
-        first, last = _FIRST[n % len(_FIRST)], _LAST[(n // len(_FIRST)) % len(_LAST)]
+        state = country.states[n % len(country.states)]
+        first, last, city = _word(n, 1), _word(n, 2), _word(n, 4)
+        local = f"{_word(n, 1, _PLAIN)}.{_word(n, 2, _PLAIN)}"
+        if n % 5 == 0:  # double-barrelled
+            last += "-" + _word(n, 3)
         lead = 100_000_000_000_000 + (n * 104_729) % 99_900_000_000_000_000
         at = now - rng.uniform(60, 3 * 86400)
         event: dict[str, Any] = {
@@ -165,15 +188,15 @@ def generate_events(count: int, *, now: float, seed: int = 1) -> Iterator[dict[s
             LEAD_FIELD: lead if n % 2 else str(lead),
             "user": {
                 "id": f"crm-{n:08d}",
-                "email": f"{_ASCII[first]}.{_ASCII[last]}{n}@{_DOMAINS[n % len(_DOMAINS)]}",
+                "email": f"{local}{n}@{_DOMAINS[n % len(_DOMAINS)]}",
                 "phone": _phone(country, n, rng.randrange(100)),
                 "firstname": first,
                 "lastname": last,
-                "birthdate": f"{1950 + n % 55}-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                "birthdate": _birthdate(n),
                 "gender": _GENDERS[n % len(_GENDERS)],
                 "city": city,
                 "state": state,
-                "zipcode": zipcode,
+                "zipcode": _zip(country, n),
                 "country": country.code,
             },
             "context": {

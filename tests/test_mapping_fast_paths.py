@@ -92,13 +92,13 @@ def test_the_same_value_in_another_region_is_another_digest() -> None:
 def test_a_full_memo_starts_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(siblings, "MEMO_SIZE", 3)
     mapper = _mapper()
-    digest = hasher("fn")
+    digest = hasher("st")
     for n in range(10):
-        outcome = mapper.map(_event({"firstname": f"name{n}"}))
+        outcome = mapper.map(_event({"state": f"state{n}"}))
         assert isinstance(outcome, Payload)
-        assert outcome.data["user_data"]["fn"] == [digest(f"name{n}", None)]
-    again = mapper.map(_event({"firstname": "name0"}))
-    assert isinstance(again, Payload) and again.data["user_data"]["fn"] == [digest("name0", None)]
+        assert outcome.data["user_data"]["st"] == [digest(f"state{n}", None)]
+    again = mapper.map(_event({"state": "state0"}))
+    assert isinstance(again, Payload) and again.data["user_data"]["st"] == [digest("state0", None)]
 
 
 @pytest.mark.parametrize(

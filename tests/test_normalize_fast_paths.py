@@ -13,7 +13,7 @@ from phonenumbers import PhoneNumber
 
 from leadrelay.events import ndjson
 from leadrelay.events.records import SourceRecord
-from leadrelay.meta import dates
+from leadrelay.meta import dates, normalize, phone
 from leadrelay.meta.normalize import normalizer
 from leadrelay.meta.phone_valid import is_valid
 
@@ -92,6 +92,27 @@ def test_birthdates_read_in_one_look_up_are_read_as_before(text: str) -> None:
     except ValueError as exc:
         slow = ("error", str(exc))
     assert fast == slow
+
+
+_NAME_CHARS = st.sampled_from(list("aZéÉïß-- '.\u0301\u00a0İ1_·"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(_NAME_CHARS, min_size=1, max_size=12).map(str.strip).filter(bool))
+def test_hyphenated_names_are_cleaned_as_before(text: str) -> None:
+    """Letters and hyphens skip the general cleaning; the name comes out the same."""
+    try:
+        fast: str | tuple[str, str] = normalize.text_rule("ln")(text, text, None)
+    except ValueError as exc:
+        fast = ("error", str(exc))
+    general = " ".join(normalize._clean(text.lower(), normalize._PUNCTUATION).split())
+    assert fast == (general or ("error", f"last name {text!r} has nothing left once cleaned"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(st.sampled_from(list("0123456789 +-().\u00a0٣x")), max_size=20))
+def test_phone_digits_are_the_digits(text: str) -> None:
+    assert phone._digits_of(text) == phone._NON_DIGITS.sub("", text)
 
 
 def _lines_one_by_one(data: bytes) -> list[SourceRecord]:

@@ -1,25 +1,25 @@
-"""The ``leadrelay`` command: thin, it parses arguments, calls the library and prints with rich."""
+"""The ``leadrelay`` command: thin, it parses arguments, calls the library and prints with rich.
+
+Each command imports what it needs when it runs: the delivery stack (httpx, the dispatcher, the
+SQLite store), the structured logs and the diagnostics cost a good part of a second to import,
+which a ``send --dry-run`` or a ``validate`` never uses.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from leadrelay.config import ConfigError, Settings, load_config
-from leadrelay.delivery.store import Store, StoreError
-from leadrelay.delivery.wiring import open_store
-from leadrelay.events import InputError, read_events
-from leadrelay.logs import configure_logging
-from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.explain import explain
-from leadrelay.mapping.expressions import MISSING
-from leadrelay.outcome import Filtered, Payload, Rejected
-from leadrelay.send import SendOptions, run_send
+from leadrelay.events import InputError
+from leadrelay.mapping.expressions import MISSING  # imported by config anyway
+
+if TYPE_CHECKING:
+    from leadrelay.delivery.store import Store
 
 app = typer.Typer(
     add_completion=False,
@@ -29,6 +29,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadrelay TOML config.")]
+
+
+def _configure_logging(verbose: int) -> None:
+    """Structured logs on stderr, for the commands that may log (delivery, service, store)."""
+    from leadrelay.logs import configure_logging
+
+    configure_logging(verbose)
 
 
 def _load(path: Path) -> Settings:
@@ -44,6 +51,9 @@ def _load(path: Path) -> Settings:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config and print every problem with its key."""
+    from leadrelay.mapping.engine import Mapper
+
+    _configure_logging(0)
     settings = _load(config)
     Mapper(settings)
     err.print(
@@ -82,7 +92,10 @@ def send(
     Exit code 0 when nothing was rejected, 2 when some events were rejected or expired,
     1 for a config error or when delivery had to stop (e.g. the access token was refused).
     """
-    configure_logging(verbose)
+    from leadrelay.send import SendOptions, run_send
+
+    if not dry_run:  # a dry run delivers nothing, and nothing on its way logs
+        _configure_logging(verbose)
     settings = _load(config)
     try:
         code = run_send(
@@ -118,7 +131,9 @@ def deliver(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
 ) -> None:
     """Deliver what is queued in the store (after a replay, or a send that had to stop)."""
-    configure_logging(verbose)
+    from leadrelay.send import SendOptions, run_send
+
+    _configure_logging(verbose)
     settings = _load(config)
     try:
         code = run_send(settings, SendOptions(files=[], report=report, verbose=verbose), err=err)
@@ -134,6 +149,14 @@ def preview(
     config: ConfigOpt,
 ) -> None:
     """Show the payload for one event, field by field, with the source of each value."""
+    from rich.table import Table
+
+    from leadrelay.events import read_events
+    from leadrelay.mapping.engine import Mapper
+    from leadrelay.mapping.explain import explain
+    from leadrelay.outcome import Filtered, Payload, Rejected
+
+    _configure_logging(0)
     settings = _load(config)
     mapper = Mapper(settings)
     try:
@@ -188,6 +211,7 @@ def sandbox(
     """Run a local stand-in for Meta's Graph API events endpoint (for trying leadrelay out)."""
     from leadrelay.sandbox import SandboxOptions, serve_forever
 
+    _configure_logging(0)
     try:
         options = SandboxOptions(
             access_tokens=frozenset(token or ["sandbox-token"]),
@@ -210,6 +234,7 @@ def demo() -> None:
     """Run a realistic funnel of example events through the real send path, against the sandbox."""
     from leadrelay.demo import run_demo
 
+    _configure_logging(0)
     raise typer.Exit(run_demo(err=err, out=Console()))
 
 
@@ -230,6 +255,7 @@ def serve(
     Exit code 1 when it cannot start."""
     from leadrelay.service.server import serve as run_service
 
+    _configure_logging(0)
     raise typer.Exit(run_service(config, no_worker=no_worker))
 
 
@@ -241,10 +267,14 @@ def worker(config: ConfigOpt) -> None:
     gracefully (exit 0), SIGHUP reloads the config; exit code 1 when it cannot start."""
     from leadrelay.service.worker_process import run_worker
 
+    _configure_logging(0)
     raise typer.Exit(run_worker(config))
 
 
 def _store(settings: Settings) -> Store:
+    from leadrelay.delivery.store import StoreError
+    from leadrelay.delivery.wiring import open_store
+
     try:
         return open_store(settings, create=False)
     except StoreError as exc:
@@ -257,6 +287,7 @@ def status(config: ConfigOpt) -> None:
     """The Event Delivery view: outcomes by reason over the last hour/day/week, health, backlog."""
     from leadrelay import status as view
 
+    _configure_logging(0)
     settings = _load(config)
     store = _store(settings)
     try:
@@ -279,6 +310,7 @@ def report(
     """Funnel and Conversion Leads good-fit checks, in the terminal and as a self-contained HTML."""
     from leadrelay.diagnostics import run_report
 
+    _configure_logging(0)
     settings = _load(config)
     store = None if from_files else _store(settings)
     try:
@@ -319,8 +351,11 @@ def dead_list(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
 ) -> None:
     """List dead letters: rejected, expired and undeliverable events, with the reason."""
+    from rich.table import Table
+
     from leadrelay.deadletters import dead_letters
 
+    _configure_logging(0)
     settings = _load(config)
     store = _store(settings)
     table = Table(header_style="bold")
@@ -354,6 +389,7 @@ def dead_show(
     """Everything about one event: the original, the request payload, Meta's answer."""
     import orjson
 
+    _configure_logging(0)
     settings = _load(config)
     store = _store(settings)
     try:
@@ -409,7 +445,9 @@ def dead_replay(
 ) -> None:
     """Queue dead letters again, re-mapped with the current config (after you fixed the cause)."""
     from leadrelay.deadletters import dead_letters, replay
+    from leadrelay.mapping.engine import Mapper
 
+    _configure_logging(0)
     settings = _load(config)
     store = _store(settings)
     try:
@@ -441,12 +479,12 @@ def bench(ctx: typer.Context) -> None:
     """Run the benchmark harness (options: see `python -m leadrelay.bench --help`)."""
     from leadrelay.bench import main as run_bench
 
+    _configure_logging(0)
     raise typer.Exit(run_bench(list(ctx.args)))
 
 
 def main() -> None:
-    """Console-script entry point."""
-    configure_logging(0)
+    """Console-script entry point (each command configures the logs it may write)."""
     try:
         app()
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ note saying why it cannot; with no such key it does nothing. This is where most 
 a mapping goes, so each field gets the closure made for its kind, hashing inline (as
 ``text_hasher`` does: a value that already is a digest is kept, lowercased).
 
-Values that repeat across events (names, gender, city, state, zip code, country) are hashed
+Values of fields that have few (gender, state, country: see ``REPEATING_FIELDS``) are hashed
 once: their closures keep a bounded memo of value (and region, where the rule reads it) to
 digest, looked up before anything else. Only digests of text are kept, never errors, and a full
 memo is emptied and filled again, so it follows what the traffic holds now.

@@ -53,10 +53,11 @@ HASHED_FIELDS: Final[frozenset[str]] = frozenset(
 # Fields whose normalized value depends on the event's region (national phone numbers, US
 # states and zip codes); for every other field it depends on the value alone.
 REGIONAL_FIELDS: Final[frozenset[str]] = frozenset({"ph", "st", "zp"})
-# Fields whose values repeat across events (a few thousand first names, cities or zip codes, a
-# handful of genders and countries): worth remembering digests of. Emails, phone numbers, ids and
-# birthdates are as many as the people.
-REPEATING_FIELDS: Final[frozenset[str]] = frozenset({"fn", "ln", "ge", "ct", "st", "zp", "country"})
+# Fields with a handful of values (genders, states, countries): worth remembering digests of.
+# Names, cities and zip codes are not: they are nearly as many as the people, so a memo of them
+# misses about always, and a miss (look-up, insert, emptying when full) costs a third of
+# normalizing and hashing the value again. Emails, phone numbers, ids and birthdates neither.
+REPEATING_FIELDS: Final[frozenset[str]] = frozenset({"ge", "st", "country"})
 
 
 def _short_sha256() -> Callable[[bytes], hashlib._Hash]:
@@ -187,6 +188,10 @@ def _name(label: str) -> TextRule:
         lowered = text.lower()
         if lowered.isalpha():
             return lowered if lowered.isascii() else _nfc("NFC", lowered)
+        # Letters and hyphens (double-barrelled names): the hyphens are all _clean deletes.
+        joined = lowered.replace("-", "")
+        if joined.isalpha():
+            return joined if joined.isascii() else _nfc("NFC", joined)
         name = " ".join(_clean(lowered, _PUNCTUATION).split())
         if not name:
             raise _emptied(label, value)

@@ -33,6 +33,16 @@ from leadrelay.meta.phone_valid import is_valid
 
 _PHONE_MARKS: Final = b" .-()/\t"
 _NON_DIGITS: Final = re.compile(r"[^0-9]+")
+_NOT_DIGIT_BYTES: Final = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
+
+
+def _digits_of(text: str) -> str:
+    """``text`` without anything but the ASCII digits 0-9."""
+    if text.isascii():  # bytes.translate: a third of the time of the regular expression
+        return text.encode("ascii").translate(None, _NOT_DIGIT_BYTES).decode("ascii")
+    return _NON_DIGITS.sub("", text)
+
+
 _CALLING_CODES: Final = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 # Calling codes are prefix-free, so the first three digits of a number tell its code's length.
 _CALLING_CODE_SIZE: Final = {
@@ -166,7 +176,7 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
                 "invalid_phone", f"phone number {_show(value)} is not a valid international number"
             )
         return _e164_digits(found)
-    digits = _NON_DIGITS.sub("", text)
+    digits = _digits_of(text)
     if country is not None and (fast := _national_digits(text, digits, country)) is not None:
         return fast
     # Digits may already be international, the way Meta writes them ("33612345678").

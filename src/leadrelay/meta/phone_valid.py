@@ -61,10 +61,10 @@ class _Region:
         lengths, pattern = self.general
         if (lengths and size not in lengths) or pattern.fullmatch(national) is None:
             return False
-        return any(
-            (not lengths or size in lengths) and pattern.fullmatch(national) is not None
-            for lengths, pattern in self.types
-        )
+        for lengths, pattern in self.types:  # a loop, not any(): no generator per call
+            if (not lengths or size in lengths) and pattern.fullmatch(national) is not None:
+                return True
+        return False
 
 
 @lru_cache(maxsize=512)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from leadrelay.config import load_config
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.store import Incoming, StoreError
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload, State
 from leadrelay.service.app import create_app
@@ -127,6 +128,100 @@ def test_a_lone_request_gets_the_store_error_and_the_next_one_works() -> None:
     assert store.calls == [["bad1"], ["a1"]]
 
 
+class SyncingStore(FakeStore):
+    """Commits without fsync (``add(durable=False)``); ``sync`` waits until ``release`` is set
+    and fails while ``failures`` is positive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncing = threading.Event()
+        self.release = threading.Event()
+        self.added = threading.Semaphore(0)
+        self.syncs = 0
+        self.failures = 0
+
+    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
+        assert not durable  # the group commit leaves the fsync to sync
+        ids = super().add(items)
+        for _ in items:
+            self.added.release()  # one per event stored
+        return ids
+
+    def sync(self) -> None:
+        self.syncing.set()
+        assert self.release.wait(10)
+        self.syncs += 1
+        if self.failures:
+            self.failures -= 1
+            raise OSError("fsync: Input/output error")
+
+    def group_commit(self) -> GroupCommit:
+        return GroupCommit(partial(self.add, durable=False), sync=self.sync)
+
+
+def test_a_request_is_answered_only_once_the_sync_after_its_commit_returned() -> None:
+    store = SyncingStore()
+    commit = store.group_commit()
+
+    async def main() -> str:
+        task = asyncio.create_task(commit.submit(request(["a1"], "answer a")))
+        assert await asyncio.to_thread(store.syncing.wait, 10)
+        for _ in range(10):  # room for an answer sent too early to arrive
+            await asyncio.sleep(0)
+        assert not task.done()
+        assert store.stored == ["a1"]  # committed, waiting for the disk
+        store.release.set()
+        return await task
+
+    assert asyncio.run(main()) == "answer a"
+    commit.close()
+    assert store.syncs == 1
+
+
+def test_a_failed_sync_fails_exactly_the_requests_whose_events_it_was_to_make_durable() -> None:
+    store = SyncingStore()
+    store.failures = 1
+    store.release.set()
+    commit = store.group_commit()
+    batches = {"a": ["a1"], "b": ["b1", "b2"], "c": ["boom"], "d": []}
+
+    async def main() -> tuple[dict[str, Any], str]:
+        first = await submit_while_busy(commit, batches)  # one group, one failed sync
+        after = store.group_commit()
+        try:
+            return first, await after.submit(request(["a1", "e1"], "answer e"))
+        finally:
+            after.close()
+
+    results, resent = asyncio.run(main())
+    assert [type(results[k]) for k in "abc"] == [OSError, OSError, ValueError]
+    assert results["d"] == "answer d"  # nothing to make durable
+    assert resent == "answer e"
+    assert store.syncs == 2
+
+
+def test_groups_committed_while_the_disk_syncs_share_the_next_sync() -> None:
+    store = SyncingStore()
+    commit = store.group_commit()
+
+    async def main() -> list[str]:
+        first = asyncio.create_task(commit.submit(request(["a1"], "answer a")))
+        assert await asyncio.to_thread(store.syncing.wait, 10)
+        later = [
+            asyncio.create_task(commit.submit(request([f"{name}1"], f"answer {name}")))
+            for name in "bc"
+        ]
+        for _ in range(3):  # a1, then b1 and c1 committed (together or not) behind the sync
+            assert await asyncio.to_thread(store.added.acquire, timeout=10)
+        store.release.set()
+        return list(await asyncio.gather(first, *later))
+
+    assert asyncio.run(main()) == ["answer a", "answer b", "answer c"]
+    commit.close()
+    assert store.stored == ["a1", "b1", "c1"]
+    assert store.syncs == 2
+
+
 def test_grouped_requests_store_what_requests_one_by_one_would(tmp_path: Path) -> None:
     """Keys resent by several requests of one group are stored once and all get the same id."""
     batches = [["k1", "k2", "-"], ["k2", "k3"], ["k1", "k4", "k1"], ["-", "k5"]] * 5
@@ -159,10 +254,10 @@ def test_grouped_requests_store_what_requests_one_by_one_would(tmp_path: Path) -
 class FailingStore(SQLiteStore):
     """A real store that refuses, like a full disk would, any batch holding a ``bad-`` event."""
 
-    def add(self, items: Sequence[Incoming]) -> list[int]:
+    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         if any(i.outcome.key.startswith("bad-") for i in items):
             raise OSError("database or disk is full")
-        return super().add(items)
+        return super().add(items, durable=durable)
 
 
 def test_concurrent_requests_over_http_each_get_their_own_answer(tmp_path: Path) -> None:
@@ -202,3 +297,43 @@ def test_concurrent_requests_over_http_each_get_their_own_answer(tmp_path: Path)
             assert answer.json()["ids"] == [f"{prefix}-{n}" for n in range(3)]
         assert store.counts().by_state[State.QUEUED.value] == 9
         assert store.get("bad-0") is None
+
+
+class FsyncFailingStore(SQLiteStore):
+    """A real store whose next ``failures`` syncs fail, like a disk reporting an I/O error."""
+
+    failures = 0
+
+    def sync(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("cannot sync the write-ahead log (Input/output error)")
+        super().sync()
+
+
+def test_a_request_whose_events_are_not_synced_gets_503_and_its_resend_the_same_ids(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "c.toml", graph_url="http://127.0.0.1:9", data_dir=tmp_path)
+    settings = load_config(config)
+    with FsyncFailingStore(tmp_path / "leadrelay.db") as store:
+        store.failures = 1
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=Mapper(settings)
+        )
+        body = orjson.dumps([event(n) for n in range(3)])
+
+        async def post_twice() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app)
+            headers = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                return [await http.post("/v1/events", content=body, headers=headers) for _ in "12"]
+
+        try:
+            failed, resent = asyncio.run(post_twice())
+        finally:
+            app.state.intake.close()
+        assert failed.status_code == 503 and failed.json()["error"] == "store_unavailable"
+        assert resent.status_code == 202
+        assert resent.json()["ids"] == [f"ev-{n}" for n in range(3)]
+        assert store.counts().by_state[State.QUEUED.value] == 3  # stored once

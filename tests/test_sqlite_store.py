@@ -743,3 +743,80 @@ def test_shared_between_threads_every_event_is_claimed_exactly_once(store: SQLit
     reader.join()
     assert len(added) == len(set(added)) == 2000
     assert sorted(claimed) == sorted(added)
+
+
+class Fsyncs:
+    """Stands in for the fsync of the WAL: records the inode of each file synced, and fails
+    while ``error`` is set."""
+
+    def __init__(self) -> None:
+        self.inodes: list[int] = []
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        if self.error is not None:
+            raise self.error
+        self.inodes.append(os.fstat(fd).st_ino)
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Fsyncs:
+    fake = Fsyncs()
+    monkeypatch.setattr(sqlite_store, "_fsync", fake)
+    return fake
+
+
+def test_a_deferred_add_is_stored_at_once_and_sync_fsyncs_the_wal(
+    path: Path, fsyncs: Fsyncs
+) -> None:
+    with SQLiteStore(path) as store:
+        ids = store.add([incoming(payload("a")), incoming(payload("b"))], durable=False)
+        assert states(store, ids) == [State.QUEUED, State.QUEUED]  # readers see it already
+        assert store.add([incoming(payload("a"))], durable=False) == ids[:1]  # keys still count
+        assert fsyncs.inodes == []
+        store.sync()
+        assert fsyncs.inodes == [os.stat(f"{path}-wal").st_ino]
+    with SQLiteStore(path) as reopened:
+        assert states(reopened, ids) == [State.QUEUED, State.QUEUED]
+
+
+@pytest.mark.parametrize("where", ["NORMAL", ":memory:"])
+def test_sync_does_nothing_where_commits_are_not_fsynced_by_choice(
+    path: Path, fsyncs: Fsyncs, where: str
+) -> None:
+    store = (
+        SQLiteStore(":memory:") if where == ":memory:" else SQLiteStore(path, synchronous="NORMAL")
+    )
+    with store:
+        ids = store.add([incoming(payload("a"))], durable=False)
+        store.sync()
+        assert fsyncs.inodes == []
+        assert states(store, ids) == [State.QUEUED]
+
+
+def test_a_failed_sync_fails_every_later_one_but_durable_adds_go_on(
+    path: Path, fsyncs: Fsyncs
+) -> None:
+    """After a failed fsync the kernel may have dropped the pages: a later fsync proves nothing."""
+    with SQLiteStore(path) as store:
+        store.add([incoming(payload("a"))], durable=False)
+        fsyncs.error = OSError(5, "Input/output error")
+        with pytest.raises(StoreError, match=r"cannot sync the write-ahead log .*Input/output"):
+            store.sync()
+        fsyncs.error = None
+        store.add([incoming(payload("b"))], durable=False)
+        with pytest.raises(StoreError, match="until the store is reopened"):
+            store.sync()
+        assert states(store, store.add([incoming(payload("c"))])) == [State.QUEUED]
+    with SQLiteStore(path) as reopened:
+        reopened.add([incoming(payload("d"))], durable=False)
+        reopened.sync()
+
+
+def test_closing_syncs_what_was_not_synced_yet(path: Path, fsyncs: Fsyncs) -> None:
+    store = SQLiteStore(path)
+    wal = os.stat(f"{path}-wal").st_ino
+    store.add([incoming(payload("a"))], durable=False)
+    store.close()
+    assert fsyncs.inodes == [wal]
+    store.sync()  # a group answered after the store closed: close synced it

@@ -10,6 +10,21 @@ intake (WAL lets readers and the writer run side by side). Every call blocks, a 
 fsync: from asyncio, call it with ``asyncio.to_thread``. Processes: any number may read, but only
 one may deliver from a file (``release_in_flight`` takes back what another one holds).
 
+Deferred sync (``add(items, durable=False)``, then ``sync()``): the commit leaves out SQLite's fsync
+(``synchronous = NORMAL`` for that commit) and ``sync`` fsyncs the write-ahead log afterwards, so
+one thread can go on with other work while another waits for the disk. It is as durable as FULL
+once ``sync`` returned: SQLite wrote the transaction's frames to the WAL before COMMIT returned,
+and fsync of any descriptor of the file makes every write made before it durable. If a checkpoint
+ran in between, it synced the WAL before copying it and the database file after (NORMAL still
+syncs checkpoints); SQLite restarts (overwrites), truncates or deletes the WAL only after such a
+complete checkpoint, so the frames it overwrites are durable in the database file by then. The
+descriptor stays on the same file: SQLite deletes the WAL only when the last connection closes
+(this store's writer is open until ``close``, which syncs first), and the store never sets
+``journal_size_limit`` (a truncation would keep the file anyway). A failed fsync may have dropped
+the written pages (Linux marks them clean), so a later fsync would prove nothing: ``sync`` then
+fails until the store is reopened. With ``synchronous="NORMAL"`` (the user's choice) ``sync`` does
+nothing.
+
 The file format (schema, migration, row encoding) lives in ``sqlite_schema`` and the statements
 in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
 ``APPLICATION_ID`` are re-exported here. A payload claimed is handed over as the bytes stored
@@ -18,6 +33,7 @@ in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -73,6 +89,8 @@ from leadrelay.outcome import Delivery, Payload, State
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
 _PURGE_CHUNK: Final = 5000  # rows per transaction, so intake is not held up by a big purge
+# SQLite syncs the WAL with fdatasync where there is one: data and size, without the timestamps.
+_fsync: Final = getattr(os, "fdatasync", os.fsync)
 
 
 class SQLiteStore(Store):
@@ -115,6 +133,9 @@ class SQLiteStore(Store):
         self._remember = max(0, remember_unclaimed)
         self._write_lock = threading.Lock()
         self._closed = False
+        self._sync_lock = threading.Lock()
+        self._sync_error: str | None = None
+        self._wal_fd: int | None = None
         opened: list[sqlite3.Connection] = []
         try:
             self._writer = open_connection(self.path, busy_timeout_s, opened)
@@ -127,12 +148,27 @@ class SQLiteStore(Store):
                 self._reader = open_connection(self.path, busy_timeout_s, opened)
                 self._reader.execute("PRAGMA query_only = ON")
                 self._read_lock = threading.Lock()
+            self._wal_fd = self._open_wal()
         except BaseException as exc:
             for conn in opened:
                 conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(f"cannot open the event store {self.path}: {exc}") from exc
             raise
+
+    def _open_wal(self) -> int | None:
+        """A descriptor of the WAL file to fsync, when commits of ``add`` may leave it to ``sync``.
+
+        None (every commit syncs itself) with NORMAL, in memory, or when the file cannot be
+        opened. init_schema wrote a transaction, so SQLite has created the file and keeps it until
+        its last connection (our writer at the latest) closes."""
+        if self._synchronous != "FULL" or self._reader is self._writer:
+            return None
+        try:
+            # not O_CREAT: a file SQLite does not use would sync nothing
+            return os.open(f"{self.path}-wal", os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
 
     @contextmanager
     def _writing(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
@@ -170,15 +206,16 @@ class SQLiteStore(Store):
             finally:
                 conn.execute("COMMIT")
 
-    def add(self, items: Sequence[Incoming]) -> list[int]:
-        """See ``Store.add``."""
+    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
+        """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
+        after this returned) returns; other connections see them at once."""
         if not items:
             return []
         rows = [encode_row(item, self._policy) for item in items]  # encode before taking the lock
         keys = [item.outcome.key for item in items]
         remembered: list[int] = []
         try:
-            with self._writing() as conn:
+            with self._writing(fsync=durable or self._wal_fd is None) as conn:
                 ids = self._add(conn, keys, rows, remembered)
         except BaseException:
             for id_ in remembered:  # not stored after all
@@ -220,6 +257,39 @@ class SQLiteStore(Store):
                 self._unclaimed[id_] = (data, notes)
                 remembered.append(id_)
         return ids
+
+    def sync(self) -> None:
+        """Make durable what every ``add(durable=False)`` that returned before this call stored:
+        one fsync of the WAL file (the GIL is released once for all of it, not per row).
+
+        Raises ``StoreError`` when the fsync fails, and from then on (see the module docstring)."""
+        with self._sync_lock:
+            if self._sync_error is not None:
+                raise StoreError(self._sync_error)
+            if self._wal_fd is None:  # closed (synced then) or every commit synced itself
+                return
+            try:
+                _fsync(self._wal_fd)
+            except OSError as exc:
+                self._sync_error = (
+                    f"cannot sync the write-ahead log of {self.path} ({exc}); "
+                    "nothing more is made durable until the store is reopened"
+                )
+                raise StoreError(self._sync_error) from exc
+
+    def _close_wal(self) -> None:
+        """Sync what ``sync`` has not synced yet, then close the WAL descriptor."""
+        with self._sync_lock:
+            fd, self._wal_fd = self._wal_fd, None
+            if fd is None:
+                return
+            try:
+                if self._sync_error is None:
+                    _fsync(fd)
+            except OSError as exc:
+                self._sync_error = f"cannot sync the write-ahead log of {self.path} ({exc})"
+            finally:
+                os.close(fd)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``."""
@@ -424,6 +494,7 @@ class SQLiteStore(Store):
             if self._closed:
                 return
             self._closed = True
+            self._close_wal()  # before the writer: the WAL may outlive it (other connections)
             if self._reader is not self._writer:
                 self._reader.close()
             self._writer.close()

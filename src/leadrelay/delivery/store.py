@@ -261,6 +261,22 @@ class FleetControl(Protocol):
         ...
 
 
+@runtime_checkable
+class DeferredSync(Protocol):
+    """What a store that can commit without waiting for the disk adds (``SQLiteStore``):
+    ``add(items, durable=False)`` returns before the events are durable, and ``sync`` makes
+    durable everything such adds stored before it was called. Group commit uses it when the
+    store has it, to map the next requests while the disk syncs."""
+
+    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
+        """``Store.add``; with ``durable=False`` durable only once a later ``sync`` returned."""
+        ...
+
+    def sync(self) -> None:
+        """Make durable what the ``add(durable=False)`` calls that returned before stored."""
+        ...
+
+
 def encode_payload(payload: Payload) -> tuple[bytes, bytes | None]:
     """The stored form of a payload: its ``data`` and its notes (``None`` if none) as JSON bytes.
 

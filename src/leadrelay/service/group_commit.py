@@ -15,6 +15,16 @@ and took fewer events per second, although one thread sits idle while the disk s
 A failed group is not held against its members: each then stores its events on its own, so an
 answer is exactly what it would have been without grouping (the first outcome for a key wins in
 both cases, as ``Store.add`` keeps it within one batch and across batches alike).
+
+Given a ``sync`` (``SQLiteStore.sync``), the wait for the disk overlaps with mapping: the intake
+thread commits without fsync (``add`` is then ``add(items, durable=False)``) and hands the group
+to a syncer thread, which fsyncs the write-ahead log (one GIL release for the whole fsync, not one
+per row) and only then answers the group's requests, while the intake thread maps the next group.
+Groups committed while the syncer waits share its next fsync. A request is answered 202 only
+after an fsync that began after its commit returned: as durable as a commit with
+``synchronous = FULL`` (why, with checkpoints in between: ``sqlite_store``). A failed sync fails
+exactly the requests whose events it was to make durable: their clients resend, and the events
+already in the store keep their ids.
 """
 
 from __future__ import annotations
@@ -62,31 +72,44 @@ class GroupCommit:
         self,
         add: Callable[[Sequence[Incoming]], list[int]],
         *,
+        sync: Callable[[], None] | None = None,
         max_items: int = MAX_GROUP_ITEMS,
         name: str = "leadrelay-intake",
     ) -> None:
         self._add = add
+        self._sync = sync
         self._max_items = max_items
         self._name = name
         self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._synced: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
 
     async def submit(self, prepare: Prepare[T]) -> T:
         """Prepare and store one request in the thread; its answer."""
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(prepare, loop, loop.create_future())
         if self._thread is None:
+            if self._sync is not None:
+                self._syncer = threading.Thread(
+                    target=self._run_syncer, name=f"{self._name}-sync", daemon=True
+                )
+                self._syncer.start()
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
         self._jobs.put(job)
         return await job.future
 
     def close(self) -> None:
-        """Stop the thread once the requests submitted so far are done."""
+        """Stop the threads once the requests submitted so far are done."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._jobs.put(None)
             thread.join()
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            self._synced.put(None)
+            syncer.join()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -109,6 +132,32 @@ class GroupCommit:
                     self._jobs.put(None)
                     break
             self._commit([j for j in group if j.error is None and j.items])
+            if self._syncer is not None:
+                self._synced.put(group)
+            else:
+                _resolve(group)
+
+    def _run_syncer(self) -> None:
+        """Sync what the groups committed, then answer them; one sync for all groups waiting."""
+        assert self._sync is not None
+        closing = False
+        while not closing and (group := self._synced.get()) is not None:
+            while True:  # the groups committed during the last sync: this sync covers them too
+                try:
+                    more = self._synced.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                group += more
+            stored = [job for job in group if job.error is None and job.items]
+            if stored:
+                try:
+                    self._sync()
+                except BaseException as exc:  # not durable: these clients must resend
+                    for job in stored:
+                        job.error = exc
             _resolve(group)
 
     def _commit(self, group: list[_Job[Any]]) -> None:

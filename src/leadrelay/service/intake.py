@@ -1,8 +1,10 @@
 """``POST /v1/events``: authenticate, bound, read, map and durably store Commanders Act events.
 
-The answer is 202 only once ``Store.add`` returned, i.e. the events are on disk. Reading, mapping
-and storing run in the intake thread, so a 10 MB body does not hold up the event loop; requests
-that queue up meanwhile share one transaction (``group_commit``). A body of which no event can be
+The answer is 202 only once the events are on disk: ``Store.add`` returned, or with a store that
+can defer its fsync (``DeferredSync``) ``sync`` returned after it. Reading, mapping and storing run
+in the intake thread, so a 10 MB body does not hold up the event loop; requests that queue up
+meanwhile share one transaction, and the next group is mapped while the disk syncs
+(``group_commit``). A body of which no event can be
 read is refused (400) and nothing is stored; when some items are readable and some are not, the
 readable ones are stored and the others listed in the answer (202).
 """
@@ -25,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from leadrelay.config import Settings
-from leadrelay.delivery.store import Incoming, Store
+from leadrelay.delivery.store import DeferredSync, Incoming, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.events import parse_body
 from leadrelay.mapping.engine import Mapper
@@ -97,7 +99,10 @@ class Intake:
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
-        self._group_commit = GroupCommit(store.add)
+        if isinstance(store, DeferredSync):
+            self._group_commit = GroupCommit(partial(store.add, durable=False), sync=store.sync)
+        else:
+            self._group_commit = GroupCommit(store.add)
         self._worker = worker
         self._metrics = metrics
         self._clock = clock

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from leadrelay.delivery import sqlite_sql, sqlite_store
+from leadrelay.delivery import sqlite_sql, sqlite_store, wal_sync
 from leadrelay.delivery.encoded import request_body
 from leadrelay.delivery.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from leadrelay.delivery.store import Incoming, StoreError
@@ -762,7 +762,7 @@ class Fsyncs:
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Fsyncs:
     fake = Fsyncs()
-    monkeypatch.setattr(sqlite_store, "_fsync", fake)
+    monkeypatch.setattr(wal_sync, "_fsync", fake)
     return fake
 
 

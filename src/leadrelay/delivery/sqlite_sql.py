@@ -67,3 +67,12 @@ BODIES_PURGEABLE: Final = (
     "SELECT b.id FROM bodies b JOIN events e ON e.id = b.id WHERE b.id > ?"
     " AND e.state = 'delivered' AND e.updated_at < ? ORDER BY b.id LIMIT ?"
 )
+# The read side (``sqlite_reads``): outcomes by state and reason, the open backlog, a timeline.
+COUNTS: Final = (
+    "SELECT state, reason, count(*) FROM events WHERE updated_at >= ? GROUP BY state, reason"
+)
+BACKLOG: Final = f"SELECT state, count(*), min(received_at) FROM events WHERE {OPEN} GROUP BY state"
+TIMELINE: Final = (
+    "SELECT CAST(updated_at / ?1 AS INTEGER) AS b, state, count(*) FROM events"
+    " WHERE updated_at >= ?2 GROUP BY b, state ORDER BY b"
+)

@@ -5,25 +5,17 @@ commit per event. With ``synchronous="FULL"`` a commit is on disk (fsync) before
 ``"NORMAL"`` survives a crash of the process but may lose the last commits on power loss.
 
 Threads: safe to share. Writes go through one connection under one lock; reads (``counts``,
-``events``...) through a second connection with its own lock, so a dashboard query never holds up
-intake (WAL lets readers and the writer run side by side). Every call blocks, a commit waits for
-fsync: from asyncio, call it with ``asyncio.to_thread``. Processes: any number may read, but only
-one may deliver from a file (``release_in_flight`` takes back what another one holds).
+``events``..., in ``sqlite_reads``) through a second connection with its own lock, so a dashboard
+query never holds up intake (WAL lets readers and the writer run side by side). Every call blocks,
+a commit waits for fsync: from asyncio, call it with ``asyncio.to_thread``. Processes: any number
+may read, but only one may deliver from a file (``release_in_flight`` takes back what another one
+holds).
 
 Deferred sync (``add(items, durable=False)``, then ``sync()``): the commit leaves out SQLite's fsync
-(``synchronous = NORMAL`` for that commit) and ``sync`` fsyncs the write-ahead log afterwards, so
-one thread can go on with other work while another waits for the disk. It is as durable as FULL
-once ``sync`` returned: SQLite wrote the transaction's frames to the WAL before COMMIT returned,
-and fsync of any descriptor of the file makes every write made before it durable. If a checkpoint
-ran in between, it synced the WAL before copying it and the database file after (NORMAL still
-syncs checkpoints); SQLite restarts (overwrites), truncates or deletes the WAL only after such a
-complete checkpoint, so the frames it overwrites are durable in the database file by then. The
-descriptor stays on the same file: SQLite deletes the WAL only when the last connection closes
-(this store's writer is open until ``close``, which syncs first), and the store never sets
-``journal_size_limit`` (a truncation would keep the file anyway). A failed fsync may have dropped
-the written pages (Linux marks them clean), so a later fsync would prove nothing: ``sync`` then
-fails until the store is reopened. With ``synchronous="NORMAL"`` (the user's choice) ``sync`` does
-nothing.
+(``synchronous = NORMAL`` for that commit) and ``sync`` fsyncs the write-ahead log afterwards; why
+that is as durable as FULL once ``sync`` returned, and why a failed fsync fails every later
+``sync``, is told in ``wal_sync``, which holds the WAL descriptor. With ``synchronous="NORMAL"``
+(the user's choice) ``sync`` does nothing.
 
 The file format (schema, migration, row encoding) lives in ``sqlite_schema`` and the statements
 in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
@@ -33,7 +25,6 @@ in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -45,16 +36,14 @@ from typing import Any, Final, Literal
 import orjson
 
 from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.sqlite_reads import SQLiteReads
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
     INSERT,
     INSERT_BODY,
     INSERT_QUEUED,
-    OPEN,
-    RECORD,
     SCHEMA_VERSION,
     Row,
-    decode_record,
     encode_completion,
     encode_row,
     init_schema,
@@ -75,8 +64,6 @@ from leadrelay.delivery.sqlite_sql import (
 )
 from leadrelay.delivery.store import (
     Claimed,
-    Counts,
-    EventRecord,
     Incoming,
     OriginalPolicy,
     Store,
@@ -84,16 +71,15 @@ from leadrelay.delivery.store import (
     decode_notes,
     encode_payload,
 )
+from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import Delivery, Payload, State
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
 _PURGE_CHUNK: Final = 5000  # rows per transaction, so intake is not held up by a big purge
-# SQLite syncs the WAL with fdatasync where there is one: data and size, without the timestamps.
-_fsync: Final = getattr(os, "fdatasync", os.fsync)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteReads, Store):
     """``Store`` on a SQLite file (created with its schema on first open).
 
     ``original_policy`` applies to the events as received: ``keep`` them, ``redact`` the values
@@ -133,9 +119,7 @@ class SQLiteStore(Store):
         self._remember = max(0, remember_unclaimed)
         self._write_lock = threading.Lock()
         self._closed = False
-        self._sync_lock = threading.Lock()
-        self._sync_error: str | None = None
-        self._wal_fd: int | None = None
+        self._wal = WalSync(self.path)
         opened: list[sqlite3.Connection] = []
         try:
             self._writer = open_connection(self.path, busy_timeout_s, opened)
@@ -148,27 +132,17 @@ class SQLiteStore(Store):
                 self._reader = open_connection(self.path, busy_timeout_s, opened)
                 self._reader.execute("PRAGMA query_only = ON")
                 self._read_lock = threading.Lock()
-            self._wal_fd = self._open_wal()
+            # With NORMAL, or in memory, every commit syncs itself (or need not). init_schema
+            # wrote a transaction, so SQLite has created the WAL file and keeps it until its last
+            # connection (our writer at the latest) closes.
+            if synchronous == "FULL" and self._reader is not self._writer:
+                self._wal.open()
         except BaseException as exc:
             for conn in opened:
                 conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(f"cannot open the event store {self.path}: {exc}") from exc
             raise
-
-    def _open_wal(self) -> int | None:
-        """A descriptor of the WAL file to fsync, when commits of ``add`` may leave it to ``sync``.
-
-        None (every commit syncs itself) with NORMAL, in memory, or when the file cannot be
-        opened. init_schema wrote a transaction, so SQLite has created the file and keeps it until
-        its last connection (our writer at the latest) closes."""
-        if self._synchronous != "FULL" or self._reader is self._writer:
-            return None
-        try:
-            # not O_CREAT: a file SQLite does not use would sync nothing
-            return os.open(f"{self.path}-wal", os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return None
 
     @contextmanager
     def _writing(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
@@ -191,21 +165,6 @@ class SQLiteStore(Store):
                 if relax:
                     conn.execute("PRAGMA synchronous = FULL")
 
-    @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            if self._closed:
-                raise StoreError(f"the event store {self.path} is closed")
-            conn = self._reader
-            if conn is self._writer:
-                yield conn
-                return
-            conn.execute("BEGIN")  # one snapshot for the queries of one call
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
-
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
         after this returned) returns; other connections see them at once."""
@@ -215,7 +174,7 @@ class SQLiteStore(Store):
         keys = [item.outcome.key for item in items]
         remembered: list[int] = []
         try:
-            with self._writing(fsync=durable or self._wal_fd is None) as conn:
+            with self._writing(fsync=durable or self._wal.fd is None) as conn:
                 ids = self._add(conn, keys, rows, remembered)
         except BaseException:
             for id_ in remembered:  # not stored after all
@@ -262,34 +221,8 @@ class SQLiteStore(Store):
         """Make durable what every ``add(durable=False)`` that returned before this call stored:
         one fsync of the WAL file (the GIL is released once for all of it, not per row).
 
-        Raises ``StoreError`` when the fsync fails, and from then on (see the module docstring)."""
-        with self._sync_lock:
-            if self._sync_error is not None:
-                raise StoreError(self._sync_error)
-            if self._wal_fd is None:  # closed (synced then) or every commit synced itself
-                return
-            try:
-                _fsync(self._wal_fd)
-            except OSError as exc:
-                self._sync_error = (
-                    f"cannot sync the write-ahead log of {self.path} ({exc}); "
-                    "nothing more is made durable until the store is reopened"
-                )
-                raise StoreError(self._sync_error) from exc
-
-    def _close_wal(self) -> None:
-        """Sync what ``sync`` has not synced yet, then close the WAL descriptor."""
-        with self._sync_lock:
-            fd, self._wal_fd = self._wal_fd, None
-            if fd is None:
-                return
-            try:
-                if self._sync_error is None:
-                    _fsync(fd)
-            except OSError as exc:
-                self._sync_error = f"cannot sync the write-ahead log of {self.path} ({exc})"
-            finally:
-                os.close(fd)
+        Raises ``StoreError`` when the fsync fails, and from then on (see ``wal_sync``)."""
+        self._wal.sync()
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``."""
@@ -354,86 +287,6 @@ class SQLiteStore(Store):
                 "UPDATE events SET state = 'queued' WHERE state = 'in_flight'"
             ).rowcount
 
-    def counts(self, since: float | None = None) -> Counts:
-        """See ``Store.counts``."""
-        low = float("-inf") if since is None else since
-        by_state = {s.value: 0 for s in State}
-        by_reason: dict[tuple[str, str], int] = {}
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT state, reason, count(*) FROM events WHERE updated_at >= ?"
-                " GROUP BY state, reason",
-                (low,),
-            ).fetchall()
-            backlog = conn.execute(
-                f"SELECT state, count(*), min(received_at) FROM events WHERE {OPEN} GROUP BY state"
-            ).fetchall()
-        for state, reason, n in rows:
-            by_state[state] = by_state.get(state, 0) + n
-            if reason is not None:
-                by_reason[(state, reason)] = n
-        current = {state: (n, oldest) for state, n, oldest in backlog}
-        queued, oldest = current.get(State.QUEUED.value, (0, None))
-        return Counts(
-            by_state, by_reason, queued, current.get(State.IN_FLIGHT.value, (0,))[0], oldest
-        )
-
-    def timeline(self, since: float, bucket_s: int) -> list[tuple[float, dict[str, int]]]:
-        """See ``Store.timeline``."""
-        if bucket_s <= 0:
-            raise ValueError(f"bucket_s must be positive, got {bucket_s}")
-        out: list[tuple[float, dict[str, int]]] = []
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT CAST(updated_at / ?1 AS INTEGER) AS b, state, count(*) FROM events"
-                " WHERE updated_at >= ?2 GROUP BY b, state ORDER BY b",
-                (bucket_s, since),
-            )
-            for b, state, n in rows:
-                start = float(b * bucket_s)
-                if not out or out[-1][0] != start:
-                    out.append((start, {}))
-                out[-1][1][state] = n
-        return out
-
-    def events(
-        self,
-        *,
-        states: Sequence[State] | None = None,
-        reason: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after_id: int | None = None,
-    ) -> list[EventRecord]:
-        """See ``Store.events``."""
-        where: list[str] = []
-        args: list[Any] = []
-        if states is not None:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(State(s).value for s in states)
-        for clause, value in (
-            ("reason = ?", reason),
-            ("updated_at >= ?", since),
-            ("e.id > ?", after_id),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = f"{RECORD} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY e.id LIMIT ?"
-        with self._reading() as conn:
-            return [decode_record(r) for r in conn.execute(sql, (*args, max(0, limit)))]
-
-    def get(self, id_or_key: int | str) -> EventRecord | None:
-        """See ``Store.get``."""
-        arg: int | str
-        if isinstance(id_or_key, str):
-            sql, arg = f"{RECORD} WHERE key = ? AND key != ''", id_or_key
-        else:
-            sql, arg = f"{RECORD} WHERE e.id = ?", int(id_or_key)
-        with self._reading() as conn:
-            row = conn.execute(sql, (arg,)).fetchone()
-        return None if row is None else decode_record(row)
-
     def requeue(
         self,
         ids: Sequence[int],
@@ -494,7 +347,7 @@ class SQLiteStore(Store):
             if self._closed:
                 return
             self._closed = True
-            self._close_wal()  # before the writer: the WAL may outlive it (other connections)
+            self._wal.close()  # before the writer: the WAL may outlive it (other connections)
             if self._reader is not self._writer:
                 self._reader.close()
             self._writer.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from leadrelay.delivery.store import Incoming, Store
 
@@ -44,6 +44,19 @@ class ChunkedIntake:
             if len(self._pending) >= self._size:
                 self._flush()
 
+    def put_many(self, items: Sequence[Incoming]) -> None:
+        """Add events read together (``put`` for each of them, with the lock taken once)."""
+        if not items:
+            return
+        size = self._size
+        with self._lock:
+            pending = self._pending
+            if not pending:
+                self._since = time.monotonic()
+            pending += items
+            while len(self._pending) >= size:
+                self._flush(size)
+
     def flush_if_old(self) -> None:
         """Store a partial chunk that has waited ``max_age_s`` (called from a timer)."""
         with self._lock:
@@ -56,8 +69,15 @@ class ChunkedIntake:
             if self._pending:
                 self._flush()
 
-    def _flush(self) -> None:
-        chunk, self._pending = self._pending, []
+    def _flush(self, size: int | None = None) -> None:
+        """Store the first ``size`` pending events (all of them by default)."""
+        pending = self._pending
+        if size is None or size >= len(pending):
+            chunk, self._pending = pending, []
+        else:
+            chunk, self._pending = pending[:size], pending[size:]
+            if self._pending:
+                self._since = time.monotonic()  # what is left waits from now
         self._store.add(chunk)
         self.stored += len(chunk)
         if self._on_stored is not None:

@@ -1,0 +1,150 @@
+"""What ``send`` hands the store: the same events, originals and tally on one core as on several,
+and the file intake's chunks whether events come one at a time or a piece at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import make_settings
+from leadrelay.bench.events import generate_events
+from leadrelay.config import Settings
+from leadrelay.delivery.intake import ChunkedIntake
+from leadrelay.delivery.store import Incoming
+from leadrelay.outcome import Filtered
+from leadrelay.send import _outcomes
+from leadrelay.summary import Tally
+
+
+class _Chunks:
+    """A store that only records the chunks it was given."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[Incoming]] = []
+
+    def add(self, items: Sequence[Incoming]) -> list[int]:
+        self.chunks.append(list(items))
+        return list(range(len(items)))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings(
+        mapping={
+            "lead_created": "Raw Lead",
+            "lead_qualified": "Marketing Qualified Lead",
+            "opportunity_created": "Sales Opportunity",
+            "deal_won": "Converted",
+        },
+        delivery={"batch_size": 7},
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> list[str]:
+    """NDJSON with bad lines and a batch envelope, a JSON array and a CSV file: every reader."""
+    events = list(generate_events(230, now=time.time(), seed=5))
+    ndjson = tmp_path / "a.ndjson"
+    lines = [orjson.dumps(e) for e in events[:200]]
+    lines[5] = b"{not json"
+    lines[9] = b""
+    lines[17] = orjson.dumps({"batch": events[200:203]})
+    lines[40] = b"[1, 2]"
+    lines[41] = b'{"event_name": "lead_qualified", "user": {"email": 7}}'
+    ndjson.write_bytes(b"\n".join(lines))
+    array = tmp_path / "b.json"
+    array.write_bytes(orjson.dumps(events[203:220]))
+    csv = tmp_path / "c.csv"
+    rows = ["event_name,facebook_lead_id,user.email,context.event_timestamp,context.event_id"]
+    for n, e in enumerate(events[220:]):
+        rows.append(
+            f"{e['event_name']},{e['facebook_lead_id']},{e['user']['email']},"
+            f"{e['context']['event_timestamp']},csv-{n}"
+        )
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return [str(ndjson), str(array), str(csv)]
+
+
+def _send_side(settings: Settings, files: list[str], jobs: int) -> tuple[object, ...]:
+    store = _Chunks()
+    tally = Tally()
+    intake = ChunkedIntake(store, size=settings.delivery.batch_size, max_age_s=60)
+    _outcomes(files, settings, jobs, tally, intake, threading.Event(), None)
+    # Originals as every reader of the store sees them: decoded (one core keeps the line read).
+    stored = [
+        (i.outcome, None if i.original is None else orjson.loads(i.original))
+        for chunk in store.chunks
+        for i in chunk
+    ]
+    counts = (
+        tally.read,
+        tally.mapped,
+        dict(tally.filtered),
+        dict(tally.rejected),
+        dict(tally.notes),
+        {k: [(e.where, e.key, e.field, e.message) for e in v] for k, v in tally.examples.items()},
+    )
+    return [len(c) for c in store.chunks], stored, counts
+
+
+def test_one_core_stores_and_counts_exactly_what_several_cores_do(
+    settings: Settings, inputs: list[str]
+) -> None:
+    one = _send_side(settings, inputs, 1)
+    two = _send_side(settings, inputs, 2)
+    assert one == two
+    sizes, stored, (read, mapped, filtered, rejected, _, _) = one
+    assert sizes[:-1] == [7] * (len(sizes) - 1)  # full chunks, then what was left
+    # 225 good events (the envelope's 3 instead of its line), 3 bad lines, the blank one skipped
+    assert read == 228
+    assert rejected["unreadable"] == 2  # "{not json" and "[1, 2]"
+    assert len(stored) == read - rejected["unreadable"]
+    assert any(type(o) is Filtered for o, _ in stored) == bool(filtered)
+    assert all(original is not None for _, original in stored)
+    assert mapped == sum(1 for o, _ in stored if type(o).__name__ == "Payload")
+
+
+def test_a_stop_keeps_the_piece_being_read_out_of_the_store(
+    settings: Settings, inputs: list[str]
+) -> None:
+    store = _Chunks()
+    intake = ChunkedIntake(store, size=1, max_age_s=60)
+    stop = threading.Event()
+    stop.set()
+    _outcomes(inputs, settings, 1, Tally(), intake, stop, None)
+    assert store.chunks == []
+
+
+@pytest.mark.parametrize(
+    ("size", "puts", "chunks", "left"),
+    [
+        (3, [[1, 2], [3, 4, 5, 6, 7]], [3, 3], 1),
+        (3, [[1, 2, 3]], [3], 0),
+        (5, [[1], [2], []], [], 2),
+        (2, [[1, 2, 3, 4, 5]], [2, 2], 1),
+    ],
+)
+def test_events_put_in_pieces_are_stored_in_the_chunks_put_one_by_one_would_make(
+    size: int, puts: list[list[int]], chunks: list[int], left: int
+) -> None:
+    def item(n: int) -> Incoming:
+        return Incoming(Filtered(f"k{n}", "lead_created", "unmapped", "no"), None, 0.0)
+
+    by_piece, one_by_one = _Chunks(), _Chunks()
+    pieces = ChunkedIntake(by_piece, size=size, max_age_s=60)
+    single = ChunkedIntake(one_by_one, size=size, max_age_s=60)
+    for put in puts:
+        pieces.put_many([item(n) for n in put])
+        for n in put:
+            single.put(item(n))
+    assert [len(c) for c in by_piece.chunks] == chunks
+    assert by_piece.chunks == one_by_one.chunks
+    pieces.flush()
+    single.flush()
+    assert by_piece.chunks == one_by_one.chunks
+    assert pieces.stored == single.stored == sum(chunks) + left

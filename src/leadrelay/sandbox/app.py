@@ -229,14 +229,12 @@ def create_app(options: SandboxOptions) -> Starlette:
         text = request.query_params.get("limit", "100")
         if not (text.isascii() and text.isdigit()):
             return _json({"error": f"limit must be a non-negative integer, got {text!r}"}, 400)
-        events = state.received()
-        limit = int(text)
         return _json(
             {
                 "requests": state.requests,
                 "events_received": state.events_received,
                 "errors_by_code": dict(state.errors_by_code),
-                "events": events[len(events) - limit :] if limit else [],
+                "events": state.received(int(text)),
             }
         )
 

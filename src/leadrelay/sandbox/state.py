@@ -60,15 +60,24 @@ class SandboxState:
         self._script: deque[Fault] = deque()
         self._rng = random.Random(self._options.seed)
 
-    def received(self) -> list[dict[str, Any]]:
-        """Accepted events in arrival order (the last ``keep_events`` of them)."""
-        with self._lock:
-            chunks = list(self._received)
-        events: list[dict[str, Any]] = []
-        for _, blob in chunks:
-            events.extend(orjson.loads(blob))
+    def received(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Accepted events in arrival order: the last ``keep_events`` of them, or only the last
+        ``limit`` (0: none). Only the requests that hold those are decoded, so a poll that asks
+        for counts alone costs nothing however many events are kept."""
         keep = self._options.keep_events
-        return events[len(events) - keep :] if keep else []
+        wanted = keep if limit is None else min(limit, keep)
+        with self._lock:
+            chunks: list[bytes] = []
+            have = 0
+            for count, blob in reversed(self._received):
+                if have >= wanted:
+                    break
+                chunks.append(blob)
+                have += count
+        events: list[dict[str, Any]] = []
+        for blob in reversed(chunks):
+            events.extend(orjson.loads(blob))
+        return events[max(0, len(events) - wanted) :] if wanted else []
 
     def recent_requests(self) -> list[RequestRecord]:
         """The last 20 finished requests, oldest first."""

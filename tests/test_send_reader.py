@@ -17,7 +17,7 @@ from leadrelay.config import Settings
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.store import Incoming
 from leadrelay.outcome import Filtered
-from leadrelay.send import _outcomes
+from leadrelay.send_input import read_into_store
 from leadrelay.summary import Tally
 
 
@@ -74,7 +74,7 @@ def _send_side(settings: Settings, files: list[str], jobs: int) -> tuple[object,
     store = _Chunks()
     tally = Tally()
     intake = ChunkedIntake(store, size=settings.delivery.batch_size, max_age_s=60)
-    _outcomes(files, settings, jobs, tally, intake, threading.Event(), None)
+    read_into_store(files, settings, jobs, tally, intake, threading.Event(), None)
     # Originals as every reader of the store sees them: decoded (one core keeps the line read).
     stored = [
         (i.outcome, None if i.original is None else orjson.loads(i.original))
@@ -116,7 +116,7 @@ def test_a_stop_keeps_the_piece_being_read_out_of_the_store(
     intake = ChunkedIntake(store, size=1, max_age_s=60)
     stop = threading.Event()
     stop.set()
-    _outcomes(inputs, settings, 1, Tally(), intake, stop, None)
+    read_into_store(inputs, settings, 1, Tally(), intake, stop, None)
     assert store.chunks == []
 
 

@@ -11,11 +11,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, closing, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 from rich.console import Console
@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from leadrelay.config import Settings
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.retention import apply_retention
-from leadrelay.delivery.store import Incoming, Store
+from leadrelay.delivery.store import Store
 from leadrelay.delivery.wiring import (
     delivery_lock,
     log_request,
@@ -33,14 +33,13 @@ from leadrelay.delivery.wiring import (
     open_store,
 )
 from leadrelay.delivery.worker import DeliveryWorker
-from leadrelay.events import InputError, SourceRecord, read_pieces
-from leadrelay.events.ndjson import parse_lines
-from leadrelay.mapping.encode import mapped_records
+from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.parallel import dry_run_parallel, map_parallel, map_records
+from leadrelay.mapping.parallel import dry_run_parallel, map_records
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import Outcome, Payload
+from leadrelay.outcome import Payload
+from leadrelay.send_input import read_into_store
 from leadrelay.summary import Tally
 
 _REMEMBERED = 20_000
@@ -98,115 +97,6 @@ def dry_run(settings: Settings, stream: Iterator[Payload], out: IO[bytes], tally
     )
 
 
-def _outcomes(
-    files: Sequence[str],
-    settings: Settings,
-    jobs: int,
-    tally: Tally,
-    intake: ChunkedIntake,
-    stop: threading.Event,
-    progress: Progress | None,
-) -> None:
-    """Read and map every event (on ``jobs`` processes), count it, and hand it with its
-    original to the store."""
-    if jobs <= 1:
-        _read_here(files, Mapper(settings), tally, intake, stop, progress)
-        return
-    task = progress.add_task("events", total=None) if progress is not None else None
-    with closing(map_parallel(files, settings, workers=jobs, originals=True)) as mapped:
-        for m in mapped:
-            if stop.is_set():
-                return
-            if progress is not None and task is not None:
-                progress.advance(task)
-            if m.outcome is None:
-                tally.unreadable(m.where, m.error or "unreadable")
-                continue
-            tally.outcome(m.where, m.outcome)
-            intake.put(Incoming(m.outcome, m.original, time.time()))
-    intake.flush()
-
-
-def _read_here(
-    files: Sequence[str],
-    mapper: Mapper,
-    tally: Tally,
-    intake: ChunkedIntake,
-    stop: threading.Event,
-    progress: Progress | None,
-) -> None:
-    """``_outcomes`` in this process: what ``map_records`` gives, handed over a piece of input
-    at a time (a piece is in memory, so waiting for more input never holds events back).
-
-    Payloads without notes are counted in one go (``Tally.plain_payloads``), their ``where``
-    never made: the tally does nothing else with them outside a dry run.
-    """
-    task = progress.add_task("events", total=None) if progress is not None else None
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    map_event = mapper.map
-    count = tally.outcome
-    read = tally.read  # records read (unreadable ones too) that the progress bar has seen
-    for name in files:
-        for piece in read_pieces(name):
-            items: list[Incoming] = []
-            add = items.append
-            at = time.time()  # when this piece was read
-            plain = 0
-            if isinstance(piece, SourceRecord):
-                others = [piece]
-            else:
-                others = []
-                line_no = piece.line_no
-                for line in piece.lines():
-                    line_no += 1
-                    if stop.is_set():
-                        return
-                    try:
-                        event = loads(line)
-                    except decode_error:
-                        event = None
-                    if type(event) is not dict or "batch" in event:
-                        # Blank, invalid, a batch envelope, not an object: as parse_lines says.
-                        _add_records(
-                            mapped_records(mapper, parse_lines([line], name, line_no - 1)),
-                            tally,
-                            add,
-                            at,
-                        )
-                        continue
-                    outcome = map_event(event)
-                    if type(outcome) is Payload and not outcome.notes:
-                        plain += 1
-                    else:
-                        count(f"{name} line {line_no}", outcome)
-                    add(Incoming(outcome, line, at))  # the event as received, as it was read
-            if others:
-                if stop.is_set():
-                    return
-                _add_records(mapped_records(mapper, others), tally, add, at)
-            tally.plain_payloads(plain)
-            intake.put_many(items)
-            if progress is not None and task is not None:
-                progress.advance(task, tally.read - read)
-                read = tally.read
-    intake.flush()
-
-
-def _add_records(
-    records: Iterator[tuple[str, Outcome | None, str | None, dict[str, Any] | None]],
-    tally: Tally,
-    add: Callable[[Incoming], None],
-    at: float,
-) -> None:
-    """Count and collect mapped records (see ``mapped_records``) as ``_outcomes`` does."""
-    for where, outcome, error, event in records:
-        if outcome is None:
-            tally.unreadable(where, error or "unreadable")
-            continue
-        tally.outcome(where, outcome)
-        add(Incoming(outcome, orjson.dumps(event) if event is not None else None, at))
-
-
 async def deliver(
     settings: Settings,
     options: SendOptions,
@@ -246,7 +136,14 @@ async def deliver(
     runner = asyncio.create_task(worker.run(stop))
     reader = asyncio.create_task(
         asyncio.to_thread(
-            _outcomes, options.files, settings, options.jobs, tally, intake, stop_reading, progress
+            read_into_store,
+            options.files,
+            settings,
+            options.jobs,
+            tally,
+            intake,
+            stop_reading,
+            progress,
         )
     )
     try:

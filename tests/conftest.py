@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from leadrelay.bench.events import generate_events
 from leadrelay.config import Settings, parse_config
 
 NOW = 1767800000.0  # 2026-01-07T15:33:20Z: the fixed clock of the mapping fixtures
@@ -27,3 +31,32 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 def settings() -> Settings:
     return make_settings()
+
+
+def write_every_reader(
+    folder: Path, *, seed: int, odd_lines: dict[int, bytes] | None = None
+) -> list[str]:
+    """Generated events in every input the readers take: NDJSON with bad lines (invalid JSON, a
+    blank line, a batch envelope, an array) and no newline at the end, a JSON array and a CSV
+    file. ``odd_lines`` replaces more NDJSON lines, by index. Returns the three paths."""
+    events = list(generate_events(230, now=time.time(), seed=seed))
+    ndjson = folder / "a.ndjson"
+    lines = [orjson.dumps(e) for e in events[:200]]
+    lines[5] = b"{not json"
+    lines[9] = b""
+    lines[17] = orjson.dumps({"batch": events[200:203]})
+    lines[40] = b"[1, 2]"
+    for index, line in (odd_lines or {}).items():
+        lines[index] = line
+    ndjson.write_bytes(b"\n".join(lines))
+    array = folder / "b.json"
+    array.write_bytes(orjson.dumps(events[203:220]))
+    csv = folder / "c.csv"
+    rows = ["event_name,facebook_lead_id,user.email,context.event_timestamp,context.event_id"]
+    for n, e in enumerate(events[220:]):
+        rows.append(
+            f"{e['event_name']},{e['facebook_lead_id']},{e['user']['email']},"
+            f"{e['context']['event_timestamp']},csv-{n}"
+        )
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return [str(ndjson), str(array), str(csv)]

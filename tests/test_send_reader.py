@@ -4,15 +4,14 @@ and the file intake's chunks whether events come one at a time or a piece at a t
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 import pytest
 
-from conftest import make_settings
-from leadrelay.bench.events import generate_events
+from conftest import make_settings, write_every_reader
+from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.store import Incoming
@@ -35,39 +34,16 @@ class _Chunks:
 @pytest.fixture
 def settings() -> Settings:
     return make_settings(
-        mapping={
-            "lead_created": "Raw Lead",
-            "lead_qualified": "Marketing Qualified Lead",
-            "opportunity_created": "Sales Opportunity",
-            "deal_won": "Converted",
-        },
+        mapping=dict(EVENT_NAMES),
         delivery={"batch_size": 7},
     )
 
 
 @pytest.fixture
 def inputs(tmp_path: Path) -> list[str]:
-    """NDJSON with bad lines and a batch envelope, a JSON array and a CSV file: every reader."""
-    events = list(generate_events(230, now=time.time(), seed=5))
-    ndjson = tmp_path / "a.ndjson"
-    lines = [orjson.dumps(e) for e in events[:200]]
-    lines[5] = b"{not json"
-    lines[9] = b""
-    lines[17] = orjson.dumps({"batch": events[200:203]})
-    lines[40] = b"[1, 2]"
-    lines[41] = b'{"event_name": "lead_qualified", "user": {"email": 7}}'
-    ndjson.write_bytes(b"\n".join(lines))
-    array = tmp_path / "b.json"
-    array.write_bytes(orjson.dumps(events[203:220]))
-    csv = tmp_path / "c.csv"
-    rows = ["event_name,facebook_lead_id,user.email,context.event_timestamp,context.event_id"]
-    for n, e in enumerate(events[220:]):
-        rows.append(
-            f"{e['event_name']},{e['facebook_lead_id']},{e['user']['email']},"
-            f"{e['context']['event_timestamp']},csv-{n}"
-        )
-    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return [str(ndjson), str(array), str(csv)]
+    return write_every_reader(
+        tmp_path, seed=5, odd_lines={41: b'{"event_name": "lead_qualified", "user": {"email": 7}}'}
+    )
 
 
 def _send_side(settings: Settings, files: list[str], jobs: int) -> tuple[object, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from leadrelay.bench.events import generate_events
 from leadrelay.config import Settings, parse_config
+from redis_server import running_redis
 
 NOW = 1767800000.0  # 2026-01-07T15:33:20Z: the fixed clock of the mapping fixtures
 
@@ -31,6 +33,14 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 def settings() -> Settings:
     return make_settings()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the session (the store tests flush it per test); started only
+    when a test asks for it."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 def write_every_reader(

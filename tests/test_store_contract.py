@@ -1,0 +1,658 @@
+"""The Store protocol as every backend keeps it: each test runs on SQLite (a real file) and on
+Redis (a real redis-server). What only one backend does is in test_sqlite_store.py and
+test_redis_store.py."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from leadrelay.delivery import sqlite_store
+from leadrelay.delivery.redis import RedisStore
+from leadrelay.delivery.redis import connection as redis_connection
+from leadrelay.delivery.redis import store as redis_store
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import Incoming, Store, StoreError
+from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
+
+NOW = 1767800000.0
+LEAD_17 = 12345678901234567  # 17 digits: beyond a double's exact integers
+
+
+def lead_of(key: str) -> int:
+    """A distinct 17-digit lead per key: Redis holds back an event while an earlier one of its
+    lead is in flight, so events of different keys must not share a lead by accident."""
+    return LEAD_17 + zlib.crc32(key.encode()) % 10**6
+
+
+def payload(key: str, *, lead_id: int | None = None, data: dict[str, Any] | None = None) -> Payload:
+    body = data if data is not None else {"event_name": "Qualified", "n": key}
+    lead = lead_of(key) if lead_id is None else lead_id
+    return Payload(key, "lead_qualified", "Qualified", lead, int(NOW) - 60, body)
+
+
+def incoming(
+    outcome: Payload | Filtered | Rejected, at: float = NOW, original: Any = None
+) -> Incoming:
+    return Incoming(outcome, None if original is None else orjson.dumps(original), at)
+
+
+def queued(store: Store, *keys: str, at: float = NOW, lead_id: int | None = None) -> list[int]:
+    return store.add([incoming(payload(k, lead_id=lead_id), at) for k in keys])
+
+
+def states(store: Store, ids: list[int]) -> list[State]:
+    return [r.state for r in (store.get(i) for i in ids) if r is not None]
+
+
+def deliver(store: Store, claimed: Any, now: float = NOW) -> None:
+    store.complete([(c.id, Delivery(c.payload, State.DELIVERED)) for c in claimed], now)
+
+
+class Backend:
+    """One backend's storage for a test, and the few things a test needs to reach behind the
+    protocol: open a store on it (again), see every byte it holds, fake a newer schema."""
+
+    name: str
+    schema_version: int
+    wide_lead_id: int | None
+    """What a lead id wider than 64 bits reads back as (SQLite's integers stop at 64 bits)."""
+
+    def __init__(self) -> None:
+        self.opened: list[Store] = []
+
+    def open(self, **options: Any) -> Store:
+        """A store on this backend's data, as a (re)started process opens it; closed at the end
+        of the test unless the test takes it out of ``opened``."""
+        self.opened.append(self._open(**options))
+        return self.opened[-1]
+
+    def _open(self, **options: Any) -> Store:
+        raise NotImplementedError
+
+    def stored_bytes(self) -> bytes:
+        """Every byte the backend holds, to look for what must not be kept."""
+        raise NotImplementedError
+
+    def write_schema_version(self, version: int) -> None:
+        """Mark the stored data as written by a leadrelay with schema ``version``."""
+        raise NotImplementedError
+
+    def walk_in_chunks_of(self, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+        """Make calls that walk many events (purge; Redis: events too) go in chunks of ``n``."""
+        raise NotImplementedError
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    schema_version = sqlite_store.SCHEMA_VERSION
+    wide_lead_id = None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _open(self, **options: Any) -> Store:
+        return SQLiteStore(self.path, **options)
+
+    def stored_bytes(self) -> bytes:
+        return b"".join(p.read_bytes() for p in self.path.parent.iterdir())  # with the WAL
+
+    def write_schema_version(self, version: int) -> None:
+        with sqlite3.connect(self.path) as conn:
+            conn.execute(f"PRAGMA user_version = {version}")
+
+    def walk_in_chunks_of(self, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+        monkeypatch.setattr(sqlite_store, "_PURGE_CHUNK", n)
+
+
+class RedisBackend(Backend):
+    name = "redis"
+    schema_version = redis_connection.SCHEMA_VERSION
+    wide_lead_id = 10**24  # Redis keeps it as text: exactly
+
+    def __init__(self, url: str, client: redis.Redis) -> None:
+        super().__init__()
+        self.url, self.client = url, client
+
+    def _open(self, **options: Any) -> Store:
+        options.setdefault("consumer", "a")  # a restarted process keeps its consumer name
+        return RedisStore(self.url, **options)
+
+    def stored_bytes(self) -> bytes:
+        out = []
+        for key in self.client.scan_iter(count=1000):
+            kind = self.client.type(key)
+            if kind == b"hash":
+                out += [k + v for k, v in self.client.hgetall(key).items()]
+            elif kind == b"stream":
+                out += [orjson.dumps(str(e)) for e in self.client.xrange(key)]
+            elif kind == b"string":
+                out.append(self.client.get(key) or b"")
+        return b"".join(out)
+
+    def write_schema_version(self, version: int) -> None:
+        self.client.hset("{lr}:meta", "schema", version)
+
+    def walk_in_chunks_of(self, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+        monkeypatch.setattr(redis_store, "_CHUNK", n)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made: Backend
+    client: redis.Redis | None = None
+    if request.param == "sqlite":
+        folder = tmp_path / "store"  # holds nothing but the store's files
+        folder.mkdir()
+        made = SQLiteBackend(folder / "events.db")
+    else:
+        url = request.getfixturevalue("redis_url")
+        client = redis.Redis.from_url(url)
+        client.flushall()
+        made = RedisBackend(url, client)
+    yield made
+    for s in made.opened:
+        s.close()
+    if client is not None:
+        client.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def test_payload_round_trips_exactly_and_survives_reopening(backend: Backend) -> None:
+    data = {
+        "event_name": "Qualified",
+        "event_time": 1767799940,
+        "action_source": "system_generated",
+        "user_data": {"lead_id": LEAD_17, "em": ["a" * 64], "ph": None},
+        "custom_data": {"lead_event_source": "CRM ü €", "value": 0.1 + 0.2, "flag": True},
+    }
+    notes = (FieldNote("user_data.ph", "invalid_phone", "left out: not a phone number"),)
+    sent = Payload("evt-1", "lead_qualified", "Qualified", LEAD_17, 1767799940, data, notes)
+    store = backend.open()
+    [id_] = store.add([incoming(sent, at=NOW + 0.123456789)])
+    [claimed] = store.claim(10, NOW + 1)
+    assert (claimed.id, claimed.payload, claimed.attempts) == (id_, sent, 0)
+    assert type(claimed.payload.lead_id) is int
+    assert claimed.payload.data["user_data"]["lead_id"] == LEAD_17
+    delivery = Delivery(
+        sent, State.DELIVERED, attempts=2, fbtrace_id="AbC", extra={"retried": True}
+    )
+    store.complete([(id_, delivery)], NOW + 5)
+    store.close()
+
+    record = backend.open().get(id_)
+    assert record is not None
+    assert (record.state, record.attempts, record.fbtrace_id) == (State.DELIVERED, 2, "AbC")
+    assert (record.payload, record.notes, record.response) == (data, notes, {"retried": True})
+    assert (record.lead_id, record.received_at, record.updated_at) == (
+        LEAD_17,
+        NOW + 0.123456789,
+        NOW + 5,
+    )
+
+
+def test_filtered_and_rejected_are_stored_final_and_never_claimed(
+    store: Store, backend: Backend
+) -> None:
+    ids = store.add(
+        [
+            incoming(Filtered("f1", "page_view", "unmapped", "page_view is not in the mapping")),
+            incoming(
+                Rejected(
+                    "r1",
+                    "lead_qualified",
+                    "invalid_lead_id",
+                    "user_data.lead_id",
+                    "lead id must have 15 to 17 digits",
+                    value="12ab",
+                )
+            ),
+            incoming(
+                Rejected(
+                    "r2",
+                    "lead_qualified",
+                    "invalid_lead_id",
+                    "user_data.lead_id",
+                    "too long",
+                    value="1" * 25,
+                    lead_id=10**24,
+                )
+            ),  # wider than 64 bits
+        ]
+    )
+    assert store.claim(10, NOW + 1) == []
+    f, r, wide = (store.get(i) for i in ids)
+    assert f is not None and (f.state, f.reason, f.message, f.event_name) == (
+        State.FILTERED,
+        "unmapped",
+        "page_view is not in the mapping",
+        None,
+    )
+    assert r is not None and (r.state, r.reason, r.field, r.value, r.lead_id) == (
+        State.REJECTED,
+        "invalid_lead_id",
+        "user_data.lead_id",
+        "12ab",
+        None,
+    )
+    assert wide is not None and (wide.state, wide.lead_id, wide.value) == (
+        State.REJECTED,
+        backend.wide_lead_id,
+        "1" * 25,
+    )
+
+
+def test_a_payload_that_is_not_json_is_rejected_alone_not_the_batch(store: Store) -> None:
+    bad = payload("bad", data={"when": {1, 2}})  # a set: not JSON
+    ok, rejected = (store.get(i) for i in store.add([incoming(payload("ok")), incoming(bad)]))
+    assert ok is not None and ok.state is State.QUEUED
+    assert rejected is not None
+    assert (rejected.state, rejected.reason) == (State.REJECTED, "unencodable")
+    assert "JSON" in (rejected.message or "")
+    assert [c.payload.key for c in store.claim(10, NOW)] == ["ok"]
+
+
+def test_a_resent_event_is_stored_once(store: Store) -> None:
+    first = queued(store, "a", "b")
+    again = store.add([incoming(payload("b")), incoming(payload("c")), incoming(payload("c"))])
+    assert again[0] == first[1]
+    assert again[1] == again[2] != first[0]
+    assert store.counts().by_state["queued"] == 3
+    assert [c.payload.key for c in store.claim(10, NOW)] == ["a", "b", "c"]
+
+
+def test_the_first_outcome_stored_for_a_key_wins(store: Store) -> None:
+    [id_] = store.add([incoming(Filtered("k", "lead_qualified", "consent", "no consent"))])
+    assert queued(store, "k") == [id_]
+    assert states(store, [id_]) == [State.FILTERED]
+
+
+def test_events_without_a_key_are_never_merged(store: Store) -> None:
+    ids = store.add([incoming(Filtered("", "x", "unmapped", "m"))] * 2)
+    assert ids[0] != ids[1]
+    assert store.get("") is None
+
+
+def test_claim_marks_in_flight_and_never_hands_out_a_row_twice(store: Store) -> None:
+    ids = queued(store, *"abcde")
+    first = store.claim(3, NOW)
+    second = store.claim(3, NOW)
+    assert [c.id for c in first] == ids[:3]
+    assert [c.id for c in second] == ids[3:]
+    assert store.claim(3, NOW) == []
+    assert states(store, ids) == [State.IN_FLIGHT] * 5
+    assert store.counts().in_flight == 5
+
+
+def test_claim_takes_nothing_that_is_not_due_yet(store: Store) -> None:
+    queued(store, "later", at=NOW + 10)
+    assert store.claim(10, NOW) == []
+    assert len(store.claim(10, NOW + 10)) == 1
+
+
+def test_crash_between_claim_and_complete_loses_nothing(backend: Backend) -> None:
+    crashed = backend.open()
+    ids = queued(crashed, *"abc")
+    assert len(crashed.claim(10, NOW)) == 3
+    backend.opened.remove(crashed)
+    del crashed  # no close, no complete: the process died mid-batch
+
+    restarted = backend.open()
+    assert restarted.release_in_flight() == 3
+    assert [c.id for c in restarted.claim(10, NOW)] == ids
+    assert restarted.release_in_flight() == 3
+
+
+def test_retry_later_waits_until_due(store: Store) -> None:
+    [id_] = queued(store, "a")
+    store.claim(10, NOW)
+    store.retry_later([id_], NOW + 60, "throttled", "Meta asked us to slow down", now=NOW + 1)
+    assert store.claim(10, NOW + 59) == []
+    record = store.get(id_)
+    assert record is not None
+    assert (record.state, record.reason, record.message, record.next_attempt_at) == (
+        State.QUEUED,
+        "throttled",
+        "Meta asked us to slow down",
+        NOW + 60,
+    )
+    assert [(c.id, c.attempts) for c in store.claim(10, NOW + 60)] == [(id_, 1)]
+
+
+def test_events_go_out_in_the_order_they_fell_due(store: Store) -> None:
+    first, second = queued(store, "first", "second")
+    store.claim(10, NOW)
+    store.retry_later([first], NOW + 60, "throttled", None, now=NOW)
+    store.retry_later([second], NOW + 30, "throttled", None, now=NOW)
+    [later] = queued(store, "received-later", at=NOW + 45)
+    claimed = store.claim(2, NOW + 100)
+    assert [c.id for c in claimed] == [second, later]  # a backlog does not starve retries
+    assert [c.id for c in store.claim(2, NOW + 100)] == [first]
+
+
+@pytest.mark.parametrize(("requests", "expected"), [(0, 0), (1, 1), (3, 3)])
+def test_retry_later_counts_the_requests_made(store: Store, requests: int, expected: int) -> None:
+    [id_] = queued(store, "a")
+    store.claim(1, NOW)
+    store.retry_later([id_], NOW, "paused_auth", None, attempts=requests, now=NOW)
+    [claimed] = store.claim(1, NOW)
+    assert claimed.attempts == expected
+
+
+def test_a_late_retry_does_not_reopen_a_finished_event(store: Store) -> None:
+    [id_] = queued(store, "a")
+    [c] = store.claim(1, NOW)
+    deliver(store, [c])
+    store.retry_later([id_], NOW, "transient", None, now=NOW)
+    store.complete([(id_, Delivery(c.payload, State.DEAD, reason="retries_exhausted"))], NOW)
+    assert states(store, [id_]) == [State.DELIVERED]
+    assert store.claim(1, NOW + 1) == []
+
+
+def test_complete_records_every_final_state_with_its_reason(store: Store) -> None:
+    ids = queued(store, *"abcde")
+    c = {x.id: x.payload for x in store.claim(10, NOW)}
+    store.complete(
+        [
+            (ids[0], Delivery(c[ids[0]], State.DELIVERED)),
+            (
+                ids[1],
+                Delivery(
+                    c[ids[1]],
+                    State.REJECTED,
+                    attempts=3,
+                    reason="invalid_parameter",
+                    message="Invalid parameter",
+                    code=100,
+                    subcode=2804019,
+                    fbtrace_id="T",
+                ),
+            ),
+            (ids[2], Delivery(c[ids[2]], State.EXPIRED, attempts=0, reason="expired")),
+            (ids[3], Delivery(c[ids[3]], State.QUEUED, attempts=1, reason="paused_auth", code=190)),
+            (
+                ids[4],
+                Delivery(
+                    c[ids[4]], State.DEAD, attempts=6, reason="retries_exhausted", message="gave up"
+                ),
+            ),
+        ],
+        NOW + 1,
+    )
+    records = [store.get(i) for i in ids]
+    assert [(r.state, r.attempts, r.reason, r.code, r.subcode) for r in records if r] == [
+        (State.DELIVERED, 1, None, None, None),
+        (State.REJECTED, 3, "invalid_parameter", 100, 2804019),
+        (State.EXPIRED, 0, "expired", None, None),
+        (State.QUEUED, 1, "paused_auth", 190, None),
+        (State.DEAD, 6, "retries_exhausted", None, None),
+    ]
+    assert [x.id for x in store.claim(10, NOW + 1)] == [ids[3]]
+
+
+def test_complete_refuses_a_state_that_is_not_a_result_and_writes_nothing(store: Store) -> None:
+    ids = queued(store, "a", "b")
+    c = store.claim(10, NOW)
+    with pytest.raises(ValueError, match=f"event {ids[1]}.*'filtered'"):
+        store.complete(
+            [
+                (ids[0], Delivery(c[0].payload, State.DELIVERED)),
+                (ids[1], Delivery(c[1].payload, State.FILTERED)),
+            ],
+            NOW,
+        )
+    assert states(store, ids) == [State.IN_FLIGHT] * 2
+
+
+def _mixed(store: Store) -> list[int]:
+    """2 delivered at NOW+10, 1 dead at NOW+70, 2 filtered + 1 rejected at NOW, 3 queued at NOW+1
+    of which 1 in flight."""
+    ids = queued(store, "d1", "d2", "dead", at=NOW - 5)
+    c = {x.id: x.payload for x in store.claim(3, NOW)}
+    store.complete([(i, Delivery(c[i], State.DELIVERED)) for i in ids[:2]], NOW + 10)
+    store.complete(
+        [(ids[2], Delivery(c[ids[2]], State.DEAD, reason="retries_exhausted"))], NOW + 70
+    )
+    ids += store.add(
+        [
+            incoming(Filtered("f1", "page_view", "unmapped", "m")),
+            incoming(Filtered("f2", "lead_qualified", "consent", "m")),
+            incoming(Rejected("r1", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "m")),
+        ]
+    )
+    ids += queued(store, "q1", "q2", "q3", at=NOW + 1)
+    store.claim(1, NOW + 1)
+    return ids
+
+
+def test_counts_by_state_and_reason_with_the_backlog(store: Store) -> None:
+    _mixed(store)
+    counts = store.counts()
+    assert counts.by_state == {
+        "queued": 2,
+        "in_flight": 1,
+        "delivered": 2,
+        "filtered": 2,
+        "rejected": 1,
+        "expired": 0,
+        "dead": 1,
+    }
+    assert counts.by_reason == {
+        ("dead", "retries_exhausted"): 1,
+        ("filtered", "unmapped"): 1,
+        ("filtered", "consent"): 1,
+        ("rejected", "invalid_lead_id"): 1,
+    }
+    assert (counts.queued, counts.in_flight, counts.oldest_queued_at) == (2, 1, NOW + 1)
+
+
+def test_counts_since_only_look_at_recent_changes_but_backlog_stays_whole(store: Store) -> None:
+    _mixed(store)
+    counts = store.counts(since=NOW + 10)
+    assert {k: v for k, v in counts.by_state.items() if v} == {"delivered": 2, "dead": 1}
+    assert counts.by_reason == {("dead", "retries_exhausted"): 1}
+    assert (counts.queued, counts.in_flight) == (2, 1)
+
+
+def test_timeline_buckets_by_state(store: Store) -> None:
+    _mixed(store)
+    base = NOW - NOW % 60
+    assert store.timeline(NOW + 5, 60) == [(base, {"delivered": 2}), (base + 60, {"dead": 1})]
+    assert store.timeline(NOW - 3600, 3600) == [
+        (
+            NOW - NOW % 3600,
+            {"delivered": 2, "dead": 1, "filtered": 2, "rejected": 1, "queued": 2, "in_flight": 1},
+        )
+    ]
+    with pytest.raises(ValueError, match="bucket_s"):
+        store.timeline(NOW, 0)
+
+
+def test_events_filters_and_pages(
+    store: Store, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _mixed(store)
+    backend.walk_in_chunks_of(monkeypatch, 2)  # Redis: several script calls per page
+    filtered = store.events(states=[State.FILTERED, State.REJECTED])
+    assert [e.key for e in filtered] == ["f1", "f2", "r1"]
+    assert [e.key for e in store.events(reason="consent")] == ["f2"]
+    assert [e.key for e in store.events(since=NOW + 10)] == ["d1", "d2", "dead"]
+    page1 = store.events(limit=4)
+    page2 = store.events(limit=4, after_id=page1[-1].id)
+    assert [e.id for e in page1 + page2] == ids[:8]
+    assert store.events(limit=0) == []
+
+
+def test_get_by_id_or_key(store: Store) -> None:
+    [id_] = queued(store, "evt-42")
+    by_id, by_key = store.get(id_), store.get("evt-42")
+    assert by_id is not None and by_id == by_key
+    assert store.get(id_ + 1) is None and store.get("nope") is None
+
+
+def test_requeue_replays_dead_letters_only(store: Store) -> None:
+    ids = queued(store, "dead", "done")
+    c = {x.id: x.payload for x in store.claim(10, NOW)}
+    store.complete(
+        [
+            (
+                ids[0],
+                Delivery(c[ids[0]], State.DEAD, attempts=6, reason="retries_exhausted", code=2),
+            ),
+            (ids[1], Delivery(c[ids[1]], State.DELIVERED)),
+        ],
+        NOW + 1,
+    )
+    assert store.requeue(ids, now=NOW + 2) == 1  # a delivered event is never sent again
+    record = store.get(ids[0])
+    assert record is not None
+    assert (record.state, record.attempts, record.reason, record.code) == (
+        State.QUEUED,
+        0,
+        None,
+        None,
+    )
+    [claimed] = store.claim(10, NOW + 2)
+    assert (claimed.id, claimed.payload, claimed.attempts) == (ids[0], c[ids[0]], 0)
+    assert store.counts().by_state["dead"] == 0
+
+
+def test_requeue_with_remapped_payloads(store: Store) -> None:
+    [f] = store.add([incoming(Filtered("k", "lead_won", "unmapped", "lead_won is not mapped"))])
+    assert store.requeue([f]) == 0  # nothing to send without a payload
+    fixed = payload("k", data={"event_name": "Won"})
+    assert store.requeue([f], [fixed], now=NOW) == 1
+    [claimed] = store.claim(1, NOW)
+    assert (claimed.id, claimed.payload) == (f, fixed)
+    with pytest.raises(ValueError, match="1 ids but 2 payloads"):
+        store.requeue([f], [fixed, fixed])
+
+
+def test_purge_drops_originals_then_deletes_old_delivered_events(
+    store: Store, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.walk_in_chunks_of(monkeypatch, 3)  # several chunks
+    ids = store.add([incoming(payload(f"e{i}"), original={"i": i}) for i in range(8)])
+    c = {x.id: x.payload for x in store.claim(10, NOW)}
+    store.complete([(ids[0], Delivery(c[ids[0]], State.DEAD, reason="retries_exhausted"))], NOW)
+    store.complete([(i, Delivery(c[i], State.DELIVERED)) for i in ids[1:]], NOW + 1)
+
+    assert store.purge(delivered_before=NOW + 1, drop_originals=True) == 0  # not old enough
+    assert store.purge(delivered_before=NOW + 2, drop_originals=True) == 7
+    record = store.get(ids[1])
+    assert record is not None
+    assert (record.state, record.original, record.payload) == (State.DELIVERED, None, None)
+    assert store.purge(delivered_before=NOW + 2, drop_originals=True) == 0
+
+    assert store.purge(delivered_before=NOW + 2, drop_originals=False) == 7
+    assert store.counts().by_state["delivered"] == 0
+    assert store.counts(since=NOW).by_state["delivered"] == 0
+    assert store.get("e1") is None
+    dead = store.get(ids[0])
+    assert dead is not None and dead.original == {"i": 0}  # dead letters are kept for replay
+    assert store.requeue([ids[0]], now=NOW) == 1
+    assert queued(store, "fresh") == [ids[-1] + 1]  # the purged ids are never handed out again
+
+
+EVENT = {
+    "event_name": "lead_qualified",
+    "user": {
+        "email": "jane.doe@example.com",
+        "phone": "+33612345678",
+        "consent_categories": ["1", "4"],
+        "address": {"city": "Paris"},
+    },
+    "context": {"event_id": "evt-1"},
+    "facebook_lead_id": str(LEAD_17),
+}
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("keep", EVENT),
+        (
+            "redact",
+            {
+                **EVENT,
+                "user": {
+                    "email": "[redacted]",
+                    "phone": "[redacted]",
+                    "consent_categories": ["1", "4"],
+                    "address": "[redacted]",
+                },
+            },
+        ),
+        ("drop", None),
+    ],
+)
+def test_original_policy(backend: Backend, policy: Any, expected: Any) -> None:
+    store = backend.open(original_policy=policy)
+    [id_] = store.add([incoming(payload("evt-1"), original=EVENT)])
+    record = store.get(id_)
+    assert record is not None and record.original == expected
+    assert (b"jane.doe@example.com" in backend.stored_bytes()) is (policy == "keep")
+
+
+def test_refuses_a_newer_schema(backend: Backend) -> None:
+    backend.open().close()
+    newer = backend.schema_version + 1
+    backend.write_schema_version(newer)
+    with pytest.raises(StoreError, match=f"schema version {newer}, newer.*upgrade"):
+        backend.open()
+
+
+def test_a_bad_original_policy_is_named(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="original_policy"):
+        backend.open(original_policy="hash")
+
+
+def test_a_closed_store_says_so(backend: Backend) -> None:
+    store = backend.open()
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.add([incoming(payload("a"))])
+    with pytest.raises(StoreError, match="closed"):
+        store.counts()
+
+
+def test_shared_between_threads_every_event_is_claimed_exactly_once(store: Store) -> None:
+    claimed: list[int] = []
+    added: list[int] = []
+    done = threading.Event()
+
+    def intake(t: int) -> None:
+        for b in range(20):
+            added.extend(queued(store, *(f"t{t}-{b}-{i}" for i in range(25))))
+
+    def dispatcher() -> None:
+        while not done.is_set() or store.counts().queued:
+            batch = store.claim(40, NOW)
+            claimed.extend(c.id for c in batch)
+            deliver(store, batch)  # Redis holds back a lead's next event until this
+
+    workers = [threading.Thread(target=intake, args=(t,)) for t in range(4)]
+    reader = threading.Thread(target=dispatcher)
+    reader.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    done.set()
+    reader.join()
+    assert len(added) == len(set(added)) == 2000
+    assert sorted(claimed) == sorted(added)

@@ -5,12 +5,9 @@ waits until it answers PING, yields its URL and kills it at the end. Without ``r
 PATH the tests are skipped locally, but fail in CI (``CI=true``): CI must install it
 (Debian: ``apt-get install -y redis-server``).
 
-Use it from a test module with a fixture of its own::
-
-    @pytest.fixture(scope="session")
-    def redis_url(tmp_path_factory):
-        with running_redis(tmp_path_factory.mktemp("redis")) as url:
-            yield url
+Tests get one through the session fixture ``redis_url`` of conftest.py (started on first use,
+shared by the store tests, which flush it per test). A module that needs a server of its own
+(test_fleet.py: one with a password) defines a ``redis_url`` fixture of its own, which wins.
 """
 
 from __future__ import annotations

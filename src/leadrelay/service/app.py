@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from leadrelay.config import Settings
 from leadrelay.delivery.retention import retention_loop
@@ -75,9 +76,6 @@ def create_app(
                 with contextlib.suppress(Exception):  # already logged by _report_crash
                     await task
 
-    async def events(request: Request) -> Response:
-        return await intake(request)
-
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"}, 200)
 
@@ -123,9 +121,10 @@ def create_app(
         )
         return json_response(document, 200)
 
-    app = Starlette(
+    app = _App(
+        intake,
         routes=[
-            Route("/v1/events", events, methods=["POST"]),
+            Route("/v1/events", intake, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
@@ -138,6 +137,28 @@ def create_app(
     app.state.mapper = mapper
     app.state.intake = intake
     return app
+
+
+class _App(Starlette):
+    """Starlette, with ``POST /v1/events`` handed straight to intake: the route every event takes
+    skips Starlette's middleware and routing (measured: 50-90 us of the event loop's CPU per
+    request). The route stays in ``routes`` for the rest (a root path, other methods: 405)."""
+
+    def __init__(self, intake: Intake, **options: Any) -> None:
+        super().__init__(**options)
+        self._intake = intake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/v1/events"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self
+            await self._intake(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

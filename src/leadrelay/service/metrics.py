@@ -80,12 +80,20 @@ class Metrics:
             "1 while delivery is paused because Meta refused the token or permission",
             registry=r,
         )
+        # labels() takes a lock and checks its arguments on every call; intake counts a few
+        # (outcome, reason) pairs and statuses per request, always the same ones.
+        self._event_counters: dict[tuple[str, str], Counter] = {}
+        self._intake_counters: dict[int, Counter] = {}
 
     def outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Count events by (outcome, reason)."""
-        for (outcome, reason), n in counts.items():
+        counters = self._event_counters
+        for key, n in counts.items():
             if n:
-                self.events.labels(outcome, reason).inc(n)
+                counter = counters.get(key)
+                if counter is None:
+                    counter = counters[key] = self.events.labels(*key)
+                counter.inc(n)
 
     def batch_finished(self, seconds: float, size: int) -> None:
         """Time one batch."""
@@ -100,7 +108,10 @@ class Metrics:
 
     def intake(self, status: int) -> None:
         """Count one intake request by the status it was answered with."""
-        self.intake_requests.labels(str(status)).inc()
+        counter = self._intake_counters.get(status)
+        if counter is None:
+            counter = self._intake_counters[status] = self.intake_requests.labels(str(status))
+        counter.inc()
 
     def render(self, counts: Counts, now: float, *, paused: bool) -> bytes:
         """The exposition text, with the gauges set from ``counts`` first."""

@@ -1,0 +1,138 @@
+"""Reading and mapping one ``POST /v1/events`` body, in the intake thread: the events to store and
+the answer to give once they are stored.
+
+A JSON array of event objects (or a batch envelope holding one), the body every client library
+sends, is read with one ``orjson.loads`` and its events mapped as they are; any other body goes
+through ``parse_body``, which names each problem. Both give the same answer for the same body.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from leadrelay.config import Settings
+from leadrelay.delivery.store import Incoming
+from leadrelay.events import SourceRecord, parse_body
+from leadrelay.events.records import batch_of
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Filtered, Payload, Rejected
+
+log = structlog.get_logger("leadrelay.intake")
+
+_LABEL: Final = "request"
+# What parse_body reads as one JSON document; NDJSON and the rest take the general path.
+_JSON_TYPES: Final = frozenset({"", "application/json"})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to one request once its events are stored: status, JSON body, the number of
+    events queued for delivery and the events by (outcome, reason) for the metrics."""
+
+    status: int
+    body: bytes
+    queued: int
+    counts: Counter[tuple[str, str]]
+
+
+def prepare_request(
+    body: bytes, content_type: str | None, mapper: Mapper, settings: Settings, now: float
+) -> tuple[list[Incoming], Accepted]:
+    """The events of ``body`` to store (received at ``now``) and the request's answer: 202 with
+    what was accepted, or 400 when no event of the body could be read."""
+    keep_originals = settings.store.originals != "drop"
+    events, records = _read(body, content_type)
+    items: list[Incoming] = []
+    rejected: list[dict[str, Any]] = []
+    filtered: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
+    ids: list[str] = []
+    map_event = mapper.map
+    dumps = orjson.dumps
+    for n, event in enumerate(events):
+        if event is None:
+            assert records is not None  # only parse_body gives unreadable events
+            record = records[n]
+            rejected.append(_rejection(record.where, None, "unreadable", None, record.error))
+            counts["rejected", "unreadable"] += 1
+            continue
+        try:
+            outcome = map_event(event)
+        except Exception as exc:  # a bug must cost one event, not the whole request
+            where = _where(records, n)
+            log.exception("mapping failed", item=where)
+            rejected.append(_rejection(where, None, "mapping_failed", None, str(exc)))
+            counts["rejected", "mapping_failed"] += 1
+            continue
+        if isinstance(outcome, Payload):
+            ids.append(outcome.key)  # counted once after the loop
+        elif isinstance(outcome, Filtered):
+            filtered[outcome.reason] += 1
+            counts["filtered", outcome.reason] += 1
+        elif isinstance(outcome, Rejected):
+            rejected.append(
+                _rejection(
+                    _where(records, n), outcome.key, outcome.reason, outcome.field, outcome.message
+                )
+            )
+            counts["rejected", outcome.reason] += 1
+        items.append(Incoming(outcome, dumps(event) if keep_originals else None, now))
+    if not items and rejected:
+        first = rejected[0]["message"]
+        more = f" (and {len(rejected) - 1} more problems)" if len(rejected) > 1 else ""
+        answer: dict[str, Any] = {
+            "error": "malformed_body",
+            "message": f"{first}{more}",
+            "rejected": rejected,
+        }
+        return [], Accepted(400, dumps(answer), 0, Counter())
+    if ids:
+        counts["queued", ""] = len(ids)
+    accepted: dict[str, Any] = {
+        "accepted": len(items),
+        "queued": len(ids),
+        "filtered": dict(filtered),
+        "rejected": rejected,
+        "ids": ids,
+    }
+    return items, Accepted(202, dumps(accepted), len(ids), counts)
+
+
+def _read(
+    body: bytes, content_type: str | None
+) -> tuple[list[dict[str, Any]] | list[dict[str, Any] | None], list[SourceRecord] | None]:
+    """The body's events (None for an unreadable one) and, unless the body is an array of
+    objects read at once, the records ``parse_body`` made of it (they name the problems)."""
+    mime = (content_type or "").partition(";")[0].strip().lower()
+    if mime in _JSON_TYPES:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            value = None  # parse_body locates the error (or reads several values)
+        items = value if type(value) is list else batch_of(value)
+        if items is not None and all(type(item) is dict for item in items):
+            return items, None
+    records = parse_body(body, content_type=content_type, label=_LABEL)
+    return [record.event for record in records], records
+
+
+def _where(records: list[SourceRecord] | None, n: int) -> str:
+    """Where event ``n`` (0-based) of the body is, in parse_body's words."""
+    return f"{_LABEL} item {n + 1}" if records is None else records[n].where
+
+
+def _rejection(
+    where: str, key: str | None, reason: str, field: str | None, message: str | None
+) -> dict[str, Any]:
+    return {
+        "item": where,
+        "event_id": key or None,
+        "reason": reason,
+        "field": field,
+        "message": message or reason,
+    }

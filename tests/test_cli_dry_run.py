@@ -186,3 +186,60 @@ def test_dry_run_on_two_processes_prints_the_same_bodies(tmp_path: Path) -> None
     two = run("send", str(src), "--config", str(cfg), "--dry-run", "--jobs", "2")
     assert one.returncode == two.returncode == 2
     assert one.stdout == two.stdout and len(one.stdout.splitlines()) == 75
+
+
+# What a dry run has no use for: sending (HTTP client, Graph client), the store, the structured
+# logs, asyncio and the progress bar (no terminal here). Importing them was most of its start-up.
+DELIVERY_STACK = [
+    "asyncio",
+    "httpx",
+    "leadrelay.delivery",
+    "leadrelay.logs",
+    "leadrelay.meta.client",
+    "leadrelay.send_input",
+    "rich.progress",
+    "sqlite3",
+    "structlog",
+]
+
+IN_PROCESS = """
+import os, runpy, sys
+import orjson
+out, sys.argv = sys.argv[1], ["leadrelay", *sys.argv[2:]]
+sys.stdout = open(os.devnull, "w")
+try:
+    runpy.run_module("leadrelay", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+with open(out, "wb") as f:
+    f.write(orjson.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_dry_run_does_not_load_the_delivery_stack(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(ndjson(events(time.time())[:3]))
+    script = tmp_path / "in_process.py"
+    script.write_text(IN_PROCESS)
+    out = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            "send",
+            str(src),
+            "--config",
+            str(cfg),
+            "--dry-run",
+        ],
+        capture_output=True,
+        timeout=60,
+        env={"TEST_META_TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    seen = orjson.loads(out.read_bytes())
+    assert seen["code"] == 0, proc.stderr.decode()
+    assert "leadrelay.mapping.engine" in seen["modules"]  # it did map
+    assert [m for m in DELIVERY_STACK if m in seen["modules"]] == []

@@ -7,7 +7,6 @@ every expression, and reports *all* problems at once, each with its key. The acc
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -256,6 +255,8 @@ def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Proble
     for err in exc.errors():
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
+            import difflib  # only to suggest a name for an unknown setting
+
             section = _SECTIONS.get(str(loc[0]), Settings) if len(loc) > 1 else Settings
             hint = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""

@@ -5,49 +5,38 @@ This is the file intake of the pipeline: the same Mapper and Dispatcher serve th
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from leadrelay.config import Settings
-from leadrelay.delivery.intake import ChunkedIntake
-from leadrelay.delivery.retention import apply_retention
-from leadrelay.delivery.store import Store
-from leadrelay.delivery.wiring import (
-    delivery_lock,
-    log_request,
-    make_client,
-    make_dispatcher,
-    open_store,
-)
-from leadrelay.delivery.worker import DeliveryWorker
+from leadrelay.collecting import collecting_less
 from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import dry_run_parallel, map_records
-from leadrelay.meta.client import GraphResult
-from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import Payload
-from leadrelay.send_input import read_into_store
 from leadrelay.summary import Tally
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from leadrelay.config import Settings
+    from leadrelay.delivery.store import Store
+    from leadrelay.meta.client import GraphResult
+    from leadrelay.meta.errors import GraphError
+
+# The delivery stack (asyncio, httpx, the dispatcher, the SQLite store, structlog) and the
+# progress bar are imported by the functions that use them: a dry run, usually written to a pipe,
+# needs none of them, and they were most of its start-up time.
+
 _REMEMBERED = 20_000
-# New container objects between two young collections while delivering (Python's default: 700).
-# A send keeps thousands of mapped events alive (chunks being read and stored, batches in
-# flight), so with the default most collections find nothing to free and the older generations
-# are walked again and again. Higher thresholds did not save more but raised the peak RSS.
-_YOUNG_COLLECTION_EVERY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +100,14 @@ async def deliver(
     earlier run of the same files (same event ids) are not stored or sent again, so an
     interrupted send resumes where it left off.
     """
+    import asyncio
+    import threading
+
+    from leadrelay.delivery.intake import ChunkedIntake
+    from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
+    from leadrelay.delivery.worker import DeliveryWorker
+    from leadrelay.send_input import read_into_store
+
     d = settings.delivery
     loop = asyncio.get_running_loop()
 
@@ -163,25 +160,10 @@ async def deliver(
 
 
 @contextmanager
-def _collecting_less() -> Iterator[None]:
-    """Fewer garbage collections while delivering: what is alive when it starts (modules, the
-    mapper, the config) lives as long as the run, so it is frozen out of them, and the young
-    generation is collected every ``_YOUNG_COLLECTION_EVERY`` allocations. Cycles are still
-    collected; only the work of finding none is saved (it was a fifth of the CPU of a send)."""
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-@contextmanager
 def _delivering_store(settings: Settings) -> Iterator[Store]:
     """The config's store, held with the one-deliverer lock of its data_dir."""
+    from leadrelay.delivery.wiring import delivery_lock, open_store
+
     data_dir = settings.server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -206,12 +188,13 @@ def _delivering_store(settings: Settings) -> Iterator[Store]:
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
     """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped)."""
-    mapper = Mapper(settings)
     with ExitStack() as stack:
         report = stack.enter_context(options.report.open("wb")) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
         progress = None
         if err.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             progress = stack.enter_context(
                 Progress(
                     TextColumn("[progress.description]{task.description}"),
@@ -229,12 +212,16 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
             )
             paused = None
         elif options.dry_run:
-            stream = payloads(options.files, mapper, tally, progress)
+            stream = payloads(options.files, Mapper(settings), tally, progress)
             dry_run(settings, stream, sys.stdout.buffer, tally)
             paused = None
         else:
+            import asyncio
+
+            from leadrelay.delivery.retention import apply_retention
+
             store = stack.enter_context(_delivering_store(settings))
-            stack.enter_context(_collecting_less())
+            stack.enter_context(collecting_less())
             paused = asyncio.run(deliver(settings, options, tally, store, progress))
             apply_retention(store, settings.store, time.time())
     tally.render(err, dry_run=options.dry_run)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
-from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import ErrorKind
 from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
 
@@ -198,6 +200,8 @@ class Tally:
 
     def render(self, console: Console, *, dry_run: bool) -> None:
         """Print the summary table and the first examples of each problem."""
+        from rich.table import Table  # only at the end of a run; workers never render
+
         table = Table(
             title="leadrelay dry run" if dry_run else "leadrelay delivery",
             show_header=True,

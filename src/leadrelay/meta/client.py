@@ -15,11 +15,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
-import httpx
-import orjson
+# httpx imports its own command line when click is installed (it is: uvicorn needs it): click,
+# pygments' lexers, rich's progress bar and tables, some 5% of the start-up of a send or a serve.
+# Nothing here runs httpx's command line, so its module is marked missing before httpx loads,
+# and httpx then defines the stub it has for that case. (No effect once httpx is loaded.)
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from leadrelay import __version__
-from leadrelay.meta.errors import GraphError, classify
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+
+from leadrelay import __version__  # noqa: E402
+from leadrelay.meta.errors import GraphError, classify  # noqa: E402
 
 _REDACTED: Final = "[access_token]"
 _OPEN_BODY: Final = b'{"data":['

@@ -11,11 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Final
 
-import httpx
 import orjson
 
 # Codes from Meta's Graph error-handling and rate-limiting pages (reference section 3.3).
@@ -78,6 +76,9 @@ def classify(
     """Classify a failed call from its HTTP status, body (parsed JSON, raw bytes/str or None),
     the exception raised instead of a response, and the response headers."""
     if exc is not None:
+        # Imported here: a dry run counts outcomes with ErrorKind but never loads the HTTP stack.
+        import httpx
+
         network = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
         detail = str(exc) or type(exc).__name__
         return GraphError(
@@ -186,6 +187,8 @@ def _seconds(value: str) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # rare: only for an HTTP-date Retry-After
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

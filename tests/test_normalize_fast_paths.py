@@ -13,7 +13,7 @@ from phonenumbers import PhoneNumber
 
 from leadrelay.events import ndjson
 from leadrelay.events.records import SourceRecord
-from leadrelay.meta import dates, normalize, phone
+from leadrelay.meta import dates, field_rules, normalize, phone
 from leadrelay.meta.normalize import normalizer
 from leadrelay.meta.phone_valid import is_valid
 
@@ -105,7 +105,7 @@ def test_hyphenated_names_are_cleaned_as_before(text: str) -> None:
         fast: str | tuple[str, str] = normalize.text_rule("ln")(text, text, None)
     except ValueError as exc:
         fast = ("error", str(exc))
-    general = " ".join(normalize._clean(text.lower(), normalize._PUNCTUATION).split())
+    general = " ".join(field_rules.clean(text.lower(), field_rules.PUNCTUATION).split())
     assert fast == (general or ("error", f"last name {text!r} has nothing left once cleaned"))
 
 

@@ -14,6 +14,7 @@ The plans themselves are compiled in ``plans`` (house rule: modules under ~300 l
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -42,6 +43,9 @@ _LEAD_MIN: Final = 10**14  # 15 digits
 _LEAD_END: Final = 10**17  # 18 digits
 _MS_MIN: Final = 10**11  # milliseconds (see rules.to_seconds)
 _MS_END: Final = 10**14
+# The same shapes as text: the digits of numbers in those ranges, without leading zeros.
+_LEAD_DIGITS: Final = re.compile(r"[1-9][0-9]{14,16}").fullmatch
+_MS_DIGITS: Final = re.compile(r"[1-9][0-9]{11,13}").fullmatch
 _CUSTOM: Final = 2  # custom_data's Step.slot
 
 
@@ -193,6 +197,8 @@ class Mapper:
                 )
             if type(raw) is int and _LEAD_MIN <= raw < _LEAD_END:
                 lead_id = raw  # what lead.finish gives, without the call
+            elif type(raw) is str and _LEAD_DIGITS(raw) is not None:
+                lead_id = int(raw)  # the same, for the digits CRMs send as text
             else:
                 lead_id = lead.finish(raw, None)
         except _FIELD_ERRORS as exc:
@@ -220,6 +226,8 @@ class Mapper:
                     raw_time = plan.read(event)
                 if type(raw_time) is int and _MS_MIN <= raw_time < _MS_END:
                     seconds = raw_time // 1000  # what plan.finish gives, without the call
+                elif type(raw_time) is str and _MS_DIGITS(raw_time) is not None:
+                    seconds = int(raw_time) // 1000  # the same, for milliseconds as text
                 elif raw_time is MISSING:
                     seconds = int(now)
                 else:

@@ -15,7 +15,7 @@ from leadrelay.mapping.expressions import MISSING, EvaluationError
 from leadrelay.mapping.plans import Fill, Plan, finish_text
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, PLAIN, SIBLINGS, PlainField, SiblingField, Step
-from leadrelay.meta.normalize import region_hint
+from leadrelay.meta.normalize import region_hint, sha256
 from leadrelay.outcome import FieldNote
 
 _FIELD_ERRORS: Final = FIELD_ERRORS
@@ -60,13 +60,25 @@ def _general_runner(slot: int, name: str, target: str, fill: Fill) -> Run:
 
 
 def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
-    puts = tuple(field.put for field in fields)
+    specs = tuple((field.key, field.name, field.rule, field.put) for field in fields)
 
     def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
         box = event.get(head)
         if type(box) is dict:
             user_data = sections[1]
-            for put in puts:
+            for key, name, rule, put in specs:
+                if rule is not None:
+                    # Most values: text in the first key, to normalize and hash right here (not
+                    # a digest already: those are 64 characters long). The rest is put's.
+                    value = box.get(key)
+                    if type(value) is str and (text := value.strip()) and len(text) != 64:
+                        try:
+                            user_data[name] = [
+                                sha256(rule(text, value, region).encode()).hexdigest()
+                            ]
+                            continue
+                        except _FIELD_ERRORS:
+                            pass  # put meets the same error, and notes it
                 put(box, region, user_data, notes)
         elif box is not None:  # not a dict: each field the general way
             _fill_each(fields, event, region, sections, notes)

@@ -5,7 +5,9 @@ compiled into one closure: ``put(box, region, user_data, notes)``.
 digest in ``user_data`` from the first of its keys that is neither null nor ``""``, or adds a
 note saying why it cannot; with no such key it does nothing. This is where most of the time of
 a mapping goes, so each field gets the closure made for its kind, hashing inline (as
-``text_hasher`` does: a value that already is a digest is kept, lowercased).
+``text_hasher`` does: a value that already is a digest is kept, lowercased). The most common
+case of all, text in the first key, is hashed by the step's loop itself (``filling``), without
+calling ``put``.
 
 Values of fields that have few (gender, state, country: see ``REPEATING_FIELDS``) are hashed
 once: their closures keep a bounded memo of value (and region, where the rule reads it) to
@@ -58,22 +60,16 @@ def sibling_put(
     (value, region) when ``regional``."""
     first, rest = keys[0], keys[1:]
 
-    def put(box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any) -> None:
-        value = box.get(first)
-        if value is None or value == "":
-            value = _next_sibling(box, rest)
-            if value is MISSING:
-                return
+    def put_value(value: Any, region: str | None, user_data: dict[str, Any], notes: Any) -> None:
+        """The field from ``value``, the first sibling's that is neither null nor ""."""
         try:
             if type(value) is str and (text := value.strip()):
                 if memo is not None:
                     seen = (value, region) if regional else value
                     if (digest := memo.get(seen)) is None:
                         digest = _remember(memo, seen, _digest(rule, text, value, region))
-                elif len(text) == 64 and _is_digest(text) is not None:
-                    digest = text.lower()
                 else:
-                    digest = sha256(rule(text, value, region).encode()).hexdigest()
+                    digest = _digest(rule, text, value, region)
                 user_data[name] = [digest]
             else:
                 user_data[name] = finish(value, region)
@@ -81,37 +77,62 @@ def sibling_put(
             notes.append(field_note(target, exc))
 
     if memo is None:
+
+        def put(
+            box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
+        ) -> None:
+            value = box.get(first)
+            if value is None or value == "":
+                value = _next_sibling(box, rest)
+                if value is MISSING:
+                    return
+            put_value(value, region, user_data, notes)
+
         return put
 
-    # A value seen before is the first key's (a memo holds text only: null, "", numbers and
-    # lists are never in it; lists and dicts cannot even be looked up).
+    # The value is found as ``put`` finds it, then looked up (a memo holds text only: null, "",
+    # numbers and lists are never in it; lists and dicts cannot even be looked up). The first
+    # key is often absent (state_short): the next sibling's value is the one remembered.
     if regional:
 
         def put_seen(
             box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
         ) -> None:
+            value = box.get(first)
+            if value is None or value == "":
+                # _next_sibling inline: the state's first key (state_short) is mostly absent,
+                # and the call would cost as much as the rest.
+                for key in rest:
+                    value = box.get(key)
+                    if value is not None and value != "":
+                        break
+                else:
+                    value = MISSING
             try:
-                digest = memo.get((box.get(first), region))
+                digest = memo.get((value, region))
             except TypeError:
                 digest = None
-            if digest is None:
-                put(box, region, user_data, notes)
-            else:
+            if digest is not None:
                 user_data[name] = [digest]
+            elif value is not MISSING:
+                put_value(value, region, user_data, notes)
 
         return put_seen
 
     def put_seen_anywhere(
         box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
     ) -> None:
+        value = box.get(first)
+        if value is None or value == "":
+            value = _next_sibling(box, rest)
         try:
-            digest = memo.get(box.get(first))
+            digest = memo.get(value)
         except TypeError:
             digest = None
-        if digest is None:
-            put(box, region, user_data, notes)
-        else:
+        if digest is not None:
             user_data[name] = [digest]
+        elif value is not MISSING:
+            put_value(value, region, user_data, notes)
 
     return put_seen_anywhere
 

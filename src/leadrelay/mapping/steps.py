@@ -26,7 +26,7 @@ from leadrelay.mapping.expressions import compile_expression
 from leadrelay.mapping.fields import Treatment
 from leadrelay.mapping.plans import Fill, Plan, field_fill
 from leadrelay.mapping.siblings import Put, sibling_put
-from leadrelay.meta.normalize import REGIONAL_FIELDS, REPEATING_FIELDS, text_rule
+from leadrelay.meta.normalize import REGIONAL_FIELDS, REPEATING_FIELDS, TextRule, text_rule
 
 # Step kinds.
 CONSTANT: Final = 0
@@ -45,6 +45,10 @@ class SiblingField(NamedTuple):
     target: str
     put: Put  # sets the field from the object (see ``siblings``)
     fill: Fill  # the general way, for events whose object is not a dict
+    key: str  # the first sibling key
+    # Normalizes the first key's text, for the step's loop to hash without calling ``put``
+    # (see ``filling``); None for fields that remember digests (``put`` looks them up first).
+    rule: TextRule | None
 
 
 class PlainField(NamedTuple):
@@ -118,19 +122,22 @@ def _sibling(plan: Plan, default_country: str | None) -> tuple[int, str, Sibling
         return None
     head, keys = plan.siblings
     field = plan.target.rpartition(".")[2]
+    rule = text_rule(field, default_country=default_country)
+    repeating = field in REPEATING_FIELDS
     put = sibling_put(
         plan.name,
         plan.target,
         keys,
-        text_rule(field, default_country=default_country),
+        rule,
         plan.finish,
-        memo={} if field in REPEATING_FIELDS else None,
+        memo={} if repeating else None,
         regional=field in REGIONAL_FIELDS,
     )
+    fill = field_fill(plan, default_country)
     return (
         SIBLINGS,
         head,
-        SiblingField(plan.name, plan.target, put, field_fill(plan, default_country)),
+        SiblingField(plan.name, plan.target, put, fill, keys[0], None if repeating else rule),
     )
 
 

@@ -42,25 +42,27 @@ def _utc_today() -> date:
 # no look at the clock.
 _PAST_YEARS_END: Final = _utc_today().year
 _PAST_YEARS_TEXT: Final = f"{_PAST_YEARS_END:04d}"
+# Those years as text, 1900 on: "is it four ASCII digits, from 1900, in the past" in one look-up.
+_PAST_YEARS: Final = frozenset(f"{year:04d}" for year in range(1900, _PAST_YEARS_END))
 
 
-# "-MM-DD" -> "MMDD" for the month-days every year has: with a year before this one, surely a
-# real date in the past.
+_DAYS_IN_MONTH: Final = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # not a leap year
+# "-MM-DD" -> "MMDD" for the month-days every year has (all but February 29th): with a year
+# before this one, surely a real date in the past.
 _MONTH_DAYS: Final = {
     f"-{month:02d}-{day:02d}": f"{month:02d}{day:02d}"
     for month in range(1, 13)
-    for day in range(1, 29)
+    for day in range(1, _DAYS_IN_MONTH[month - 1] + 1)
 }
 
 
 def birthdate_rule(text: str, value: Any, region: str | None) -> str:
     """The ``db`` rule: ``YYYYMMDD`` of a real date from 1900 to today (UTC), else an error."""
+    # YYYY-MM-DD, what CRMs export, for most dates: two look-ups (both keys are ASCII, so the
+    # whole text is).
     month_day = _MONTH_DAYS.get(text[4:])
-    if month_day is not None:  # YYYY-MM-DD, what CRMs export, for most dates: one look-up
-        year = text[:4]
-        # Equal-length digit strings compare like the numbers.
-        if year.isdigit() and text.isascii() and "1900" <= year < _PAST_YEARS_TEXT:
-            return year + month_day
+    if month_day is not None and (year := text[:4]) in _PAST_YEARS:
+        return year + month_day
     return _birthdate(text, value)
 
 

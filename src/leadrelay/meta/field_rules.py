@@ -1,14 +1,16 @@
-"""The contract between ``normalize`` and its per-field rule modules (``phone``, ``dates``),
-and the error type every field rule raises (``meta.rules`` too).
+"""The contract between ``normalize`` and its per-field rule modules (``person``, ``places``,
+``phone``, ``dates``), the error type every field rule raises (``meta.rules`` too), and the text
+cleaning that names and places share.
 
-Kept apart so the rule modules can share the error type and rule signatures without importing
-``normalize`` (which imports them). Everything here is re-exported by ``normalize``.
+Kept apart so the rule modules can share these without importing ``normalize`` (which imports
+them). The types are re-exported by ``normalize``.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 Normalizer = Callable[[Any, str | None], str]
 # A field's rule given the trimmed, non-empty text of a value; the value itself comes along for
@@ -38,3 +40,45 @@ def show(value: Any) -> str:
     """``repr`` of a value for error messages, truncated so a long value cannot flood a log."""
     text = repr(value)
     return text if len(text) <= 42 else text[:39] + "..."
+
+
+def emptied(label: str, value: Any) -> NormalizeError:
+    """The error for a value that cleaning leaves empty."""
+    return NormalizeError("empty", f"{label} {show(value)} has nothing left once cleaned")
+
+
+class Deleter(dict[int, int | None]):
+    """``str.translate`` table deleting characters of the given Unicode major categories.
+
+    Filled on first sight of each character, so we never build a table for all of Unicode.
+    """
+
+    __slots__ = ("_categories", "ascii")
+
+    def __init__(self, categories: str) -> None:
+        super().__init__()
+        self._categories = categories
+        # The same deletions for ASCII text, for bytes.translate (several times faster).
+        self.ascii = bytes(c for c in range(128) if unicodedata.category(chr(c))[0] in categories)
+
+    def __missing__(self, code: int) -> int | None:
+        kept = None if unicodedata.category(chr(code))[0] in self._categories else code
+        self[code] = kept
+        return kept
+
+
+PUNCTUATION: Final = Deleter("PS")  # punctuation and symbols
+COMPACT: Final = Deleter("PSZC")  # ... and spaces, controls
+CITY: Final = Deleter("PSZCN")  # ... and digits
+
+nfc: Final = unicodedata.normalize
+"""``unicodedata.normalize``, called as ``nfc("NFC", text)``."""
+
+
+def clean(lowered: str, table: Deleter) -> str:
+    """``lowered`` without the characters ``table`` deletes, in Unicode composed form (NFC)."""
+    if lowered.isascii():
+        return lowered.encode("ascii").translate(None, table.ascii).decode("ascii")
+    cleaned = lowered.translate(table)
+    # Composed last: deleting a character can bring a letter and an accent together.
+    return cleaned if cleaned.isascii() else nfc("NFC", cleaned)

@@ -6,10 +6,11 @@ email, phone or name must give the same digest (reference: Meta spec section 4).
 per event. They raise ``NormalizeError`` (a ``ValueError`` with a machine ``reason`` and a
 ``message`` for people that shows the value truncated and never a hash).
 
-
-Phone numbers live in ``phone`` and birthdates in ``dates`` (house rule: modules under ~300
-lines); the shared error type and rule signatures live in ``field_rules``. All of them are
-re-exported here, so callers keep importing from ``normalize``.
+The rules themselves live by field family (house rule: modules under ~300 lines): ``person``
+(email, names, gender, external_id), ``places`` (city, state, zip code, country, and
+``region_hint``), ``phone`` and ``dates``; the shared error type and rule signatures live in
+``field_rules``. What callers use is re-exported here, so they keep importing from
+``normalize``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final, cast
 
-from leadrelay.meta import geo
 from leadrelay.meta.dates import birthdate_rule
 from leadrelay.meta.field_rules import NormalizeError, Normalizer, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
+from leadrelay.meta.person import email_rule, external_id_rule, gender_rule, name_rule
 from leadrelay.meta.phone import phone_rule
+from leadrelay.meta.places import (
+    city_rule,
+    country_rule,
+    region_hint,
+    resolver,
+    state_rule,
+    zip_rule,
+)
 
 __all__ = [
     "HASHED_FIELDS",
@@ -92,23 +100,6 @@ def is_sha256(text: str) -> bool:
     return isinstance(text, str) and len(text) == 64 and _SHA256.fullmatch(text) is not None
 
 
-_REGIONS: Final[dict[str, str | None]] = {}  # memo: events spell their countries a few ways
-_REGIONS_KEPT: Final = 1024
-
-
-def region_hint(country_value: Any) -> str | None:
-    """ISO alpha-2 (upper case) for a country code or name ("fr", "FRA", "France"), else None."""
-    if not isinstance(country_value, str):
-        return None
-    try:
-        return _REGIONS[country_value]
-    except KeyError:
-        region = geo.country_code(country_value)
-        if len(_REGIONS) < _REGIONS_KEPT:
-            _REGIONS[country_value] = region
-        return region
-
-
 def _text(value: Any, label: str, *, numbers: bool = False) -> str:
     """The trimmed text of a value; whole numbers are accepted where a field can be numeric."""
     if isinstance(value, str):
@@ -125,185 +116,6 @@ def _text(value: Any, label: str, *, numbers: bool = False) -> str:
     return text
 
 
-class _Deleter(dict[int, int | None]):
-    """``str.translate`` table deleting characters of the given Unicode major categories.
-
-    Filled on first sight of each character, so we never build a table for all of Unicode.
-    """
-
-    __slots__ = ("_categories", "ascii")
-
-    def __init__(self, categories: str) -> None:
-        super().__init__()
-        self._categories = categories
-        # The same deletions for ASCII text, for bytes.translate (several times faster).
-        self.ascii = bytes(c for c in range(128) if unicodedata.category(chr(c))[0] in categories)
-
-    def __missing__(self, code: int) -> int | None:
-        kept = None if unicodedata.category(chr(code))[0] in self._categories else code
-        self[code] = kept
-        return kept
-
-
-_PUNCTUATION: Final = _Deleter("PS")  # punctuation and symbols
-_COMPACT: Final = _Deleter("PSZC")  # ... and spaces, controls
-_CITY: Final = _Deleter("PSZCN")  # ... and digits
-
-
-_nfc: Final = unicodedata.normalize
-
-
-def _clean(lowered: str, table: _Deleter) -> str:
-    if lowered.isascii():
-        return lowered.encode("ascii").translate(None, table.ascii).decode("ascii")
-    cleaned = lowered.translate(table)
-    # Composed last: deleting a character can bring a letter and an accent together.
-    return cleaned if cleaned.isascii() else _nfc("NFC", cleaned)
-
-
-def _emptied(label: str, value: Any) -> NormalizeError:
-    return NormalizeError("empty", f"{label} {_show(value)} has nothing left once cleaned")
-
-
-_EMAIL: Final = re.compile(r"[^@]+@[^@.][^@]*\.[^@.]+")
-
-
-def _email(text: str, value: Any, region: str | None) -> str:
-    # Every whitespace character but the space is unprintable, so most addresses skip the split.
-    if " " in text or not text.isprintable():
-        text = "".join(text.split())
-    email = text.lower()
-    if not email.isascii():
-        email = _nfc("NFC", email)
-    if _EMAIL.fullmatch(email) is None:
-        raise NormalizeError(
-            "invalid_email", f"email {_show(value)} is not an address like name@example.com"
-        )
-    return email
-
-
-# Letters only (most names and cities): nothing to delete, no spaces to squeeze.
-def _name(label: str) -> TextRule:
-    def normalize(text: str, value: Any, region: str | None) -> str:
-        lowered = text.lower()
-        if lowered.isalpha():
-            return lowered if lowered.isascii() else _nfc("NFC", lowered)
-        # Letters and hyphens (double-barrelled names): the hyphens are all _clean deletes.
-        joined = lowered.replace("-", "")
-        if joined.isalpha():
-            return joined if joined.isascii() else _nfc("NFC", joined)
-        name = " ".join(_clean(lowered, _PUNCTUATION).split())
-        if not name:
-            raise _emptied(label, value)
-        return name
-
-    return normalize
-
-
-def _city(text: str, value: Any, region: str | None) -> str:
-    lowered = text.lower()
-    if lowered.isalpha():
-        return lowered if lowered.isascii() else _nfc("NFC", lowered)
-    city = _clean(lowered, _CITY)
-    if not city:
-        raise _emptied("city", value)
-    return city
-
-
-def _compact(text: str) -> str:
-    """Lower case without punctuation, symbols, spaces or controls (letters and digits only)."""
-    lowered = text.lower()
-    if lowered.isalnum():
-        return lowered if lowered.isascii() else _nfc("NFC", lowered)
-    return _clean(lowered, _COMPACT)
-
-
-# French forms included: Commanders Act's customers often keep "H"/"F" (homme/femme).
-_GENDERS: Final = {
-    **dict.fromkeys(("f", "female", "woman", "w", "femme"), "f"),
-    **dict.fromkeys(("m", "male", "man", "h", "homme"), "m"),
-}
-
-
-def _gender(text: str, value: Any, region: str | None) -> str:
-    gender = _GENDERS.get(text.lower())
-    if gender is None:
-        raise NormalizeError(
-            "invalid_gender", f"gender {_show(value)} is not one of f, m, female, male"
-        )
-    return gender
-
-
-def _country(text: str, value: Any, region: str | None) -> str:
-    code = geo.country_code(text)
-    if code is None:
-        raise NormalizeError(
-            "invalid_country",
-            f"country {_show(value)} is not an ISO 3166 code or a known country name "
-            "(use e.g. FR, FRA or France)",
-        )
-    return code.lower()
-
-
-def _external_id(text: str, value: Any, region: str | None) -> str:
-    return text
-
-
-def _resolver(default: str | None) -> Resolver:
-    def resolve(region: str | None) -> str | None:
-        if region is None:
-            return default
-        return region_hint(region) or default
-
-    return resolve
-
-
-def _state(resolve: Resolver) -> TextRule:
-    def normalize(text: str, value: Any, region: str | None) -> str:
-        state = _compact(text)
-        if not state:
-            raise _emptied("state", value)
-        country = resolve(region)
-        # Without a region, a full US state name is still unmistakable ("California").
-        if country == "US" or (country is None and len(state) > 2):
-            code = geo.US_STATE_NAMES.get(state)
-            if code is not None:
-                return code.lower()
-        return state
-
-    return normalize
-
-
-_ZIP_PLUS4: Final = re.compile(r"(\d{5})-\d{4}", re.ASCII)
-
-
-def _zip(resolve: Resolver) -> TextRule:
-    def normalize(text: str, value: Any, region: str | None) -> str:
-        if not isinstance(value, str) and value < 0:
-            raise NormalizeError("invalid_zip", f"zip code {_show(value)} is negative")
-        zipcode = _compact(text)
-        if not zipcode:
-            raise _emptied("zip code", value)
-        country = resolve(region)
-        if country == "US":
-            if zipcode.isascii() and zipcode.isdigit():
-                if len(zipcode) in (5, 9):
-                    return zipcode[:5]
-                if len(zipcode) in (3, 4):
-                    # Spreadsheets drop the leading zeros of New England and New Jersey zips.
-                    return zipcode.zfill(5)
-            raise NormalizeError(
-                "invalid_zip", f"zip code {_show(value)} is not a US ZIP code (5 digits or ZIP+4)"
-            )
-        if country is None:
-            plus4 = _ZIP_PLUS4.fullmatch(text)
-            if plus4 is not None:
-                return plus4[1]
-        return zipcode
-
-    return normalize
-
-
 @dataclass(frozen=True, slots=True)
 class _Field:
     label: str  # for messages
@@ -313,17 +125,17 @@ class _Field:
 
 
 _FIELDS: Final[dict[str, _Field]] = {
-    "em": _Field("email", False, False, lambda resolve: _email),
+    "em": _Field("email", False, False, lambda resolve: email_rule),
     "ph": _Field("phone number", True, False, phone_rule),
-    "fn": _Field("first name", False, False, lambda resolve: _name("first name")),
-    "ln": _Field("last name", False, False, lambda resolve: _name("last name")),
+    "fn": _Field("first name", False, False, lambda resolve: name_rule("first name")),
+    "ln": _Field("last name", False, False, lambda resolve: name_rule("last name")),
     "db": _Field("birthdate", True, True, lambda resolve: birthdate_rule),
-    "ge": _Field("gender", False, False, lambda resolve: _gender),
-    "ct": _Field("city", False, False, lambda resolve: _city),
-    "st": _Field("state", False, False, _state),
-    "zp": _Field("zip code", True, False, _zip),
-    "country": _Field("country", False, False, lambda resolve: _country),
-    "external_id": _Field("external_id", True, False, lambda resolve: _external_id),
+    "ge": _Field("gender", False, False, lambda resolve: gender_rule),
+    "ct": _Field("city", False, False, lambda resolve: city_rule),
+    "st": _Field("state", False, False, state_rule),
+    "zp": _Field("zip code", True, False, zip_rule),
+    "country": _Field("country", False, False, lambda resolve: country_rule),
+    "external_id": _Field("external_id", True, False, lambda resolve: external_id_rule),
 }
 
 
@@ -345,7 +157,7 @@ def _compile(field: str, default_country: str | None) -> tuple[_Field, TextRule]
         if default is None:
             raise ValueError(f"default_country {default_country!r} is not a country code")
     spec = _FIELDS[field]
-    return spec, spec.build(_resolver(default))
+    return spec, spec.build(resolver(default))
 
 
 def normalizer(field: str, *, default_country: str | None = None) -> Normalizer:

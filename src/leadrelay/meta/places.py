@@ -1,0 +1,134 @@
+"""Rules for the fields about places: city, state, zip code, country; and ``region_hint``, the
+event's country as the region other fields are read in.
+
+Split out of ``normalize`` (house rule: modules under ~300 lines), which compiles them per field
+and re-exports what callers use. Each rule takes the trimmed, non-empty text of a value (and the
+value, for messages) and returns what Meta hashes, or raises ``NormalizeError``; the regional
+ones (state, zip) are built with a ``Resolver`` that turns the event's country hint into a region.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from leadrelay.meta import geo
+from leadrelay.meta.field_rules import (
+    CITY,
+    COMPACT,
+    NormalizeError,
+    Resolver,
+    TextRule,
+    clean,
+    emptied,
+    nfc,
+)
+from leadrelay.meta.field_rules import show as _show
+
+_REGIONS: Final[dict[str, str | None]] = {}  # memo: events spell their countries a few ways
+_REGIONS_KEPT: Final = 1024
+
+
+def region_hint(country_value: Any) -> str | None:
+    """ISO alpha-2 (upper case) for a country code or name ("fr", "FRA", "France"), else None."""
+    if not isinstance(country_value, str):
+        return None
+    try:
+        return _REGIONS[country_value]
+    except KeyError:
+        region = geo.country_code(country_value)
+        if len(_REGIONS) < _REGIONS_KEPT:
+            _REGIONS[country_value] = region
+        return region
+
+
+def resolver(default: str | None) -> Resolver:
+    """The region of an event's country hint, ``default`` without one (or an unknown one)."""
+
+    def resolve(region: str | None) -> str | None:
+        if region is None:
+            return default
+        return region_hint(region) or default
+
+    return resolve
+
+
+def city_rule(text: str, value: Any, region: str | None) -> str:
+    """The ``ct`` rule: lower case letters only (no spaces, punctuation or digits)."""
+    lowered = text.lower()
+    if lowered.isalpha():
+        return lowered if lowered.isascii() else nfc("NFC", lowered)
+    city = clean(lowered, CITY)
+    if not city:
+        raise emptied("city", value)
+    return city
+
+
+def _compact(text: str) -> str:
+    """Lower case without punctuation, symbols, spaces or controls (letters and digits only)."""
+    lowered = text.lower()
+    if lowered.isalnum():
+        return lowered if lowered.isascii() else nfc("NFC", lowered)
+    return clean(lowered, COMPACT)
+
+
+def country_rule(text: str, value: Any, region: str | None) -> str:
+    """The ``country`` rule: the ISO alpha-2 code, lower case."""
+    code = geo.country_code(text)
+    if code is None:
+        raise NormalizeError(
+            "invalid_country",
+            f"country {_show(value)} is not an ISO 3166 code or a known country name "
+            "(use e.g. FR, FRA or France)",
+        )
+    return code.lower()
+
+
+def state_rule(resolve: Resolver) -> TextRule:
+    """The ``st`` rule: compact lower case; a US state's two-letter code where it is one."""
+
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        state = _compact(text)
+        if not state:
+            raise emptied("state", value)
+        country = resolve(region)
+        # Without a region, a full US state name is still unmistakable ("California").
+        if country == "US" or (country is None and len(state) > 2):
+            code = geo.US_STATE_NAMES.get(state)
+            if code is not None:
+                return code.lower()
+        return state
+
+    return normalize
+
+
+_ZIP_PLUS4: Final = re.compile(r"(\d{5})-\d{4}", re.ASCII)
+
+
+def zip_rule(resolve: Resolver) -> TextRule:
+    """The ``zp`` rule: compact lower case; the five digits of a US ZIP code."""
+
+    def normalize(text: str, value: Any, region: str | None) -> str:
+        if not isinstance(value, str) and value < 0:
+            raise NormalizeError("invalid_zip", f"zip code {_show(value)} is negative")
+        zipcode = _compact(text)
+        if not zipcode:
+            raise emptied("zip code", value)
+        country = resolve(region)
+        if country == "US":
+            if zipcode.isascii() and zipcode.isdigit():
+                if len(zipcode) in (5, 9):
+                    return zipcode[:5]
+                if len(zipcode) in (3, 4):
+                    # Spreadsheets drop the leading zeros of New England and New Jersey zips.
+                    return zipcode.zfill(5)
+            raise NormalizeError(
+                "invalid_zip", f"zip code {_show(value)} is not a US ZIP code (5 digits or ZIP+4)"
+            )
+        if country is None:
+            plus4 = _ZIP_PLUS4.fullmatch(text)
+            if plus4 is not None:
+                return plus4[1]
+        return zipcode
+
+    return normalize

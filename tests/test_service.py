@@ -4,7 +4,10 @@ Meta. Plus the delivery worker in-process on virtual time (requeue after an outa
 from __future__ import annotations
 
 import asyncio
+import logging
+import select
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -15,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from leadrelay.config import Settings, parse_config
@@ -23,6 +27,7 @@ from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Incoming
 from leadrelay.delivery.wiring import make_client
 from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
+from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Payload, State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
@@ -492,3 +497,39 @@ def test_a_second_delivering_process_on_the_same_store_is_refused(
     finally:
         assert intake_only.stop() == 0
         intake_only.close()
+
+
+def test_an_endless_header_is_refused_and_the_service_keeps_answering(
+    service: ServiceProcess,
+) -> None:
+    # A client without a token must not be able to grow serve's memory or stall it by never
+    # ending its headers: the HTTP parser refuses them past its limit (16 KB) with a 400.
+    host, port = service.url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: leadrelay\r\nX-Junk: ")
+        for _ in range(1024):  # up to 1 MB of one header value, 1 KB at a time
+            sock.sendall(b"a" * 1024)
+            if select.select([sock], [], [], 0.02)[0]:  # answered (and closing)
+                answer = sock.recv(4096)
+                break
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200
+
+
+def test_console_logs_show_no_local_variables_of_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A frame's locals can hold a request's Authorization header or the settings' token.
+    configure_logging(0, fmt="console")
+    try:
+        secret = "Bearer intake-token-that-must-not-show"  # noqa: F841 (a local of this frame)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            structlog.get_logger("leadrelay.test").exception("failed")
+    finally:
+        logging.getLogger().handlers.clear()
+    written = capsys.readouterr().err
+    assert "RuntimeError: boom" in written
+    assert "intake-token-that-must-not-show" not in written

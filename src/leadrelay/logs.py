@@ -33,7 +33,13 @@ def configure_logging(
     if fmt == "json":
         final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        final.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        # Tracebacks without each frame's local variables: they can hold a request's
+        # Authorization header or the settings' token.
+        final.append(
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

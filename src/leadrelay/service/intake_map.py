@@ -18,7 +18,7 @@ import structlog
 from leadrelay.config import Settings
 from leadrelay.delivery.store import Incoming
 from leadrelay.events import SourceRecord, parse_body
-from leadrelay.events.records import batch_of
+from leadrelay.events.records import batch_of, record
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload, Rejected
 
@@ -115,6 +115,8 @@ def _read(
         except orjson.JSONDecodeError:
             value = None  # parse_body locates the error (or reads several values)
         items = value if type(value) is list else batch_of(value)
+        if items is None and type(value) is dict:  # one event, what parse_body would make of it
+            return [value], [record(_LABEL, value)]
         if items is not None and all(type(item) is dict for item in items):
             return items, None
     records = parse_body(body, content_type=content_type, label=_LABEL)

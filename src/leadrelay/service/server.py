@@ -232,11 +232,13 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
         except ValueError as exc:  # e.g. the Graph client refuses the token's characters
             log.error("cannot start", error=str(exc))
             return 1
-        # http and loop stay uvicorn's "auto": it takes httptools and uvloop (dependencies: the
-        # event loop thread's CPU per event drops by about 40%), h11 and asyncio where they are
-        # missing (uvloop does not exist on Windows).
+        # HTTP parsing by h11: it refuses a request line and headers over 16 KB with a 400, while
+        # uvicorn on httptools has no such limit (a client without a token could grow memory and
+        # stall every request with one endless header). The event loop is uvicorn's "auto":
+        # uvloop (a dependency), asyncio where uvloop does not exist (Windows).
         config = uvicorn.Config(
             service.app,
+            http="h11",
             log_config=None,
             log_level="warning",
             access_log=False,

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leadrelay.delivery.encoded import EncodedPayload, request_body
+from leadrelay.delivery.store import encode_payload
 from leadrelay.outcome import FieldNote, Payload
 
 DATA: dict[str, Any] = {
@@ -63,3 +64,14 @@ def test_stored_bytes_are_what_encoding_the_decoded_data_gives(data: dict[str, A
     claimed = stored(data)
     assert request_body(claimed) == orjson.dumps(claimed.data)
     assert request_body(Payload("k", "e", "n", 1, 2, data)) == claimed.body
+
+
+def test_the_store_keeps_an_encoded_payload_as_its_bytes_and_a_replaced_one_anew() -> None:
+    body = b'{"event_name":"Lead","n":1}'
+    note = FieldNote("user_data.ph", "invalid_phone", "not a phone number")
+    payload = EncodedPayload("k", "lead", "Lead", 1, 2, body, (note,))
+    data, notes = encode_payload(payload)
+    assert data is body  # not decoded and encoded again
+    assert notes == encode_payload(Payload("k", "lead", "Lead", 1, 2, {}, (note,)))[1]
+    payload.data = {"event_name": "Other"}
+    assert encode_payload(payload)[0] == b'{"event_name":"Other"}'

@@ -209,15 +209,11 @@ class Dispatcher:
         self, items: list[_Item], results: list[Delivery | None], r: GraphResult
     ) -> None:
         message = "; ".join(r.messages) if r.messages else None
-        for item in items:
+        trace, delivered = r.fbtrace_id, State.DELIVERED
+        for item in items:  # one per event: positional arguments, the fastest call
             extra = {"retried": True} if item.retried else {}
             results[item.index] = Delivery(
-                item.payload,
-                State.DELIVERED,
-                attempts=item.sends,
-                message=message,
-                fbtrace_id=r.fbtrace_id,
-                extra=extra,
+                item.payload, delivered, item.sends, None, message, None, None, trace, extra
             )
 
     def _rejected(self, item: _Item, results: list[Delivery | None], error: GraphError) -> None:

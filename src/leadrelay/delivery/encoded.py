@@ -16,6 +16,7 @@ from leadrelay.outcome import FieldNote, Payload
 
 # The slot behind ``Payload.data``: the property below stores the decoded dict in it.
 _DATA: Final[Any] = Payload.__dict__["data"]
+_set_data: Final[Any] = _DATA.__set__
 
 
 class EncodedPayload(Payload):
@@ -38,9 +39,16 @@ class EncodedPayload(Payload):
         body: bytes,
         notes: tuple[FieldNote, ...] = (),
     ) -> None:
-        super().__init__(key, source_event, event_name, lead_id, event_time, {}, notes)
-        _DATA.__set__(self, None)  # not decoded yet
-        self.body: bytes | None = body  # after the data setter, which drops it
+        # One per event claimed: the fields are set here rather than through Payload's
+        # __init__, whose ``self.data = ...`` would go through the property below.
+        self.key = key
+        self.source_event = source_event
+        self.event_name = event_name
+        self.lead_id = lead_id
+        self.event_time = event_time
+        self.notes = notes
+        _set_data(self, None)  # not decoded yet
+        self.body: bytes | None = body
 
     @property
     def data(self) -> dict[str, Any]:

@@ -9,12 +9,15 @@ the ``Store`` operations.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 
+from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.store import (
     FINAL_DELIVERY_STATES,
+    Claimed,
     EventRecord,
     Incoming,
     OriginalPolicy,
@@ -187,6 +190,37 @@ def encode_completion(id_: int, d: Delivery, now: float) -> tuple[Any, ...]:
             d.message, d.code, d.subcode, d.fbtrace_id,
             orjson.dumps(d.extra) if d.extra else None)
 # fmt: on
+
+
+def encode_completions(
+    results: Sequence[tuple[int, Delivery]], now: float
+) -> list[tuple[Any, ...]]:
+    """The ``COMPLETE`` parameters for ``results``: one row per distinct outcome, its ids last
+    (a JSON array), so events completed alike (a delivered batch: all of it) share a statement.
+    Each outcome is encoded once; a result with ``extra`` (rare) is encoded on its own."""
+    alike: dict[tuple[Any, ...], list[int]] = {}
+    encoded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for id_, d in results:
+        if d.extra:
+            values = encode_completion(id_, d, now)
+        else:
+            seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
+            values = encoded.get(seen) or encoded.setdefault(seen, encode_completion(id_, d, now))
+        alike.setdefault(values, []).append(id_)
+    return [(*values, orjson.dumps(ids)) for values, ids in alike.items()]
+
+
+def decode_claimed(
+    rows: list[tuple[Any, ...]], bodies: dict[int, tuple[bytes, bytes | None]]
+) -> list[Claimed]:
+    """The ``Claimed`` of rows returned by ``CLAIM`` (in order), their payloads from ``bodies``
+    (by id). A payload stays encoded: delivery sends these very bytes (``EncodedPayload``)."""
+    claimed = []
+    for r in rows:
+        data, notes = bodies[r[1]]
+        payload = EncodedPayload(r[2], r[3], r[4], r[5], r[6], data, decode_notes(notes))
+        claimed.append(Claimed(r[1], payload, r[7]))
+    return claimed
 
 
 def _loads(blob: bytes | None) -> Any:

@@ -15,7 +15,8 @@ Deferred sync (``add(items, durable=False)``, then ``sync()``): the commit leave
 (``synchronous = NORMAL`` for that commit) and ``sync`` fsyncs the write-ahead log afterwards; why
 that is as durable as FULL once ``sync`` returned, and why a failed fsync fails every later
 ``sync``, is told in ``wal_sync``, which holds the WAL descriptor. With ``synchronous="NORMAL"``
-(the user's choice) ``sync`` does nothing.
+(the user's choice) ``sync`` does nothing. ``claim`` syncs as well when such adds came before it,
+so an event is durable before any request carries it, whoever else calls ``sync`` and when.
 
 The file format (schema, migration, row encoding) lives in ``sqlite_schema`` and the statements
 in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
@@ -35,7 +36,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.sqlite_admin import purge_delivered, requeue_rows
 from leadrelay.delivery.sqlite_reads import SQLiteReads
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
@@ -44,22 +45,19 @@ from leadrelay.delivery.sqlite_schema import (
     INSERT_QUEUED,
     SCHEMA_VERSION,
     Row,
-    encode_completion,
+    decode_claimed,
+    encode_completions,
     encode_row,
     init_schema,
     open_connection,
 )
 from leadrelay.delivery.sqlite_sql import (
-    BODIES_PURGEABLE,
     CLAIM,
     COMPLETE,
     DROP_DELIVERED,
     KEYS,
+    MARK_IN_FLIGHT,
     PAYLOADS,
-    PURGEABLE,
-    REPLACE_PAYLOAD,
-    REQUEUE,
-    REQUEUE_WITH,
     RETRY,
 )
 from leadrelay.delivery.store import (
@@ -68,8 +66,6 @@ from leadrelay.delivery.store import (
     OriginalPolicy,
     Store,
     StoreError,
-    decode_notes,
-    encode_payload,
 )
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import Delivery, Payload, State
@@ -118,6 +114,9 @@ class SQLiteStore(SQLiteReads, Store):
         self._unclaimed: dict[int, tuple[bytes, bytes | None]] = {}
         self._remember = max(0, remember_unclaimed)
         self._write_lock = threading.Lock()
+        # An add(durable=False) committed since the last claim: that claim syncs before it
+        # returns, so no event is sent before it is durable (see ``claim``).
+        self._unsynced = False
         self._closed = False
         self._wal = WalSync(self.path)
         opened: list[sqlite3.Connection] = []
@@ -174,8 +173,12 @@ class SQLiteStore(SQLiteReads, Store):
         keys = [item.outcome.key for item in items]
         remembered: list[int] = []
         try:
-            with self._writing(fsync=durable or self._wal.fd is None) as conn:
+            deferred = not durable and self._wal.fd is not None
+            with self._writing(fsync=not deferred) as conn:
                 ids = self._add(conn, keys, rows, remembered)
+                # Under the lock, so a claim that sees these rows sees this too (should the
+                # commit fail, the next claim merely syncs once more).
+                self._unsynced = self._unsynced or deferred
         except BaseException:
             for id_ in remembered:  # not stored after all
                 self._unclaimed.pop(id_, None)
@@ -230,33 +233,39 @@ class SQLiteStore(SQLiteReads, Store):
             return []
         # No fsync: a claim lost to a power cut leaves the rows QUEUED, which is what
         # release_in_flight would make of them anyway; the next durable commit syncs it.
-        with self._writing(fsync=False) as conn:
-            rows = conn.execute(CLAIM, (now, limit)).fetchall()
-            take = self._unclaimed.pop
-            bodies = {r[1]: body for r in rows if (body := take(r[1], None)) is not None}
-            if len(bodies) < len(rows):
-                missing = orjson.dumps([r[1] for r in rows if r[1] not in bodies])
-                for id_, data, notes in conn.execute(PAYLOADS, (missing,)):
-                    bodies[id_] = (data, notes)
-        rows.sort()  # RETURNING has no order; claim order is (next_attempt_at, id)
-        # The payload stays encoded: delivery sends these very bytes (see ``EncodedPayload``).
-        claimed = []
-        for r in rows:
-            data, notes = bodies[r[1]]
-            notes_ = decode_notes(notes) if notes else ()
-            payload = EncodedPayload(r[2], r[3], r[4], r[5], r[6], data, notes_)
-            claimed.append(Claimed(r[1], payload, r[7]))
-        return claimed
+        unsynced = False
+        try:
+            with self._writing(fsync=False) as conn:
+                rows = conn.execute(CLAIM, (now, limit)).fetchall()  # in claim order
+                if rows:
+                    conn.execute(MARK_IN_FLIGHT, (orjson.dumps([r[1] for r in rows]),))
+                take = self._unclaimed.pop
+                bodies = {r[1]: body for r in rows if (body := take(r[1], None)) is not None}
+                if len(bodies) < len(rows):
+                    missing = orjson.dumps([r[1] for r in rows if r[1] not in bodies])
+                    for id_, data, notes in conn.execute(PAYLOADS, (missing,)):
+                        bodies[id_] = (data, notes)
+                # Read and cleared under the lock: every add that set it has committed.
+                if rows and self._unsynced:
+                    unsynced = True  # the sync below covers what set it
+                    self._unsynced = False
+        except BaseException:
+            if unsynced:  # not claimed after all: the next claim syncs instead
+                self._unsynced = True
+            raise
+        if unsynced:
+            # Rows an add(durable=False) committed may be among these: one fsync, after this
+            # transaction and so after every commit it read, makes them durable before any is
+            # sent (the adds go on meanwhile). If it fails, the rows stay IN_FLIGHT, unsent,
+            # until the next start takes them back.
+            self.sync()
+        return decode_claimed(rows, bodies)
 
     def complete(self, results: Sequence[tuple[int, Delivery]], now: float) -> None:
         """See ``Store.complete``."""
-        # Events completed alike (a delivered batch: all of it) go in one statement.
-        alike: dict[tuple[Any, ...], list[int]] = {}
-        for id_, d in results:  # validates before writing
-            alike.setdefault(encode_completion(id_, d, now), []).append(id_)
-        if not alike:
+        rows = encode_completions(results, now)  # validates before writing
+        if not rows:
             return
-        rows = [(*values, orjson.dumps(ids)) for values, ids in alike.items()]
         delivered = State.DELIVERED.value
         with self._writing() as conn:
             conn.executemany(COMPLETE, rows)
@@ -296,49 +305,15 @@ class SQLiteStore(SQLiteReads, Store):
     ) -> int:
         """See ``Store.requeue``."""
         at = time.time() if now is None else now
-        if payloads is None:
-            if not ids:
-                return 0
-            with self._writing() as conn:
-                return conn.executemany(REQUEUE, [(at, at, i) for i in ids]).rowcount
-        if len(payloads) != len(ids):
-            raise ValueError(f"requeue got {len(ids)} ids but {len(payloads)} payloads")
-        rows: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
-        for i, p in zip(ids, payloads, strict=True):
-            try:
-                data, notes = encode_payload(p)
-            except TypeError as exc:
-                raise ValueError(f"event {i}: payload cannot be encoded as JSON: {exc}") from exc
-            event = (at, at, p.source_event, p.event_name, p.lead_id, p.event_time, i)
-            rows.append((event, (i, data, notes)))
-        queued = 0
-        if rows:
-            with self._writing() as conn:
-                for event, body in rows:  # the payload only of events that were replayable
-                    if conn.execute(REQUEUE_WITH, event).rowcount:
-                        conn.execute(REPLACE_PAYLOAD, body)
-                        self._unclaimed.pop(body[0], None)  # there only if completed unclaimed
-                        queued += 1
-        return queued
+        return requeue_rows(self._writing, ids, payloads, at, forget=self._forget)
 
     def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
         """See ``Store.purge``. Works in chunks of a few thousand rows, one transaction each."""
-        changes: tuple[str, ...]
-        if drop_originals:
-            select, changes = BODIES_PURGEABLE, ("DELETE FROM bodies WHERE id = ?",)
-        else:
-            select = PURGEABLE
-            changes = ("DELETE FROM bodies WHERE id = ?", "DELETE FROM events WHERE id = ?")
-        total, last = 0, 0
-        while True:
-            with self._writing() as conn:
-                ids = conn.execute(select, (last, delivered_before, _PURGE_CHUNK)).fetchall()
-                if ids:
-                    counted = [conn.executemany(change, ids).rowcount for change in changes]
-                    total += counted[-1]  # the events (or bodies) affected
-            if len(ids) < _PURGE_CHUNK:
-                return total
-            last = ids[-1][0]
+        return purge_delivered(self._writing, delivered_before, drop_originals, chunk=_PURGE_CHUNK)
+
+    def _forget(self, id_: int) -> None:
+        """A payload replaced by ``requeue``: the remembered one (if any) is not sent."""
+        self._unclaimed.pop(id_, None)  # there only if completed unclaimed
 
     def close(self) -> None:
         """See ``Store.close``. Closing twice is harmless."""

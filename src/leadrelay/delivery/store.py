@@ -4,9 +4,9 @@ Intake (``serve``, ``send``) calls ``add`` and answers only once it returned: fr
 event is on disk. The dispatcher ``claim``s due payloads in batches, delivers them and records the
 result with ``complete`` (final) or ``retry_later`` (back to the queue). ``status``,
 ``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events`` and ``get``. This
-module holds the protocol and the row types, plus the encoding rules every backend shares (payload
-bytes, the PII policy for originals), and says nothing about SQL: a Redis Streams store implements
-the same protocol.
+module holds the protocol and the row types, re-exports the encoding rules every backend shares
+(payload bytes, the PII policy for originals: ``store_encoding``), and says nothing about SQL: a
+Redis Streams store implements the same protocol.
 
 State changes: ``add`` stores a ``Payload`` as QUEUED and a ``Filtered``/``Rejected`` in that final
 state. QUEUED -> IN_FLIGHT by ``claim``; IN_FLIGHT -> DELIVERED/REJECTED/EXPIRED/DEAD by
@@ -19,17 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
-import orjson
-
+from leadrelay.delivery.store_encoding import REDACTED as REDACTED
+from leadrelay.delivery.store_encoding import OriginalPolicy as OriginalPolicy
+from leadrelay.delivery.store_encoding import decode_notes as decode_notes
+from leadrelay.delivery.store_encoding import encode_payload as encode_payload
+from leadrelay.delivery.store_encoding import keep_original as keep_original
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
-
-OriginalPolicy = Literal["keep", "redact", "drop"]
-"""What to keep of the event as received: all of it, all but the values under ``user``, nothing."""
-
-REDACTED: Final = "[redacted]"
-_KEPT_USER_FIELDS: Final = frozenset({"consent_categories"})  # needed to explain consent filtering
 
 FINAL_DELIVERY_STATES: Final = frozenset(
     {State.DELIVERED, State.REJECTED, State.EXPIRED, State.DEAD}
@@ -44,7 +41,12 @@ class StoreError(Exception):
     """The store cannot be opened or used (wrong file, newer schema, closed)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Incoming and Claimed are made once per event: their __init__ sets the slots through their
+# descriptors (defined below each class), three times faster than a frozen dataclass's own
+# __init__ (object.__setattr__ per field). They stay frozen: setting a field still raises.
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Incoming:
     """One event to store: what the Mapper made of it and the event as received.
 
@@ -56,8 +58,20 @@ class Incoming:
     original: bytes | None
     received_at: float
 
+    def __init__(
+        self, outcome: Payload | Filtered | Rejected, original: bytes | None, received_at: float
+    ) -> None:
+        _set_outcome(self, outcome)
+        _set_original(self, original)
+        _set_received_at(self, received_at)
 
-@dataclass(frozen=True, slots=True)
+
+_set_outcome: Final[Any] = Incoming.__dict__["outcome"].__set__
+_set_original: Final[Any] = Incoming.__dict__["original"].__set__
+_set_received_at: Final[Any] = Incoming.__dict__["received_at"].__set__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Claimed:
     """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim.
 
@@ -67,6 +81,16 @@ class Claimed:
     id: int
     payload: Payload
     attempts: int
+
+    def __init__(self, id: int, payload: Payload, attempts: int) -> None:
+        _set_id(self, id)
+        _set_payload(self, payload)
+        _set_attempts(self, attempts)
+
+
+_set_id: Final[Any] = Claimed.__dict__["id"].__set__
+_set_payload: Final[Any] = Claimed.__dict__["payload"].__set__
+_set_attempts: Final[Any] = Claimed.__dict__["attempts"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +290,8 @@ class DeferredSync(Protocol):
     """What a store that can commit without waiting for the disk adds (``SQLiteStore``):
     ``add(items, durable=False)`` returns before the events are durable, and ``sync`` makes
     durable everything such adds stored before it was called. Group commit uses it when the
-    store has it, to map the next requests while the disk syncs."""
+    store has it, to map the next requests while the disk syncs. ``claim`` syncs first when
+    such adds came before it, so an event is durable before any request carries it."""
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """``Store.add``; with ``durable=False`` durable only once a later ``sync`` returned."""
@@ -275,48 +300,3 @@ class DeferredSync(Protocol):
     def sync(self) -> None:
         """Make durable what the ``add(durable=False)`` calls that returned before stored."""
         ...
-
-
-def encode_payload(payload: Payload) -> tuple[bytes, bytes | None]:
-    """The stored form of a payload: its ``data`` and its notes (``None`` if none) as JSON bytes.
-
-    Raises ``TypeError`` (orjson's ``JSONEncodeError``) when ``data`` is not plain JSON.
-    """
-    notes = (
-        orjson.dumps([[n.field, n.reason, n.message] for n in payload.notes])
-        if payload.notes
-        else None
-    )
-    return orjson.dumps(payload.data), notes
-
-
-def decode_notes(blob: bytes | None) -> tuple[FieldNote, ...]:
-    """The notes ``encode_payload`` stored."""
-    if not blob:
-        return ()
-    return tuple(FieldNote(f, r, m) for f, r, m in orjson.loads(blob))
-
-
-def keep_original(original: bytes | None, policy: OriginalPolicy) -> bytes | None:
-    """What the PII policy lets the store keep of an event as received.
-
-    ``redact`` replaces every value under ``user`` with ``"[redacted]"`` except
-    ``consent_categories`` (needed to explain consent filtering). An original that is not a JSON
-    object cannot be redacted safely and is not kept under ``redact``.
-    """
-    if original is None or policy == "drop":
-        return None
-    if policy == "keep":
-        return original
-    try:
-        event = orjson.loads(original)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    user = event.get("user")
-    if isinstance(user, dict):
-        event["user"] = {k: v if k in _KEPT_USER_FIELDS else REDACTED for k, v in user.items()}
-    elif user is not None:
-        event["user"] = REDACTED
-    return orjson.dumps(event)

@@ -4,99 +4,45 @@
 and records what became of each one. Up to ``concurrency`` batches are in flight; when nothing is
 due it waits for ``notify()`` (intake stored something) or the poll interval (retries falling due).
 
-What it does with the dispatcher's results:
+What it does with the dispatcher's results is told in ``results``: final states are completed,
+events held by a paused dispatcher (Meta refused the token) go back to the queue, and so do
+events whose retries ran out when there is a ``RequeuePolicy`` (the service: an outage of hours
+dead-letters nothing; an event still not delivered after Meta's 7-day window ends EXPIRED by the
+dispatcher's own check). Once paused, the worker claims nothing until ``resume()`` swaps in a
+fresh dispatcher (after the config was fixed and reloaded); ``paused`` says why meanwhile.
 
-- DELIVERED / REJECTED / EXPIRED are final: ``store.complete``.
-- QUEUED (Meta refused the token: the dispatcher paused) goes back to the queue without counting
-  an attempt. The worker then claims nothing until ``resume()`` swaps in a fresh dispatcher
-  (after the config was fixed and reloaded). ``paused`` says why meanwhile.
-- DEAD with reason ``retries_exhausted``: final only without a ``RequeuePolicy``. With one (the
-  service), the events go back to the queue at a growing delay, so an outage of hours does not
-  dead-letter anything; an event still not delivered after Meta's 7-day window ends EXPIRED by the
-  dispatcher's own check.
-
-On a store shared by a fleet of processes (``FleetControl``, i.e. Redis), two more things:
-
-- Fleet pause: before each claim the worker asks the store whether the fleet is paused and, if
-  so, claims nothing until the pause ends (or the worker stops). A throttled Graph answer seen
-  through ``observe_request`` sets that pause for every worker, for the retry policy's
-  ``throttle_floor`` or what Meta asked, whichever is longer. Each batch's dispatcher still
-  retries with its own backoff; the pause only keeps new batches from starting anywhere.
-- Renewal: while a batch is in flight (long retries included), its events are renewed every
-  ``renew_every_s`` so other workers do not take them over as if this one had died.
+On a store shared by a fleet of processes (``FleetControl``, i.e. Redis) the worker also honours
+the fleet-wide pause and renews the events of its batches in flight (``fleet_watch``). Each
+batch's dispatcher still retries with its own backoff; the pause only keeps new batches from
+starting anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 import structlog
 
 from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
+from leadrelay.delivery.dispatchers import Dispatchers, pause_advice
+from leadrelay.delivery.fleet_watch import FleetWatch
+from leadrelay.delivery.results import Recorder, RequeuePolicy, WorkerObserver
 from leadrelay.delivery.store import Claimed, FleetControl, Store
+from leadrelay.delivery.store_calls import StoreCalls
 from leadrelay.meta.client import GraphResult
-from leadrelay.meta.errors import ErrorKind, GraphError
-from leadrelay.outcome import Delivery, State
+from leadrelay.meta.errors import GraphError
+from leadrelay.outcome import Delivery
+
+__all__ = ["DeliveryWorker", "RequeuePolicy", "WorkerObserver", "pause_advice"]
 
 log = structlog.get_logger("leadrelay.worker")
 
-_T = TypeVar("_T")
-_MAX_EXPONENT: Final = 64  # keeps factor ** n finite; the delay is capped long before
-_STORE_RETRY_MAX_S: Final = 30.0
-_PAUSE_RECHECK_S: Final = 5.0  # a pause an operator deleted in Redis ends this soon at the latest
 _DEFAULT_CLAIM_IDLE_S: Final = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class RequeuePolicy:
-    """When a batch whose transient retries ran out is tried again (instead of going DEAD).
-
-    The delay is ``base_delay_s * factor ** n`` capped at ``max_delay_s``, where ``n`` counts the
-    earlier rounds of retries that ran out for the event (estimated from its recorded requests),
-    so the first requeue waits ``base_delay_s`` and later ones back off further. Events keep
-    coming back until Meta takes or refuses them, or they pass the 7-day window (EXPIRED).
-    """
-
-    base_delay_s: float = 30.0
-    max_delay_s: float = 1800.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
-            raise ValueError("base_delay_s must be >= 0 and max_delay_s >= base_delay_s")
-        if self.factor < 1:
-            raise ValueError(f"factor must be at least 1, got {self.factor}")
-
-    def delay(self, rounds: int) -> float:
-        """Seconds to wait before the next try of an event that already went through ``rounds``
-        full rounds of retries before the one that just ran out."""
-        grown = self.base_delay_s * self.factor ** min(max(0, rounds), _MAX_EXPONENT)
-        return min(self.max_delay_s, grown)
-
-
-class WorkerObserver(Protocol):
-    """Receives what the worker did, for metrics (``service.metrics.Metrics`` implements it)."""
-
-    def outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Events by (outcome, reason): final states, or ``requeued`` when put back."""
-
-    def batch_finished(self, seconds: float, size: int) -> None:
-        """One batch delivered and recorded, ``seconds`` after it was claimed."""
-
-
-def pause_advice(error: GraphError) -> str:
-    """What a paused delivery means and what to do about it, for logs and ``/readyz``."""
-    return (
-        f"Meta refused the access token or its permissions ({error.label()}): {error.message}. "
-        "Events are still accepted and kept queued. Fix access_token (or pixel_id) in the "
-        "config, then reload it (SIGHUP: kill -HUP <pid>) or restart leadrelay."
-    )
+_DEFAULT_REQUEUE: Final = RequeuePolicy()  # frozen, so sharing it is safe
 
 
 class DeliveryWorker:
@@ -123,7 +69,7 @@ class DeliveryWorker:
         *,
         batch_size: int = 1000,
         concurrency: int = 4,
-        requeue: RequeuePolicy | None = RequeuePolicy(),  # frozen, so sharing it is safe
+        requeue: RequeuePolicy | None = _DEFAULT_REQUEUE,
         poll_interval_s: float = 0.5,
         drain_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.time,
@@ -145,35 +91,50 @@ class DeliveryWorker:
             raise ValueError(f"renew_every_s must be positive, got {renew_every_s}")
         self.batch_size = batch_size
         self.concurrency = concurrency
-        self.requeue = requeue
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.renew_every_s = renew_every_s
-        self.store_error: str | None = None
-        """The last store failure, cleared by the next successful store call."""
         self._store = store
-        self._factory = dispatcher_factory
         self._clock = clock
         self._sleep = sleep
         self._observer = observer
-        self._on_result = on_result
-        self._dispatcher: Dispatcher | None = dispatcher_factory()
-        self._users: Counter[Dispatcher] = Counter()
+        self._dispatchers = Dispatchers(dispatcher_factory)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closing: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._stop: asyncio.Event | None = None
-        self._reported: Dispatcher | None = None
-        self._fleet = store if isinstance(store, FleetControl) else None
-        self._own_pause: tuple[float, str] = (0.0, "")  # set here before the store knows it
-        self._pause_shown: str | None = None  # the reason logged for the pause going on
-        self._background: set[asyncio.Future[Any]] = set()
+        self._store_call = StoreCalls(self._stopped, sleep)
+        self._recorder = Recorder(
+            store,
+            self._store_call,
+            requeue=requeue,
+            clock=clock,
+            observer=observer,
+            on_result=on_result,
+        )
+        self._fleet = (
+            FleetWatch(
+                store, self._store_call, clock=clock, sleep=sleep, renew_every_s=renew_every_s
+            )
+            if isinstance(store, FleetControl)
+            else None
+        )
+
+    @property
+    def requeue(self) -> RequeuePolicy | None:
+        """What becomes of events whose retries ran out (None: they are DEAD)."""
+        return self._recorder.requeue
+
+    @property
+    def store_error(self) -> str | None:
+        """The last store failure, cleared by the next successful store call."""
+        return self._store_call.error
 
     @property
     def paused(self) -> GraphError | None:
         """Why delivery is paused (Meta refused the token or permission), or None."""
-        return None if self._dispatcher is None else self._dispatcher.paused
+        dispatcher = self._dispatchers.current
+        return None if dispatcher is None else dispatcher.paused
 
     @property
     def in_flight(self) -> int:
@@ -190,19 +151,11 @@ class DeliveryWorker:
         answer pauses the whole fleet for ``throttle_floor`` (or longer if Meta said so). This
         worker stops claiming at once; the store is told in the background. Call it from the
         event loop the worker runs in."""
-        error = result.error
-        if self._fleet is None or error is None or error.kind is not ErrorKind.THROTTLED:
+        if self._fleet is None or result.error is None:
             return
-        dispatcher = self._dispatcher
+        dispatcher = self._dispatchers.current
         policy = dispatcher.policy if dispatcher is not None else RetryPolicy()
-        now = self._clock()
-        until = now + max(policy.throttle_floor, error.retry_after or 0.0)
-        if until <= self._own_pause[0]:
-            return  # already paused at least that long: no need to tell the store again
-        reason = f"throttled: {error.label()}"
-        self._own_pause = (until, reason)
-        write = partial(self._fleet.pause_until, until, reason, now=now)
-        self._in_background(self._store_call(write, retry=False))
+        self._fleet.observe(result, policy.throttle_floor)
 
     def resume(self) -> None:
         """Swap in a fresh dispatcher from the factory (reloaded config) and resume delivery.
@@ -210,11 +163,7 @@ class DeliveryWorker:
         Call it from the event loop the worker runs in, or between runs. Raises what the factory
         raises, leaving the current dispatcher in place.
         """
-        fresh = self._factory()
-        old, self._dispatcher = self._dispatcher, fresh
-        self._reported = None
-        if old is not None and not self._users[old]:
-            self._retire(old)
+        old = self._dispatchers.swap()
         log.info(
             "delivery resumed with a new dispatcher",
             was_paused=old is not None and bool(old.paused),
@@ -249,8 +198,7 @@ class DeliveryWorker:
     async def _start(self) -> None:
         self._wake = asyncio.Event()
         self._stopping = False
-        if self._dispatcher is None:
-            self._dispatcher = self._factory()
+        self._dispatchers.ensure()
         released = await self._store_call(self._store.release_in_flight)
         if released:
             log.warning("took back events left in flight by a previous run", events=released)
@@ -267,7 +215,7 @@ class DeliveryWorker:
                 await self._wait(stop, None)
                 continue
             try:
-                if self._fleet is not None and (pause := await self._fleet_pause()):
+                if self._fleet is not None and (pause := await self._fleet.pause()):
                     await self._wait(stop, pause, woken=False)
                     continue
                 claimed = await self._store_call(
@@ -285,65 +233,8 @@ class DeliveryWorker:
                     return
             await self._wait(stop, self.poll_interval_s)
 
-    async def _fleet_pause(self) -> float:
-        """Seconds to wait before claiming because the fleet is paused (0: claim now); logs
-        each pause once, with its reason, and its end."""
-        assert self._fleet is not None
-        now = self._clock()
-        shared = await self._store_call(partial(self._fleet.paused_until, now=now), retry=False)
-        until, reason = self._own_pause
-        if shared is not None and shared[0] > until:
-            until, reason = shared
-        if until <= now:
-            if self._pause_shown is not None:
-                log.info("fleet-wide pause over; claiming again", reason=self._pause_shown)
-                self._pause_shown = None
-            return 0.0
-        if self._pause_shown is None:
-            self._pause_shown = reason
-            log.warning(
-                "delivery paused fleet-wide; no new batches until it ends",
-                reason=reason,
-                until=until,
-                resumes_in_s=round(until - now, 1),
-            )
-        return min(until - now, _PAUSE_RECHECK_S)
-
-    def _in_background(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Future[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled():
-            task.exception()  # _store_call logged it; retrieved so asyncio does not log it again
-
-    async def _renew(self, ids: list[int]) -> None:
-        """Renew the events of a batch in flight until cancelled (the batch was recorded)."""
-        assert self._fleet is not None
-        warned = False
-        while True:
-            await self._sleep(self.renew_every_s)
-            try:
-                held = await asyncio.to_thread(self._fleet.renew, ids)
-            except Exception as exc:  # the next renewal may work; the batch goes on meanwhile
-                log.warning(
-                    "could not renew a batch in flight", error=f"{type(exc).__name__}: {exc}"
-                )
-                continue
-            if held < len(ids) and not warned:
-                warned = True
-                log.warning(
-                    "another worker took over events of a batch in flight (this one was too "
-                    "slow to renew them); they may be delivered twice",
-                    events=len(ids) - held,
-                )
-
     def _spawn(self, claimed: list[Claimed]) -> None:
-        dispatcher = self._dispatcher
-        assert dispatcher is not None
-        self._users[dispatcher] += 1
+        dispatcher = self._dispatchers.hold()
         self._tasks.add(asyncio.create_task(self._batch(dispatcher, claimed)))
 
     def _reap(self) -> None:
@@ -373,19 +264,20 @@ class DeliveryWorker:
     async def _batch(self, dispatcher: Dispatcher, claimed: list[Claimed]) -> None:
         started = time.perf_counter()
         ids = [c.id for c in claimed]
-        renewal = None if self._fleet is None else asyncio.ensure_future(self._renew(ids))
+        renewal = None if self._fleet is None else asyncio.ensure_future(self._fleet.renew(ids))
         try:
             try:
                 results = await dispatcher.deliver([c.payload for c in claimed])
             except asyncio.CancelledError:
                 message = "delivery stopped before Meta answered; the events will be sent again"
-                await asyncio.shield(self._put_back(ids, "interrupted", message))
+                await asyncio.shield(self._recorder.put_back(ids, "interrupted", message))
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
-                await self._put_back(ids, "internal_error", f"{type(exc).__name__}: {exc}", 60.0)
+                message = f"{type(exc).__name__}: {exc}"
+                await self._recorder.put_back(ids, "internal_error", message, 60.0)
                 return
-            write = asyncio.ensure_future(self._record(claimed, results))
+            write = asyncio.ensure_future(self._recorder.record(claimed, results))
             try:
                 await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -393,120 +285,15 @@ class DeliveryWorker:
                 raise
             if self._observer is not None:
                 self._observer.batch_finished(time.perf_counter() - started, len(claimed))
-            if dispatcher.paused is not None and dispatcher is self._dispatcher:
-                self._report_pause(dispatcher)
+            if dispatcher.paused is not None:
+                self._dispatchers.report_pause(dispatcher)
         finally:
             if renewal is not None:
                 renewal.cancel()
-            self._users[dispatcher] -= 1
-            if not self._users[dispatcher]:
-                del self._users[dispatcher]
-                if dispatcher is not self._dispatcher:
-                    self._retire(dispatcher)
+            self._dispatchers.release(dispatcher)
 
-    async def _record(self, claimed: list[Claimed], results: Sequence[Delivery]) -> None:
-        now = self._clock()
-        finals: list[tuple[int, Delivery]] = []
-        paused: list[int] = []
-        paused_message: str | None = None
-        # (due at, requests made this round) -> ids and the message they keep meanwhile
-        later: dict[tuple[float, int], tuple[list[int], str]] = {}
-        counts: Counter[tuple[str, str]] = Counter()
-        by_state: Counter[tuple[State, str]] = Counter()  # .value once per state, not per event
-        for c, d in zip(claimed, results, strict=True):
-            if d.state is State.QUEUED:
-                paused.append(c.id)
-                paused_message = paused_message or d.message
-                counts["requeued", d.reason or "paused_auth"] += 1
-            elif d.state is State.DEAD and d.reason == "retries_exhausted" and self.requeue:
-                # Full rounds of retries the event went through before this one.
-                delay = self.requeue.delay(c.attempts // max(1, d.attempts))
-                message = f"{d.message}; trying again in {delay:g} s"
-                later.setdefault((now + delay, d.attempts), ([], message))[0].append(c.id)
-                counts["requeued", "retries_exhausted"] += 1
-            else:
-                finals.append((c.id, d))
-                by_state[d.state, d.reason or ""] += 1
-
-        for (state, reason), n in by_state.items():
-            counts[state.value, reason] += n
-
-        def write() -> None:
-            if finals:
-                self._store.complete(finals, now)
-            if paused:
-                self._store.retry_later(
-                    paused, now, "paused_auth", paused_message, attempts=0, now=now
-                )
-            for (at, sends), (ids, message) in later.items():
-                self._store.retry_later(
-                    ids, at, "retries_exhausted", message, attempts=sends, now=now
-                )
-
-        await self._store_call(write)
-        if self._on_result is not None:
-            # Only what is settled for this run: final states, and events held by a pause.
-            for _, d in finals:
-                self._on_result(d)
-            for d in results:
-                if d.state is State.QUEUED:
-                    self._on_result(d)
-        if later:
-            log.warning(
-                "retries ran out; the events go back to the queue",
-                events=sum(len(ids) for ids, _ in later.values()),
-                next_attempt_in_s=round(min(at for at, _ in later) - now, 1),
-            )
-        if self._observer is not None:
-            self._observer.outcomes(counts)
-
-    async def _put_back(
-        self, ids: list[int], reason: str, message: str, delay: float = 0.0
-    ) -> None:
-        now = self._clock()
-        put_back = partial(
-            self._store.retry_later, ids, now + delay, reason, message, attempts=0, now=now
-        )
-        await self._store_call(put_back)
-        if self._observer is not None:
-            self._observer.outcomes({("requeued", reason): len(ids)})
-
-    async def _store_call(self, call: Callable[[], _T], *, retry: bool = True) -> _T:
-        """Run a blocking store call in a thread. A failed write is retried with backoff until it
-        works or the worker stops, so a full disk does not lose results; after a stop the rows
-        stay IN_FLIGHT and the next start takes them back."""
-        attempt = 0
-        while True:
-            try:
-                result = await asyncio.to_thread(call)
-            except Exception as exc:
-                self.store_error = f"{type(exc).__name__}: {exc}"
-                log.error("event store call failed", error=self.store_error)
-                if not retry or self._stopping or (self._stop is not None and self._stop.is_set()):
-                    raise
-                attempt += 1
-                await self._sleep(min(_STORE_RETRY_MAX_S, 0.5 * 2.0 ** min(attempt, 10)))
-                continue
-            self.store_error = None
-            return result
-
-    def _report_pause(self, dispatcher: Dispatcher) -> None:
-        if self._reported is dispatcher or dispatcher.paused is None:
-            return
-        self._reported = dispatcher
-        error = dispatcher.paused
-        log.error(
-            "delivery paused",
-            code=error.code,
-            subcode=error.subcode,
-            fbtrace_id=error.fbtrace_id,
-            advice=pause_advice(error),
-        )
-
-    def _retire(self, dispatcher: Dispatcher) -> None:
-        task = asyncio.ensure_future(dispatcher.client.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    def _stopped(self) -> bool:
+        return self._stopping or (self._stop is not None and self._stop.is_set())
 
     async def _drain(self) -> None:
         self._stopping = True
@@ -524,10 +311,6 @@ class DeliveryWorker:
         self._reap()
 
     async def _close(self) -> None:
-        if self._background:
-            await asyncio.wait(list(self._background))
-        if self._dispatcher is not None:
-            self._retire(self._dispatcher)
-            self._dispatcher = None
-        if self._closing:
-            await asyncio.wait(list(self._closing))
+        if self._fleet is not None:
+            await self._fleet.settle()
+        await self._dispatchers.close()

@@ -1,0 +1,186 @@
+"""What the delivery worker makes of a batch's results, and how it records them in the store.
+
+Split out of ``worker`` (house rule: modules under ~300 lines): the worker claims and delivers,
+this module sorts each ``Delivery`` into what the store must do with it:
+
+- DELIVERED / REJECTED / EXPIRED are final: ``store.complete``.
+- QUEUED (Meta refused the token: the dispatcher paused) goes back to the queue without counting
+  an attempt (``retry_later`` with reason ``paused_auth``).
+- DEAD with reason ``retries_exhausted``: final only without a ``RequeuePolicy``. With one, the
+  events go back to the queue at a growing delay (``retry_later``, ``retries_exhausted``).
+
+A batch delivered whole (the common case: one request, one answer) takes a shorter path with
+the same result. ``Recorder`` does the recording from the worker's event loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final, Protocol
+
+import structlog
+
+from leadrelay.delivery.store import Claimed, Store
+from leadrelay.delivery.store_calls import StoreCalls
+from leadrelay.outcome import Delivery, State
+
+log = structlog.get_logger("leadrelay.worker")
+
+_MAX_EXPONENT: Final = 64  # keeps factor ** n finite; the delay is capped long before
+_DELIVERED: Final = State.DELIVERED
+
+
+@dataclass(frozen=True, slots=True)
+class RequeuePolicy:
+    """When a batch whose transient retries ran out is tried again (instead of going DEAD).
+
+    The delay is ``base_delay_s * factor ** n`` capped at ``max_delay_s``, where ``n`` counts the
+    earlier rounds of retries that ran out for the event (estimated from its recorded requests),
+    so the first requeue waits ``base_delay_s`` and later ones back off further. Events keep
+    coming back until Meta takes or refuses them, or they pass the 7-day window (EXPIRED).
+    """
+
+    base_delay_s: float = 30.0
+    max_delay_s: float = 1800.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
+            raise ValueError("base_delay_s must be >= 0 and max_delay_s >= base_delay_s")
+        if self.factor < 1:
+            raise ValueError(f"factor must be at least 1, got {self.factor}")
+
+    def delay(self, rounds: int) -> float:
+        """Seconds to wait before the next try of an event that already went through ``rounds``
+        full rounds of retries before the one that just ran out."""
+        grown = self.base_delay_s * self.factor ** min(max(0, rounds), _MAX_EXPONENT)
+        return min(self.max_delay_s, grown)
+
+
+class WorkerObserver(Protocol):
+    """Receives what the worker did, for metrics (``service.metrics.Metrics`` implements it)."""
+
+    def outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Events by (outcome, reason): final states, or ``requeued`` when put back."""
+
+    def batch_finished(self, seconds: float, size: int) -> None:
+        """One batch delivered and recorded, ``seconds`` after it was claimed."""
+
+
+@dataclass(slots=True)
+class Sorted:
+    """A batch's results sorted by what the store must do with them.
+
+    ``finals`` go to ``complete``; ``paused`` (ids) back to the queue as ``paused_auth`` with
+    ``paused_message``; ``later`` maps (due at, requests made this round) to the ids due then and
+    the message they keep meanwhile. ``counts`` are the events by (outcome, reason), for metrics.
+    """
+
+    finals: list[tuple[int, Delivery]] = field(default_factory=list)
+    paused: list[int] = field(default_factory=list)
+    paused_message: str | None = None
+    later: dict[tuple[float, int], tuple[list[int], str]] = field(default_factory=dict)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def sort_results(
+    claimed: Sequence[Claimed],
+    results: Sequence[Delivery],
+    requeue: RequeuePolicy | None,
+    now: float,
+) -> Sorted:
+    """Sort one batch's results (aligned with ``claimed``) as the module docstring says."""
+    out = Sorted()
+    if all(d.state is _DELIVERED and d.reason is None for d in results):
+        # Delivered whole: every result is final, with the same (state, reason).
+        out.finals = [(c.id, d) for c, d in zip(claimed, results, strict=True)]
+        if results:
+            out.counts[_DELIVERED.value, ""] = len(results)
+        return out
+    counts = out.counts
+    by_state: Counter[tuple[State, str]] = Counter()  # .value once per state, not per event
+    for c, d in zip(claimed, results, strict=True):
+        if d.state is State.QUEUED:
+            out.paused.append(c.id)
+            out.paused_message = out.paused_message or d.message
+            counts["requeued", d.reason or "paused_auth"] += 1
+        elif d.state is State.DEAD and d.reason == "retries_exhausted" and requeue:
+            # Full rounds of retries the event went through before this one.
+            delay = requeue.delay(c.attempts // max(1, d.attempts))
+            message = f"{d.message}; trying again in {delay:g} s"
+            out.later.setdefault((now + delay, d.attempts), ([], message))[0].append(c.id)
+            counts["requeued", "retries_exhausted"] += 1
+        else:
+            out.finals.append((c.id, d))
+            by_state[d.state, d.reason or ""] += 1
+    for (state, reason), n in by_state.items():
+        counts[state.value, reason] += n
+    return out
+
+
+def write_results(store: Store, s: Sorted, now: float) -> None:
+    """Record sorted results in the store (blocking: run it in a thread)."""
+    if s.finals:
+        store.complete(s.finals, now)
+    if s.paused:
+        store.retry_later(s.paused, now, "paused_auth", s.paused_message, attempts=0, now=now)
+    for (at, sends), (ids, message) in s.later.items():
+        store.retry_later(ids, at, "retries_exhausted", message, attempts=sends, now=now)
+
+
+class Recorder:
+    """Records batches' results (``record``) and puts undelivered batches back (``put_back``)
+    through the worker's ``StoreCalls``; tells ``on_result`` and the observer."""
+
+    def __init__(
+        self,
+        store: Store,
+        calls: StoreCalls,
+        *,
+        requeue: RequeuePolicy | None,
+        clock: Callable[[], float],
+        observer: WorkerObserver | None,
+        on_result: Callable[[Delivery], None] | None,
+    ) -> None:
+        self.requeue = requeue
+        self._store = store
+        self._calls = calls
+        self._clock = clock
+        self._observer = observer
+        self._on_result = on_result
+
+    async def record(self, claimed: Sequence[Claimed], results: Sequence[Delivery]) -> None:
+        """Record what delivery made of ``claimed`` (``results`` aligned with it)."""
+        now = self._clock()
+        s = sort_results(claimed, results, self.requeue, now)
+        await self._calls(partial(write_results, self._store, s, now))
+        on_result = self._on_result
+        if on_result is not None:
+            # Only what is settled for this run: final states, and events held by a pause.
+            for _, d in s.finals:
+                on_result(d)
+            if s.paused:
+                for d in results:
+                    if d.state is State.QUEUED:
+                        on_result(d)
+        if s.later:
+            log.warning(
+                "retries ran out; the events go back to the queue",
+                events=sum(len(ids) for ids, _ in s.later.values()),
+                next_attempt_in_s=round(min(at for at, _ in s.later) - now, 1),
+            )
+        if self._observer is not None:
+            self._observer.outcomes(s.counts)
+
+    async def put_back(self, ids: list[int], reason: str, message: str, delay: float = 0.0) -> None:
+        """Put a batch back in the queue without counting an attempt, due ``delay`` s from now."""
+        now = self._clock()
+        put_back = partial(
+            self._store.retry_later, ids, now + delay, reason, message, attempts=0, now=now
+        )
+        await self._calls(put_back)
+        if self._observer is not None:
+            self._observer.outcomes({("requeued", reason): len(ids)})

@@ -1,0 +1,84 @@
+"""How the delivery worker sorts a batch's results into what the store records."""
+
+from __future__ import annotations
+
+import pytest
+
+from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.results import RequeuePolicy, sort_results
+from leadrelay.delivery.store import Claimed, Incoming
+from leadrelay.outcome import Delivery, Payload, State
+
+NOW = 1767800000.0
+
+
+def _claimed(n: int, attempts: int = 0) -> list[Claimed]:
+    return [
+        Claimed(i + 1, EncodedPayload(f"k{i}", "lead", "Lead", 1, 2, b"{}"), attempts)
+        for i in range(n)
+    ]
+
+
+def _delivered(c: Claimed, **kw: object) -> Delivery:
+    return Delivery(c.payload, State.DELIVERED, **kw)  # type: ignore[arg-type]
+
+
+def test_a_batch_delivered_whole_is_all_final_and_counted_once() -> None:
+    claimed = _claimed(3)
+    results = [_delivered(c, fbtrace_id="T") for c in claimed]
+    s = sort_results(claimed, results, RequeuePolicy(), NOW)
+    assert s.finals == [(c.id, d) for c, d in zip(claimed, results, strict=True)]
+    assert (s.paused, s.later) == ([], {})
+    assert dict(s.counts) == {("delivered", ""): 3}
+
+
+def test_an_empty_batch_counts_nothing() -> None:
+    s = sort_results([], [], None, NOW)
+    assert (s.finals, s.paused, s.later, dict(s.counts)) == ([], [], {}, {})
+
+
+@pytest.mark.parametrize("requeue", [None, RequeuePolicy(base_delay_s=30.0)])
+def test_a_mixed_batch_is_sorted_by_what_the_store_must_do(requeue: RequeuePolicy | None) -> None:
+    claimed = _claimed(5, attempts=6)
+    results = [
+        _delivered(claimed[0]),
+        _delivered(claimed[1], extra={"retried": True}, attempts=2),
+        Delivery(claimed[2].payload, State.QUEUED, 0, "paused_auth", "paused"),
+        Delivery(claimed[3].payload, State.DEAD, 6, "retries_exhausted", "gave up"),
+        Delivery(claimed[4].payload, State.REJECTED, 1, "invalid_parameter", "bad"),
+    ]
+    s = sort_results(claimed, results, requeue, NOW)
+    assert s.paused == [3] and s.paused_message == "paused"
+    counts = {
+        ("delivered", ""): 2,
+        ("requeued", "paused_auth"): 1,
+        ("rejected", "invalid_parameter"): 1,
+    }
+    if requeue is None:  # send: retries ran out for good
+        assert [i for i, _ in s.finals] == [1, 2, 4, 5]
+        assert s.later == {}
+        counts["dead", "retries_exhausted"] = 1
+    else:  # serve: back to the queue, after one earlier round of retries (6 // 6)
+        assert [i for i, _ in s.finals] == [1, 2, 5]
+        assert s.later == {(NOW + 60.0, 6): ([4], "gave up; trying again in 60 s")}
+        counts["requeued", "retries_exhausted"] = 1
+    assert dict(s.counts) == counts
+
+
+def test_results_that_do_not_match_the_batch_are_refused() -> None:
+    claimed = _claimed(2)
+    with pytest.raises(ValueError):
+        sort_results(claimed, [_delivered(claimed[0])], None, NOW)
+
+
+def test_incoming_and_claimed_stay_frozen_values() -> None:
+    p = Payload("k", "lead", "Lead", 1, 2, {})
+    item = Incoming(p, b"{}", NOW)
+    assert (item.outcome, item.original, item.received_at) == (p, b"{}", NOW)
+    assert item == Incoming(p, b"{}", NOW)
+    c = Claimed(7, p, 1)
+    assert (c.id, c.payload, c.attempts) == (7, p, 1) and c == Claimed(7, p, 1)
+    with pytest.raises(AttributeError):
+        c.id = 8  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        item.received_at = 0.0  # type: ignore[misc]

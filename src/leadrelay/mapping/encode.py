@@ -14,13 +14,14 @@ records, and messages, that reading the file the ordinary way gives.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from io import BytesIO
 from typing import Any, NamedTuple
 
 import orjson
 
 from leadrelay.events import LineBatch, SourceRecord
 from leadrelay.events.ndjson import parse_lines
-from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.engine import Mapper, Parts
 from leadrelay.outcome import Outcome, Payload
 
 Row = tuple[Any, ...]
@@ -66,27 +67,33 @@ def _encode_lines(
     mapper: Mapper, batch: LineBatch, every_payload: bool, bodies: list[bytes], rows: list[Row]
 ) -> int:
     """``encode_unit`` for NDJSON lines; returns how many plain payloads they held."""
-    map_event = mapper.map
+    map_parts = mapper.map_parts
     add = bodies.append
     name, line_no = batch.name, batch.line_no
     plain = 0
-    for line in batch.lines():
+    # Lines read one at a time (each with its newline, which orjson skips), not split into a
+    # list first: each is freed once mapped, while still in the cache, not all at the end.
+    for line in BytesIO(batch.data):
         line_no += 1
         try:
             event = _loads(line)
         except _JSONDecodeError:
             event = None
         if type(event) is not dict or "batch" in event:
+            if line[-1:] == b"\n":  # as batch.lines() gives it
+                line = line[:-1]
             for record in parse_lines([line], name, line_no - 1):
                 plain += _encode_record(mapper, record, every_payload, bodies, rows)
             continue
-        outcome = map_event(event)
-        if type(outcome) is Payload:
-            add(_dumps(outcome.data))
-            if not (outcome.notes or every_payload):
+        found = map_parts(event)
+        if type(found) is tuple:  # a payload's fields (see Mapper.map_parts)
+            add(_dumps(found[5]))
+            if not (found[6] or every_payload):
                 plain += 1
                 continue
-        rows.append(_row(f"{name} line {line_no}", outcome))
+            rows.append(_parts_row(f"{name} line {line_no}", found))
+        else:
+            rows.append((f"{name} line {line_no}", found))
     return plain
 
 
@@ -143,6 +150,20 @@ def _encode(
             return 1
     rows.append(_row(where, outcome))
     return 0
+
+
+def _parts_row(where: str, parts: Parts) -> Row:
+    """``_row`` of the payload ``parts`` are the fields of."""
+    key, source, name, lead_id, seconds, _, notes = parts
+    return (
+        where,
+        key,
+        source,
+        name,
+        lead_id,
+        seconds,
+        tuple((n.field, n.reason, n.message) for n in notes),
+    )
 
 
 def _row(where: str, outcome: Outcome) -> Row:

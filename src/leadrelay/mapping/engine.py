@@ -22,14 +22,14 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, EvaluationError, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
-from leadrelay.mapping.filling import region_reader, step_runner
+from leadrelay.mapping.filling import region_reader, step_runners
 from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_plans
 from leadrelay.mapping.siblings import field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, FieldProblem, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
-__all__ = ["Fill", "Finisher", "Mapper", "Plan", "compile_plans"]
+__all__ = ["Fill", "Finisher", "Mapper", "Parts", "Plan", "compile_plans"]
 
 _FIELD_ERRORS: Final = (FieldProblem, EvaluationError)
 _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st"})
@@ -47,6 +47,10 @@ _MS_END: Final = 10**14
 _LEAD_DIGITS: Final = re.compile(r"[1-9][0-9]{14,16}").fullmatch
 _MS_DIGITS: Final = re.compile(r"[1-9][0-9]{11,13}").fullmatch
 _CUSTOM: Final = 2  # custom_data's Step.slot
+
+Parts = tuple[str, str, str, int, int, dict[str, Any], tuple[FieldNote, ...]]
+"""A payload's fields, in ``Payload``'s order: key, source_event, event_name, lead_id,
+event_time, data, notes (see ``Mapper.map_parts``)."""
 
 
 class Mapper:
@@ -79,6 +83,8 @@ class Mapper:
         self._lead = by_target.get("user_data.lead_id")
         self._time = by_target.get("event_time")
         self._id = by_target.get("event_id")
+        # lead_id read from a top-level key ({{facebook_lead_id}}, the usual): read in place.
+        self._lead_key = None if self._lead is None else _top_level_key(self._lead)
         # The prebuilt event_id reads what the key was read from: no need to read it twice.
         self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
         self._time_in_context = self._time is not None and self._time.source == _TIME_SOURCE
@@ -98,7 +104,7 @@ class Mapper:
         self._custom_closed = _CUSTOM not in _written(rest)
         if self._custom_closed:
             self._custom["event_source"] = _EVENT_SOURCE
-        self._runs = tuple(step_runner(step) for step in rest)
+        self._runs = step_runners(rest)
         country = by_target.get("user_data.country")
         needs_region = any(p.target in _REGION_FIELDS for p in plans)
         self._region_of = region_reader(country) if country and needs_region else None
@@ -148,6 +154,15 @@ class Mapper:
 
     def map(self, event: Mapping[str, Any]) -> Outcome:
         """Turn one event into exactly one outcome."""
+        found = self.map_parts(event)
+        if isinstance(found, tuple):
+            return Payload(*found)
+        return found
+
+    def map_parts(self, event: Mapping[str, Any]) -> Outcome | Parts:
+        """``map`` without building the ``Payload``: its fields as a plain tuple (in the order
+        ``Payload`` takes them), or the ``Filtered`` or ``Rejected`` outcome. For bulk encoders,
+        which only read a payload's data and notes: the object costs more than the tuple."""
         ours = event.get("event_name")
         # The key, the prebuilt event_id and event_time all come from the context: read once.
         context = event.get("context")
@@ -185,7 +200,13 @@ class Mapper:
             )
         raw: Any = MISSING
         try:
-            raw = lead.read(event)
+            lead_key = self._lead_key
+            if lead_key is None:
+                raw = lead.read(event)
+            else:  # what lead.read gives, without the call
+                raw = event.get(lead_key)
+                if raw is None:
+                    raw = MISSING
             if raw is MISSING:
                 return Rejected(
                     key,
@@ -276,8 +297,14 @@ class Mapper:
             custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data
         data["custom_data"] = custom_data
-        return Payload(
-            key or event_id, source, name, lead_id, seconds, data, tuple(notes) if notes else ()
+        return (
+            key or event_id,
+            source,
+            name,
+            lead_id,
+            seconds,
+            data,
+            tuple(notes) if notes else (),
         )
 
     def _consented(self, event: Mapping[str, Any]) -> bool:
@@ -290,6 +317,15 @@ class Mapper:
             granted = [granted]
         wanted = self._consent
         return any(str(g).strip() == wanted for g in granted)
+
+
+def _top_level_key(plan: Plan) -> str | None:
+    """The key of a ``{{key}}`` plan that reads an event's own key (as ``compile_path``'s
+    one-key getter does: the value, MISSING for null), else None."""
+    if plan.kind != "path":
+        return None
+    (path,) = compile_expression(plan.source, key=plan.target).paths
+    return None if "." in path or (path.isascii() and path.isdigit()) else path
 
 
 def _written(steps: list[Step]) -> frozenset[int]:

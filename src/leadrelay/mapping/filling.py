@@ -8,7 +8,7 @@ objects that are not dicts, values that are not text, errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from leadrelay.mapping.expressions import MISSING, EvaluationError
@@ -16,6 +16,7 @@ from leadrelay.mapping.plans import Fill, Plan, finish_text
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, PLAIN, SIBLINGS, PlainField, SiblingField, Step
 from leadrelay.meta.normalize import region_hint, sha256
+from leadrelay.meta.places import SEEN_REGIONS
 from leadrelay.outcome import FieldNote
 
 _FIELD_ERRORS: Final = FIELD_ERRORS
@@ -39,6 +40,44 @@ def step_runner(step: Step) -> Run:
     return _general_runner(step.slot, step.name, step.target, step.fill)
 
 
+def step_runners(steps: Sequence[Step]) -> tuple[Run, ...]:
+    """The closures that run ``steps``, in order: ``step_runner`` of each, but consecutive plain
+    steps of two-key objects in one closure (``{{partners.facebook.fbc}}`` then
+    ``{{context.device.ip}}``...: objects most events lack, one call for them all)."""
+    runs: list[Run] = []
+    group: list[Step] = []
+    for step in (*steps, None):
+        if step is not None and step.kind == PLAIN and len(step.detail[0]) == 2:
+            group.append(step)
+            continue
+        if len(group) > 1:
+            runs.append(_plain_group_runner(group))
+        else:
+            runs.extend(step_runner(grouped) for grouped in group)
+        group = []
+        if step is not None:
+            runs.append(step_runner(step))
+    return tuple(runs)
+
+
+def _plain_group_runner(steps: list[Step]) -> Run:
+    # Each step as its own runner reads it: (first key, second key, fields, that runner).
+    groups = tuple((*step.detail[0], step.detail[1], step_runner(step)) for step in steps)
+
+    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
+        for first, second, fields, run_one in groups:
+            box = event.get(first)
+            if type(box) is dict:
+                box = box.get(second)
+                if type(box) is dict:
+                    _plain(fields, box, sections, notes)
+                    continue
+            if box is not None:
+                run_one(event, region, sections, notes)
+
+    return run
+
+
 def _constant_runner(slot: int, name: str, value: Any) -> Run:
     def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
         sections[slot][name] = value
@@ -60,13 +99,16 @@ def _general_runner(slot: int, name: str, target: str, fill: Fill) -> Run:
 
 
 def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
-    specs = tuple((field.key, field.name, field.rule, field.put) for field in fields)
+    specs = tuple(
+        (field.key, field.name, field.rule, field.put, field.memo, field.keys, field.regional)
+        for field in fields
+    )
 
     def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
         box = event.get(head)
         if type(box) is dict:
             user_data = sections[1]
-            for key, name, rule, put in specs:
+            for key, name, rule, put, memo, keys, regional in specs:
                 if rule is not None:
                     # Most values: text in the first key, to normalize and hash right here (not
                     # a digest already: those are 64 characters long). The rest is put's.
@@ -79,6 +121,18 @@ def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
                             continue
                         except _FIELD_ERRORS:
                             pass  # put meets the same error, and notes it
+                elif memo is not None:
+                    # A field that remembers digests: its value found as put finds it, and
+                    # looked up right here (the memo holds digests of text only).
+                    for key in keys:
+                        value = box.get(key)
+                        if value is not None and value != "":
+                            break
+                    if type(value) is str:
+                        digest = memo.get((value, region) if regional else value)
+                        if digest is not None:
+                            user_data[name] = [digest]
+                            continue
                 put(box, region, user_data, notes)
         elif box is not None:  # not a dict: each field the general way
             _fill_each(fields, event, region, sections, notes)
@@ -171,6 +225,7 @@ def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
     if country.siblings is None:
         return region_of
     head, keys = country.siblings
+    seen = SEEN_REGIONS
 
     def sibling_region(event: Mapping[str, Any]) -> str | None:
         box = event.get(head)
@@ -179,6 +234,8 @@ def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
         for key in keys:
             value = box.get(key)
             if value is not None and value != "":
+                if type(value) is str and value in seen:
+                    return seen[value]  # region_hint's answer, without the call
                 return region_hint(value) if isinstance(value, str) else None
         return None
 

@@ -145,7 +145,7 @@ def dry_run_parallel(
         for unit in units(files, unit_events):
             bodies, rows, plain = encode_unit(mapper, unit, every_payload)
             _tally(tally, rows, plain)
-            writer.add(bodies)
+            writer.take(bodies)
     else:
         tasks = in_workers(files, settings, workers, unit_events, encode_unit_task, every_payload)
         for joined, bounds, rows, plain in tasks:
@@ -193,6 +193,16 @@ class BodyWriter:
             self._pieces += events[done : done + take]
             self._filled(take)
             done += take
+
+    def take(self, events: list[bytes]) -> None:
+        """``add``, emptying ``events``: then the writer holds the only references, and each
+        body's events are freed right after it is written, while still in the cache, instead
+        of all at once when the caller lets go of the list."""
+        while events:
+            take = min(self._size - self._count, len(events))
+            self._pieces += events[:take]
+            del events[:take]
+            self._filled(take)
 
     def add_joined(self, joined: bytes, bounds: Sequence[int]) -> None:
         """Add the events of ``joined``: ``joined[bounds[n] + 1 : bounds[n + 1]]`` is one."""

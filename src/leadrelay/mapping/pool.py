@@ -18,14 +18,12 @@ cycles, so workers collect once per unit instead of on allocation counts.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import pickle
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import accumulate
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
@@ -34,6 +32,10 @@ from leadrelay.events import InputError, LineBatch, SourceRecord, read_pieces
 from leadrelay.mapping.encode import Row, Unit, encode_unit, mapped
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Outcome, Payload
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from multiprocessing.context import BaseContext
 
 _Result = TypeVar("_Result")
 Joined = tuple[bytes, "array[int]", list[Row], int]
@@ -51,6 +53,9 @@ def in_workers(
     flag: bool,
 ) -> Iterator[_Result]:
     """``task(unit, flag)`` for every unit of the input, in worker processes; results in order."""
+    # Imported here: one job (the usual dry run) needs neither, and they cost ~6 ms to import.
+    from concurrent.futures import ProcessPoolExecutor
+
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=_context(),
@@ -114,7 +119,9 @@ def unpickled(blob: bytes) -> Any:
             gc.enable()
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> BaseContext:
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")

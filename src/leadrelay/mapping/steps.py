@@ -49,6 +49,12 @@ class SiblingField(NamedTuple):
     # Normalizes the first key's text, for the step's loop to hash without calling ``put``
     # (see ``filling``); None for fields that remember digests (``put`` looks them up first).
     rule: TextRule | None
+    # Fields that remember digests: the memo ``put`` fills, for the step's loop to look the
+    # value up in without calling ``put`` (keyed by (value, region) when ``regional``), and
+    # all the sibling keys, in order (the state's first key is mostly absent). None else.
+    memo: dict[Any, str] | None = None
+    keys: tuple[str, ...] = ()
+    regional: bool = False
 
 
 class PlainField(NamedTuple):
@@ -124,20 +130,24 @@ def _sibling(plan: Plan, default_country: str | None) -> tuple[int, str, Sibling
     field = plan.target.rpartition(".")[2]
     rule = text_rule(field, default_country=default_country)
     repeating = field in REPEATING_FIELDS
-    put = sibling_put(
-        plan.name,
-        plan.target,
-        keys,
-        rule,
-        plan.finish,
-        memo={} if repeating else None,
-        regional=field in REGIONAL_FIELDS,
-    )
+    memo: dict[Any, str] | None = {} if repeating else None
+    regional = field in REGIONAL_FIELDS
+    put = sibling_put(plan.name, plan.target, keys, rule, plan.finish, memo=memo, regional=regional)
     fill = field_fill(plan, default_country)
     return (
         SIBLINGS,
         head,
-        SiblingField(plan.name, plan.target, put, fill, keys[0], None if repeating else rule),
+        SiblingField(
+            plan.name,
+            plan.target,
+            put,
+            fill,
+            keys[0],
+            None if repeating else rule,
+            memo,
+            keys,
+            regional,
+        ),
     )
 
 

@@ -30,6 +30,7 @@ from phonenumbers import PhoneMetadata, PhoneNumber
 from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
 from leadrelay.meta.phone_valid import is_valid
+from leadrelay.meta.places import RESOLVED
 
 _PHONE_MARKS: Final = b" .-()/\t"
 _NON_DIGITS: Final = re.compile(r"[^0-9]+")
@@ -226,6 +227,6 @@ def phone_rule(resolve: Resolver) -> TextRule:
                     return found
         elif text[0] == "-":
             raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
-        return _phone_digits(text, resolve(region), value)
+        return _phone_digits(text, region if region in RESOLVED else resolve(region), value)
 
     return normalize

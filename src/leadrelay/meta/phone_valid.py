@@ -68,28 +68,28 @@ class _Region:
 
 
 @lru_cache(maxsize=512)
-def _regions(country_code: int) -> tuple[_Region | None, ...]:
-    regions: list[_Region | None] = []
-    codes = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
-    for code in codes:
-        if code == _NON_GEO and len(codes) == 1:  # +800 and the like: validated by calling code
-            metadata = PhoneMetadata.metadata_for_nongeo_region(country_code, None)
-        else:
-            metadata = PhoneMetadata.metadata_for_region(code.upper(), None)
-        if metadata is None:
-            regions.append(None)
-            continue
-        names = _TYPES if metadata.same_mobile_and_fixed_line_pattern else ("mobile", *_TYPES)
-        descs = (_desc(getattr(metadata, name)) for name in names)
-        regions.append(
-            _Region(
-                int(metadata.country_code or 0),
-                re.compile(metadata.leading_digits) if metadata.leading_digits else None,
-                _desc(metadata.general_desc),
-                tuple(desc for desc in descs if desc is not None),
-            )
-        )
-    return tuple(regions)
+def _region_codes(country_code: int) -> tuple[str, ...]:
+    return tuple(phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()))
+
+
+@lru_cache(maxsize=1024)
+def _region(country_code: int, code: str, alone: bool) -> _Region | None:
+    """The region ``code`` of ``country_code`` (``alone``: the only one), compiled on first use:
+    a calling code is shared by up to 25 regions (+1), most never asked about."""
+    if code == _NON_GEO and alone:  # +800 and the like: validated by calling code
+        metadata = PhoneMetadata.metadata_for_nongeo_region(country_code, None)
+    else:
+        metadata = PhoneMetadata.metadata_for_region(code.upper(), None)
+    if metadata is None:
+        return None
+    names = _TYPES if metadata.same_mobile_and_fixed_line_pattern else ("mobile", *_TYPES)
+    descs = (_desc(getattr(metadata, name)) for name in names)
+    return _Region(
+        int(metadata.country_code or 0),
+        re.compile(metadata.leading_digits) if metadata.leading_digits else None,
+        _desc(metadata.general_desc),
+        tuple(desc for desc in descs if desc is not None),
+    )
 
 
 def is_valid(country_code: int, national: str) -> bool:
@@ -98,11 +98,12 @@ def is_valid(country_code: int, national: str) -> bool:
     every call. The same steps: the region the number belongs to (the only one of its calling
     code; else the first whose leading digits match or, without those, which accepts it), then
     whether that region accepts it."""
-    regions = _regions(country_code)
-    if len(regions) == 1:
-        found = regions[0]
+    codes = _region_codes(country_code)
+    if len(codes) == 1:
+        found = _region(country_code, codes[0], True)
     else:
-        for region in regions:
+        for code in codes:
+            region = _region(country_code, code, False)
             if region is None:
                 continue
             if region.leading is not None:

@@ -10,6 +10,7 @@ ones (state, zip) are built with a ``Resolver`` that turns the event's country h
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from leadrelay.meta import geo
@@ -27,6 +28,9 @@ from leadrelay.meta.field_rules import show as _show
 
 _REGIONS: Final[dict[str, str | None]] = {}  # memo: events spell their countries a few ways
 _REGIONS_KEPT: Final = 1024
+SEEN_REGIONS: Final[Mapping[str, str | None]] = _REGIONS
+"""What ``region_hint`` said of the texts it has seen (read-only): for the mapping's hot loop
+to look them up without the call."""
 
 
 def region_hint(country_value: Any) -> str | None:
@@ -40,6 +44,12 @@ def region_hint(country_value: Any) -> str | None:
         if len(_REGIONS) < _REGIONS_KEPT:
             _REGIONS[country_value] = region
         return region
+
+
+RESOLVED: Final = geo.ALPHA2
+"""Regions that ``resolver`` gives back as they are: what ``region_hint`` gives. The mapping's
+regions already are one of them, so rules read them directly instead of resolving them again
+(``region if region in RESOLVED else resolve(region)``: the same region, no call)."""
 
 
 def resolver(default: str | None) -> Resolver:
@@ -114,7 +124,7 @@ def zip_rule(resolve: Resolver) -> TextRule:
         zipcode = _compact(text)
         if not zipcode:
             raise emptied("zip code", value)
-        country = resolve(region)
+        country = region if region in RESOLVED else resolve(region)
         if country == "US":
             if zipcode.isascii() and zipcode.isdigit():
                 if len(zipcode) in (5, 9):

@@ -8,44 +8,49 @@ prebuilt customer information is read from ``event["user"]`` once and hashed fie
 (digests of values that repeat are remembered), other fields are one ``fill(event, region)``
 call each.
 
-The plans themselves are compiled in ``plans`` (house rule: modules under ~300 lines); ``Plan``,
-``compile_plans`` and the callable types are re-exported here.
+The plans and the event names of [mapping] are compiled in ``plans``, and the outcomes of events
+that get no Facebook event name are built in ``refusals`` (house rule: modules under ~300 lines);
+``Plan``, ``compile_plans`` and the callable types are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from leadrelay.config import Settings
-from leadrelay.mapping.expressions import MISSING, EvaluationError, compile_expression, compile_path
+from leadrelay.mapping.expressions import MISSING, compile_path
 from leadrelay.mapping.fields import FIXED
 from leadrelay.mapping.filling import region_reader, step_runners
-from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_plans
-from leadrelay.mapping.siblings import field_note
+from leadrelay.mapping.plans import (
+    LEAD_DIGITS,
+    LEAD_END,
+    LEAD_MIN,
+    MS_DIGITS,
+    MS_END,
+    MS_MIN,
+    Fill,
+    Finisher,
+    Plan,
+    compile_names,
+    compile_plans,
+    top_level_key,
+)
+from leadrelay.mapping.refusals import clip, unmapped, unnamed
+from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
-from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, FieldProblem, check_window
+from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
 __all__ = ["Fill", "Finisher", "Mapper", "Parts", "Plan", "compile_plans"]
 
-_FIELD_ERRORS: Final = (FieldProblem, EvaluationError)
 _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st"})
 _ACTION_SOURCE: Final = FIXED["action_source"]
 _EVENT_SOURCE: Final = FIXED["custom_data.event_source"]
 _EVENT_ID_SOURCE: Final = "{{context.event_id}}"
 _TIME_SOURCE: Final = "{{context.event_timestamp}}"
 _TIME_KEY: Final = "event_timestamp"
-# The shapes lead_id and event_time usually have, and their finishers' answers for them.
-_LEAD_MIN: Final = 10**14  # 15 digits
-_LEAD_END: Final = 10**17  # 18 digits
-_MS_MIN: Final = 10**11  # milliseconds (see rules.to_seconds)
-_MS_END: Final = 10**14
-# The same shapes as text: the digits of numbers in those ranges, without leading zeros.
-_LEAD_DIGITS: Final = re.compile(r"[1-9][0-9]{14,16}").fullmatch
-_MS_DIGITS: Final = re.compile(r"[1-9][0-9]{11,13}").fullmatch
 _CUSTOM: Final = 2  # custom_data's Step.slot
 
 Parts = tuple[str, str, str, int, int, dict[str, Any], tuple[FieldNote, ...]]
@@ -58,21 +63,7 @@ class Mapper:
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        names: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-        self._catch_all: Callable[[Mapping[str, Any]], Any] | None = None
-        for ours, theirs in settings.mapping.items():
-            read = compile_expression(theirs, key=f"mapping.{ours}").evaluate
-            if ours == "*":
-                self._catch_all = read
-            else:
-                names[ours] = read
-        self._names = names
-        # Names that are plain text, looked up without a call (every event needs its name).
-        self._static_names = {
-            ours: theirs
-            for ours, theirs in settings.mapping.items()
-            if ours != "*" and theirs and compile_expression(theirs, key=ours).kind == "static"
-        }
+        self._names, self._catch_all, self._static_names = compile_names(settings.mapping)
         self._name_sources = dict(settings.mapping)
         self._consent = settings.consent_category
         self._consent_of = compile_path("user.consent_categories")
@@ -84,7 +75,7 @@ class Mapper:
         self._time = by_target.get("event_time")
         self._id = by_target.get("event_id")
         # lead_id read from a top-level key ({{facebook_lead_id}}, the usual): read in place.
-        self._lead_key = None if self._lead is None else _top_level_key(self._lead)
+        self._lead_key = None if self._lead is None else top_level_key(self._lead)
         # The prebuilt event_id reads what the key was read from: no need to read it twice.
         self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
         self._time_in_context = self._time is not None and self._time.source == _TIME_SOURCE
@@ -128,29 +119,11 @@ class Mapper:
         if read is None:
             read = self._catch_all
             if read is None:
-                return self._unnamed(key, ours, True)
+                return unmapped(key, ours)
         name = read(event)
         if name is MISSING or name == "":
-            return self._unnamed(key, ours, False)
+            return unnamed(key, ours, self._name_sources)
         return name if isinstance(name, str) else str(name)
-
-    def _unnamed(self, key: str, ours: Any, unmapped: bool) -> Outcome:
-        """The outcome of an event that gets no Facebook event name."""
-        source = ours if isinstance(ours, str) else ""
-        if unmapped:
-            if not source:
-                return Rejected(
-                    key, source, "missing_event_name", "event_name", "the event has no event_name"
-                )
-            return Filtered(key, source, "unmapped", f"{ours!r} is not in [mapping]")
-        return Rejected(
-            key,
-            source,
-            "empty_event_name",
-            "event_name",
-            f"[mapping] gives {self._name_sources.get(source, self._name_sources.get('*'))!r}"
-            " for this event, which has no value",
-        )
 
     def map(self, event: Mapping[str, Any]) -> Outcome:
         """Turn one event into exactly one outcome."""
@@ -216,20 +189,20 @@ class Mapper:
                     f"lead_id {lead.source!r} has no value in this event",
                     event_name=name,
                 )
-            if type(raw) is int and _LEAD_MIN <= raw < _LEAD_END:
+            if type(raw) is int and LEAD_MIN <= raw < LEAD_END:
                 lead_id = raw  # what lead.finish gives, without the call
-            elif type(raw) is str and _LEAD_DIGITS(raw) is not None:
+            elif type(raw) is str and LEAD_DIGITS(raw) is not None:
                 lead_id = int(raw)  # the same, for the digits CRMs send as text
             else:
                 lead_id = lead.finish(raw, None)
-        except _FIELD_ERRORS as exc:
+        except FIELD_ERRORS as exc:
             return Rejected(
                 key,
                 source,
                 getattr(exc, "reason", "invalid_lead_id"),
                 "user_data.lead_id",
                 str(exc),
-                _clip(raw),
+                clip(raw),
                 event_name=name,
             )
         now = self._clock()
@@ -245,9 +218,9 @@ class Mapper:
                         raw_time = MISSING
                 else:
                     raw_time = plan.read(event)
-                if type(raw_time) is int and _MS_MIN <= raw_time < _MS_END:
+                if type(raw_time) is int and MS_MIN <= raw_time < MS_END:
                     seconds = raw_time // 1000  # what plan.finish gives, without the call
-                elif type(raw_time) is str and _MS_DIGITS(raw_time) is not None:
+                elif type(raw_time) is str and MS_DIGITS(raw_time) is not None:
                     seconds = int(raw_time) // 1000  # the same, for milliseconds as text
                 elif raw_time is MISSING:
                     seconds = int(now)
@@ -255,14 +228,14 @@ class Mapper:
                     seconds = plan.finish(raw_time, None)
             if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S:
                 check_window(seconds, now)  # raises, saying which way and by how much
-        except _FIELD_ERRORS as exc:
+        except FIELD_ERRORS as exc:
             return Rejected(
                 key,
                 source,
                 getattr(exc, "reason", "invalid_event_time"),
                 "event_time",
                 str(exc),
-                _clip(raw_time),
+                clip(raw_time),
                 lead_id=lead_id,
                 event_name=name,
             )
@@ -275,7 +248,7 @@ class Mapper:
                     event_id = event_id.strip() or MISSING  # what finish gives, without the call
                 elif event_id is not MISSING:
                     event_id = self._id.finish(event_id, None)
-            except _FIELD_ERRORS as exc:
+            except FIELD_ERRORS as exc:
                 notes.append(field_note(self._id.target, exc))
         if event_id is MISSING:
             # Deterministic, so a resend of the same stage change can be deduplicated by Meta.
@@ -319,21 +292,5 @@ class Mapper:
         return any(str(g).strip() == wanted for g in granted)
 
 
-def _top_level_key(plan: Plan) -> str | None:
-    """The key of a ``{{key}}`` plan that reads an event's own key (as ``compile_path``'s
-    one-key getter does: the value, MISSING for null), else None."""
-    if plan.kind != "path":
-        return None
-    (path,) = compile_expression(plan.source, key=plan.target).paths
-    return None if "." in path or (path.isascii() and path.isdigit()) else path
-
-
 def _written(steps: list[Step]) -> frozenset[int]:
     return frozenset().union(*map(sections_of, steps))
-
-
-def _clip(value: Any) -> str | None:
-    if value is MISSING:
-        return None
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -3,12 +3,14 @@
 Split out of ``engine`` (house rule: modules under ~300 lines). ``compile_plans`` turns the config
 into one ``Plan`` per Facebook field (the expression that reads the event and the finisher that
 turns the value into what Meta wants); ``field_fill`` turns a plan into one closure that reads
-and finishes its field (``steps`` builds ``Mapper.map``'s field loop from them). Everything here
-runs once per config; only the returned closures run per event.
+and finishes its field (``steps`` builds ``Mapper.map``'s field loop from them); ``compile_names``
+turns [mapping] into the readers of Facebook event names. Everything here runs once per config;
+only the returned closures (and the finishers' shape constants) are used per event.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from leadrelay.mapping.fields import PREBUILT, Treatment, treatment
 from leadrelay.meta.normalize import NormalizeError, hasher
 from leadrelay.meta.rules import FieldProblem, parse_lead_id, to_seconds
 
+Read = Callable[[Mapping[str, Any]], Any]
 Finisher = Callable[[Any, str | None], Any]
 Fill = Callable[[Mapping[str, Any], str | None], Any]
 _SECTIONS: Final = ("user_data", "custom_data")
@@ -129,17 +132,22 @@ def _native(value: Any, region: str | None) -> Any:
     return value
 
 
-_LEAD_MIN: Final = 10**14  # 15 digits
-_LEAD_END: Final = 10**17  # 18 digits
-_MS_MIN: Final = 10**11  # timestamps this large are milliseconds (see rules.to_seconds)
-_MS_END: Final = 10**14
+# The shapes lead_id and event_time usually have, which their finishers settle without a detour
+# (``Mapper.map_parts`` checks the same shapes inline, to skip the finisher's call).
+LEAD_MIN: Final = 10**14  # 15 digits
+LEAD_END: Final = 10**17  # 18 digits
+MS_MIN: Final = 10**11  # timestamps this large are milliseconds (see rules.to_seconds)
+MS_END: Final = 10**14
+# The same shapes as text: the digits of numbers in those ranges, without leading zeros.
+LEAD_DIGITS: Final = re.compile(r"[1-9][0-9]{14,16}").fullmatch
+MS_DIGITS: Final = re.compile(r"[1-9][0-9]{11,13}").fullmatch
 
 
 def _lead_id(value: Any, region: str | None) -> int:
     # What CRMs send (an int, or a string of 15 to 17 digits) is checked here without a detour;
     # everything else gets parse_lead_id's full checks and messages.
     if type(value) is int:
-        if _LEAD_MIN <= value < _LEAD_END:
+        if LEAD_MIN <= value < LEAD_END:
             return value
     elif (
         type(value) is str
@@ -157,12 +165,12 @@ def _event_time(value: Any, region: str | None) -> int:
     # everything else, and every problem, goes through to_seconds.
     kind = type(value)
     if kind is int:
-        if _MS_MIN <= value < _MS_END:
+        if MS_MIN <= value < MS_END:
             return int(value // 1000)
     elif kind is str:
         if value.isdigit():
             number = int(value)
-            if _MS_MIN <= number < _MS_END:
+            if MS_MIN <= number < MS_END:
                 return number // 1000
         elif value[4:5] == "-":
             try:
@@ -223,3 +231,34 @@ def compile_plans(settings: Settings) -> list[Plan]:
             )
         )
     return plans
+
+
+def top_level_key(plan: Plan) -> str | None:
+    """The key of a ``{{key}}`` plan that reads an event's own key (as ``compile_path``'s
+    one-key getter does: the value, MISSING for null), else None."""
+    if plan.kind != "path":
+        return None
+    (path,) = compile_expression(plan.source, key=plan.target).paths
+    return None if "." in path or (path.isascii() and path.isdigit()) else path
+
+
+def compile_names(
+    mapping: Mapping[str, str],
+) -> tuple[dict[str, Read], Read | None, dict[str, str]]:
+    """[mapping] compiled: the reader of the Facebook event name for each event_name, the
+    catch-all's (``*``) or None, and the names that are plain text (looked up without a call:
+    every event needs its name)."""
+    names: dict[str, Read] = {}
+    catch_all: Read | None = None
+    for ours, theirs in mapping.items():
+        read = compile_expression(theirs, key=f"mapping.{ours}").evaluate
+        if ours == "*":
+            catch_all = read
+        else:
+            names[ours] = read
+    static = {
+        ours: theirs
+        for ours, theirs in mapping.items()
+        if ours != "*" and theirs and compile_expression(theirs, key=ours).kind == "static"
+    }
+    return names, catch_all, static

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +449,48 @@ def test_completing_with_a_state_that_is_not_final_names_the_event(path: Path) -
         with pytest.raises(ValueError, match=f"event {id_}: cannot complete with state"):
             store.complete([(id_, ok), (id_, Delivery(payload("a"), State.IN_FLIGHT))], NOW)
         assert states(store, [id_]) == [State.IN_FLIGHT]  # nothing written
+
+
+def test_after_a_failed_sync_no_claim_hands_out_what_was_never_synced(
+    path: Path, fsyncs: Fsyncs
+) -> None:
+    with SQLiteStore(path) as store:
+        store.add([incoming(payload("a")), incoming(payload("b"))], durable=False)
+        fsyncs.error = OSError(5, "Input/output error")
+        with pytest.raises(StoreError, match="cannot sync"):
+            store.claim(1, NOW)
+        # Even once the disk answers again: the failed fsync may have dropped "b"'s pages.
+        fsyncs.error = None
+        with pytest.raises(StoreError, match="cannot sync"):
+            store.claim(10, NOW)
+
+
+def test_a_claim_returns_nothing_before_the_sync_another_claim_started_has_finished(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    happened: list[object] = []
+
+    def slow_fsync(fd: int) -> None:
+        happened.append("fsync started")
+        started.set()
+        release.wait(10)
+        happened.append("fsync done")
+
+    def claim(name: str, limit: int) -> None:
+        happened.append((name, [c.payload.key for c in store.claim(limit, NOW)]))
+
+    monkeypatch.setattr(wal_sync, "_fsync", slow_fsync)
+    with SQLiteStore(path) as store:
+        store.add([incoming(payload("a")), incoming(payload("b"))], durable=False)
+        first = threading.Thread(target=claim, args=("first", 1))
+        first.start()
+        assert started.wait(10)
+        second = threading.Thread(target=claim, args=("second", 10))
+        second.start()
+        second.join(0.5)  # time for it to return early, were it to
+        release.set()
+        first.join(10)
+        second.join(10)
+    assert ("second", ["b"]) in happened
+    assert happened.index("fsync done") < happened.index(("second", ["b"]))

@@ -114,9 +114,12 @@ class SQLiteStore(SQLiteReads, Store):
         self._unclaimed: dict[int, tuple[bytes, bytes | None]] = {}
         self._remember = max(0, remember_unclaimed)
         self._write_lock = threading.Lock()
-        # An add(durable=False) committed since the last claim: that claim syncs before it
-        # returns, so no event is sent before it is durable (see ``claim``).
-        self._unsynced = False
+        # add(durable=False) transactions counted (under the write lock, so a claim that sees
+        # their rows sees them counted), and how many of them a sync made by a claim covers: a
+        # claim that may hand out rows of an add not covered yet syncs before it returns, so no
+        # event is sent before it is durable (see ``claim``).
+        self._deferred = 0
+        self._synced = 0
         self._closed = False
         self._wal = WalSync(self.path)
         opened: list[sqlite3.Connection] = []
@@ -178,7 +181,7 @@ class SQLiteStore(SQLiteReads, Store):
                 ids = self._add(conn, keys, rows, remembered)
                 # Under the lock, so a claim that sees these rows sees this too (should the
                 # commit fail, the next claim merely syncs once more).
-                self._unsynced = self._unsynced or deferred
+                self._deferred += deferred
         except BaseException:
             for id_ in remembered:  # not stored after all
                 self._unclaimed.pop(id_, None)
@@ -233,32 +236,27 @@ class SQLiteStore(SQLiteReads, Store):
             return []
         # No fsync: a claim lost to a power cut leaves the rows QUEUED, which is what
         # release_in_flight would make of them anyway; the next durable commit syncs it.
-        unsynced = False
-        try:
-            with self._writing(fsync=False) as conn:
-                rows = conn.execute(CLAIM, (now, limit)).fetchall()  # in claim order
-                if rows:
-                    conn.execute(MARK_IN_FLIGHT, (orjson.dumps([r[1] for r in rows]),))
-                take = self._unclaimed.pop
-                bodies = {r[1]: body for r in rows if (body := take(r[1], None)) is not None}
-                if len(bodies) < len(rows):
-                    missing = orjson.dumps([r[1] for r in rows if r[1] not in bodies])
-                    for id_, data, notes in conn.execute(PAYLOADS, (missing,)):
-                        bodies[id_] = (data, notes)
-                # Read and cleared under the lock: every add that set it has committed.
-                if rows and self._unsynced:
-                    unsynced = True  # the sync below covers what set it
-                    self._unsynced = False
-        except BaseException:
-            if unsynced:  # not claimed after all: the next claim syncs instead
-                self._unsynced = True
-            raise
-        if unsynced:
+        with self._writing(fsync=False) as conn:
+            rows = conn.execute(CLAIM, (now, limit)).fetchall()  # in claim order
+            if rows:
+                conn.execute(MARK_IN_FLIGHT, (orjson.dumps([r[1] for r in rows]),))
+            take = self._unclaimed.pop
+            bodies = {r[1]: body for r in rows if (body := take(r[1], None)) is not None}
+            if len(bodies) < len(rows):
+                missing = orjson.dumps([r[1] for r in rows if r[1] not in bodies])
+                for id_, data, notes in conn.execute(PAYLOADS, (missing,)):
+                    bodies[id_] = (data, notes)
+            # Every add counted here has committed (or failed): they count under this lock.
+            needed = self._deferred if rows else 0
+        if needed > self._synced:
             # Rows an add(durable=False) committed may be among these: one fsync, after this
             # transaction and so after every commit it read, makes them durable before any is
-            # sent (the adds go on meanwhile). If it fails, the rows stay IN_FLIGHT, unsent,
-            # until the next start takes them back.
+            # sent (the adds go on meanwhile). Only a sync that returned counts: if it fails,
+            # the rows stay IN_FLIGHT, unsent, until the next start takes them back, and every
+            # later claim that needs a sync fails too (see ``wal_sync``). Two claims at once
+            # both sync: the second fsync waits for the first and covers the second's rows.
             self.sync()
+            self._synced = max(self._synced, needed)
         return decode_claimed(rows, bodies)
 
     def complete(self, results: Sequence[tuple[int, Delivery]], now: float) -> None:

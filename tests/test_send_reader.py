@@ -4,8 +4,9 @@ and the file intake's chunks whether events come one at a time or a piece at a t
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,9 +14,12 @@ import pytest
 from conftest import make_settings, write_every_reader
 from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
+from leadrelay.delivery.encoded import EncodedPayload, request_body
 from leadrelay.delivery.intake import ChunkedIntake
+from leadrelay.delivery.sqlite_schema import encode_row
 from leadrelay.delivery.store import Incoming
-from leadrelay.outcome import Filtered
+from leadrelay.mapping.engine import Mapper
+from leadrelay.outcome import Filtered, Payload
 from leadrelay.send_input import read_into_store
 from leadrelay.summary import Tally
 
@@ -82,7 +86,41 @@ def test_one_core_stores_and_counts_exactly_what_several_cores_do(
     assert len(stored) == read - rejected["unreadable"]
     assert any(type(o) is Filtered for o, _ in stored) == bool(filtered)
     assert all(original is not None for _, original in stored)
-    assert mapped == sum(1 for o, _ in stored if type(o).__name__ == "Payload")
+    assert mapped == sum(1 for o, _ in stored if isinstance(o, Payload))
+
+
+def test_one_core_stores_each_payload_as_the_bytes_the_general_mapping_encodes(
+    settings: Settings, inputs: list[str]
+) -> None:
+    _, stored, _ = _send_side(settings, inputs, 1)
+    mapper = Mapper(settings)
+    encoded = [(o, e) for o, e in stored if type(o) is EncodedPayload]
+    assert encoded  # the one-core reader encodes its payloads once, as the store keeps them
+    for outcome, event in encoded:
+        general = mapper.map(event)
+        assert type(general) is Payload
+        assert outcome == general
+        assert request_body(outcome) == orjson.dumps(general.data)
+
+
+def test_one_core_leaves_data_that_is_not_plain_json_for_the_store_to_call_unencodable(
+    settings: Settings, inputs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Mapper.map_parts
+
+    def with_a_set(self: Mapper, event: Mapping[str, Any]) -> object:
+        found = real(self, event)
+        if isinstance(found, tuple):
+            found[5]["custom_data"]["odd"] = {1}  # a set: orjson cannot encode it
+        return found
+
+    monkeypatch.setattr(Mapper, "map_parts", with_a_set)
+    _, stored, _ = _send_side(settings, inputs, 1)
+    payloads = [o for o, _ in stored if isinstance(o, Payload)]
+    assert payloads
+    assert all(type(o) is Payload and o.data["custom_data"]["odd"] == {1} for o in payloads)
+    row = encode_row(Incoming(payloads[0], None, 0.0), "keep")
+    assert row[1][1] == "rejected" and row[1][9] == "unencodable"
 
 
 def test_a_stop_keeps_the_piece_being_read_out_of_the_store(

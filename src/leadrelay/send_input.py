@@ -17,6 +17,7 @@ import orjson
 from rich.progress import Progress
 
 from leadrelay.config import Settings
+from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.store import Incoming
 from leadrelay.events import SourceRecord, read_pieces
@@ -72,8 +73,8 @@ def _read_here(
     never made: the tally does nothing else with them outside a dry run.
     """
     task = progress.add_task("events", total=None) if progress is not None else None
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    map_event = mapper.map
+    loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
+    map_parts = mapper.map_parts
     count = tally.outcome
     read = tally.read  # records read (unreadable ones too) that the progress bar has seen
     for name in files:
@@ -104,11 +105,23 @@ def _read_here(
                             at,
                         )
                         continue
-                    outcome = map_event(event)
-                    if type(outcome) is Payload and not outcome.notes:
-                        plain += 1
+                    found = map_parts(event)
+                    outcome: Outcome
+                    if isinstance(found, tuple):
+                        key, source, event_name, lead_id, event_time, data, notes = found
+                        try:  # encoded once, here, as the store keeps it
+                            outcome = EncodedPayload(
+                                key, source, event_name, lead_id, event_time, dumps(data), notes
+                            )
+                        except TypeError:  # not plain JSON: the store says it is unencodable
+                            outcome = Payload(*found)
+                        if not notes:
+                            plain += 1
+                            add(Incoming(outcome, line, at))
+                            continue
                     else:
-                        count(f"{name} line {line_no}", outcome)
+                        outcome = found
+                    count(f"{name} line {line_no}", outcome)
                     add(Incoming(outcome, line, at))  # the event as received, as it was read
             if others:
                 if stop.is_set():

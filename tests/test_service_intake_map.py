@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +133,14 @@ def test_originals_are_not_kept_when_dropped(tmp_path: Path) -> None:
     assert items[0].original is None
 
 
-def call(settings: Settings, tmp_path: Path, *requests: dict[str, Any]) -> list[httpx.Response]:
-    """Each request (``httpx`` arguments) through the app, in turn."""
+def call(
+    settings: Settings,
+    tmp_path: Path,
+    *requests: dict[str, Any],
+    before_each: Callable[[Any, int], None] | None = None,
+) -> list[httpx.Response]:
+    """Each request (``httpx`` arguments) through the app, in turn; ``before_each(app, n)``
+    runs before request ``n`` (0-based)."""
     with SQLiteStore(tmp_path / "leadrelay.db") as store:
         app = create_app(
             settings, store=store, worker=None, metrics=Metrics(), mapper=Mapper(settings)
@@ -142,8 +148,13 @@ def call(settings: Settings, tmp_path: Path, *requests: dict[str, Any]) -> list[
 
         async def run() -> list[httpx.Response]:
             transport = httpx.ASGITransport(app=app)
+            answers = []
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                return [await http.request(**r) for r in requests]
+                for n, request in enumerate(requests):
+                    if before_each is not None:
+                        before_each(app, n)
+                    answers.append(await http.request(**request))
+            return answers
 
         try:
             return asyncio.run(run())
@@ -227,22 +238,17 @@ def test_a_client_gone_before_its_body_gets_400_and_nothing_is_stored(
 
 def test_a_reloaded_mapper_applies_to_the_next_request(settings: Settings, tmp_path: Path) -> None:
     """Intake reads the mapper from the app's state on each request, as a reload sets it."""
-    with SQLiteStore(tmp_path / "leadrelay.db") as store:
-        app = create_app(
-            settings, store=store, worker=None, metrics=Metrics(), mapper=Mapper(settings)
-        )
+    post = {
+        "method": "POST",
+        "url": "/v1/events",
+        "content": dumps([ev(1, event_name="boom")]),
+        "headers": AUTH,
+    }
 
-        async def run() -> list[httpx.Response]:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                body = dumps([ev(1, event_name="boom")])
-                first = await http.post("/v1/events", content=body, headers=AUTH)
-                app.state.mapper = Exploding(Mapper(settings))
-                return [first, await http.post("/v1/events", content=body, headers=AUTH)]
+    def reload_after_the_first(app: Any, n: int) -> None:
+        if n == 1:
+            app.state.mapper = Exploding(Mapper(settings))
 
-        try:
-            before, after = asyncio.run(run())
-        finally:
-            app.state.intake.close()
+    before, after = call(settings, tmp_path, post, post, before_each=reload_after_the_first)
     assert before.json()["filtered"] == {"unmapped": 1}
     assert after.status_code == 400 and after.json()["rejected"][0]["reason"] == "mapping_failed"

@@ -93,7 +93,7 @@ class DeliveryWorker:
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
-        self.renew_every_s = renew_every_s
+        self._renew_every_s = renew_every_s
         self._store = store
         self._clock = clock
         self._sleep = sleep
@@ -119,6 +119,12 @@ class DeliveryWorker:
             if isinstance(store, FleetControl)
             else None
         )
+
+    @property
+    def renew_every_s(self) -> float:
+        """How often held events are renewed (Redis), fixed when the worker is built: the fleet
+        watch took it then."""
+        return self._renew_every_s
 
     @property
     def requeue(self) -> RequeuePolicy | None:

@@ -11,8 +11,9 @@ calling ``put``.
 
 Values of fields that have few (gender, state, country: see ``REPEATING_FIELDS``) are hashed
 once: their closures keep a bounded memo of value (and region, where the rule reads it) to
-digest, looked up before anything else. Only digests of text are kept, never errors, and a full
-memo is emptied and filled again, so it follows what the traffic holds now.
+digest, which the step's loop looks up before it calls ``put`` (and ``put`` before it hashes).
+Only digests of text are kept, never errors, and a full memo is emptied and filled again, so it
+follows what the traffic holds now.
 """
 
 from __future__ import annotations
@@ -76,65 +77,15 @@ def sibling_put(
         except FIELD_ERRORS as exc:
             notes.append(field_note(target, exc))
 
-    if memo is None:
-
-        def put(
-            box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
-        ) -> None:
-            value = box.get(first)
-            if value is None or value == "":
-                value = _next_sibling(box, rest)
-                if value is MISSING:
-                    return
-            put_value(value, region, user_data, notes)
-
-        return put
-
-    # The value is found as ``put`` finds it, then looked up (a memo holds text only: null, "",
-    # numbers and lists are never in it; lists and dicts cannot even be looked up). The first
-    # key is often absent (state_short): the next sibling's value is the one remembered.
-    if regional:
-
-        def put_seen(
-            box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
-        ) -> None:
-            value = box.get(first)
-            if value is None or value == "":
-                # _next_sibling inline: the state's first key (state_short) is mostly absent,
-                # and the call would cost as much as the rest.
-                for key in rest:
-                    value = box.get(key)
-                    if value is not None and value != "":
-                        break
-                else:
-                    value = MISSING
-            try:
-                digest = memo.get((value, region))
-            except TypeError:
-                digest = None
-            if digest is not None:
-                user_data[name] = [digest]
-            elif value is not MISSING:
-                put_value(value, region, user_data, notes)
-
-        return put_seen
-
-    def put_seen_anywhere(
-        box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any
-    ) -> None:
+    def put(box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any) -> None:
         value = box.get(first)
         if value is None or value == "":
             value = _next_sibling(box, rest)
-        try:
-            digest = memo.get(value)
-        except TypeError:
-            digest = None
-        if digest is not None:
-            user_data[name] = [digest]
-        elif value is not MISSING:
-            put_value(value, region, user_data, notes)
+            if value is MISSING:
+                return
+        put_value(value, region, user_data, notes)
 
-    return put_seen_anywhere
+    return put
 
 
 def _next_sibling(box: dict[str, Any], keys: tuple[str, ...]) -> Any:

@@ -47,7 +47,7 @@ class SiblingField(NamedTuple):
     fill: Fill  # the general way, for events whose object is not a dict
     key: str  # the first sibling key
     # Normalizes the first key's text, for the step's loop to hash without calling ``put``
-    # (see ``filling``); None for fields that remember digests (``put`` looks them up first).
+    # (see ``filling``); None for fields that remember digests (the loop looks them up first).
     rule: TextRule | None
     # Fields that remember digests: the memo ``put`` fills, for the step's loop to look the
     # value up in without calling ``put`` (keyed by (value, region) when ``regional``), and

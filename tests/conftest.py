@@ -12,6 +12,7 @@ import pytest
 
 from leadrelay.bench.events import generate_events
 from leadrelay.config import Settings, parse_config
+from leadrelay.summary import Tally
 from redis_server import running_redis
 
 NOW = 1767800000.0  # 2026-01-07T15:33:20Z: the fixed clock of the mapping fixtures
@@ -70,3 +71,15 @@ def write_every_reader(
         )
     csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return [str(ndjson), str(array), str(csv)]
+
+
+def tally_counts(tally: Tally) -> tuple[object, ...]:
+    """What a summary shows of ``tally``: the counts and the first examples of each problem."""
+    return (
+        tally.read,
+        tally.mapped,
+        dict(tally.filtered),
+        dict(tally.rejected),
+        dict(tally.notes),
+        {k: [(e.where, e.key, e.field, e.message) for e in v] for k, v in tally.examples.items()},
+    )

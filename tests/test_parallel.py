@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import make_settings, write_every_reader
+from conftest import make_settings, tally_counts, write_every_reader
 from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
 from leadrelay.events import InputError
@@ -32,17 +32,6 @@ def inputs(tmp_path: Path) -> list[str]:
     return write_every_reader(tmp_path, seed=3)
 
 
-def _tally_counts(tally: Tally) -> tuple[object, ...]:
-    return (
-        tally.read,
-        tally.mapped,
-        dict(tally.filtered),
-        dict(tally.rejected),
-        dict(tally.notes),
-        {k: [(e.where, e.key, e.field, e.message) for e in v] for k, v in tally.examples.items()},
-    )
-
-
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_dry_run_output_is_identical_whatever_the_number_of_workers(
     settings: Settings, inputs: list[str], workers: int
@@ -52,7 +41,7 @@ def test_dry_run_output_is_identical_whatever_the_number_of_workers(
     out, tally = io.BytesIO(), Tally(dry_run=True)
     dry_run_parallel(inputs, settings, out, tally, workers=workers, unit_events=11)
     assert out.getvalue() == expected.getvalue()
-    assert _tally_counts(tally) == _tally_counts(expected_tally)
+    assert tally_counts(tally) == tally_counts(expected_tally)
     bodies = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert all(len(b["data"]) <= 7 and b["test_event_code"] == "TEST42" for b in bodies)
     # 200 lines, one blank, one a batch of three; 17 in the array, 10 in the CSV

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import make_settings, write_every_reader
+from conftest import make_settings, tally_counts, write_every_reader
 from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
 from leadrelay.delivery.encoded import EncodedPayload, request_body
@@ -61,15 +61,7 @@ def _send_side(settings: Settings, files: list[str], jobs: int) -> tuple[object,
         for chunk in store.chunks
         for i in chunk
     ]
-    counts = (
-        tally.read,
-        tally.mapped,
-        dict(tally.filtered),
-        dict(tally.rejected),
-        dict(tally.notes),
-        {k: [(e.where, e.key, e.field, e.message) for e in v] for k, v in tally.examples.items()},
-    )
-    return [len(c) for c in store.chunks], stored, counts
+    return [len(c) for c in store.chunks], stored, tally_counts(tally)
 
 
 def test_one_core_stores_and_counts_exactly_what_several_cores_do(

@@ -12,6 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from leadrelay.config import load_config
+from leadrelay.delivery.wiring import open_store
+from leadrelay.outcome import State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 
 TOKEN = "sandbox-token-cli-send-0123"
@@ -103,16 +106,28 @@ def test_send_delivers_everything_and_isolates_the_bad_lead(
     assert TOKEN not in proc.stderr and TOKEN not in report.read_text()
 
 
-def test_auth_failure_stops_and_says_what_to_fix(sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_auth_failure_stops_and_says_what_to_fix(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = tmp_path / "events.ndjson"
     src.write_bytes(events(120))
     wrong = "EAAB-wrong-token-value"
-    proc = run(config(tmp_path, sandbox.url), src, token=wrong)
+    cfg = config(tmp_path, sandbox.url)
+    proc = run(cfg, src, token=wrong)
     assert proc.returncode == 1, proc.stderr
     assert "Delivery stopped" in proc.stderr and "access_token" in proc.stderr
     assert "190" in proc.stderr
     assert wrong not in proc.stderr
     assert sandbox.state.received() == []
+    # Nothing read is lost: every event waits in the store for the fixed token.
+    monkeypatch.setenv("TOKEN", TOKEN)
+    with open_store(load_config(cfg), create=False) as store:
+        assert store.counts().queued == 120
+        assert len({r.key for r in store.events(states=[State.QUEUED], limit=200)}) == 120
+    assert run(cfg, src).returncode == 0
+    assert sorted(e["event_id"] for e in sandbox.state.received()) == sorted(
+        f"e{i}" for i in range(120)
+    )
 
 
 def test_interrupted_send_resumes_without_losing_or_repeating(tmp_path: Path) -> None:

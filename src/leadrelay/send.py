@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # needs none of them, and they were most of its start-up time.
 
 _REMEMBERED = 20_000
+_WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,9 @@ async def deliver(
 @contextmanager
 def _delivering_store(settings: Settings) -> Iterator[Store]:
     """The config's store, held with the one-deliverer lock of its data_dir."""
+    from leadrelay.delivery.sqlite_store import SQLiteStore
     from leadrelay.delivery.wiring import delivery_lock, open_store
+    from leadrelay.delivery.write_behind import WriteBehindStore
 
     data_dir = settings.server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +181,8 @@ def _delivering_store(settings: Settings) -> Iterator[Store]:
         # the payloads this process stores kept for its own delivery (some 20 MB at most).
         drop = settings.store.drop_originals_after_delivery
         store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
+        if isinstance(store, SQLiteStore):  # a file this process alone delivers from
+            store = WriteBehindStore(store, limit=_WAITING)
         try:
             yield store
         finally:

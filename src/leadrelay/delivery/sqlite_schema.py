@@ -80,6 +80,11 @@ INSERT_QUEUED: Final = (  # the common row, a payload to send: fewer parameters 
     " received_at, updated_at, next_attempt_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?7,"
     " ?7)"
 )
+INSERT_SETTLED: Final = (  # a payload stored once its delivery is settled (``record``)
+    "INSERT INTO events (id, key, state, source_event, event_name, lead_id, event_time,"
+    " received_at, updated_at, next_attempt_at, attempts, reason, message, code, subcode,"
+    " fbtrace_id, response) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 INSERT_BODY: Final = "INSERT INTO bodies (id, payload, notes, original) VALUES (?, ?, ?, ?)"
 RECORD: Final = (
     "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
@@ -178,6 +183,36 @@ def encode_row(item: Incoming, policy: OriginalPolicy) -> Row:
     return INSERT, (o.key, "rejected", o.source_event, o.event_name, _int64(o.lead_id), None, at,
                     at, None, o.reason, o.message, o.field, o.value, o.code, o.subcode,
                     o.fbtrace_id), _body(original)
+
+
+def encode_settled_rows(
+    settled: Sequence[tuple[Incoming, Delivery]],
+    now: float,
+    policy: OriginalPolicy,
+    drop_delivered: bool,
+) -> list[Row]:
+    """How to store payloads with what their delivery made of them, one row each (``record``),
+    as ``add`` then ``complete`` would leave them; ``ValueError`` for a state ``complete``
+    refuses. Each distinct outcome is encoded once, as in ``encode_completions``."""
+    rows: list[Row] = []
+    encoded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for item, d in settled:
+        o = item.outcome
+        if not isinstance(o, Payload):
+            raise ValueError(f"event {o.key!r}: only a payload has a delivery to record")
+        if d.extra:
+            values = encode_completion(0, d, now)
+        else:
+            seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
+            values = encoded.get(seen) or encoded.setdefault(seen, encode_completion(0, d, now))
+        row = (o.key, values[0], o.source_event, o.event_name, o.lead_id, o.event_time,
+               item.received_at, now, values[2], d.attempts, *values[4:])
+        if drop_delivered and d.state is State.DELIVERED:
+            rows.append((INSERT_SETTLED, row, None))
+        else:  # sent or about to be: it encodes
+            data, notes = encode_payload(o)
+            rows.append((INSERT_SETTLED, row, (data, notes, keep_original(item.original, policy))))
+    return rows
 
 
 def encode_completion(id_: int, d: Delivery, now: float) -> tuple[Any, ...]:

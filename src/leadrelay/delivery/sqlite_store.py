@@ -43,11 +43,13 @@ from leadrelay.delivery.sqlite_schema import (
     INSERT,
     INSERT_BODY,
     INSERT_QUEUED,
+    INSERT_SETTLED,
     SCHEMA_VERSION,
     Row,
     decode_claimed,
     encode_completions,
     encode_row,
+    encode_settled_rows,
     init_schema,
     open_connection,
 )
@@ -188,16 +190,34 @@ class SQLiteStore(SQLiteReads, Store):
             raise
         return ids
 
+    def record(self, settled: Sequence[tuple[Incoming, Delivery]], now: float) -> list[int]:
+        """Store payloads that were delivered (or tried) before they were stored, each with what
+        delivery made of it, in one transaction: one write per event where ``add``, ``claim``
+        and ``complete`` make three (``send``'s write-behind, ``write_behind``). The rows are as
+        those calls would have left them; a key already stored keeps its row and id (the first
+        outcome stored for a key wins). Durable when this returns; one id per item."""
+        if not settled:
+            return []
+        rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered)
+        keys = [item.outcome.key for item, _ in settled]
+        with self._writing() as conn:
+            return self._add(conn, keys, rows, None)
+
     def _add(
         self,
         conn: sqlite3.Connection,
         keys: list[str],
         rows: list[Row],
-        remembered: list[int],
+        remembered: list[int] | None,
     ) -> list[int]:
         """Insert what is new (in the transaction of ``conn``); returns one id per row."""
         ids: list[int] = []
-        new: dict[str, list[tuple[Any, ...]]] = {INSERT_QUEUED: [], INSERT: [], INSERT_BODY: []}
+        new: dict[str, list[tuple[Any, ...]]] = {
+            INSERT_QUEUED: [],
+            INSERT: [],
+            INSERT_SETTLED: [],
+            INSERT_BODY: [],
+        }
         known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),)))
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         next_id = seq[0] + 1 if seq else 1
@@ -216,6 +236,8 @@ class SQLiteStore(SQLiteReads, Store):
         for sql, params in new.items():  # ids are explicit: the order of inserts is free
             if params:
                 conn.executemany(sql, params)
+        if remembered is None:  # not queued: nothing to remember for claim
+            return ids
         room = self._remember - len(self._unclaimed)
         for id_, data, notes, _ in new[INSERT_BODY][:room]:  # under the lock, like claim
             if data is not None:

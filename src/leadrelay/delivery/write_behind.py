@@ -1,0 +1,222 @@
+"""``send``'s store: what it reads waits for delivery in memory and is written once, settled.
+
+Through the queue (``add``, ``claim``, ``complete``) the SQLite store writes each event three
+times, its row and its index entries each time: QUEUED, IN_FLIGHT, then final. That was about
+half of what ``send`` spent per event. ``send`` reads files that stay where they are and delivers
+what it reads itself, in the same process: it needs no queue to keep what it has not sent yet.
+
+``WriteBehindStore`` keeps the payloads ``send`` reads in memory (up to ``limit``), hands them to
+``claim`` from there, and writes each one once, with its outcome (``SQLiteStore.record``).
+Everything else goes to the store as before: filtered and rejected events; payloads past
+``limit`` (delivery is slower than reading: the store holds the backlog, memory stays bounded);
+events put back for a retry; and, when it closes, whatever is still in memory (delivery stopped,
+e.g. Meta refused the token). Events already stored (an earlier run of the same files) are
+neither kept nor sent again, and the first outcome stored for a key wins, as with ``add``.
+
+An event is stored once its outcome is known. If the process is killed, what it had read but
+not recorded is in no store: running the same send again sends it (what was recorded is skipped,
+by key), as a batch in flight when a process dies is sent again after ``release_in_flight``.
+Ids of events in memory are negative and change when they are stored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
+
+from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
+from leadrelay.outcome import Delivery, Payload, State
+
+__all__ = ["WriteBehindStore"]
+
+
+class WriteBehindStore(Store):
+    """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
+
+    ``limit``: payloads kept in memory at most (not claimed yet); beyond it ``add`` stores them.
+    Thread-safe like the store under it; it owns that store and closes it.
+    """
+
+    def __init__(self, store: SQLiteStore, *, limit: int = 10_000) -> None:
+        self._store = store
+        self._limit = limit
+        # Held while deciding where events go (it spans the lookup of stored keys) and while
+        # events leave memory once recorded, so a key is always in memory or found stored.
+        self._lock = threading.Lock()
+        # Not claimed yet, in read order: id, the payload (the event's outcome), the event.
+        self._waiting: deque[tuple[int, EncodedPayload, Incoming]] = deque()
+        self._held: dict[int, Incoming] = {}  # claimed, outcome not stored yet
+        self._keys: dict[str, int] = {}  # key -> id, of the events in memory
+        self._next_id = -1
+
+    def add(self, items: Sequence[Incoming]) -> list[int]:
+        """See ``Store.add``: payloads stay in memory (durable once recorded, see the module)."""
+        ids: list[int] = []
+        rest: list[Incoming] = []  # for the store, at these places of ids
+        places: list[int] = []
+        to_store: set[str] = set()
+        with self._lock:
+            keep = self._limit - len(self._waiting)
+            keys = [i.outcome.key for i in items if type(i.outcome) is EncodedPayload]
+            stored = self._store.stored_keys([k for k in keys if k]) if keep > 0 else {}
+            for item in items:
+                outcome = item.outcome
+                key = outcome.key
+                if key and key not in to_store:
+                    known = self._keys.get(key)
+                    if known is None:
+                        known = stored.get(key)
+                    if known is not None:
+                        ids.append(known)
+                        continue
+                if keep > 0 and isinstance(outcome, EncodedPayload) and key not in to_store:
+                    id_ = self._next_id
+                    self._next_id -= 1
+                    self._waiting.append((id_, outcome, item))
+                    if key:
+                        self._keys[key] = id_
+                    ids.append(id_)
+                    keep -= 1
+                    continue
+                if key:
+                    to_store.add(key)  # the store takes the first one, and says its id
+                places.append(len(ids))
+                ids.append(0)
+                rest.append(item)
+        if rest:
+            for place, id_ in zip(places, self._store.add(rest), strict=True):
+                ids[place] = id_
+        return ids
+
+    def claim(self, limit: int, now: float) -> list[Claimed]:
+        """See ``Store.claim``: what waits in memory first (it is due), then the store's."""
+        with self._lock:
+            taken = [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
+            held = self._held
+            for id_, _, item in taken:
+                held[id_] = item
+        claimed = [Claimed(id_, payload, 0) for id_, payload, _ in taken]
+        if len(claimed) < limit:
+            claimed += self._store.claim(limit - len(claimed), now)
+        return claimed
+
+    def complete(self, results: Sequence[tuple[int, Delivery]], now: float) -> None:
+        """See ``Store.complete``: payloads from memory are stored now, with their outcome."""
+        held = self._held
+        mine = [(i, held[i], d) for i, d in results if i < 0 and i in held]
+        theirs = [(i, d) for i, d in results if i >= 0]
+        if theirs:
+            self._store.complete(theirs, now)
+        if mine:
+            self._store.record([(item, d) for _, item, d in mine], now)
+            self._forget([i for i, _, _ in mine])
+
+    def retry_later(
+        self,
+        ids: Sequence[int],
+        next_attempt_at: float,
+        reason: str,
+        message: str | None,
+        *,
+        attempts: int = 1,
+        now: float | None = None,
+    ) -> None:
+        """See ``Store.retry_later``: payloads from memory are stored, to wait there."""
+        mine = [i for i in ids if i < 0 and i in self._held]
+        theirs = [i for i in ids if i >= 0]
+        if mine:
+            theirs += self._store.add([self._held[i] for i in mine])
+            self._forget(mine)
+        self._store.retry_later(
+            theirs, next_attempt_at, reason, message, attempts=attempts, now=now
+        )
+
+    def release_in_flight(self) -> int:
+        """See ``Store.release_in_flight``; what this process holds waits again, first."""
+        with self._lock:
+            held, self._held = self._held, {}
+            self._waiting.extendleft(
+                (id_, item.outcome, item)
+                for id_, item in reversed(held.items())
+                if isinstance(item.outcome, EncodedPayload)  # all of them (see add)
+            )
+        return len(held) + self._store.release_in_flight()
+
+    def counts(self, since: float | None = None) -> Counts:
+        """See ``Store.counts``: the events in memory are counted QUEUED or IN_FLIGHT."""
+        counts = self._store.counts(since)
+        with self._lock:
+            waiting, held = len(self._waiting), len(self._held)
+            oldest = self._waiting[0][2].received_at if self._waiting else None
+        by_state = dict(counts.by_state)
+        by_state[State.QUEUED.value] = by_state.get(State.QUEUED.value, 0) + waiting
+        by_state[State.IN_FLIGHT.value] = by_state.get(State.IN_FLIGHT.value, 0) + held
+        if counts.oldest_queued_at is not None and oldest is not None:
+            oldest = min(oldest, counts.oldest_queued_at)
+        return replace(
+            counts,
+            by_state=by_state,
+            queued=counts.queued + waiting,
+            in_flight=counts.in_flight + held,
+            oldest_queued_at=counts.oldest_queued_at if oldest is None else oldest,
+        )
+
+    def timeline(self, since: float, bucket_s: int) -> list[tuple[float, dict[str, int]]]:
+        """See ``Store.timeline`` (stored events only)."""
+        return self._store.timeline(since, bucket_s)
+
+    def events(
+        self,
+        *,
+        states: Sequence[State] | None = None,
+        reason: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> list[EventRecord]:
+        """See ``Store.events`` (stored events only)."""
+        return self._store.events(
+            states=states, reason=reason, since=since, limit=limit, after_id=after_id
+        )
+
+    def get(self, id_or_key: int | str) -> EventRecord | None:
+        """See ``Store.get`` (stored events only)."""
+        return self._store.get(id_or_key)
+
+    def requeue(
+        self,
+        ids: Sequence[int],
+        payloads: Sequence[Payload] | None = None,
+        *,
+        now: float | None = None,
+    ) -> int:
+        """See ``Store.requeue`` (stored events only)."""
+        return self._store.requeue(ids, payloads, now=now)
+
+    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
+        """See ``Store.purge``."""
+        return self._store.purge(delivered_before=delivered_before, drop_originals=drop_originals)
+
+    def close(self) -> None:
+        """Store what is still in memory (QUEUED: the next ``send`` or ``serve`` delivers it),
+        then close the store."""
+        with self._lock:
+            left = [*self._held.values(), *(item for _, _, item in self._waiting)]
+            self._held, self._waiting, self._keys = {}, deque(), {}
+        try:
+            if left:
+                self._store.add(left)
+        finally:
+            self._store.close()
+
+    def _forget(self, ids: list[int]) -> None:
+        """Events now stored leave memory (after the store committed them: see ``add``)."""
+        with self._lock:
+            for id_ in ids:
+                item = self._held.pop(id_, None)
+                if item is not None and item.outcome.key:
+                    self._keys.pop(item.outcome.key, None)

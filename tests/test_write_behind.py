@@ -1,0 +1,179 @@
+"""send's write-behind store on a real SQLite file: what it reads waits in memory and is stored
+once, with its outcome, exactly as the queue (add, claim, complete) would have left it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.sqlite_store import SQLiteStore
+from leadrelay.delivery.store import EventRecord, Incoming
+from leadrelay.delivery.write_behind import WriteBehindStore
+from leadrelay.outcome import Delivery, FieldNote, Filtered, State
+
+NOW = 1767800000.0
+LATER = NOW + 5.0
+
+
+def encoded(key: str, n: int = 0, notes: tuple[FieldNote, ...] = ()) -> EncodedPayload:
+    body = orjson.dumps({"event_name": "Qualified", "event_id": key, "n": n})
+    return EncodedPayload(
+        key, "lead_qualified", "Qualified", 123456789012345 + n, 1767799000, body, notes
+    )
+
+
+def item(key: str, n: int = 0, **kw: Any) -> Incoming:
+    return Incoming(
+        encoded(key, n, **kw), orjson.dumps({"event_name": "lead_qualified", "k": key}), NOW
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[WriteBehindStore]:
+    s = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=100)
+    yield s
+    s.close()
+
+
+def visible(record: EventRecord | None) -> dict[str, Any]:
+    """What status, dead-letters and the dashboard show of an event, but its id."""
+    assert record is not None
+    return {k: v for k, v in dataclasses.asdict(record).items() if k != "id"}
+
+
+RESULTS = [
+    Delivery(encoded("x"), State.DELIVERED),
+    Delivery(encoded("x"), State.DELIVERED, attempts=3, extra={"retried": True}),
+    Delivery(
+        encoded("x"),
+        State.REJECTED,
+        reason="meta_rejected",
+        message="Invalid parameter",
+        code=100,
+        subcode=2804036,
+        fbtrace_id="Atrace",
+    ),
+    Delivery(encoded("x"), State.DEAD, attempts=5, reason="retries_exhausted", message="500"),
+    Delivery(encoded("x"), State.EXPIRED, reason="too_old", message="8 days old"),
+    Delivery(encoded("x"), State.QUEUED, attempts=0, reason="paused_auth", message="token"),
+]
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["keep-bodies", "drop-delivered-bodies"])
+@pytest.mark.parametrize("result", RESULTS, ids=lambda d: f"{d.state.value}-{d.attempts}")
+def test_stored_once_exactly_as_the_queue_leaves_it(
+    tmp_path: Path, result: Delivery, drop: bool
+) -> None:
+    notes = (FieldNote("user_data.ph", "invalid_phone", "not a phone number"),)
+    queue = SQLiteStore(tmp_path / "queue.db", drop_delivered_bodies=drop)
+    behind = WriteBehindStore(SQLiteStore(tmp_path / "behind.db", drop_delivered_bodies=drop))
+    try:
+        for s in (queue, behind):
+            [id_] = s.add([item("k1", 7, notes=notes)])
+            [claimed] = s.claim(10, NOW + 1)
+            assert claimed.id == id_ and claimed.payload == encoded("k1", 7, notes)
+            s.complete([(claimed.id, dataclasses.replace(result, payload=claimed.payload))], LATER)
+        assert visible(behind.get("k1")) == visible(queue.get("k1"))
+        assert behind.counts().by_state == queue.counts().by_state
+    finally:
+        queue.close()
+        behind.close()
+
+
+def test_a_payload_stays_in_memory_until_its_outcome_is_known(store: WriteBehindStore) -> None:
+    ids = store.add([item("a"), item("b")])
+    assert all(i < 0 for i in ids)
+    assert store.get("a") is None  # nothing written yet
+    counts = store.counts()
+    assert (counts.queued, counts.in_flight, counts.oldest_queued_at) == (2, 0, NOW)
+    claimed = store.claim(1, NOW)
+    assert [c.id for c in claimed] == ids[:1]
+    assert (store.counts().queued, store.counts().in_flight) == (1, 1)
+    store.complete([(claimed[0].id, Delivery(claimed[0].payload, State.DELIVERED))], LATER)
+    record = store.get("a")
+    assert record is not None and record.state is State.DELIVERED and record.id > 0
+    assert store.counts().by_state["delivered"] == 1 and store.counts().queued == 1
+
+
+def test_the_first_outcome_of_a_key_wins_and_is_sent_once(store: WriteBehindStore) -> None:
+    [stored] = store.add([Incoming(Filtered("f", "lead_qualified", "unmapped", "no"), None, NOW)])
+    ids = store.add([item("f"), item("a", 1), item("a", 2), item("b")])
+    assert ids[0] == stored and ids[1] == ids[2]
+    claimed = store.claim(10, NOW)
+    assert [(c.payload.key, c.payload.lead_id) for c in claimed] == [
+        ("a", 123456789012346),
+        ("b", 123456789012345),
+    ]
+    # A key read first as a filtered event, then as a payload, in the same chunk: filtered.
+    both = store.add([Incoming(Filtered("g", "x", "unmapped", "no"), None, NOW), item("g")])
+    assert both[0] == both[1] > 0 and store.claim(10, NOW) == []
+    # A key recorded is found in the store: an earlier run's events are not sent again.
+    store.complete([(c.id, Delivery(c.payload, State.DELIVERED)) for c in claimed], LATER)
+    again = store.add([item("a"), item("b")])
+    assert again == [store.get("a").id, store.get("b").id]  # type: ignore[union-attr]
+    assert store.claim(10, NOW) == []
+
+
+def test_past_the_limit_the_store_holds_the_backlog(tmp_path: Path) -> None:
+    store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=3)
+    try:
+        ids = store.add([item(f"k{i}", i) for i in range(5)])
+        assert [i < 0 for i in ids] == [True, True, True, False, False]
+        assert store.get("k3") is not None and store.get("k2") is None
+        claimed = store.claim(10, NOW)
+        assert [c.payload.key for c in claimed] == ["k0", "k1", "k2", "k3", "k4"]
+        assert [c.payload for c in claimed] == [encoded(f"k{i}", i) for i in range(5)]
+        store.complete([(c.id, Delivery(c.payload, State.DELIVERED)) for c in claimed], LATER)
+        assert store.counts().by_state["delivered"] == 5
+    finally:
+        store.close()
+
+
+def test_closing_stores_what_is_still_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    store = WriteBehindStore(SQLiteStore(path))
+    store.add([item(f"k{i}", i) for i in range(4)])
+    store.claim(1, NOW)  # held by a batch that never finished
+    store.close()
+    with SQLiteStore(path) as reopened:
+        assert reopened.release_in_flight() == 0
+        claimed = reopened.claim(10, NOW)
+        assert sorted(c.payload.key for c in claimed) == ["k0", "k1", "k2", "k3"]
+        assert {c.payload.key: c.payload for c in claimed}["k2"] == encoded("k2", 2)
+        original = reopened.get("k1")
+        assert original is not None and original.original == {
+            "event_name": "lead_qualified",
+            "k": "k1",
+        }
+
+
+def test_a_retry_waits_in_the_store(store: WriteBehindStore) -> None:
+    store.add([item("a"), item("b")])
+    claimed = store.claim(10, NOW)
+    store.retry_later([c.id for c in claimed], NOW + 60, "retries_exhausted", "500", attempts=3)
+    for key in ("a", "b"):
+        record = store.get(key)
+        assert record is not None
+        assert (record.state, record.attempts, record.next_attempt_at, record.reason) == (
+            State.QUEUED,
+            3,
+            NOW + 60,
+            "retries_exhausted",
+        )
+    assert store.claim(10, NOW) == []  # not due yet
+    assert [c.payload.key for c in store.claim(10, NOW + 61)] == ["a", "b"]
+
+
+def test_released_events_are_claimed_again_first(store: WriteBehindStore) -> None:
+    store.add([item("a"), item("b"), item("c")])
+    first = store.claim(2, NOW)
+    assert store.release_in_flight() == 2
+    again = store.claim(10, NOW)
+    assert [c.payload.key for c in again] == ["a", "b", "c"]
+    assert [c.id for c in again[:2]] == [c.id for c in first]

@@ -15,7 +15,7 @@ from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import EventRecord, Incoming
 from leadrelay.delivery.write_behind import WriteBehindStore
-from leadrelay.outcome import Delivery, FieldNote, Filtered, State
+from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, State
 
 NOW = 1767800000.0
 LATER = NOW + 5.0
@@ -177,3 +177,19 @@ def test_released_events_are_claimed_again_first(store: WriteBehindStore) -> Non
     again = store.claim(10, NOW)
     assert [c.payload.key for c in again] == ["a", "b", "c"]
     assert [c.id for c in again[:2]] == [c.id for c in first]
+
+
+def test_payloads_mapped_in_other_processes_are_encoded_once_here(store: WriteBehindStore) -> None:
+    data = {"event_name": "Qualified", "event_id": "p", "n": 1}
+    plain = Payload("p", "lead_qualified", "Qualified", 123456789012346, 1767799000, data)
+    odd = Payload("odd", "lead_qualified", "Qualified", 123456789012347, 1767799000, {"x": {1}})
+    huge = Payload("huge", "lead_qualified", "Qualified", 2**64, 1767799000, {"x": 1})
+    ids = store.add([Incoming(o, None, NOW) for o in (plain, odd, huge)])
+    assert ids[0] < 0 < ids[1] and ids[2] > 0
+    [claimed] = store.claim(10, NOW)
+    assert type(claimed.payload) is EncodedPayload and claimed.payload.body == orjson.dumps(data)
+    assert claimed.payload == plain
+    for key in ("odd", "huge"):  # stored at once, as the queue stores them: never sent
+        record = store.get(key)
+        assert record is not None
+        assert (record.state, record.reason) == (State.REJECTED, "unencodable")

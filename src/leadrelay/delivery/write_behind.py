@@ -25,13 +25,18 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Final
+
+import orjson
 
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
 
 __all__ = ["WriteBehindStore"]
+
+_INT64: Final = -(2**63)  # SQLite's integers are 64-bit
 
 
 class WriteBehindStore(Store):
@@ -61,11 +66,10 @@ class WriteBehindStore(Store):
         to_store: set[str] = set()
         with self._lock:
             keep = self._limit - len(self._waiting)
-            keys = [i.outcome.key for i in items if type(i.outcome) is EncodedPayload]
+            keys = [i.outcome.key for i in items if isinstance(i.outcome, Payload)]
             stored = self._store.stored_keys([k for k in keys if k]) if keep > 0 else {}
             for item in items:
-                outcome = item.outcome
-                key = outcome.key
+                key = item.outcome.key
                 if key and key not in to_store:
                     known = self._keys.get(key)
                     if known is None:
@@ -73,10 +77,13 @@ class WriteBehindStore(Store):
                     if known is not None:
                         ids.append(known)
                         continue
-                if keep > 0 and isinstance(outcome, EncodedPayload) and key not in to_store:
+                payload = _encoded(item.outcome) if keep > 0 and key not in to_store else None
+                if payload is not None:
                     id_ = self._next_id
                     self._next_id -= 1
-                    self._waiting.append((id_, outcome, item))
+                    if payload is not item.outcome:
+                        item = Incoming(payload, item.original, item.received_at)
+                    self._waiting.append((id_, payload, item))
                     if key:
                         self._keys[key] = id_
                     ids.append(id_)
@@ -220,3 +227,28 @@ class WriteBehindStore(Store):
                 item = self._held.pop(id_, None)
                 if item is not None and item.outcome.key:
                     self._keys.pop(item.outcome.key, None)
+
+
+def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
+    """A payload as delivery sends it and the store keeps it; None for what is not a payload,
+    and for a payload the store cannot keep as it is (not plain JSON, or a number past 64 bits:
+    ``add`` stores it rejected, ``unencodable``, as the queue does)."""
+    if not isinstance(outcome, Payload):
+        return None
+    if not (_INT64 <= outcome.lead_id < -_INT64 and _INT64 <= outcome.event_time < -_INT64):
+        return None
+    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
+        return outcome
+    try:  # mapped in another process (``--jobs``)
+        body = orjson.dumps(outcome.data)
+    except TypeError:
+        return None
+    return EncodedPayload(
+        outcome.key,
+        outcome.source_event,
+        outcome.event_name,
+        outcome.lead_id,
+        outcome.event_time,
+        body,
+        outcome.notes,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -164,3 +166,50 @@ def test_send_with_two_mapping_processes(sandbox: SandboxServer, tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     ids = sorted(e["event_id"] for e in sandbox.state.received())
     assert ids == sorted(f"e{i}" for i in range(300) if i != 7)
+
+
+def stored_states(data_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(data_dir / "leadrelay.db") as db:
+        return dict(db.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+
+
+@pytest.mark.parametrize(
+    ("stdin", "stop"),
+    [(False, signal.SIGTERM), (True, signal.SIGTERM), (True, signal.SIGKILL)],
+    ids=["file-sigterm", "pipe-sigterm", "pipe-sigkill"],
+)
+def test_a_stopped_send_keeps_every_event_it_read(
+    tmp_path: Path, stdin: bool, stop: signal.Signals
+) -> None:
+    """Stopped while Meta is slow: what was read is in the store, delivered or queued. A file
+    is read again by the next run; a pipe's events are stored as they are read, so that even
+    SIGKILL loses none of them."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3000))
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
+        cfg = config(tmp_path, server.url)
+        cmd = [sys.executable, "-m", "leadrelay", "send", "-" if stdin else str(src)]
+        proc = subprocess.Popen(
+            [*cmd, "--config", str(cfg)],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+            stdin=src.open("rb") if stdin else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 60
+        while server.state.events_received < 300 and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(stop)
+        proc.communicate(timeout=60)
+        assert proc.returncode == (130 if stop == signal.SIGTERM else -signal.SIGKILL)
+        sent = {e["event_id"] for e in server.state.received()}
+        states = stored_states(tmp_path / "data")
+        assert 300 <= len(sent) < 3000
+        assert sum(states.values()) == 3000, states  # all read in well before the stop
+        # Batches cut off in flight were sent, and are queued to be sent again.
+        assert 0 < states.get("delivered", 0) <= len(sent) or stop == signal.SIGKILL
+        again = run(cfg, src)
+        assert again.returncode == 0, again.stderr
+        ids = [e["event_id"] for e in server.state.received()]
+    assert set(ids) == {f"e{i}" for i in range(3000)}
+    assert stored_states(tmp_path / "data") == {"delivered": 3000}

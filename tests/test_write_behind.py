@@ -4,6 +4,7 @@ once, with its outcome, exactly as the queue (add, claim, complete) would have l
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,9 @@ def encoded(key: str, n: int = 0, notes: tuple[FieldNote, ...] = ()) -> EncodedP
     )
 
 
-def item(key: str, n: int = 0, **kw: Any) -> Incoming:
+def item(key: str, n: int = 0, at: float = NOW, **kw: Any) -> Incoming:
     return Incoming(
-        encoded(key, n, **kw), orjson.dumps({"event_name": "lead_qualified", "k": key}), NOW
+        encoded(key, n, **kw), orjson.dumps({"event_name": "lead_qualified", "k": key}), at
     )
 
 
@@ -193,3 +194,72 @@ def test_payloads_mapped_in_other_processes_are_encoded_once_here(store: WriteBe
         record = store.get(key)
         assert record is not None
         assert (record.state, record.reason) == (State.REJECTED, "unencodable")
+
+
+def test_memory_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    size = len(encoded("k0").body or b"") + len(item("k0").original or b"")
+    store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=100, limit_bytes=2 * size)
+    try:
+        ids = store.add([item(f"k{i}") for i in range(4)])
+        assert [i < 0 for i in ids] == [True, True, False, False]
+        store.claim(2, NOW)  # claimed: no longer waiting, room for two more
+        assert [i < 0 for i in store.add([item("k4"), item("k5"), item("k6")])] == [
+            True,
+            True,
+            False,
+        ]
+    finally:
+        store.close()
+
+
+def test_the_longest_due_is_claimed_first_from_the_store_or_memory(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    with SQLiteStore(path) as earlier:  # left queued by an earlier run
+        earlier.add([item("old", at=NOW - 100)])
+    store = WriteBehindStore(SQLiteStore(path))
+    try:
+        store.add([item("a"), item("b")])
+        assert [c.payload.key for c in store.claim(2, NOW + 1)] == ["old", "a"]
+        [b] = store.claim(10, NOW + 1)
+        store.retry_later([b.id], NOW + 60, "retries_exhausted", "500", attempts=3, now=NOW + 1)
+        store.add([item("c", at=NOW + 50), item("d", at=NOW + 70)])
+        # b waits in the store, due at NOW + 60: after c (read at NOW + 50), before d.
+        keys = [c.payload.key for _ in range(3) for c in store.claim(1, NOW + 80)]
+        assert keys == ["c", "b", "d"]
+    finally:
+        store.close()
+
+
+class FailingOnce(SQLiteStore):
+    """A store whose next ``record`` fails as a busy database does."""
+
+    fail = 1
+
+    def record(self, settled: Any, now: float, *, due: float | None = None) -> list[int]:
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().record(settled, now, due=due)
+
+
+def test_a_retry_that_failed_to_be_stored_can_be_stored_again(tmp_path: Path) -> None:
+    store = WriteBehindStore(FailingOnce(tmp_path / "wb.db"))
+    try:
+        store.add([item("a"), item("b")])
+        ids = [c.id for c in store.claim(10, NOW)]
+        with pytest.raises(sqlite3.OperationalError):
+            store.retry_later(ids, NOW + 60, "internal_error", "boom", attempts=0, now=NOW)
+        assert store.get("a") is None and store.counts().in_flight == 2  # still held
+        store.retry_later(ids, NOW + 60, "internal_error", "boom", attempts=0, now=NOW)
+        for key in ("a", "b"):
+            record = store.get(key)
+            assert record is not None
+            assert (record.state, record.next_attempt_at, record.reason) == (
+                State.QUEUED,
+                NOW + 60,
+                "internal_error",
+            )
+        assert store.claim(10, NOW + 59) == []
+        assert [c.payload.key for c in store.claim(10, NOW + 60)] == ["a", "b"]
+    finally:
+        store.close()

@@ -160,9 +160,16 @@ async def deliver(
     return await worker.run_until_idle()
 
 
+def _rereadable(files: Sequence[str]) -> bool:
+    """Whether every input can be read again by the next run (regular files, not pipes)."""
+    return all(name != "-" and Path(name).is_file() for name in files)
+
+
 @contextmanager
-def _delivering_store(settings: Settings) -> Iterator[Store]:
-    """The config's store, held with the one-deliverer lock of its data_dir."""
+def _delivering_store(settings: Settings, files: Sequence[str]) -> Iterator[Store]:
+    """The config's store, held with the one-deliverer lock of its data_dir. For input that a
+    later run can read again, what is read waits in memory and is stored once, settled
+    (``write_behind``); a pipe's events are stored as they are read."""
     from leadrelay.delivery.sqlite_store import SQLiteStore
     from leadrelay.delivery.wiring import delivery_lock, open_store
     from leadrelay.delivery.write_behind import WriteBehindStore
@@ -181,7 +188,7 @@ def _delivering_store(settings: Settings) -> Iterator[Store]:
         # the payloads this process stores kept for its own delivery (some 20 MB at most).
         drop = settings.store.drop_originals_after_delivery
         store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
-        if isinstance(store, SQLiteStore):  # a file this process alone delivers from
+        if isinstance(store, SQLiteStore) and _rereadable(files):
             store = WriteBehindStore(store, limit=_WAITING)
         try:
             yield store
@@ -189,6 +196,27 @@ def _delivering_store(settings: Settings) -> Iterator[Store]:
             store.close()
     finally:
         os.close(lock)
+
+
+@contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM stops a send as Ctrl-C does: batches in flight are recorded or put back and what
+    was read is stored before the process exits (the default would end it on the spot). It is
+    turned into a SIGINT, which asyncio's runner handles by cancelling the delivery cleanly."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a send run from a host program): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
@@ -225,7 +253,8 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
 
             from leadrelay.delivery.retention import apply_retention
 
-            store = stack.enter_context(_delivering_store(settings))
+            store = stack.enter_context(_delivering_store(settings, options.files))
+            stack.enter_context(_terminated_as_interrupted())
             stack.enter_context(collecting_less())
             paused = asyncio.run(deliver(settings, options, tally, store, progress))
             apply_retention(store, settings.store, time.time())

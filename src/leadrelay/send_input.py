@@ -47,7 +47,7 @@ def read_into_store(
     with closing(map_parallel(files, settings, workers=jobs, originals=True)) as mapped:
         for m in mapped:
             if stop.is_set():
-                return
+                break  # what was read is stored (flushed below)
             if progress is not None and task is not None:
                 progress.advance(task)
             if m.outcome is None:
@@ -91,7 +91,7 @@ def _read_here(
                 for line in piece.lines():
                     line_no += 1
                     if stop.is_set():
-                        return
+                        break
                     try:
                         event = loads(line)
                     except decode_error:
@@ -123,12 +123,13 @@ def _read_here(
                         outcome = found
                     count(f"{name} line {line_no}", outcome)
                     add(Incoming(outcome, line, at))  # the event as received, as it was read
-            if others:
-                if stop.is_set():
-                    return
+            if others and not stop.is_set():
                 _add_records(mapped_records(mapper, others), tally, add, at)
             tally.plain_payloads(plain)
-            intake.put_many(items)
+            intake.put_many(items)  # what was read is stored, also when told to stop
+            if stop.is_set():
+                intake.flush()
+                return
             if progress is not None and task is not None:
                 progress.advance(task, tally.read - read)
                 read = tally.read

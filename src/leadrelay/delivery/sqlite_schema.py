@@ -190,23 +190,29 @@ def encode_settled_rows(
     now: float,
     policy: OriginalPolicy,
     drop_delivered: bool,
+    due: float | None = None,
 ) -> list[Row]:
     """How to store payloads with what their delivery made of them, one row each (``record``),
-    as ``add`` then ``complete`` would leave them; ``ValueError`` for a state ``complete``
-    refuses. Each distinct outcome is encoded once, as in ``encode_completions``."""
+    as ``add`` then ``complete`` would leave them (QUEUED ones due at ``due``, default ``now``,
+    as ``retry_later`` leaves them). ``ValueError`` for a state ``complete`` refuses, and for
+    what ``add`` would have stored rejected (``unencodable``): such a payload is never sent.
+    Each distinct outcome is encoded once, as in ``encode_completions``."""
     rows: list[Row] = []
     encoded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for item, d in settled:
         o = item.outcome
         if not isinstance(o, Payload):
             raise ValueError(f"event {o.key!r}: only a payload has a delivery to record")
+        if _int64(o.lead_id) is None or _int64(o.event_time) is None:
+            raise ValueError(f"event {o.key!r}: lead_id or event_time does not fit in 64 bits")
         if d.extra:
             values = encode_completion(0, d, now)
         else:
             seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
             values = encoded.get(seen) or encoded.setdefault(seen, encode_completion(0, d, now))
         row = (o.key, values[0], o.source_event, o.event_name, o.lead_id, o.event_time,
-               item.received_at, now, values[2], d.attempts, *values[4:])
+               item.received_at, now, values[2] if due is None or values[2] is None else due,
+               d.attempts, *values[4:])
         if drop_delivered and d.state is State.DELIVERED:
             rows.append((INSERT_SETTLED, row, None))
         else:  # sent or about to be: it encodes

@@ -190,15 +190,22 @@ class SQLiteStore(SQLiteReads, Store):
             raise
         return ids
 
-    def record(self, settled: Sequence[tuple[Incoming, Delivery]], now: float) -> list[int]:
+    def record(
+        self,
+        settled: Sequence[tuple[Incoming, Delivery]],
+        now: float,
+        *,
+        due: float | None = None,
+    ) -> list[int]:
         """Store payloads that were delivered (or tried) before they were stored, each with what
         delivery made of it, in one transaction: one write per event where ``add``, ``claim``
         and ``complete`` make three (``send``'s write-behind, ``write_behind``). The rows are as
-        those calls would have left them; a key already stored keeps its row and id (the first
-        outcome stored for a key wins). Durable when this returns; one id per item."""
+        those calls would have left them (QUEUED ones due at ``due``: ``retry_later``); a key
+        already stored keeps its row and id (the first outcome stored for a key wins). Durable
+        when this returns; one id per item."""
         if not settled:
             return []
-        rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered)
+        rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered, due)
         keys = [item.outcome.key for item, _ in settled]
         with self._writing() as conn:
             return self._add(conn, keys, rows, None)

@@ -1,8 +1,10 @@
 """The durable event store: every accepted event and its one outcome, whatever the backend.
 
 Intake (``serve``, ``send``) calls ``add`` and answers only once it returned: from then on the
-event is on disk. The dispatcher ``claim``s due payloads in batches, delivers them and records the
-result with ``complete`` (final) or ``retry_later`` (back to the queue). ``status``,
+event is on disk (``send`` reading files it can read again stores each event once, when its
+outcome is known, through ``write_behind``). The dispatcher ``claim``s due payloads in batches,
+delivers them and records the result with ``complete`` (final) or ``retry_later`` (back to the
+queue). ``status``,
 ``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events`` and ``get``. This
 module holds the protocol and the row types, re-exports the encoding rules every backend shares
 (payload bytes, the PII policy for originals: ``store_encoding``), and says nothing about SQL: a

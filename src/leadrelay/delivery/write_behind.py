@@ -5,23 +5,28 @@ times, its row and its index entries each time: QUEUED, IN_FLIGHT, then final. T
 half of what ``send`` spent per event. ``send`` reads files that stay where they are and delivers
 what it reads itself, in the same process: it needs no queue to keep what it has not sent yet.
 
-``WriteBehindStore`` keeps the payloads ``send`` reads in memory (up to ``limit``), hands them to
-``claim`` from there, and writes each one once, with its outcome (``SQLiteStore.record``).
-Everything else goes to the store as before: filtered and rejected events; payloads past
-``limit`` (delivery is slower than reading: the store holds the backlog, memory stays bounded);
-events put back for a retry; and, when it closes, whatever is still in memory (delivery stopped,
-e.g. Meta refused the token). Events already stored (an earlier run of the same files) are
-neither kept nor sent again, and the first outcome stored for a key wins, as with ``add``.
+``WriteBehindStore`` keeps the payloads ``send`` reads in memory (up to ``limit`` events and
+``limit_bytes`` of them), hands them to ``claim`` from there, and writes each one once, with its
+outcome (``SQLiteStore.record``). Everything else goes to the store as before: filtered and
+rejected events; payloads past the limits (delivery is slower than reading: the store holds the
+backlog, memory stays bounded); events put back for a retry; and, when it closes, whatever is
+still in memory (delivery stopped: Ctrl-C, SIGTERM, Meta refused the token). Events already
+stored (an earlier run of the same files) are neither kept nor sent again, and the first outcome
+stored for a key wins, as with ``add``. ``claim`` takes the longest due first, from memory or
+from the store.
 
-An event is stored once its outcome is known. If the process is killed, what it had read but
-not recorded is in no store: running the same send again sends it (what was recorded is skipped,
-by key), as a batch in flight when a process dies is sent again after ``release_in_flight``.
-Ids of events in memory are negative and change when they are stored.
+An event is stored once its outcome is known. If the process is killed (SIGKILL, a crash), what
+it had read but not recorded is in no store: running the same send again sends it (what was
+recorded is skipped, by key), as a batch in flight when a process dies is sent again after
+``release_in_flight``. So ``send`` uses it only for input it can read again (regular files, not
+a pipe). Ids of events in memory are negative and change when they are stored.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -42,13 +47,22 @@ _INT64: Final = -(2**63)  # SQLite's integers are 64-bit
 class WriteBehindStore(Store):
     """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
 
-    ``limit``: payloads kept in memory at most (not claimed yet); beyond it ``add`` stores them.
-    Thread-safe like the store under it; it owns that store and closes it.
+    ``limit`` payloads at most, and ``limit_bytes`` of them (payload and event as received),
+    wait in memory (not claimed yet); beyond either, ``add`` stores them. Thread-safe: ``add``
+    calls are taken one at a time, claims and completions may run beside them and each other.
+    It owns the store under it and closes it.
     """
 
-    def __init__(self, store: SQLiteStore, *, limit: int = 10_000) -> None:
+    def __init__(
+        self, store: SQLiteStore, *, limit: int = 10_000, limit_bytes: int = 32 << 20
+    ) -> None:
         self._store = store
         self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._bytes = 0  # of the events waiting
+        # One add at a time: an event it hands to the store is not in memory, nor found stored
+        # until that add commits; a second add meanwhile would keep its key twice.
+        self._adding = threading.Lock()
         # Held while deciding where events go (it spans the lookup of stored keys) and while
         # events leave memory once recorded, so a key is always in memory or found stored.
         self._lock = threading.Lock()
@@ -60,12 +74,17 @@ class WriteBehindStore(Store):
 
     def add(self, items: Sequence[Incoming]) -> list[int]:
         """See ``Store.add``: payloads stay in memory (durable once recorded, see the module)."""
+        with self._adding:
+            return self._add(items)
+
+    def _add(self, items: Sequence[Incoming]) -> list[int]:
         ids: list[int] = []
         rest: list[Incoming] = []  # for the store, at these places of ids
         places: list[int] = []
         to_store: set[str] = set()
         with self._lock:
             keep = self._limit - len(self._waiting)
+            room = self._limit_bytes - self._bytes
             keys = [i.outcome.key for i in items if isinstance(i.outcome, Payload)]
             stored = self._store.stored_keys([k for k in keys if k]) if keep > 0 else {}
             for item in items:
@@ -78,7 +97,7 @@ class WriteBehindStore(Store):
                         ids.append(known)
                         continue
                 payload = _encoded(item.outcome) if keep > 0 and key not in to_store else None
-                if payload is not None:
+                if payload is not None and (size := _size(payload, item)) <= room:
                     id_ = self._next_id
                     self._next_id -= 1
                     if payload is not item.outcome:
@@ -88,26 +107,38 @@ class WriteBehindStore(Store):
                         self._keys[key] = id_
                     ids.append(id_)
                     keep -= 1
+                    room -= size
                     continue
                 if key:
                     to_store.add(key)  # the store takes the first one, and says its id
                 places.append(len(ids))
                 ids.append(0)
                 rest.append(item)
+            self._bytes = self._limit_bytes - room
         if rest:
             for place, id_ in zip(places, self._store.add(rest), strict=True):
                 ids[place] = id_
         return ids
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
-        """See ``Store.claim``: what waits in memory first (it is due), then the store's."""
+        """See ``Store.claim``: the longest due first, from the store or from memory (what waits
+        in memory is due since it was read)."""
         with self._lock:
-            taken = [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
+            # What the store holds that was due before the oldest event in memory goes first
+            # (strictly before: of events due alike, those in memory were read first).
+            due = (
+                math.nextafter(self._waiting[0][2].received_at, -math.inf) if self._waiting else now
+            )
+        claimed = self._store.claim(limit, min(now, due))
+        with self._lock:
+            n = min(limit - len(claimed), len(self._waiting))
+            taken = [self._waiting.popleft() for _ in range(n)]
             held = self._held
-            for id_, _, item in taken:
+            for id_, payload, item in taken:
                 held[id_] = item
-        claimed = [Claimed(id_, payload, 0) for id_, payload, _ in taken]
-        if len(claimed) < limit:
+                self._bytes -= _size(payload, item)
+        claimed += [Claimed(id_, payload, 0) for id_, payload, _ in taken]
+        if len(claimed) < limit and due < now:
             claimed += self._store.claim(limit - len(claimed), now)
         return claimed
 
@@ -132,25 +163,36 @@ class WriteBehindStore(Store):
         attempts: int = 1,
         now: float | None = None,
     ) -> None:
-        """See ``Store.retry_later``: payloads from memory are stored, to wait there."""
-        mine = [i for i in ids if i < 0 and i in self._held]
+        """See ``Store.retry_later``: payloads from memory are stored, QUEUED as the queue would
+        leave them, in one transaction (should it fail, they are still held: a second call
+        stores them)."""
+        at = time.time() if now is None else now
+        held = self._held
+        mine = [(i, held[i]) for i in ids if i < 0 and i in held]
         theirs = [i for i in ids if i >= 0]
         if mine:
-            theirs += self._store.add([self._held[i] for i in mine])
-            self._forget(mine)
-        self._store.retry_later(
-            theirs, next_attempt_at, reason, message, attempts=attempts, now=now
-        )
+            waiting = State.QUEUED
+            self._store.record(
+                [
+                    (item, Delivery(_payload(item), waiting, attempts, reason, message))
+                    for _, item in mine
+                ],
+                at,
+                due=next_attempt_at,
+            )
+            self._forget([i for i, _ in mine])
+        if theirs:
+            self._store.retry_later(
+                theirs, next_attempt_at, reason, message, attempts=attempts, now=at
+            )
 
     def release_in_flight(self) -> int:
         """See ``Store.release_in_flight``; what this process holds waits again, first."""
         with self._lock:
             held, self._held = self._held, {}
-            self._waiting.extendleft(
-                (id_, item.outcome, item)
-                for id_, item in reversed(held.items())
-                if isinstance(item.outcome, EncodedPayload)  # all of them (see add)
-            )
+            back = [(id_, _payload(item), item) for id_, item in held.items()]
+            self._waiting.extendleft(reversed(back))
+            self._bytes += sum(_size(payload, item) for _, payload, item in back)
         return len(held) + self._store.release_in_flight()
 
     def counts(self, since: float | None = None) -> Counts:
@@ -213,7 +255,7 @@ class WriteBehindStore(Store):
         then close the store."""
         with self._lock:
             left = [*self._held.values(), *(item for _, _, item in self._waiting)]
-            self._held, self._waiting, self._keys = {}, deque(), {}
+            self._held, self._waiting, self._keys, self._bytes = {}, deque(), {}, 0
         try:
             if left:
                 self._store.add(left)
@@ -252,3 +294,15 @@ def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
         body,
         outcome.notes,
     )
+
+
+def _payload(item: Incoming) -> EncodedPayload:
+    """The payload of an event in memory (only those are: see ``add``)."""
+    payload = item.outcome
+    assert isinstance(payload, EncodedPayload)
+    return payload
+
+
+def _size(payload: EncodedPayload, item: Incoming) -> int:
+    """What an event in memory holds, roughly: its payload and the event as received."""
+    return len(payload.body or b"") + len(item.original or b"")

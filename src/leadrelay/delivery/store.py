@@ -4,11 +4,10 @@ Intake (``serve``, ``send``) calls ``add`` and answers only once it returned: fr
 event is on disk (``send`` reading files it can read again stores each event once, when its
 outcome is known, through ``write_behind``). The dispatcher ``claim``s due payloads in batches,
 delivers them and records the result with ``complete`` (final) or ``retry_later`` (back to the
-queue). ``status``,
-``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events`` and ``get``. This
-module holds the protocol and the row types, re-exports the encoding rules every backend shares
-(payload bytes, the PII policy for originals: ``store_encoding``), and says nothing about SQL: a
-Redis Streams store implements the same protocol.
+queue). ``status``, ``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events``
+and ``get``. This module holds the protocol and the row types, re-exports the encoding rules
+every backend shares (payload bytes, the PII policy for originals: ``store_encoding``), and says
+nothing about SQL: a Redis Streams store implements the same protocol.
 
 State changes: ``add`` stores a ``Payload`` as QUEUED and a ``Filtered``/``Rejected`` in that final
 state. QUEUED -> IN_FLIGHT by ``claim``; IN_FLIGHT -> DELIVERED/REJECTED/EXPIRED/DEAD by

@@ -21,13 +21,17 @@ def collecting_less() -> Iterator[None]:
     """What is alive on entry (modules, the app, the mapper, the config) lives as long as the run,
     so it is frozen out of the collections, and the young generation is collected every
     ``YOUNG_COLLECTION_EVERY`` allocations. Cycles are still collected; only the work of finding
-    none is saved. Everything is as it was on exit."""
+    none is saved. Everything is as it was on exit. A host program that froze objects itself
+    keeps them frozen: then nothing is frozen here (unfreezing is all or nothing)."""
     thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.collect()
+        gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *thresholds[1:])
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()

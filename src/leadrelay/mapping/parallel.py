@@ -198,10 +198,13 @@ class BodyWriter:
         """``add``, emptying ``events``: then the writer holds the only references, and each
         body's events are freed right after it is written, while still in the cache, instead
         of all at once when the caller lets go of the list."""
+        events.reverse()  # taken from the end: deleting from the front moves all the rest
         while events:
             take = min(self._size - self._count, len(events))
-            self._pieces += events[:take]
-            del events[:take]
+            body = events[-take:]
+            del events[-take:]
+            body.reverse()
+            self._pieces += body
             self._filled(take)
 
     def add_joined(self, joined: bytes, bounds: Sequence[int]) -> None:

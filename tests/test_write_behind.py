@@ -263,3 +263,29 @@ def test_a_retry_that_failed_to_be_stored_can_be_stored_again(tmp_path: Path) ->
         assert [c.payload.key for c in store.claim(10, NOW + 60)] == ["a", "b"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("result", RESULTS[1:3], ids=["delivered", "rejected"])
+def test_a_key_another_process_stored_meanwhile_keeps_its_row(
+    tmp_path: Path, result: Delivery
+) -> None:
+    path = tmp_path / "wb.db"
+    store = WriteBehindStore(SQLiteStore(path, drop_delivered_bodies=False))
+    try:
+        store.add([item("a", 1), item("b", 2)])
+        [a, b] = store.claim(10, NOW)
+        with SQLiteStore(path) as intake:  # e.g. serve --no-worker on the same data_dir
+            intake.add([item("a", 9)])
+        done = [(c.id, dataclasses.replace(result, payload=c.payload)) for c in (a, b)]
+        store.complete(done, LATER)
+        kept, ours = store.get("a"), store.get("b")
+        assert kept is not None and ours is not None
+        assert (kept.state, kept.lead_id) == (State.QUEUED, 123456789012345 + 9)
+        assert (ours.state, ours.lead_id) == (result.state, 123456789012345 + 2)
+        assert ours.payload == orjson.loads(encoded("b", 2).body or b"")
+        with sqlite3.connect(path) as db:  # no body without its event
+            orphans = "SELECT count(*) FROM bodies WHERE id NOT IN (SELECT id FROM events)"
+            assert db.execute(orphans).fetchone() == (0,)
+            assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)
+    finally:
+        store.close()

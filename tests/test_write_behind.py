@@ -4,19 +4,25 @@ once, with its outcome, exactly as the queue (add, claim, complete) would have l
 from __future__ import annotations
 
 import dataclasses
+import io
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
+from conftest import make_settings
+from leadrelay import send
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import EventRecord, Incoming
 from leadrelay.delivery.write_behind import WriteBehindStore
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, State
+from leadrelay.sandbox import SandboxOptions, SandboxServer
 
 NOW = 1767800000.0
 LATER = NOW + 5.0
@@ -289,3 +295,49 @@ def test_a_key_another_process_stored_meanwhile_keeps_its_row(
             assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)
     finally:
         store.close()
+
+
+def test_a_send_past_the_memory_limit_delivers_through_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Meta slower than reading: past the limit, the backlog is stored as queued and delivered
+    from the store; every event reaches Meta once and is stored once, delivered."""
+    monkeypatch.setattr(send, "_WAITING", 10)
+    spilled: list[int] = []
+    add = SQLiteStore.add
+
+    def counting_add(self: SQLiteStore, items: Any, **kw: Any) -> list[int]:
+        spilled.append(sum(isinstance(i.outcome, Payload) for i in items))
+        return add(self, items, **kw)
+
+    monkeypatch.setattr(SQLiteStore, "add", counting_add)
+    ms = int((time.time() - 600) * 1000)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "event_name": "lead_qualified",
+                    "facebook_lead_id": 100000000000000 + i,
+                    "user": {"email": f"u{i}@example.com"},
+                    "context": {"event_id": f"e{i}", "event_timestamp": ms},
+                }
+            )
+            + b"\n"
+            for i in range(400)
+        )
+    )
+    with SandboxServer(SandboxOptions(slow_ms=20)) as server:
+        settings = make_settings(
+            graph_url=server.url,
+            access_token="sandbox-token",
+            delivery={"batch_size": 25},
+            server={"data_dir": str(tmp_path / "data")},
+        )
+        options = send.SendOptions(files=[str(src)])
+        assert send.run_send(settings, options, err=Console(file=io.StringIO())) == 0
+        ids = [e["event_id"] for e in server.state.received()]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(400))
+    assert sum(spilled) > 0  # the store held part of the backlog
+    with SQLiteStore(tmp_path / "data" / "leadrelay.db") as stored:
+        assert stored.counts().by_state["delivered"] == 400

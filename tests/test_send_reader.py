@@ -115,15 +115,26 @@ def test_one_core_leaves_data_that_is_not_plain_json_for_the_store_to_call_unenc
     assert row[1][1] == "rejected" and row[1][9] == "unencodable"
 
 
-def test_a_stop_keeps_the_piece_being_read_out_of_the_store(
-    settings: Settings, inputs: list[str]
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_stop_stores_every_event_read_so_far(
+    settings: Settings, inputs: list[str], jobs: int
 ) -> None:
-    store = _Chunks()
-    intake = ChunkedIntake(store, size=1, max_age_s=60)
+    """Told to stop (delivery paused, SIGTERM) in the middle of a piece: every event counted as
+    read is in the store (an unreadable one is only counted), and reading stops there."""
     stop = threading.Event()
-    stop.set()
-    read_into_store(inputs, settings, 1, Tally(), intake, stop, None)
-    assert store.chunks == []
+
+    class Stopping(_Chunks):
+        def add(self, items: Sequence[Incoming]) -> list[int]:
+            stop.set()  # after the first chunk
+            return super().add(items)
+
+    store = Stopping()
+    tally = Tally()
+    intake = ChunkedIntake(store, size=7, max_age_s=60)
+    read_into_store(inputs, settings, jobs, tally, intake, stop, None)
+    stored = sum(len(chunk) for chunk in store.chunks)
+    assert 7 <= stored < 230
+    assert stored == tally.read - tally.rejected["unreadable"]
 
 
 @pytest.mark.parametrize(

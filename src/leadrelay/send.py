@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from leadrelay.outcome import Payload
 from leadrelay.summary import Tally
 
 if TYPE_CHECKING:
+    import asyncio
+
     from rich.console import Console
     from rich.progress import Progress
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 # needs none of them, and they were most of its start-up time.
 
 _REMEMBERED = 20_000
+_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 _WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
 
 
@@ -131,33 +134,76 @@ async def deliver(
     intake = ChunkedIntake(store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored)
     stop_reading = threading.Event()
     stop = asyncio.Event()
-    runner = asyncio.create_task(worker.run(stop))
-    reader = asyncio.create_task(
-        asyncio.to_thread(
-            read_into_store,
-            options.files,
-            settings,
-            options.jobs,
-            tally,
-            intake,
-            stop_reading,
-            progress,
-        )
-    )
-    try:
-        while not reader.done():
-            await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
-            if worker.paused is not None:
-                stop_reading.set()
-            await asyncio.to_thread(intake.flush_if_old)
-        await reader
-    finally:
+    halt = asyncio.Event()  # SIGTERM: stop reading, finish what is in flight, store the rest
+
+    def terminate() -> None:
+        halt.set()
         stop_reading.set()
-        stop.set()
-        await runner
-    if worker.paused is not None:
-        return worker.paused
-    return await worker.run_until_idle()
+
+    with _graceful_sigterm(loop, terminate, _rereadable(options.files)):
+        runner = asyncio.create_task(worker.run(stop))
+        reader = asyncio.create_task(
+            asyncio.to_thread(
+                read_into_store,
+                options.files,
+                settings,
+                options.jobs,
+                tally,
+                intake,
+                stop_reading,
+                progress,
+            )
+        )
+        try:
+            while not reader.done():
+                await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
+                if worker.paused is not None:
+                    stop_reading.set()
+                await asyncio.to_thread(intake.flush_if_old)
+            await reader
+        finally:
+            stop_reading.set()
+            stop.set()
+            try:  # a Ctrl-C now must not cut the drain of the batches in flight short
+                await asyncio.shield(runner)
+            except asyncio.CancelledError:
+                await runner
+                raise
+        paused = worker.paused
+        if paused is None and not halt.is_set():
+            paused = await worker.run_until_idle(halt)
+    if halt.is_set():
+        raise Stopped()
+    return paused
+
+
+class Stopped(Exception):
+    """SIGTERM stopped a send cleanly: every event it read is stored, delivered or queued."""
+
+
+@contextmanager
+def _graceful_sigterm(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], None], enabled: bool
+) -> Iterator[None]:
+    """SIGTERM calls ``stop`` instead of ending the process on the spot, while this lasts.
+
+    Only for input the reader never waits on (files: ``enabled``): a pipe's reader may be blocked
+    on a producer that writes nothing, and a stop would wait for it. A pipe's events are stored
+    as they are read, so the default (ending the process) loses at most the chunk being filled.
+    Outside the main thread (a send run by a host program) signals are the host's business.
+    """
+    import signal
+
+    try:
+        if enabled:
+            loop.add_signal_handler(signal.SIGTERM, stop)
+    except (ValueError, RuntimeError, NotImplementedError):
+        enabled = False
+    try:
+        yield
+    finally:
+        if enabled:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _rereadable(files: Sequence[str]) -> bool:
@@ -198,29 +244,10 @@ def _delivering_store(settings: Settings, files: Sequence[str]) -> Iterator[Stor
         os.close(lock)
 
 
-@contextmanager
-def _terminated_as_interrupted() -> Iterator[None]:
-    """SIGTERM stops a send as Ctrl-C does: batches in flight are recorded or put back and what
-    was read is stored before the process exits (the default would end it on the spot). It is
-    turned into a SIGINT, which asyncio's runner handles by cancelling the delivery cleanly."""
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.raise_signal(signal.SIGINT)
-
-    try:
-        before = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (a send run from a host program): leave it be
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
-    """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped)."""
+    """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped by
+    Meta's refusal, 143 stopped by SIGTERM)."""
+    stopped = False
     with ExitStack() as stack:
         report = stack.enter_context(options.report.open("wb")) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
@@ -254,11 +281,21 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
             from leadrelay.delivery.retention import apply_retention
 
             store = stack.enter_context(_delivering_store(settings, options.files))
-            stack.enter_context(_terminated_as_interrupted())
             stack.enter_context(collecting_less())
-            paused = asyncio.run(deliver(settings, options, tally, store, progress))
-            apply_retention(store, settings.store, time.time())
+            try:
+                paused = asyncio.run(deliver(settings, options, tally, store, progress))
+            except Stopped:
+                stopped, paused = True, None
+            else:
+                apply_retention(store, settings.store, time.time())
     tally.render(err, dry_run=options.dry_run)
+    if stopped:
+        err.print(
+            "[bold yellow]Stopped[/bold yellow] (SIGTERM): every event read is stored, delivered "
+            "or queued; run the same send again (or leadrelay deliver) to deliver the rest.",
+            highlight=False,
+        )
+        return _TERMINATED
     if paused is not None:
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "

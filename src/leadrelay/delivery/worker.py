@@ -186,12 +186,13 @@ class DeliveryWorker:
             await self._drain()
             await self._close()
 
-    async def run_until_idle(self) -> GraphError | None:
-        """Deliver until no queued event remains (due or not), or delivery pauses.
+    async def run_until_idle(self, stop: asyncio.Event | None = None) -> GraphError | None:
+        """Deliver until no queued event remains (due or not), delivery pauses, or ``stop`` is
+        set (then batches in flight drain as in ``run``).
 
         Returns why it paused, or None. Rows IN_FLIGHT at start are taken back first.
         """
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event() if stop is None else stop
         try:
             await self._start()
             await self._loop(self._stop, until_idle=True)

@@ -19,7 +19,7 @@ from conftest import make_settings
 from leadrelay import send
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import EventRecord, Incoming
+from leadrelay.delivery.store import EventRecord, Incoming, StoreError
 from leadrelay.delivery.write_behind import WriteBehindStore
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
@@ -341,3 +341,10 @@ def test_a_send_past_the_memory_limit_delivers_through_the_store(
     assert sum(spilled) > 0  # the store held part of the backlog
     with SQLiteStore(tmp_path / "data" / "leadrelay.db") as stored:
         assert stored.counts().by_state["delivered"] == 400
+
+
+def test_an_add_after_close_fails_rather_than_keeping_events_nowhere(tmp_path: Path) -> None:
+    store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"))
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.add([item("late")])

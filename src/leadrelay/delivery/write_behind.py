@@ -252,15 +252,17 @@ class WriteBehindStore(Store):
 
     def close(self) -> None:
         """Store what is still in memory (QUEUED: the next ``send`` or ``serve`` delivers it),
-        then close the store."""
-        with self._lock:
-            left = [*self._held.values(), *(item for _, _, item in self._waiting)]
-            self._held, self._waiting, self._keys, self._bytes = {}, deque(), {}, 0
-        try:
-            if left:
-                self._store.add(left)
-        finally:
-            self._store.close()
+        then close the store. An add still running (a reader not stopped yet) finishes first;
+        a later one fails, as the store is closed."""
+        with self._adding:
+            with self._lock:
+                left = [*self._held.values(), *(item for _, _, item in self._waiting)]
+                self._held, self._waiting, self._keys, self._bytes = {}, deque(), {}, 0
+            try:
+                if left:
+                    self._store.add(left)
+            finally:
+                self._store.close()
 
     def _forget(self, ids: list[int]) -> None:
         """Events now stored leave memory (after the store committed them: see ``add``)."""

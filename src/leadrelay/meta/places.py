@@ -119,9 +119,13 @@ def zip_rule(resolve: Resolver) -> TextRule:
     """The ``zp`` rule: compact lower case; the five digits of a US ZIP code."""
 
     def normalize(text: str, value: Any, region: str | None) -> str:
-        if not isinstance(value, str) and value < 0:
+        if isinstance(value, str):
+            # ASCII digits, most zip codes, are their own compact lower case: no _compact call.
+            zipcode = text if text.isascii() and text.isdigit() else _compact(text)
+        elif value < 0:
             raise NormalizeError("invalid_zip", f"zip code {_show(value)} is negative")
-        zipcode = _compact(text)
+        else:
+            zipcode = _compact(text)
         if not zipcode:
             raise emptied("zip code", value)
         country = region if region in RESOLVED else resolve(region)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -123,10 +123,10 @@ class GraphClient:
 
     async def send(self, events: Sequence[bytes]) -> GraphResult:
         """Send one batch. Graph, HTTP and network failures come back as ``result.error``."""
+        body = self.body(events)
+        headers = {**self._headers, "Content-Length": str(len(body))}
         try:
-            response = await self._http.post(
-                self.url, content=self.body(events), headers=self._headers
-            )
+            response = await self._http.post(self.url, content=_Once(body), headers=headers)
         except (httpx.HTTPError, OSError) as exc:
             return self._failed(None, classify(None, None, exc=exc))
         try:
@@ -183,3 +183,22 @@ class GraphClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _Once:
+    """A request body given to httpx as a stream that lets go of the bytes once sent.
+
+    httpx keeps a request's bytes on the request, and its requests and responses form reference
+    cycles: each sent megabyte stayed alive until the next full garbage collection, dozens of
+    them at once in a long send (peak memory 100-180 MB from run to run). Given as a stream with
+    its Content-Length, the body is freed as soon as it is written.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body, self._body = self._body, b""
+        yield body

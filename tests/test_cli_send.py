@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -212,6 +213,7 @@ def test_sigterm_stops_a_send_cleanly_and_it_resumes(
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 143, stderr
         assert "Stopped" in stderr and "run the same send again" in stderr
+        assert "not sent yet" in stderr and "stored by an earlier run" not in stderr.split("(or")[0]
         sent = [e["event_id"] for e in server.state.received()]
         states = stored_states(tmp_path / "data")
         assert 300 <= len(sent) < 3000
@@ -259,3 +261,33 @@ def test_a_pipe_is_stored_as_it_is_read(tmp_path: Path, stop: signal.Signals) ->
     assert 300 <= len(sent) < 3000
     assert sum(states.values()) == 3000, states
     assert states.get("delivered", 0) <= len(sent)
+
+
+def test_sigterm_to_the_process_group_ends_a_send_with_two_jobs_at_once(tmp_path: Path) -> None:
+    """systemd and timeout signal the whole group, mapping processes included: with --jobs N the
+    send ends at once, as any program does; what it stored is consistent and the next run
+    delivers the rest, each event once but for the batches that were in flight."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3000))
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
+        cfg = config(tmp_path, server.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg), "-j", "2"],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.time() + 60
+        while server.state.events_received < 300 and time.time() < deadline:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGTERM
+        sent = {e["event_id"] for e in server.state.received()}
+        assert stored_states(tmp_path / "data").get("delivered", 0) <= len(sent) < 3000
+        again = run(cfg, src, "--jobs", "2")
+        assert again.returncode == 0, again.stderr
+        ids = [e["event_id"] for e in server.state.received()]
+    assert set(ids) == {f"e{i}" for i in range(3000)}
+    assert len(ids) - 3000 <= 200  # at most the 4 batches of 50 in flight at the kill
+    assert stored_states(tmp_path / "data") == {"delivered": 3000}

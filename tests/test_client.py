@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from leadrelay.meta.client import GraphClient, GraphResult
+from leadrelay.meta.client import GraphClient, GraphResult, _Released
 from leadrelay.meta.errors import ErrorKind
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 
@@ -260,3 +260,14 @@ def test_a_sent_body_is_not_kept_alive() -> None:
     with SandboxServer(options) as server:
         kept = asyncio.run(go(server.url))
     assert kept < 300_000, kept
+
+
+def test_a_body_read_again_goes_out_whole_until_released() -> None:
+    async def read(body: _Released) -> bytes:
+        return b"".join([chunk async for chunk in body])
+
+    body = _Released(b'{"data":[]}')
+    assert body.headers == {"Content-Length": "11"}
+    assert asyncio.run(read(body)) == asyncio.run(read(body)) == b'{"data":[]}'
+    body.release()
+    assert asyncio.run(read(body)) == b""

@@ -139,8 +139,12 @@ async def deliver(
     def terminate() -> None:
         halt.set()
         stop_reading.set()
+        stop.set()  # no new batch: the ones in flight finish, what waits is stored queued
 
-    with _graceful_sigterm(loop, terminate, _rereadable(options.files)):
+    # Not with --jobs N: a SIGTERM sent to the whole process group (systemd, timeout) ends the
+    # mapping processes too, and the reader then waited on them for good (seen once in three).
+    graceful = options.jobs <= 1 and _rereadable(options.files)
+    with _graceful_sigterm(loop, terminate, graceful):
         runner = asyncio.create_task(worker.run(stop))
         reader = asyncio.create_task(
             asyncio.to_thread(
@@ -187,9 +191,10 @@ def _graceful_sigterm(
 ) -> Iterator[None]:
     """SIGTERM calls ``stop`` instead of ending the process on the spot, while this lasts.
 
-    Only for input the reader never waits on (files: ``enabled``): a pipe's reader may be blocked
-    on a producer that writes nothing, and a stop would wait for it. A pipe's events are stored
-    as they are read, so the default (ending the process) loses at most the chunk being filled.
+    Only for input the reader never waits on (files, one job: ``enabled``): a pipe's reader may
+    be blocked on a producer that writes nothing, and a stop would wait for it. A pipe's events
+    are stored as they are read, so the default (ending the process) loses at most the chunk
+    being filled.
     Outside the main thread (a send run by a host program) signals are the host's business.
     """
     import signal
@@ -288,7 +293,7 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                 stopped, paused = True, None
             else:
                 apply_retention(store, settings.store, time.time())
-    tally.render(err, dry_run=options.dry_run)
+    tally.render(err, dry_run=options.dry_run, stopped=stopped or paused is not None)
     if stopped:
         err.print(
             "[bold yellow]Stopped[/bold yellow] (SIGTERM): every event read is stored, delivered "

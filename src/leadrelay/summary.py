@@ -198,8 +198,9 @@ class Tally:
         """True when some event was rejected (by us or by Meta) or expired: exit code 2."""
         return bool(self.rejected or self.meta_rejected or self.expired)
 
-    def render(self, console: Console, *, dry_run: bool) -> None:
-        """Print the summary table and the first examples of each problem."""
+    def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:
+        """Print the summary table and the first examples of each problem. ``stopped``: delivery
+        stopped early (SIGTERM, a refused token): payloads not accounted for are queued."""
         from rich.table import Table  # only at the end of a run; workers never render
 
         table = Table(
@@ -234,7 +235,10 @@ class Tally:
         for reason, n in sorted(self.not_sent.items()):
             table.add_row("not sent", reason, str(n), style="yellow")
         earlier = self.mapped - self.settled
-        if not dry_run and earlier > 0:
+        if not dry_run and earlier > 0 and stopped:
+            label = "queued in the store (or stored by an earlier run)"
+            table.add_row("not sent yet", label, str(earlier), style="yellow")
+        elif not dry_run and earlier > 0:
             table.add_row("not sent again", "stored by an earlier run", str(earlier), style="dim")
         for label, n in sorted(self.notes.items()):
             table.add_row("field left out", label, str(n), style="yellow")

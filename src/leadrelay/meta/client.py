@@ -89,14 +89,15 @@ class GraphClient:
             if test_event_code is None
             else b'],"test_event_code":' + orjson.dumps(test_event_code) + b"}"
         )
-        self._headers = {
-            "Authorization": f"Bearer {access_token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"leadrelay/{__version__}",
-        }
         self._http = httpx.AsyncClient(
             transport=transport,
+            # On the client, not per request: httpx shows the token masked, a dict would not.
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"leadrelay/{__version__}",
+            },
             # Meta answers in well under a second; the connect timeout is kept short so an
             # unreachable endpoint is reported quickly rather than after the full read timeout.
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
@@ -123,12 +124,13 @@ class GraphClient:
 
     async def send(self, events: Sequence[bytes]) -> GraphResult:
         """Send one batch. Graph, HTTP and network failures come back as ``result.error``."""
-        body = self.body(events)
-        headers = {**self._headers, "Content-Length": str(len(body))}
+        body = _Released(self.body(events))
         try:
-            response = await self._http.post(self.url, content=_Once(body), headers=headers)
+            response = await self._http.post(self.url, content=body, headers=body.headers)
         except (httpx.HTTPError, OSError) as exc:
             return self._failed(None, classify(None, None, exc=exc))
+        finally:
+            body.release()
         try:
             parsed: Any = orjson.loads(response.content) if response.content else None
         except orjson.JSONDecodeError:
@@ -185,20 +187,24 @@ class GraphClient:
         await self.aclose()
 
 
-class _Once:
-    """A request body given to httpx as a stream that lets go of the bytes once sent.
+class _Released:
+    """A request body given to httpx as a stream, whose bytes are let go once the request ended.
 
     httpx keeps a request's bytes on the request, and its requests and responses form reference
     cycles: each sent megabyte stayed alive until the next full garbage collection, dozens of
-    them at once in a long send (peak memory 100-180 MB from run to run). Given as a stream with
-    its Content-Length, the body is freed as soon as it is written.
+    them at once in a long send (peak memory 100-180 MB from run to run). As a stream with its
+    Content-Length, the same bytes go out, and ``release`` frees them when ``send`` is done
+    (not on the first read: a request httpx sent again would go out whole).
     """
 
-    __slots__ = ("_body",)
+    __slots__ = ("_body", "headers")
 
     def __init__(self, body: bytes) -> None:
         self._body = body
+        self.headers = {"Content-Length": str(len(body))}
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        body, self._body = self._body, b""
-        yield body
+        yield self._body
+
+    def release(self) -> None:
+        self._body = b""

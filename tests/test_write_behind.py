@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,3 +349,38 @@ def test_an_add_after_close_fails_rather_than_keeping_events_nowhere(tmp_path: P
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.add([item("late")])
+
+
+def test_an_add_while_closing_is_refused_not_kept_in_memory(tmp_path: Path) -> None:
+    """A reader not stopped yet (a second Ctrl-C) may add while the store closes: the add
+    waits for the close and fails, instead of keeping events in memory that nothing stores."""
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowClose(SQLiteStore):
+        def close(self) -> None:
+            entered.set()
+            release.wait(10)
+            super().close()
+
+    path = tmp_path / "wb.db"
+    store = WriteBehindStore(SlowClose(path))
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    assert entered.wait(10)
+    outcome: list[object] = []
+
+    def add() -> None:
+        try:
+            outcome.append(store.add([item("a")]))
+        except StoreError as exc:
+            outcome.append(exc)
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    adding.join(0.3)
+    release.set()
+    closing.join(10)
+    adding.join(10)
+    [result] = outcome
+    with SQLiteStore(path) as stored:
+        assert isinstance(result, StoreError) or stored.get("a") is not None, result

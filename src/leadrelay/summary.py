@@ -235,11 +235,13 @@ class Tally:
         for reason, n in sorted(self.not_sent.items()):
             table.add_row("not sent", reason, str(n), style="yellow")
         earlier = self.mapped - self.settled
-        if not dry_run and earlier > 0 and stopped:
-            label = "queued in the store (or stored by an earlier run)"
-            table.add_row("not sent yet", label, str(earlier), style="yellow")
-        elif not dry_run and earlier > 0:
-            table.add_row("not sent again", "stored by an earlier run", str(earlier), style="dim")
+        if not dry_run and earlier > 0:
+            if stopped:
+                label = "queued in the store (or stored by an earlier run)"
+                table.add_row("not sent yet", label, str(earlier), style="yellow")
+            else:
+                label = "stored by an earlier run"
+                table.add_row("not sent again", label, str(earlier), style="dim")
         for label, n in sorted(self.notes.items()):
             table.add_row("field left out", label, str(n), style="yellow")
         if not dry_run:

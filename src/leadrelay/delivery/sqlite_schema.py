@@ -144,6 +144,12 @@ def _int64(v: int | None) -> int | None:
     return v if v is None or -(2**63) <= v < 2**63 else None
 
 
+def fits_int64(o: Payload) -> bool:
+    """Whether a payload's lead_id and event_time fit SQLite's 64-bit integers; the store keeps
+    one that does not rejected (``unencodable``), never sent."""
+    return _int64(o.lead_id) is not None and _int64(o.event_time) is not None
+
+
 # fmt: off
 # Row layout of INSERT after the id: key, state, source_event, event_name, lead_id, event_time,
 # received_at, updated_at, next_attempt_at, reason, message, field, value, code, subcode,
@@ -160,7 +166,7 @@ def _body(original: bytes | None) -> tuple[Any, ...] | None:  # of an event with
 def _payload_row(o: Payload, original: bytes | None, at: float) -> Row:
     try:
         data, notes = encode_payload(o)
-        if _int64(o.lead_id) is None or _int64(o.event_time) is None:
+        if not fits_int64(o):
             raise TypeError("lead_id or event_time does not fit in 64 bits")
     except TypeError as exc:  # not plain JSON: say so on the event instead of failing the batch
         message = f"the mapped event cannot be encoded as JSON ({exc}); it was not sent"
@@ -203,13 +209,9 @@ def encode_settled_rows(
         o = item.outcome
         if not isinstance(o, Payload):
             raise ValueError(f"event {o.key!r}: only a payload has a delivery to record")
-        if _int64(o.lead_id) is None or _int64(o.event_time) is None:
+        if not fits_int64(o):
             raise ValueError(f"event {o.key!r}: lead_id or event_time does not fit in 64 bits")
-        if d.extra:
-            values = encode_completion(0, d, now)
-        else:
-            seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
-            values = encoded.get(seen) or encoded.setdefault(seen, encode_completion(0, d, now))
+        values = _completion(0, d, now, encoded)
         row = (o.key, values[0], o.source_event, o.event_name, o.lead_id, o.event_time,
                item.received_at, now, values[2] if due is None or values[2] is None else due,
                d.attempts, *values[4:])
@@ -242,13 +244,19 @@ def encode_completions(
     alike: dict[tuple[Any, ...], list[int]] = {}
     encoded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for id_, d in results:
-        if d.extra:
-            values = encode_completion(id_, d, now)
-        else:
-            seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
-            values = encoded.get(seen) or encoded.setdefault(seen, encode_completion(id_, d, now))
-        alike.setdefault(values, []).append(id_)
+        alike.setdefault(_completion(id_, d, now, encoded), []).append(id_)
     return [(*values, orjson.dumps(ids)) for values, ids in alike.items()]
+
+
+def _completion(
+    id_: int, d: Delivery, now: float, encoded: dict[tuple[Any, ...], tuple[Any, ...]]
+) -> tuple[Any, ...]:
+    """``encode_completion`` of ``d``, each distinct outcome encoded once (``encoded`` keeps
+    them for the caller's batch); a result with ``extra`` (rare) is encoded on its own."""
+    if d.extra:
+        return encode_completion(id_, d, now)
+    seen = (d.state, d.attempts, d.reason, d.message, d.code, d.subcode, d.fbtrace_id)
+    return encoded.get(seen) or encoded.setdefault(seen, encode_completion(id_, d, now))
 
 
 def decode_claimed(

@@ -30,18 +30,16 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Final
 
 import orjson
 
 from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.sqlite_schema import fits_int64
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
 from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
 
 __all__ = ["WriteBehindStore"]
-
-_INT64: Final = -(2**63)  # SQLite's integers are 64-bit
 
 
 class WriteBehindStore(Store):
@@ -66,8 +64,8 @@ class WriteBehindStore(Store):
         # Held while deciding where events go (it spans the lookup of stored keys) and while
         # events leave memory once recorded, so a key is always in memory or found stored.
         self._lock = threading.Lock()
-        # Not claimed yet, in read order: id, the payload (the event's outcome), the event.
-        self._waiting: deque[tuple[int, EncodedPayload, Incoming]] = deque()
+        # Not claimed yet, in read order; each event's outcome is its EncodedPayload (``_payload``).
+        self._waiting: deque[tuple[int, Incoming]] = deque()
         self._held: dict[int, Incoming] = {}  # claimed, outcome not stored yet
         self._keys: dict[str, int] = {}  # key -> id, of the events in memory
         self._next_id = -1
@@ -102,7 +100,7 @@ class WriteBehindStore(Store):
                     self._next_id -= 1
                     if payload is not item.outcome:
                         item = Incoming(payload, item.original, item.received_at)
-                    self._waiting.append((id_, payload, item))
+                    self._waiting.append((id_, item))
                     if key:
                         self._keys[key] = id_
                     ids.append(id_)
@@ -127,17 +125,15 @@ class WriteBehindStore(Store):
             # What the store holds that was due before the oldest event in memory goes first
             # (strictly before: of events due alike, those in memory were read first).
             due = (
-                math.nextafter(self._waiting[0][2].received_at, -math.inf) if self._waiting else now
+                math.nextafter(self._waiting[0][1].received_at, -math.inf) if self._waiting else now
             )
         claimed = self._store.claim(limit, min(now, due))
         with self._lock:
             n = min(limit - len(claimed), len(self._waiting))
             taken = [self._waiting.popleft() for _ in range(n)]
-            held = self._held
-            for id_, payload, item in taken:
-                held[id_] = item
-                self._bytes -= _size(payload, item)
-        claimed += [Claimed(id_, payload, 0) for id_, payload, _ in taken]
+            self._held.update(taken)
+            self._bytes -= sum(_size(_payload(item), item) for _, item in taken)
+        claimed += [Claimed(id_, _payload(item), 0) for id_, item in taken]
         if len(claimed) < limit and due < now:
             claimed += self._store.claim(limit - len(claimed), now)
         return claimed
@@ -171,10 +167,9 @@ class WriteBehindStore(Store):
         mine = [(i, held[i]) for i in ids if i < 0 and i in held]
         theirs = [i for i in ids if i >= 0]
         if mine:
-            waiting = State.QUEUED
             self._store.record(
                 [
-                    (item, Delivery(_payload(item), waiting, attempts, reason, message))
+                    (item, Delivery(_payload(item), State.QUEUED, attempts, reason, message))
                     for _, item in mine
                 ],
                 at,
@@ -190,9 +185,8 @@ class WriteBehindStore(Store):
         """See ``Store.release_in_flight``; what this process holds waits again, first."""
         with self._lock:
             held, self._held = self._held, {}
-            back = [(id_, _payload(item), item) for id_, item in held.items()]
-            self._waiting.extendleft(reversed(back))
-            self._bytes += sum(_size(payload, item) for _, payload, item in back)
+            self._waiting.extendleft(reversed(held.items()))
+            self._bytes += sum(_size(_payload(item), item) for item in held.values())
         return len(held) + self._store.release_in_flight()
 
     def counts(self, since: float | None = None) -> Counts:
@@ -200,7 +194,7 @@ class WriteBehindStore(Store):
         counts = self._store.counts(since)
         with self._lock:
             waiting, held = len(self._waiting), len(self._held)
-            oldest = self._waiting[0][2].received_at if self._waiting else None
+            oldest = self._waiting[0][1].received_at if self._waiting else None
         by_state = dict(counts.by_state)
         by_state[State.QUEUED.value] = by_state.get(State.QUEUED.value, 0) + waiting
         by_state[State.IN_FLIGHT.value] = by_state.get(State.IN_FLIGHT.value, 0) + held
@@ -256,7 +250,7 @@ class WriteBehindStore(Store):
         a later one fails, as the store is closed."""
         with self._adding:
             with self._lock:
-                left = [*self._held.values(), *(item for _, _, item in self._waiting)]
+                left = [*self._held.values(), *(item for _, item in self._waiting)]
                 self._held, self._waiting, self._keys, self._bytes = {}, deque(), {}, 0
             try:
                 if left:
@@ -277,9 +271,7 @@ def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
     """A payload as delivery sends it and the store keeps it; None for what is not a payload,
     and for a payload the store cannot keep as it is (not plain JSON, or a number past 64 bits:
     ``add`` stores it rejected, ``unencodable``, as the queue does)."""
-    if not isinstance(outcome, Payload):
-        return None
-    if not (_INT64 <= outcome.lead_id < -_INT64 and _INT64 <= outcome.event_time < -_INT64):
+    if not isinstance(outcome, Payload) or not fits_int64(outcome):
         return None
     if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
         return outcome

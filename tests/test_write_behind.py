@@ -384,3 +384,23 @@ def test_an_add_while_closing_is_refused_not_kept_in_memory(tmp_path: Path) -> N
     [result] = outcome
     with SQLiteStore(path) as stored:
         assert isinstance(result, StoreError) or stored.get("a") is not None, result
+
+
+def test_counts_since_a_time_count_only_what_arrived_since_as_the_queue_does(
+    tmp_path: Path,
+) -> None:
+    queue = SQLiteStore(tmp_path / "queue.db")
+    behind = WriteBehindStore(SQLiteStore(tmp_path / "behind.db"))
+    try:
+        for s in (queue, behind):
+            s.add([item("old1", at=NOW), item("old2", at=NOW)])
+            s.claim(1, NOW + 1)  # old1 in flight, old2 waiting
+            s.add([item("new1", at=NOW + 10), item("new2", at=NOW + 10)])
+        for since in (None, NOW - 1, NOW + 5, NOW + 20):
+            assert behind.counts(since).by_state == queue.counts(since).by_state, since
+        assert behind.counts(NOW + 5).by_state["in_flight"] == 0
+        assert behind.counts(NOW + 5).by_state["queued"] == 2
+        assert behind.counts(NOW + 5).queued == 3  # the backlog, whatever since says
+    finally:
+        queue.close()
+        behind.close()

@@ -190,14 +190,21 @@ class WriteBehindStore(Store):
         return len(held) + self._store.release_in_flight()
 
     def counts(self, since: float | None = None) -> Counts:
-        """See ``Store.counts``: the events in memory are counted QUEUED or IN_FLIGHT."""
+        """See ``Store.counts``: the events in memory are counted QUEUED or IN_FLIGHT (in
+        ``by_state`` when received since ``since``: the queue's rows keep their time of arrival
+        until their outcome is stored)."""
         counts = self._store.counts(since)
         with self._lock:
             waiting, held = len(self._waiting), len(self._held)
             oldest = self._waiting[0][1].received_at if self._waiting else None
+            if since is None:
+                recent_waiting, recent_held = waiting, held
+            else:
+                recent_waiting = sum(item.received_at >= since for _, item in self._waiting)
+                recent_held = sum(item.received_at >= since for item in self._held.values())
         by_state = dict(counts.by_state)
-        by_state[State.QUEUED.value] = by_state.get(State.QUEUED.value, 0) + waiting
-        by_state[State.IN_FLIGHT.value] = by_state.get(State.IN_FLIGHT.value, 0) + held
+        by_state[State.QUEUED.value] = by_state.get(State.QUEUED.value, 0) + recent_waiting
+        by_state[State.IN_FLIGHT.value] = by_state.get(State.IN_FLIGHT.value, 0) + recent_held
         if counts.oldest_queued_at is not None and oldest is not None:
             oldest = min(oldest, counts.oldest_queued_at)
         return replace(

@@ -19,7 +19,7 @@ import pytest
 from leadrelay.delivery import sqlite_sql, sqlite_store, wal_sync
 from leadrelay.delivery.encoded import request_body
 from leadrelay.delivery.sqlite_store import SCHEMA_VERSION, SQLiteStore
-from leadrelay.delivery.store import StoreError
+from leadrelay.delivery.store import Incoming, StoreError
 from leadrelay.outcome import Delivery, FieldNote, Payload, State
 from test_store_contract import LEAD_17, NOW, incoming, payload, queued, states
 
@@ -494,3 +494,22 @@ def test_a_claim_returns_nothing_before_the_sync_another_claim_started_has_finis
         second.join(10)
     assert ("second", ["b"]) in happened
     assert happened.index("fsync done") < happened.index(("second", ["b"]))
+
+
+def test_nulls_and_blobs_are_stored_as_such_through_the_registered_adapters(
+    store: SQLiteStore, path: Path
+) -> None:
+    # The store registers sqlite3 adapters for None and bytes (binding them is a third cheaper);
+    # they must store exactly what sqlite3 itself would: NULL and the same BLOB.
+    original = '{"user": {"firstname": "Zo\u00e9"}, "raw": "\\u0000"}'.encode()
+    [id_] = store.add([Incoming(payload("k"), original, NOW)])
+    [claimed] = store.claim(1, NOW + 1)
+    store.complete([(claimed.id, Delivery(claimed.payload, State.DELIVERED))], NOW + 2)
+    with sqlite3.connect(path) as conn:
+        kinds = conn.execute(
+            "SELECT typeof(reason), typeof(code), typeof(response) FROM events WHERE id = ?",
+            (id_,),
+        ).fetchone()
+        stored = conn.execute("SELECT original FROM bodies WHERE id = ?", (id_,)).fetchone()
+    assert kinds == ("null", "null", "null")
+    assert stored == (original,)

@@ -9,8 +9,8 @@ the ``Store`` operations.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
 
 import orjson
 
@@ -92,6 +92,15 @@ RECORD: Final = (
     " response, value, notes, next_attempt_at FROM events e LEFT JOIN bodies b ON b.id = e.id"
 )
 _CHECKPOINT_PAGES: Final = 10000
+
+# Python 3.11's sqlite3 binds int, float and str directly but looks every other value (None,
+# bytes) up in its adapter registry and then asks the type for ``__adapt__``, which raises and
+# formats an AttributeError each time: 0.27 us per NULL or blob bound, a third of what storing
+# a delivered event costs. Registered adapters are found first; these bind the same values
+# (``bytes(b)`` is ``b``; ``{}.get`` is a C callable that gives None). Process-wide, as the
+# registry is, and harmless to any other user of sqlite3 here.
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
+sqlite3.register_adapter(bytes, bytes)
 
 
 def open_connection(

@@ -33,7 +33,7 @@ def sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
-def config(tmp_path: Path, url: str, token: str = TOKEN) -> Path:
+def config(tmp_path: Path, url: str, token: str = TOKEN, *, batch_size: int = 50) -> Path:
     path = tmp_path / "leadrelay.toml"
     path.write_text(
         f"""
@@ -45,7 +45,7 @@ graph_url = "{url}"
 [mapping]
 lead_qualified = "Marketing Qualified Lead"
 [delivery]
-batch_size = 50
+batch_size = {batch_size}
 max_attempts = 3
 retry_base_s = 0.01
 [server]
@@ -226,6 +226,61 @@ def test_sigterm_stops_a_send_cleanly_and_it_resumes(
         ids = [e["event_id"] for e in server.state.received()]
     assert sorted(ids) == sorted(f"e{i}" for i in range(3000))
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
+
+
+def stored_keys(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "leadrelay.db") as db:
+        return [key for (key,) in db.execute("SELECT key FROM events")]
+
+
+def test_sigterm_while_a_large_file_is_still_read_stops_the_reader_and_it_resumes(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM lands while the send is still reading a large file: the reader stops where it is,
+    every event it read is stored (the batches in flight delivered, the rest queued), exit 143;
+    the same send again reads the rest, and every event ends delivered or rejected, sent once."""
+    n = 150_000
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(n, bad=(n - 1,)))  # the last lead is deleted: Meta rejects it
+    data = tmp_path / "data"
+    options = SandboxOptions(
+        access_tokens=frozenset({TOKEN}), deleted_lead_ids=frozenset({DELETED}), keep_events=n
+    )
+    with SandboxServer(options) as server:
+        # Meta is slow for the first batches only, so what is read piles up past what send keeps
+        # in memory and reaches the store while the reader is still near the start of the file.
+        server.state.script(*["slow:1000"] * 4)
+        cfg = config(tmp_path, server.url, batch_size=1000)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 60
+        while _stored(data) == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=60)[1].decode()
+        assert proc.returncode == 143, stderr
+        assert "Stopped (SIGTERM)" in stderr and "run the same send again" in stderr
+        sent = [e["event_id"] for e in server.state.received()]
+        states = stored_states(data)
+        read = sum(states.values())
+        # The reader stopped before the end of the file, and all it read (the file up to there,
+        # in order) is stored: the batches in flight finished delivered, the rest waits queued.
+        assert 0 < read < n, states
+        assert sorted(stored_keys(data)) == sorted(f"e{i}" for i in range(read))
+        assert len(set(sent)) == len(sent)
+        assert states == {"delivered": len(sent), "queued": read - len(sent)}, states
+        assert len(sent) > 0 and read - len(sent) > 0
+        again = run(cfg, src)
+        assert again.returncode == 2, again.stderr  # the last event, not read before, rejected
+        ids = [e["event_id"] for e in server.state.received()]
+    # Nothing lost, nothing sent twice (the batches in flight at the stop were let finish).
+    assert sorted(ids) == sorted(f"e{i}" for i in range(n - 1))
+    assert sorted(stored_keys(data)) == sorted(f"e{i}" for i in range(n))
+    assert stored_states(data) == {"delivered": n - 1, "rejected": 1}
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from leadrelay.bench import BenchOptions, run, scaleout, sdk_baseline
 from leadrelay.bench.events import expected_counts, generate_events
 from leadrelay.bench.harness import parse_args
 from leadrelay.bench.intake import percentile
-from leadrelay.bench.measure import Counter
+from leadrelay.bench.measure import Counter, can_pin, measure, usable_cores
 from redis_server import redis_server_binary
 
 
@@ -190,3 +191,23 @@ def test_a_marker_cut_across_pieces_is_counted_once() -> None:
     for piece in (b"xxab", b"cab", b"c", b"abcab", b"", b"c"):
         counter(piece)
     assert counter.count == 4 and counter.bytes == 14  # "xxabcabcabcabc"
+
+
+@pytest.mark.skipif(not can_pin() or len(usable_cores()) < 2, reason="needs two cores to pin")
+def test_a_measured_program_has_its_core_and_the_harness_reads_elsewhere() -> None:
+    # The program runs on the core it was given; the harness reads its output on the other
+    # cores while it runs (reading must not take the program's core), and then is as it was.
+    before = os.sched_getaffinity(0)
+    first = usable_cores()[0]
+    report = (
+        "import os, sys, time; time.sleep(0.2); print(sorted(os.sched_getaffinity(0)),"
+        " sorted(os.sched_getaffinity(os.getppid())), flush=True);"
+        f" sys.stdout.write('x' * {3 << 20}); sys.stdout.flush()"
+    )
+    out = bytearray()
+    run = measure([sys.executable, "-c", report], cores=[first], consume=out.extend)
+    assert run.returncode == 0
+    line, _, rest = bytes(out).partition(b"\n")
+    assert line.decode() == f"{[first]} {sorted(before - {first})}"
+    assert rest == b"x" * (3 << 20)  # every byte, through the wider pipe
+    assert os.sched_getaffinity(0) == before

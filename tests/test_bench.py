@@ -211,3 +211,17 @@ def test_a_measured_program_has_its_core_and_the_harness_reads_elsewhere() -> No
     assert line.decode() == f"{[first]} {sorted(before - {first})}"
     assert rest == b"x" * (3 << 20)  # every byte, through the wider pipe
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_program_s_peak_memory_is_its_own_not_the_harness_s() -> None:
+    # A child reports the high-water mark of whoever started it, from before its exec, as its
+    # ru_maxrss: the harness holding 150 MB would have every program use at least that much.
+    ballast = bytearray(150 << 20)
+    ballast[::4096] = b"z" * len(ballast[::4096])  # touched: resident
+    holds_30_mb = (
+        "import time; x = bytearray(30 << 20); x[::4096] = b'y' * len(x[::4096]); time.sleep(0.3)"
+    )
+    run = measure([sys.executable, "-c", holds_30_mb], cores=None)
+    assert run.returncode == 0
+    assert 30 < run.peak_rss_mb < 100, run.peak_rss_mb
+    del ballast

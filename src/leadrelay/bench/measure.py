@@ -81,8 +81,10 @@ def measure(
     """Run ``command`` to the end; ``consume`` gets its stdout in pieces (discarded otherwise).
 
     The clock starts just before the process is created and stops when it has exited; CPU time
-    and peak memory (``ru_maxrss``) come from the kernel's accounting of that process.
+    comes from the kernel's accounting of that process, peak memory from its own high-water mark
+    read while it runs (``peak_rss_mb``).
     """
+    floor = peak_rss_mb(os.getpid())  # what ru_maxrss may say of the child (see peak_rss_mb)
     began = time.perf_counter()
     process = start(command, cores=cores, stdout=subprocess.PIPE, env=env, cwd=cwd)
     out, err = process.stdout, process.stderr
@@ -92,7 +94,7 @@ def measure(
     # to wake up), and the reading done on other cores than the program's where there are some.
     _widen(out.fileno())
     with _elsewhere(cores):
-        return _finish(process, out, err, consume, began)
+        return _finish(process, out, err, consume, began, floor)
 
 
 def _finish(
@@ -101,26 +103,73 @@ def _finish(
     err: IO[bytes],
     consume: Callable[[bytes], None] | None,
     began: float,
+    floor: float | None,
 ) -> Run:
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(err.read()), daemon=True)
     drain.start()
+    peak = _Peak(process.pid)
+    peak.start()
     while chunk := out.read1(1 << 20):  # type: ignore[attr-defined]
         if consume is not None:
             consume(chunk)
+    # Exited, not reaped yet: its pid cannot have been given to another process meanwhile.
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    peak.stop()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - began
     process.returncode = os.waitstatus_to_exitcode(status)
     drain.join()
     out.close()
     err.close()
+    maxrss = usage.ru_maxrss / 1024  # kilobytes on Linux
     return Run(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        # Above this process's own high-water mark, ru_maxrss can only be the child's; else it
+        # may be ours, and what was read while the child ran says more.
+        peak_rss_mb=maxrss if floor is None or maxrss > floor or peak.mb is None else peak.mb,
         returncode=process.returncode,
         stderr=b"".join(errors).decode("utf-8", "replace"),
     )
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's own peak memory so far (``VmHWM``, Linux), None where unknown.
+
+    Not ``ru_maxrss`` from ``wait4``: a child started while the harness held much memory reports
+    the harness's high-water mark from before its ``exec`` (the harness's 72 MB for any program).
+    """
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return None
+
+
+class _Peak(threading.Thread):
+    """Reads a running process's high-water mark every ``every_s`` until stopped: the last read
+    is its peak but for what it might add in its last moments (a high-water mark only grows)."""
+
+    def __init__(self, pid: int, every_s: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self._pid = pid
+        self._every_s = every_s
+        self._done = threading.Event()
+        self.mb: float | None = None
+
+    def run(self) -> None:
+        while True:
+            mb = peak_rss_mb(self._pid)
+            if mb is not None:
+                self.mb = max(mb, self.mb or 0.0)
+            if self._done.wait(self._every_s):
+                return
+
+    def stop(self) -> None:
+        """Stop reading (call it before the process is reaped) and wait for the last read."""
+        self._done.set()
+        self.join()
 
 
 def _widen(fd: int) -> None:

@@ -22,7 +22,7 @@ from typing import Final
 
 import httpx
 
-from leadrelay.bench.measure import start
+from leadrelay.bench.measure import peak_rss_mb, start
 
 INTAKE_TOKEN: Final = "bench-intake-token-0123456789"
 REDIS_HINT: Final = (
@@ -74,19 +74,6 @@ def launch(
             stderr=subprocess.STDOUT,
             env={**os.environ, "LEADRELAY_LOG_FORMAT": "json"},
         )
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """The process's own peak memory so far (``VmHWM``, Linux), None where unknown.
-
-    Not ``ru_maxrss`` from ``wait4``: a child started while the harness held much memory can
-    report the harness's high-water mark from before its ``exec``.
-    """
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return None
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -6,6 +6,7 @@ import collections
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ def test_a_measured_program_has_its_core_and_the_harness_reads_elsewhere() -> No
     assert os.sched_getaffinity(0) == before
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_a_program_s_peak_memory_is_its_own_not_the_harness_s() -> None:
     # A child reports the high-water mark of whoever started it, from before its exec, as its
     # ru_maxrss: the harness holding 150 MB would have every program use at least that much.
@@ -225,3 +227,21 @@ def test_a_program_s_peak_memory_is_its_own_not_the_harness_s() -> None:
     assert run.returncode == 0
     assert 30 < run.peak_rss_mb < 100, run.peak_rss_mb
     del ballast
+
+
+def test_a_failed_measurement_leaves_no_process_nor_thread_behind(tmp_path: Path) -> None:
+    threads = threading.active_count()
+    pid_file = tmp_path / "pid"
+    runs_on = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()));"
+        " print('x', flush=True); time.sleep(60)"
+    )
+
+    def refuse(chunk: bytes) -> None:
+        raise ValueError("cannot count that")
+
+    with pytest.raises(ValueError, match="cannot count"):
+        measure([sys.executable, "-c", runs_on], cores=None, consume=refuse)
+    assert threading.active_count() == threads
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # ended and reaped

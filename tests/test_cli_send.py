@@ -239,7 +239,7 @@ def test_sigterm_while_a_large_file_is_still_read_stops_the_reader_and_it_resume
     """SIGTERM lands while the send is still reading a large file: the reader stops where it is,
     every event it read is stored (the batches in flight delivered, the rest queued), exit 143;
     the same send again reads the rest, and every event ends delivered or rejected, sent once."""
-    n = 150_000
+    n = 40_000
     src = tmp_path / "events.ndjson"
     src.write_bytes(events(n, bad=(n - 1,)))  # the last lead is deleted: Meta rejects it
     data = tmp_path / "data"

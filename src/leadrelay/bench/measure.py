@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -81,20 +82,28 @@ def measure(
     """Run ``command`` to the end; ``consume`` gets its stdout in pieces (discarded otherwise).
 
     The clock starts just before the process is created and stops when it has exited; CPU time
-    comes from the kernel's accounting of that process, peak memory from its own high-water mark
-    read while it runs (``peak_rss_mb``).
+    comes from the kernel's accounting of that process. Peak memory too where that can only be
+    the program's (see ``peak_rss_mb``); else it is the program's own high-water mark as last
+    read while it ran (every 10 ms): what it adds in its last moments may be missed.
     """
-    floor = peak_rss_mb(os.getpid())  # what ru_maxrss may say of the child (see peak_rss_mb)
     began = time.perf_counter()
     process = start(command, cores=cores, stdout=subprocess.PIPE, env=env, cwd=cwd)
     out, err = process.stdout, process.stderr
     assert out is not None and err is not None
-    # What the program writes should not wait on this process reading it, as it would not
-    # writing to a file: a pipe buffer of 1 MB (not 64 KB: 16 times fewer waits for the reader
-    # to wake up), and the reading done on other cores than the program's where there are some.
-    _widen(out.fileno())
-    with _elsewhere(cores):
-        return _finish(process, out, err, consume, began, floor)
+    try:
+        # What the program writes should not wait on this process reading it, as it would not
+        # writing to a file: a pipe buffer of 1 MB (not 64 KB: 16 times fewer waits for the
+        # reader to wake up), read on other cores than the program's where there are some.
+        _widen(out.fileno())
+        with _elsewhere(cores):
+            return _finish(process, out, err, consume, began)
+    except BaseException:
+        process.kill()  # a failed measurement leaves no process behind
+        process.wait()
+        raise
+    finally:
+        out.close()
+        err.close()
 
 
 def _finish(
@@ -103,31 +112,32 @@ def _finish(
     err: IO[bytes],
     consume: Callable[[bytes], None] | None,
     began: float,
-    floor: float | None,
 ) -> Run:
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(err.read()), daemon=True)
     drain.start()
     peak = _Peak(process.pid)
     peak.start()
-    while chunk := out.read1(1 << 20):  # type: ignore[attr-defined]
-        if consume is not None:
-            consume(chunk)
-    # Exited, not reaped yet: its pid cannot have been given to another process meanwhile.
-    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-    peak.stop()
+    try:
+        while chunk := out.read1(1 << 20):  # type: ignore[attr-defined]
+            if consume is not None:
+                consume(chunk)
+        if hasattr(os, "waitid"):  # not on macOS, which has no /proc to read either
+            # Exited, not reaped yet: its pid cannot have been given to another process.
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        peak.stop()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - began
     process.returncode = os.waitstatus_to_exitcode(status)
     drain.join()
-    out.close()
-    err.close()
-    maxrss = usage.ru_maxrss / 1024  # kilobytes on Linux
+    # ru_maxrss may be ours (see peak_rss_mb): only above our own high-water mark, which only
+    # grows, can it be the program's alone.
+    floor = peak_rss_mb(os.getpid())
+    maxrss = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)  # bytes there
     return Run(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        # Above this process's own high-water mark, ru_maxrss can only be the child's; else it
-        # may be ours, and what was read while the child ran says more.
         peak_rss_mb=maxrss if floor is None or maxrss > floor or peak.mb is None else peak.mb,
         returncode=process.returncode,
         stderr=b"".join(errors).decode("utf-8", "replace"),
@@ -182,7 +192,8 @@ def _widen(fd: int) -> None:
 
 @contextlib.contextmanager
 def _elsewhere(cores: Sequence[int] | None) -> Iterator[None]:
-    """This process on the usable cores other than ``cores`` while the block runs, if any."""
+    """The calling thread, and the threads it starts meanwhile, on the usable cores other than
+    ``cores`` while the block runs, if there are any (affinity is per thread on Linux)."""
     others = set(usable_cores()) - set(cores or ())
     if not (cores and others and can_pin()):
         yield

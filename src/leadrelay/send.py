@@ -110,7 +110,6 @@ async def deliver(
     from leadrelay.delivery.intake import ChunkedIntake
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
     from leadrelay.delivery.worker import DeliveryWorker
-    from leadrelay.mapping.pool import shielded
     from leadrelay.send_input import read_into_store
 
     d = settings.delivery
@@ -142,9 +141,9 @@ async def deliver(
         stop_reading.set()
         stop.set()  # no new batch: the ones in flight finish, what waits is stored queued
 
-    # With --jobs N, where the mapping processes ignore a SIGTERM sent to the whole process group
-    # (systemd, timeout) from their start (``pool.shielded``): else it would end them too.
-    graceful = (options.jobs <= 1 or shielded()) and _rereadable(options.files)
+    # Not with --jobs N: a SIGTERM sent to the whole process group (systemd, timeout) ends the
+    # mapping processes too, and the reader then waited on them for good (seen once in three).
+    graceful = options.jobs <= 1 and _rereadable(options.files)
     with _graceful_sigterm(loop, terminate, graceful):
         runner = asyncio.create_task(worker.run(stop))
         reader = asyncio.create_task(
@@ -192,7 +191,7 @@ def _graceful_sigterm(
 ) -> Iterator[None]:
     """SIGTERM calls ``stop`` instead of ending the process on the spot, while this lasts.
 
-    Only for input the reader never waits on (files: ``enabled``): a pipe's reader may
+    Only for input the reader never waits on (files, one job: ``enabled``): a pipe's reader may
     be blocked on a producer that writes nothing, and a stop would wait for it. A pipe's events
     are stored as they are read, so the default (ending the process) loses at most the chunk
     being filled.

@@ -7,28 +7,18 @@ order, so output is identical whatever the number of workers and memory is bound
 the input size.
 
 Workers are started with ``forkserver`` (``spawn`` where that does not exist): each builds its
-own ``Mapper`` from the settings once. They ignore SIGTERM, which a process group gets as a whole
-(``systemd``, ``timeout``): it is for the parent, which stops gracefully and shuts them down (the
-fork server ignores it too: ``fork_server``); and each exits at once when its parent does,
-however it ends (else a parent killed would leave them waiting on their queue for good).
-
-Results travel back pickled as plain tuples and bytes (much faster than the outcome objects)
-and are unpickled one unit at a time as they are consumed, with the cyclic garbage collector
-paused meanwhile: tens of thousands of new containers that are alive anyway would otherwise
-trigger collections that scan everything alive, again and again (it made unpickling five times
-slower). Mapping creates no reference cycles, so workers collect once per unit instead of on
-allocation counts.
+own ``Mapper`` from the settings once. Results travel back pickled as plain tuples and bytes
+(much faster than the outcome objects) and are unpickled one unit at a time as they are
+consumed, with the cyclic garbage collector paused meanwhile: tens of thousands of new
+containers that are alive anyway would otherwise trigger collections that scan everything
+alive, again and again (it made unpickling five times slower). Mapping creates no reference
+cycles, so workers collect once per unit instead of on allocation counts.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import pickle
-import select
-import signal
-import threading
-import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -70,7 +60,7 @@ def in_workers(
         max_workers=workers,
         mp_context=_context(),
         initializer=_start_worker,
-        initargs=(settings, os.getpid()),
+        initargs=(settings,),
     )
     pending: deque[Future[_Result]] = deque()
     try:
@@ -136,18 +126,9 @@ def _context() -> BaseContext:
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         # Workers forked from a server that has imported the mapping start in milliseconds.
-        context.set_forkserver_preload([__name__, "leadrelay.mapping.fork_server"])
+        context.set_forkserver_preload([__name__])
         return context
     return multiprocessing.get_context("spawn")
-
-
-def shielded() -> bool:
-    """Whether a SIGTERM sent to the whole process group spares the mapping processes from the
-    start (a fork server ignoring it forks them: ``fork_server``), so the parent can stop
-    gracefully with ``--jobs N``. Spawned, one could be ended before it ignores it."""
-    import multiprocessing
-
-    return "forkserver" in multiprocessing.get_all_start_methods()
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -155,41 +136,11 @@ def shielded() -> bool:
 _mapper: Mapper | None = None
 
 
-def _start_worker(settings: Settings, parent: int) -> None:
+def _start_worker(settings: Settings) -> None:
     global _mapper
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent's (see the module docstring)
-    _exit_with(parent)
     _mapper = Mapper(settings)
     gc.freeze()  # what is alive now (modules, the mapper) lives as long as the worker
     gc.disable()  # collected after each unit instead (see the module docstring)
-
-
-def _exit_with(parent: int) -> None:
-    """End this process at once when process ``parent`` ends: what it maps is only ever for the
-    parent. Watched through a pidfd (Linux), else by looking every second."""
-    try:
-        watched = os.pidfd_open(parent)
-    except ProcessLookupError:
-        os._exit(1)
-    except (AttributeError, OSError):  # no pidfd here
-
-        def watch() -> None:
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(parent, 0)
-                except ProcessLookupError:
-                    os._exit(1)
-                except PermissionError:  # alive, as another user: not ours to check
-                    pass
-
-    else:
-
-        def watch() -> None:
-            select.select([watched], [], [])  # readable once the process has ended
-            os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _worker_mapper() -> Mapper:

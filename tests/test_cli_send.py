@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -346,3 +347,72 @@ def test_sigterm_to_the_process_group_ends_a_send_with_two_jobs_at_once(tmp_path
     assert set(ids) == {f"e{i}" for i in range(3000)}
     assert len(ids) - 3000 <= 200  # at most the 4 batches of 50 in flight at the kill
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
+
+
+@pytest.mark.parametrize(
+    ("stop", "group", "code"),
+    [(signal.SIGKILL, False, -9), (signal.SIGTERM, False, -15), (signal.SIGINT, True, 130)],
+    ids=["kill-9", "kill", "ctrl-c"],
+)
+def test_mapping_processes_end_with_the_send_however_it_ends(
+    tmp_path: Path, stop: signal.Signals, group: bool, code: int
+) -> None:
+    """``--jobs 2``: ended by a signal to it alone, or by Ctrl-C (the whole process group), a
+    send leaves nothing behind: not its mapping processes, nor the fork server and resource
+    tracker they kept alive (they waited on their queue for good when the send was killed)."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(100_000))
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+    command = ["send", str(src), "--config", str(cfg), "--dry-run", "-j", "2"]
+    out = tmp_path / "bodies.ndjson"  # a file: the send never meets a closed pipe
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", *command],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    below: set[int] = set()
+    try:
+        deadline = time.time() + 60
+        while out.stat().st_size < 1 << 16 and time.time() < deadline:
+            time.sleep(0.01)  # until mapping has begun
+        below = _descendants(proc.pid)
+        assert len(below) >= 3, below  # the fork server, the resource tracker, the mapping
+        if group:
+            os.killpg(proc.pid, stop)
+        else:
+            proc.send_signal(stop)
+        assert proc.wait(timeout=30) == code
+        deadline = time.time() + 20
+        while (alive := {p for p in below if _running(p)}) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive, f"left running: {alive}"
+    except BaseException:  # nothing left behind by a failure either (only then: pids get reused)
+        for pid in {proc.pid, *below}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended (reaped by init once its parent is gone)

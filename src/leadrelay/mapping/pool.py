@@ -7,18 +7,29 @@ order, so output is identical whatever the number of workers and memory is bound
 the input size.
 
 Workers are started with ``forkserver`` (``spawn`` where that does not exist): each builds its
-own ``Mapper`` from the settings once. Results travel back pickled as plain tuples and bytes
-(much faster than the outcome objects) and are unpickled one unit at a time as they are
-consumed, with the cyclic garbage collector paused meanwhile: tens of thousands of new
-containers that are alive anyway would otherwise trigger collections that scan everything
-alive, again and again (it made unpickling five times slower). Mapping creates no reference
-cycles, so workers collect once per unit instead of on allocation counts.
+own ``Mapper`` from the settings once, and exits at once when the parent does, however it ends
+(``kill`` of the parent alone, SIGKILL): else it would wait on its queue for good, and keep the
+fork server and the resource tracker alive with it. Workers ignore SIGINT: Ctrl-C reaches the
+whole process group, and a worker interrupted while writing its result left the parent waiting
+for the rest of it for good (one Ctrl-C in eight on a dry run); the parent stops them instead.
+
+Results travel back pickled as plain tuples and bytes (much faster than the outcome objects)
+and are unpickled one unit at a time as they are consumed, with the cyclic garbage collector
+paused meanwhile: tens of thousands of new containers that are alive anyway would otherwise
+trigger collections that scan everything alive, again and again (it made unpickling five times
+slower). Mapping creates no reference cycles, so workers collect once per unit instead of on
+allocation counts.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import select
+import signal
+import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -60,7 +71,7 @@ def in_workers(
         max_workers=workers,
         mp_context=_context(),
         initializer=_start_worker,
-        initargs=(settings,),
+        initargs=(settings, os.getpid()),
     )
     pending: deque[Future[_Result]] = deque()
     try:
@@ -136,11 +147,40 @@ def _context() -> BaseContext:
 _mapper: Mapper | None = None
 
 
-def _start_worker(settings: Settings) -> None:
+def _start_worker(settings: Settings, parent: int) -> None:
     global _mapper
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (see the docstring)
+    _exit_with(parent)
     _mapper = Mapper(settings)
     gc.freeze()  # what is alive now (modules, the mapper) lives as long as the worker
     gc.disable()  # collected after each unit instead (see the module docstring)
+
+
+def _exit_with(parent: int) -> None:
+    """End this process at once when process ``parent`` ends: what it maps is only ever for the
+    parent. Watched through a pidfd (Linux), else by looking every second (where the parent's
+    pid could be given to another process of the same user meanwhile: then it stays)."""
+    try:
+        watched = os.pidfd_open(parent)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here
+
+        def watch() -> None:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(parent, 0)
+                except OSError:  # gone, or the pid is another user's now
+                    os._exit(1)
+
+    else:
+
+        def watch() -> None:
+            select.select([watched], [], [])  # readable once the process has ended
+            os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _worker_mapper() -> Mapper:

@@ -7,11 +7,12 @@ order, so output is identical whatever the number of workers and memory is bound
 the input size.
 
 Workers are started with ``forkserver`` (``spawn`` where that does not exist): each builds its
-own ``Mapper`` from the settings once, and exits at once when the parent does, however it ends
-(``kill`` of the parent alone, SIGKILL): else it would wait on its queue for good, and keep the
-fork server and the resource tracker alive with it. Workers ignore SIGINT: Ctrl-C reaches the
-whole process group, and a worker interrupted while writing its result left the parent waiting
-for the rest of it for good (one Ctrl-C in eight on a dry run); the parent stops them instead.
+own ``Mapper`` from the settings once, and exits when the parent does, however it ends (``kill``
+of the parent alone, SIGKILL): else it would wait on its queue for good, and keep the fork server
+and the resource tracker alive with it. Workers ignore SIGINT: Ctrl-C reaches the whole process
+group, and a worker interrupted while writing its result left the parent waiting for the rest of
+it for good (one Ctrl-C in eight on a dry run); the parent shuts the pool down instead, letting
+the units being mapped finish.
 
 Results travel back pickled as plain tuples and bytes (much faster than the outcome objects)
 and are unpickled one unit at a time as they are consumed, with the cyclic garbage collector
@@ -157,9 +158,12 @@ def _start_worker(settings: Settings, parent: int) -> None:
 
 
 def _exit_with(parent: int) -> None:
-    """End this process at once when process ``parent`` ends: what it maps is only ever for the
-    parent. Watched through a pidfd (Linux), else by looking every second (where the parent's
-    pid could be given to another process of the same user meanwhile: then it stays)."""
+    """End this process when process ``parent`` ends: what it maps is only ever for the parent.
+    Watched through a pidfd (Linux: at once), else by looking every second (where the parent's
+    pid could be given to another process of the same user meanwhile: then it stays). Not on
+    Windows, where ``os.kill(pid, 0)`` would send the parent a Ctrl-C."""
+    if os.name != "posix":
+        return
     try:
         watched = os.pidfd_open(parent)
     except ProcessLookupError:

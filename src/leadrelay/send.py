@@ -96,8 +96,11 @@ async def deliver(
     tally: Tally,
     store: Store,
     progress: Progress | None = None,
+    *,
+    rereadable: bool,
 ) -> GraphError | None:
     """Store every event of the files and deliver the payloads; returns why delivery paused.
+    ``rereadable``: every input can be read again by the next run (``_rereadable``).
 
     Reading and delivery overlap: a reader thread stores chunks (full, or after
     ``batch_max_age_s``) while the worker delivers what is stored. Events already stored by an
@@ -143,7 +146,7 @@ async def deliver(
 
     # Not with --jobs N: a SIGTERM sent to the whole process group (systemd, timeout) ends the
     # mapping processes too, and the reader then waited on them for good (seen once in three).
-    graceful = options.jobs <= 1 and _rereadable(options.files)
+    graceful = options.jobs <= 1 and rereadable
     with _graceful_sigterm(loop, terminate, graceful):
         runner = asyncio.create_task(worker.run(stop))
         reader = asyncio.create_task(
@@ -217,7 +220,7 @@ def _rereadable(files: Sequence[str]) -> bool:
 
 
 @contextmanager
-def _delivering_store(settings: Settings, files: Sequence[str]) -> Iterator[Store]:
+def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
     """The config's store, held with the one-deliverer lock of its data_dir. For input that a
     later run can read again, what is read waits in memory and is stored once, settled
     (``write_behind``); a pipe's events are stored as they are read."""
@@ -239,7 +242,7 @@ def _delivering_store(settings: Settings, files: Sequence[str]) -> Iterator[Stor
         # the payloads this process stores kept for its own delivery (some 20 MB at most).
         drop = settings.store.drop_originals_after_delivery
         store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
-        if isinstance(store, SQLiteStore) and _rereadable(files):
+        if isinstance(store, SQLiteStore) and rereadable:
             store = WriteBehindStore(store, limit=_WAITING)
         try:
             yield store
@@ -285,10 +288,14 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
 
             from leadrelay.delivery.retention import apply_retention
 
-            store = stack.enter_context(_delivering_store(settings, options.files))
+            # Asked once: the store and the handling of SIGTERM both depend on it.
+            rereadable = _rereadable(options.files)
+            store = stack.enter_context(_delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
             try:
-                paused = asyncio.run(deliver(settings, options, tally, store, progress))
+                paused = asyncio.run(
+                    deliver(settings, options, tally, store, progress, rereadable=rereadable)
+                )
             except Stopped:
                 stopped, paused = True, None
             else:

@@ -171,8 +171,8 @@ class _Peak(threading.Thread):
     def run(self) -> None:
         while True:
             mb = peak_rss_mb(self._pid)
-            if mb is not None:
-                self.mb = max(mb, self.mb or 0.0)
+            if mb is not None:  # None once the process has ended: the last read stands
+                self.mb = mb
             if self._done.wait(self._every_s):
                 return
 

@@ -242,11 +242,11 @@ class FailingOnce(SQLiteStore):
 
     fail = 1
 
-    def record(self, settled: Any, now: float, *, due: float | None = None) -> list[int]:
+    def record(self, settled: Any, now: float, **options: Any) -> list[int]:
         if self.fail:
             self.fail -= 1
             raise sqlite3.OperationalError("database is locked")
-        return super().record(settled, now, due=due)
+        return super().record(settled, now, **options)
 
 
 def test_a_retry_that_failed_to_be_stored_can_be_stored_again(tmp_path: Path) -> None:

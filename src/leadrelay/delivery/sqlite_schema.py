@@ -85,6 +85,11 @@ INSERT_SETTLED: Final = (  # a payload stored once its delivery is settled (``re
     " received_at, updated_at, next_attempt_at, attempts, reason, message, code, subcode,"
     " fbtrace_id, response) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+INSERT_DELIVERED: Final = (  # a settled row as most are: delivered, nothing else to say
+    "INSERT INTO events (id, key, state, source_event, event_name, lead_id, event_time,"
+    " received_at, updated_at, attempts, message, fbtrace_id)"
+    " VALUES (?, ?, 'delivered', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 INSERT_BODY: Final = "INSERT INTO bodies (id, payload, notes, original) VALUES (?, ?, ?, ?)"
 RECORD: Final = (
     "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
@@ -156,7 +161,13 @@ def _int64(v: int | None) -> int | None:
 def fits_int64(o: Payload) -> bool:
     """Whether a payload's lead_id and event_time fit SQLite's 64-bit integers; the store keeps
     one that does not rejected (``unencodable``), never sent."""
-    return _int64(o.lead_id) is not None and _int64(o.event_time) is not None
+    lead_id, event_time = o.lead_id, o.event_time  # _int64's test, inline: once per event
+    return (
+        lead_id is not None
+        and event_time is not None
+        and -(2**63) <= lead_id < 2**63
+        and -(2**63) <= event_time < 2**63
+    )
 
 
 # fmt: off
@@ -214,12 +225,25 @@ def encode_settled_rows(
     Each distinct outcome is encoded once, as in ``encode_completions``."""
     rows: list[Row] = []
     encoded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    delivered = State.DELIVERED
     for item, d in settled:
         o = item.outcome
         if not isinstance(o, Payload):
             raise ValueError(f"event {o.key!r}: only a payload has a delivery to record")
         if not fits_int64(o):
             raise ValueError(f"event {o.key!r}: lead_id or event_time does not fit in 64 bits")
+        if (
+            drop_delivered
+            and d.state is delivered
+            and d.reason is None
+            and d.code is None
+            and d.subcode is None
+            and not d.extra
+        ):  # most rows: six columns fewer to bind, left NULL (a sixth of what a row costs)
+            rows.append((INSERT_DELIVERED, (o.key, o.source_event, o.event_name, o.lead_id,
+                         o.event_time, item.received_at, now, d.attempts, d.message,
+                         d.fbtrace_id), None))
+            continue
         values = _completion(0, d, now, encoded)
         row = (o.key, values[0], o.source_event, o.event_name, o.lead_id, o.event_time,
                item.received_at, now, values[2] if due is None or values[2] is None else due,

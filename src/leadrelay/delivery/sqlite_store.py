@@ -42,6 +42,7 @@ from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
     INSERT,
     INSERT_BODY,
+    INSERT_DELIVERED,
     INSERT_QUEUED,
     INSERT_SETTLED,
     SCHEMA_VERSION,
@@ -130,6 +131,9 @@ class SQLiteStore(SQLiteReads, Store):
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.execute(f"PRAGMA synchronous = {synchronous}")
             init_schema(self._writer, self.path)
+            # What the file's other writers have committed, as of now (see ``_only_ours``).
+            self._data_version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+            self._foreign_writes = False
             if self.path == ":memory:" or self.path.startswith("file::memory:"):
                 self._reader, self._read_lock = self._writer, self._write_lock
             else:
@@ -196,19 +200,35 @@ class SQLiteStore(SQLiteReads, Store):
         now: float,
         *,
         due: float | None = None,
+        new_keys: bool = False,
     ) -> list[int]:
         """Store payloads that were delivered (or tried) before they were stored, each with what
         delivery made of it, in one transaction: one write per event where ``add``, ``claim``
         and ``complete`` make three (``send``'s write-behind, ``write_behind``). The rows are as
         those calls would have left them (QUEUED ones due at ``due``: ``retry_later``); a key
         already stored keeps its row and id (the first outcome stored for a key wins). Durable
-        when this returns; one id per item."""
+        when this returns; one id per item.
+
+        ``new_keys``: the caller looked the keys up in this store (``stored_keys``) after it was
+        opened, found none, and stored none of them since. The store then does not look them up
+        again, unless another connection (another process) has written to the file since it was
+        opened: only such a write can have stored one of them meanwhile."""
         if not settled:
             return []
         rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered, due)
         keys = [item.outcome.key for item, _ in settled]
         with self._writing() as conn:
-            return self._add(conn, keys, rows, None)
+            known = new_keys and self._only_ours(conn)
+            return self._add(conn, keys, rows, None, look_up=not known)
+
+    def _only_ours(self, conn: sqlite3.Connection) -> bool:
+        """Whether every write to the file since the store opened was through ``conn`` (the
+        writer): SQLite changes ``data_version`` for commits of other connections only. Once
+        another writer is seen, always False (it may write again at any time)."""
+        if not self._foreign_writes:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            self._foreign_writes = version != self._data_version
+        return not self._foreign_writes
 
     def _add(
         self,
@@ -216,16 +236,20 @@ class SQLiteStore(SQLiteReads, Store):
         keys: list[str],
         rows: list[Row],
         remembered: list[int] | None,
+        *,
+        look_up: bool = True,
     ) -> list[int]:
-        """Insert what is new (in the transaction of ``conn``); returns one id per row."""
+        """Insert what is new (in the transaction of ``conn``); returns one id per row. Without
+        ``look_up`` the caller knows that none of ``keys`` is stored (see ``record``)."""
         ids: list[int] = []
         new: dict[str, list[tuple[Any, ...]]] = {
             INSERT_QUEUED: [],
             INSERT: [],
             INSERT_SETTLED: [],
+            INSERT_DELIVERED: [],
             INSERT_BODY: [],
         }
-        known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),)))
+        known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),))) if look_up else {}
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         next_id = seq[0] + 1 if seq else 1
         for key, (sql, row, body) in zip(keys, rows, strict=True):

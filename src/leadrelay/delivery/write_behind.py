@@ -66,6 +66,7 @@ class WriteBehindStore(Store):
         self._lock = threading.Lock()
         # Not claimed yet, in read order; each event's outcome is its EncodedPayload (``_payload``).
         self._waiting: deque[tuple[int, Incoming]] = deque()
+        self._sizes: deque[int] = deque()  # ``_size`` of each waiting event, in the same order
         self._held: dict[int, Incoming] = {}  # claimed, outcome not stored yet
         self._keys: dict[str, int] = {}  # key -> id, of the events in memory
         self._next_id = -1
@@ -101,6 +102,7 @@ class WriteBehindStore(Store):
                     if payload is not item.outcome:
                         item = Incoming(payload, item.original, item.received_at)
                     self._waiting.append((id_, item))
+                    self._sizes.append(size)
                     if key:
                         self._keys[key] = id_
                     ids.append(id_)
@@ -130,10 +132,12 @@ class WriteBehindStore(Store):
         claimed = self._store.claim(limit, min(now, due))
         with self._lock:
             n = min(limit - len(claimed), len(self._waiting))
-            taken = [self._waiting.popleft() for _ in range(n)]
+            waiting, sizes = self._waiting, self._sizes
+            taken = [waiting.popleft() for _ in range(n)]
+            self._bytes -= sum([sizes.popleft() for _ in range(n)])
             self._held.update(taken)
-            self._bytes -= sum(_size(_payload(item), item) for _, item in taken)
-        claimed += [Claimed(id_, _payload(item), 0) for id_, item in taken]
+        # Only payloads wait in memory (see ``_add``): each outcome is an EncodedPayload.
+        claimed += [Claimed(id_, item.outcome, 0) for id_, item in taken]  # type: ignore[arg-type]
         if len(claimed) < limit and due < now:
             claimed += self._store.claim(limit - len(claimed), now)
         return claimed
@@ -146,7 +150,8 @@ class WriteBehindStore(Store):
         if theirs:
             self._store.complete(theirs, now)
         if mine:
-            self._store.record([(item, d) for _, item, d in mine], now)
+            # Their keys were found nowhere when they were added, and kept in memory since.
+            self._store.record([(item, d) for _, item, d in mine], now, new_keys=True)
             self._forget([i for i, _, _ in mine])
 
     def retry_later(
@@ -174,6 +179,7 @@ class WriteBehindStore(Store):
                 ],
                 at,
                 due=next_attempt_at,
+                new_keys=True,
             )
             self._forget([i for i, _ in mine])
         if theirs:
@@ -186,7 +192,9 @@ class WriteBehindStore(Store):
         with self._lock:
             held, self._held = self._held, {}
             self._waiting.extendleft(reversed(held.items()))
-            self._bytes += sum(_size(_payload(item), item) for item in held.values())
+            sizes = [_size(_payload(item), item) for item in held.values()]
+            self._sizes.extendleft(reversed(sizes))
+            self._bytes += sum(sizes)
         return len(held) + self._store.release_in_flight()
 
     def counts(self, since: float | None = None) -> Counts:
@@ -259,6 +267,7 @@ class WriteBehindStore(Store):
             with self._lock:
                 left = [*self._held.values(), *(item for _, item in self._waiting)]
                 self._held, self._waiting, self._keys, self._bytes = {}, deque(), {}, 0
+                self._sizes = deque()
             try:
                 if left:
                     self._store.add(left)

@@ -57,6 +57,7 @@ def visible(record: EventRecord | None) -> dict[str, Any]:
 
 RESULTS = [
     Delivery(encoded("x"), State.DELIVERED),
+    Delivery(encoded("x"), State.DELIVERED, attempts=2, message="a warning", fbtrace_id="Btrace"),
     Delivery(encoded("x"), State.DELIVERED, attempts=3, extra={"retried": True}),
     Delivery(
         encoded("x"),
@@ -272,7 +273,7 @@ def test_a_retry_that_failed_to_be_stored_can_be_stored_again(tmp_path: Path) ->
         store.close()
 
 
-@pytest.mark.parametrize("result", RESULTS[1:3], ids=["delivered", "rejected"])
+@pytest.mark.parametrize("result", RESULTS[2:4], ids=["delivered", "rejected"])
 def test_a_key_another_process_stored_meanwhile_keeps_its_row(
     tmp_path: Path, result: Delivery
 ) -> None:

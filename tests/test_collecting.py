@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -35,3 +37,37 @@ def test_objects_a_host_program_froze_stay_frozen() -> None:
         assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY
     assert gc.get_freeze_count() == frozen
     assert kept[99] == {"n": 99}
+
+
+def run_fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (the command's flags are per process); its stdout."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode().splitlines()[-1]
+
+
+def test_the_command_runs_with_collections_on_and_its_start_up_frozen() -> None:
+    code = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['leadrelay', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('leadrelay', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 10_000)"
+    )
+    assert run_fresh(code) == "True True"
+
+
+def test_in_the_command_a_run_freezes_what_lives_on_entry_too() -> None:
+    code = (
+        "import gc\n"
+        "from leadrelay.collecting import collecting_less, command_started\n"
+        "command_started()\n"
+        "started = gc.get_freeze_count()\n"
+        "kept = [{'n': i} for i in range(100)]\n"
+        "with collecting_less():\n"
+        "    during = gc.get_freeze_count()\n"
+        "print(during > started, gc.get_freeze_count() > started, kept[99] == {'n': 99})"
+    )
+    assert run_fresh(code) == "True True True"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from leadrelay.collecting import command_started
 from leadrelay.config import ConfigError, Settings, load_config
 from leadrelay.events import InputError
 from leadrelay.mapping.expressions import MISSING  # imported by config anyway
@@ -485,6 +486,7 @@ def bench(ctx: typer.Context) -> None:
 
 def main() -> None:
     """Console-script entry point (each command configures the logs it may write)."""
+    command_started()  # what start-up loaded lives as long as the command: out of collections
     try:
         app()
     except KeyboardInterrupt:

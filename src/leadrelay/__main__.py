@@ -1,8 +1,12 @@
 """``python -m leadrelay``: the ``leadrelay`` command."""
 
-from leadrelay.collecting import loading_command
+from leadrelay.collecting import command_started, loading_command
 
 loading_command()  # no collections while the command's modules load; main() resumes them
-from leadrelay.cli import main  # noqa: E402
+try:
+    from leadrelay.cli import main
+except BaseException:
+    command_started()  # resumed all the same (for a host that runs this module and goes on)
+    raise
 
 main()

@@ -174,6 +174,10 @@ def fits_int64(o: Payload) -> bool:
 # Row layout of INSERT after the id: key, state, source_event, event_name, lead_id, event_time,
 # received_at, updated_at, next_attempt_at, reason, message, field, value, code, subcode,
 # fbtrace_id. INSERT_QUEUED: key, source_event, event_name, lead_id, event_time, received_at.
+# INSERT_SETTLED: key, state, source_event, event_name, lead_id, event_time, received_at,
+# updated_at, next_attempt_at, attempts, reason, message, code, subcode, fbtrace_id, response.
+# INSERT_DELIVERED: key, source_event, event_name, lead_id, event_time, received_at, updated_at,
+# attempts, message, fbtrace_id.
 # INSERT_BODY: payload, notes, original.
 Row = tuple[str, tuple[Any, ...], tuple[Any, ...] | None]
 """The statement storing an event, its parameters after the id, and those of its body (if any)."""

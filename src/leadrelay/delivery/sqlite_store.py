@@ -212,19 +212,28 @@ class SQLiteStore(SQLiteReads, Store):
         ``new_keys``: the caller looked the keys up in this store (``stored_keys``) after it was
         opened, found none, and stored none of them since. The store then does not look them up
         again, unless another connection (another process) has written to the file since it was
-        opened: only such a write can have stored one of them meanwhile."""
+        opened: only such a write can have stored one of them meanwhile. Should one be stored
+        all the same (a race in the caller), the transaction is rolled back and done again with
+        the lookup, and the store looks keys up from then on."""
         if not settled:
             return []
         rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered, due)
         keys = [item.outcome.key for item, _ in settled]
+        if new_keys and not self._foreign_writes:
+            try:
+                with self._writing() as conn:
+                    return self._add(conn, keys, rows, None, look_up=not self._only_ours(conn))
+            except sqlite3.IntegrityError:  # a key is stored: the first outcome stored wins
+                self._foreign_writes = True
         with self._writing() as conn:
-            known = new_keys and self._only_ours(conn)
-            return self._add(conn, keys, rows, None, look_up=not known)
+            return self._add(conn, keys, rows, None)
 
     def _only_ours(self, conn: sqlite3.Connection) -> bool:
         """Whether every write to the file since the store opened was through ``conn`` (the
         writer): SQLite changes ``data_version`` for commits of other connections only. Once
-        another writer is seen, always False (it may write again at any time)."""
+        another writer is seen, always False: it may write again at any time, and what it wrote
+        since the store opened may hold keys looked up before it wrote (compared with the value
+        at opening, not the last one read, for that reason)."""
         if not self._foreign_writes:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             self._foreign_writes = version != self._data_version

@@ -22,7 +22,7 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, compile_path
 from leadrelay.mapping.fields import FIXED
-from leadrelay.mapping.filling import region_reader, step_runners
+from leadrelay.mapping.filling import event_runner
 from leadrelay.mapping.plans import (
     LEAD_DIGITS,
     LEAD_END,
@@ -95,10 +95,10 @@ class Mapper:
         self._custom_closed = _CUSTOM not in _written(rest)
         if self._custom_closed:
             self._custom["event_source"] = _EVENT_SOURCE
-        self._runs = step_runners(rest)
+        # The country is the region for national phone numbers, zip codes and states.
         country = by_target.get("user_data.country")
         needs_region = any(p.target in _REGION_FIELDS for p in plans)
-        self._region_of = region_reader(country) if country and needs_region else None
+        self._run = event_runner(rest, country if needs_region else None)
 
     def event_name_for(self, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(Facebook event name, why not) for an event; the name is None when not sendable."""
@@ -261,11 +261,7 @@ class Mapper:
         }
         user_data: dict[str, Any] = {"lead_id": lead_id}
         custom_data = self._custom.copy()
-        # The country is the region for national phone numbers, zip codes and states.
-        region = None if self._region_of is None else self._region_of(event)
-        sections = (data, user_data, custom_data)
-        for run in self._runs:
-            run(event, region, sections, notes)
+        self._run(event, (data, user_data, custom_data), notes)
         if not self._custom_closed:
             custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data

@@ -1,9 +1,10 @@
-"""The field loop of ``Mapper.map``: each step (see ``steps``) as one closure, run per event.
+"""The field loop of ``Mapper.map``: all the steps (see ``steps``) as one closure, run per event.
 
-This is the hottest code of the mapping: every ordinary field of every event passes here. A
-closure reads what its step's object holds with plain dict look-ups, and calls out only to
-normalize, hash, or take the general way (``fill``) for what the look-ups cannot settle:
-objects that are not dicts, values that are not text, errors.
+This is the hottest code of the mapping: every ordinary field of every event passes here. The
+closure is written out for the config's steps, a block of code each; it reads what each step's
+object holds with plain dict look-ups, and calls out only to normalize, hash, or take the
+general way (``fill``) for what the look-ups cannot settle: objects that are not dicts, values
+that are not text, errors.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from leadrelay.mapping.expressions import MISSING, EvaluationError
-from leadrelay.mapping.plans import Fill, Plan, finish_text
+from leadrelay.mapping.plans import Plan, finish_text
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, PLAIN, SIBLINGS, PlainField, SiblingField, Step
 from leadrelay.meta.normalize import region_hint, sha256
+from leadrelay.meta.person import external_id_rule
 from leadrelay.meta.places import SEEN_REGIONS
 from leadrelay.outcome import FieldNote
 
@@ -24,112 +26,113 @@ _FIELD_ERRORS: Final = FIELD_ERRORS
 Sections = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 Notes = list[FieldNote]
 Run = Callable[[Mapping[str, Any], "str | None", Sections, Notes], None]
+EventRun = Callable[[Mapping[str, Any], Sections, Notes], None]
 
 
 def step_runner(step: Step) -> Run:
     """The closure that runs ``step``: ``run(event, region, sections, notes)``, ``sections``
     being the server event, its user_data and its custom_data (see ``Step.slot``)."""
-    if step.kind == CONSTANT:
-        return _constant_runner(step.slot, step.name, step.detail)
-    if step.kind == SIBLINGS:
-        return _siblings_runner(*step.detail)
-    if step.kind == PLAIN:
-        return _plain_runner(*step.detail)
-    if step.fill is None:  # pragma: no cover - compile_steps gives every general step a fill
-        raise ValueError(f"{step.target}: a general step needs a fill")
-    return _general_runner(step.slot, step.name, step.target, step.fill)
+    return steps_runner((step,))
 
 
-def step_runners(steps: Sequence[Step]) -> tuple[Run, ...]:
-    """The closures that run ``steps``, in order: ``step_runner`` of each, but consecutive plain
-    steps of two-key objects in one closure (``{{partners.facebook.fbc}}`` then
-    ``{{context.device.ip}}``...: objects most events lack, one call for them all)."""
-    runs: list[Run] = []
-    group: list[Step] = []
-    for step in (*steps, None):
-        if step is not None and step.kind == PLAIN and len(step.detail[0]) == 2:
-            group.append(step)
-            continue
-        if len(group) > 1:
-            runs.append(_plain_group_runner(group))
+def steps_runner(steps: Sequence[Step]) -> Run:
+    """One closure that runs ``steps``, in order: ``run(event, region, sections, notes)``, as
+    running each step's own closure does (see ``event_runner``)."""
+    run: Run = _compiled("def run(event, region, sections, notes):", [], steps, {})
+    return run
+
+
+def event_runner(steps: Sequence[Step], country: Plan | None) -> EventRun:
+    """``steps_runner`` that reads the event's region itself, first: ``run(event, sections,
+    notes)``, the region being what ``region_reader(country)`` reads (None without a
+    ``country`` plan). Written out as code: one block per step, in order (the same code as a
+    loop over the steps, each with its own closure, without the loop and the calls: a call per
+    step and per event, and unpacking each step's spec, cost more than most steps do)."""
+    scope: dict[str, Any] = {}
+    prologue = ["    region = None"] if country is None else _region_code(country, scope)
+    run: EventRun = _compiled("def run(event, sections, notes):", prologue, steps, scope)
+    return run
+
+
+def _compiled(
+    header: str, prologue: list[str], steps: Sequence[Step], scope: dict[str, Any]
+) -> Any:
+    """The function ``header`` starts, with ``prologue`` then a block per step as its body.
+    The source only holds ``repr`` literals of keys, names and section numbers; everything
+    else is bound by name in ``scope``, suffixed with the step's number."""
+    scope.update(
+        MISSING=MISSING,
+        sha256=sha256,
+        field_note=field_note,
+        _FIELD_ERRORS=_FIELD_ERRORS,
+        _fill_each=_fill_each,
+        _plain=_plain,
+    )
+    lines = [header, *prologue]
+    for n, step in enumerate(steps):
+        if step.kind == CONSTANT:
+            scope[f"value_{n}"] = step.detail
+            lines.append(f"    sections[{step.slot}][{step.name!r}] = value_{n}")
+        elif step.kind == SIBLINGS:
+            head, fields = step.detail
+            lines += _siblings_code(n, head, fields, scope)
+        elif step.kind == PLAIN:
+            path, plain = step.detail
+            lines += _plain_code(n, path, plain, scope)
         else:
-            runs.extend(step_runner(grouped) for grouped in group)
-        group = []
-        if step is not None:
-            runs.append(step_runner(step))
-    return tuple(runs)
+            if step.fill is None:  # pragma: no cover - compile_steps gives general steps a fill
+                raise ValueError(f"{step.target}: a general step needs a fill")
+            scope[f"fill_{n}"] = step.fill
+            lines += [
+                "    try:",
+                f"        value = fill_{n}(event, region)",
+                "    except _FIELD_ERRORS as exc:",
+                f"        notes.append(field_note({step.target!r}, exc))",
+                "    else:",
+                "        if value is not MISSING:",
+                f"            sections[{step.slot}][{step.name!r}] = value",
+            ]
+    lines.append("    return None")
+    exec(compile("\n".join(lines), f"<steps {', '.join(map(_label, steps))}>", "exec"), scope)
+    return scope["run"]
 
 
-def _plain_group_runner(steps: list[Step]) -> Run:
-    # Each step as its own runner reads it: (first key, second key, fields, that runner).
-    groups = tuple((*step.detail[0], step.detail[1], step_runner(step)) for step in steps)
-
-    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
-        for first, second, fields, run_one in groups:
-            box = event.get(first)
-            if type(box) is dict:
-                box = box.get(second)
-                if type(box) is dict:
-                    _plain(fields, box, sections, notes)
-                    continue
-            if box is not None:
-                run_one(event, region, sections, notes)
-
-    return run
+def _label(step: Step) -> str:
+    """What a step reads, to name the generated code after (profiles show it)."""
+    if step.kind in (SIBLINGS, PLAIN):
+        where = step.detail[0]
+        return where if isinstance(where, str) else ".".join(where)
+    return step.target
 
 
-def _constant_runner(slot: int, name: str, value: Any) -> Run:
-    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
-        sections[slot][name] = value
-
-    return run
-
-
-def _general_runner(slot: int, name: str, target: str, fill: Fill) -> Run:
-    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
-        try:
-            value = fill(event, region)
-        except _FIELD_ERRORS as exc:
-            notes.append(field_note(target, exc))
-            return
-        if value is not MISSING:
-            sections[slot][name] = value
-
-    return run
-
-
-def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
-    """The step's closure, written out for its fields: one block of code per field, in order.
-
-    The same code as a loop over the fields, without the loop: unpacking each field's spec
-    and testing its kind, per field and per event, was some 4% of a dry run. The source only
-    holds ``repr`` literals of the keys and names; everything else is bound by name."""
-    scope: dict[str, Any] = {
-        "sha256": sha256,
-        "_FIELD_ERRORS": _FIELD_ERRORS,
-        "_fill_each": _fill_each,
-        "fields": fields,
-    }
+def _siblings_code(
+    n: int, head: str, fields: tuple[SiblingField, ...], scope: dict[str, Any]
+) -> list[str]:
+    """A siblings step's block: one block of code per field, in order (unpacking each field's
+    spec and testing its kind, per field and per event, was some 4% of a dry run)."""
+    scope[f"fields_{n}"] = fields
     lines = [
-        "def run(event, region, sections, notes):",
         f"    box = event.get({head!r})",
         "    if type(box) is dict:",
         "        user_data = sections[1]",
     ]
-    for n, field in enumerate(fields):
-        scope[f"put_{n}"] = field.put
-        put = f"put_{n}(box, region, user_data, notes)"
+    for k, field in enumerate(fields):
+        tag = f"{n}_{k}"
+        scope[f"put_{tag}"] = field.put
+        put = f"put_{tag}(box, region, user_data, notes)"
         if field.rule is not None:
             # Most values: text in the first key, to normalize and hash right here (not a
             # digest already: those are 64 characters long). The rest is put's, which meets
             # the same error as the rule, if any, and notes it.
-            scope[f"rule_{n}"] = field.rule
+            scope[f"rule_{tag}"] = field.rule
+            # external_id is hashed as it is (trimmed): no call to a rule that changes nothing.
+            rule = "text" if field.rule is external_id_rule else f"rule_{tag}(text, value, region)"
             lines += [
                 f"        value = box.get({field.key!r})",
                 "        if type(value) is str and (text := value.strip()) and len(text) != 64:",
                 "            try:",
-                f"                user_data[{field.name!r}] = ["
-                f"sha256(rule_{n}(text, value, region).encode()).hexdigest()]",
+                f"                user_data[{field.name!r}] = "
+                f"[sha256({rule}.encode()).hexdigest()]",
                 "            except _FIELD_ERRORS:",
                 f"                {put}",
                 "        else:",
@@ -139,7 +142,7 @@ def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
             # A field that remembers digests: its value found as put finds it (the first
             # sibling neither null nor ""), and looked up right here (the memo holds digests
             # of text only).
-            scope[f"memo_{n}"] = field.memo
+            scope[f"memo_{tag}"] = field.memo
             seen = "(value, region)" if field.regional else "value"
             first, *rest = field.keys
             lines.append(f"        value = box.get({first!r})")
@@ -149,7 +152,8 @@ def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
                     f"            value = box.get({key!r})",
                 ]
             lines += [
-                f"        if type(value) is str and (digest := memo_{n}.get({seen})) is not None:",
+                f"        if type(value) is str and "
+                f"(digest := memo_{tag}.get({seen})) is not None:",
                 f"            user_data[{field.name!r}] = [digest]",
                 "        else:",
                 f"            {put}",
@@ -158,40 +162,34 @@ def _siblings_runner(head: str, fields: tuple[SiblingField, ...]) -> Run:
             lines.append(f"        {put}")
     lines += [
         "    elif box is not None:  # not a dict: each field the general way",
-        "        _fill_each(fields, event, region, sections, notes)",
+        f"        _fill_each(fields_{n}, event, region, sections, notes)",
     ]
-    exec(compile("\n".join(lines), f"<siblings step {head!r}>", "exec"), scope)
-    run: Run = scope["run"]
-    return run
+    return lines
 
 
-def _plain_runner(path: tuple[str, ...], fields: tuple[PlainField, ...]) -> Run:
-    def run(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
-        box: Any = event
-        for key in path:
-            if type(box) is not dict:
-                break
-            box = box.get(key)
-        if type(box) is dict:
-            _plain(fields, box, sections, notes)
-        elif box is not None:  # not a dict: each field the general way
-            _fill_each(fields, event, region, sections, notes)
-
-    if len(path) != 2:
-        return run
-    first, second = path
-
-    def run_two(event: Mapping[str, Any], region: Any, sections: Sections, notes: Notes) -> None:
-        box = event.get(first)
-        if type(box) is dict:
-            box = box.get(second)
-            if type(box) is dict:
-                _plain(fields, box, sections, notes)
-                return
-        if box is not None:
-            run(event, region, sections, notes)
-
-    return run_two
+def _plain_code(
+    n: int, path: tuple[str, ...], fields: tuple[PlainField, ...], scope: dict[str, Any]
+) -> list[str]:
+    """A plain step's block: its object looked up key by key (most events lack it: a few
+    look-ups), its fields read by ``_plain``; anything on the way that is not a dict (nor
+    null) takes each field the general way."""
+    scope[f"fields_{n}"] = fields
+    if path:
+        reads = [f"box = event.get({path[0]!r})", *(f"box = box.get({k!r})" for k in path[1:])]
+    else:
+        reads = ["box = event"]
+    lines = []
+    for depth, read in enumerate(reads):
+        pad = "    " * (depth + 1)
+        lines += [pad + read, pad + "if type(box) is dict:"]
+    lines.append("    " * (len(reads) + 1) + f"_plain(fields_{n}, box, sections, notes)")
+    for depth in reversed(range(len(reads))):
+        pad = "    " * (depth + 1)
+        lines += [
+            pad + "elif box is not None:  # not a dict: each field the general way",
+            pad + f"    _fill_each(fields_{n}, event, region, sections, notes)",
+        ]
+    return lines
 
 
 def _plain(
@@ -238,6 +236,17 @@ def _fill_each(
 
 def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
     """``f(event)``: the event's region (alpha-2) as read by the ``country`` plan, or None."""
+    scope: dict[str, Any] = {}
+    lines = ["def region_of(event):", *_region_code(country, scope), "    return region"]
+    exec(compile("\n".join(lines), f"<region of {country.source}>", "exec"), scope)
+    region_of: Callable[[Mapping[str, Any]], str | None] = scope["region_of"]
+    return region_of
+
+
+def _region_code(country: Plan, scope: dict[str, Any]) -> list[str]:
+    """Lines that set ``region`` to the event's region: ``region_hint`` of what ``country``
+    reads (None for anything but text). Read in place for the prebuilt COALESCE of sibling keys,
+    which ``region_hint``'s memo mostly answers (looked up without the call)."""
     read = country.read
 
     def region_of(event: Mapping[str, Any]) -> str | None:
@@ -247,21 +256,26 @@ def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
             return None
         return region_hint(value) if isinstance(value, str) else None
 
+    scope.update(region_of=region_of, region_hint=region_hint, SEEN_REGIONS=SEEN_REGIONS)
     if country.siblings is None:
-        return region_of
+        return ["    region = region_of(event)"]
     head, keys = country.siblings
-    seen = SEEN_REGIONS
-
-    def sibling_region(event: Mapping[str, Any]) -> str | None:
-        box = event.get(head)
-        if type(box) is not dict:
-            return region_of(event)
-        for key in keys:
-            value = box.get(key)
-            if value is not None and value != "":
-                if type(value) is str and value in seen:
-                    return seen[value]  # region_hint's answer, without the call
-                return region_hint(value) if isinstance(value, str) else None
-        return None
-
-    return sibling_region
+    lines = [f"    box = event.get({head!r})", "    if type(box) is dict:"]
+    # The first sibling neither null nor "" (else None), a test per key, nested...
+    pad = "        "
+    lines.append(f"{pad}region = box.get({keys[0]!r})")
+    for key in keys[1:]:
+        lines += [f'{pad}if region is None or region == "":', f"{pad}    region = box.get({key!r})"]
+        pad += "    "
+    lines += [
+        f'{pad}if region == "":',
+        f"{pad}    region = None",
+        # ... then region_hint's answer, looked up in its memo without the call when it can be.
+        "        if type(region) is str and region in SEEN_REGIONS:",
+        "            region = SEEN_REGIONS[region]",
+        "        elif region is not None:",
+        "            region = region_hint(region) if isinstance(region, str) else None",
+        "    else:",
+        "        region = region_of(event)",
+    ]
+    return lines

@@ -216,8 +216,14 @@ def phone_rule(resolve: Resolver) -> TextRule:
     def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
             digits = text[1:]
-            if text[0] == "+" and digits.isdigit() and digits.isascii() and 7 <= len(digits) <= 15:
-                # E.164 as CRMs store it, most numbers: _fast_phone's answer without the call.
+            if (
+                text[0] == "+"
+                and (digits.isdigit() or (digits := digits.replace(" ", "")).isdigit())
+                and digits.isascii()
+                and 7 <= len(digits) <= 15
+            ):
+                # E.164 as CRMs store it, most numbers, or spaced out ("+33 6 12 34 56 78"):
+                # _fast_phone's answer without the call (it drops the same spaces).
                 size = _CALLING_CODE_SIZE.get(digits[:3], 0)
                 if size and digits[size] != "0":
                     return digits

@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_settings
+from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.mapping.filling import event_runner, steps_runner
 from leadrelay.mapping.plans import compile_plans, field_fill
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import compile_steps
-from leadrelay.meta.normalize import region_hint
+from leadrelay.meta.normalize import region_hint, sha256
+from leadrelay.outcome import Payload
 
 _SPECIAL = {"user_data.lead_id", "event_time", "event_id"}
 _SLOTS = {"user_data": 1, "custom_data": 2}
@@ -145,3 +147,38 @@ def test_without_a_country_plan_there_is_no_region() -> None:
     # Digits without a country code cannot be read without a region.
     assert "ph" not in sections[1]
     assert [note.reason for note in notes] == ["phone_without_country"]
+
+
+def _nested(keys: list[str], leaf: Any) -> Any:
+    for key in reversed(keys):
+        leaf = {key: leaf}
+    return leaf
+
+
+def test_configs_that_code_cannot_spell_plainly_still_map() -> None:
+    # A field name with a NUL (compile() refuses one in a file name), a path of 150 keys and a
+    # COALESCE of 150 keys (Python allows 100 levels of indentation): each maps as read.
+    keys = [f"k{i}" for i in range(150)]
+    config = make_settings(
+        mapping={"a": "Lead"},
+        smart_mapping={
+            "custom_data.note\x00": "=UPPER(v)",
+            "custom_data.deep": "{{" + ".".join(keys) + "}}",
+            "user_data.country": "=COALESCE(" + ", ".join(f"user.c{i}" for i in range(150)) + ")",
+        },
+    )
+    mapper = Mapper(config, clock=lambda: 1795800000.0)
+    event = {
+        "event_name": "a",
+        "facebook_lead_id": 100000000000000,
+        "context": {"event_timestamp": 1795800000000},
+        "v": "hi",
+        "user": {"c149": "FR", "phone": "06 12 34 56 78"},
+        **_nested(keys, "v"),
+    }
+    outcome = mapper.map(event)
+    assert isinstance(outcome, Payload), outcome
+    assert outcome.data["custom_data"]["note\x00"] == "HI"
+    assert outcome.data["custom_data"]["deep"] == "v"
+    # The national number took its country from the 150th key.
+    assert outcome.data["user_data"]["ph"] == [sha256(b"33612345678").hexdigest()]

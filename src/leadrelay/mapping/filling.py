@@ -22,6 +22,7 @@ from leadrelay.meta.places import SEEN_REGIONS
 from leadrelay.outcome import FieldNote
 
 _FIELD_ERRORS: Final = FIELD_ERRORS
+_NESTED_PATH: Final = 8  # keys of a plain step's path read in nested code; a loop beyond
 
 Sections = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 Notes = list[FieldNote]
@@ -93,7 +94,9 @@ def _compiled(
                 f"            sections[{step.slot}][{step.name!r}] = value",
             ]
     lines.append("    return None")
-    exec(compile("\n".join(lines), f"<steps {', '.join(map(_label, steps))}>", "exec"), scope)
+    # repr: a name may hold any character, and compile() refuses a file name with a NUL.
+    name = f"<steps {', '.join(repr(_label(step)) for step in steps)}>"
+    exec(compile("\n".join(lines), name, "exec"), scope)
     return scope["run"]
 
 
@@ -174,6 +177,19 @@ def _plain_code(
     look-ups), its fields read by ``_plain``; anything on the way that is not a dict (nor
     null) takes each field the general way."""
     scope[f"fields_{n}"] = fields
+    if len(path) > _NESTED_PATH:  # a loop: Python allows 100 levels of indentation, no more
+        scope[f"path_{n}"] = path
+        return [
+            "    box = event",
+            f"    for key in path_{n}:",
+            "        if type(box) is not dict:",
+            "            break",
+            "        box = box.get(key)",
+            "    if type(box) is dict:",
+            f"        _plain(fields_{n}, box, sections, notes)",
+            "    elif box is not None:  # not a dict: each field the general way",
+            f"        _fill_each(fields_{n}, event, region, sections, notes)",
+        ]
     if path:
         reads = [f"box = event.get({path[0]!r})", *(f"box = box.get({k!r})" for k in path[1:])]
     else:
@@ -238,7 +254,7 @@ def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
     """``f(event)``: the event's region (alpha-2) as read by the ``country`` plan, or None."""
     scope: dict[str, Any] = {}
     lines = ["def region_of(event):", *_region_code(country, scope), "    return region"]
-    exec(compile("\n".join(lines), f"<region of {country.source}>", "exec"), scope)
+    exec(compile("\n".join(lines), f"<region of {country.source!r}>", "exec"), scope)
     region_of: Callable[[Mapping[str, Any]], str | None] = scope["region_of"]
     return region_of
 
@@ -261,15 +277,16 @@ def _region_code(country: Plan, scope: dict[str, Any]) -> list[str]:
         return ["    region = region_of(event)"]
     head, keys = country.siblings
     lines = [f"    box = event.get({head!r})", "    if type(box) is dict:"]
-    # The first sibling neither null nor "" (else None), a test per key, nested...
-    pad = "        "
-    lines.append(f"{pad}region = box.get({keys[0]!r})")
+    # The first sibling neither null nor "" (else None), a test per key...
+    lines.append(f"        region = box.get({keys[0]!r})")
     for key in keys[1:]:
-        lines += [f'{pad}if region is None or region == "":', f"{pad}    region = box.get({key!r})"]
-        pad += "    "
+        lines += [
+            '        if region is None or region == "":',
+            f"            region = box.get({key!r})",
+        ]
     lines += [
-        f'{pad}if region == "":',
-        f"{pad}    region = None",
+        '        if region == "":',
+        "            region = None",
         # ... then region_hint's answer, looked up in its memo without the call when it can be.
         "        if type(region) is str and region in SEEN_REGIONS:",
         "            region = SEEN_REGIONS[region]",

@@ -113,6 +113,15 @@ def send(
     except InputError as exc:
         err.print(f"[bold red]Input error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(1) from None
+    except Exception as exc:
+        # Imported only now: most sends never start a pool (see mapping.pool).
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not isinstance(exc, BrokenProcessPool):
+            raise
+        # A mapping process died (killed, out of memory): said in one line, no traceback.
+        err.print(f"[bold red]Stopped:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import closing
 from typing import IO, Any, Final, NamedTuple
 
 import orjson
@@ -115,8 +116,10 @@ def map_parallel(
     if workers <= 1:
         yield from map_records(files, Mapper(settings), originals=originals)
         return
-    for blob in in_workers(files, settings, workers, unit_events, map_unit, originals):
-        yield from _unpacked(blob)
+    # Closed explicitly, whatever ends this: the workers end before this returns or raises.
+    with closing(in_workers(files, settings, workers, unit_events, map_unit, originals)) as blobs:
+        for blob in blobs:
+            yield from _unpacked(blob)
 
 
 def dry_run_parallel(
@@ -148,9 +151,12 @@ def dry_run_parallel(
             writer.take(bodies)
     else:
         tasks = in_workers(files, settings, workers, unit_events, encode_unit_task, every_payload)
-        for joined, bounds, rows, plain in tasks:
-            _tally(tally, rows, plain)
-            writer.add_joined(joined, bounds)
+        # Closed explicitly: a Ctrl-C while this process writes or counts (not waiting on the
+        # workers) must shut the pool down here, not when the interpreter collects it.
+        with closing(tasks):
+            for joined, bounds, rows, plain in tasks:
+                _tally(tally, rows, plain)
+                writer.add_joined(joined, bounds)
     writer.close()
 
 

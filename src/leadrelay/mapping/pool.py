@@ -12,7 +12,8 @@ of the parent alone, SIGKILL): else it would wait on its queue for good, and kee
 and the resource tracker alive with it. Workers ignore SIGINT: Ctrl-C reaches the whole process
 group, and a worker interrupted while writing its result left the parent waiting for the rest of
 it for good (one Ctrl-C in eight on a dry run); the parent shuts the pool down instead, letting
-the units being mapped finish.
+the units being mapped finish. However the send ends, ``in_workers`` returns only once the
+pool's manager thread and workers have ended, without hanging (``pool_watch``).
 
 Results travel back pickled as plain tuples and bytes (much faster than the outcome objects)
 and are unpickled one unit at a time as they are consumed, with the cyclic garbage collector
@@ -33,7 +34,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -43,6 +44,7 @@ from leadrelay.config import Settings
 from leadrelay.events import InputError, LineBatch, SourceRecord, read_pieces
 from leadrelay.mapping.encode import Row, Unit, encode_unit, mapped
 from leadrelay.mapping.engine import Mapper
+from leadrelay.mapping.pool_watch import Watch
 from leadrelay.outcome import Outcome, Payload
 
 if TYPE_CHECKING:
@@ -63,10 +65,14 @@ def in_workers(
     unit_events: int,
     task: Callable[[Unit, bool], _Result],
     flag: bool,
-) -> Iterator[_Result]:
-    """``task(unit, flag)`` for every unit of the input, in worker processes; results in order."""
+) -> Generator[_Result, None, None]:
+    """``task(unit, flag)`` for every unit of the input, in worker processes; results in order.
+
+    Close the generator when done with it (``contextlib.closing``): the workers end then, and
+    raises ``BrokenProcessPool`` naming the worker when one of them died."""
     # Imported here: one job (the usual dry run) needs neither, and they cost ~6 ms to import.
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -74,6 +80,7 @@ def in_workers(
         initializer=_start_worker,
         initargs=(settings, os.getpid()),
     )
+    watch = Watch(pool)
     pending: deque[Future[_Result]] = deque()
     try:
         try:
@@ -81,16 +88,24 @@ def in_workers(
                 pending.append(pool.submit(task, unit, flag))
                 # Two units per worker keep every worker busy while this process consumes one.
                 while len(pending) > 2 * workers:
-                    yield pending.popleft().result()
+                    yield watch.result(pending.popleft())
         except InputError:
             # As on one core: what was read before the file that cannot be opened comes first.
             while pending:
-                yield pending.popleft().result()
+                yield watch.result(pending.popleft())
             raise
         while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+            yield watch.result(pending.popleft())
+    except BaseException as exc:
+        pending.clear()
+        interrupted = watch.shut_down()
+        if interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        if isinstance(exc, BrokenProcessPool):
+            raise BrokenProcessPool(watch.why()) from None
+        raise
+    if watch.shut_down():
+        raise KeyboardInterrupt
 
 
 def units(files: Sequence[str], size: int) -> Iterator[Unit]:

@@ -1,0 +1,236 @@
+"""``send --jobs 2`` ended from outside: by Ctrl-C pressed twice, or by a mapping process killed.
+
+Either way the send ends (130 for Ctrl-C, 1 with a message naming the dead process), and leaves
+no process behind. Both used to hang: the second Ctrl-C cut the pool's shutdown short and the
+exit then waited for workers that waited for work; a worker killed while it wrote its result
+left the pool waiting for the rest of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from leadrelay.sandbox import SandboxOptions, SandboxServer
+
+TOKEN = "sandbox-token-jobs-interrupts-01"
+EVENTS = 200_000  # a run of a few seconds on two jobs: every signal lands mid-run
+HANG = 60  # seconds after which a send that has not ended counts as hung
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.ndjson"
+    ms = int((time.time() - 600) * 1000)
+    with path.open("wb") as out:
+        for i in range(EVENTS):
+            event = {
+                "event_name": "lead_qualified",
+                "facebook_lead_id": 100000000000000 + i,
+                "user": {"email": f"u{i}@example.com", "phone": "06 12 34 56 78"},
+                "context": {"event_id": f"e{i}", "event_timestamp": ms},
+            }
+            out.write(orjson.dumps(event) + b"\n")
+    return path
+
+
+def config(tmp_path: Path, url: str = "http://127.0.0.1:9") -> Path:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(
+        f"""
+pixel_id = "123456789012345"
+access_token = "${{TOKEN}}"
+lead_id = "{{{{facebook_lead_id}}}}"
+lead_event_source = "HubSpot"
+graph_url = "{url}"
+[mapping]
+lead_qualified = "Marketing Qualified Lead"
+[delivery]
+batch_size = 500
+[server]
+data_dir = "{tmp_path / "data"}"
+"""
+    )
+    return path
+
+
+@contextlib.contextmanager
+def send(tmp_path: Path, src: Path, *extra: str, url: str = "http://127.0.0.1:9") -> Iterator[Send]:
+    """``leadrelay send src -j 2 *extra`` in its own process group, output to files; whatever
+    is left of it killed afterwards if the test failed."""
+    command = ["send", str(src), "--config", str(config(tmp_path, url)), "-j", "2", *extra]
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", *command],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    running = Send(proc, out, err)
+    try:
+        yield running
+    except BaseException:  # nothing left behind by a failure either (only then: pids get reused)
+        for pid in {proc.pid, *running.below}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+class Send:
+    """A running send, and the processes below it once ``mapping`` has seen them."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: Path, err: Path) -> None:
+        self.proc = proc
+        self.out = out
+        self.err = err
+        self.below: set[int] = set()
+
+    def mapping(self, begun: float = 1 << 16) -> list[int]:
+        """Wait until it has written ``begun`` bytes (mapping is under way); its workers."""
+        deadline = time.time() + HANG
+        while self.out.stat().st_size < begun and time.time() < deadline:
+            assert self.proc.poll() is None, self.err.read_text()
+            time.sleep(0.01)
+        self.below = _descendants(self.proc.pid)
+        # The resource tracker and the fork server are the send's children, the workers the
+        # fork server's.
+        workers = sorted(p for p in self.below if _parent(p) != self.proc.pid)
+        assert len(workers) == 2, (self.below, workers)
+        return workers
+
+    def ends(self) -> tuple[int, str]:
+        """Its exit code and what it said, once it has ended, and nothing it started runs on."""
+        try:
+            code = self.proc.wait(timeout=HANG)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the send hung; stderr: {self.err.read_text()[-2000:]}")
+        deadline = time.time() + 20
+        while (alive := {p for p in self.below if _running(p)}) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive, f"left running: {alive}"
+        return code, " ".join(self.err.read_text().split())
+
+
+@pytest.mark.parametrize("gap", [0.005, 0.02, 0.1], ids=["5ms", "20ms", "100ms"])
+def test_ctrl_c_twice_ends_a_dry_run_with_two_jobs(
+    tmp_path: Path, events_file: Path, gap: float
+) -> None:
+    """The second Ctrl-C lands while the first one shuts the mapping down: the send still ends
+    as Ctrl-C ends it (130), at once, and its mapping processes with it."""
+    with send(tmp_path, events_file, "--dry-run") as running:
+        running.mapping()
+        os.killpg(running.proc.pid, signal.SIGINT)
+        time.sleep(gap)  # how far apart the two Ctrl-Cs are (not a wait for anything)
+        with contextlib.suppress(ProcessLookupError):  # already ended
+            os.killpg(running.proc.pid, signal.SIGINT)
+        code, _ = running.ends()
+    assert code == 130
+
+
+def test_ctrl_c_twice_ends_a_send_with_two_jobs(tmp_path: Path, events_file: Path) -> None:
+    """The same with a real send (mapping in a reader thread, delivery under way)."""
+    options = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=50)
+    with SandboxServer(options) as server, send(tmp_path, events_file, url=server.url) as running:
+        deadline = time.time() + HANG
+        while server.state.events_received < 1000 and time.time() < deadline:
+            time.sleep(0.01)
+        running.below = _descendants(running.proc.pid)
+        assert len(running.below) >= 4, running.below  # tracker, fork server, two workers
+        os.killpg(running.proc.pid, signal.SIGINT)
+        time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.proc.pid, signal.SIGINT)
+        code, _ = running.ends()
+    assert code == 130
+
+
+def test_a_killed_mapping_process_ends_the_send_and_says_so(
+    tmp_path: Path, events_file: Path
+) -> None:
+    with send(tmp_path, events_file, "--dry-run") as running:
+        victim = running.mapping()[0]
+        os.kill(victim, signal.SIGKILL)
+        code, said = running.ends()
+    assert code == 1
+    assert f"mapping process {victim} was killed by SIGKILL; the send stopped" in said
+    assert "Traceback" not in said  # one line that says it, not a stack
+
+
+def test_a_mapping_process_killed_while_it_hands_its_result_over(
+    tmp_path: Path, events_file: Path
+) -> None:
+    """Killed half-way through writing its result: the send no longer waits for the rest.
+
+    The send is stopped (SIGSTOP) until a worker waits to write more of its result into the
+    full pipe, which is when it is killed."""
+    with send(tmp_path, events_file, "--dry-run") as running:
+        workers = running.mapping()
+        server = _parent(workers[0])  # the fork server, waiting for requests
+        if _wchan(server) in ("", "0"):
+            running.proc.kill()
+            running.ends()
+            pytest.skip("no /proc/<pid>/wchan here to see a process blocked on a pipe")
+        os.kill(running.proc.pid, signal.SIGSTOP)
+        try:
+            deadline = time.time() + HANG
+            writing: list[int] = []
+            while not writing and time.time() < deadline:
+                writing = [w for w in workers if "pipe_write" in _wchan(w)]
+                time.sleep(0.01)
+            assert writing, {w: _wchan(w) for w in workers}
+            os.kill(writing[0], signal.SIGKILL)
+        finally:
+            os.kill(running.proc.pid, signal.SIGCONT)
+        code, said = running.ends()
+    assert code == 1
+    assert f"mapping process {writing[0]} was killed by SIGKILL; the send stopped" in said
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def _parent(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"  # a zombie has ended (reaped by init once its parent is gone)
+    except OSError:
+        return False
+
+
+def _wchan(pid: int) -> str:
+    """Where in the kernel ``pid`` sleeps (``anon_pipe_write``, ``pipe_write``: blocked on a
+    full pipe)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""

@@ -120,7 +120,8 @@ def send(
         if not isinstance(exc, BrokenProcessPool):
             raise
         # A mapping process died (killed, out of memory): said in one line, no traceback.
-        err.print(f"[bold red]Stopped:[/bold red] {exc}", highlight=False)
+        again = "" if dry_run else " (run it again: what was delivered is not sent twice)"
+        err.print(f"[bold red]Stopped:[/bold red] {exc}{again}", highlight=False)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

@@ -104,7 +104,7 @@ def in_workers(
         if isinstance(exc, BrokenProcessPool):
             raise BrokenProcessPool(watch.why()) from None
         raise
-    if watch.shut_down():
+    if watch.shut_down(clean=True):
         raise KeyboardInterrupt
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
@@ -36,13 +37,15 @@ _Result = TypeVar("_Result")
 
 _PATIENCE: Final = 0.5
 """Seconds between looks at the workers while waiting on the pool (see the module docstring)."""
+_STEP: Final = 0.1  # seconds between looks for a Ctrl-C while the pool shuts down
 
 
 class Watch:
     """Waits on ``pool`` and shuts it down without hanging (see the module docstring).
 
     Holds the parts of the pool that ``shutdown`` forgets (CPython's ``ProcessPoolExecutor``
-    internals, looked up defensively: without them this only waits, as ``shutdown`` does)."""
+    internals, looked up defensively: without its manager thread, ``shut_down`` waits as
+    ``shutdown(wait=True)`` does, and without the others it only waits)."""
 
     def __init__(self, pool: ProcessPoolExecutor) -> None:
         self._pool = pool
@@ -61,28 +64,35 @@ class Watch:
             except TimeoutError:
                 self._look()
 
-    def shut_down(self) -> bool:
+    def shut_down(self, *, clean: bool = False) -> bool:
         """Shut the pool down, the units being mapped let finish, and wait until its manager
-        thread has ended, and its workers with it. Returns whether Ctrl-C was pressed meanwhile
-        (it then ended the workers at once)."""
+        thread has ended, and its workers with it. ``clean``: every result was received (no
+        worker can be writing one: those that end first are not taken for dead). Returns
+        whether Ctrl-C was pressed meanwhile (it then ends the workers at once)."""
         manager: threading.Thread | None = getattr(self._pool, "_executor_manager_thread", None)
         interrupted: list[int] = []
-        with _ctrl_c_noted(interrupted, self.end_workers):
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        with _ctrl_c_noted(interrupted):
+            self._pool.shutdown(wait=manager is None, cancel_futures=True)
+            looked, ended_them = time.monotonic(), False
             while manager is not None and manager.is_alive():
-                manager.join(_PATIENCE)
-                if manager.is_alive():
-                    self._look()
-        if self._results is not None:
+                if interrupted and not ended_them:  # here, not in the handler: no re-entry
+                    self.end_workers()
+                    ended_them = True
+                manager.join(_STEP)
+                if manager.is_alive() and time.monotonic() - looked >= _PATIENCE:
+                    looked = time.monotonic()
+                    self._look(clean=clean)
+        if self._results is not None and (manager is None or not manager.is_alive()):
             self._results.close()
         return bool(interrupted)
 
-    def _look(self) -> None:
-        """A worker that has ended, two looks in a row while the pool still waits, died while
-        it wrote its result: the manager thread waits for the rest of it for good. And once the
-        interpreter exits (this in a thread it no longer waits for: a Ctrl-C cut its join
-        short), the queue of work is closed and the workers would wait for work for good."""
-        ended = any(_ended(p) for p in list(self._processes.values()))
+    def _look(self, *, clean: bool = False) -> None:
+        """A worker that has ended, two looks in a row while the pool still waits for a result
+        (not ``clean``), died while it wrote it: the manager thread waits for the rest of it for
+        good. And once the interpreter exits (this in a thread it no longer waits for: a Ctrl-C
+        cut its join short), the queue of work is closed and the workers would wait for work
+        for good."""
+        ended = not clean and any(_ended(p) for p in list(self._processes.values()))
         if (ended and self._ended_before) or _is_exiting():
             self.end_workers()
         self._ended_before = ended
@@ -97,7 +107,8 @@ class Watch:
                 process.kill()
         writer = getattr(self._results, "_writer", None)
         if writer is not None:
-            writer.close()
+            with suppress(OSError):
+                writer.close()
 
     def why(self) -> str:
         """What ended the pool, for ``BrokenProcessPool`` (once it is shut down)."""
@@ -118,6 +129,8 @@ class Watch:
                 how = f"was killed by signal {-code}"
         else:
             how = f"exited with code {code}"
+        if sum(found[1] == code for found in dead) > 1:  # which one first, nobody can tell
+            return f"a mapping process {how}; the send stopped"
         return f"mapping process {pid} {how}; the send stopped"
 
 
@@ -139,14 +152,13 @@ def _ended(process: Any) -> bool:
 
 
 @contextmanager
-def _ctrl_c_noted(noted: list[int], on_ctrl_c: Callable[[], None]) -> Iterator[None]:
-    """While this lasts, Ctrl-C calls ``on_ctrl_c`` and is noted in ``noted`` instead of raising
-    ``KeyboardInterrupt`` (see the module docstring). Only where Ctrl-C raises it (the main
-    thread, Python's own handler): elsewhere it never interrupts a join."""
+def _ctrl_c_noted(noted: list[int]) -> Iterator[None]:
+    """While this lasts, Ctrl-C is noted in ``noted`` instead of raising ``KeyboardInterrupt``
+    (see the module docstring). Only where Ctrl-C raises it (the main thread, Python's own
+    handler): elsewhere it never interrupts a join."""
 
     def note(signum: int, frame: FrameType | None) -> None:
         noted.append(signum)
-        on_ctrl_c()
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield

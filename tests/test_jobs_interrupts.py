@@ -136,7 +136,9 @@ def test_ctrl_c_twice_ends_a_dry_run_with_two_jobs(
         with contextlib.suppress(ProcessLookupError):  # already ended
             os.killpg(running.proc.pid, signal.SIGINT)
         code, _ = running.ends()
-    assert code == 130
+    # 130, or ended by the second SIGINT itself when it lands as the process exits (before
+    # main() is back): a shell shows 130 for both.
+    assert code in (130, -signal.SIGINT)
 
 
 def test_ctrl_c_twice_ends_a_send_with_two_jobs(tmp_path: Path, events_file: Path) -> None:

@@ -7,6 +7,7 @@ functions are defined (no ``from __future__ import annotations``): typer reads t
 and resolving them from strings again each time cost a few milliseconds of every start-up.
 """
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -500,5 +501,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
+        # Ending already: one more Ctrl-C must not cut the exit short with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         err.print("interrupted")
         sys.exit(130)

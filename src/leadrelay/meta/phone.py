@@ -20,6 +20,7 @@ length): the ``+`` is what makes a number unambiguous.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -29,7 +30,7 @@ from phonenumbers import PhoneMetadata, PhoneNumber
 
 from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
-from leadrelay.meta.phone_valid import is_valid
+from leadrelay.meta.phone_valid import validator
 from leadrelay.meta.places import RESOLVED
 
 _PHONE_MARKS: Final = b" .-()/\t"
@@ -108,15 +109,16 @@ def _e164_digits(number: PhoneNumber) -> str:
 class _NationalPlan:
     """What ``phonenumbers.parse`` does with a region's national numbers, where it is simple."""
 
-    country_code: int
     calling_code: str
-    international: re.Pattern[str] | None  # the region's international (IDD) prefix
-    trunk: re.Pattern[str] | None  # the national prefix, as phonenumbers strips it
+    # Matches where parse() would read the digits as a national number: not after the region's
+    # international (IDD) prefix nor its calling code; group "trunk" ends after the national
+    # prefix as phonenumbers strips it (unset: no prefix).
+    head: Callable[[str], re.Match[str] | None]
     lengths: frozenset[int]  # possible national significant number lengths
     local_only: frozenset[int]  # lengths phonenumbers will not strip the prefix down to
+    valid: Callable[[str], bool]  # is_valid for the region's calling code
 
 
-@lru_cache(maxsize=512)
 def _national_plan(region: str) -> _NationalPlan | None:
     metadata = PhoneMetadata.metadata_for_region(region, None)
     # A transform rule (AR, BR, JP...) rewrites the number; those go through parse().
@@ -126,44 +128,58 @@ def _national_plan(region: str) -> _NationalPlan | None:
     general, code = metadata.general_desc, metadata.country_code
     if general is None or code is None:
         return None
+    # The empty group marks that the prefix matched (even matching nothing); the alternation
+    # takes the prefix's first match, as trunk.match(digits) does, and nothing after it can
+    # make the match backtrack into another.
+    # No national prefix: "(?!)" never matches, so the group is never set.
+    head = (
+        f"(?!{code})" + (f"(?!(?:{idd}))" if idd else "") + f"(?:(?:{trunk or '(?!)'})(?P<trunk>)|)"
+    )
     return _NationalPlan(
-        code,
         str(code),
-        re.compile(idd) if idd else None,
-        re.compile(trunk) if trunk else None,
+        re.compile(head, re.ASCII).match,  # digits are ASCII
         frozenset(general.possible_length),
         frozenset(general.possible_length_local_only),
+        validator(code),
     )
 
 
-_PLAIN_PHONE: Final = re.compile(r"[0-9 .\-()/]{2,40}").fullmatch
+# One plan per region code: bounded by the ~250 codes the rule's regions resolve to.
+_PLANS: Final[dict[str, _NationalPlan | None]] = {}
+_PLAIN_MARKS: Final = b" .-()/"  # with the digits, all a plain national number holds
 
 
-def _national_digits(text: str, digits: str, region: str) -> str | None:
+def _national_digits(text: str, region: str) -> str | None:
     """E.164 digits of a valid national number ("06 12 34 56 78", FR), else None.
 
     ``phonenumbers.parse`` spends most of its time finding the number in free text; for plain
     digits and separators it comes down to: no international prefix, no leading country code,
     strip the national prefix, keep the rest. When that is unambiguous the number is built here
-    and only validated by phonenumbers; anything else (and any invalid number) returns None, so
-    the caller takes the full parse and gives the same answer.
+    and only validated by phonenumbers' metadata; anything else (and any invalid number) returns
+    None, so the caller takes the full parse and gives the same answer. ``text`` must start with
+    neither "+" nor "00" (those are international).
     """
-    plan = _national_plan(region)
-    if (
-        plan is None
-        or _PLAIN_PHONE(text) is None
-        or (plan.international is not None and plan.international.match(digits))
-        or digits.startswith(plan.calling_code)
-    ):
+    try:
+        plan = _PLANS[region]
+    except KeyError:
+        plan = _PLANS[region] = _national_plan(region)
+    if plan is None or not (text.isascii() and 2 <= len(text) <= 40):
+        return None
+    plain = text.encode("ascii").translate(None, _PLAIN_MARKS)
+    if not plain.isdigit():  # not only digits and separators (nor no digits at all)
+        return None
+    digits = plain.decode("ascii")
+    head = plan.head(digits)
+    if head is None:
         return None
     national = digits
-    if plan.trunk is not None and (prefix := plan.trunk.match(digits)) is not None:
-        national = digits[prefix.end() :]
+    if (cut := head.end("trunk")) >= 0:
+        national = digits[cut:]
         if len(national) in plan.local_only:
             return None
     if len(national) not in plan.lengths or national[0] == "0":  # leading zeros: ask parse()
         return None
-    return plan.calling_code + national if is_valid(plan.country_code, national) else None
+    return plan.calling_code + national if plan.valid(national) else None
 
 
 def _phone_digits(text: str, country: str | None, value: Any) -> str:
@@ -178,8 +194,6 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
             )
         return _e164_digits(found)
     digits = _digits_of(text)
-    if country is not None and (fast := _national_digits(text, digits, country)) is not None:
-        return fast
     # Digits may already be international, the way Meta writes them ("33612345678").
     plus = "+" + digits if digits[:1] not in ("", "0") else None
     national = None
@@ -215,24 +229,30 @@ def phone_rule(resolve: Resolver) -> TextRule:
 
     def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
-            digits = text[1:]
-            if (
-                text[0] == "+"
-                and (digits.isdigit() or (digits := digits.replace(" ", "")).isdigit())
-                and digits.isascii()
-                and 7 <= len(digits) <= 15
-            ):
-                # E.164 as CRMs store it, most numbers, or spaced out ("+33 6 12 34 56 78"):
-                # _fast_phone's answer without the call (it drops the same spaces).
-                size = _CALLING_CODE_SIZE.get(digits[:3], 0)
-                if size and digits[size] != "0":
-                    return digits
-            elif text.startswith(("+", "00")):
-                found = _fast_phone(text)
-                if found is not None:
-                    return found
+            if text[0] == "+" or text.startswith("00"):
+                digits = text[1:]
+                if (
+                    text[0] == "+"
+                    and (digits.isdigit() or (digits := digits.replace(" ", "")).isdigit())
+                    and digits.isascii()
+                    and 7 <= len(digits) <= 15
+                ):
+                    # E.164 as CRMs store it, most numbers, or spaced out ("+33 6 12 34 56 78"):
+                    # _fast_phone's answer without the call (it drops the same spaces).
+                    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
+                    if size and digits[size] != "0":
+                        return digits
+                else:
+                    found = _fast_phone(text)
+                    if found is not None:
+                        return found
+                return _phone_digits(text, region if region in RESOLVED else resolve(region), value)
         elif text[0] == "-":
             raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
-        return _phone_digits(text, region if region in RESOLVED else resolve(region), value)
+        country = region if region in RESOLVED else resolve(region)
+        # A national number (neither "+" nor "00": whole numbers neither), as most are written.
+        if country is not None and (found := _national_digits(text, country)) is not None:
+            return found
+        return _phone_digits(text, country, value)
 
     return normalize

@@ -3,28 +3,31 @@
 Split out of ``phone`` (house rule: modules under ~300 lines). ``is_valid_number`` compiles (or
 looks up in ``re``'s cache) each metadata pattern it tries, on every call: most of the time it
 takes for a national number ("06 12 34 56 78"). Here the same patterns are compiled once per
-calling code and tried in the same way, so the answer is the same (the tests compare both on
+region, and those that apply to a number of one length are joined into one pattern, so a number
+is checked with one match; the steps and the answer are the same (the tests compare both on
 numbers of every calling code).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Final
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
-__all__ = ["is_valid"]
+__all__ = ["is_valid", "validator"]
 
 _NON_GEO: Final = phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
 
 # A pattern of phonenumbers' metadata, with the lengths it is tried on (any length when empty).
-_Desc = tuple[frozenset[int], re.Pattern[str]]
+_Desc = tuple[frozenset[int], str]
+_Match = Callable[[str], "re.Match[str] | None"]
 # The number types phonenumbers' is_valid_number accepts (mobile only when its pattern is not
-# the fixed-line one): any one will do, so the common ones come first.
+# the fixed-line one): any one will do.
 _TYPES: Final = (
     "fixed_line",
     "premium_rate",
@@ -41,7 +44,35 @@ _TYPES: Final = (
 def _desc(desc: Any) -> _Desc | None:
     if desc is None or not desc.national_number_pattern:
         return None  # phonenumbers: matches nothing
-    return frozenset(desc.possible_length), re.compile(desc.national_number_pattern)
+    return frozenset(desc.possible_length), desc.national_number_pattern
+
+
+def _joined(general: str, types: Iterable[str]) -> _Match | None:
+    """One pattern that fully matches what ``general`` and at least one of ``types`` fully match.
+
+    A lookahead tries the whole number against ``general``, an alternation tries each type: a
+    full match of the joined pattern exists exactly when both full matches do (the metadata's
+    patterns use no back-references or flags that the joining could change)."""
+    alternatives = "|".join(f"(?:{pattern})" for pattern in types)
+    if not alternatives:
+        return None
+    # ASCII: the numbers are ASCII digits, for which \d means the same, checked faster.
+    return re.compile(f"(?=(?:{general})\\Z)(?:{alternatives})", re.ASCII).fullmatch
+
+
+def _by_length(general: _Desc, types: tuple[_Desc, ...]) -> tuple[dict[int, _Match], _Match | None]:
+    """The joined pattern for each length a pattern names, and the one for any other length."""
+    lengths, pattern = general
+
+    def joined(size: int | None) -> _Match | None:
+        if lengths and size not in lengths:
+            return None
+        kept = (text for sizes, text in types if not sizes or size in sizes)
+        return _joined(pattern, kept)
+
+    sizes = lengths.union(*(sizes for sizes, _ in types))
+    table = {size: match for size in sizes if (match := joined(size)) is not None}
+    return table, joined(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +81,14 @@ class _Region:
 
     country_code: int
     leading: re.Pattern[str] | None  # picks the region among those sharing a calling code
-    general: _Desc | None
-    types: tuple[_Desc, ...]
+    by_length: dict[int, _Match]  # the joined pattern for numbers of a length (none: invalid)
+    other: _Match | None  # the joined pattern for lengths not in by_length
 
     def accepts(self, national: str) -> bool:
-        """phonenumbers' ``_number_type_helper(national, metadata) != UNKNOWN``."""
-        size = len(national)
-        if self.general is None:
-            return False
-        lengths, pattern = self.general
-        if (lengths and size not in lengths) or pattern.fullmatch(national) is None:
-            return False
-        for lengths, pattern in self.types:  # a loop, not any(): no generator per call
-            if (not lengths or size in lengths) and pattern.fullmatch(national) is not None:
-                return True
-        return False
+        """phonenumbers' ``_number_type_helper(national, metadata) != UNKNOWN``: the general
+        pattern (with its lengths) matches, and so does one type's pattern (with its lengths)."""
+        match = self.by_length.get(len(national), self.other)
+        return match is not None and match(national) is not None
 
 
 @lru_cache(maxsize=512)
@@ -84,12 +108,56 @@ def _region(country_code: int, code: str, alone: bool) -> _Region | None:
         return None
     names = _TYPES if metadata.same_mobile_and_fixed_line_pattern else ("mobile", *_TYPES)
     descs = (_desc(getattr(metadata, name)) for name in names)
+    types = tuple(desc for desc in descs if desc is not None)
+    general = _desc(metadata.general_desc)
+    by_length, other = _by_length(general, types) if general is not None else ({}, None)
     return _Region(
         int(metadata.country_code or 0),
-        re.compile(metadata.leading_digits) if metadata.leading_digits else None,
-        _desc(metadata.general_desc),
-        tuple(desc for desc in descs if desc is not None),
+        re.compile(metadata.leading_digits, re.ASCII) if metadata.leading_digits else None,
+        by_length,
+        other,
     )
+
+
+def _shared(country_code: int, start: int, national: str) -> bool:
+    """The region of a shared calling code the number belongs to (from the ``start``-th on: the
+    first whose leading digits match or, without those, which accepts it) accepts it."""
+    for code in _region_codes(country_code)[start:]:
+        region = _region(country_code, code, False)
+        if region is None:
+            continue
+        if region.leading is not None:
+            if region.leading.match(national) is not None:
+                return region.country_code == country_code and region.accepts(national)
+        elif region.accepts(national):
+            return region.country_code == country_code
+    return False
+
+
+def _never(national: str) -> bool:
+    return False
+
+
+@lru_cache(maxsize=512)
+def validator(country_code: int) -> Callable[[str], bool]:
+    """``is_valid`` for one calling code, looked up once: ``validator(33)("612345678")``."""
+    codes = _region_codes(country_code)
+    if len(codes) == 1:
+        found = _region(country_code, codes[0], True)
+        if found is None or found.country_code != country_code:
+            return _never
+        return found.accepts
+    first = _region(country_code, codes[0], False) if codes else None
+    if first is None or first.leading is not None:
+        return partial(_shared, country_code, 0)
+    # The main region (US for +1, GB for +44) has no leading digits and comes first: a number
+    # it accepts is decided without looking at the others.
+    accepts, same, rest = first.accepts, first.country_code == country_code, 1
+
+    def valid(national: str) -> bool:
+        return same if accepts(national) else _shared(country_code, rest, national)
+
+    return valid
 
 
 def is_valid(country_code: int, national: str) -> bool:
@@ -98,20 +166,4 @@ def is_valid(country_code: int, national: str) -> bool:
     every call. The same steps: the region the number belongs to (the only one of its calling
     code; else the first whose leading digits match or, without those, which accepts it), then
     whether that region accepts it."""
-    codes = _region_codes(country_code)
-    if len(codes) == 1:
-        found = _region(country_code, codes[0], True)
-    else:
-        for code in codes:
-            region = _region(country_code, code, False)
-            if region is None:
-                continue
-            if region.leading is not None:
-                if region.leading.match(national) is not None:
-                    found = region
-                    break
-            elif region.accepts(national):
-                return region.country_code == country_code
-        else:
-            return False
-    return found is not None and found.country_code == country_code and found.accepts(national)
+    return validator(country_code)(national)

@@ -20,6 +20,8 @@ from leadrelay.config import load_config
 from leadrelay.delivery.wiring import open_store
 from leadrelay.outcome import State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
+from processes import descendants
+from processes import running as still_running
 
 TOKEN = "sandbox-token-cli-send-0123"
 DELETED = 999999999999001
@@ -378,7 +380,7 @@ def test_mapping_processes_end_with_the_send_however_it_ends(
         deadline = time.time() + 60
         while out.stat().st_size < 1 << 16 and time.time() < deadline:
             time.sleep(0.01)  # until mapping has begun
-        below = _descendants(proc.pid)
+        below = descendants(proc.pid)
         assert len(below) >= 3, below  # the fork server, the resource tracker, the mapping
         if group:
             os.killpg(proc.pid, stop)
@@ -386,7 +388,7 @@ def test_mapping_processes_end_with_the_send_however_it_ends(
             proc.send_signal(stop)
         assert proc.wait(timeout=30) == code
         deadline = time.time() + 20
-        while (alive := {p for p in below if _running(p)}) and time.time() < deadline:
+        while (alive := {p for p in below if still_running(p)}) and time.time() < deadline:
             time.sleep(0.05)
         assert not alive, f"left running: {alive}"
     except BaseException:  # nothing left behind by a failure either (only then: pids get reused)
@@ -394,25 +396,3 @@ def test_mapping_processes_end_with_the_send_however_it_ends(
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         raise
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        todo.append(int(child))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended (reaped by init once its parent is gone)

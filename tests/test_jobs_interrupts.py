@@ -21,6 +21,8 @@ import orjson
 import pytest
 
 from leadrelay.sandbox import SandboxOptions, SandboxServer
+from processes import descendants, parent
+from processes import running as still_running
 
 TOKEN = "sandbox-token-jobs-interrupts-01"
 EVENTS = 200_000  # a run of a few seconds on two jobs: every signal lands mid-run
@@ -103,10 +105,10 @@ class Send:
         while self.out.stat().st_size < begun and time.time() < deadline:
             assert self.proc.poll() is None, self.err.read_text()
             time.sleep(0.01)
-        self.below = _descendants(self.proc.pid)
+        self.below = descendants(self.proc.pid)
         # The resource tracker and the fork server are the send's children, the workers the
         # fork server's.
-        workers = sorted(p for p in self.below if _parent(p) != self.proc.pid)
+        workers = sorted(p for p in self.below if parent(p) != self.proc.pid)
         assert len(workers) == 2, (self.below, workers)
         return workers
 
@@ -117,7 +119,7 @@ class Send:
         except subprocess.TimeoutExpired:
             pytest.fail(f"the send hung; stderr: {self.err.read_text()[-2000:]}")
         deadline = time.time() + 20
-        while (alive := {p for p in self.below if _running(p)}) and time.time() < deadline:
+        while (alive := {p for p in self.below if still_running(p)}) and time.time() < deadline:
             time.sleep(0.05)
         assert not alive, f"left running: {alive}"
         return code, " ".join(self.err.read_text().split())
@@ -148,7 +150,7 @@ def test_ctrl_c_twice_ends_a_send_with_two_jobs(tmp_path: Path, events_file: Pat
         deadline = time.time() + HANG
         while server.state.events_received < 1000 and time.time() < deadline:
             time.sleep(0.01)
-        running.below = _descendants(running.proc.pid)
+        running.below = descendants(running.proc.pid)
         assert len(running.below) >= 4, running.below  # tracker, fork server, two workers
         os.killpg(running.proc.pid, signal.SIGINT)
         time.sleep(0.02)
@@ -179,7 +181,7 @@ def test_a_mapping_process_killed_while_it_hands_its_result_over(
     full pipe, which is when it is killed."""
     with send(tmp_path, events_file, "--dry-run") as running:
         workers = running.mapping()
-        server = _parent(workers[0])  # the fork server, waiting for requests
+        server = parent(workers[0])  # the fork server, waiting for requests
         if _wchan(server) in ("", "0"):
             running.proc.kill()
             running.ends()
@@ -198,35 +200,6 @@ def test_a_mapping_process_killed_while_it_hands_its_result_over(
         code, said = running.ends()
     assert code == 1
     assert f"mapping process {writing[0]} was killed by SIGKILL; the send stopped" in said
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        todo.append(int(child))
-    return found
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-
-
-def _parent(pid: int) -> int:
-    return int(_stat(pid)[1])
-
-
-def _running(pid: int) -> bool:
-    try:
-        return _stat(pid)[0] != "Z"  # a zombie has ended (reaped by init once its parent is gone)
-    except OSError:
-        return False
 
 
 def _wchan(pid: int) -> str:

@@ -144,7 +144,7 @@ def _national_plan(region: str) -> _NationalPlan | None:
     )
 
 
-# One plan per region code: bounded by the ~250 codes the rule's regions resolve to.
+# One plan per region code, at most 512 kept (the rule's own regions resolve to ~250 codes).
 _PLANS: Final[dict[str, _NationalPlan | None]] = {}
 _PLAIN_MARKS: Final = b" .-()/"  # with the digits, all a plain national number holds
 
@@ -162,7 +162,9 @@ def _national_digits(text: str, region: str) -> str | None:
     try:
         plan = _PLANS[region]
     except KeyError:
-        plan = _PLANS[region] = _national_plan(region)
+        plan = _national_plan(region)
+        if len(_PLANS) < 512:  # a resolver of our own gives ~250 codes; another may give more
+            _PLANS[region] = plan
     if plan is None or not (text.isascii() and 2 <= len(text) <= 40):
         return None
     plain = text.encode("ascii").translate(None, _PLAIN_MARKS)

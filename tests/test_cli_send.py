@@ -231,6 +231,42 @@ def test_sigterm_stops_a_send_cleanly_and_it_resumes(
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
 
 
+def test_ctrl_c_stops_a_send_says_what_it_did_and_it_resumes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while Meta is slow: exit
+    130 with the summary and what to do next, every event read stored, and the next run
+    delivers the rest; only the batches cut off in flight may arrive twice."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3000))
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
+        cfg = config(tmp_path, server.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.time() + 60
+        while server.state.events_received < 300 and time.time() < deadline:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        stderr = proc.communicate(timeout=60)[1].decode()
+        assert proc.returncode == 130, stderr
+        assert "leadrelay delivery" in stderr  # the summary table
+        assert "Stopped (Ctrl-C)" in stderr and "run the same send again" in stderr
+        sent = {e["event_id"] for e in server.state.received()}
+        states = stored_states(tmp_path / "data")
+        assert 300 <= len(sent) < 3000
+        assert sum(states.values()) == 3000, states
+        assert states.get("delivered", 0) <= len(sent)
+        again = run(cfg, src)
+        assert again.returncode == 0, again.stderr
+        ids = [e["event_id"] for e in server.state.received()]
+    assert set(ids) == {f"e{i}" for i in range(3000)}
+    assert len(ids) - 3000 <= 200  # at most the 4 batches of 50 in flight at the Ctrl-C
+    assert stored_states(tmp_path / "data") == {"delivered": 3000}
+
+
 def stored_keys(data_dir: Path) -> list[str]:
     with sqlite3.connect(data_dir / "leadrelay.db") as db:
         return [key for (key,) in db.execute("SELECT key FROM events")]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 _REMEMBERED = 20_000
 _TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 _WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
 
 
@@ -254,8 +255,8 @@ def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
     """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped by
-    Meta's refusal, 143 stopped by SIGTERM)."""
-    stopped = False
+    Meta's refusal, 143 stopped by SIGTERM, 130 by Ctrl-C)."""
+    stopped: str | None = None  # what stopped delivery early: "SIGTERM", "Ctrl-C"
     with ExitStack() as stack:
         report = stack.enter_context(options.report.open("wb")) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
@@ -297,17 +298,20 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                     deliver(settings, options, tally, store, progress, rereadable=rereadable)
                 )
             except Stopped:
-                stopped, paused = True, None
+                stopped, paused = "SIGTERM", None
+            except KeyboardInterrupt:  # asyncio.run cancelled delivery; the store closes below
+                stopped, paused = "Ctrl-C", None
             else:
                 apply_retention(store, settings.store, time.time())
-    tally.render(err, dry_run=options.dry_run, stopped=stopped or paused is not None)
-    if stopped:
+    tally.render(err, dry_run=options.dry_run, stopped=stopped is not None or paused is not None)
+    if stopped is not None:
         err.print(
-            "[bold yellow]Stopped[/bold yellow] (SIGTERM): every event read is stored, delivered "
-            "or queued; run the same send again (or leadrelay deliver) to deliver the rest.",
+            f"[bold yellow]Stopped[/bold yellow] ({stopped}): every event read is stored, "
+            "delivered or queued; run the same send again (or leadrelay deliver) to deliver the "
+            "rest.",
             highlight=False,
         )
-        return _TERMINATED
+        return _INTERRUPTED if stopped == "Ctrl-C" else _TERMINATED
     if paused is not None:
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "

@@ -188,6 +188,21 @@ def _ignore_sigint() -> None:  # as a shell starts a background job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _sending(cfg: Path, src: Path, server: SandboxServer, **popen: Any) -> subprocess.Popen[bytes]:
+    """``leadrelay send src`` (stderr piped), once Meta has received 300 events."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
+        env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+    deadline = time.time() + 60
+    while server.state.events_received < 300 and time.time() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.parametrize(
     ("sigint_ignored", "stop"),
     [(False, signal.SIGTERM), (True, signal.SIGTERM)],
@@ -202,16 +217,7 @@ def test_sigterm_stops_a_send_cleanly_and_it_resumes(
     src.write_bytes(events(3000))
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
         cfg = config(tmp_path, server.url)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
-            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=_ignore_sigint if sigint_ignored else None,
-        )
-        deadline = time.time() + 60
-        while server.state.events_received < 300 and time.time() < deadline:
-            time.sleep(0.02)
+        proc = _sending(cfg, src, server, preexec_fn=_ignore_sigint if sigint_ignored else None)
         proc.send_signal(stop)
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 143, stderr
@@ -239,16 +245,7 @@ def test_ctrl_c_stops_a_send_says_what_it_did_and_it_resumes(tmp_path: Path) -> 
     src.write_bytes(events(3000))
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
         cfg = config(tmp_path, server.url)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
-            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        deadline = time.time() + 60
-        while server.state.events_received < 300 and time.time() < deadline:
-            time.sleep(0.02)
+        proc = _sending(cfg, src, server, start_new_session=True)
         os.killpg(proc.pid, signal.SIGINT)
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 130, stderr

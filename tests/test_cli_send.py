@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +188,10 @@ def _ignore_sigint() -> None:  # as a shell starts a background job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _sending(cfg: Path, src: Path, server: SandboxServer, **popen: Any) -> subprocess.Popen[bytes]:
-    """``leadrelay send src`` (stderr piped), once Meta has received 300 events."""
+def _sending(
+    cfg: Path, src: Path, until: Callable[[], bool], **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``leadrelay send src`` (stderr piped), once ``until()`` holds (a minute at most)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
         env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
@@ -198,9 +200,13 @@ def _sending(cfg: Path, src: Path, server: SandboxServer, **popen: Any) -> subpr
         **popen,
     )
     deadline = time.time() + 60
-    while server.state.events_received < 300 and time.time() < deadline:
+    while not until() and time.time() < deadline:
         time.sleep(0.02)
     return proc
+
+
+def _received(server: SandboxServer, n: int) -> Callable[[], bool]:
+    return lambda: server.state.events_received >= n
 
 
 @pytest.mark.parametrize(
@@ -217,7 +223,8 @@ def test_sigterm_stops_a_send_cleanly_and_it_resumes(
     src.write_bytes(events(3000))
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
         cfg = config(tmp_path, server.url)
-        proc = _sending(cfg, src, server, preexec_fn=_ignore_sigint if sigint_ignored else None)
+        background = _ignore_sigint if sigint_ignored else None
+        proc = _sending(cfg, src, _received(server, 300), preexec_fn=background)
         proc.send_signal(stop)
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 143, stderr
@@ -245,7 +252,7 @@ def test_ctrl_c_stops_a_send_says_what_it_did_and_it_resumes(tmp_path: Path) -> 
     src.write_bytes(events(3000))
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)) as server:
         cfg = config(tmp_path, server.url)
-        proc = _sending(cfg, src, server, start_new_session=True)
+        proc = _sending(cfg, src, _received(server, 300), start_new_session=True)
         os.killpg(proc.pid, signal.SIGINT)
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 130, stderr
@@ -287,15 +294,7 @@ def test_sigterm_while_a_large_file_is_still_read_stops_the_reader_and_it_resume
         # in memory and reaches the store while the reader is still near the start of the file.
         server.state.script(*["slow:1000"] * 4)
         cfg = config(tmp_path, server.url, batch_size=1000)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
-            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.time() + 60
-        while _stored(data) == 0 and time.time() < deadline:
-            time.sleep(0.02)
+        proc = _sending(cfg, src, lambda: _stored(data) > 0)
         proc.send_signal(signal.SIGTERM)
         stderr = proc.communicate(timeout=60)[1].decode()
         assert proc.returncode == 143, stderr

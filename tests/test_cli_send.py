@@ -22,6 +22,7 @@ from leadrelay.outcome import State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from processes import descendants
 from processes import running as still_running
+from sending import config
 
 TOKEN = "sandbox-token-cli-send-0123"
 DELETED = 999999999999001
@@ -34,28 +35,6 @@ def sandbox() -> Iterator[SandboxServer]:
     )
     with SandboxServer(options) as server:
         yield server
-
-
-def config(tmp_path: Path, url: str, token: str = TOKEN, *, batch_size: int = 50) -> Path:
-    path = tmp_path / "leadrelay.toml"
-    path.write_text(
-        f"""
-pixel_id = "123456789012345"
-access_token = "${{TOKEN}}"
-lead_id = "{{{{facebook_lead_id}}}}"
-lead_event_source = "HubSpot"
-graph_url = "{url}"
-[mapping]
-lead_qualified = "Marketing Qualified Lead"
-[delivery]
-batch_size = {batch_size}
-max_attempts = 3
-retry_base_s = 0.01
-[server]
-data_dir = "{tmp_path / "data"}"
-"""
-    )
-    return path
 
 
 def events(n: int, *, bad: tuple[int, ...] = ()) -> bytes:

@@ -23,6 +23,7 @@ import pytest
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from processes import descendants, parent
 from processes import running as still_running
+from sending import config
 
 TOKEN = "sandbox-token-jobs-interrupts-01"
 EVENTS = 200_000  # a run of a few seconds on two jobs: every signal lands mid-run
@@ -45,31 +46,12 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def config(tmp_path: Path, url: str = "http://127.0.0.1:9") -> Path:
-    path = tmp_path / "leadrelay.toml"
-    path.write_text(
-        f"""
-pixel_id = "123456789012345"
-access_token = "${{TOKEN}}"
-lead_id = "{{{{facebook_lead_id}}}}"
-lead_event_source = "HubSpot"
-graph_url = "{url}"
-[mapping]
-lead_qualified = "Marketing Qualified Lead"
-[delivery]
-batch_size = 500
-[server]
-data_dir = "{tmp_path / "data"}"
-"""
-    )
-    return path
-
-
 @contextlib.contextmanager
 def send(tmp_path: Path, src: Path, *extra: str, url: str = "http://127.0.0.1:9") -> Iterator[Send]:
     """``leadrelay send src -j 2 *extra`` in its own process group, output to files; whatever
     is left of it killed afterwards if the test failed."""
-    command = ["send", str(src), "--config", str(config(tmp_path, url)), "-j", "2", *extra]
+    cfg = config(tmp_path, url, batch_size=500)
+    command = ["send", str(src), "--config", str(cfg), "-j", "2", *extra]
     out, err = tmp_path / "out", tmp_path / "err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(

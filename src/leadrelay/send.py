@@ -256,7 +256,7 @@ def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
     """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped by
     Meta's refusal, 143 stopped by SIGTERM, 130 by Ctrl-C)."""
-    stopped: str | None = None  # what stopped delivery early: "SIGTERM", "Ctrl-C"
+    stopped: tuple[str, int] | None = None  # what stopped delivery early, and the exit code
     with ExitStack() as stack:
         report = stack.enter_context(options.report.open("wb")) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
@@ -298,20 +298,21 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
                     deliver(settings, options, tally, store, progress, rereadable=rereadable)
                 )
             except Stopped:
-                stopped, paused = "SIGTERM", None
+                stopped, paused = ("SIGTERM", _TERMINATED), None
             except KeyboardInterrupt:  # asyncio.run cancelled delivery; the store closes below
-                stopped, paused = "Ctrl-C", None
+                stopped, paused = ("Ctrl-C", _INTERRUPTED), None
             else:
                 apply_retention(store, settings.store, time.time())
     tally.render(err, dry_run=options.dry_run, stopped=stopped is not None or paused is not None)
     if stopped is not None:
+        by, code = stopped
         err.print(
-            f"[bold yellow]Stopped[/bold yellow] ({stopped}): every event read is stored, "
+            f"[bold yellow]Stopped[/bold yellow] ({by}): every event read is stored, "
             "delivered or queued; run the same send again (or leadrelay deliver) to deliver the "
             "rest.",
             highlight=False,
         )
-        return _INTERRUPTED if stopped == "Ctrl-C" else _TERMINATED
+        return code
     if paused is not None:
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "

@@ -230,13 +230,13 @@ class SQLiteStore(SQLiteReads, Store):
 
     def _only_ours(self, conn: sqlite3.Connection) -> bool:
         """Whether every write to the file since the store opened was through ``conn`` (the
-        writer): SQLite changes ``data_version`` for commits of other connections only. Once
-        another writer is seen, always False: it may write again at any time, and what it wrote
-        since the store opened may hold keys looked up before it wrote (compared with the value
-        at opening, not the last one read, for that reason)."""
-        if not self._foreign_writes:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            self._foreign_writes = version != self._data_version
+        writer): SQLite changes ``data_version`` for commits of other connections only. Asked by
+        ``record`` only while no other writer has been seen: once one is, ``_foreign_writes``
+        stays set, as it may write again at any time, and what it wrote since the store opened
+        may hold keys looked up before it wrote (compared with the value at opening, not the
+        last one read, for that reason)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._foreign_writes = version != self._data_version
         return not self._foreign_writes
 
     def _add(

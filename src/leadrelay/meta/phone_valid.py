@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any, Final
 
@@ -60,35 +59,49 @@ def _joined(general: str, types: Iterable[str]) -> _Match | None:
     return re.compile(f"(?=(?:{general})\\Z)(?:{alternatives})", re.ASCII).fullmatch
 
 
-def _by_length(general: _Desc, types: tuple[_Desc, ...]) -> tuple[dict[int, _Match], _Match | None]:
-    """The joined pattern for each length a pattern names, and the one for any other length."""
-    lengths, pattern = general
-
-    def joined(size: int | None) -> _Match | None:
-        if lengths and size not in lengths:
-            return None
-        kept = (text for sizes, text in types if not sizes or size in sizes)
-        return _joined(pattern, kept)
-
-    sizes = lengths.union(*(sizes for sizes, _ in types))
-    table = {size: match for size in sizes if (match := joined(size)) is not None}
-    return table, joined(None)
+def _no_match(national: str) -> None:
+    return None
 
 
-@dataclass(frozen=True, slots=True)
 class _Region:
-    """What phonenumbers checks to call a national number valid in one region, compiled."""
+    """What phonenumbers checks to call a national number valid in one region: the joined
+    pattern for a length is compiled for the first number of that length (a region names up to
+    a dozen lengths, a send mostly meets one or two, and each compile takes a millisecond or
+    more: 16 of them were a tenth of a short send)."""
 
-    country_code: int
-    leading: re.Pattern[str] | None  # picks the region among those sharing a calling code
-    by_length: dict[int, _Match]  # the joined pattern for numbers of a length (none: invalid)
-    other: _Match | None  # the joined pattern for lengths not in by_length
+    __slots__ = ("_general", "_types", "by_length", "country_code", "leading")
+
+    def __init__(
+        self,
+        country_code: int,
+        leading: re.Pattern[str] | None,
+        general: _Desc | None,
+        types: tuple[_Desc, ...],
+    ) -> None:
+        self.country_code = country_code
+        self.leading = leading  # picks the region among those sharing a calling code
+        self._general = general
+        self._types = types
+        # The joined pattern for numbers of each length met so far (_no_match: none valid).
+        self.by_length: dict[int, _Match] = {}
 
     def accepts(self, national: str) -> bool:
         """phonenumbers' ``_number_type_helper(national, metadata) != UNKNOWN``: the general
         pattern (with its lengths) matches, and so does one type's pattern (with its lengths)."""
-        match = self.by_length.get(len(national), self.other)
-        return match is not None and match(national) is not None
+        match = self.by_length.get(len(national))
+        if match is None:
+            match = self._compile(len(national))
+        return match(national) is not None
+
+    def _compile(self, size: int) -> _Match:
+        joined = None
+        if self._general is not None:
+            lengths, pattern = self._general
+            if not lengths or size in lengths:
+                kept = (text for sizes, text in self._types if not sizes or size in sizes)
+                joined = _joined(pattern, kept)
+        match = self.by_length[size] = _no_match if joined is None else joined
+        return match
 
 
 @lru_cache(maxsize=512)
@@ -109,13 +122,11 @@ def _region(country_code: int, code: str, alone: bool) -> _Region | None:
     names = _TYPES if metadata.same_mobile_and_fixed_line_pattern else ("mobile", *_TYPES)
     descs = (_desc(getattr(metadata, name)) for name in names)
     types = tuple(desc for desc in descs if desc is not None)
-    general = _desc(metadata.general_desc)
-    by_length, other = _by_length(general, types) if general is not None else ({}, None)
     return _Region(
         int(metadata.country_code or 0),
         re.compile(metadata.leading_digits, re.ASCII) if metadata.leading_digits else None,
-        by_length,
-        other,
+        _desc(metadata.general_desc),
+        types,
     )
 
 

@@ -250,6 +250,40 @@ def test_ctrl_c_stops_a_send_says_what_it_did_and_it_resumes(tmp_path: Path) -> 
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
 
 
+def test_a_second_ctrl_c_cuts_the_batches_in_flight_short(tmp_path: Path) -> None:
+    """Ctrl-C while Meta takes seconds to answer: the send waits for the batches in flight (up
+    to the drain timeout), and says so; a second Ctrl-C stops the wait. The send ends at once
+    with the summary and exit 130, no traceback; the batches cut off stay stored, not delivered,
+    and the next run delivers them."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3000))
+    slow = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=4000)
+    with SandboxServer(slow) as server:
+        cfg = config(tmp_path, server.url)
+        proc = _sending(cfg, src, lambda: server.state.requests >= 4)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the send is waiting for the batches in flight
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=60)[1].decode()
+        took = time.monotonic() - began
+        assert proc.returncode == 130, stderr
+        assert "Traceback" not in stderr and "never" not in stderr, stderr
+        assert "Ctrl-C again" in stderr  # the first one said what a second would do
+        assert "leadrelay delivery" in stderr  # the summary table
+        assert "Stopped (Ctrl-C)" in stderr and "run the same send again" in stderr
+        assert took < 3, stderr  # not the 4 s Meta takes, nor the 20 s drain timeout
+        states = stored_states(tmp_path / "data")
+        assert sum(states.values()) <= 3000  # what was read (reading stops at a Ctrl-C)
+        assert states.get("queued", 0) >= 200, states  # the 4 batches of 50 cut off, at least
+        assert states.get("delivered", 0) == 0, states  # Meta answered no request in time
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
+        again = run(config(tmp_path, server.url), src)
+        assert again.returncode == 0, again.stderr
+        assert {e["event_id"] for e in server.state.received()} == {f"e{i}" for i in range(3000)}
+    assert stored_states(tmp_path / "data") == {"delivered": 3000}
+
+
 def stored_keys(data_dir: Path) -> list[str]:
     with sqlite3.connect(data_dir / "leadrelay.db") as db:
         return [key for (key,) in db.execute("SELECT key FROM events")]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from leadrelay.config import Settings
     from leadrelay.delivery.store import Store
+    from leadrelay.interrupts import CtrlC
     from leadrelay.meta.client import GraphResult
     from leadrelay.meta.errors import GraphError
 
@@ -99,9 +100,11 @@ async def deliver(
     progress: Progress | None = None,
     *,
     rereadable: bool,
+    ctrl_c: CtrlC | None = None,
 ) -> GraphError | None:
     """Store every event of the files and deliver the payloads; returns why delivery paused.
     ``rereadable``: every input can be read again by the next run (``_rereadable``).
+    ``ctrl_c``: what runs the loop, told of the worker (a second Ctrl-C cuts its drain short).
 
     Reading and delivery overlap: a reader thread stores chunks (full, or after
     ``batch_max_age_s``) while the worker delivers what is stored. Events already stored by an
@@ -131,6 +134,8 @@ async def deliver(
         requeue=None,
         on_result=tally.delivery,
     )
+    if ctrl_c is not None:
+        ctrl_c.worker = worker
 
     def stored() -> None:
         loop.call_soon_threadsafe(worker.notify)
@@ -285,21 +290,22 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
             dry_run(settings, stream, sys.stdout.buffer, tally)
             paused = None
         else:
-            import asyncio
-
             from leadrelay.delivery.retention import apply_retention
+            from leadrelay.interrupts import CtrlC
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
             store = stack.enter_context(_delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
+            ctrl_c = CtrlC(lambda text: err.print(text, highlight=False))
+            sending = deliver(
+                settings, options, tally, store, progress, rereadable=rereadable, ctrl_c=ctrl_c
+            )
             try:
-                paused = asyncio.run(
-                    deliver(settings, options, tally, store, progress, rereadable=rereadable)
-                )
+                paused = ctrl_c.run(sending)
             except Stopped:
                 stopped, paused = ("SIGTERM", _TERMINATED), None
-            except KeyboardInterrupt:  # asyncio.run cancelled delivery; the store closes below
+            except KeyboardInterrupt:  # Ctrl-C cancelled delivery; the store closes below
                 stopped, paused = ("Ctrl-C", _INTERRUPTED), None
             else:
                 apply_retention(store, settings.store, time.time())

@@ -210,8 +210,23 @@ class DeliveryWorker:
         if released:
             log.warning("took back events left in flight by a previous run", events=released)
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches sent and not settled yet."""
+        return sum(not task.done() for task in self._tasks)
+
+    def cut_short(self) -> int:
+        """Stop at once (a second Ctrl-C): no new batch, and the batches in flight are cancelled
+        as the drain timeout would cancel them (their events go back to the queue, for the next
+        run). Returns how many were cancelled."""
+        self._stopping = True
+        pending = [task for task in self._tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        return len(pending)
+
     async def _loop(self, stop: asyncio.Event, *, until_idle: bool) -> None:
-        while not stop.is_set():
+        while not (stop.is_set() or self._stopping):
             self._reap()
             if self.paused is not None:
                 if until_idle:

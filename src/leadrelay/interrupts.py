@@ -4,14 +4,22 @@
 the second one lands. Pressed again while the batches in flight drain (up to the drain timeout,
 20 s by default, when Meta is slow), that cut the drain short at a random point: inside a batch's
 task it surfaced as "Task exception was never retrieved" tracebacks, and clients were never
-closed. ``CtrlC.run`` runs the loop instead, and:
+closed; after the loop, it cut the storing of what was read (and the summary) short. While a
+``CtrlC`` is entered:
 
 - the first Ctrl-C cancels the send's task as ``asyncio.run`` does (reading stops, the batches in
   flight get the drain timeout to finish, the rest stays queued) and, when batches are in flight,
   says how long that may take and what a second Ctrl-C does;
-- the second cancels the batches in flight, as the drain timeout would: their events go back to
-  the queue, for the next run (Meta deduplicates any it got by event_id);
-- a third raises ``KeyboardInterrupt`` where it lands, for a send stuck anywhere else.
+- the second then cancels those batches, as the drain timeout would: their events go back to the
+  queue, for the next run (Meta deduplicates any it got by event_id). Once the send's task has
+  ended, the loop only waits for its threads (a reader blocked on a quiet pipe): then the second
+  raises ``KeyboardInterrupt``, as before;
+- once the loop has ended, the store is closed (what was read gets stored) and the summary
+  printed: Ctrl-C is noted then, not raised, but for
+- a third, which raises ``KeyboardInterrupt`` where it lands, for a send stuck anywhere.
+
+A process that ignores SIGINT (a background job of a script) keeps ignoring it, and outside the
+main thread (a host program) signals are not ours: there ``run`` is ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import asyncio
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
@@ -38,21 +46,41 @@ class Drained(Protocol):
 
 
 class CtrlC:
-    """Runs a send's event loop with Ctrl-C handled in three steps (see the module)."""
+    """Ctrl-C handled in steps (see the module) while entered; ``run`` runs the send's loop."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.presses = 0
         self.worker: Drained | None = None  # set by the send once its worker exists
         self._say = say
+        self._previous: Any = None
+        self._ours = False  # SIGINT handled here (entered, main thread, Python's default before)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._ended = False  # the loop has ended: storing what was read, printing the summary
+
+    def __enter__(self) -> CtrlC:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._pressed)
+            self._ours = True
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._ours:
+            self._ours = False
+            signal.signal(signal.SIGINT, self._previous)
 
     def run(self, main: Coroutine[Any, Any, _T]) -> _T:
-        """``asyncio.run(main)``, raising ``KeyboardInterrupt`` once a Ctrl-C stopped ``main``.
-        Outside the main thread (a host program's), signals are not ours: ``asyncio.run``."""
-        if threading.current_thread() is not threading.main_thread():
+        """``asyncio.run(main)``, raising ``KeyboardInterrupt`` once a Ctrl-C stopped ``main``."""
+        if not self._ours:
             return asyncio.run(main)
-        previous = signal.signal(signal.SIGINT, self._pressed)
         try:
             with asyncio.Runner() as runner:  # leaves SIGINT to us: not Python's default handler
                 self._loop = runner.get_loop()
@@ -63,10 +91,10 @@ class CtrlC:
                         raise KeyboardInterrupt from None
                     raise
         finally:
-            signal.signal(
-                signal.SIGINT, signal.default_int_handler if previous is None else previous
-            )
+            if self._task is None:  # interrupted before it started: nothing left to run it
+                main.close()
             self._loop = self._task = None
+            self._ended = True
 
     async def _started(self, main: Coroutine[Any, Any, _T]) -> _T:
         self._task = asyncio.current_task()
@@ -74,10 +102,20 @@ class CtrlC:
 
     def _pressed(self, signum: int, frame: FrameType | None) -> None:
         self.presses += 1
-        loop, task = self._loop, self._task
-        if self.presses > 2 or loop is None or task is None or loop.is_closed():
+        if self.presses > 2:
             raise KeyboardInterrupt
-        loop.call_soon_threadsafe(self._stop if self.presses == 1 else self._cut)
+        loop, task = self._loop, self._task
+        if loop is None or task is None:
+            if self._ended:
+                return  # noted: storing what was read and the summary take a moment
+            raise KeyboardInterrupt  # not delivering yet: as Python would
+        if self.presses == 1:
+            loop.call_soon_threadsafe(self._stop)
+        elif task.done():
+            # The loop is closing, waiting on its threads: a reader blocked on a quiet pipe.
+            raise KeyboardInterrupt
+        else:
+            loop.call_soon_threadsafe(self._cut)
 
     def _stop(self) -> None:
         if self._task is not None:
@@ -91,5 +129,5 @@ class CtrlC:
             )
 
     def _cut(self) -> None:
-        if self.worker is not None:
-            self.worker.cut_short()
+        if self.worker is None or not self.worker.cut_short():
+            self._say("Stopping (Ctrl-C): finishing; Ctrl-C again to stop at once.")

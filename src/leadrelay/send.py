@@ -261,6 +261,17 @@ def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
     """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped by
     Meta's refusal, 143 stopped by SIGTERM, 130 by Ctrl-C)."""
+    if options.dry_run:
+        return _run_send(settings, options, err, None)
+    from leadrelay.interrupts import CtrlC
+
+    # Entered before the store opens and left after the summary: a Ctrl-C once delivery has
+    # stopped does not cut the storing of what was read, nor the summary, short.
+    with CtrlC(lambda text: err.print(text, highlight=False)) as ctrl_c:
+        return _run_send(settings, options, err, ctrl_c)
+
+
+def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: CtrlC | None) -> int:
     stopped: tuple[str, int] | None = None  # what stopped delivery early, and the exit code
     with ExitStack() as stack:
         report = stack.enter_context(options.report.open("wb")) if options.report else None
@@ -291,13 +302,12 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
             paused = None
         else:
             from leadrelay.delivery.retention import apply_retention
-            from leadrelay.interrupts import CtrlC
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
             store = stack.enter_context(_delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
-            ctrl_c = CtrlC(lambda text: err.print(text, highlight=False))
+            assert ctrl_c is not None  # run_send makes one for a real send
             sending = deliver(
                 settings, options, tally, store, progress, rereadable=rereadable, ctrl_c=ctrl_c
             )

@@ -220,7 +220,9 @@ class DeliveryWorker:
         as the drain timeout would cancel them (their events go back to the queue, for the next
         run). Returns how many were cancelled."""
         self._stopping = True
-        pending = [task for task in self._tasks if not task.done()]
+        # Not those cancelled already (by the drain timeout): cancelled again, they would stop
+        # waiting for their events to be put back.
+        pending = [task for task in self._tasks if not (task.done() or task.cancelling())]
         for task in pending:
             task.cancel()
         return len(pending)

@@ -152,8 +152,9 @@ def _context() -> BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        # Workers forked from a server that has imported the mapping start in milliseconds.
-        context.set_forkserver_preload([__name__])
+        # Workers forked from a server that has imported the mapping start in milliseconds;
+        # server_start first, so that the server ignores Ctrl-C while it imports.
+        context.set_forkserver_preload(["leadrelay.mapping.server_start", __name__])
         return context
     return multiprocessing.get_context("spawn")
 

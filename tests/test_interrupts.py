@@ -133,3 +133,18 @@ def test_outside_the_main_thread_the_loop_is_asyncio_run() -> None:
     thread.start()
     thread.join()
     assert results == ["delivered", signal.default_int_handler]
+
+
+def test_ctrl_c_while_the_send_gets_ready_stops_it_before_it_sends() -> None:
+    """Pressed while the store opens (before the loop): noted, and the send sends nothing."""
+    started: list[str] = []
+
+    async def sending() -> str:
+        started.append("sending")
+        return "delivered"
+
+    with CtrlC(lambda text: None) as ctrl_c:
+        _ctrl_c()  # e.g. while the store opens: not raised there
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.run(sending())
+    assert started == []

@@ -14,8 +14,9 @@ closed; after the loop, it cut the storing of what was read (and the summary) sh
   queue, for the next run (Meta deduplicates any it got by event_id). Once the send's task has
   ended, the loop only waits for its threads (a reader blocked on a quiet pipe): then the second
   raises ``KeyboardInterrupt``, as before;
-- once the loop has ended, the store is closed (what was read gets stored) and the summary
-  printed: Ctrl-C is noted then, not raised, but for
+- before the loop (the store opening) and once it has ended (the store closing: what was read
+  gets stored; the summary), Ctrl-C is noted, not raised (a send stopped before its loop
+  starts sends nothing), but for
 - a third, which raises ``KeyboardInterrupt`` where it lands, for a send stuck anywhere.
 
 A process that ignores SIGINT (a background job of a script) keeps ignoring it, and outside the
@@ -81,6 +82,9 @@ class CtrlC:
         """``asyncio.run(main)``, raising ``KeyboardInterrupt`` once a Ctrl-C stopped ``main``."""
         if not self._ours:
             return asyncio.run(main)
+        if self.presses:  # Ctrl-C while the send was getting ready: it sends nothing
+            main.close()
+            raise KeyboardInterrupt
         try:
             with asyncio.Runner() as runner:  # leaves SIGINT to us: not Python's default handler
                 self._loop = runner.get_loop()
@@ -98,6 +102,9 @@ class CtrlC:
 
     async def _started(self, main: Coroutine[Any, Any, _T]) -> _T:
         self._task = asyncio.current_task()
+        if self.presses:  # Ctrl-C as the loop started: as if it had come just after
+            main.close()
+            raise asyncio.CancelledError
         return await main
 
     def _pressed(self, signum: int, frame: FrameType | None) -> None:
@@ -106,9 +113,9 @@ class CtrlC:
             raise KeyboardInterrupt
         loop, task = self._loop, self._task
         if loop is None or task is None:
-            if self._ended:
-                return  # noted: storing what was read and the summary take a moment
-            raise KeyboardInterrupt  # not delivering yet: as Python would
+            # Noted: before the loop (opening the store; run then starts nothing) or after it
+            # (storing what was read, the summary).
+            return
         if self.presses == 1:
             loop.call_soon_threadsafe(self._stop)
         elif task.done():

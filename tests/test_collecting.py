@@ -71,3 +71,21 @@ def test_in_the_command_a_run_freezes_what_lives_on_entry_too() -> None:
         "print(during > started, gc.get_freeze_count() > started, kept[99] == {'n': 99})"
     )
     assert run_fresh(code) == "True True True"
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_quietly() -> None:
+    """Ctrl-C as the command's modules load (here: as leadrelay.cli is looked for): exit 130 as
+    a shell expects, no traceback from deep inside some library's import."""
+    code = (
+        "import runpy, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'leadrelay.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['leadrelay', '--help']\n"
+        "runpy.run_module('leadrelay', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr.decode()
+    assert proc.stderr == b""

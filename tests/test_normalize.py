@@ -79,7 +79,6 @@ def test_spellings_of_the_same_person_hash_to_metas_digest(
 
 
 NEXT_YEAR = TODAY.year + 1
-TOMORROW = TODAY + timedelta(days=1)
 
 CASES: list[tuple[str, Any, str | None, Any]] = [
     # em: trim, lowercase, no whitespace, local@domain.tld
@@ -169,7 +168,7 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("db", "19851304", None, Err("invalid_birthdate")),
     ("db", "1899-12-31", None, Err("invalid_birthdate")),
     ("db", f"{NEXT_YEAR}-01-01", None, Err("invalid_birthdate")),
-    ("db", TOMORROW.isoformat(), None, Err("invalid_birthdate")),
+    ("db", "tomorrow", None, Err("invalid_birthdate")),  # its date, as the test runs
     ("db", 1985, None, Err("invalid_birthdate")),
     ("db", "yesterday", None, Err("invalid_birthdate")),
     ("db", 1985.0, None, Err("invalid_type")),
@@ -261,6 +260,8 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
 
 @pytest.mark.parametrize(("field", "value", "region", "expected"), CASES)
 def test_normalize(field: str, value: Any, region: str | None, expected: Any) -> None:
+    if value == "tomorrow":  # now, not when the cases were collected (it may be past midnight)
+        value = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
     normalize = normalizer(field)
     if isinstance(expected, Err):
         with pytest.raises(NormalizeError) as info:

@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from leadrelay.events.ndjson import parse_lines
 from leadrelay.mapping.encode import encode_unit
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import BodyWriter
+from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S
 from leadrelay.outcome import Payload
 
 _MAPPER = Mapper(
@@ -68,6 +70,80 @@ def test_the_parts_are_the_payload_fields(event: dict[str, Any]) -> None:
         assert Payload(*parts) == outcome  # type: ignore[misc]
     else:
         assert parts == outcome
+
+
+_ODD_LEAD_IDS = [
+    "0123456789012345", " 123456789012345", 12345678901234567890, 10**14 - 1, 10**17, True,
+    1.5e14, "12", None,
+]  # fmt: skip
+_ODD_TIMES = [
+    "x", _MS + 10**9, None, True, "2026-11-29T10:00:00Z", _MS - 8 * 86_400_000, str(_MS)[:-1],
+    NOW - 8 * 86400, 10**11 - 1, _MS + (MAX_FUTURE_S + 5) * 1000, NOW + MAX_FUTURE_S + 5,
+    _MS - (MAX_AGE_S - 5) * 1000, NOW - MAX_AGE_S,
+]  # fmt: skip
+
+
+def _usual_or(usual: list[Any], odd: list[Any]) -> st.SearchStrategy[Any]:
+    """Half the time a value the usual way takes, else one it hands to the general way."""
+    return st.one_of(st.sampled_from(usual), st.sampled_from(odd))
+
+
+_ODD_EVENT = st.fixed_dictionaries(
+    {
+        "event_name": _usual_or(["lead_qualified", "deal_won"], ["nope", None, 3]),
+        "facebook_lead_id": _usual_or([123456789012345, "12345678901234567"], _ODD_LEAD_IDS),
+        "user": _USER,
+        "context": _usual_or(
+            [{"event_id": "e-1"}, {"event_id": " e-2 "}], [{"event_id": i} for i in (" ", "", 5)]
+        ).flatmap(
+            lambda context: _usual_or([_MS - 5000, str(_MS), NOW - 60], _ODD_TIMES).map(
+                lambda at: {**context, "event_timestamp": at}
+            )
+        )
+        | st.sampled_from([None, "ctx", {}]),
+    }
+)
+
+
+def test_the_usual_config_takes_the_usual_way() -> None:
+    assert getattr(_MAPPER.map_parts, "__name__", None) == "parts"  # mapping.usual's
+
+
+def _usual_event(**changes: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_name": "deal_won",
+        "facebook_lead_id": 123456789012345,
+        "user": {"email": "a@example.com", "phone": "06 12 34 56 78", "country": "FR"},
+        "context": {"event_id": "e-1", "event_timestamp": _MS - 5000},
+    }
+    for key, value in changes.items():
+        if key in ("event_id", "event_timestamp"):
+            event["context"][key] = value
+        else:
+            event[key] = value
+    return event
+
+
+_EACH_ODD = [
+    *({"event_name": v} for v in ("nope", None, 3)),
+    *({"facebook_lead_id": v} for v in _ODD_LEAD_IDS),
+    *({"context": v} for v in (None, "ctx", {})),
+    *({"event_id": v} for v in (" e-2 ", " ", "", 5, None)),
+    *({"event_timestamp": v} for v in _ODD_TIMES),
+]
+
+
+@pytest.mark.parametrize("changes", [{}, *_EACH_ODD], ids=repr)
+def test_an_event_odd_in_one_way_gets_what_the_general_way_gives(changes: dict[str, Any]) -> None:
+    event = _usual_event(**changes)
+    assert _MAPPER.map_parts(event) == _MAPPER._parts(event)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(event=_ODD_EVENT)
+def test_the_usual_way_gives_what_the_general_way_gives(event: dict[str, Any]) -> None:
+    """Every event, usual or not, gets from ``map_parts`` what the general way gives it."""
+    assert _MAPPER.map_parts(event) == _MAPPER._parts(event)
 
 
 _GENERAL = Mapper(

@@ -98,15 +98,21 @@ def test_one_core_stores_each_payload_as_the_bytes_the_general_mapping_encodes(
 def test_one_core_leaves_data_that_is_not_plain_json_for_the_store_to_call_unencodable(
     settings: Settings, inputs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Mapper.map_parts
+    made = Mapper.__init__
 
-    def with_a_set(self: Mapper, event: Mapping[str, Any]) -> object:
-        found = real(self, event)
-        if isinstance(found, tuple):
-            found[5]["custom_data"]["odd"] = {1}  # a set: orjson cannot encode it
-        return found
+    def making(self: Mapper, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        real = self.map_parts
 
-    monkeypatch.setattr(Mapper, "map_parts", with_a_set)
+        def with_a_set(event: Mapping[str, Any]) -> object:
+            found = real(event)
+            if isinstance(found, tuple):
+                found[5]["custom_data"]["odd"] = {1}  # a set: orjson cannot encode it
+            return found
+
+        self.map_parts = with_a_set  # type: ignore[assignment]
+
+    monkeypatch.setattr(Mapper, "__init__", making)
     _, stored, _ = _send_side(settings, inputs, 1)
     payloads = [o for o, _ in stored if isinstance(o, Payload)]
     assert payloads

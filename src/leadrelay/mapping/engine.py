@@ -40,6 +40,7 @@ from leadrelay.mapping.plans import (
 from leadrelay.mapping.refusals import clip, unmapped, unnamed
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
+from leadrelay.mapping.usual import usual_parts
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
@@ -99,6 +100,30 @@ class Mapper:
         country = by_target.get("user_data.country")
         needs_region = any(p.target in _REGION_FIELDS for p in plans)
         self._run = event_runner(rest, country if needs_region else None)
+        # ``map`` without building the ``Payload``: its fields as a plain tuple (in the order
+        # ``Payload`` takes them), or the ``Filtered`` or ``Rejected`` outcome. For bulk
+        # encoders, which only read a payload's data and notes: the object costs more than the
+        # tuple. The usual way (``usual``) where the config allows it, else ``_parts``.
+        self.map_parts: Callable[[Mapping[str, Any]], Outcome | Parts] = self._parts
+        time_plan = self._time
+        if (
+            self._lead_key is not None
+            and self._consent is None
+            and self._time_in_context
+            and time_plan is not None
+            and self._id_is_key
+            and self._custom_closed
+        ):
+            self.map_parts = usual_parts(
+                names=self._static_names,
+                lead_key=self._lead_key,
+                finish_time=time_plan.finish,
+                clock=clock,
+                run=self._run,
+                custom=self._custom,
+                action_source=_ACTION_SOURCE,
+                otherwise=self._parts,
+            )
 
     def event_name_for(self, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(Facebook event name, why not) for an event; the name is None when not sendable."""
@@ -132,10 +157,8 @@ class Mapper:
             return Payload(*found)
         return found
 
-    def map_parts(self, event: Mapping[str, Any]) -> Outcome | Parts:
-        """``map`` without building the ``Payload``: its fields as a plain tuple (in the order
-        ``Payload`` takes them), or the ``Filtered`` or ``Rejected`` outcome. For bulk encoders,
-        which only read a payload's data and notes: the object costs more than the tuple."""
+    def _parts(self, event: Mapping[str, Any]) -> Outcome | Parts:
+        """``map_parts`` for any event and config."""
         ours = event.get("event_name")
         # The key, the prebuilt event_id and event_time all come from the context: read once.
         context = event.get("context")

@@ -90,11 +90,16 @@ def test_once_the_loop_has_ended_ctrl_c_is_noted_until_a_third_one() -> None:
     async def sent() -> str:
         return "delivered"
 
-    with CtrlC(lambda text: None) as ctrl_c:
+    said: list[str] = []
+    with CtrlC(said.append) as ctrl_c:
         assert ctrl_c.run(sent()) == "delivered"
         _ctrl_c()  # e.g. while the write-behind store stores what it holds
         _ctrl_c()
         assert ctrl_c.presses == 2
+        assert said == 2 * [
+            "Stopping (Ctrl-C): storing what was read, then the summary; Ctrl-C again to stop "
+            "at once."
+        ]
         with pytest.raises(KeyboardInterrupt):
             _ctrl_c()  # the third: stuck somewhere, the user wants out
     assert signal.getsignal(signal.SIGINT) is previous
@@ -143,8 +148,18 @@ def test_ctrl_c_while_the_send_gets_ready_stops_it_before_it_sends() -> None:
         started.append("sending")
         return "delivered"
 
-    with CtrlC(lambda text: None) as ctrl_c:
+    said: list[str] = []
+    with CtrlC(said.append) as ctrl_c:
         _ctrl_c()  # e.g. while the store opens: not raised there
         with pytest.raises(KeyboardInterrupt):
             ctrl_c.run(sending())
     assert started == []
+    assert said == ["Stopping (Ctrl-C) once the store is open; Ctrl-C again to stop now."]
+
+
+def test_a_second_ctrl_c_while_the_send_gets_ready_stops_it_at_once() -> None:
+    """Getting ready may hang (a Redis that never answers, a FIFO report nobody reads)."""
+    with CtrlC(lambda text: None):
+        _ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            _ctrl_c()

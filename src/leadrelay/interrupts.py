@@ -14,9 +14,10 @@ closed; after the loop, it cut the storing of what was read (and the summary) sh
   queue, for the next run (Meta deduplicates any it got by event_id). Once the send's task has
   ended, the loop only waits for its threads (a reader blocked on a quiet pipe): then the second
   raises ``KeyboardInterrupt``, as before;
-- before the loop (the store opening) and once it has ended (the store closing: what was read
-  gets stored; the summary), Ctrl-C is noted, not raised (a send stopped before its loop
-  starts sends nothing), but for
+- before the loop (the store opening), the first Ctrl-C is noted and said (the send then starts
+  nothing) and the second raises ``KeyboardInterrupt`` (a store that does not answer);
+- once the loop has ended (the store closing: what was read gets stored; the summary), Ctrl-C
+  is noted and said, not raised, but for
 - a third, which raises ``KeyboardInterrupt`` where it lands, for a send stuck anywhere.
 
 A process that ignores SIGINT (a background job of a script) keeps ignoring it, and outside the
@@ -112,9 +113,17 @@ class CtrlC:
         if self.presses > 2:
             raise KeyboardInterrupt
         loop, task = self._loop, self._task
-        if loop is None or task is None:
-            # Noted: before the loop (opening the store; run then starts nothing) or after it
+        if loop is None or task is None or loop.is_closed():
+            if not self._ended and self.presses > 1:
+                raise KeyboardInterrupt  # stuck getting ready (a store that does not answer)
+            # Noted: before the loop (the store opening; run then starts nothing) or after it
             # (storing what was read, the summary).
+            self._say(
+                "Stopping (Ctrl-C): storing what was read, then the summary; Ctrl-C again to "
+                "stop at once."
+                if self._ended
+                else "Stopping (Ctrl-C) once the store is open; Ctrl-C again to stop now."
+            )
             return
         if self.presses == 1:
             loop.call_soon_threadsafe(self._stop)

@@ -177,6 +177,10 @@ async def deliver(
         finally:
             stop_reading.set()
             stop.set()
+            if not reader.done():
+                # Stopped while reading (Ctrl-C): what the intake holds is stored now, queued,
+                # not when the reader gets to it; one blocked on a quiet pipe never would.
+                await asyncio.shield(asyncio.to_thread(intake.flush))
             try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                 await asyncio.shield(runner)
             except asyncio.CancelledError:

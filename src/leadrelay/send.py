@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -177,9 +177,12 @@ async def deliver(
         finally:
             stop_reading.set()
             stop.set()
+            # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
+            # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
+            reader.add_done_callback(_retrieved)
             if not reader.done():
-                # Stopped while reading (Ctrl-C): what the intake holds is stored now, queued,
-                # not when the reader gets to it; one blocked on a quiet pipe never would.
+                # Stopped while reading: what the intake holds is stored now, queued, not when
+                # the reader gets to it; one blocked on a quiet pipe never would.
                 await asyncio.shield(asyncio.to_thread(intake.flush))
             try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                 await asyncio.shield(runner)
@@ -192,6 +195,11 @@ async def deliver(
     if halt.is_set():
         raise Stopped()
     return paused
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Stopped(Exception):

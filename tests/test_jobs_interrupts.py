@@ -191,3 +191,28 @@ def _wchan(pid: int) -> str:
         return Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return ""
+
+
+def test_a_ctrl_c_as_the_fork_server_starts_leaves_it_serving() -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the fork server of ``--jobs``
+    included, also while Python starts in it: it waits there, and is then ignored (it ended the
+    server with a traceback from its imports). The server lives on and forks workers."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from multiprocessing import forkserver\n"
+        "from leadrelay.mapping import pool\n"
+        "context = pool._context()\n"
+        "forkserver.ensure_running()  # started by _context; here in any case\n"
+        "server = forkserver._forkserver._forkserver_pid\n"
+        "os.kill(server, signal.SIGINT)  # at once: Python is starting in it\n"
+        "time.sleep(1.0)\n"
+        "alive = os.waitpid(server, os.WNOHANG)[0] == 0\n"
+        "worker = context.Process(target=sys.exit, args=(7,))\n"
+        "worker.start()\n"
+        "worker.join(30)\n"
+        "print(alive, worker.exitcode)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().split() == ["True", "7"]
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()

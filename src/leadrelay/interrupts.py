@@ -83,9 +83,6 @@ class CtrlC:
         """``asyncio.run(main)``, raising ``KeyboardInterrupt`` once a Ctrl-C stopped ``main``."""
         if not self._ours:
             return asyncio.run(main)
-        if self.presses:  # Ctrl-C while the send was getting ready: it sends nothing
-            main.close()
-            raise KeyboardInterrupt
         try:
             with asyncio.Runner() as runner:  # leaves SIGINT to us: not Python's default handler
                 self._loop = runner.get_loop()
@@ -103,7 +100,7 @@ class CtrlC:
 
     async def _started(self, main: Coroutine[Any, Any, _T]) -> _T:
         self._task = asyncio.current_task()
-        if self.presses:  # Ctrl-C as the loop started: as if it had come just after
+        if self.presses:  # Ctrl-C while the send got ready: it starts nothing
             main.close()
             raise asyncio.CancelledError
         return await main

@@ -1,8 +1,9 @@
 """The embedded default ``Store``: one SQLite file in WAL mode.
 
-Writes are batched: one ``BEGIN IMMEDIATE`` transaction and one ``executemany`` per call, never a
-commit per event. With ``synchronous="FULL"`` a commit is on disk (fsync) before ``add`` returns;
-``"NORMAL"`` survives a crash of the process but may lose the last commits on power loss.
+Writes are batched: one ``BEGIN IMMEDIATE`` transaction per call, rows inserted 100 to a
+statement (``insert_rows``), never a commit per event. With ``synchronous="FULL"`` a commit is on
+disk (fsync) before ``add`` returns; ``"NORMAL"`` survives a crash of the process but may lose
+the last commits on power loss.
 
 Threads: safe to share. Writes go through one connection under one lock; reads (``counts``,
 ``events``..., in ``sqlite_reads``) through a second connection with its own lock, so a dashboard
@@ -62,6 +63,7 @@ from leadrelay.delivery.sqlite_sql import (
     MARK_IN_FLIGHT,
     PAYLOADS,
     RETRY,
+    insert_rows,
 )
 from leadrelay.delivery.store import (
     Claimed,
@@ -275,7 +277,7 @@ class SQLiteStore(SQLiteReads, Store):
             next_id += 1
         for sql, params in new.items():  # ids are explicit: the order of inserts is free
             if params:
-                conn.executemany(sql, params)
+                insert_rows(conn, sql, params)
         if remembered is None:  # not queued: nothing to remember for claim
             return ids
         room = self._remember - len(self._unclaimed)

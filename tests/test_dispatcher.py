@@ -11,7 +11,7 @@ import asyncio
 import math
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -21,7 +21,7 @@ import pytest
 from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 NOW = 1_767_800_000
 TOKEN = "EAAB-secret-token-do-not-print"
@@ -83,7 +83,7 @@ class FakeMeta:
             200,
             json={
                 "events_received": len(leads),
-                "messages": [],
+                "messages": ["a warning", "another"] if step == "warn" else [],
                 "fbtrace_id": f"Ok{len(self.batches)}",
             },
         )
@@ -153,15 +153,15 @@ def run(
 
 def deliver(
     meta: FakeMeta, payloads: list[Payload], fake: FakeTime | None = None, **options: Any
-) -> tuple[list[Delivery], Dispatcher]:
-    async def body(d: Dispatcher) -> tuple[list[Delivery], Dispatcher]:
+) -> tuple[Sequence[Delivery], Dispatcher]:
+    async def body(d: Dispatcher) -> tuple[Sequence[Delivery], Dispatcher]:
         return await d.deliver(payloads), d
 
-    result: tuple[list[Delivery], Dispatcher] = run(meta, body, fake, **options)
+    result: tuple[Sequence[Delivery], Dispatcher] = run(meta, body, fake, **options)
     return result
 
 
-def states(results: list[Delivery]) -> Counter[State]:
+def states(results: Sequence[Delivery]) -> Counter[State]:
     return Counter(r.state for r in results)
 
 
@@ -174,6 +174,39 @@ def test_a_good_batch_is_one_request() -> None:
     assert all(r.attempts == 1 and not r.extra.get("retried") for r in results)
     assert results[0].fbtrace_id == "Ok1"
     assert (d.requests, d.retries, len(meta.batches)) == (1, 0, 1)
+
+
+def test_a_batch_taken_whole_at_once_says_so_and_reads_as_its_deliveries() -> None:
+    meta = FakeMeta(script=["warn"])
+    payloads = batch(5)
+    results, _ = deliver(meta, payloads)
+    assert type(results) is DeliveredWhole  # the store and the tally take it in one go
+    assert results.payloads == payloads and results.message == "a warning; another"
+    expected = [
+        Delivery(p, State.DELIVERED, 1, None, results.message, None, None, "Ok1") for p in payloads
+    ]
+    assert results == expected and list(results) == expected and results[1:3] == expected[1:3]
+    assert results[-1] == expected[-1] and len(results) == 5
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["retried", "one expired", "one unencodable", "one bad"],
+)
+def test_a_batch_not_taken_whole_at_the_first_request_gets_a_delivery_each(case: str) -> None:
+    payloads = batch(4)
+    meta = FakeMeta(script=["http_500"] if case == "retried" else [])
+    if case == "one expired":
+        payloads[2] = payload(2, event_time=NOW - WEEK - 3600)
+    elif case == "one unencodable":
+        payloads[2].data["custom_data"]["value"] = {1, 2}
+    elif case == "one bad":
+        meta.bad = {payloads[2].lead_id}
+    results, _ = deliver(meta, payloads)
+    assert type(results) is list
+    assert [r.state is State.DELIVERED for r in results] == (
+        [True] * 4 if case == "retried" else [True, True, False, True]
+    )
 
 
 def test_one_bad_lead_in_1000_is_isolated() -> None:
@@ -321,7 +354,7 @@ def test_auth_failure_pauses_and_queues_everything() -> None:
     payloads = batch(1000)
     meta = FakeMeta(bad={payloads[10].lead_id}, script=["meta", "auth"])
 
-    async def body(d: Dispatcher) -> tuple[list[Delivery], list[Delivery], Dispatcher]:
+    async def body(d: Dispatcher) -> tuple[Sequence[Delivery], Sequence[Delivery], Dispatcher]:
         first = await d.deliver(payloads)
         second = await d.deliver(batch(5))
         return first, second, d

@@ -8,9 +8,10 @@ ends in exactly one recorded outcome; these classes are that record.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 
 class State(StrEnum):
@@ -108,3 +109,55 @@ class Delivery:
     subcode: int | None = None
     fbtrace_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DeliveredWhole(Sequence[Delivery]):
+    """The results of a batch Meta took whole at its first request: every payload DELIVERED after
+    one attempt, with that request's message and fbtrace_id, in the batch's order.
+
+    ``Dispatcher.deliver`` returns it for such a batch, most batches: what handles a batch as a
+    whole (the store, the tally) reads ``payloads`` and the two fields, without a ``Delivery``
+    per event; anything else reads the ``Delivery`` of each payload, made as it is read.
+    """
+
+    __slots__ = ("fbtrace_id", "message", "payloads")
+
+    def __init__(
+        self, payloads: Sequence[Payload], message: str | None, fbtrace_id: str | None
+    ) -> None:
+        self.payloads = payloads
+        self.message = message
+        self.fbtrace_id = fbtrace_id
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @overload
+    def __getitem__(self, index: int) -> Delivery: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Delivery]: ...
+
+    def __getitem__(self, index: int | slice) -> Delivery | list[Delivery]:
+        if isinstance(index, slice):
+            return [self._of(p) for p in self.payloads[index]]
+        return self._of(self.payloads[index])
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return map(self._of, self.payloads)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same deliveries (a list of them, say)."""
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # compares as the list it stands for
+
+    def __repr__(self) -> str:
+        return f"DeliveredWhole({len(self)} payloads, fbtrace_id={self.fbtrace_id!r})"
+
+    def _of(self, payload: Payload) -> Delivery:
+        return Delivery(
+            payload, State.DELIVERED, 1, None, self.message, None, None, self.fbtrace_id
+        )

@@ -132,7 +132,7 @@ async def deliver(
         batch_size=d.batch_size,
         concurrency=d.concurrency,
         requeue=None,
-        on_result=tally.delivery,
+        on_results=tally.deliveries,
     )
     if ctrl_c is not None:
         ctrl_c.worker = worker

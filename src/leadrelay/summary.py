@@ -7,13 +7,14 @@ renders the summary table users read at the end, plus the optional per-event NDJ
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
 from leadrelay.meta.errors import ErrorKind
-from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -132,6 +133,15 @@ class Tally:
                     "message": outcome.message,
                 }
             )
+
+    def deliveries(self, results: Sequence[Delivery]) -> None:
+        """Count what delivery made of a batch's payloads (``delivery`` for each; a batch
+        delivered whole is counted at once when no report row is to be written)."""
+        if type(results) is DeliveredWhole and self.report is None:
+            self.delivered_now += len(results)
+            return
+        for result in results:
+            self.delivery(result)
 
     def delivery(self, result: Delivery) -> None:
         """Count what delivery made of one payload."""

@@ -21,7 +21,7 @@ import orjson
 from leadrelay.delivery.encoded import request_body
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 _TOO_OLD_SUBCODE: Final = 2804003  # 100/2804003: "Event Timestamp Too Old"
 _DAY: Final = 86400
@@ -114,8 +114,9 @@ class Dispatcher:
         self._rng = rng if rng is not None else random.Random()
         self._on_request = on_request
 
-    async def deliver(self, batch: Sequence[Payload]) -> list[Delivery]:
-        """Deliver ``batch``; returns one ``Delivery`` per payload, in the same order."""
+    async def deliver(self, batch: Sequence[Payload]) -> Sequence[Delivery]:
+        """Deliver ``batch``; returns one ``Delivery`` per payload, in the same order: a
+        ``DeliveredWhole`` when Meta took the whole batch at the first request."""
         results: list[Delivery | None] = [None] * len(batch)
         items: list[_Item] = []
         for i, payload in enumerate(batch):
@@ -130,7 +131,11 @@ class Dispatcher:
                     message=f"payload cannot be encoded as JSON: {exc}",
                 )
         if items:
-            await self._deliver(items, results, deadline=self._clock() + self.policy.max_total)
+            whole = await self._deliver(
+                items, results, deadline=self._clock() + self.policy.max_total
+            )
+            if whole is not None:
+                return DeliveredWhole(batch, *whole)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # a bug here must not lose events silently
             raise RuntimeError(f"no delivery result for batch positions {missing[:10]}")
@@ -138,39 +143,44 @@ class Dispatcher:
 
     async def _deliver(
         self, items: list[_Item], results: list[Delivery | None], deadline: float
-    ) -> None:
+    ) -> tuple[str | None, str | None] | None:
+        """Fills ``results`` for ``items``; or, when they are the whole batch and Meta took them
+        at the first request, returns that request's message and fbtrace_id instead."""
         attempt = 0
         while True:
             if self.paused is not None:
                 self._queue(items, results, self.paused)
-                return
+                return None
             items = self._drop_expired(items, results)
             if not items:
-                return
+                return None
             attempt += 1
             result = await self._request(items)
             error = result.error
             if result.ok or error is None:
-                self._delivered(items, results, result)
-                return
+                message = "; ".join(result.messages) if result.messages else None
+                if attempt == 1 and len(items) == len(results):
+                    return message, result.fbtrace_id
+                self._delivered(items, results, message, result.fbtrace_id)
+                return None
             if error.kind is ErrorKind.AUTH:
                 self.paused = error
                 self._queue(items, results, error)
-                return
+                return None
             if error.kind is ErrorKind.INVALID:
                 if len(items) == 1:
                     self._rejected(items[0], results, error)
-                    return
+                    return None
                 # Meta refuses the whole batch for one bad event and does not say which one:
                 # halve until the refused events are alone, sending everything else.
                 mid = len(items) // 2
                 await self._deliver(items[:mid], results, deadline)
                 await self._deliver(items[mid:], results, deadline)
-                return
+                return None
             wait = self.policy.delay(attempt, error, self._rng)
             if attempt >= self.policy.max_attempts or self._clock() + wait > deadline:
                 self._dead(items, results, error, attempt)
-                return
+                return None
             self.retries += 1
             for item in items:
                 item.retried = True
@@ -206,10 +216,13 @@ class Dispatcher:
         return kept
 
     def _delivered(
-        self, items: list[_Item], results: list[Delivery | None], r: GraphResult
+        self,
+        items: list[_Item],
+        results: list[Delivery | None],
+        message: str | None,
+        trace: str | None,
     ) -> None:
-        message = "; ".join(r.messages) if r.messages else None
-        trace, delivered = r.fbtrace_id, State.DELIVERED
+        delivered = State.DELIVERED
         for item in items:  # one per event: positional arguments, the fastest call
             extra = {"retried": True} if item.retried else {}
             results[item.index] = Delivery(

@@ -25,7 +25,7 @@ import structlog
 
 from leadrelay.delivery.store import Claimed, Store
 from leadrelay.delivery.store_calls import StoreCalls
-from leadrelay.outcome import Delivery, State
+from leadrelay.outcome import DeliveredWhole, Delivery, State
 
 log = structlog.get_logger("leadrelay.worker")
 
@@ -133,7 +133,7 @@ def write_results(store: Store, s: Sorted, now: float) -> None:
 
 class Recorder:
     """Records batches' results (``record``) and puts undelivered batches back (``put_back``)
-    through the worker's ``StoreCalls``; tells ``on_result`` and the observer."""
+    through the worker's ``StoreCalls``; tells ``on_results`` and the observer."""
 
     def __init__(
         self,
@@ -143,29 +143,34 @@ class Recorder:
         requeue: RequeuePolicy | None,
         clock: Callable[[], float],
         observer: WorkerObserver | None,
-        on_result: Callable[[Delivery], None] | None,
+        on_results: Callable[[Sequence[Delivery]], None] | None,
     ) -> None:
         self.requeue = requeue
         self._store = store
         self._calls = calls
         self._clock = clock
         self._observer = observer
-        self._on_result = on_result
+        self._on_results = on_results
 
     async def record(self, claimed: Sequence[Claimed], results: Sequence[Delivery]) -> None:
-        """Record what delivery made of ``claimed`` (``results`` aligned with it)."""
+        """Record what delivery made of ``claimed`` (``results`` aligned with it); then tell
+        ``on_results`` what is settled for this run: final states, and events held by a pause."""
         now = self._clock()
+        if type(results) is DeliveredWhole:  # most batches: no Delivery made per event
+            ids = [c.id for c in claimed]
+            await self._calls(partial(self._store.complete_delivered, ids, results, now))
+            if self._on_results is not None:
+                self._on_results(results)
+            if self._observer is not None:
+                self._observer.outcomes({(_DELIVERED.value, ""): len(results)})
+            return
         s = sort_results(claimed, results, self.requeue, now)
         await self._calls(partial(write_results, self._store, s, now))
-        on_result = self._on_result
-        if on_result is not None:
-            # Only what is settled for this run: final states, and events held by a pause.
-            for _, d in s.finals:
-                on_result(d)
+        if self._on_results is not None:
+            settled = [d for _, d in s.finals]
             if s.paused:
-                for d in results:
-                    if d.state is State.QUEUED:
-                        on_result(d)
+                settled += [d for d in results if d.state is State.QUEUED]
+            self._on_results(settled)
         if s.later:
             log.warning(
                 "retries ran out; the events go back to the queue",

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import orjson
 
@@ -73,7 +73,7 @@ from leadrelay.delivery.store import (
     StoreError,
 )
 from leadrelay.delivery.wal_sync import WalSync
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -229,6 +229,48 @@ class SQLiteStore(SQLiteReads, Store):
                 self._foreign_writes = True
         with self._writing() as conn:
             return self._add(conn, keys, rows, None)
+
+    def record_delivered(
+        self,
+        items: Sequence[Incoming],
+        message: str | None,
+        fbtrace_id: str | None,
+        now: float,
+    ) -> list[int]:
+        """``record(..., new_keys=True)`` of payloads that Meta took in one request, whole, at
+        the first attempt (``DeliveredWhole``): the same rows, made straight from ``items``. They
+        are what ``WriteBehindStore`` holds: payloads whose lead_id and event_time fit in 64
+        bits (``fits_int64``), keys distinct, found in no store when they were added."""
+        if self._drop_delivered and not self._foreign_writes:
+            try:
+                with self._writing() as conn:
+                    if self._only_ours(conn):
+                        return self._insert_delivered(conn, items, message, fbtrace_id, now)
+            except sqlite3.IntegrityError:  # a key is stored: the first outcome stored wins
+                self._foreign_writes = True
+        payloads = cast("list[Payload]", [item.outcome for item in items])
+        delivered = DeliveredWhole(payloads, message, fbtrace_id)
+        return self.record(list(zip(items, delivered, strict=True)), now, new_keys=True)
+
+    def _insert_delivered(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[Incoming],
+        message: str | None,
+        fbtrace_id: str | None,
+        now: float,
+    ) -> list[int]:
+        """The ``INSERT_DELIVERED`` rows of ``record_delivered``, with ids from the next one on."""
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        first = seq[0] + 1 if seq else 1
+        rows = [
+            (first + n, o.key, o.source_event, o.event_name, o.lead_id, o.event_time,  # type: ignore[union-attr]  # payloads only (see record_delivered)
+             item.received_at, now, 1, message, fbtrace_id)
+            for n, item in enumerate(items)
+            for o in [item.outcome]
+        ]  # fmt: skip
+        insert_rows(conn, INSERT_DELIVERED, rows)
+        return list(range(first, first + len(rows)))
 
     def _only_ours(self, conn: sqlite3.Connection) -> bool:
         """Whether every write to the file since the store opened was through ``conn`` (the

@@ -27,7 +27,15 @@ from leadrelay.delivery.store_encoding import OriginalPolicy as OriginalPolicy
 from leadrelay.delivery.store_encoding import decode_notes as decode_notes
 from leadrelay.delivery.store_encoding import encode_payload as encode_payload
 from leadrelay.delivery.store_encoding import keep_original as keep_original
-from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
+from leadrelay.outcome import (
+    DeliveredWhole,
+    Delivery,
+    FieldNote,
+    Filtered,
+    Payload,
+    Rejected,
+    State,
+)
 
 FINAL_DELIVERY_STATES: Final = frozenset(
     {State.DELIVERED, State.REJECTED, State.EXPIRED, State.DEAD}
@@ -174,6 +182,11 @@ class Store(Protocol):
         Rows that are no longer QUEUED or IN_FLIGHT are left alone.
         """
         ...
+
+    def complete_delivered(self, ids: Sequence[int], delivered: DeliveredWhole, now: float) -> None:
+        """``complete`` of a batch Meta took whole (``ids`` aligned with ``delivered``); a store
+        may record it without reading a ``Delivery`` per event."""
+        self.complete(list(zip(ids, delivered, strict=True)), now)
 
     def retry_later(
         self,

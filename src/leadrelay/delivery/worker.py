@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final
 
@@ -75,7 +75,7 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: WorkerObserver | None = None,
-        on_result: Callable[[Delivery], None] | None = None,
+        on_results: Callable[[Sequence[Delivery]], None] | None = None,
         renew_every_s: float | None = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:
@@ -110,7 +110,7 @@ class DeliveryWorker:
             requeue=requeue,
             clock=clock,
             observer=observer,
-            on_result=on_result,
+            on_results=on_results,
         )
         self._fleet = (
             FleetWatch(

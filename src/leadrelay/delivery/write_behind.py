@@ -37,7 +37,7 @@ from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_schema import fits_int64
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
-from leadrelay.outcome import Delivery, Filtered, Payload, Rejected, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
 
 __all__ = ["WriteBehindStore"]
 
@@ -153,6 +153,18 @@ class WriteBehindStore(Store):
             # Their keys were found nowhere when they were added, and kept in memory since.
             self._store.record([(item, d) for _, item, d in mine], now, new_keys=True)
             self._forget([i for i, _, _ in mine])
+
+    def complete_delivered(self, ids: Sequence[int], delivered: DeliveredWhole, now: float) -> None:
+        """See ``Store.complete_delivered``: a batch all from memory, most of them, is recorded
+        without a ``Delivery`` per event (``SQLiteStore.record_delivered``)."""
+        held = self._held
+        try:
+            items = [held[i] for i in ids]
+        except KeyError:  # some of it came from the store
+            self.complete(list(zip(ids, delivered, strict=True)), now)
+            return
+        self._store.record_delivered(items, delivered.message, delivered.fbtrace_id, now)
+        self._forget(ids)
 
     def retry_later(
         self,
@@ -274,7 +286,7 @@ class WriteBehindStore(Store):
             finally:
                 self._store.close()
 
-    def _forget(self, ids: list[int]) -> None:
+    def _forget(self, ids: Sequence[int]) -> None:
         """Events now stored leave memory (after the store committed them: see ``add``)."""
         with self._lock:
             for id_ in ids:

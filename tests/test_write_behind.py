@@ -204,6 +204,23 @@ def test_payloads_mapped_in_other_processes_are_encoded_once_here(store: WriteBe
         assert (record.state, record.reason) == (State.REJECTED, "unencodable")
 
 
+@pytest.mark.parametrize(
+    ("lead_id", "event_time"),
+    [(2**63, 1767799000), (-(2**63) - 1, 1767799000), (123456789012345, 2**63)],
+    ids=["lead-past-64-bits", "lead-below-64-bits", "time-past-64-bits"],
+)
+def test_an_encoded_payload_past_64_bits_is_stored_rejected_not_kept(
+    store: WriteBehindStore, lead_id: int, event_time: int
+) -> None:
+    odd = EncodedPayload("odd", "lead_qualified", "Qualified", lead_id, event_time, b"{}")
+    edge = EncodedPayload("edge", "lead_qualified", "Qualified", 2**63 - 1, -(2**63), b"{}")
+    ids = store.add([Incoming(odd, None, NOW), Incoming(edge, None, NOW)])
+    assert ids[0] > 0 > ids[1]  # stored at once; the one that fits waits in memory
+    record = store.get("odd")
+    assert record is not None and (record.state, record.reason) == (State.REJECTED, "unencodable")
+    assert [c.payload.key for c in store.claim(10, NOW)] == ["edge"]
+
+
 def test_memory_is_bounded_in_bytes_too(tmp_path: Path) -> None:
     size = len(encoded("k0").body or b"") + len(item("k0").original or b"")
     store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=100, limit_bytes=2 * size)

@@ -131,3 +131,44 @@ def _rows_statement(sql: str, size: int) -> str:
 def _renumbered(row: str, by: int) -> str:
     """``row`` with each numbered parameter ``?n`` made ``?(n + by)``."""
     return _NUMBERED.sub(lambda m: f"?{int(m[1]) + by}", row)
+
+
+_DELIVERED_INTO: Final = (  # of INSERT ... VALUES, as ``insert_delivered`` writes it
+    "events (id, key, state, source_event, event_name, lead_id, event_time, received_at,"
+    " updated_at, attempts, message, fbtrace_id)"
+)
+
+
+def insert_delivered(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[Any, ...]],
+    now: float,
+    message: str | None,
+    fbtrace_id: str | None,
+) -> None:
+    """Insert events delivered at one request, at its first attempt: ``rows`` of (id, key,
+    source_event, event_name, lead_id, event_time, received_at), and what they share (their
+    ``updated_at``, message and fbtrace_id) bound once per statement, not once per row: the
+    rows ``INSERT_DELIVERED`` makes of each, with ``attempts`` 1."""
+    done, n = 0, len(rows)
+    for size in (*_ROWS_PER_STATEMENT, 1):
+        if n - done < size:
+            continue
+        statement = _statements.get((_DELIVERED_INTO, size)) or _delivered_statement(size)
+        shared = (now, message, fbtrace_id)
+        while n - done >= size:
+            conn.execute(statement, [*chain.from_iterable(rows[done : done + size]), *shared])
+            done += size
+
+
+def _delivered_statement(size: int) -> str:
+    """``insert_delivered``'s statement for ``size`` rows: 7 parameters each, then the 3 shared."""
+    at = 7 * size
+    rows = ", ".join(
+        f"(?{k + 1}, ?{k + 2}, 'delivered', ?{k + 3}, ?{k + 4}, ?{k + 5}, ?{k + 6}, ?{k + 7},"
+        f" ?{at + 1}, 1, ?{at + 2}, ?{at + 3})"
+        for k in range(0, at, 7)
+    )
+    statement = f"INSERT INTO {_DELIVERED_INTO} VALUES {rows}"
+    _statements[(_DELIVERED_INTO, size)] = statement
+    return statement

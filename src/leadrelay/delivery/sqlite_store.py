@@ -63,6 +63,7 @@ from leadrelay.delivery.sqlite_sql import (
     MARK_IN_FLIGHT,
     PAYLOADS,
     RETRY,
+    insert_delivered,
     insert_rows,
 )
 from leadrelay.delivery.store import (
@@ -265,11 +266,11 @@ class SQLiteStore(SQLiteReads, Store):
         first = seq[0] + 1 if seq else 1
         rows = [
             (first + n, o.key, o.source_event, o.event_name, o.lead_id, o.event_time,  # type: ignore[union-attr]  # payloads only (see record_delivered)
-             item.received_at, now, 1, message, fbtrace_id)
+             item.received_at)
             for n, item in enumerate(items)
             for o in [item.outcome]
         ]  # fmt: skip
-        insert_rows(conn, INSERT_DELIVERED, rows)
+        insert_delivered(conn, rows, now, message, fbtrace_id)
         return list(range(first, first + len(rows)))
 
     def _only_ours(self, conn: sqlite3.Connection) -> bool:

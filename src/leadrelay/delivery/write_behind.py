@@ -41,6 +41,8 @@ from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejec
 
 __all__ = ["WriteBehindStore"]
 
+_MIN, _MAX = -(2**63), 2**63 - 1  # SQLite's integers
+
 
 class WriteBehindStore(Store):
     """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
@@ -84,37 +86,56 @@ class WriteBehindStore(Store):
         with self._lock:
             keep = self._limit - len(self._waiting)
             room = self._limit_bytes - self._bytes
-            keys = [i.outcome.key for i in items if isinstance(i.outcome, Payload)]
-            stored = self._store.stored_keys([k for k in keys if k]) if keep > 0 else {}
-            for item in items:
-                key = item.outcome.key
-                if key and key not in to_store:
-                    known = self._keys.get(key)
-                    if known is None:
-                        known = stored.get(key)
-                    if known is not None:
-                        ids.append(known)
-                        continue
-                payload = _encoded(item.outcome) if keep > 0 and key not in to_store else None
-                if payload is not None and (size := _size(payload, item)) <= room:
-                    id_ = self._next_id
-                    self._next_id -= 1
-                    if payload is not item.outcome:
-                        item = Incoming(payload, item.original, item.received_at)
-                    self._waiting.append((id_, item))
-                    self._sizes.append(size)
+            keys = [k for i in items if isinstance(o := i.outcome, Payload) and (k := o.key)]
+            stored = self._store.stored_keys(keys) if keep > 0 else {}
+            # Once per event, so names are bound here; ids in memory are negative, stored ones
+            # positive: neither is 0.
+            in_memory, held_id, stored_id = self._keys, self._keys.get, stored.get
+            wait, sizes = self._waiting.append, self._sizes.append
+            next_id = self._next_id
+            try:
+                for item in items:
+                    o = item.outcome
+                    key = o.key
+                    if key and key not in to_store:
+                        known = held_id(key) or stored_id(key)
+                        if known:
+                            ids.append(known)
+                            continue
+                    if keep > 0 and key not in to_store:
+                        if (  # read and mapped here: encoded, ints that fit (``_encoded``)
+                            type(o) is EncodedPayload
+                            and o.body is not None
+                            and type(lead_id := o.lead_id) is int
+                            and type(event_time := o.event_time) is int
+                            and _MIN <= lead_id <= _MAX
+                            and _MIN <= event_time <= _MAX
+                        ):
+                            payload: EncodedPayload | None = o
+                        else:
+                            payload = _encoded(o)
+                        if payload is not None:
+                            size = len(payload.body or b"") + len(item.original or b"")
+                            if size <= room:
+                                if payload is not o:
+                                    item = Incoming(payload, item.original, item.received_at)
+                                wait((next_id, item))
+                                sizes(size)
+                                if key:
+                                    in_memory[key] = next_id
+                                ids.append(next_id)
+                                next_id -= 1
+                                keep -= 1
+                                room -= size
+                                continue
                     if key:
-                        self._keys[key] = id_
-                    ids.append(id_)
-                    keep -= 1
-                    room -= size
-                    continue
-                if key:
-                    to_store.add(key)  # the store takes the first one, and says its id
-                places.append(len(ids))
-                ids.append(0)
-                rest.append(item)
-            self._bytes = self._limit_bytes - room
+                        to_store.add(key)  # the store takes the first one, and says its id
+                    places.append(len(ids))
+                    ids.append(0)
+                    rest.append(item)
+            finally:
+                self._next_id = next_id
+                self._bytes = self._limit_bytes - room
         if rest:
             for place, id_ in zip(places, self._store.add(rest), strict=True):
                 ids[place] = id_
@@ -289,10 +310,11 @@ class WriteBehindStore(Store):
     def _forget(self, ids: Sequence[int]) -> None:
         """Events now stored leave memory (after the store committed them: see ``add``)."""
         with self._lock:
+            held, keys = self._held.pop, self._keys.pop
             for id_ in ids:
-                item = self._held.pop(id_, None)
-                if item is not None and item.outcome.key:
-                    self._keys.pop(item.outcome.key, None)
+                item = held(id_, None)
+                if item is not None and (key := item.outcome.key):
+                    keys(key, None)
 
 
 def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:

@@ -163,6 +163,14 @@ def test_no_statement_reads_the_whole_table(store: SQLiteStore) -> None:
             assert not any("events_claim" in step for step in plan), (name, plan)
 
 
+def test_statement_journals_stay_in_memory(store: SQLiteStore) -> None:
+    # A statement inserting 100 rows journals the pages it changes; SQLite spilled that journal
+    # to a file in /var/tmp past 64 KiB (a file written and deleted per statement, about one
+    # write per event sent) unless temporary storage is in memory, on every connection we open.
+    for conn in (store._writer, store._reader):
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+
+
 def test_reopening_keeps_the_schema_and_the_data(path: Path) -> None:
     with SQLiteStore(path) as store:
         queued(store, "a")

@@ -19,7 +19,9 @@ An event is stored once its outcome is known. If the process is killed (SIGKILL,
 it had read but not recorded is in no store: running the same send again sends it (what was
 recorded is skipped, by key), as a batch in flight when a process dies is sent again after
 ``release_in_flight``. So ``send`` uses it only for input it can read again (regular files, not
-a pipe). Ids of events in memory are negative and change when they are stored.
+a pipe). What ``add`` hands to the store is committed at once and synced to disk with the next
+commit that syncs (a record, a claim of it, the close): a power cut may lose it, as it loses
+what waits in memory. Ids of events in memory are negative and change when they are stored.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ class WriteBehindStore(Store):
                 self._next_id = next_id
                 self._bytes = self._limit_bytes - room
         if rest:
-            for place, id_ in zip(places, self._store.add(rest), strict=True):
+            # Not synced here (the reader would wait for the disk, each piece it reads): the
+            # next record or close syncs it, and a claim syncs before it hands a payload out.
+            for place, id_ in zip(places, self._store.add(rest, durable=False), strict=True):
                 ids[place] = id_
         return ids
 

@@ -97,6 +97,35 @@ def test_recorded_as_a_delivery_per_event_records_it(
     assert sorted(key for _, key in rows) == KEYS and len(bodies) == (0 if drop else len(KEYS))
 
 
+@pytest.mark.parametrize("limit", [999, 12], ids=["999-parameters", "12-parameters"])
+def test_a_connection_binding_fewer_parameters_records_the_same(tmp_path: Path, limit: int) -> None:
+    # 999 before SQLite 3.32 unless built otherwise: fewer rows to a statement, the same rows.
+    stores = [write_behind(tmp_path / f"{way}.db", True, 1000) for way in ("each", "whole")]
+    try:
+        for store, whole in zip(stores, (False, True), strict=True):
+            store._store._writer.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+            settle(store, KEYS, whole, "a warning")
+        each, whole = stores
+        for key in KEYS:
+            assert visible(whole.get(key)) == visible(each.get(key))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_ids_are_never_reused_after_a_purge(tmp_path: Path) -> None:
+    store = write_behind(tmp_path / "wb.db", True, 1000)
+    try:
+        settle(store, KEYS[:10], True, None)
+        assert store.purge(delivered_before=LATER + 1, drop_originals=False) == 10
+        settle(store, KEYS[10:20], True, None)
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        ids = [i for (i,) in db.execute("SELECT id FROM events ORDER BY id")]
+    assert ids == list(range(11, 21))  # as a Delivery per event numbers them
+
+
 @pytest.mark.parametrize("writer", ["another process", "the same connection"])
 def test_a_key_stored_meanwhile_keeps_its_row(tmp_path: Path, writer: str) -> None:
     path = tmp_path / "wb.db"

@@ -37,10 +37,19 @@ def _rows(sql: str, n: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _table(tmp_path: Path, name: str, sql: str, rows: list[tuple[Any, ...]], many: bool) -> Any:
+def _table(
+    tmp_path: Path,
+    name: str,
+    sql: str,
+    rows: list[tuple[Any, ...]],
+    many: bool,
+    limit: int | None = None,
+) -> Any:
     opened: list[sqlite3.Connection] = []
     path = str(tmp_path / f"{name}.db")
     conn = open_connection(path, 5.0, opened)
+    if limit is not None:  # parameters one statement may bind: 999 before SQLite 3.32
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
     conn.execute("PRAGMA journal_mode = WAL")
     init_schema(conn, path)
     conn.execute("BEGIN")
@@ -61,11 +70,14 @@ def _table(tmp_path: Path, name: str, sql: str, rows: list[tuple[Any, ...]], man
     ids=["queued", "delivered", "insert", "settled", "body"],
 )
 @pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 99, 100, 101, 111, 1234])
-def test_stores_what_one_statement_per_row_stores(tmp_path: Path, sql: str, n: int) -> None:
+@pytest.mark.parametrize("limit", [None, 999, 20], ids=["default", "999-parameters", "20"])
+def test_stores_what_one_statement_per_row_stores(
+    tmp_path: Path, sql: str, n: int, limit: int | None
+) -> None:
     rows = _rows(sql, n)
     expected = _table(tmp_path, "one-by-one", sql, rows, many=True)
     assert len(expected) == n
-    assert _table(tmp_path, "grouped", sql, rows, many=False) == expected
+    assert _table(tmp_path, "grouped", sql, rows, many=False, limit=limit) == expected
 
 
 def test_a_duplicate_key_fails_the_insert_as_executemany_does(tmp_path: Path) -> None:

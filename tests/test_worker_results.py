@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 import pytest
 
 from leadrelay.delivery.encoded import EncodedPayload
-from leadrelay.delivery.results import RequeuePolicy, sort_results
+from leadrelay.delivery.results import Recorder, RequeuePolicy, sort_results
+from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Incoming
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.delivery.store_calls import StoreCalls
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 NOW = 1767800000.0
 
@@ -82,3 +88,39 @@ def test_incoming_and_claimed_stay_frozen_values() -> None:
         c.id = 8  # type: ignore[misc]
     with pytest.raises(AttributeError):
         item.received_at = 0.0  # type: ignore[misc]
+
+
+def test_a_batch_taken_whole_is_recorded_counted_and_told_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    seen: list[Mapping[tuple[str, str], int]] = []
+    told: list[Sequence[Delivery]] = []
+
+    class Observer:
+        def outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
+            seen.append(dict(counts))
+
+        def batch_finished(self, seconds: float, size: int) -> None:
+            pass
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    try:
+        store.add([Incoming(c.payload, None, NOW) for c in _claimed(3)])
+        claimed = store.claim(10, NOW)
+        whole = DeliveredWhole([c.payload for c in claimed], None, "T")
+        recorder = Recorder(
+            store,
+            StoreCalls(lambda: False, sleep),
+            requeue=RequeuePolicy(),
+            clock=lambda: NOW + 1,
+            observer=Observer(),
+            on_results=told.append,
+        )
+        asyncio.run(recorder.record(claimed, whole))
+        assert seen == [{("delivered", ""): 3}]
+        assert told == [whole]
+        records = [store.get(c.id) for c in claimed]
+        assert [(r.state, r.fbtrace_id) for r in records if r] == [(State.DELIVERED, "T")] * 3
+    finally:
+        store.close()

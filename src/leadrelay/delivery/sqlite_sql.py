@@ -87,21 +87,24 @@ TIMELINE: Final = (
 )
 
 
-# Rows per statement of ``insert_rows``, largest first. SQLite runs a statement's prologue and
-# epilogue once per execution (for ``events``, AUTOINCREMENT reads and rewrites
-# ``sqlite_sequence`` each time): for executemany, once per row, half of what inserting a
-# delivered event costs. 100 rows of 17 parameters stay far below SQLite's 32,766.
-_ROWS_PER_STATEMENT: Final = (100, 10)
+# Rows per statement, at most: SQLite runs a statement's prologue and epilogue once per execution
+# (for ``events``, AUTOINCREMENT reads and rewrites ``sqlite_sequence`` each time): for
+# executemany, once per row, half of what inserting a delivered event cost. Fewer where the
+# connection binds fewer parameters than 100 rows take (999 before SQLite 3.32, unless built
+# otherwise; 32,766 since).
+_MOST_ROWS: Final = 100
 _NUMBERED: Final = re.compile(r"\?(\d+)")
 _statements: dict[tuple[str, int], str] = {}
+_widths: dict[str, int] = {}
 
 
 def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (...)`` of one row, done with
-    as few statements as it takes: 100 rows each, then 10, then one (the same rows, in order)."""
+    as few statements as it takes: 100 rows each (fewer if the connection binds fewer
+    parameters), then 10, then one at a time (the same rows, in order)."""
     done, n = 0, len(rows)
-    for size in _ROWS_PER_STATEMENT:
-        if n - done < size:
+    for size in _sizes(conn, _widths.get(sql) or _width(sql)):
+        if size == 1 or n - done < size:
             continue
         statement = _statements.get((sql, size)) or _rows_statement(sql, size)
         while n - done >= size:
@@ -111,15 +114,37 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]
         conn.executemany(sql, rows[done:])
 
 
-def _rows_statement(sql: str, size: int) -> str:
-    """``sql`` (``INSERT ... VALUES (...)``) inserting ``size`` rows; numbered parameters (``?3``)
-    are numbered on from row to row, so that each row binds its own values."""
+def _sizes(conn: sqlite3.Connection, width: int, shared: int = 0) -> tuple[int, ...]:
+    """Rows per statement, largest first, for rows of ``width`` parameters and ``shared`` more
+    bound once: 100 and 10 where the connection's limit allows, as many as it does where not,
+    and 1."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    most = max(1, min(_MOST_ROWS, (limit - shared) // width))
+    return tuple(sorted({most, min(10, most), 1}, reverse=True))
+
+
+def _width(sql: str) -> int:
+    """The parameters one row of ``sql`` binds (``INSERT ... VALUES (...)``)."""
+    row = _row(sql)[1]
+    numbers = [int(n) for n in _NUMBERED.findall(row)]
+    _widths[sql] = width = max(numbers) if numbers else row.count("?")
+    return width
+
+
+def _row(sql: str) -> tuple[str, str]:
+    """``sql`` split at VALUES: what comes before, and the row after."""
     head, values, row = sql.partition(" VALUES ")
     if not values or not (row.startswith("(") and row.endswith(")")):
         raise ValueError(f"not an INSERT of one row of VALUES: {sql!r}")
-    numbers = [int(n) for n in _NUMBERED.findall(row)]
-    if numbers:
-        width = max(numbers)
+    return head, row
+
+
+def _rows_statement(sql: str, size: int) -> str:
+    """``sql`` (``INSERT ... VALUES (...)``) inserting ``size`` rows; numbered parameters (``?3``)
+    are numbered on from row to row, so that each row binds its own values."""
+    head, row = _row(sql)
+    if _NUMBERED.search(row):
+        width = _widths.get(sql) or _width(sql)
         rows = [_renumbered(row, k * width) for k in range(size)]
     else:
         rows = [row] * size
@@ -151,7 +176,7 @@ def insert_delivered(
     ``updated_at``, message and fbtrace_id) bound once per statement, not once per row: the
     rows ``INSERT_DELIVERED`` makes of each, with ``attempts`` 1."""
     done, n = 0, len(rows)
-    for size in (*_ROWS_PER_STATEMENT, 1):
+    for size in _sizes(conn, 7, shared=3):
         if n - done < size:
             continue
         statement = _statements.get((_DELIVERED_INTO, size)) or _delivered_statement(size)

@@ -163,12 +163,41 @@ def test_no_statement_reads_the_whole_table(store: SQLiteStore) -> None:
             assert not any("events_claim" in step for step in plan), (name, plan)
 
 
-def test_statement_journals_stay_in_memory(store: SQLiteStore) -> None:
+def test_statement_journals_stay_in_memory_once_the_schema_is_settled(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A statement inserting 100 rows journals the pages it changes; SQLite spilled that journal
     # to a file in /var/tmp past 64 KiB (a file written and deleted per statement, about one
     # write per event sent) unless temporary storage is in memory, on every connection we open.
-    for conn in (store._writer, store._reader):
-        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+    # Not while the schema is set up: the upgrade from version 1 rewrites the whole table in one
+    # statement, whose journal in memory would be as big as the store.
+    during: list[int] = []
+    init = sqlite_store.init_schema
+
+    def watched(conn: sqlite3.Connection, where: str) -> None:
+        during.append(conn.execute("PRAGMA temp_store").fetchone()[0])
+        init(conn, where)
+
+    monkeypatch.setattr(sqlite_store, "init_schema", watched)
+    with SQLiteStore(path) as store:
+        assert during == [0]  # DEFAULT: files, as SQLite was built
+        for conn in (store._writer, store._reader):
+            assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+
+
+def test_a_begin_that_fails_leaves_commits_syncing(path: Path) -> None:
+    # add(durable=False) relaxes synchronous for its commit; a BEGIN refused (the file locked by
+    # another writer past the busy timeout) must not leave it relaxed for the commits after.
+    with SQLiteStore(path, busy_timeout_s=0.05) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                store.add([incoming(payload("a"))], durable=False)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_reopening_keeps_the_schema_and_the_data(path: Path) -> None:

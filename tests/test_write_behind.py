@@ -18,6 +18,7 @@ from rich.console import Console
 
 from conftest import make_settings
 from leadrelay import send
+from leadrelay.delivery import wal_sync
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import EventRecord, Incoming, StoreError
@@ -219,6 +220,35 @@ def test_an_encoded_payload_past_64_bits_is_stored_rejected_not_kept(
     record = store.get("odd")
     assert record is not None and (record.state, record.reason) == (State.REJECTED, "unencodable")
     assert [c.payload.key for c in store.claim(10, NOW)] == ["edge"]
+
+
+def test_what_the_reader_stores_waits_for_no_disk_and_close_makes_it_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    failing: list[OSError] = []
+
+    def fsync(fd: int) -> None:
+        if failing:
+            raise failing[0]
+        synced.append(fd)
+
+    monkeypatch.setattr(wal_sync, "_fsync", fsync)
+    unmapped = Filtered("f", "lead_lost", "unmapped", "not in [mapping]")
+    for fails in (False, True):
+        store = WriteBehindStore(SQLiteStore(tmp_path / f"wb-{fails}.db"))
+        synced.clear()
+        store.add([Incoming(unmapped, None, NOW), item("a")])
+        assert store.get("f") is not None and synced == []
+        assert store._store._deferred == 1  # committed without SQLite's fsync: left to a sync
+        if fails:
+            failing.append(OSError(5, "Input/output error"))
+            with pytest.raises(StoreError, match="cannot sync the write-ahead log"):
+                store.close()  # said, not swallowed: the filtered event may not be on disk
+            failing.clear()
+        else:
+            store.close()
+            assert len(synced) >= 1
 
 
 def test_memory_is_bounded_in_bytes_too(tmp_path: Path) -> None:

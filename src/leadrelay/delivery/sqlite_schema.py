@@ -121,12 +121,19 @@ def open_connection(
     # Event keys are random, so each event dirties its own key-index page; checkpointing every
     # ~40 MB of WAL instead of 4 MB writes a page back once for many commits (1.5x intake).
     conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
-    # A statement inserting many rows (``insert_rows``) keeps the pages it changes in a statement
-    # journal, to undo itself alone should a row fail; past 64 KiB SQLite spilled that journal to
-    # a temporary file in /var/tmp, one per statement: about a write per event sent. In memory it
-    # is a few hundred KiB at most, freed with the statement.
-    conn.execute("PRAGMA temp_store = MEMORY")
     return conn
+
+
+def journal_in_memory(conn: sqlite3.Connection) -> None:
+    """Statement journals in memory, once the schema is settled (``init_schema``).
+
+    A statement inserting many rows (``insert_rows``) keeps the pages it changes in a statement
+    journal, to undo itself alone should a row fail; past 64 KiB SQLite spilled that journal to
+    a temporary file in /var/tmp, one per statement: about a write per event sent. In memory it is
+    a few hundred KiB at most, freed with the statement. Not before the schema is settled: the
+    upgrade from version 1 rewrites the whole table in one statement, whose journal is as big as
+    the store."""
+    conn.execute("PRAGMA temp_store = MEMORY")
 
 
 def init_schema(conn: sqlite3.Connection, path: str) -> None:

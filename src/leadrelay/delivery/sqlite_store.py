@@ -53,6 +53,7 @@ from leadrelay.delivery.sqlite_schema import (
     encode_row,
     encode_settled_rows,
     init_schema,
+    journal_in_memory,
     open_connection,
 )
 from leadrelay.delivery.sqlite_sql import (
@@ -134,6 +135,7 @@ class SQLiteStore(SQLiteReads, Store):
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.execute(f"PRAGMA synchronous = {synchronous}")
             init_schema(self._writer, self.path)
+            journal_in_memory(self._writer)
             # What the file's other writers have committed, as of now (see ``_only_ours``).
             self._data_version = self._writer.execute("PRAGMA data_version").fetchone()[0]
             self._foreign_writes = False
@@ -142,6 +144,7 @@ class SQLiteStore(SQLiteReads, Store):
             else:
                 self._reader = open_connection(self.path, busy_timeout_s, opened)
                 self._reader.execute("PRAGMA query_only = ON")
+                journal_in_memory(self._reader)
                 self._read_lock = threading.Lock()
             # With NORMAL, or in memory, every commit syncs itself (or need not). init_schema
             # wrote a transaction, so SQLite has created the WAL file and keeps it until its last
@@ -164,14 +167,15 @@ class SQLiteStore(SQLiteReads, Store):
             relax = not fsync and self._synchronous == "FULL"
             if relax:
                 conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            try:  # FULL again whatever happens, a BEGIN that fails (the file locked) included
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             finally:
                 if relax:
                     conn.execute("PRAGMA synchronous = FULL")

@@ -308,6 +308,9 @@ class WriteBehindStore(Store):
             try:
                 if left:
                     self._store.add(left)
+                # What add left to a later sync (see ``_add``): a failure is said here, not
+                # swallowed by the store's close.
+                self._store.sync()
             finally:
                 self._store.close()
 

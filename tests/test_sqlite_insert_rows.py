@@ -90,3 +90,10 @@ def test_a_duplicate_key_fails_the_insert_as_executemany_does(tmp_path: Path) ->
 def test_refuses_what_is_not_an_insert_of_one_row() -> None:
     with pytest.raises(ValueError, match="not an INSERT of one row"):
         insert_rows(sqlite3.connect(":memory:"), "DELETE FROM events WHERE id = ?", [(1,)] * 10)
+
+
+def test_a_row_without_parameters_is_inserted_as_many_times() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x)")
+    insert_rows(conn, "INSERT INTO t (x) VALUES (7)", [()] * 123)
+    assert conn.execute("SELECT count(*), sum(x) FROM t").fetchone() == (123, 861)

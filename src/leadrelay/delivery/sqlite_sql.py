@@ -119,7 +119,7 @@ def _sizes(conn: sqlite3.Connection, width: int, shared: int = 0) -> tuple[int, 
     bound once: 100 and 10 where the connection's limit allows, as many as it does where not,
     and 1."""
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    most = max(1, min(_MOST_ROWS, (limit - shared) // width))
+    most = max(1, min(_MOST_ROWS, (limit - shared) // max(1, width)))
     return tuple(sorted({most, min(10, most), 1}, reverse=True))
 
 

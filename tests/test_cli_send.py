@@ -297,20 +297,22 @@ def test_a_send_started_with_ctrl_c_ignored_runs_on(tmp_path: Path) -> None:
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
 
 
-def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read(tmp_path: Path) -> None:
+def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read_and_ends(tmp_path: Path) -> None:
     """Events read from a pipe whose producer then goes quiet wait in memory for a full batch
     (or batch_max_age_s). A Ctrl-C stores them, queued, at once: the reader, blocked on the
-    pipe, never would, and a user who gives up on the send (kill, a third Ctrl-C) lost them."""
+    pipe, never would. And the send ends (130, its summary said): it used to wait for the
+    blocked reader at exit, until a third Ctrl-C aborted it ("Fatal Python error")."""
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
         cfg = config(tmp_path, server.url)
         quick = "retry_base_s = 0.01"
         cfg.write_text(cfg.read_text().replace(quick, quick + "\nbatch_max_age_s = 60"))
+        err = (tmp_path / "stderr").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "leadrelay", "send", "-", "--config", str(cfg)],
             env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=err,
         )
         assert proc.stdin is not None
         try:
@@ -319,16 +321,27 @@ def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read(tmp_path: Path) -> No
             deadline = time.time() + 60
             while server.state.events_received < 50 and time.time() < deadline:
                 time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)  # the producer stays open and quiet
             data = tmp_path / "data"
             deadline = time.time() + 20
             while _stored(data) < 70 and time.time() < deadline:
                 time.sleep(0.05)
             assert stored_states(data) == {"delivered": 50, "queued": 20}
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)  # a second press, as a user would
+                proc.wait(timeout=20)
+            stderr = (tmp_path / "stderr").read_text()
+            assert proc.returncode == 130, stderr
+            assert "Stopped (Ctrl-C)" in stderr and "Fatal" not in stderr, stderr
+            assert "Traceback" not in stderr, stderr
         finally:
-            proc.kill()  # still reading the pipe: the user gives up on it
+            if proc.poll() is None:
+                proc.kill()  # still reading the pipe: the user gives up on it
             proc.wait()
             proc.stdin.close()
+            err.close()
 
 
 def stored_keys(data_dir: Path) -> list[str]:

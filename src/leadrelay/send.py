@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -155,17 +155,15 @@ async def deliver(
     graceful = options.jobs <= 1 and rereadable
     with _graceful_sigterm(loop, terminate, graceful):
         runner = asyncio.create_task(worker.run(stop))
-        reader = asyncio.create_task(
-            asyncio.to_thread(
-                read_into_store,
-                options.files,
-                settings,
-                options.jobs,
-                tally,
-                intake,
-                stop_reading,
-                progress,
-            )
+        reader = _in_daemon_thread(
+            read_into_store,
+            options.files,
+            settings,
+            options.jobs,
+            tally,
+            intake,
+            stop_reading,
+            progress,
         )
         try:
             while not reader.done():
@@ -195,6 +193,39 @@ async def deliver(
     if halt.is_set():
         raise Stopped()
     return paused
+
+
+def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+    """``asyncio.to_thread(fn, *args)`` on a thread of its own that the interpreter does not
+    wait for when it exits. The reader of a pipe whose producer went quiet stays blocked in
+    read() after a Ctrl-C has stored what it read: on an executor thread, which the interpreter
+    joins at exit, the send could not end (a third Ctrl-C aborted it)."""
+    import asyncio
+    import contextvars
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(error: BaseException | None) -> None:
+        if not future.done():  # cancelled meanwhile: nobody waits for it
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            context.run(fn, *args)
+        except BaseException as exc:
+            error = exc
+        with suppress(RuntimeError):  # the loop is closed: the send ended without it
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="leadrelay-reader", daemon=True).start()
+    return future
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -132,7 +132,8 @@ def journal_in_memory(conn: sqlite3.Connection) -> None:
     a temporary file in /var/tmp, one per statement: about a write per event sent. In memory it is
     a few hundred KiB at most, freed with the statement. Not before the schema is settled: the
     upgrade from version 1 rewrites the whole table in one statement, whose journal is as big as
-    the store."""
+    the store. The writer's only: the reader writes no journal, and its sorts (``counts``, the
+    timeline, over every row for ``leadrelay status``) would be held in memory whole."""
     conn.execute("PRAGMA temp_store = MEMORY")
 
 

@@ -144,7 +144,6 @@ class SQLiteStore(SQLiteReads, Store):
             else:
                 self._reader = open_connection(self.path, busy_timeout_s, opened)
                 self._reader.execute("PRAGMA query_only = ON")
-                journal_in_memory(self._reader)
                 self._read_lock = threading.Lock()
             # With NORMAL, or in memory, every commit syncs itself (or need not). init_schema
             # wrote a transaction, so SQLite has created the WAL file and keeps it until its last

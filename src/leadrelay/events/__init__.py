@@ -138,7 +138,7 @@ def _read(
     stream: BinaryIO
     gzipped = path.lower().endswith(".gz")
     if path == "-":
-        name, stream, owned = "stdin", stdin if stdin is not None else sys.stdin.buffer, False
+        name, (stream, owned) = "stdin", (stdin, False) if stdin is not None else _stdin()
     else:
         name, owned = path, True
         try:
@@ -191,6 +191,18 @@ def parse_body(
     else:
         return [record(label, value)]
     return [record(f"{label} item {n}", item) for n, item in enumerate(items, 1)]
+
+
+def _stdin() -> tuple[BinaryIO, bool]:
+    """Standard input, read from a copy of its descriptor rather than through
+    ``sys.stdin.buffer``, and whether the caller closes it. A thread blocked reading a quiet pipe
+    then holds no lock the interpreter takes when it exits (it aborted with "Fatal Python error:
+    _enter_buffered_busy", see ``send._in_daemon_thread``)."""
+    try:
+        fd = os.dup(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor: replaced, or closed
+        return sys.stdin.buffer, False
+    return cast(BinaryIO, os.fdopen(fd, "rb", buffering=0)), True
 
 
 def _chunks(stream: BinaryIO, size: int, name: str) -> Iterator[bytes]:

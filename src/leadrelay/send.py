@@ -138,7 +138,10 @@ async def deliver(
         ctrl_c.worker = worker
 
     def stored() -> None:
-        loop.call_soon_threadsafe(worker.notify)
+        # The reader may store its last events after the send ended and closed the loop (a
+        # Ctrl-C does not wait for it): nothing is left to wake then, and its flush must go on.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(worker.notify)
 
     intake = ChunkedIntake(store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored)
     stop_reading = threading.Event()

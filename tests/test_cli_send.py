@@ -91,6 +91,19 @@ def test_send_delivers_everything_and_isolates_the_bad_lead(
     assert TOKEN not in proc.stderr and TOKEN not in report.read_text()
 
 
+def test_a_store_that_is_not_ours_is_said_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "leadrelay.db") as db:  # another program's database
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3))
+    result = run(config(tmp_path, "http://127.0.0.1:9"), src)
+    assert result.returncode == 1, result.stderr
+    assert "Store error:" in result.stderr and "not a leadrelay store" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_auth_failure_stops_and_says_what_to_fix(
     sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

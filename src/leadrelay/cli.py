@@ -118,6 +118,11 @@ def send(
         # Imported only now: most sends never start a pool (see mapping.pool).
         from concurrent.futures.process import BrokenProcessPool
 
+        from leadrelay.delivery.store import StoreError
+
+        if isinstance(exc, StoreError):  # a store that cannot be opened, or a disk that failed
+            err.print(f"[bold red]Store error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
         if not isinstance(exc, BrokenProcessPool):
             raise
         # A mapping process died (killed, out of memory): said in one line, no traceback.

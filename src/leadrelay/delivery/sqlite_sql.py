@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any, Final
 
@@ -102,16 +103,27 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]
     """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (...)`` of one row, done with
     as few statements as it takes: 100 rows each (fewer if the connection binds fewer
     parameters), then 10, then one at a time (the same rows, in order)."""
+    sizes = _sizes(conn, _widths.get(sql) or _width(sql))
+    _in_statements(conn, rows, sizes, partial(_rows_statement, sql))
+
+
+def _in_statements(
+    conn: sqlite3.Connection,
+    rows: Sequence[Sequence[Any]],
+    sizes: tuple[int, ...],
+    statement: Callable[[int], str],
+    shared: tuple[Any, ...] = (),
+) -> None:
+    """Execute ``statement(size)`` for ``rows``, ``size`` rows at a time, the largest of
+    ``sizes`` first (the last size is 1), each with its rows' values and then ``shared``."""
     done, n = 0, len(rows)
-    for size in _sizes(conn, _widths.get(sql) or _width(sql)):
-        if size == 1 or n - done < size:
+    for size in sizes:
+        if n - done < size:
             continue
-        statement = _statements.get((sql, size)) or _rows_statement(sql, size)
+        text = statement(size)
         while n - done >= size:
-            conn.execute(statement, list(chain.from_iterable(rows[done : done + size])))
+            conn.execute(text, [*chain.from_iterable(rows[done : done + size]), *shared])
             done += size
-    if done < n:
-        conn.executemany(sql, rows[done:])
 
 
 def _sizes(conn: sqlite3.Connection, width: int, shared: int = 0) -> tuple[int, ...]:
@@ -141,7 +153,9 @@ def _row(sql: str) -> tuple[str, str]:
 
 def _rows_statement(sql: str, size: int) -> str:
     """``sql`` (``INSERT ... VALUES (...)``) inserting ``size`` rows; numbered parameters (``?3``)
-    are numbered on from row to row, so that each row binds its own values."""
+    are numbered on from row to row, so that each row binds its own values. Made once."""
+    if (statement := _statements.get((sql, size))) is not None:
+        return statement
     head, row = _row(sql)
     if _NUMBERED.search(row):
         width = _widths.get(sql) or _width(sql)
@@ -175,19 +189,15 @@ def insert_delivered(
     source_event, event_name, lead_id, event_time, received_at), and what they share (their
     ``updated_at``, message and fbtrace_id) bound once per statement, not once per row: the
     rows ``INSERT_DELIVERED`` makes of each, with ``attempts`` 1."""
-    done, n = 0, len(rows)
-    for size in _sizes(conn, 7, shared=3):
-        if n - done < size:
-            continue
-        statement = _statements.get((_DELIVERED_INTO, size)) or _delivered_statement(size)
-        shared = (now, message, fbtrace_id)
-        while n - done >= size:
-            conn.execute(statement, [*chain.from_iterable(rows[done : done + size]), *shared])
-            done += size
+    sizes = _sizes(conn, 7, shared=3)
+    _in_statements(conn, rows, sizes, _delivered_statement, (now, message, fbtrace_id))
 
 
 def _delivered_statement(size: int) -> str:
-    """``insert_delivered``'s statement for ``size`` rows: 7 parameters each, then the 3 shared."""
+    """``insert_delivered``'s statement for ``size`` rows: 7 parameters each, then the 3 shared.
+    Made once."""
+    if (statement := _statements.get((_DELIVERED_INTO, size))) is not None:
+        return statement
     at = 7 * size
     rows = ", ".join(
         f"(?{k + 1}, ?{k + 2}, 'delivered', ?{k + 3}, ?{k + 4}, ?{k + 5}, ?{k + 6}, ?{k + 7},"

@@ -43,8 +43,6 @@ from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejec
 
 __all__ = ["WriteBehindStore"]
 
-_MIN, _MAX = -(2**63), 2**63 - 1  # SQLite's integers
-
 
 class WriteBehindStore(Store):
     """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
@@ -105,19 +103,9 @@ class WriteBehindStore(Store):
                             ids.append(known)
                             continue
                     if keep > 0 and key not in to_store:
-                        if (  # read and mapped here: encoded, ints that fit (``_encoded``)
-                            type(o) is EncodedPayload
-                            and o.body is not None
-                            and type(lead_id := o.lead_id) is int
-                            and type(event_time := o.event_time) is int
-                            and _MIN <= lead_id <= _MAX
-                            and _MIN <= event_time <= _MAX
-                        ):
-                            payload: EncodedPayload | None = o
-                        else:
-                            payload = _encoded(o)
+                        payload = _encoded(o)
                         if payload is not None:
-                            size = len(payload.body or b"") + len(item.original or b"")
+                            size = _size(payload, item)
                             if size <= room:
                                 if payload is not o:
                                     item = Incoming(payload, item.original, item.received_at)
@@ -185,8 +173,8 @@ class WriteBehindStore(Store):
         held = self._held
         try:
             items = [held[i] for i in ids]
-        except KeyError:  # some of it came from the store
-            self.complete(list(zip(ids, delivered, strict=True)), now)
+        except KeyError:  # some of it came from the store: a Delivery each
+            super().complete_delivered(ids, delivered, now)
             return
         self._store.record_delivered(items, delivered.message, delivered.fbtrace_id, now)
         self._forget(ids)
@@ -328,10 +316,10 @@ def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
     """A payload as delivery sends it and the store keeps it; None for what is not a payload,
     and for a payload the store cannot keep as it is (not plain JSON, or a number past 64 bits:
     ``add`` stores it rejected, ``unencodable``, as the queue does)."""
+    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
+        return outcome if fits_int64(outcome) else None
     if not isinstance(outcome, Payload) or not fits_int64(outcome):
         return None
-    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
-        return outcome
     try:  # mapped in another process (``--jobs``)
         body = orjson.dumps(outcome.data)
     except TypeError:

@@ -224,6 +224,27 @@ def test_ndjson_bad_lines_are_reported_and_reading_goes_on(workdir: Path) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"event_name": "cut off', "column 24: unexpected end of data"),
+        (b'{"event_name": 1', "column 17: unexpected end of data"),
+        (b"[1,", "column 4: unexpected end of data"),
+        (b"{bad", "column 2: unexpected character, expected a string key"),
+    ],
+)
+@pytest.mark.parametrize("last", [True, False])
+def test_an_invalid_line_is_told_of_the_line_without_its_newline(
+    workdir: Path, line: bytes, message: str, last: bool
+) -> None:
+    """What is wrong with a line does not depend on the newline after it (orjson alone would
+    call an open string cut by a newline 'unexpected control character')."""
+    write("cut.ndjson", line if last else line + b"\n" + dumps(A) + b"\n")
+    records = list(read_events("cut.ndjson"))
+    assert records[0].error == f"cut.ndjson line 1: invalid JSON at {message}"
+    assert len(records) == (1 if last else 2)
+
+
 # --- JSON arrays: a syntax error stops the file, naming the item and the byte -----------------
 
 a = dumps(A).decode()

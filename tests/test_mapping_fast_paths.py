@@ -158,7 +158,7 @@ def test_the_bulk_encoder_gives_what_mapping_each_line_gives() -> None:
     events[2]["facebook_lead_id"] = "12"  # rejected
     lines = [orjson.dumps(e) for e in events]
     lines[1:1] = [b"", b"{bad", b'{"batch": [1, {"event_name": "deal_won"}]}', b"[1]"]
-    batch = LineBatch("f", 10, len(lines), b"\n".join(lines) + b"\n")
+    batch = LineBatch("f", 10, lines)
     bodies, rows, plain = encode_unit(mapper, [batch], False)
     expected = [mapper.map(e) for e in events]
     assert bodies == [orjson.dumps(o.data) for o in expected if isinstance(o, Payload)]

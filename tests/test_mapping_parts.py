@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import NOW, make_settings
 from leadrelay.events import LineBatch
-from leadrelay.events.ndjson import parse_lines
+from leadrelay.events.ndjson import read_ndjson, split_ndjson
 from leadrelay.mapping.encode import encode_unit
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import BodyWriter
@@ -54,8 +54,8 @@ _EVENT = st.fixed_dictionaries(
 def test_encoding_lines_gives_what_encoding_each_outcome_gives(
     events: list[dict[str, Any]], every_payload: bool
 ) -> None:
-    lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
-    by_lines = encode_unit(_MAPPER, [LineBatch("f", 0, len(events), lines)], every_payload)
+    lines = [orjson.dumps(e) for e in events]
+    by_lines = encode_unit(_MAPPER, [LineBatch("f", 0, lines)], every_payload)
     records = [(f"f line {n}", e, None) for n, e in enumerate(events, 1)]
     by_outcomes = encode_unit(_MAPPER, list(records), every_payload)
     assert by_lines == by_outcomes
@@ -203,6 +203,6 @@ def test_encoding_any_lines_gives_what_reading_them_gives(
     lines: list[bytes], crlf: bool, ends: bool
 ) -> None:
     data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if ends and lines else b"")
-    batch = LineBatch("f", 3, len(lines), data)
-    records = [(r.where, r.event, r.error) for r in parse_lines(batch.lines(), "f", 3)]
-    assert encode_unit(_MAPPER, [batch], True) == encode_unit(_MAPPER, list(records), True)
+    batches: list[Any] = [LineBatch("f", *piece) for piece in split_ndjson([data], "f", 3)]
+    records = [(r.where, r.event, r.error) for r in read_ndjson([data], "f", 3)]
+    assert encode_unit(_MAPPER, batches, True) == encode_unit(_MAPPER, list(records), True)

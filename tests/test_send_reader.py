@@ -171,3 +171,25 @@ def test_events_put_in_pieces_are_stored_in_the_chunks_put_one_by_one_would_make
     single.flush()
     assert by_piece.chunks == one_by_one.chunks
     assert pieces.stored == single.stored == sum(chunks) + left
+
+
+def test_one_core_keeps_each_line_as_read_without_its_newline(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The stored original is the line's bytes (spacing, key order and a CR as sent), not the
+    newline that ended it, for the input's last line (no newline) as for the others."""
+    base = orjson.loads(Path(write_every_reader(tmp_path, seed=7)[0]).read_bytes().split(b"\n")[0])
+    lines = [
+        orjson.dumps({**base, "context": {**base["context"], "event_id": "spaced"}}).replace(
+            b",", b", "
+        ),
+        orjson.dumps({**base, "context": {**base["context"], "event_id": "crlf"}}) + b"\r",
+        orjson.dumps({**base, "context": {**base["context"], "event_id": "last"}}),
+    ]
+    path = tmp_path / "lines.ndjson"
+    path.write_bytes(b"\n".join(lines))  # no newline after the last line
+    store = _Chunks()
+    intake = ChunkedIntake(store, size=7, max_age_s=60)
+    read_into_store([str(path)], settings, 1, Tally(), intake, threading.Event(), None)
+    intake.flush()
+    assert [i.original for chunk in store.chunks for i in chunk] == lines

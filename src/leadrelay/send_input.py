@@ -88,7 +88,7 @@ def _read_here(
             else:
                 others = []
                 line_no = piece.line_no
-                for line in piece.lines():
+                for line in piece.lines:
                     line_no += 1
                     if stop.is_set():
                         break
@@ -105,6 +105,7 @@ def _read_here(
                             at,
                         )
                         continue
+                    original = line.removesuffix(b"\n")  # the event as received
                     found = map_parts(event)
                     outcome: Outcome
                     if isinstance(found, tuple):
@@ -117,12 +118,12 @@ def _read_here(
                             outcome = Payload(*found)
                         if not notes:
                             plain += 1
-                            add(Incoming(outcome, line, at))
+                            add(Incoming(outcome, original, at))
                             continue
                     else:
                         outcome = found
                     count(f"{name} line {line_no}", outcome)
-                    add(Incoming(outcome, line, at))  # the event as received, as it was read
+                    add(Incoming(outcome, original, at))
             if others and not stop.is_set():
                 _add_records(mapped_records(mapper, others), tally, add, at)
             tally.plain_payloads(plain)

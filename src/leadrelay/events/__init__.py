@@ -25,7 +25,7 @@ from typing import BinaryIO, Literal, TypeVar, cast
 import orjson
 
 from leadrelay.events.csvfile import read_csv
-from leadrelay.events.ndjson import block_lines, parse_lines, read_ndjson, split_ndjson
+from leadrelay.events.ndjson import parse_lines, read_ndjson, split_ndjson
 from leadrelay.events.records import (
     MAX_ELEMENT_BYTES,
     InputError,
@@ -61,21 +61,22 @@ _NON_SPACE = re.compile(rb"[^ \t\r\n]")
 
 @dataclass(frozen=True, slots=True)
 class LineBatch:
-    """``size`` NDJSON lines of ``name`` not parsed yet, after ``line_no`` lines: work to hand
-    elsewhere. ``data`` holds them as read, newlines included (``lines()`` splits them)."""
+    """NDJSON ``lines`` of ``name`` not parsed yet, after ``line_no`` lines: work to hand
+    elsewhere. The lines are as read, each with its newline (the input's last line may have
+    none); nothing changes the list."""
 
     name: str
     line_no: int
-    size: int
-    data: bytes
+    lines: list[bytes]
 
-    def lines(self) -> list[bytes]:
-        """The lines, without their newlines."""
-        return block_lines(self.data)
+    @property
+    def size(self) -> int:
+        """How many lines."""
+        return len(self.lines)
 
     def records(self) -> Iterator[SourceRecord]:
         """The records of these lines, exactly as ``read_events`` would give them."""
-        return parse_lines(block_lines(self.data), self.name, self.line_no)
+        return parse_lines(self.lines, self.name, self.line_no)
 
 
 def read_events(
@@ -233,7 +234,7 @@ def _head(chunks: Iterator[bytes]) -> bytes:
 
 
 def _batches(
-    pieces: Iterator[tuple[int, int, bytes] | SourceRecord], name: str
+    pieces: Iterator[tuple[int, list[bytes]] | SourceRecord], name: str
 ) -> Iterator[SourceRecord | LineBatch]:
     for piece in pieces:
         yield piece if isinstance(piece, SourceRecord) else LineBatch(name, *piece)

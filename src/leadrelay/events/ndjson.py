@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from io import BytesIO
 
 import orjson
 
@@ -29,14 +30,14 @@ def read_ndjson(chunks: Iterable[bytes], name: str, line_no: int = 0) -> Iterato
         if isinstance(piece, SourceRecord):
             yield piece
         else:
-            yield from parse_lines(block_lines(piece[2]), name, piece[0])
+            yield from parse_lines(piece[1], name, piece[0])
 
 
 def split_ndjson(
     chunks: Iterable[bytes], name: str, line_no: int = 0
-) -> Iterator[tuple[int, int, bytes] | SourceRecord]:
-    """The lines of ``chunks``, unparsed and unsplit: ``(lines before them, how many, their
-    bytes)`` about a chunk at a time; ``block_lines`` splits the bytes.
+) -> Iterator[tuple[int, list[bytes]] | SourceRecord]:
+    """The lines of ``chunks``, unparsed, each with its newline (the input's last line may have
+    none): ``(lines before them, the lines)`` about a chunk at a time.
 
     ``parse_lines`` turns them into records anywhere (another process), numbered as
     ``read_ndjson`` numbers them. A line too long to keep comes as its error record.
@@ -59,41 +60,31 @@ def split_ndjson(
             yield too_large(f"{name} line {line_no}")
             skipping, begin = False, nl + 1
         end = chunk.rfind(b"\n") + 1
-        count = chunk.count(b"\n", begin)
-        if count:
-            yield (
-                line_no,
-                count,
-                b"".join((*parts, chunk[begin:end])) if parts else chunk[begin:end],
-            )
-            line_no += count
+        if begin < end:
+            block = b"".join((*parts, chunk[begin:end])) if parts else chunk[begin:end]
+            # Split as BytesIO reads lines, finding each newline with memchr: bytes.split and
+            # bytes.count test every byte in turn (counting was 1.6% of a dry run's instructions).
+            lines = BytesIO(block).readlines()
+            yield line_no, lines
+            line_no += len(lines)
         tail = chunk[end:]
         parts, size = ([tail], len(tail)) if tail else ([], 0)
     if skipping:
         yield too_large(f"{name} line {line_no + 1}")
     elif parts:
-        yield line_no, 1, b"".join(parts)
-
-
-def block_lines(block: bytes) -> list[bytes]:
-    """The lines of a block of ``split_ndjson``, without their newlines."""
-    lines = block.split(b"\n")
-    if not lines[-1]:  # the newline that ends the block
-        lines.pop()
-    return lines
+        yield line_no, [b"".join(parts)]
 
 
 def parse_lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceRecord]:
-    """The records of NDJSON ``lines`` that come after ``line_no`` lines of ``name``."""
+    """The records of NDJSON ``lines`` (with or without their newline) that come after
+    ``line_no`` lines of ``name``."""
     for line in lines:
         line_no += 1
         try:
             value = _loads(line)
-        except _JSONDecodeError as exc:
+        except _JSONDecodeError:
             if line.strip():  # blank lines (and a lone CR) are not records
-                msg, pos = json_error(exc, line)
-                where = f"{name} line {line_no}"
-                yield SourceRecord(where, None, f"{where}: invalid JSON at column {pos + 1}: {msg}")
+                yield _invalid(line.removesuffix(b"\n"), f"{name} line {line_no}")
             continue
         if type(value) is dict and "batch" not in value:
             yield SourceRecord(f"{name} line {line_no}", value)
@@ -102,3 +93,15 @@ def parse_lines(lines: list[bytes], name: str, line_no: int) -> Iterator[SourceR
                 yield record(f"{name} line {line_no} item {n}", item)
         else:
             yield record(f"{name} line {line_no}", value)
+
+
+def _invalid(line: bytes, where: str) -> SourceRecord:
+    """The error record of a line that is not JSON, as told of the line without its newline
+    (orjson says otherwise of some: an open string is cut short, not holding a control
+    character)."""
+    try:
+        value = _loads(line)
+    except _JSONDecodeError as exc:
+        msg, pos = json_error(exc, line)
+        return SourceRecord(where, None, f"{where}: invalid JSON at column {pos + 1}: {msg}")
+    return record(where, value)  # pragma: no cover - a newline does not make JSON invalid

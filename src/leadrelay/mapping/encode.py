@@ -14,7 +14,6 @@ records, and messages, that reading the file the ordinary way gives.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from io import BytesIO
 from typing import Any, NamedTuple
 
 import orjson
@@ -71,17 +70,13 @@ def _encode_lines(
     add = bodies.append
     name, line_no = batch.name, batch.line_no
     plain = 0
-    # Lines read one at a time (each with its newline, which orjson skips), not split into a
-    # list first: each is freed once mapped, while still in the cache, not all at the end.
-    for line in BytesIO(batch.data):
+    for line in batch.lines:
         line_no += 1
         try:
             event = _loads(line)
         except _JSONDecodeError:
             event = None
         if type(event) is not dict or "batch" in event:
-            if line[-1:] == b"\n":  # as batch.lines() gives it
-                line = line[:-1]
             for record in parse_lines([line], name, line_no - 1):
                 plain += _encode_record(mapper, record, every_payload, bodies, rows)
             continue
@@ -107,7 +102,7 @@ def mapped(
         return
     map_event = mapper.map
     name, line_no = piece.name, piece.line_no
-    for line in piece.lines():
+    for line in piece.lines:
         line_no += 1
         try:
             event = _loads(line)

@@ -73,7 +73,7 @@ def map_records(
                 continue
             # ``mapped``, inline for the common line (one event object): this runs per event.
             line_no = piece.line_no
-            for line in piece.lines():
+            for line in piece.lines:
                 line_no += 1
                 try:
                     event = loads(line)

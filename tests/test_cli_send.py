@@ -310,18 +310,24 @@ def test_a_send_started_with_ctrl_c_ignored_runs_on(tmp_path: Path) -> None:
     assert stored_states(tmp_path / "data") == {"delivered": 3000}
 
 
-def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read_and_ends(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read_and_ends(
+    tmp_path: Path, jobs: str
+) -> None:
     """Events read from a pipe whose producer then goes quiet wait in memory for a full batch
     (or batch_max_age_s). A Ctrl-C stores them, queued, at once: the reader, blocked on the
     pipe, never would. And the send ends (130, its summary said): it used to wait for the
-    blocked reader at exit, until a third Ctrl-C aborted it ("Fatal Python error")."""
+    blocked reader at exit, until a third Ctrl-C aborted it ("Fatal Python error"). With
+    ``--jobs 2`` the same: a pipe is read and mapped in the sending process (the mapping
+    processes held what they were given until they had a full unit: nothing was delivered,
+    and a Ctrl-C lost it)."""
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
         cfg = config(tmp_path, server.url)
         quick = "retry_base_s = 0.01"
         cfg.write_text(cfg.read_text().replace(quick, quick + "\nbatch_max_age_s = 60"))
         err = (tmp_path / "stderr").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "leadrelay", "send", "-", "--config", str(cfg)],
+            [sys.executable, "-m", "leadrelay", "send", "-", "--config", str(cfg), "-j", jobs],
             env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -349,6 +355,8 @@ def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read_and_ends(tmp_path: Pa
             assert proc.returncode == 130, stderr
             assert "Stopped (Ctrl-C)" in stderr and "Fatal" not in stderr, stderr
             assert "Traceback" not in stderr, stderr
+            said = "read from a pipe: mapped in this process (--jobs is for files)"
+            assert (said in stderr) == (jobs != "1"), stderr
         finally:
             if proc.poll() is None:
                 proc.kill()  # still reading the pipe: the user gives up on it

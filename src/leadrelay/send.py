@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -351,6 +351,15 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
+            if options.jobs > 1 and not rereadable:
+                # The mapping processes take whole units of input: from a producer that goes
+                # quiet they would hold what it wrote, unsent, and a Ctrl-C would lose it.
+                err.print(
+                    "[yellow]Note:[/yellow] input read from a pipe: mapped in this process "
+                    "(--jobs is for files)",
+                    highlight=False,
+                )
+                options = replace(options, jobs=1)
             store = stack.enter_context(_delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
             assert ctrl_c is not None  # run_send makes one for a real send

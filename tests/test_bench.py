@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     assert e2e["sandbox_received"] == e2e["expected"]["sendable"] == 396
     assert e2e["sandbox_cpu_s"] > 0
     assert e2e["stored_outcomes"] == {"delivered": 396, "rejected": 3, "filtered": 1}
+    random_ids = results["e2e_random_ids"]
+    _sane(random_ids)
+    assert random_ids["event_ids"] == "random (UUID)" and e2e["event_ids"] == "in order (bench-N)"
+    assert random_ids["stored_outcomes"] == e2e["stored_outcomes"]
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
     _check_intake(results["intake"])
@@ -185,6 +190,18 @@ def test_generated_events_are_realistic_and_unique() -> None:
     bad_names = sum(e["event_name"] == "page_view" for e in events)
     short_leads = sum(len(str(e["facebook_lead_id"])) < 15 for e in events)
     assert (short_leads, bad_names) == (10, 10) == (expected_counts(3000).invalid_lead_id, 10)
+
+
+def test_random_ids_are_uuids_and_change_nothing_else() -> None:
+    now = time.time()
+    plain = list(generate_events(500, now=now, seed=3))
+    randomized = list(generate_events(500, now=now, seed=3, random_ids=True))
+    assert list(generate_events(500, now=now, seed=3, random_ids=True)) == randomized
+    ids = [e["context"].pop("event_id") for e in randomized]
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    assert len(set(ids)) == 500 and ids != sorted(ids)
+    assert [e["context"].pop("event_id") for e in plain] == [f"bench-{n}" for n in range(500)]
+    assert plain == randomized
 
 
 def test_a_marker_cut_across_pieces_is_counted_once() -> None:

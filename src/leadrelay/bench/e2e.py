@@ -21,16 +21,18 @@ from leadrelay.config import load_config
 from leadrelay.delivery.wiring import open_store
 
 
-def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
-    """Generate ``events`` events, send them to a fresh sandbox, return the checked figures."""
-    path = folder / "e2e.ndjson"
-    expected = write_events(path, events, now=now)
+def run_e2e(folder: Path, events: int, now: float, *, random_ids: bool = False) -> dict[str, Any]:
+    """Generate ``events`` events (with UUIDs for event ids with ``random_ids``), send them to a
+    fresh sandbox, return the checked figures."""
+    name = "e2e-random-ids" if random_ids else "e2e"
+    path = folder / f"{name}.ndjson"
+    expected = write_events(path, events, now=now, random_ids=random_ids)
     cores = usable_cores()
     send_core, sandbox_core = cores[0], cores[-1]
     sandbox, url = start_sandbox(folder, sandbox_core)
     try:
-        config = folder / "e2e.toml"
-        data_dir = folder / "e2e-data"
+        config = folder / f"{name}.toml"
+        data_dir = folder / f"{name}-data"
         config.write_text(
             config_text(url) + f'\n[server]\ndata_dir = "{data_dir.as_posix()}"\n',
             encoding="utf-8",
@@ -48,6 +50,7 @@ def run_e2e(folder: Path, events: int, now: float) -> dict[str, Any]:
     delivered = by_state.get("delivered", 0)
     result: dict[str, Any] = {
         "events": events,
+        "event_ids": "random (UUID)" if random_ids else "in order (bench-N)",
         "expected": expected.as_dict(),
         "cores_used": {"send": send_core, "sandbox": sandbox_core},
         "events_per_s": round(events / run.wall_s) if run.wall_s > 0 else None,

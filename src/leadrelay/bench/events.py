@@ -11,6 +11,9 @@ Lead ids are 15 to 17 digits, as JSON integers or strings; timestamps are millis
 string) or ISO-8601, all within the last three days. About 1% of the events are bad on purpose:
 a lead id that is too short, an event older than Meta's 7-day window, an event name that is not
 in ``[mapping]``. ``EventCounts`` says how many of each were written, so a run can be checked.
+Event ids are ``bench-N`` (in order, as timestamp-based ids of web events come), or with
+``random_ids`` UUIDs (as mobile apps and many CRMs send them): the store's index of event keys
+takes the first at its end, the second anywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 import unicodedata
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,9 +174,13 @@ def _timestamp(seconds: float, style: int) -> int | str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(seconds))
 
 
-def generate_events(count: int, *, now: float, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """``count`` events as dicts; the same ``seed`` and ``now`` give the same events."""
+def generate_events(
+    count: int, *, now: float, seed: int = 1, random_ids: bool = False
+) -> Iterator[dict[str, Any]]:
+    """``count`` events as dicts; the same ``seed`` and ``now`` give the same events (and the
+    same but for their event ids with ``random_ids``)."""
     rng = random.Random(seed)
+    ids = random.Random(seed + 1)  # its own: the other fields stay as without random ids
     names = tuple(EVENT_NAMES)
     for n in range(count):
         country = rng.choices(_COUNTRIES, _COUNTRY_WEIGHTS)[0]
@@ -200,7 +208,9 @@ def generate_events(count: int, *, now: float, seed: int = 1) -> Iterator[dict[s
                 "country": country.code,
             },
             "context": {
-                "event_id": f"bench-{n}",
+                "event_id": str(uuid.UUID(int=ids.getrandbits(128), version=4))
+                if random_ids
+                else f"bench-{n}",
                 "event_timestamp": _timestamp(at, rng.randrange(100)),
             },
             "crm_stage": f"stage-{n % 7}",
@@ -225,12 +235,14 @@ def expected_counts(count: int) -> EventCounts:
     return EventCounts(count, count - bad, *kinds)
 
 
-def write_events(path: Path, count: int, *, now: float, seed: int = 1) -> EventCounts:
+def write_events(
+    path: Path, count: int, *, now: float, seed: int = 1, random_ids: bool = False
+) -> EventCounts:
     """Write ``count`` generated events to ``path`` as NDJSON; return what was written."""
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     with path.open("wb", buffering=1 << 20) as out:
         lines: list[bytes] = []
-        for event in generate_events(count, now=now, seed=seed):
+        for event in generate_events(count, now=now, seed=seed, random_ids=random_ids):
             lines.append(dumps(event, option=newline))
             if len(lines) == 4096:
                 out.write(b"".join(lines))

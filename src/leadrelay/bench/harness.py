@@ -76,6 +76,8 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
         if options.only in (None, "e2e"):
             console.print(f"end to end: {options.e2e_events:,} events to the sandbox ...")
             results["e2e"] = run_e2e(folder, options.e2e_events, now)
+            console.print("end to end again, with random (UUID) event ids ...")
+            results["e2e_random_ids"] = run_e2e(folder, options.e2e_events, now, random_ids=True)
         if options.only in (None, "intake"):
             console.print(f"intake: {options.intake_events:,} events posted to serve ...")
             results["intake"] = run_intake(folder, options.intake_events, now)
@@ -164,8 +166,7 @@ def _measurements(results: dict[str, Any]) -> list[dict[str, Any]]:
     for key in ("sdk", "leadrelay", "leadrelay_workers"):
         if isinstance(transform.get(key), dict):
             found.append(transform[key])
-    if "e2e" in results:
-        found.append(results["e2e"])
+    found.extend(results[key] for key in ("e2e", "e2e_random_ids") if key in results)
     found.extend((results.get("intake") or {}).get("batches", {}).values())
     for variant in (results.get("scaleout") or {}).get("variants", []):
         found.extend(variant["workers"].values())

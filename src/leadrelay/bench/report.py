@@ -77,11 +77,13 @@ def render(results: dict[str, Any], console: Console) -> None:
                 f"{ratio:.2f}x" if ratio else "n/a",
                 _check(figures),
             )
-    e2e = results.get("e2e")
-    if e2e is not None:
+    for key, what in (("e2e", ""), ("e2e_random_ids", ", random (UUID) event ids")):
+        e2e = results.get(key)
+        if e2e is None:
+            continue
         table.add_row(
             "end to end",
-            "leadrelay send, 1 core",
+            f"leadrelay send, 1 core{what}",
             f"{e2e['events']:,}",
             _rate(e2e),
             f"{e2e['wall_s']:.2f}",

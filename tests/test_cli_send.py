@@ -355,7 +355,7 @@ def test_ctrl_c_while_a_pipe_is_quiet_stores_what_was_read_and_ends(
             assert proc.returncode == 130, stderr
             assert "Stopped (Ctrl-C)" in stderr and "Fatal" not in stderr, stderr
             assert "Traceback" not in stderr, stderr
-            said = "read from a pipe: mapped in this process (--jobs is for files)"
+            said = "reading standard input or a pipe: every input is read and mapped in this"
             assert (said in stderr) == (jobs != "1"), stderr
         finally:
             if proc.poll() is None:

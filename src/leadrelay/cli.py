@@ -85,7 +85,10 @@ def send(
             "-j",
             min=1,
             max=64,
-            help="Processes that read and map (default: jobs in the delivery section, else 1).",
+            help=(
+                "Processes that read and map files (default: jobs in the delivery section, "
+                "else 1); a send from standard input or a pipe maps in its own process."
+            ),
         ),
     ] = None,
 ) -> None:

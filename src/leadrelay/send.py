@@ -271,6 +271,12 @@ def _rereadable(files: Sequence[str]) -> bool:
     return all(name != "-" and Path(name).is_file() for name in files)
 
 
+def _streamed(files: Sequence[str]) -> bool:
+    """Whether an input is standard input or a pipe (one that is there and is no regular file;
+    one that is not there is an input error, said when it is opened)."""
+    return any(name == "-" or (os.path.exists(name) and not Path(name).is_file()) for name in files)
+
+
 @contextmanager
 def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
     """The config's store, held with the one-deliverer lock of its data_dir. For input that a
@@ -351,12 +357,12 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
-            if options.jobs > 1 and not rereadable:
+            if options.jobs > 1 and _streamed(options.files):
                 # The mapping processes take whole units of input: from a producer that goes
                 # quiet they would hold what it wrote, unsent, and a Ctrl-C would lose it.
                 err.print(
-                    "[yellow]Note:[/yellow] input read from a pipe: mapped in this process "
-                    "(--jobs is for files)",
+                    "[yellow]Note:[/yellow] reading standard input or a pipe: every input is "
+                    f"read and mapped in this process (jobs = {options.jobs} is for files only)",
                     highlight=False,
                 )
                 options = replace(options, jobs=1)

@@ -19,9 +19,12 @@ that is as durable as FULL once ``sync`` returned, and why a failed fsync fails 
 (the user's choice) ``sync`` does nothing. ``claim`` syncs as well when such adds came before it,
 so an event is durable before any request carries it, whoever else calls ``sync`` and when.
 
-The file format (schema, migration, row encoding) lives in ``sqlite_schema`` and the statements
-in ``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
-``APPLICATION_ID`` are re-exported here. A payload claimed is handed over as the bytes stored
+This module opens the store and holds its transactions (``_writing``), the delivery side (``claim``,
+``complete``, ``retry_later``...) and ``close``. The writes that store events (``add``, ``record``,
+``record_delivered``, ``sync``) are in ``sqlite_writes``, the reads in ``sqlite_reads``, the file
+format (schema, migration, row encoding) in ``sqlite_schema`` and the statements in ``sqlite_sql``
+(house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and ``APPLICATION_ID`` are
+re-exported here. A payload claimed is handed over as the bytes stored
 (``EncodedPayload``): delivery sends them as they are, without decoding and encoding them again.
 """
 
@@ -33,7 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Final, Literal
 
 import orjson
 
@@ -41,17 +44,9 @@ from leadrelay.delivery.sqlite_admin import purge_delivered, requeue_rows
 from leadrelay.delivery.sqlite_reads import SQLiteReads
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
-    INSERT,
-    INSERT_BODY,
-    INSERT_DELIVERED,
-    INSERT_QUEUED,
-    INSERT_SETTLED,
     SCHEMA_VERSION,
-    Row,
     decode_claimed,
     encode_completions,
-    encode_row,
-    encode_settled_rows,
     init_schema,
     journal_in_memory,
     open_connection,
@@ -60,29 +55,26 @@ from leadrelay.delivery.sqlite_sql import (
     CLAIM,
     COMPLETE,
     DROP_DELIVERED,
-    KEYS,
     MARK_IN_FLIGHT,
     PAYLOADS,
     RETRY,
-    insert_delivered,
-    insert_rows,
 )
+from leadrelay.delivery.sqlite_writes import SQLiteWrites
 from leadrelay.delivery.store import (
     Claimed,
-    Incoming,
     OriginalPolicy,
     Store,
     StoreError,
 )
 from leadrelay.delivery.wal_sync import WalSync
-from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
+from leadrelay.outcome import Delivery, Payload, State
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
 _PURGE_CHUNK: Final = 5000  # rows per transaction, so intake is not held up by a big purge
 
 
-class SQLiteStore(SQLiteReads, Store):
+class SQLiteStore(SQLiteWrites, SQLiteReads, Store):
     """``Store`` on a SQLite file (created with its schema on first open).
 
     ``original_policy`` applies to the events as received: ``keep`` them, ``redact`` the values
@@ -178,167 +170,6 @@ class SQLiteStore(SQLiteReads, Store):
             finally:
                 if relax:
                     conn.execute("PRAGMA synchronous = FULL")
-
-    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
-        """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
-        after this returned) returns; other connections see them at once."""
-        if not items:
-            return []
-        rows = [encode_row(item, self._policy) for item in items]  # encode before taking the lock
-        keys = [item.outcome.key for item in items]
-        remembered: list[int] = []
-        try:
-            deferred = not durable and self._wal.fd is not None
-            with self._writing(fsync=not deferred) as conn:
-                ids = self._add(conn, keys, rows, remembered)
-                # Under the lock, so a claim that sees these rows sees this too (should the
-                # commit fail, the next claim merely syncs once more).
-                self._deferred += deferred
-        except BaseException:
-            for id_ in remembered:  # not stored after all
-                self._unclaimed.pop(id_, None)
-            raise
-        return ids
-
-    def record(
-        self,
-        settled: Sequence[tuple[Incoming, Delivery]],
-        now: float,
-        *,
-        due: float | None = None,
-        new_keys: bool = False,
-    ) -> list[int]:
-        """Store payloads that were delivered (or tried) before they were stored, each with what
-        delivery made of it, in one transaction: one write per event where ``add``, ``claim``
-        and ``complete`` make three (``send``'s write-behind, ``write_behind``). The rows are as
-        those calls would have left them (QUEUED ones due at ``due``: ``retry_later``); a key
-        already stored keeps its row and id (the first outcome stored for a key wins). Durable
-        when this returns; one id per item.
-
-        ``new_keys``: the caller looked the keys up in this store (``stored_keys``) after it was
-        opened, found none, and stored none of them since. The store then does not look them up
-        again, unless another connection (another process) has written to the file since it was
-        opened: only such a write can have stored one of them meanwhile. Should one be stored
-        all the same (a race in the caller), the transaction is rolled back and done again with
-        the lookup, and the store looks keys up from then on."""
-        if not settled:
-            return []
-        rows = encode_settled_rows(settled, now, self._policy, self._drop_delivered, due)
-        keys = [item.outcome.key for item, _ in settled]
-        if new_keys and not self._foreign_writes:
-            try:
-                with self._writing() as conn:
-                    return self._add(conn, keys, rows, None, look_up=not self._only_ours(conn))
-            except sqlite3.IntegrityError:  # a key is stored: the first outcome stored wins
-                self._foreign_writes = True
-        with self._writing() as conn:
-            return self._add(conn, keys, rows, None)
-
-    def record_delivered(
-        self,
-        items: Sequence[Incoming],
-        message: str | None,
-        fbtrace_id: str | None,
-        now: float,
-    ) -> list[int]:
-        """``record(..., new_keys=True)`` of payloads that Meta took in one request, whole, at
-        the first attempt (``DeliveredWhole``): the same rows, made straight from ``items``. They
-        are what ``WriteBehindStore`` holds: payloads whose lead_id and event_time fit in 64
-        bits (``fits_int64``), keys distinct, found in no store when they were added."""
-        if self._drop_delivered and not self._foreign_writes:
-            try:
-                with self._writing() as conn:
-                    if self._only_ours(conn):
-                        return self._insert_delivered(conn, items, message, fbtrace_id, now)
-            except sqlite3.IntegrityError:  # a key is stored: the first outcome stored wins
-                self._foreign_writes = True
-        payloads = cast("list[Payload]", [item.outcome for item in items])
-        delivered = DeliveredWhole(payloads, message, fbtrace_id)
-        return self.record(list(zip(items, delivered, strict=True)), now, new_keys=True)
-
-    def _insert_delivered(
-        self,
-        conn: sqlite3.Connection,
-        items: Sequence[Incoming],
-        message: str | None,
-        fbtrace_id: str | None,
-        now: float,
-    ) -> list[int]:
-        """The ``INSERT_DELIVERED`` rows of ``record_delivered``, with ids from the next one on."""
-        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        first = seq[0] + 1 if seq else 1
-        rows = [
-            (first + n, o.key, o.source_event, o.event_name, o.lead_id, o.event_time,  # type: ignore[union-attr]  # payloads only (see record_delivered)
-             item.received_at)
-            for n, item in enumerate(items)
-            for o in [item.outcome]
-        ]  # fmt: skip
-        insert_delivered(conn, rows, now, message, fbtrace_id)
-        return list(range(first, first + len(rows)))
-
-    def _only_ours(self, conn: sqlite3.Connection) -> bool:
-        """Whether every write to the file since the store opened was through ``conn`` (the
-        writer): SQLite changes ``data_version`` for commits of other connections only. Asked by
-        ``record`` only while no other writer has been seen: once one is, ``_foreign_writes``
-        stays set, as it may write again at any time, and what it wrote since the store opened
-        may hold keys looked up before it wrote (compared with the value at opening, not the
-        last one read, for that reason)."""
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        self._foreign_writes = version != self._data_version
-        return not self._foreign_writes
-
-    def _add(
-        self,
-        conn: sqlite3.Connection,
-        keys: list[str],
-        rows: list[Row],
-        remembered: list[int] | None,
-        *,
-        look_up: bool = True,
-    ) -> list[int]:
-        """Insert what is new (in the transaction of ``conn``); returns one id per row. Without
-        ``look_up`` the caller knows that none of ``keys`` is stored (see ``record``)."""
-        ids: list[int] = []
-        new: dict[str, list[tuple[Any, ...]]] = {
-            INSERT_QUEUED: [],
-            INSERT: [],
-            INSERT_SETTLED: [],
-            INSERT_DELIVERED: [],
-            INSERT_BODY: [],
-        }
-        known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),))) if look_up else {}
-        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        next_id = seq[0] + 1 if seq else 1
-        for key, (sql, row, body) in zip(keys, rows, strict=True):
-            if key:
-                found = known.get(key)
-                if found is not None:
-                    ids.append(found)
-                    continue
-                known[key] = next_id
-            ids.append(next_id)
-            new[sql].append((next_id, *row))
-            if body is not None:
-                new[INSERT_BODY].append((next_id, *body))
-            next_id += 1
-        for sql, params in new.items():  # ids are explicit: the order of inserts is free
-            if params:
-                insert_rows(conn, sql, params)
-        if remembered is None:  # not queued: nothing to remember for claim
-            return ids
-        room = self._remember - len(self._unclaimed)
-        for id_, data, notes, _ in new[INSERT_BODY][:room]:  # under the lock, like claim
-            if data is not None:
-                self._unclaimed[id_] = (data, notes)
-                remembered.append(id_)
-        return ids
-
-    def sync(self) -> None:
-        """Make durable what every ``add(durable=False)`` that returned before this call stored:
-        one fsync of the WAL file (the GIL is released once for all of it, not per row).
-
-        Raises ``StoreError`` when the fsync fails, and from then on (see ``wal_sync``)."""
-        self._wal.sync()
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``."""

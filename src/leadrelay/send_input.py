@@ -17,7 +17,7 @@ import orjson
 from rich.progress import Progress
 
 from leadrelay.config import Settings
-from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.encoded import EncodedPayload, compact
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.store import Incoming
 from leadrelay.events import SourceRecord, read_pieces
@@ -111,8 +111,9 @@ def _read_here(
                     if isinstance(found, tuple):
                         key, source, event_name, lead_id, event_time, data, notes = found
                         try:  # encoded once, here, as the store keeps it
+                            body = compact(dumps(data))  # it may wait in memory a while
                             outcome = EncodedPayload(
-                                key, source, event_name, lead_id, event_time, dumps(data), notes
+                                key, source, event_name, lead_id, event_time, body, notes
                             )
                         except TypeError:  # not plain JSON: the store says it is unencodable
                             outcome = Payload(*found)

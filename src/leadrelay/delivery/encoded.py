@@ -81,6 +81,17 @@ class EncodedPayload(Payload):
     __hash__ = None  # type: ignore[assignment]  # mutable, like Payload
 
 
+def compact(body: bytes) -> bytes:
+    """``body`` copied to a block of its own size: for what ``orjson.dumps`` made that is kept a
+    while (the payloads waiting in memory in ``send``).
+
+    ``orjson.dumps`` returns its write buffer shrunk in place, and kept, those buffers fragment the
+    heap: 10,000 payloads of about 600 bytes waiting held some 4 KB of memory each. A send of
+    300,000 events to a sandbox answering in 100 ms peaked at 237 MB; with copies, 141 MB.
+    """
+    return memoryview(body).tobytes()
+
+
 def request_body(payload: Payload) -> bytes:
     """``payload.data`` as the JSON bytes a request carries (raises ``orjson.JSONEncodeError``)."""
     if type(payload) is EncodedPayload and payload.body is not None:

@@ -35,7 +35,7 @@ from dataclasses import replace
 
 import orjson
 
-from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.encoded import EncodedPayload, compact
 from leadrelay.delivery.sqlite_schema import fits_int64
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
@@ -321,7 +321,7 @@ def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
     if not isinstance(outcome, Payload) or not fits_int64(outcome):
         return None
     try:  # mapped in another process (``--jobs``)
-        body = orjson.dumps(outcome.data)
+        body = compact(orjson.dumps(outcome.data))  # it waits in memory
     except TypeError:
         return None
     return EncodedPayload(

@@ -65,6 +65,9 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     _sane(random_ids)
     assert random_ids["event_ids"] == "random (UUID)" and e2e["event_ids"] == "in order (bench-N)"
     assert random_ids["stored_outcomes"] == e2e["stored_outcomes"]
+    slow = results["e2e_slow"]
+    _sane(slow)
+    assert slow["sandbox_slow_ms"] == 300 and slow["stored_outcomes"] == e2e["stored_outcomes"]
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
     _check_intake(results["intake"])

@@ -21,15 +21,20 @@ from leadrelay.config import load_config
 from leadrelay.delivery.wiring import open_store
 
 
-def run_e2e(folder: Path, events: int, now: float, *, random_ids: bool = False) -> dict[str, Any]:
+def run_e2e(
+    folder: Path, events: int, now: float, *, random_ids: bool = False, slow_ms: int = 0
+) -> dict[str, Any]:
     """Generate ``events`` events (with UUIDs for event ids with ``random_ids``), send them to a
-    fresh sandbox, return the checked figures."""
-    name = "e2e-random-ids" if random_ids else "e2e"
+    fresh sandbox (answering ``slow_ms`` later than it can), return the checked figures.
+
+    A sandbox as slow as Meta makes delivery slower than reading: the events read wait, in
+    memory up to send's limit and in the store beyond it. That is where memory peaks."""
+    name = "e2e-random-ids" if random_ids else f"e2e-slow-{slow_ms}" if slow_ms else "e2e"
     path = folder / f"{name}.ndjson"
     expected = write_events(path, events, now=now, random_ids=random_ids)
     cores = usable_cores()
     send_core, sandbox_core = cores[0], cores[-1]
-    sandbox, url = start_sandbox(folder, sandbox_core)
+    sandbox, url = start_sandbox(folder, sandbox_core, slow_ms=slow_ms)
     try:
         config = folder / f"{name}.toml"
         data_dir = folder / f"{name}-data"
@@ -51,6 +56,7 @@ def run_e2e(folder: Path, events: int, now: float, *, random_ids: bool = False) 
     result: dict[str, Any] = {
         "events": events,
         "event_ids": "random (UUID)" if random_ids else "in order (bench-N)",
+        "sandbox_slow_ms": slow_ms,
         "expected": expected.as_dict(),
         "cores_used": {"send": send_core, "sandbox": sandbox_core},
         "events_per_s": round(events / run.wall_s) if run.wall_s > 0 else None,

@@ -77,10 +77,15 @@ def render(results: dict[str, Any], console: Console) -> None:
                 f"{ratio:.2f}x" if ratio else "n/a",
                 _check(figures),
             )
-    for key, what in (("e2e", ""), ("e2e_random_ids", ", random (UUID) event ids")):
+    for key, what in (
+        ("e2e", ""),
+        ("e2e_random_ids", ", random (UUID) event ids"),
+        ("e2e_slow", ", sandbox +{} ms (Meta-like)"),
+    ):
         e2e = results.get(key)
         if e2e is None:
             continue
+        what = what.format(e2e.get("sandbox_slow_ms"))
         table.add_row(
             "end to end",
             f"leadrelay send, 1 core{what}",

@@ -179,10 +179,16 @@ def test_missing_input_file_is_an_input_error(tmp_path: Path, bad: str) -> None:
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_a_send_from_a_missing_file_says_only_that(tmp_path: Path, jobs: str) -> None:
-    """No note about pipes with --jobs 2: a missing file is an input error, nothing more."""
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_send_from_a_missing_file_or_a_directory_says_only_that(
+    tmp_path: Path, jobs: str, kind: str
+) -> None:
+    """No note about pipes with --jobs 2: such an input is an input error, nothing more."""
     cfg = write_config(tmp_path)
-    proc = run("send", str(tmp_path / "nope.ndjson"), "--config", str(cfg), "--jobs", jobs)
+    source = tmp_path / "nope.ndjson"
+    if kind == "directory":
+        source.mkdir()
+    proc = run("send", str(source), "--config", str(cfg), "--jobs", jobs)
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert "nope.ndjson: cannot open" in err and "pipe" not in err, err

@@ -6,6 +6,7 @@ This is the file intake of the pipeline: the same Mapper and Dispatcher serve th
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -272,9 +273,18 @@ def _rereadable(files: Sequence[str]) -> bool:
 
 
 def _streamed(files: Sequence[str]) -> bool:
-    """Whether an input is standard input or a pipe (one that is there and is no regular file;
-    one that is not there is an input error, said when it is opened)."""
-    return any(name == "-" or (os.path.exists(name) and not Path(name).is_file()) for name in files)
+    """Whether an input is standard input or a pipe (a directory or a missing file is an input
+    error, said when it is opened)."""
+    return any(name == "-" or _special(Path(name)) for name in files)
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, a character device, a socket: read as a stream, not as a file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # missing: an input error, said when it is opened
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 @contextmanager

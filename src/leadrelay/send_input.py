@@ -150,4 +150,5 @@ def _add_records(
             tally.unreadable(where, error or "unreadable")
             continue
         tally.outcome(where, outcome)
-        add(Incoming(outcome, orjson.dumps(event) if event is not None else None, at))
+        original = None if event is None else compact(orjson.dumps(event))  # it may wait a while
+        add(Incoming(outcome, original, at))

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import orjson
 
+from leadrelay.delivery.encoded import compact
 from leadrelay.delivery.sqlite_schema import (
     INSERT,
     INSERT_BODY,
@@ -202,7 +203,8 @@ class SQLiteWrites:
         room = self._remember - len(self._unclaimed)
         for id_, data, notes, _ in new[INSERT_BODY][:room]:  # under the lock, like claim
             if data is not None:
-                self._unclaimed[id_] = (data, notes)
+                # Kept until claimed: not in the buffers orjson wrote them to (see compact).
+                self._unclaimed[id_] = (compact(data), None if notes is None else compact(notes))
                 remembered.append(id_)
         return ids
 

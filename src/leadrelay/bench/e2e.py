@@ -8,6 +8,7 @@ store must hold one outcome per input event (delivered, rejected or filtered, by
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def run_e2e(
 
     A sandbox as slow as Meta makes delivery slower than reading: the events read wait, in
     memory up to send's limit and in the store beyond it. That is where memory peaks."""
-    name = "e2e-random-ids" if random_ids else f"e2e-slow-{slow_ms}" if slow_ms else "e2e"
+    name = "e2e" + ("-random-ids" if random_ids else "") + (f"-slow-{slow_ms}" if slow_ms else "")
     path = folder / f"{name}.ndjson"
     expected = write_events(path, events, now=now, random_ids=random_ids)
     cores = usable_cores()
@@ -38,6 +39,7 @@ def run_e2e(
     try:
         config = folder / f"{name}.toml"
         data_dir = folder / f"{name}-data"
+        shutil.rmtree(data_dir, ignore_errors=True)  # a --workdir used before: a fresh store
         config.write_text(
             config_text(url) + f'\n[server]\ndata_dir = "{data_dir.as_posix()}"\n',
             encoding="utf-8",

@@ -13,7 +13,7 @@ a lead id that is too short, an event older than Meta's 7-day window, an event n
 in ``[mapping]``. ``EventCounts`` says how many of each were written, so a run can be checked.
 Event ids are ``bench-N`` (in order, as timestamp-based ids of web events come), or with
 ``random_ids`` UUIDs (as mobile apps and many CRMs send them): the store's index of event keys
-takes the first at its end, the second anywhere.
+takes each of the first next to the one before it, each of the second anywhere.
 """
 
 from __future__ import annotations

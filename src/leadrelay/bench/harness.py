@@ -42,7 +42,7 @@ class BenchOptions:
     e2e_events: int = DEFAULT_E2E_EVENTS
     intake_events: int = DEFAULT_INTAKE_EVENTS
     scaleout_events: int = DEFAULT_SCALEOUT_EVENTS
-    slow_ms: int = DEFAULT_SLOW_MS  # the scale-out's Meta-like variant; 0: not run
+    slow_ms: int = DEFAULT_SLOW_MS  # the Meta-like end-to-end and scale-out runs; 0: not run
     workers: int = 2
     repeat: int = 3  # transform runs per program; the best one counts
     json: Path | None = DEFAULT_JSON
@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
         "--slow-ms",
         type=int,
         default=DEFAULT_SLOW_MS,
-        help="sandbox latency of the Meta-like scale-out variant, 0 to skip it (300)",
+        help="sandbox latency of the Meta-like end-to-end and scale-out runs, 0 to skip them (300)",
     )
     parser.add_argument("--workers", type=int, default=2, help="cores for the parallel figure (2)")
     parser.add_argument("--repeat", type=int, help="transform runs per program, best counts (3)")

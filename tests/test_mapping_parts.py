@@ -5,6 +5,7 @@ events one outcome at a time gives: the same bodies, rows and count."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from leadrelay.events import LineBatch
 from leadrelay.events.ndjson import read_ndjson, split_ndjson
 from leadrelay.mapping.encode import encode_unit
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.parallel import BodyWriter
+from leadrelay.mapping.parallel import _SLICE, BodyWriter
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S
 from leadrelay.outcome import Payload
 
@@ -205,26 +206,30 @@ class _Writes(io.BytesIO):
             self.write(line)
 
 
-def test_a_large_body_is_written_in_slices_a_pipe_takes_without_waiting() -> None:
+@pytest.mark.parametrize("code", [None, "TEST123"])
+def test_a_large_body_is_written_in_slices_a_pipe_takes_without_waiting(code: str | None) -> None:
     """A body of 1,000 events is about 1 MB, all a pipe holds: written whole, each waited for
-    the reader to empty the pipe. The bytes are the same, in writes of 256 KB at most."""
+    the reader to empty the pipe. The bytes are the same, in writes of 256 KB at most, however
+    the events come: added, taken, or as runs joined by a worker process."""
     events = [orjson.dumps({"n": n, "hash": "ab" * 500}) for n in range(1000)]
-    sliced = _Writes()
-    expected = b'{"data":[' + b",".join(events[:600]) + b"]}\n"
-    expected += b'{"data":[' + b",".join(events[600:]) + b"]}\n"
-    writer = BodyWriter(sliced, batch_size=600, test_event_code=None)
-    writer.add(events)
-    writer.close()
-    assert sliced.getvalue() == expected
-    assert max(sliced.sizes) <= 1 << 18 < 600 * len(events[0])  # each body needs 3 slices
-    # Runs of events already joined (what worker processes send back): the same.
+    tail = b"]" + (b',"test_event_code":"' + code.encode() + b'"' if code else b"") + b"}\n"
+    expected = b'{"data":[' + b",".join(events[:600]) + tail
+    expected += b'{"data":[' + b",".join(events[600:]) + tail
+    assert 600 * len(events[0]) > _SLICE  # each full body needs several slices
     joined = b"," + b",".join(events)
     bounds = [0, *(len(b"," + b",".join(events[: n + 1])) for n in range(1000))]
-    runs = _Writes()
-    writer = BodyWriter(runs, batch_size=600, test_event_code=None)
-    writer.add_joined(joined, bounds)
-    writer.close()
-    assert runs.getvalue() == expected and max(runs.sizes) <= 1 << 18
+    ways: list[Callable[[BodyWriter], None]] = [
+        lambda writer: writer.add(events),
+        lambda writer: writer.take(list(events)),
+        lambda writer: writer.add_joined(joined, bounds),
+    ]
+    for way in ways:
+        out = _Writes()
+        writer = BodyWriter(out, batch_size=600, test_event_code=code)
+        way(writer)
+        writer.close()
+        assert out.getvalue() == expected
+        assert max(out.sizes) <= _SLICE
 
 
 _LINE = st.one_of(

@@ -103,7 +103,7 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]
     """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (...)`` of one row, done with
     as few statements as it takes: 100 rows each (fewer if the connection binds fewer
     parameters), then 10, then one at a time (the same rows, in order)."""
-    sizes = _sizes(conn, _widths.get(sql) or _width(sql))
+    sizes = _sizes(conn, _width(sql))
     _in_statements(conn, rows, sizes, partial(_rows_statement, sql))
 
 
@@ -136,7 +136,9 @@ def _sizes(conn: sqlite3.Connection, width: int, shared: int = 0) -> tuple[int, 
 
 
 def _width(sql: str) -> int:
-    """The parameters one row of ``sql`` binds (``INSERT ... VALUES (...)``)."""
+    """The parameters one row of ``sql`` binds (``INSERT ... VALUES (...)``). Counted once."""
+    if (width := _widths.get(sql)) is not None:
+        return width
     row = _row(sql)[1]
     numbers = [int(n) for n in _NUMBERED.findall(row)]
     _widths[sql] = width = max(numbers) if numbers else row.count("?")
@@ -158,7 +160,7 @@ def _rows_statement(sql: str, size: int) -> str:
         return statement
     head, row = _row(sql)
     if _NUMBERED.search(row):
-        width = _widths.get(sql) or _width(sql)
+        width = _width(sql)
         rows = [_renumbered(row, k * width) for k in range(size)]
     else:
         rows = [row] * size

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Final
 
 import orjson
@@ -69,17 +70,29 @@ class RetryPolicy:
         return wait
 
 
-class _Item:
-    """One payload on its way: encoded once, so every resend carries the very same bytes."""
+class _Group:
+    """Payloads sent together: their places in the batch and the bytes a request carries for
+    them (encoded once, so every resend carries the very same bytes). A batch is only ever
+    split in halves, so the payloads of a group went through the same requests: ``sends`` and
+    ``retried`` are the group's. (An object per payload cost 0.5 ms of CPU per batch of 1000.)
+    """
 
-    __slots__ = ("body", "index", "payload", "retried", "sends")
+    __slots__ = ("bodies", "places", "retried", "sends")
 
-    def __init__(self, index: int, payload: Payload, body: bytes) -> None:
-        self.index = index
-        self.payload = payload
-        self.body = body
-        self.sends = 0
-        self.retried = False
+    def __init__(
+        self, places: list[int], bodies: list[bytes], sends: int = 0, retried: bool = False
+    ) -> None:
+        self.places = places
+        self.bodies = bodies
+        self.sends = sends
+        self.retried = retried
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def part(self, start: int, stop: int | None = None) -> _Group:
+        """The payloads from ``start`` to ``stop``, with what the group went through."""
+        return _Group(self.places[start:stop], self.bodies[start:stop], self.sends, self.retried)
 
 
 class Dispatcher:
@@ -118,21 +131,25 @@ class Dispatcher:
         """Deliver ``batch``; returns one ``Delivery`` per payload, in the same order: a
         ``DeliveredWhole`` when Meta took the whole batch at the first request."""
         results: list[Delivery | None] = [None] * len(batch)
-        items: list[_Item] = []
-        for i, payload in enumerate(batch):
-            try:
-                items.append(_Item(i, payload, request_body(payload)))
-            except orjson.JSONEncodeError as exc:
-                results[i] = Delivery(
-                    payload,
-                    State.REJECTED,
-                    attempts=0,
-                    reason="unencodable",
-                    message=f"payload cannot be encoded as JSON: {exc}",
-                )
-        if items:
+        try:  # the bytes stored, most of the time: no encoding, nothing to fail
+            group = _Group(list(range(len(batch))), [request_body(p) for p in batch])
+        except orjson.JSONEncodeError:
+            group = _Group([], [])
+            for i, payload in enumerate(batch):
+                try:
+                    group.bodies.append(request_body(payload))
+                    group.places.append(i)
+                except orjson.JSONEncodeError as exc:
+                    results[i] = Delivery(
+                        payload,
+                        State.REJECTED,
+                        attempts=0,
+                        reason="unencodable",
+                        message=f"payload cannot be encoded as JSON: {exc}",
+                    )
+        if group:
             whole = await self._deliver(
-                items, results, deadline=self._clock() + self.policy.max_total
+                batch, group, results, deadline=self._clock() + self.policy.max_total
             )
             if whole is not None:
                 return DeliveredWhole(batch, *whole)
@@ -142,132 +159,145 @@ class Dispatcher:
         return results  # type: ignore[return-value]
 
     async def _deliver(
-        self, items: list[_Item], results: list[Delivery | None], deadline: float
+        self,
+        batch: Sequence[Payload],
+        group: _Group,
+        results: list[Delivery | None],
+        deadline: float,
     ) -> tuple[str | None, str | None] | None:
-        """Fills ``results`` for ``items``; or, when they are the whole batch and Meta took them
-        at the first request, returns that request's message and fbtrace_id instead."""
+        """Fills ``results`` for ``group`` (of ``batch``); or, when it is the whole batch and Meta
+        took it at the first request, returns that request's message and fbtrace_id instead."""
         attempt = 0
         while True:
             if self.paused is not None:
-                self._queue(items, results, self.paused)
+                _failed(batch, group, results, self.paused, *_paused(self.paused))
                 return None
-            items = self._drop_expired(items, results)
-            if not items:
+            group = self._drop_expired(batch, group, results)
+            if not group:
                 return None
             attempt += 1
-            result = await self._request(items)
+            result = await self._request(group)
             error = result.error
             if result.ok or error is None:
                 message = "; ".join(result.messages) if result.messages else None
-                if attempt == 1 and len(items) == len(results):
+                if attempt == 1 and len(group) == len(results):
                     return message, result.fbtrace_id
-                self._delivered(items, results, message, result.fbtrace_id)
+                _delivered(batch, group, results, message, result.fbtrace_id)
                 return None
             if error.kind is ErrorKind.AUTH:
                 self.paused = error
-                self._queue(items, results, error)
+                _failed(batch, group, results, error, *_paused(error))
                 return None
             if error.kind is ErrorKind.INVALID:
-                if len(items) == 1:
-                    self._rejected(items[0], results, error)
+                if len(group) == 1:
+                    _failed(batch, group, results, error, *_rejected(error))
                     return None
                 # Meta refuses the whole batch for one bad event and does not say which one:
                 # halve until the refused events are alone, sending everything else.
-                mid = len(items) // 2
-                await self._deliver(items[:mid], results, deadline)
-                await self._deliver(items[mid:], results, deadline)
+                mid = len(group) // 2
+                await self._deliver(batch, group.part(0, mid), results, deadline)
+                await self._deliver(batch, group.part(mid), results, deadline)
                 return None
             wait = self.policy.delay(attempt, error, self._rng)
             if attempt >= self.policy.max_attempts or self._clock() + wait > deadline:
-                self._dead(items, results, error, attempt)
+                _failed(batch, group, results, error, *_dead(error, attempt))
                 return None
             self.retries += 1
-            for item in items:
-                item.retried = True
+            group.retried = True
             await self._sleep(wait)
 
-    async def _request(self, items: list[_Item]) -> GraphResult:
-        for item in items:
-            item.sends += 1
+    async def _request(self, group: _Group) -> GraphResult:
+        group.sends += 1
         self.requests += 1
-        result = await self.client.send([item.body for item in items])
+        result = await self.client.send(group.bodies)
         if self._on_request is not None:
-            self._on_request(result, len(items))
+            self._on_request(result, len(group))
         return result
 
-    def _drop_expired(self, items: list[_Item], results: list[Delivery | None]) -> list[_Item]:
+    def _drop_expired(
+        self, batch: Sequence[Payload], group: _Group, results: list[Delivery | None]
+    ) -> _Group:
         oldest_ok = self._clock() - self._max_age_s + self._margin_s
-        if all(item.payload.event_time >= oldest_ok for item in items):
-            return items
+        if min(map(_event_time, map(batch.__getitem__, group.places)), default=0) >= oldest_ok:
+            return group
         days = f"{self._max_age_s / _DAY:g}"
-        kept = []
-        for item in items:
-            if item.payload.event_time >= oldest_ok:
-                kept.append(item)
+        kept = _Group([], [], group.sends, group.retried)
+        for place, body in zip(group.places, group.bodies, strict=True):
+            payload = batch[place]
+            if payload.event_time >= oldest_ok:
+                kept.places.append(place)
+                kept.bodies.append(body)
                 continue
-            results[item.index] = Delivery(
-                item.payload,
+            results[place] = Delivery(
+                payload,
                 State.EXPIRED,
-                attempts=item.sends,
+                attempts=group.sends,
                 reason="expired",
-                message=f"event_time {item.payload.event_time} passed Meta's {days}-day window "
+                message=f"event_time {payload.event_time} passed Meta's {days}-day window "
                 "before the event could be sent",
             )
         return kept
 
-    def _delivered(
-        self,
-        items: list[_Item],
-        results: list[Delivery | None],
-        message: str | None,
-        trace: str | None,
-    ) -> None:
-        delivered = State.DELIVERED
-        for item in items:  # one per event: positional arguments, the fastest call
-            extra = {"retried": True} if item.retried else {}
-            results[item.index] = Delivery(
-                item.payload, delivered, item.sends, None, message, None, None, trace, extra
-            )
 
-    def _rejected(self, item: _Item, results: list[Delivery | None], error: GraphError) -> None:
-        message = f"{error.user_title}: {error.message}" if error.user_title else error.message
-        state = State.REJECTED
-        reason = error.reason()
-        if error.code == 100 and error.subcode == _TOO_OLD_SUBCODE:
-            state, reason = State.EXPIRED, "expired"  # Meta's clock says so, even if ours did not
-        _failed([item], results, error, state, reason, message)
+_event_time: Final = attrgetter("event_time")
 
-    def _dead(
-        self, items: list[_Item], results: list[Delivery | None], error: GraphError, attempts: int
-    ) -> None:
-        message = (
-            f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
-            f"({error.label()}): {error.message}"
+
+def _delivered(
+    batch: Sequence[Payload],
+    group: _Group,
+    results: list[Delivery | None],
+    message: str | None,
+    trace: str | None,
+) -> None:
+    delivered, sends, retried = State.DELIVERED, group.sends, group.retried
+    for place in group.places:  # one per event: positional arguments, the fastest call
+        extra = {"retried": True} if retried else {}
+        results[place] = Delivery(
+            batch[place], delivered, sends, None, message, None, None, trace, extra
         )
-        _failed(items, results, error, State.DEAD, "retries_exhausted", message)
 
-    def _queue(self, items: list[_Item], results: list[Delivery | None], error: GraphError) -> None:
-        message = (
-            f"not sent: delivery paused because Meta refused the access token or "
-            f"permission ({error.label()}): {error.message}"
-        )
-        _failed(items, results, error, State.QUEUED, "paused_auth", message)
+
+def _rejected(error: GraphError) -> tuple[State, str, str]:
+    """State, reason and message of an event Meta refused alone."""
+    message = f"{error.user_title}: {error.message}" if error.user_title else error.message
+    if error.code == 100 and error.subcode == _TOO_OLD_SUBCODE:
+        return State.EXPIRED, "expired", message  # Meta's clock says so, even if ours did not
+    return State.REJECTED, error.reason(), message
+
+
+def _dead(error: GraphError, attempts: int) -> tuple[State, str, str]:
+    """State, reason and message of events whose retries ran out after ``attempts``."""
+    message = (
+        f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
+        f"({error.label()}): {error.message}"
+    )
+    return State.DEAD, "retries_exhausted", message
+
+
+def _paused(error: GraphError) -> tuple[State, str, str]:
+    """State, reason and message of events kept queued by a pause (Meta refused the token)."""
+    message = (
+        f"not sent: delivery paused because Meta refused the access token or "
+        f"permission ({error.label()}): {error.message}"
+    )
+    return State.QUEUED, "paused_auth", message
 
 
 def _failed(
-    items: list[_Item],
+    batch: Sequence[Payload],
+    group: _Group,
     results: list[Delivery | None],
     error: GraphError,
     state: State,
     reason: str,
     message: str,
 ) -> None:
-    """Record ``items`` as not delivered, with Meta's code, subcode and fbtrace_id."""
-    for item in items:
-        results[item.index] = Delivery(
-            item.payload,
+    """Record ``group`` as not delivered, with Meta's code, subcode and fbtrace_id."""
+    for place in group.places:
+        results[place] = Delivery(
+            batch[place],
             state,
-            attempts=item.sends,
+            attempts=group.sends,
             reason=reason,
             message=message,
             code=error.code,

@@ -94,8 +94,9 @@ class GraphClient:
         self._http = httpx.AsyncClient(
             transport=transport,
             # Plain HTTP (the sandbox on loopback) opens no TLS connection, and redirects are
-            # not followed: no context to make for it (loading the CA bundle is ~20 ms).
-            verify=_tls_context() if self.url.startswith("https:") else False,
+            # not followed: no context to make for it (loading the CA bundle is ~20 ms). The
+            # scheme as httpx reads it (any case): anything else verifies.
+            verify=False if httpx.URL(self.url).scheme == "http" else _tls_context(),
             # On the client, not per request: httpx shows the token masked, a dict would not.
             headers={
                 "Authorization": f"Bearer {access_token}",
@@ -196,7 +197,10 @@ class GraphClient:
 def _tls_context() -> ssl.SSLContext:
     """The verifying TLS context of every client in the process, made as httpx makes it (its
     CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``) once: a ``send`` made two clients, and
-    ``serve`` one per config reload, ~20 ms each."""
+    ``serve`` one per config reload, ~20 ms each. So the CA certificates are read once per
+    process, as its environment is: a bundle changed while ``serve`` runs is read at its next
+    start. Shared safely: httpcore sets the same ALPN protocols on it for every connection
+    (HTTP/1.1 only, for every client)."""
     return httpx.create_ssl_context()
 
 

@@ -567,6 +567,22 @@ def test_purge_drops_originals_then_deletes_old_delivered_events(
     assert queued(store, "fresh") == [ids[-1] + 1]  # the purged ids are never handed out again
 
 
+def test_purge_deletes_the_delivered_events_before_the_time_past_dead_letters_and_ties(
+    store: Store, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.walk_in_chunks_of(monkeypatch, 2)  # chunks end within runs of the same time
+    ids = store.add([incoming(payload(f"p{n}")) for n in range(12)])
+    claimed = {c.id: c.payload for c in store.claim(20, NOW)}
+    for n, id_ in enumerate(ids):  # four settled per second; every fifth one a dead letter
+        dead = n % 5 == 0
+        state, reason = (State.DEAD, "retries_exhausted") if dead else (State.DELIVERED, None)
+        store.complete([(id_, Delivery(claimed[id_], state, reason=reason))], NOW + n // 4)
+    # Before NOW + 2: the first eight, of which 0 and 5 are dead letters.
+    assert store.purge(delivered_before=NOW + 2, drop_originals=False) == 6
+    assert [n for n, id_ in enumerate(ids) if store.get(id_) is not None] == [0, 5, 8, 9, 10, 11]
+    assert store.purge(delivered_before=NOW + 2, drop_originals=False) == 0
+
+
 EVENT = {
     "event_name": "lead_qualified",
     "user": {

@@ -7,6 +7,7 @@ store's lock, as every write there).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -66,18 +67,20 @@ def purge_delivered(
 ) -> int:
     """``Store.purge``, in chunks of ``chunk`` rows, one transaction each."""
     changes: tuple[str, ...]
+    start: float
     if drop_originals:
-        select, changes = BODIES_PURGEABLE, ("DELETE FROM bodies WHERE id = ?",)
+        select, changes, start = BODIES_PURGEABLE, ("DELETE FROM bodies WHERE id = ?",), 0
     else:
-        select = PURGEABLE
+        select, start = PURGEABLE, -math.inf
         changes = ("DELETE FROM bodies WHERE id = ?", "DELETE FROM events WHERE id = ?")
-    total, last = 0, 0
+    total = 0
     while True:
         with writing() as conn:
-            ids = conn.execute(select, (last, delivered_before, chunk)).fetchall()
-            if ids:
+            rows = conn.execute(select, (start, delivered_before, chunk)).fetchall()
+            if rows:
+                ids = [(id_,) for id_, _ in rows]
                 counted = [conn.executemany(change, ids).rowcount for change in changes]
                 total += counted[-1]  # the events (or bodies) affected
-        if len(ids) < chunk:
+        if len(rows) < chunk:
             return total
-        last = ids[-1][0]
+        start = rows[-1][1]

@@ -67,14 +67,17 @@ DROP_DELIVERED: Final = (  # of the events just completed, those that are delive
     "DELETE FROM bodies WHERE id IN (SELECT value FROM json_each(?))"
     " AND (SELECT state FROM events e WHERE e.id = bodies.id) = 'delivered'"
 )
-# The unary + keeps the planner on the primary key, so each chunk goes on from the last id.
+# Purging selects (id, where the next chunk starts) after a start, before a time. Deleting
+# records walks the events of before that time only (events_updated), from the time where the
+# last chunk ended: those a chunk deletes are gone, the others (dead letters) are passed once.
+# (Walking every event by id, a send of 1,000,000 spent 0.13 s at its end finding none.)
 PURGEABLE: Final = (
-    "SELECT id FROM events WHERE id > ? AND +state = 'delivered' AND +updated_at < ? ORDER BY id"
-    " LIMIT ?"
+    "SELECT id, updated_at FROM events WHERE updated_at >= ? AND updated_at < ?"
+    " AND state = 'delivered' ORDER BY updated_at LIMIT ?"
 )
 # Dropping bodies walks the bodies left (delivered ones lose theirs), not every event.
 BODIES_PURGEABLE: Final = (
-    "SELECT b.id FROM bodies b JOIN events e ON e.id = b.id WHERE b.id > ?"
+    "SELECT b.id, b.id FROM bodies b JOIN events e ON e.id = b.id WHERE b.id > ?"
     " AND e.state = 'delivered' AND e.updated_at < ? ORDER BY b.id LIMIT ?"
 )
 # The read side (``sqlite_reads``): outcomes by state and reason, the open backlog, a timeline.

@@ -69,7 +69,8 @@ DROP_DELIVERED: Final = (  # of the events just completed, those that are delive
 )
 # Purging selects (id, where the next chunk starts) after a start, before a time. Deleting
 # records walks the events of before that time only (events_updated), from the time where the
-# last chunk ended: those a chunk deletes are gone, the others (dead letters) are passed once.
+# last chunk ended: those a chunk deletes are gone, the others (dead letters) are passed once
+# (those of the very time a chunk starts from, once per such chunk: a batch's worth at most).
 # (Walking every event by id, a send of 1,000,000 spent 0.13 s at its end finding none.)
 PURGEABLE: Final = (
     "SELECT id, updated_at FROM events WHERE updated_at >= ? AND updated_at < ?"

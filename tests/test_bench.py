@@ -20,6 +20,7 @@ from leadrelay.bench.events import expected_counts, generate_events
 from leadrelay.bench.harness import parse_args
 from leadrelay.bench.intake import percentile
 from leadrelay.bench.measure import Counter, can_pin, measure, usable_cores
+from leadrelay.bench.pace import Pace, around, vs_sdk
 from redis_server import redis_server_binary
 
 
@@ -39,6 +40,7 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
             intake_events=300,
             scaleout_events=300,
             slow_ms=300,
+            pace_events=500,
             workers=2,
             repeat=2,
             json=out,
@@ -68,11 +70,27 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     slow = results["e2e_slow"]
     _sane(slow)
     assert slow["sandbox_slow_ms"] == 300 and slow["stored_outcomes"] == e2e["stored_outcomes"]
+    assert "vs_sdk" not in slow  # the sandbox's pace, not leadrelay's
+    for figures in (e2e, random_ids, *results["intake"]["batches"].values()):
+        _check_against_sdk(figures, results["intake"]["sdk_pace"])
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
     _check_intake(results["intake"])
     # Last: without redis-server this skips (locally) or fails (in CI), the rest having passed.
     _check_scaleout(results["scaleout"])
+
+
+def _check_against_sdk(figures: dict[str, Any], intake_pace: dict[str, Any]) -> None:
+    """With the SDK installed, the rate is also a ratio to the SDK's pace taken around it."""
+    pace = figures.get("sdk_pace", intake_pace)
+    if sdk_baseline.missing() is not None:
+        assert pace == {"available": False, "reason": sdk_baseline.INSTALL_HINT}
+        assert figures["vs_sdk"] is None
+        return
+    assert pace["events"] == 500 and pace["before"] > 0 and pace["after"] > 0
+    assert min(pace["before"], pace["after"]) <= pace["events_per_s"]
+    assert pace["events_per_s"] <= max(pace["before"], pace["after"])
+    assert figures["vs_sdk"] == round(figures["events_per_s"] / pace["events_per_s"], 2)
 
 
 def _check_intake(intake: dict[str, Any]) -> None:
@@ -113,22 +131,24 @@ def test_without_redis_server_the_scale_out_is_unavailable_not_failed(
 
 
 @pytest.mark.parametrize(
-    ("argv", "intake", "scale_out", "slow"),
+    ("argv", "intake", "scale_out", "slow", "pace"),
     [
-        (["--quick"], 2_000, 2_000, 300),
-        ([], 200_000, 100_000, 300),
-        (["--quick", "--intake-events", "50", "--slow-ms", "0"], 50, 2_000, 0),
+        (["--quick"], 2_000, 2_000, 300, 1_000),
+        ([], 200_000, 100_000, 300, 200_000),
+        (["--quick", "--intake-events", "50", "--slow-ms", "0"], 50, 2_000, 0, 1_000),
+        (["--pace-events", "0"], 200_000, 100_000, 300, 0),
     ],
 )
 def test_quick_keeps_the_service_measurements_small(
-    argv: list[str], intake: int, scale_out: int, slow: int
+    argv: list[str], intake: int, scale_out: int, slow: int, pace: int
 ) -> None:
     options = parse_args(argv)
-    assert (options.intake_events, options.scaleout_events, options.slow_ms) == (
-        intake,
-        scale_out,
-        slow,
-    )
+    assert (
+        options.intake_events,
+        options.scaleout_events,
+        options.slow_ms,
+        options.pace_events,
+    ) == (intake, scale_out, slow, pace)
 
 
 @pytest.mark.parametrize(
@@ -157,6 +177,39 @@ def test_without_the_sdk_the_ratio_is_explicitly_unavailable(
     assert "facebook-business" in transform["ratio_unavailable"]
     _sane(transform["leadrelay"])
     assert "e2e" not in results
+
+
+def test_without_the_sdk_end_to_end_has_no_ratio_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sdk_baseline, "missing", lambda: sdk_baseline.INSTALL_HINT)
+    results = run(BenchOptions(e2e_events=200, slow_ms=0, json=None, only="e2e"))
+    for key in ("e2e", "e2e_random_ids"):
+        _sane(results[key])
+        assert results[key]["sdk_pace"] == {"available": False, "reason": sdk_baseline.INSTALL_HINT}
+        assert results[key]["vs_sdk"] is None
+
+
+def test_a_failed_sdk_run_gives_no_pace_and_no_ratio(tmp_path: Path) -> None:
+    class Failing(Pace):
+        def __init__(self) -> None:
+            super().__init__(tmp_path, 100, time.time(), 0)
+            self.rates = iter([12_000.0, None])
+
+        def once(self) -> float | None:
+            return next(self.rates)
+
+    figures, pace = around(Failing(), lambda: {"events_per_s": 40_000})
+    assert pace == {"events": 100, "before": 12_000, "after": None, "events_per_s": None}
+    assert vs_sdk(figures["events_per_s"], pace) is None
+    assert vs_sdk(40_000, {**pace, "events_per_s": 10_000}) == 4.0
+
+
+def test_without_pace_runs_end_to_end_has_no_ratio_and_says_why(tmp_path: Path) -> None:
+    results = run(BenchOptions(e2e_events=200, slow_ms=0, pace_events=0, json=None, only="e2e"))
+    reason = sdk_baseline.missing() or "not taken (--pace-events 0)"
+    assert results["e2e"]["sdk_pace"] == {"available": False, "reason": reason}
+    assert results["e2e"]["vs_sdk"] is None
 
 
 def test_the_command_prints_a_table_and_exits_0(tmp_path: Path) -> None:

@@ -6,15 +6,19 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
 
+from leadrelay.bench import sdk_baseline
 from leadrelay.bench.e2e import run_e2e
 from leadrelay.bench.intake import run_intake
 from leadrelay.bench.machine import load_average, machine_info
+from leadrelay.bench.measure import usable_cores
+from leadrelay.bench.pace import PACE_EVENTS, Pace, around, vs_sdk
 from leadrelay.bench.report import render, write_json
 from leadrelay.bench.scaleout import run_scaleout
 from leadrelay.bench.transform import run_transform
@@ -28,6 +32,7 @@ DEFAULT_INTAKE_EVENTS = 200_000
 QUICK_INTAKE_EVENTS = 2_000
 DEFAULT_SCALEOUT_EVENTS = 100_000
 QUICK_SCALEOUT_EVENTS = 2_000
+QUICK_PACE_EVENTS = 1_000
 DEFAULT_SLOW_MS = 300
 # Events of the end-to-end run against a sandbox as slow as Meta: its memory peaks once send's
 # limit of payloads waiting in memory is reached (10,000), and stays there whatever the input.
@@ -43,6 +48,8 @@ class BenchOptions:
     intake_events: int = DEFAULT_INTAKE_EVENTS
     scaleout_events: int = DEFAULT_SCALEOUT_EVENTS
     slow_ms: int = DEFAULT_SLOW_MS  # the Meta-like end-to-end and scale-out runs; 0: not run
+    # The SDK's runs before and after the end-to-end and intake runs (see ``pace``); 0: none.
+    pace_events: int = PACE_EVENTS
     workers: int = 2
     repeat: int = 3  # transform runs per program; the best one counts
     json: Path | None = DEFAULT_JSON
@@ -54,8 +61,8 @@ class BenchOptions:
             raise ValueError(
                 "--events, --e2e-events, --intake-events and --scaleout-events must be at least 1"
             )
-        if self.slow_ms < 0:
-            raise ValueError("--slow-ms must not be negative")
+        if self.slow_ms < 0 or self.pace_events < 0:
+            raise ValueError("--slow-ms and --pace-events must not be negative")
         if self.workers < 1 or self.repeat < 1:
             raise ValueError("--workers and --repeat must be at least 1")
 
@@ -67,6 +74,9 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
     folder = options.workdir or Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
+    pace = None
+    if options.pace_events and sdk_baseline.missing() is None:
+        pace = Pace(folder, options.pace_events, now, usable_cores()[0])
     try:
         if options.only in (None, "transform"):
             console.print(
@@ -77,10 +87,12 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
                 folder, options.events, options.workers, now, repeat=options.repeat
             )
         if options.only in (None, "e2e"):
-            console.print(f"end to end: {options.e2e_events:,} events to the sandbox ...")
-            results["e2e"] = run_e2e(folder, options.e2e_events, now)
-            console.print("end to end again, with random (UUID) event ids ...")
-            results["e2e_random_ids"] = run_e2e(folder, options.e2e_events, now, random_ids=True)
+            console.print(f"end to end: {options.e2e_events:,} events to the sandbox{_paced(pace)}")
+            results["e2e"] = _against_sdk(pace, lambda: run_e2e(folder, options.e2e_events, now))
+            console.print(f"end to end again, with random (UUID) event ids{_paced(pace)}")
+            results["e2e_random_ids"] = _against_sdk(
+                pace, lambda: run_e2e(folder, options.e2e_events, now, random_ids=True)
+            )
             if options.slow_ms:
                 slow_events = min(options.e2e_events, SLOW_E2E_EVENTS)
                 console.print(
@@ -89,8 +101,12 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
                 )
                 results["e2e_slow"] = run_e2e(folder, slow_events, now, slow_ms=options.slow_ms)
         if options.only in (None, "intake"):
-            console.print(f"intake: {options.intake_events:,} events posted to serve ...")
-            results["intake"] = run_intake(folder, options.intake_events, now)
+            console.print(f"intake: {options.intake_events:,} events posted to serve{_paced(pace)}")
+            intake, sdk_pace = around(pace, lambda: run_intake(folder, options.intake_events, now))
+            intake["sdk_pace"] = sdk_pace
+            for figures in intake["batches"].values():
+                figures["vs_sdk"] = vs_sdk(figures.get("events_per_s"), sdk_pace)
+            results["intake"] = intake
         if options.only in (None, "scaleout"):
             console.print(
                 f"scale-out: {options.scaleout_events:,} events from Redis, 1 then 2 workers ..."
@@ -104,6 +120,21 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
     if options.json is not None:
         write_json(results, options.json)
     return results
+
+
+def _paced(pace: Pace | None) -> str:
+    """What the console says of the SDK's runs around a measurement."""
+    if pace is None:
+        return " ..."
+    return f", the SDK's pace ({pace.events:,} events) taken before and after ..."
+
+
+def _against_sdk(pace: Pace | None, measurement: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measurement()``'s figures with the SDK's pace around it and ``vs_sdk`` (see ``pace``)."""
+    figures, sdk_pace = around(pace, measurement)
+    figures["sdk_pace"] = sdk_pace
+    figures["vs_sdk"] = vs_sdk(figures.get("events_per_s"), sdk_pace)
+    return figures
 
 
 def parse_args(argv: list[str] | None) -> BenchOptions:
@@ -125,6 +156,12 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
         type=int,
         default=DEFAULT_SLOW_MS,
         help="sandbox latency of the Meta-like end-to-end and scale-out runs, 0 to skip them (300)",
+    )
+    parser.add_argument(
+        "--pace-events",
+        type=int,
+        help="events of the SDK's runs before and after the end-to-end and intake runs, "
+        "0 for none (200,000)",
     )
     parser.add_argument("--workers", type=int, default=2, help="cores for the parallel figure (2)")
     parser.add_argument("--repeat", type=int, help="transform runs per program, best counts (3)")
@@ -148,6 +185,9 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
             scaleout_events=args.scaleout_events
             or (QUICK_SCALEOUT_EVENTS if args.quick else DEFAULT_SCALEOUT_EVENTS),
             slow_ms=args.slow_ms,
+            pace_events=args.pace_events
+            if args.pace_events is not None
+            else (QUICK_PACE_EVENTS if args.quick else PACE_EVENTS),
             workers=args.workers,
             repeat=args.repeat or (1 if args.quick else 3),
             json=args.json,

@@ -22,6 +22,12 @@ def _rate(figures: dict[str, Any] | None) -> str:
     return f"{figures['events_per_s']:,}"
 
 
+def _vs_sdk(figures: dict[str, Any]) -> str:
+    """A rate's ratio to the SDK's pace around it (``pace``), where it was taken."""
+    ratio = figures.get("vs_sdk")
+    return f"{ratio:.2f}x" if ratio else ""
+
+
 def _check(figures: dict[str, Any] | None) -> str:
     if not figures or "ok" not in figures:
         return ""
@@ -93,7 +99,7 @@ def render(results: dict[str, Any], console: Console) -> None:
             _rate(e2e),
             f"{e2e['wall_s']:.2f}",
             f"{e2e['peak_rss_mb']:.0f}",
-            "",
+            _vs_sdk(e2e),
             _check(e2e),
         )
     _service_rows(table, results)
@@ -127,7 +133,7 @@ def _service_rows(table: Table, results: dict[str, Any]) -> None:
                 _rate(run),
                 f"{run['wall_s']:.2f}",
                 f"{run['peak_rss_mb']:.0f}",
-                "",
+                _vs_sdk(run),
                 _check(run),
             )
     scaleout = results.get("scaleout")

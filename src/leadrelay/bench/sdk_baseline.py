@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -35,7 +36,14 @@ INSTALL_HINT: Final = (
     "install it with: pip install 'leadrelay[bench]' (or pip install facebook-business)"
 )
 BATCH: Final = 1000
+OUTPUT_MARK: Final = b'"action_source": "system_generated"'
+"""Once per server event in the output (``json.dumps`` puts a space after each colon)."""
 MAX_AGE_S: Final = 7 * 86400
+
+
+def command(events: Path) -> list[str]:
+    """The command that runs this baseline on ``events`` (NDJSON) with this Python."""
+    return [sys.executable, "-m", "leadrelay.bench.sdk_baseline", str(events)]
 
 
 def missing() -> str | None:

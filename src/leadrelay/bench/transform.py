@@ -18,9 +18,9 @@ from leadrelay.bench import sdk_baseline
 from leadrelay.bench.events import EventCounts, config_text, write_events
 from leadrelay.bench.measure import Counter, Run, measure, usable_cores
 
-# One per server event in each program's output (orjson writes no spaces, json.dumps does).
+# One per server event in leadrelay's output (orjson writes no spaces; the SDK's json.dumps
+# does: sdk_baseline.OUTPUT_MARK).
 _LEADRELAY_MARK = b'"action_source":"system_generated"'
-_SDK_MARK = b'"action_source": "system_generated"'
 
 
 def run_transform(
@@ -48,9 +48,9 @@ def run_transform(
     if problem is None:
         programs["sdk"] = (
             "facebook-business SDK",
-            [sys.executable, "-m", "leadrelay.bench.sdk_baseline", str(path)],
+            sdk_baseline.command(path),
             cores[:1],
-            _SDK_MARK,
+            sdk_baseline.OUTPUT_MARK,
         )
     best: dict[str, dict[str, Any]] = {}
     for _ in range(repeat):

@@ -14,13 +14,15 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
 from leadrelay.bench import BenchOptions, run, scaleout, sdk_baseline
 from leadrelay.bench.events import expected_counts, generate_events
 from leadrelay.bench.harness import parse_args
 from leadrelay.bench.intake import percentile
 from leadrelay.bench.measure import Counter, can_pin, measure, usable_cores
-from leadrelay.bench.pace import Pace, around, vs_sdk
+from leadrelay.bench.pace import NOT_ASKED, NOT_INSTALLED, Pace, around, with_ratio
+from leadrelay.bench.report import render
 from redis_server import redis_server_binary
 
 
@@ -40,7 +42,7 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
             intake_events=300,
             scaleout_events=300,
             slow_ms=300,
-            pace_events=500,
+            pace_events=300,  # the transform's events: its file is used
             workers=2,
             repeat=2,
             json=out,
@@ -71,8 +73,17 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     _sane(slow)
     assert slow["sandbox_slow_ms"] == 300 and slow["stored_outcomes"] == e2e["stored_outcomes"]
     assert "vs_sdk" not in slow  # the sandbox's pace, not leadrelay's
-    for figures in (e2e, random_ids, *results["intake"]["batches"].values()):
-        _check_against_sdk(figures, results["intake"]["sdk_pace"])
+    intake = results["intake"]
+    for figures, sdk_pace in (
+        (e2e, e2e["sdk_pace"]),
+        (random_ids, random_ids["sdk_pace"]),
+        *((batch, intake["sdk_pace"]) for batch in intake["batches"].values()),
+    ):
+        _check_against_sdk(figures, sdk_pace)
+    assert not (tmp_path / "w" / "pace.ndjson").exists()
+    if sdk_baseline.missing() is None:  # on the core send and serve ran on
+        assert e2e["sdk_pace"]["core"] == e2e["cores_used"]["send"]
+        assert intake["sdk_pace"]["core"] == intake["cores_used"]["serve"]
     assert results["machine"]["cpu"] and results["machine"]["python"].startswith("CPython")
     assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(results))
     _check_intake(results["intake"])
@@ -80,16 +91,14 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     _check_scaleout(results["scaleout"])
 
 
-def _check_against_sdk(figures: dict[str, Any], intake_pace: dict[str, Any]) -> None:
+def _check_against_sdk(figures: dict[str, Any], pace: dict[str, Any]) -> None:
     """With the SDK installed, the rate is also a ratio to the SDK's pace taken around it."""
-    pace = figures.get("sdk_pace", intake_pace)
     if sdk_baseline.missing() is not None:
-        assert pace == {"available": False, "reason": sdk_baseline.INSTALL_HINT}
+        assert pace == {"available": False, "reason": NOT_INSTALLED}
         assert figures["vs_sdk"] is None
         return
-    assert pace["events"] == 500 and pace["before"] > 0 and pace["after"] > 0
-    assert min(pace["before"], pace["after"]) <= pace["events_per_s"]
-    assert pace["events_per_s"] <= max(pace["before"], pace["after"])
+    assert pace["events"] == 300 and pace["before"] > 0 and pace["after"] > 0
+    assert pace["events_per_s"] == max(pace["before"], pace["after"]) and "failed" not in pace
     assert figures["vs_sdk"] == round(figures["events_per_s"] / pace["events_per_s"], 2)
 
 
@@ -133,9 +142,10 @@ def test_without_redis_server_the_scale_out_is_unavailable_not_failed(
 @pytest.mark.parametrize(
     ("argv", "intake", "scale_out", "slow", "pace"),
     [
-        (["--quick"], 2_000, 2_000, 300, 1_000),
+        (["--quick"], 2_000, 2_000, 300, 0),
         ([], 200_000, 100_000, 300, 200_000),
-        (["--quick", "--intake-events", "50", "--slow-ms", "0"], 50, 2_000, 0, 1_000),
+        (["--quick", "--intake-events", "50", "--slow-ms", "0"], 50, 2_000, 0, 0),
+        (["--quick", "--pace-events", "5000"], 2_000, 2_000, 300, 5_000),
         (["--pace-events", "0"], 200_000, 100_000, 300, 0),
     ],
 )
@@ -180,36 +190,99 @@ def test_without_the_sdk_the_ratio_is_explicitly_unavailable(
 
 
 def test_without_the_sdk_end_to_end_has_no_ratio_and_says_why(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sdk_baseline, "missing", lambda: sdk_baseline.INSTALL_HINT)
     results = run(BenchOptions(e2e_events=200, slow_ms=0, json=None, only="e2e"))
     for key in ("e2e", "e2e_random_ids"):
         _sane(results[key])
-        assert results[key]["sdk_pace"] == {"available": False, "reason": sdk_baseline.INSTALL_HINT}
+        assert results[key]["sdk_pace"] == {"available": False, "reason": NOT_INSTALLED}
         assert results[key]["vs_sdk"] is None
 
 
-def test_a_failed_sdk_run_gives_no_pace_and_no_ratio(tmp_path: Path) -> None:
-    class Failing(Pace):
-        def __init__(self) -> None:
-            super().__init__(tmp_path, 100, time.time(), 0)
-            self.rates = iter([12_000.0, None])
-
-        def once(self) -> float | None:
-            return next(self.rates)
-
-    figures, pace = around(Failing(), lambda: {"events_per_s": 40_000})
-    assert pace == {"events": 100, "before": 12_000, "after": None, "events_per_s": None}
-    assert vs_sdk(figures["events_per_s"], pace) is None
-    assert vs_sdk(40_000, {**pace, "events_per_s": 10_000}) == 4.0
-
-
-def test_without_pace_runs_end_to_end_has_no_ratio_and_says_why(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", [None, sdk_baseline.INSTALL_HINT])
+def test_without_pace_runs_end_to_end_has_no_ratio_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, missing: str | None
+) -> None:
+    # Not asked for is what it says, whether or not the SDK is there.
+    monkeypatch.setattr(sdk_baseline, "missing", lambda: missing)
     results = run(BenchOptions(e2e_events=200, slow_ms=0, pace_events=0, json=None, only="e2e"))
-    reason = sdk_baseline.missing() or "not taken (--pace-events 0)"
-    assert results["e2e"]["sdk_pace"] == {"available": False, "reason": reason}
+    assert results["e2e"]["sdk_pace"] == {"available": False, "reason": NOT_ASKED}
     assert results["e2e"]["vs_sdk"] is None
+
+
+class _Scripted(Pace):
+    """A pace whose SDK runs give these rates in turn (None: a failed run)."""
+
+    def __init__(self, folder: Path, *rates: float | None) -> None:
+        super().__init__(folder / "p.ndjson", 100, time.time(), 0, written=True)
+        self._rates = iter(rates)
+
+    def once(self) -> float | None:
+        rate = next(self._rates)
+        if rate is None:
+            self.failures.append("exit code 1")
+        return rate
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "pace", "ratio"),
+    [
+        (12_000.0, 8_000.0, 12_000, 3.33),  # the faster run counts, as the transform's best
+        (8_000.0, 10_000.0, 10_000, 4.0),
+        (12_000.0, None, None, None),  # a failed run: no pace, no ratio
+        (None, 9_000.0, None, None),
+    ],
+)
+def test_the_ratio_is_over_the_faster_sdk_run_around_the_measurement(
+    tmp_path: Path, before: float | None, after: float | None, pace: int | None, ratio: float | None
+) -> None:
+    order: list[str] = []
+
+    def measurement() -> dict[str, Any]:
+        order.append("measured")
+        return {"events_per_s": 40_000}
+
+    figures, sdk_pace = around(_Scripted(tmp_path, before, after), measurement)
+    assert order == ["measured"]
+    assert sdk_pace["events_per_s"] == pace
+    assert (sdk_pace["before"], sdk_pace["after"]) == (
+        None if before is None else round(before),
+        None if after is None else round(after),
+    )
+    assert with_ratio(figures, sdk_pace)["vs_sdk"] == ratio
+    assert ("failed" in sdk_pace) == (pace is None)
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("import sys; sys.exit(1)", "exit code 1, 0 of 99 server events out"),
+        (f"print({sdk_baseline.OUTPUT_MARK!r}.decode())", "exit code 0, 1 of 99 server events out"),
+    ],
+)
+def test_an_sdk_run_that_fails_or_drops_events_gives_no_pace_and_says_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, said: str
+) -> None:
+    monkeypatch.setattr(sdk_baseline, "command", lambda path: [sys.executable, "-c", script])
+    pace = Pace(tmp_path / "p.ndjson", 100, time.time(), usable_cores()[0], written=False)
+    assert pace.once() is None
+    assert pace.failures[0].startswith(said)
+    assert len((tmp_path / "p.ndjson").read_bytes().splitlines()) == 100  # written first
+
+
+def test_the_table_shows_the_ratio_and_says_why_one_is_missing() -> None:
+    e2e = {"events": 1_000, "events_per_s": 40_000, "wall_s": 0.03, "peak_rss_mb": 60.0}
+    results = {
+        "machine": {"cpu": "x", "cores": 2, "python": "CPython 3.11"},
+        "e2e": {**e2e, "ok": True, "sdk_pace": {"events_per_s": 10_000}, "vs_sdk": 4.0},
+        "e2e_random_ids": {**e2e, "ok": True, "vs_sdk": None, "sdk_pace": {"failed": ["boom"]}},
+    }
+    console = Console(record=True, width=200)
+    render(results, console)
+    text = console.export_text()
+    assert "4.00x" in text
+    assert "No SDK pace for end to end: boom" in text
 
 
 def test_the_command_prints_a_table_and_exits_0(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from leadrelay.bench.e2e import run_e2e
 from leadrelay.bench.intake import run_intake
 from leadrelay.bench.machine import load_average, machine_info
 from leadrelay.bench.measure import usable_cores
-from leadrelay.bench.pace import PACE_EVENTS, Pace, around, vs_sdk
+from leadrelay.bench.pace import NOT_ASKED, NOT_INSTALLED, PACE_EVENTS, Pace, around, with_ratio
 from leadrelay.bench.report import render, write_json
 from leadrelay.bench.scaleout import run_scaleout
 from leadrelay.bench.transform import run_transform
@@ -32,7 +32,6 @@ DEFAULT_INTAKE_EVENTS = 200_000
 QUICK_INTAKE_EVENTS = 2_000
 DEFAULT_SCALEOUT_EVENTS = 100_000
 QUICK_SCALEOUT_EVENTS = 2_000
-QUICK_PACE_EVENTS = 1_000
 DEFAULT_SLOW_MS = 300
 # Events of the end-to-end run against a sandbox as slow as Meta: its memory peaks once send's
 # limit of payloads waiting in memory is reached (10,000), and stays there whatever the input.
@@ -74,9 +73,7 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
     folder = options.workdir or Path(tempfile.mkdtemp(prefix="leadrelay-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    pace = None
-    if options.pace_events and sdk_baseline.missing() is None:
-        pace = Pace(folder, options.pace_events, now, usable_cores()[0])
+    pace = _pace(options, folder, now)
     try:
         if options.only in (None, "transform"):
             console.print(
@@ -105,7 +102,7 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
             intake, sdk_pace = around(pace, lambda: run_intake(folder, options.intake_events, now))
             intake["sdk_pace"] = sdk_pace
             for figures in intake["batches"].values():
-                figures["vs_sdk"] = vs_sdk(figures.get("events_per_s"), sdk_pace)
+                with_ratio(figures, sdk_pace)
             results["intake"] = intake
         if options.only in (None, "scaleout"):
             console.print(
@@ -122,19 +119,31 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
     return results
 
 
-def _paced(pace: Pace | None) -> str:
+def _pace(options: BenchOptions, folder: Path, now: float) -> Pace | str:
+    """The SDK's runs around the end-to-end and intake runs, on the first core (where ``send``
+    and ``serve`` run), or why there are none. On the transform's events when it has as many
+    (the same generator, seed and time: the same file)."""
+    if not options.pace_events:
+        return NOT_ASKED
+    if sdk_baseline.missing() is not None:
+        return NOT_INSTALLED
+    same = options.only in (None, "transform") and options.events == options.pace_events
+    path = folder / ("transform.ndjson" if same else "pace.ndjson")
+    return Pace(path, options.pace_events, now, usable_cores()[0], written=same)
+
+
+def _paced(pace: Pace | str) -> str:
     """What the console says of the SDK's runs around a measurement."""
-    if pace is None:
+    if isinstance(pace, str):
         return " ..."
     return f", the SDK's pace ({pace.events:,} events) taken before and after ..."
 
 
-def _against_sdk(pace: Pace | None, measurement: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _against_sdk(pace: Pace | str, measurement: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``measurement()``'s figures with the SDK's pace around it and ``vs_sdk`` (see ``pace``)."""
     figures, sdk_pace = around(pace, measurement)
     figures["sdk_pace"] = sdk_pace
-    figures["vs_sdk"] = vs_sdk(figures.get("events_per_s"), sdk_pace)
-    return figures
+    return with_ratio(figures, sdk_pace)
 
 
 def parse_args(argv: list[str] | None) -> BenchOptions:
@@ -185,9 +194,10 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
             scaleout_events=args.scaleout_events
             or (QUICK_SCALEOUT_EVENTS if args.quick else DEFAULT_SCALEOUT_EVENTS),
             slow_ms=args.slow_ms,
+            # --quick: none, its SDK runs would be mostly the SDK's start-up.
             pace_events=args.pace_events
             if args.pace_events is not None
-            else (QUICK_PACE_EVENTS if args.quick else PACE_EVENTS),
+            else (0 if args.quick else PACE_EVENTS),
             workers=args.workers,
             repeat=args.repeat or (1 if args.quick else 3),
             json=args.json,

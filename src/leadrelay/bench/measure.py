@@ -223,3 +223,8 @@ class Counter:
         # Keeping fewer bytes than the marker has, none can be counted twice.
         keep = len(self.marker) - 1
         self._tail = data[-keep:] if keep else b""
+
+
+def ratio(rate: float | None, baseline: float | None) -> float | None:
+    """``rate`` over ``baseline`` (events per second), to two decimals; None without both."""
+    return round(float(rate) / float(baseline), 2) if rate and baseline else None

@@ -9,6 +9,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from leadrelay.bench.pace import NOT_ASKED
+
 
 def write_json(results: dict[str, Any], path: Path) -> None:
     """Write ``results`` to ``path`` (folders created), indented, keys in a stable order."""
@@ -22,10 +24,8 @@ def _rate(figures: dict[str, Any] | None) -> str:
     return f"{figures['events_per_s']:,}"
 
 
-def _vs_sdk(figures: dict[str, Any]) -> str:
-    """A rate's ratio to the SDK's pace around it (``pace``), where it was taken."""
-    ratio = figures.get("vs_sdk")
-    return f"{ratio:.2f}x" if ratio else ""
+def _times(ratio: float | None, missing: str = "") -> str:
+    return f"{ratio:.2f}x" if ratio else missing
 
 
 def _check(figures: dict[str, Any] | None) -> str:
@@ -80,7 +80,7 @@ def render(results: dict[str, Any], console: Console) -> None:
                 _rate(figures),
                 f"{figures['wall_s']:.2f}",
                 f"{figures['peak_rss_mb']:.0f}",
-                f"{ratio:.2f}x" if ratio else "n/a",
+                _times(ratio, "n/a"),
                 _check(figures),
             )
     for key, what in (
@@ -99,7 +99,7 @@ def render(results: dict[str, Any], console: Console) -> None:
             _rate(e2e),
             f"{e2e['wall_s']:.2f}",
             f"{e2e['peak_rss_mb']:.0f}",
-            _vs_sdk(e2e),
+            _times(e2e.get("vs_sdk")),
             _check(e2e),
         )
     _service_rows(table, results)
@@ -109,6 +109,7 @@ def render(results: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]Scale-out unavailable:[/yellow] {scaleout['reason']}")
     if transform is not None and transform.get("ratio_unavailable"):
         console.print(f"[yellow]SDK ratio unavailable:[/yellow] {transform['ratio_unavailable']}")
+    _pace_notes(results, console)
     # Taken before anything was measured, the load is other programs' (the benchmark's own
     # processes would count in the load at the end).
     load = machine.get("load_average_at_start")
@@ -117,6 +118,20 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"[yellow]Other programs were running (load average {load[0]} at the start):"
             "[/yellow] figures are lower than on a quiet machine."
         )
+
+
+def _pace_notes(results: dict[str, Any], console: Console) -> None:
+    """Why end to end or intake has no ratio to the SDK's pace (see ``pace``), a line per
+    reason; none when the user said not to take it."""
+    whats: dict[str, list[str]] = {}
+    paced = (("e2e", "end to end"), ("e2e_random_ids", "end to end"), ("intake", "intake"))
+    for key, what in paced:
+        sdk_pace = (results.get(key) or {}).get("sdk_pace") or {}
+        for reason in (sdk_pace.get("reason"), *sdk_pace.get("failed", ())):
+            if reason and reason != NOT_ASKED and what not in whats.setdefault(reason, []):
+                whats[reason].append(what)
+    for reason, names in whats.items():
+        console.print(f"[yellow]No SDK pace for {' and '.join(names)}:[/yellow] {reason}")
 
 
 def _service_rows(table: Table, results: dict[str, Any]) -> None:
@@ -133,7 +148,7 @@ def _service_rows(table: Table, results: dict[str, Any]) -> None:
                 _rate(run),
                 f"{run['wall_s']:.2f}",
                 f"{run['peak_rss_mb']:.0f}",
-                _vs_sdk(run),
+                _times(run.get("vs_sdk")),
                 _check(run),
             )
     scaleout = results.get("scaleout")

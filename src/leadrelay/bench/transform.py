@@ -16,7 +16,7 @@ from typing import Any
 
 from leadrelay.bench import sdk_baseline
 from leadrelay.bench.events import EventCounts, config_text, write_events
-from leadrelay.bench.measure import Counter, Run, measure, usable_cores
+from leadrelay.bench.measure import Counter, Run, measure, ratio, usable_cores
 
 # One per server event in leadrelay's output (orjson writes no spaces; the SDK's json.dumps
 # does: sdk_baseline.OUTPUT_MARK).
@@ -153,7 +153,4 @@ def _last_json_line(text: str) -> Any:
 
 
 def _ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float | None:
-    mine, sdk = ours.get("events_per_s"), theirs.get("events_per_s")
-    if not mine or not sdk:
-        return None
-    return round(float(mine) / float(sdk), 2)
+    return ratio(ours.get("events_per_s"), theirs.get("events_per_s"))

@@ -226,16 +226,22 @@ class _Scripted(Pace):
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "pace", "ratio"),
+    ("before", "after", "pace", "ratio", "moved"),
     [
-        (12_000.0, 8_000.0, 12_000, 3.33),  # the faster run counts, as the transform's best
-        (8_000.0, 10_000.0, 10_000, 4.0),
-        (12_000.0, None, None, None),  # a failed run: no pace, no ratio
-        (None, 9_000.0, None, None),
+        (12_000.0, 8_000.0, 12_000, 3.33, 0.333),  # the faster run counts, as the transform's best
+        (8_000.0, 10_000.0, 10_000, 4.0, 0.2),
+        (10_000.0, 10_000.0, 10_000, 4.0, 0.0),
+        (12_000.0, None, None, None, None),  # a failed run: no pace, no ratio
+        (None, 9_000.0, None, None, None),
     ],
 )
 def test_the_ratio_is_over_the_faster_sdk_run_around_the_measurement(
-    tmp_path: Path, before: float | None, after: float | None, pace: int | None, ratio: float | None
+    tmp_path: Path,
+    before: float | None,
+    after: float | None,
+    pace: int | None,
+    ratio: float | None,
+    moved: float | None,
 ) -> None:
     order: list[str] = []
 
@@ -251,6 +257,7 @@ def test_the_ratio_is_over_the_faster_sdk_run_around_the_measurement(
         None if after is None else round(after),
     )
     assert with_ratio(figures, sdk_pace)["vs_sdk"] == ratio
+    assert sdk_pace["moved"] == moved
     assert ("failed" in sdk_pace) == (pace is None)
 
 
@@ -273,16 +280,32 @@ def test_an_sdk_run_that_fails_or_drops_events_gives_no_pace_and_says_how(
 
 def test_the_table_shows_the_ratio_and_says_why_one_is_missing() -> None:
     e2e = {"events": 1_000, "events_per_s": 40_000, "wall_s": 0.03, "peak_rss_mb": 60.0}
+    steady = {"before": 10_000, "after": 9_500, "events_per_s": 10_000, "moved": 0.05}
     results = {
         "machine": {"cpu": "x", "cores": 2, "python": "CPython 3.11"},
-        "e2e": {**e2e, "ok": True, "sdk_pace": {"events_per_s": 10_000}, "vs_sdk": 4.0},
+        "e2e": {**e2e, "ok": True, "sdk_pace": steady, "vs_sdk": 4.0},
         "e2e_random_ids": {**e2e, "ok": True, "vs_sdk": None, "sdk_pace": {"failed": ["boom"]}},
+        "intake": {
+            "clients": 8,
+            "events": 1_000,
+            "sdk_pace": {"before": 6_000, "after": 8_000, "events_per_s": 8_000, "moved": 0.25},
+            "batches": {
+                "100": {
+                    **e2e,
+                    "ok": True,
+                    "vs_sdk": 5.0,
+                    "latency_ms": {"p50": 1.0, "p99": 2.0},
+                }
+            },
+        },
     }
     console = Console(record=True, width=200)
     render(results, console)
     text = console.export_text()
-    assert "4.00x" in text
-    assert "No SDK pace for end to end: boom" in text
+    assert "4.00x" in text and "5.00x" in text
+    assert "No SDK pace for end to end with random ids: boom" in text
+    assert "The SDK's pace moved 25% around intake (6,000 then 8,000 events/s)" in text
+    assert "moved 5%" not in text  # steady enough: nothing said
 
 
 def test_the_command_prints_a_table_and_exits_0(tmp_path: Path) -> None:

@@ -24,6 +24,9 @@ from leadrelay.bench.measure import Counter, measure, ratio
 PACE_EVENTS: Final = 200_000
 """Events of each SDK run: as many as the transform's, so its start-up (0.4 s) weighs the same."""
 
+UNSTEADY: Final = 0.1
+"""The SDK's two runs this far apart (a share of the faster): the table says the ratio is loose."""
+
 NOT_ASKED: Final = "not taken (--pace-events 0; --quick takes none)"
 NOT_INSTALLED: Final = (
     "the SDK is not installed, so there is no pace to compare with; "
@@ -80,6 +83,8 @@ def around(
         "before": _rounded(before),
         "after": _rounded(after),
         "events_per_s": _rounded(max(before, after)) if before and after else None,
+        # How much the machine's speed changed meanwhile: past ``UNSTEADY``, the ratio is loose.
+        "moved": round(abs(before - after) / max(before, after), 3) if before and after else None,
     }
     if len(pace.failures) > failed:
         sdk_pace["failed"] = pace.failures[failed:]

@@ -9,7 +9,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from leadrelay.bench.pace import NOT_ASKED
+from leadrelay.bench.pace import NOT_ASKED, UNSTEADY
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -122,14 +122,25 @@ def render(results: dict[str, Any], console: Console) -> None:
 
 def _pace_notes(results: dict[str, Any], console: Console) -> None:
     """Why end to end or intake has no ratio to the SDK's pace (see ``pace``), a line per
-    reason; none when the user said not to take it."""
+    reason (none when the user said not to take it), and where the pace moved meanwhile."""
     whats: dict[str, list[str]] = {}
-    paced = (("e2e", "end to end"), ("e2e_random_ids", "end to end"), ("intake", "intake"))
+    paced = (
+        ("e2e", "end to end"),
+        ("e2e_random_ids", "end to end with random ids"),
+        ("intake", "intake"),
+    )
     for key, what in paced:
         sdk_pace = (results.get(key) or {}).get("sdk_pace") or {}
         for reason in (sdk_pace.get("reason"), *sdk_pace.get("failed", ())):
             if reason and reason != NOT_ASKED and what not in whats.setdefault(reason, []):
                 whats[reason].append(what)
+        moved = sdk_pace.get("moved")
+        if moved is not None and moved > UNSTEADY:
+            console.print(
+                f"[yellow]The SDK's pace moved {moved:.0%} around {what}[/yellow] "
+                f"({sdk_pace['before']:,} then {sdk_pace['after']:,} events/s): the machine "
+                "changed speed meanwhile, so its ratio is loose."
+            )
     for reason, names in whats.items():
         console.print(f"[yellow]No SDK pace for {' and '.join(names)}:[/yellow] {reason}")
 

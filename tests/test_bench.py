@@ -18,7 +18,7 @@ from rich.console import Console
 
 from leadrelay.bench import BenchOptions, run, scaleout, sdk_baseline
 from leadrelay.bench.events import expected_counts, generate_events
-from leadrelay.bench.harness import parse_args
+from leadrelay.bench.harness import _pace, parse_args
 from leadrelay.bench.intake import percentile
 from leadrelay.bench.measure import Counter, can_pin, measure, usable_cores
 from leadrelay.bench.pace import NOT_ASKED, NOT_INSTALLED, Pace, around, with_ratio
@@ -212,17 +212,17 @@ def test_without_pace_runs_end_to_end_has_no_ratio_and_says_why(
 
 
 class _Scripted(Pace):
-    """A pace whose SDK runs give these rates in turn (None: a failed run)."""
+    """A pace whose SDK runs give these rates in turn (None: a failed run), noted in ``order``."""
 
-    def __init__(self, folder: Path, *rates: float | None) -> None:
+    def __init__(self, folder: Path, order: list[str], *rates: float | None) -> None:
         super().__init__(folder / "p.ndjson", 100, time.time(), 0, written=True)
         self._rates = iter(rates)
+        self._order = order
 
-    def once(self) -> float | None:
+    def once(self) -> float | str:
+        self._order.append("sdk")
         rate = next(self._rates)
-        if rate is None:
-            self.failures.append("exit code 1")
-        return rate
+        return "exit code 1" if rate is None else rate
 
 
 @pytest.mark.parametrize(
@@ -249,8 +249,8 @@ def test_the_ratio_is_over_the_faster_sdk_run_around_the_measurement(
         order.append("measured")
         return {"events_per_s": 40_000}
 
-    figures, sdk_pace = around(_Scripted(tmp_path, before, after), measurement)
-    assert order == ["measured"]
+    figures, sdk_pace = around(_Scripted(tmp_path, order, before, after), measurement)
+    assert order == ["sdk", "measured", "sdk"]
     assert sdk_pace["events_per_s"] == pace
     assert (sdk_pace["before"], sdk_pace["after"]) == (
         None if before is None else round(before),
@@ -258,7 +258,13 @@ def test_the_ratio_is_over_the_faster_sdk_run_around_the_measurement(
     )
     assert with_ratio(figures, sdk_pace)["vs_sdk"] == ratio
     assert sdk_pace["moved"] == moved
-    assert ("failed" in sdk_pace) == (pace is None)
+    assert sdk_pace.get("failed") == (None if pace else ["exit code 1"])
+
+
+def test_a_failed_sdk_run_is_said_around_its_own_measurement_only(tmp_path: Path) -> None:
+    pace = _Scripted(tmp_path, [], None, 9_000.0, 9_000.0, 9_000.0)
+    assert around(pace, dict)[1]["failed"] == ["exit code 1"]
+    assert "failed" not in around(pace, dict)[1]
 
 
 @pytest.mark.parametrize(
@@ -273,39 +279,97 @@ def test_an_sdk_run_that_fails_or_drops_events_gives_no_pace_and_says_how(
 ) -> None:
     monkeypatch.setattr(sdk_baseline, "command", lambda path: [sys.executable, "-c", script])
     pace = Pace(tmp_path / "p.ndjson", 100, time.time(), usable_cores()[0], written=False)
-    assert pace.once() is None
-    assert pace.failures[0].startswith(said)
+    failure = pace.once()
+    assert isinstance(failure, str) and failure.startswith(said)
     assert len((tmp_path / "p.ndjson").read_bytes().splitlines()) == 100  # written first
 
 
+def _sdk_standing_in(monkeypatch: pytest.MonkeyPatch, runs: list[Path]) -> None:
+    """An SDK that is there: a program printing a server event per sendable event of its input
+    (and noting which file it read), so that the pace runs where the real SDK is missing."""
+    monkeypatch.setattr(sdk_baseline, "missing", lambda: None)
+    # One event in a hundred is bad (see bench.events): the rest come out as server events.
+    script = (
+        "import sys; n = len(open(sys.argv[1], 'rb').read().splitlines()); "
+        f"print(*[{sdk_baseline.OUTPUT_MARK!r}.decode()] * (n - n // 100), sep='\\n')"
+    )
+
+    def command(path: Path) -> list[str]:
+        runs.append(path)
+        return [sys.executable, "-c", script, str(path)]
+
+    monkeypatch.setattr(sdk_baseline, "command", command)
+
+
+def test_the_pace_is_taken_on_send_s_core_around_each_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[Path] = []
+    _sdk_standing_in(monkeypatch, runs)
+    options = BenchOptions(
+        events=300, e2e_events=300, pace_events=300, slow_ms=0, json=None, only="e2e"
+    )
+    results = run(options)
+    assert len(runs) == 4 and {path.name for path in runs} == {"pace.ndjson"}  # no transform here
+    for key in ("e2e", "e2e_random_ids"):
+        sdk_pace = results[key]["sdk_pace"]
+        assert sdk_pace["core"] == results[key]["cores_used"]["send"]
+        assert "failed" not in sdk_pace and sdk_pace["events_per_s"] > 0
+        assert results[key]["vs_sdk"] == round(
+            results[key]["events_per_s"] / sdk_pace["events_per_s"], 2
+        )
+    # With the transform in the same run and as many events, the pace reads its file.
+    pace = _pace(BenchOptions(events=300, pace_events=300), tmp_path, time.time())
+    assert isinstance(pace, Pace) and pace.path == tmp_path / "transform.ndjson"
+    other = _pace(BenchOptions(events=300, pace_events=500), tmp_path, 0.0)
+    assert isinstance(other, Pace) and other.path == tmp_path / "pace.ndjson"
+
+
+def _rendered(results: dict[str, Any]) -> str:
+    console = Console(record=True, width=250)
+    render({"machine": {"cpu": "x", "cores": 2, "python": "CPython 3.11"}, **results}, console)
+    return console.export_text()
+
+
+_E2E = {"events": 1_000, "events_per_s": 40_000, "wall_s": 0.03, "peak_rss_mb": 60.0, "ok": True}
+
+
+def _intake(sdk_pace: dict[str, Any]) -> dict[str, Any]:
+    batch = {**_E2E, "vs_sdk": 5.0, "latency_ms": {"p50": 1.0, "p99": 2.0}}
+    return {"clients": 8, "events": 1_000, "sdk_pace": sdk_pace, "batches": {"100": batch}}
+
+
 def test_the_table_shows_the_ratio_and_says_why_one_is_missing() -> None:
-    e2e = {"events": 1_000, "events_per_s": 40_000, "wall_s": 0.03, "peak_rss_mb": 60.0}
-    steady = {"before": 10_000, "after": 9_500, "events_per_s": 10_000, "moved": 0.05}
-    results = {
-        "machine": {"cpu": "x", "cores": 2, "python": "CPython 3.11"},
-        "e2e": {**e2e, "ok": True, "sdk_pace": steady, "vs_sdk": 4.0},
-        "e2e_random_ids": {**e2e, "ok": True, "vs_sdk": None, "sdk_pace": {"failed": ["boom"]}},
-        "intake": {
-            "clients": 8,
-            "events": 1_000,
-            "sdk_pace": {"before": 6_000, "after": 8_000, "events_per_s": 8_000, "moved": 0.25},
-            "batches": {
-                "100": {
-                    **e2e,
-                    "ok": True,
-                    "vs_sdk": 5.0,
-                    "latency_ms": {"p50": 1.0, "p99": 2.0},
-                }
-            },
-        },
-    }
-    console = Console(record=True, width=200)
-    render(results, console)
-    text = console.export_text()
+    steady = {"before": 10_000, "after": 9_000, "events_per_s": 10_000, "moved": 0.1}
+    moving = {"before": 6_000, "after": 8_000, "events_per_s": 8_000, "moved": 0.25}
+    text = _rendered(
+        {
+            "e2e": {**_E2E, "sdk_pace": steady, "vs_sdk": 4.0},
+            "e2e_random_ids": {**_E2E, "vs_sdk": None, "sdk_pace": {"failed": ["no [/tmp/x]"]}},
+            "intake": _intake(moving),
+        }
+    )
     assert "4.00x" in text and "5.00x" in text
-    assert "No SDK pace for end to end with random ids: boom" in text
+    # SDK output is shown as it is, never read as markup.
+    assert "No SDK pace for end to end with random ids: no [/tmp/x]" in text
     assert "The SDK's pace moved 25% around intake (6,000 then 8,000 events/s)" in text
-    assert "moved 5%" not in text  # steady enough: nothing said
+    assert "moved 10%" not in text  # up to 10%: steady enough, nothing said
+
+
+def test_the_table_says_once_that_the_sdk_is_missing_and_nothing_when_not_asked() -> None:
+    missing = {"available": False, "reason": NOT_INSTALLED}
+    paced = {
+        "e2e": {**_E2E, "sdk_pace": missing, "vs_sdk": None},
+        "e2e_random_ids": {**_E2E, "sdk_pace": missing, "vs_sdk": None},
+        "intake": _intake(missing),
+    }
+    text = _rendered(paced)
+    assert "No SDK pace for end to end, end to end with random ids and intake: " in text
+    assert "pip install 'leadrelay[bench]'" in text  # not eaten as markup
+    transform = {"events": 100, "sdk": {"available": False}, "ratio_unavailable": "no SDK"}
+    assert "No SDK pace" not in _rendered({**paced, "transform": transform})  # said there
+    asked_not = {"available": False, "reason": NOT_ASKED}
+    assert "SDK pace" not in _rendered({"e2e": {**_E2E, "sdk_pace": asked_not, "vs_sdk": None}})
 
 
 def test_the_command_prints_a_table_and_exits_0(tmp_path: Path) -> None:

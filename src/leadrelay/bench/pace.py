@@ -29,8 +29,7 @@ UNSTEADY: Final = 0.1
 
 NOT_ASKED: Final = "not taken (--pace-events 0; --quick takes none)"
 NOT_INSTALLED: Final = (
-    "the SDK is not installed, so there is no pace to compare with; "
-    "install it with: pip install 'leadrelay[bench]' (or pip install facebook-business)"
+    f"the SDK is not installed, so there is no pace to compare with; {sdk_baseline.INSTALL}"
 )
 
 
@@ -44,11 +43,10 @@ class Pace:
         self.core = core
         self._now = now
         self._written = written
-        self.failures: list[str] = []
 
-    def once(self) -> float | None:
-        """The SDK's events per second over the whole process, or None when it did not turn
-        every sendable event into a server event (said in ``failures``)."""
+    def once(self) -> float | str:
+        """The SDK's events per second over the whole process; or, when it did not turn every
+        sendable event into a server event, what went wrong."""
         if not self._written:
             write_events(self.path, self.events, now=self._now)
             self._written = True
@@ -58,11 +56,10 @@ class Pace:
         sendable = expected_counts(self.events).sendable
         if run.returncode == 0 and counter.count == sendable and run.wall_s > 0:
             return self.events / run.wall_s
-        self.failures.append(
+        return (
             f"exit code {run.returncode}, {counter.count:,} of {sendable:,} server events out; "
             f"stderr: {run.stderr[-300:].strip()}"
         )
-        return None
 
 
 def around(
@@ -73,21 +70,23 @@ def around(
     says how). Given why there is no ``pace`` instead, the second says that."""
     if isinstance(pace, str):
         return measurement(), {"available": False, "reason": pace}
-    failed = len(pace.failures)
-    before = pace.once()
+    runs = [pace.once()]
     figures = measurement()
-    after = pace.once()
+    runs.append(pace.once())
+    rates = [run for run in runs if isinstance(run, float)]
+    faster = max(rates) if len(rates) == 2 else None
+    before, after = (run if isinstance(run, float) else None for run in runs)
     sdk_pace: dict[str, Any] = {
         "events": pace.events,
         "core": pace.core,
         "before": _rounded(before),
         "after": _rounded(after),
-        "events_per_s": _rounded(max(before, after)) if before and after else None,
-        # How much the machine's speed changed meanwhile: past ``UNSTEADY``, the ratio is loose.
-        "moved": round(abs(before - after) / max(before, after), 3) if before and after else None,
+        "events_per_s": _rounded(faster),
+        # A share of the faster run, the one the ratio is taken against.
+        "moved": None if faster is None else round(abs(rates[0] - rates[1]) / faster, 3),
     }
-    if len(pace.failures) > failed:
-        sdk_pace["failed"] = pace.failures[failed:]
+    if failed := [run for run in runs if isinstance(run, str)]:
+        sdk_pace["failed"] = failed
     return figures, sdk_pace
 
 

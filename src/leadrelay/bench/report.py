@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from leadrelay.bench.pace import NOT_ASKED, UNSTEADY
+from leadrelay.bench.pace import NOT_ASKED, NOT_INSTALLED, UNSTEADY
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -106,9 +107,10 @@ def render(results: dict[str, Any], console: Console) -> None:
     console.print(table)
     scaleout = results.get("scaleout")
     if scaleout is not None and not scaleout.get("available", True):
-        console.print(f"[yellow]Scale-out unavailable:[/yellow] {scaleout['reason']}")
+        console.print(f"[yellow]Scale-out unavailable:[/yellow] {escape(scaleout['reason'])}")
     if transform is not None and transform.get("ratio_unavailable"):
-        console.print(f"[yellow]SDK ratio unavailable:[/yellow] {transform['ratio_unavailable']}")
+        unavailable = escape(transform["ratio_unavailable"])
+        console.print(f"[yellow]SDK ratio unavailable:[/yellow] {unavailable}")
     _pace_notes(results, console)
     # Taken before anything was measured, the load is other programs' (the benchmark's own
     # processes would count in the load at the end).
@@ -122,8 +124,12 @@ def render(results: dict[str, Any], console: Console) -> None:
 
 def _pace_notes(results: dict[str, Any], console: Console) -> None:
     """Why end to end or intake has no ratio to the SDK's pace (see ``pace``), a line per
-    reason (none when the user said not to take it), and where the pace moved meanwhile."""
+    reason: not when the user said not to take it, nor the SDK missing when the transform's line
+    said so already; and where the pace moved too much for its ratio to hold."""
     whats: dict[str, list[str]] = {}
+    said = {NOT_ASKED}
+    if (results.get("transform") or {}).get("ratio_unavailable"):
+        said.add(NOT_INSTALLED)
     paced = (
         ("e2e", "end to end"),
         ("e2e_random_ids", "end to end with random ids"),
@@ -132,7 +138,7 @@ def _pace_notes(results: dict[str, Any], console: Console) -> None:
     for key, what in paced:
         sdk_pace = (results.get(key) or {}).get("sdk_pace") or {}
         for reason in (sdk_pace.get("reason"), *sdk_pace.get("failed", ())):
-            if reason and reason != NOT_ASKED and what not in whats.setdefault(reason, []):
+            if reason and reason not in said and what not in whats.setdefault(reason, []):
                 whats[reason].append(what)
         moved = sdk_pace.get("moved")
         if moved is not None and moved > UNSTEADY:
@@ -142,7 +148,8 @@ def _pace_notes(results: dict[str, Any], console: Console) -> None:
                 "changed speed meanwhile, so its ratio is loose."
             )
     for reason, names in whats.items():
-        console.print(f"[yellow]No SDK pace for {' and '.join(names)}:[/yellow] {reason}")
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        console.print(f"[yellow]No SDK pace for {listed}:[/yellow] {escape(reason)}")
 
 
 def _service_rows(table: Table, results: dict[str, Any]) -> None:

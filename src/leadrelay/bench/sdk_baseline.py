@@ -31,9 +31,11 @@ import phonenumbers
 from leadrelay.bench.events import EVENT_NAMES, LEAD_EVENT_SOURCE, LEAD_FIELD
 
 PACKAGE: Final = "facebook_business"
-INSTALL_HINT: Final = (
-    "the official SDK is not installed, so the transform ratio is unavailable; "
+INSTALL: Final = (
     "install it with: pip install 'leadrelay[bench]' (or pip install facebook-business)"
+)
+INSTALL_HINT: Final = (
+    f"the official SDK is not installed, so the transform ratio is unavailable; {INSTALL}"
 )
 BATCH: Final = 1000
 OUTPUT_MARK: Final = b'"action_source": "system_generated"'

@@ -78,9 +78,10 @@ def run_transform(
             workers=jobs, events_per_cpu_s=None, note="cpu_s and peak_rss_mb: main process only"
         )
     if problem is None:
-        result["ratio"] = _ratio(result["leadrelay"], result["sdk"])
+        sdk = result["sdk"]["events_per_s"]
+        result["ratio"] = ratio(result["leadrelay"]["events_per_s"], sdk)
         if "leadrelay_workers" in result:
-            result["ratio_workers"] = _ratio(result["leadrelay_workers"], result["sdk"])
+            result["ratio_workers"] = ratio(result["leadrelay_workers"]["events_per_s"], sdk)
     else:
         result["sdk"] = {"available": False, "reason": problem}
         result["ratio"] = None
@@ -150,7 +151,3 @@ def _last_json_line(text: str) -> Any:
         return json.loads(lines[-1]) if lines else None
     except ValueError:
         return None
-
-
-def _ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float | None:
-    return ratio(ours.get("events_per_s"), theirs.get("events_per_s"))

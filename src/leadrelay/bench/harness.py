@@ -21,7 +21,7 @@ from leadrelay.bench.measure import usable_cores
 from leadrelay.bench.pace import NOT_ASKED, NOT_INSTALLED, PACE_EVENTS, Pace, around, with_ratio
 from leadrelay.bench.report import render, write_json
 from leadrelay.bench.scaleout import run_scaleout
-from leadrelay.bench.transform import run_transform
+from leadrelay.bench.transform import EVENTS_FILE, run_transform
 
 DEFAULT_JSON = Path("bench/results/latest.json")
 DEFAULT_EVENTS = 200_000
@@ -128,7 +128,7 @@ def _pace(options: BenchOptions, folder: Path, now: float) -> Pace | str:
     if sdk_baseline.missing() is not None:
         return NOT_INSTALLED
     same = options.only in (None, "transform") and options.events == options.pace_events
-    path = folder / ("transform.ndjson" if same else "pace.ndjson")
+    path = folder / (EVENTS_FILE if same else "pace.ndjson")
     return Pace(path, options.pace_events, now, usable_cores()[0], written=same)
 
 

@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from leadrelay.bench import sdk_baseline
 from leadrelay.bench.events import EventCounts, config_text, write_events
 from leadrelay.bench.measure import Counter, Run, measure, ratio, usable_cores
+
+EVENTS_FILE: Final = "transform.ndjson"
+"""The transform's events, in the bench's folder (the SDK's pace reads them too: ``pace``)."""
 
 # One per server event in leadrelay's output (orjson writes no spaces; the SDK's json.dumps
 # does: sdk_baseline.OUTPUT_MARK).
@@ -28,7 +31,7 @@ def run_transform(
 ) -> dict[str, Any]:
     """Generate ``events`` events in ``folder``, measure the programs ``repeat`` times in turn
     (so that a busy moment hurts them alike), keep each one's best run, return the figures."""
-    path = folder / "transform.ndjson"
+    path = folder / EVENTS_FILE
     expected = write_events(path, events, now=now)
     config = folder / "transform.toml"
     config.write_text(config_text(), encoding="utf-8")

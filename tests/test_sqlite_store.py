@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from leadrelay.delivery import sqlite_sql, sqlite_store, wal_sync
+from leadrelay.delivery import sqlite_schema, sqlite_sql, sqlite_store, wal_sync
 from leadrelay.delivery.encoded import request_body
 from leadrelay.delivery.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from leadrelay.delivery.store import Incoming, StoreError
@@ -209,6 +209,8 @@ def test_reopening_keeps_the_schema_and_the_data(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # A new file has bigger pages than SQLite's default (a queued event's body fills them).
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_schema.PAGE_SIZE == 8192
 
 
 # A store written by leadrelay before schema version 2 (payloads inside the events table).
@@ -255,6 +257,8 @@ def test_a_version_1_store_is_migrated_with_everything_it_holds(path: Path) -> N
         conn.executemany(_V1_INSERT, rows)
         conn.execute("DELETE FROM events WHERE id = 9")
 
+    with sqlite3.connect(path) as conn:  # made as older leadrelays made it: SQLite's 4 KiB pages
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
     with SQLiteStore(path) as store:
         q, d, f = store.get(1), store.get("d"), store.get(3)
         assert q is not None and d is not None and f is not None
@@ -278,6 +282,7 @@ def test_a_version_1_store_is_migrated_with_everything_it_holds(path: Path) -> N
         assert store.add([incoming(payload("new"))]) == [10]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096  # an existing file's own
 
 
 @pytest.mark.parametrize(

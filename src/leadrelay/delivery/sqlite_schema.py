@@ -97,6 +97,12 @@ RECORD: Final = (
     " response, value, notes, next_attempt_at FROM events e LEFT JOIN bodies b ON b.id = e.id"
 )
 _CHECKPOINT_PAGES: Final = 10000
+# A new file's pages; an existing file keeps the size it was made with. A queued event's body row
+# (payload and original, ~1.5 KB) left a quarter of each 4 KiB page empty: with 8 KiB pages the
+# file is 18% smaller and intake writes that much less (serve, batches of 100: 7-11% less CPU
+# per event; a send 4%). Not bigger: with 16 KiB pages each random event key dirties twice the
+# bytes, and a send with UUID event ids took 24% more CPU; with 8 KiB it is unchanged.
+PAGE_SIZE: Final = 8192
 
 # Python 3.11's sqlite3 binds int, float and str directly but looks every other value (None,
 # bytes) up in its adapter registry and then asks the type for ``__adapt__``, which raises and
@@ -118,8 +124,11 @@ def open_connection(
     )
     opened.append(conn)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    # Before anything is written (journal_mode included): only an empty file takes it.
+    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     # Event keys are random, so each event dirties its own key-index page; checkpointing every
-    # ~40 MB of WAL instead of 4 MB writes a page back once for many commits (1.5x intake).
+    # 10,000 pages (~80 MB of WAL, 40 with the 4 KiB pages of older files) instead of 1,000
+    # writes a page back once for many commits (1.5x intake).
     conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
     return conn
 

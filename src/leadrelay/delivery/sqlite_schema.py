@@ -99,7 +99,7 @@ RECORD: Final = (
 _CHECKPOINT_PAGES: Final = 10000
 # A new file's pages; an existing file keeps the size it was made with. A queued event's body row
 # (payload and original, ~1.5 KB) left a quarter of each 4 KiB page empty: with 8 KiB pages the
-# file is 18% smaller and intake writes that much less (serve, batches of 100: 7-11% less CPU
+# file is 18% smaller and intake writes that much less (serve, batches of 100: 6-9% less CPU
 # per event; a send 4%). Not bigger: with 16 KiB pages each random event key dirties twice the
 # bytes, and a send with UUID event ids took 24% more CPU; with 8 KiB it is unchanged.
 PAGE_SIZE: Final = 8192

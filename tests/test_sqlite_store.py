@@ -213,6 +213,14 @@ def test_reopening_keeps_the_schema_and_the_data(path: Path) -> None:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_schema.PAGE_SIZE == 8192
 
 
+def test_the_writer_has_a_page_cache_big_enough_for_a_million_random_keys(path: Path) -> None:
+    with SQLiteStore(path) as store:
+        writer = store._writer.execute("PRAGMA cache_size").fetchone()[0]
+        reader = store._reader.execute("PRAGMA cache_size").fetchone()[0]
+    assert writer == -sqlite_schema.WRITER_CACHE_KIB == -(64 << 10)  # KiB: 64 MiB
+    assert reader != writer  # SQLite's default: emptied by each commit of the writer anyway
+
+
 # A store written by leadrelay before schema version 2 (payloads inside the events table).
 _V1_SCHEMA = (
     """CREATE TABLE events (

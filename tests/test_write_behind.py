@@ -130,6 +130,25 @@ def test_the_first_outcome_of_a_key_wins_and_is_sent_once(store: WriteBehindStor
     assert store.claim(10, NOW) == []
 
 
+def test_a_key_another_process_stored_before_it_is_read_is_neither_kept_nor_sent(
+    tmp_path: Path,
+) -> None:
+    # Keys are looked up through the writer, whose cache has read the key index by then: what
+    # another process committed since is seen all the same.
+    store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"))
+    try:
+        store.add([item("a", 1)])
+        with SQLiteStore(tmp_path / "wb.db") as intake:  # e.g. serve --no-worker
+            [theirs] = intake.add([item("b", 9)])
+        ids = store.add([item("b", 2), item("c", 3)])
+        assert ids[0] == theirs > 0 and ids[1] < 0  # "c" waits in memory
+        # "b" is sent once: as the other process stored it (queued), not as read here.
+        claimed = {c.payload.key: c.payload.lead_id for c in store.claim(10, NOW)}
+        assert claimed == {"a": 123456789012346, "c": 123456789012348, "b": 123456789012354}
+    finally:
+        store.close()
+
+
 def test_past_the_limit_the_store_holds_the_backlog(tmp_path: Path) -> None:
     store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=3)
     try:

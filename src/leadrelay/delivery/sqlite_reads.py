@@ -14,10 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
-
 from leadrelay.delivery.sqlite_schema import RECORD, decode_record
-from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, KEYS, TIMELINE
+from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
 from leadrelay.delivery.store import Counts, EventRecord, StoreError
 from leadrelay.outcome import State
 
@@ -116,8 +114,3 @@ class SQLiteReads:
         with self._reading() as conn:
             row = conn.execute(sql, (arg,)).fetchone()
         return None if row is None else decode_record(row)
-
-    def stored_keys(self, keys: Sequence[str]) -> dict[str, int]:
-        """The ids of those of ``keys`` that are stored (by key); the empty key is never."""
-        with self._reading() as conn:
-            return dict(conn.execute(KEYS, (orjson.dumps(keys),)))

@@ -146,6 +146,25 @@ def journal_in_memory(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
+WRITER_CACHE_KIB: Final = 64 << 10
+
+
+def writer_cache(conn: sqlite3.Connection) -> None:
+    """The writer's page cache: 64 MiB, where SQLite's default is 2 MiB.
+
+    With random event ids (UUIDs) each event's key lands on a page of its own in the key index,
+    which outgrows 2 MiB after some 30,000 events: every lookup and insert then read its page
+    from the file again (a ``pread`` of 8 KiB each), about two per event. 64 MiB holds the key
+    index of about a million such events. Measured with UUIDs, alternated runs: a send of
+    1,000,000 events 72.2 -> 56.2 s of CPU (-22%), serve taking 200,000 in batches of 100 78 ->
+    62 us of CPU per event; with ids in order, CPU unchanged. SQLite fills the cache as it reads
+    and writes pages, so a long run's memory grows by up to that much (+50-60 MB seen for 300,000
+    events). The writer's only: the reader's cache is emptied by each commit of another
+    connection, the writer's included, so a big one would not stay filled (keys are looked up
+    through the writer for that reason: ``SQLiteWrites.stored_keys``)."""
+    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+
+
 def init_schema(conn: sqlite3.Connection, path: str) -> None:
     """Create the schema in a new file, or check that an existing file is a store we can read."""
     conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file must not both create it

@@ -50,6 +50,7 @@ from leadrelay.delivery.sqlite_schema import (
     init_schema,
     journal_in_memory,
     open_connection,
+    writer_cache,
 )
 from leadrelay.delivery.sqlite_sql import (
     CLAIM,
@@ -128,6 +129,7 @@ class SQLiteStore(SQLiteWrites, SQLiteReads, Store):
             self._writer.execute(f"PRAGMA synchronous = {synchronous}")
             init_schema(self._writer, self.path)
             journal_in_memory(self._writer)
+            writer_cache(self._writer)
             # What the file's other writers have committed, as of now (see ``_only_ours``).
             self._data_version = self._writer.execute("PRAGMA data_version").fetchone()[0]
             self._foreign_writes = False

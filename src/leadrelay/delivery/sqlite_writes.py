@@ -1,5 +1,5 @@
 """The writes of ``SQLiteStore`` that store events: ``add``, ``record``, ``record_delivered``
-and ``sync``.
+and ``sync``; and ``stored_keys``, the lookup through the writer that comes before a record.
 
 ``add`` stores events queued for delivery; ``record`` and ``record_delivered`` store them with
 what delivery already made of them (``send``'s write-behind). Each call is one write transaction
@@ -13,6 +13,7 @@ Split out of ``sqlite_store`` (house rule: modules under ~300 lines); the statem
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
@@ -31,7 +32,7 @@ from leadrelay.delivery.sqlite_schema import (
     encode_settled_rows,
 )
 from leadrelay.delivery.sqlite_sql import KEYS, insert_delivered, insert_rows
-from leadrelay.delivery.store import Incoming, OriginalPolicy
+from leadrelay.delivery.store import Incoming, OriginalPolicy, StoreError
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -52,6 +53,22 @@ class SQLiteWrites:
     # ``SQLiteStore._writing(*, fsync=True)``: Callable[..., ...], as mypy rejects a method that
     # overrides an attribute typed with a callback Protocol.
     _writing: Callable[..., AbstractContextManager[sqlite3.Connection]]
+    path: str
+    _closed: bool
+    _writer: sqlite3.Connection
+    _write_lock: threading.Lock
+
+    def stored_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        """The ids of those of ``keys`` that are stored (by key); the empty key is never.
+
+        Looked up through the writer, which inserts them next: the pages the lookup reads stay
+        in its cache (``writer_cache``) for the insert and for later lookups, across its own
+        commits. The reader's cache is emptied by every commit of the writer: with random event
+        ids, each key looked up through it read its page from the file again."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreError(f"the event store {self.path} is closed")
+            return dict(self._writer.execute(KEYS, (orjson.dumps(keys),)))
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called

@@ -157,11 +157,13 @@ def writer_cache(conn: sqlite3.Connection) -> None:
     from the file again (a ``pread`` of 8 KiB each), about two per event. 64 MiB holds the key
     index of about a million such events. Measured with UUIDs, alternated runs: a send of
     1,000,000 events 72.2 -> 56.2 s of CPU (-22%), serve taking 200,000 in batches of 100 78 ->
-    62 us of CPU per event; with ids in order, CPU unchanged. SQLite fills the cache as it reads
-    and writes pages, so a long run's memory grows by up to that much (+50-60 MB seen for 300,000
-    events). The writer's only: the reader's cache is emptied by each commit of another
-    connection, the writer's included, so a big one would not stay filled (keys are looked up
-    through the writer for that reason: ``SQLiteWrites.stored_keys``)."""
+    62 us of CPU per event. With ids in order the same instructions (callgrind), and CPU within
+    the VM's noise (1,000,000 events, 4 runs each in ABBA order: medians 35.5 -> 36.6 s). SQLite
+    fills the cache as it reads and writes pages, so a long run holds up to 64 MiB more (a send
+    of 1,000,000 events peaks at 139 MB instead of 72). The writer's only: the reader's cache is
+    emptied by each commit of another connection, the writer's included, so a big one would not
+    stay filled (keys are looked up through the writer for that reason:
+    ``SQLiteWrites.stored_keys``)."""
     conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
 
 

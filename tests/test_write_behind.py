@@ -130,7 +130,7 @@ def test_the_first_outcome_of_a_key_wins_and_is_sent_once(store: WriteBehindStor
     assert store.claim(10, NOW) == []
 
 
-def test_a_key_another_process_stored_before_it_is_read_is_neither_kept_nor_sent(
+def test_a_key_another_process_stored_before_it_is_read_is_sent_once_as_stored(
     tmp_path: Path,
 ) -> None:
     # Keys are looked up through the writer, whose cache has read the key index by then: what

@@ -14,10 +14,12 @@ from functools import partial
 from itertools import chain
 from typing import Any, Final
 
+import orjson
+
 from leadrelay.delivery.sqlite_schema import OPEN
 from leadrelay.delivery.store import REPLAYABLE_STATES
 
-KEYS: Final = (
+_KEYS: Final = (
     "SELECT key, id FROM events WHERE key != '' AND key IN (SELECT value FROM json_each(?))"
 )
 BODY_OF: Final = "(SELECT {} FROM bodies b WHERE b.id = events.id)"
@@ -90,6 +92,11 @@ TIMELINE: Final = (
     "SELECT CAST(updated_at / ?1 AS INTEGER) AS b, state, count(*) FROM events"
     " WHERE updated_at >= ?2 GROUP BY b, state ORDER BY b"
 )
+
+
+def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
+    """The ids of those of ``keys`` that are stored, by key (the empty key is never)."""
+    return dict(conn.execute(_KEYS, (orjson.dumps(keys),)))
 
 
 # Rows per statement, at most: SQLite runs a statement's prologue and epilogue once per execution

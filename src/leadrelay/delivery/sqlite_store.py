@@ -152,11 +152,16 @@ class SQLiteStore(SQLiteWrites, SQLiteReads, Store):
             raise
 
     @contextmanager
-    def _writing(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+    def _holding_writer(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection, under the write lock, outside any transaction."""
         with self._write_lock:
             if self._closed:
                 raise StoreError(f"the event store {self.path} is closed")
-            conn = self._writer
+            yield self._writer
+
+    @contextmanager
+    def _writing(self, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._holding_writer() as conn:
             relax = not fsync and self._synchronous == "FULL"
             if relax:
                 conn.execute("PRAGMA synchronous = NORMAL")

@@ -13,12 +13,9 @@ Split out of ``sqlite_store`` (house rule: modules under ~300 lines); the statem
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
-
-import orjson
 
 from leadrelay.delivery.encoded import compact
 from leadrelay.delivery.sqlite_schema import (
@@ -31,8 +28,8 @@ from leadrelay.delivery.sqlite_schema import (
     encode_row,
     encode_settled_rows,
 )
-from leadrelay.delivery.sqlite_sql import KEYS, insert_delivered, insert_rows
-from leadrelay.delivery.store import Incoming, OriginalPolicy, StoreError
+from leadrelay.delivery.sqlite_sql import insert_delivered, insert_rows, stored_ids
+from leadrelay.delivery.store import Incoming, OriginalPolicy
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -53,10 +50,7 @@ class SQLiteWrites:
     # ``SQLiteStore._writing(*, fsync=True)``: Callable[..., ...], as mypy rejects a method that
     # overrides an attribute typed with a callback Protocol.
     _writing: Callable[..., AbstractContextManager[sqlite3.Connection]]
-    path: str
-    _closed: bool
-    _writer: sqlite3.Connection
-    _write_lock: threading.Lock
+    _holding_writer: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     def stored_keys(self, keys: Sequence[str]) -> dict[str, int]:
         """The ids of those of ``keys`` that are stored (by key); the empty key is never.
@@ -65,10 +59,8 @@ class SQLiteWrites:
         in its cache (``writer_cache``) for the insert and for later lookups, across its own
         commits. The reader's cache is emptied by every commit of the writer: with random event
         ids, each key looked up through it read its page from the file again."""
-        with self._write_lock:
-            if self._closed:
-                raise StoreError(f"the event store {self.path} is closed")
-            return dict(self._writer.execute(KEYS, (orjson.dumps(keys),)))
+        with self._holding_writer() as conn:
+            return stored_ids(conn, keys)
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
@@ -197,7 +189,7 @@ class SQLiteWrites:
             INSERT_DELIVERED: [],
             INSERT_BODY: [],
         }
-        known: dict[str, int] = dict(conn.execute(KEYS, (orjson.dumps(keys),))) if look_up else {}
+        known: dict[str, int] = stored_ids(conn, keys) if look_up else {}
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         next_id = seq[0] + 1 if seq else 1
         for key, (sql, row, body) in zip(keys, rows, strict=True):

@@ -110,13 +110,20 @@ def test_auth_failure_stops_and_says_what_to_fix(
     src = tmp_path / "events.ndjson"
     src.write_bytes(events(120))
     wrong = "EAAB-wrong-token-value"
-    cfg = config(tmp_path, sandbox.url)
-    proc = run(cfg, src, token=wrong)
+    cfg = config(tmp_path, sandbox.url, batch_size=1000)  # one request holds them all
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, src, "--report", str(report), token=wrong)
     assert proc.returncode == 1, proc.stderr
     assert "Delivery stopped" in proc.stderr and "access_token" in proc.stderr
     assert "190" in proc.stderr
     assert wrong not in proc.stderr
     assert sandbox.state.received() == []
+    # One request met the refusal, and no other went out with the refused token; each event
+    # is in the report once, not sent.
+    assert sandbox.state.errors_by_code["190"] == sandbox.state.requests == 1
+    rows = report_rows(report)
+    assert sorted(r["event_id"] for r in rows) == sorted(f"e{i}" for i in range(120))
+    assert {r["outcome"] for r in rows} == {"not_sent"}, rows[0]
     # Nothing read is lost: every event waits in the store for the fixed token.
     monkeypatch.setenv("TOKEN", TOKEN)
     with open_store(load_config(cfg), create=False) as store:

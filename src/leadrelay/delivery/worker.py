@@ -99,6 +99,7 @@ class DeliveryWorker:
         self._sleep = sleep
         self._observer = observer
         self._dispatchers = Dispatchers(dispatcher_factory)
+        self._paused_at_close: GraphError | None = None  # see ``paused``
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -138,9 +139,10 @@ class DeliveryWorker:
 
     @property
     def paused(self) -> GraphError | None:
-        """Why delivery is paused (Meta refused the token or permission), or None."""
+        """Why delivery is paused (Meta refused the token or permission), or None. After a run,
+        why that run's delivery was paused, until the next run starts with a fresh dispatcher."""
         dispatcher = self._dispatchers.current
-        return None if dispatcher is None else dispatcher.paused
+        return self._paused_at_close if dispatcher is None else dispatcher.paused
 
     @property
     def in_flight(self) -> int:
@@ -203,6 +205,7 @@ class DeliveryWorker:
         return paused
 
     async def _start(self) -> None:
+        self._paused_at_close = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatchers.ensure()
@@ -337,4 +340,7 @@ class DeliveryWorker:
     async def _close(self) -> None:
         if self._fleet is not None:
             await self._fleet.settle()
+        # Kept: closing drops the dispatcher, and a send asks once the run is over (a send that
+        # took it for None would deliver again, with the token Meta had just refused).
+        self._paused_at_close = self.paused
         await self._dispatchers.close()

@@ -105,3 +105,43 @@ def test_ids_may_be_numbers_in_toml() -> None:
     settings = make_settings(pixel_id=123456789012345, consent_category=4)
     assert settings.pixel_id == "123456789012345"
     assert settings.consent_category == "4"
+
+
+def test_blank_names_are_refused_with_their_keys() -> None:
+    """A blank Lead Event Source or Facebook event name, or a smart mapping that removes a field
+    Meta needs, is a problem of the config, not of every event later."""
+    with pytest.raises(ConfigError) as info:
+        make_settings(
+            lead_event_source="   ",
+            mapping={"lead_created": "  ", "deal_won": "", "lead_qualified": "Lead"},
+            smart_mapping={"custom_data.lead_event_source": "", "user_data.lead_id": ""},
+        )
+    found = {p.key: p.message for p in info.value.problems}
+    assert set(found) == {
+        "lead_event_source",
+        "mapping.lead_created",
+        "mapping.deal_won",
+        'smart_mapping."custom_data.lead_event_source"',
+        'smart_mapping."user_data.lead_id"',
+    }
+    assert "name of your CRM" in found["lead_event_source"]
+    assert "cannot be removed" in found['smart_mapping."user_data.lead_id"']
+
+
+def test_lead_event_source_expression_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(lead_event_source="HubSpot {{")
+    assert [p.key for p in info.value.problems] == ["lead_event_source"]
+
+
+def test_names_trimmed_and_blank_optional_texts_unset() -> None:
+    settings = make_settings(
+        lead_event_source=" HubSpot ",
+        mapping={"lead_created": " Lead "},
+        consent_category=" ",
+        test_event_code="",
+    )
+    assert settings.lead_event_source == "HubSpot"
+    assert settings.mapping == {"lead_created": "Lead"}
+    assert settings.consent_category is None  # no consent filter, as Commanders Act's own
+    assert settings.test_event_code is None

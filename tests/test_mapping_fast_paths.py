@@ -138,7 +138,8 @@ def test_a_plain_field_that_is_not_text_is_noted() -> None:
         ({"custom_data.stage": "{{crm_stage}}", "custom_data.fixed": "x"},
          {"lead_event_source": "In-house CRM", "stage": "won", "fixed": "x",
           "event_source": "crm"}),
-        ({"custom_data.lead_event_source": ""}, {"event_source": "crm"}),
+        ({"custom_data.lead_event_source": "{{crm_stage}}"},
+         {"lead_event_source": "won", "event_source": "crm"}),
     ],
 )  # fmt: skip
 def test_custom_data_keeps_its_order(

@@ -70,3 +70,34 @@ def test_rejection_names_the_value() -> None:
     out = mapper.map({"event_name": "lead_qualified", "facebook_lead_id": "12345"})
     assert isinstance(out, Rejected)
     assert "12345" in out.message and "15 to 17" in out.message
+
+
+@pytest.mark.parametrize("odd_id", ["   ", True, {"id": 1}, ["x"]])
+def test_events_whose_ids_are_no_ids_are_never_taken_for_one(odd_id: Any) -> None:
+    """The key an event is stored and deduplicated by: for an event_id that is blank or not
+    text, the event_id made from lead, name and time, as for an event without one; two such
+    events of two leads are two events, not one sent and one skipped as already stored."""
+    mapper = Mapper(make_settings(), clock=lambda: NOW)
+    keys = []
+    for lead in (123456789012345, 123456789012346):
+        out = mapper.map(
+            {
+                "event_name": "lead_qualified",
+                "facebook_lead_id": lead,
+                "context": {"event_id": odd_id, "event_timestamp": int(NOW) * 1000},
+            }
+        )
+        assert isinstance(out, Payload)
+        assert out.key == out.data["event_id"] == f"{lead}:Marketing Qualified Lead:{int(NOW)}"
+        keys.append(out.key)
+    assert keys[0] != keys[1]
+
+
+def test_the_key_of_an_id_with_spaces_is_the_id_sent() -> None:
+    mapper = Mapper(make_settings(), clock=lambda: NOW)
+    out = mapper.map(
+        {"event_name": "lead_qualified", "facebook_lead_id": 123456789012345,
+         "context": {"event_id": " e-7 ", "event_timestamp": int(NOW) * 1000}}
+    )  # fmt: skip
+    assert isinstance(out, Payload)
+    assert out.key == out.data["event_id"] == "e-7"

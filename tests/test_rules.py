@@ -51,6 +51,13 @@ def test_lead_id_rejected(value: Any) -> None:
     assert info.value.reason == "invalid_lead_id"
 
 
+def test_lead_id_messages_say_what_is_wrong() -> None:
+    with pytest.raises(FieldProblem, match="is negative"):
+        parse_lead_id(-1234567890123456)
+    with pytest.raises(FieldProblem, match="has 5000 digits"):  # more than int() reads
+        parse_lead_id("1" * 5000)
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [
@@ -69,7 +76,7 @@ def test_event_time_formats(value: Any, seconds: int) -> None:
     assert to_seconds(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["yesterday", "", "nan", "inf", True, {"t": 1}, -5])
+@pytest.mark.parametrize("value", ["yesterday", "", "nan", "inf", True, {"t": 1}, -5, "9" * 5000])
 def test_event_time_invalid(value: Any) -> None:
     with pytest.raises(FieldProblem) as info:
         to_seconds(value)
@@ -86,3 +93,6 @@ def test_window_edges() -> None:
     with pytest.raises(FieldProblem) as future:
         check_window(int(NOW) + 61, NOW)
     assert future.value.reason == "event_time_in_future"
+    # Past the year 9999 there is no date to show: the message says the seconds.
+    with pytest.raises(FieldProblem, match=r"^event_time 10{21} \(Unix seconds\) is"):
+        check_window(to_seconds(10**30), NOW)

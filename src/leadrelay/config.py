@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -164,7 +164,21 @@ class Settings(BaseModel):
     def _mapping_rows(cls, value: dict[str, str]) -> dict[str, str]:
         if not value:
             raise ValueError("needs at least one row: your event name = Facebook event name")
-        return value
+        # A stage is one name to Meta: " Lead" is "Lead" (a blank row: _expression_problems).
+        return {ours: theirs.strip() for ours, theirs in value.items()}
+
+    @field_validator("lead_event_source")
+    @classmethod
+    def _source_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is blank; set it to the name of your CRM (e.g. HubSpot)")
+        return value.strip()
+
+    @field_validator("test_event_code", "consent_category")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        # As Commanders Act's own settings: left empty, there is no test code, no consent filter.
+        return (value.strip() or None) if value is not None else None
 
     @field_validator("graph_url")
     @classmethod
@@ -271,6 +285,16 @@ def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Proble
     return problems
 
 
+# The fields a smart mapping may point elsewhere but not remove, and why.
+_REQUIRED: Final = {
+    "custom_data.lead_event_source": "cannot be removed: Meta takes an event as a Conversion "
+    "Lead only with the name of its CRM; point it at a field of your events, or remove this "
+    "row to send the lead_event_source setting",
+    "user_data.lead_id": "cannot be removed: every Conversion Leads event needs its lead id; "
+    "point it at a field of your events, or remove this row to use the lead_id setting",
+}
+
+
 def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
     """Compile every expression once to report its errors with key and position."""
     problems: list[Problem] = []
@@ -283,9 +307,17 @@ def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
                 problems.append(Problem(_key(key), f"{exc.message} (at position {exc.position})"))
 
     check(("lead_id",), raw.get("lead_id"))
+    check(("lead_event_source",), raw.get("lead_event_source"))
     mapping = raw.get("mapping")
     if isinstance(mapping, dict):
         for name, target in mapping.items():
+            if isinstance(target, str) and not target.strip():
+                problems.append(
+                    Problem(
+                        _key(("mapping", name)),
+                        "is empty; write the Facebook event name for this event, or remove the row",
+                    )
+                )
             check(("mapping", name), target)
     smart = raw.get("smart_mapping")
     if isinstance(smart, dict):
@@ -294,5 +326,7 @@ def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
                 treatment(target)
             except TargetError as exc:
                 problems.append(Problem(_key(("smart_mapping", target)), str(exc)))
+            if target in _REQUIRED and source == "":
+                problems.append(Problem(_key(("smart_mapping", target)), _REQUIRED[target]))
             check(("smart_mapping", target), source)
     return problems

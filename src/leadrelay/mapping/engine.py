@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from leadrelay.config import Settings
-from leadrelay.mapping.expressions import MISSING, compile_path
+from leadrelay.mapping.expressions import MISSING, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
 from leadrelay.mapping.filling import event_runner
 from leadrelay.mapping.plans import (
@@ -37,7 +37,7 @@ from leadrelay.mapping.plans import (
     compile_plans,
     top_level_key,
 )
-from leadrelay.mapping.refusals import clip, unmapped, unnamed
+from leadrelay.mapping.refusals import clip, id_text, name_of_value, no_source, unmapped, unnamed
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
 from leadrelay.mapping.usual import usual_parts
@@ -53,6 +53,7 @@ _EVENT_ID_SOURCE: Final = "{{context.event_id}}"
 _TIME_SOURCE: Final = "{{context.event_timestamp}}"
 _TIME_KEY: Final = "event_timestamp"
 _CUSTOM: Final = 2  # custom_data's Step.slot
+_SOURCE_TARGET: Final = "custom_data.lead_event_source"
 
 Parts = tuple[str, str, str, int, int, dict[str, Any], tuple[FieldNote, ...]]
 """A payload's fields, in ``Payload``'s order: key, source_event, event_name, lead_id,
@@ -94,6 +95,16 @@ class Mapper:
             else:
                 rest.append(step)
         self._custom_closed = _CUSTOM not in _written(rest)
+        # lead_event_source read from each event (smart mapping, or a setting with {{...}}) may
+        # have no value: the setting's text stands in, if it is text, else the event is refused
+        # (without it Meta does not take the event as a Conversion Lead).
+        self._source_check = not any(
+            step.kind == CONSTANT and step.target == _SOURCE_TARGET for step in steps
+        )
+        setting = compile_expression(settings.lead_event_source, key="lead_event_source")
+        read_from = by_target.get(_SOURCE_TARGET)
+        self._source_read = settings.lead_event_source if read_from is None else read_from.source
+        self._source_fallback = settings.lead_event_source if setting.kind == "static" else None
         if self._custom_closed:
             self._custom["event_source"] = _EVENT_SOURCE
         # The country is the region for national phone numbers, zip codes and states.
@@ -125,19 +136,6 @@ class Mapper:
                 otherwise=self._parts,
             )
 
-    def event_name_for(self, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        """(Facebook event name, why not) for an event; the name is None when not sendable."""
-        ours = event.get("event_name")
-        read = self._names.get(ours) if isinstance(ours, str) else None
-        if read is None:
-            read = self._catch_all
-        if read is None:
-            return None, "unmapped"
-        name = read(event)
-        if name is MISSING or name == "":
-            return None, "empty_event_name"
-        return (name if isinstance(name, str) else str(name)), None
-
     def _name_of(self, event: Mapping[str, Any], ours: Any, key: str) -> str | Outcome:
         """The Facebook event name from [mapping], or the outcome of an event without one."""
         read = self._names.get(ours) if isinstance(ours, str) else None
@@ -145,10 +143,16 @@ class Mapper:
             read = self._catch_all
             if read is None:
                 return unmapped(key, ours)
-        name = read(event)
-        if name is MISSING or name == "":
+        try:
+            name = read(event)
+        except FIELD_ERRORS as exc:  # a formula that cannot use this event's values
+            return name_of_value(key, ours, exc, self._name_sources)
+        if type(name) is str:
+            name = name.strip()  # the same stage with a stray space is the same stage
+            return name or unnamed(key, ours, self._name_sources)
+        if name is MISSING:
             return unnamed(key, ours, self._name_sources)
-        return name if isinstance(name, str) else str(name)
+        return name_of_value(key, ours, name, self._name_sources)
 
     def map(self, event: Mapping[str, Any]) -> Outcome:
         """Turn one event into exactly one outcome."""
@@ -168,7 +172,7 @@ class Mapper:
                 raw_id = MISSING
         else:
             raw_id = self._event_id_of(event)
-        key = raw_id if type(raw_id) is str else "" if raw_id is MISSING else str(raw_id)
+        key = raw_id.strip() if type(raw_id) is str else id_text(raw_id)
         name = self._static_names.get(ours) if type(ours) is str else None
         if name is None:
             named = self._name_of(event, ours, key)
@@ -273,6 +277,7 @@ class Mapper:
                     event_id = self._id.finish(event_id, None)
             except FIELD_ERRORS as exc:
                 notes.append(field_note(self._id.target, exc))
+                event_id = MISSING  # the value left out: never sent as it was read
         if event_id is MISSING:
             # Deterministic, so a resend of the same stage change can be deduplicated by Meta.
             event_id = f"{lead_id}:{name}:{seconds}"
@@ -285,6 +290,10 @@ class Mapper:
         user_data: dict[str, Any] = {"lead_id": lead_id}
         custom_data = self._custom.copy()
         self._run(event, (data, user_data, custom_data), notes)
+        if self._source_check and "lead_event_source" not in custom_data:
+            if self._source_fallback is None:
+                return no_source(key, source, self._source_read, lead_id, name)
+            custom_data["lead_event_source"] = self._source_fallback
         if not self._custom_closed:
             custom_data["event_source"] = _EVENT_SOURCE
         data["user_data"] = user_data

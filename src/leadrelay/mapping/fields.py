@@ -127,7 +127,8 @@ def treatment(target: str) -> Treatment:
             f"unknown customer information key {rest!r}; Meta's keys are {', '.join(known)}"
         )
     if head == "custom_data" and rest and "." not in rest:
-        return Treatment.NATIVE
+        # The name of the CRM is text to Meta (a number is its digits); the rest go as they are.
+        return Treatment.TEXT if rest == "lead_event_source" else Treatment.NATIVE
     raise TargetError(
         f"cannot map {target!r}: use event_time, event_id, event_source_url, user_data.<key> "
         "or custom_data.<name>"

@@ -169,9 +169,10 @@ def _event_time(value: Any, region: str | None) -> int:
             return int(value // 1000)
     elif kind is str:
         if value.isdigit():
-            number = int(value)
-            if MS_MIN <= number < MS_END:
-                return number // 1000
+            if len(value) < 15:  # milliseconds have 12 to 14 digits; to_seconds reads the rest
+                number = int(value)
+                if MS_MIN <= number < MS_END:
+                    return number // 1000
         elif value[4:5] == "-":
             try:
                 parsed = datetime.fromisoformat(value)
@@ -179,7 +180,10 @@ def _event_time(value: Any, region: str | None) -> int:
                 return to_seconds(value)
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return int(parsed.timestamp())
+            try:
+                return int(parsed.timestamp())
+            except (OverflowError, ValueError):  # the year 1 ahead of UTC: to_seconds says so
+                return to_seconds(value)
     return to_seconds(value)
 
 

@@ -1,8 +1,9 @@
-"""The outcomes of events the ``Mapper`` gives no Facebook event name, and the clipped value a
-``Rejected`` outcome quotes.
+"""The outcomes of events the ``Mapper`` refuses for their Facebook event name or their CRM's
+name (lead_event_source), and the clipped value a ``Rejected`` outcome quotes.
 
 Split out of ``engine`` (house rule: modules under ~300 lines). Nothing here runs for an event
-that is sent: the ``Mapper`` calls these only on its way to a ``Filtered`` or ``Rejected``.
+that is sent, but a number read as its event name: the ``Mapper`` calls these on its way to a
+``Filtered`` or ``Rejected`` outcome.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ def unmapped(key: str, ours: Any) -> Filtered | Rejected:
     filtered, or rejected when the event has no event_name at all."""
     source = ours if isinstance(ours, str) else ""
     if not source:
-        return Rejected(
-            key, source, "missing_event_name", "event_name", "the event has no event_name"
-        )
+        why = "the event has no event_name"
+        if ours is not None and ours != "":
+            why = f"the event's event_name {clip(ours)} is not text"
+        return Rejected(key, source, "missing_event_name", "event_name", why)
     return Filtered(key, source, "unmapped", f"{ours!r} is not in [mapping]")
 
 
@@ -37,6 +39,53 @@ def unnamed(key: str, ours: Any, sources: Mapping[str, str]) -> Rejected:
         f"[mapping] gives {sources.get(source, sources.get('*'))!r}"
         " for this event, which has no value",
     )
+
+
+def name_of_value(key: str, ours: Any, value: Any, sources: Mapping[str, str]) -> str | Rejected:
+    """The Facebook event name when [mapping] reads a value that is not text: a number as its
+    digits; anything else (true, a list, an object) rejects the event, quoting the value, and
+    so does the error of a formula that cannot use the event's values (``value`` is then the
+    exception)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    source = ours if isinstance(ours, str) else ""
+    expression = f"[mapping] gives {sources.get(source, sources.get('*'))!r}"
+    if isinstance(value, ValueError):  # FIELD_ERRORS
+        return Rejected(
+            key, source, "invalid_event_name", "event_name", f"{expression}, which fails: {value}"
+        )
+    return Rejected(
+        key,
+        source,
+        "invalid_event_name",
+        "event_name",
+        f"{expression}, which reads a {type(value).__name__} in this event, not text",
+        clip(value),
+    )
+
+
+def no_source(key: str, source: str, read: str, lead_id: int, name: str) -> Rejected:
+    """The rejection of an event that has no lead_event_source (``read`` is where it is read
+    from) while the setting cannot stand in: it is not plain text."""
+    return Rejected(
+        key,
+        source,
+        "missing_lead_event_source",
+        "custom_data.lead_event_source",
+        f"lead_event_source {read!r} has no value in this event; Meta takes an event as a "
+        "Conversion Lead only with the name of its CRM",
+        lead_id=lead_id,
+        event_name=name,
+    )
+
+
+def id_text(raw_id: Any) -> str:
+    """The key of an event whose context.event_id is not text: a number's digits (the event_id
+    sent is the same); else "" (none, true, a list), and the key is the event_id the ``Mapper``
+    makes, as for an event without one, so two events with odd ids are never taken for one."""
+    if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
+        return str(raw_id)
+    return ""
 
 
 def clip(value: Any) -> str | None:

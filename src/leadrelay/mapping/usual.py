@@ -90,6 +90,6 @@ def usual_parts(
         run(event, (data, user_data, custom_data), notes)
         data["user_data"] = user_data
         data["custom_data"] = custom_data
-        return (raw_id, ours, name, lead_id, seconds, data, tuple(notes) if notes else ())
+        return (event_id, ours, name, lead_id, seconds, data, tuple(notes) if notes else ())
 
     return parts

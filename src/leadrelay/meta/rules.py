@@ -18,6 +18,7 @@ MAX_FUTURE_S: Final = 60
 _LEAD_MIN: Final = 10**14  # smallest 15-digit number
 _LEAD_MAX: Final = 10**17  # first 18-digit number
 _FLOAT_EXACT: Final = 2**53
+_DIGITS_READ: Final = 40  # longer digit strings are refused before int() reads them
 
 
 def parse_lead_id(value: Any) -> int:
@@ -44,10 +45,18 @@ def parse_lead_id(value: Any) -> int:
             raise FieldProblem(
                 "invalid_lead_id", f"lead_id {_show(value)} is not a number of 15 to 17 digits"
             )
+        if len(text) > _DIGITS_READ:  # int() refuses thousands of digits; none is a lead id
+            raise FieldProblem(
+                "invalid_lead_id", f"lead_id has {len(text)} digits; Meta lead ids have 15 to 17"
+            )
         number = int(text)
     else:
         raise FieldProblem(
             "invalid_lead_id", f"lead_id must be 15 to 17 digits, got {type(value).__name__}"
+        )
+    if number < 0:
+        raise FieldProblem(
+            "invalid_lead_id", f"lead_id {number} is negative; Meta lead ids are 15 to 17 digits"
         )
     if not _LEAD_MIN <= number < _LEAD_MAX:
         raise FieldProblem(
@@ -80,6 +89,10 @@ def to_seconds(value: Any) -> int:
     if isinstance(value, str):
         text = value.strip()
         if text.isdigit():
+            if len(text) > _DIGITS_READ:  # int() refuses thousands of digits
+                raise FieldProblem(
+                    "invalid_event_time", f"event_time {_show(value)} is not a valid timestamp"
+                )
             return _from_number(int(text))
         try:
             return _from_number(float(text))
@@ -92,16 +105,30 @@ def to_seconds(value: Any) -> int:
                 "invalid_event_time",
                 f"event_time {_show(value)} is neither a Unix timestamp (ms or s) nor ISO-8601",
             ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp())
+        return iso_seconds(parsed, value)
     raise FieldProblem(
         "invalid_event_time", f"event_time must be a timestamp, got {type(value).__name__}"
     )
 
 
+def iso_seconds(parsed: datetime, value: Any) -> int:
+    """Unix seconds of an ISO-8601 date-time read from ``value`` (naive means UTC), or
+    ``FieldProblem`` for one that has none (the year 1 in a zone ahead of UTC)."""
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return int(parsed.timestamp())
+    except (OverflowError, ValueError):
+        raise FieldProblem(
+            "invalid_event_time", f"event_time {_show(value)} is out of range"
+        ) from None
+
+
 def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # past the year 9999
+        return f"{seconds} (Unix seconds)"
 
 
 def check_window(seconds: int, now: float) -> int:

@@ -529,3 +529,18 @@ def test_mapping_processes_end_with_the_send_however_it_ends(
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         raise
+
+
+def test_events_whose_retries_ran_out_make_the_send_fail(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A send that left events undelivered (three 500s: max_attempts) does not exit 0."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(30))
+    sandbox.state.script("http_500", "http_500", "http_500")
+    report = tmp_path / "report.ndjson"
+    proc = run(config(tmp_path, sandbox.url), src, "--report", str(report))
+    assert proc.returncode == 2, proc.stderr
+    assert sandbox.state.received() == []
+    assert {r["reason"] for r in report_rows(report)} == {"retries_exhausted"}
+    assert "retries_exhausted" in proc.stderr

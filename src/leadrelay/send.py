@@ -321,7 +321,7 @@ def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
 
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
-    """Run a send; returns the exit code (0 clean, 2 some rejected or expired, 1 stopped by
+    """Run a send; returns the exit code (0 clean, 2 some rejected, expired or dead, 1 stopped by
     Meta's refusal, 143 stopped by SIGTERM, 130 by Ctrl-C)."""
     if options.dry_run:
         return _run_send(settings, options, err, None)
@@ -409,4 +409,4 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
             highlight=False,
         )
         return 1
-    return 2 if tally.any_rejected else 0
+    return 2 if tally.any_failed else 0

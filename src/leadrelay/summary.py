@@ -204,9 +204,10 @@ class Tally:
         )
 
     @property
-    def any_rejected(self) -> bool:
-        """True when some event was rejected (by us or by Meta) or expired: exit code 2."""
-        return bool(self.rejected or self.meta_rejected or self.expired)
+    def any_failed(self) -> bool:
+        """True when some event was rejected (by us or by Meta), expired, or not delivered
+        (retries ran out): exit code 2."""
+        return bool(self.rejected or self.meta_rejected or self.expired or self.dead)
 
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:
         """Print the summary table and the first examples of each problem. ``stopped``: delivery

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally(dry_run=True)
     dry_run_parallel(args.files, settings, sys.stdout.buffer, tally, workers=args.jobs)
     tally.render(err, dry_run=True)
-    return 2 if tally.any_rejected else 0
+    return 2 if tally.any_failed else 0
 
 
 if __name__ == "__main__":

@@ -126,6 +126,23 @@ def test_token_never_in_url_repr_or_errors() -> None:
     assert TOKEN not in client.url
 
 
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_token_echoed_where_the_message_is_cut_leaves_no_part_of_it(as_json: bool) -> None:
+    """Error texts are cut to 300 characters: a token echoed across the cut must not leave its
+    first half in the message (as a Graph error, or as a proxy's page that is not JSON)."""
+    text = "x" * 270 + f" access_token={TOKEN} " + "y" * 100  # the token from 284 on
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        if as_json:
+            return httpx.Response(400, json={"error": {"message": text, "code": 100}})
+        return httpx.Response(400, text=text)
+
+    result = send(echo)
+    assert result.error is not None
+    assert len(result.error.message) < len(text)  # it was cut
+    assert TOKEN[:8] not in result.error.message
+
+
 def test_bad_token_error_does_not_quote_it() -> None:
     with pytest.raises(ValueError) as info:
         GraphClient(

@@ -145,3 +145,16 @@ def test_names_trimmed_and_blank_optional_texts_unset() -> None:
     assert settings.mapping == {"lead_created": "Lead"}
     assert settings.consent_category is None  # no consent filter, as Commanders Act's own
     assert settings.test_event_code is None
+
+
+@pytest.mark.parametrize("token", ["EAAB secret", "EAAB-sécret", "EAAB\tx"])
+def test_a_token_no_token_has_is_refused_without_quoting_it(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(access_token=token)
+    assert [p.key for p in info.value.problems] == ["access_token"]
+    assert token not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_spaces_around_a_token_are_dropped() -> None:
+    token = make_settings(access_token=" EAAB-token\n").access_token.get_secret_value()
+    assert token == "EAAB-token"

@@ -155,9 +155,15 @@ class Settings(BaseModel):
     @field_validator("access_token")
     @classmethod
     def _token_present(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+        token = value.get_secret_value().strip()
+        if not token:
             raise ValueError("is empty; set it to the token from Events Manager")
-        return value
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            # Said without the token (pydantic would quote it); the Graph client refuses it too.
+            raise ValueError(
+                "contains spaces or characters a token never has; copy it again from Events Manager"
+            )
+        return SecretStr(token)
 
     @field_validator("mapping")
     @classmethod

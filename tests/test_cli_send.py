@@ -115,6 +115,7 @@ def test_auth_failure_stops_and_says_what_to_fix(
     proc = run(cfg, src, "--report", str(report), token=wrong)
     assert proc.returncode == 1, proc.stderr
     assert "Delivery stopped" in proc.stderr and "access_token" in proc.stderr
+    assert "run the same send again" in proc.stderr  # it reads the rest: deliver would not
     assert "190" in proc.stderr
     assert wrong not in proc.stderr
     assert sandbox.state.received() == []
@@ -544,3 +545,28 @@ def test_events_whose_retries_ran_out_make_the_send_fail(
     assert sandbox.state.received() == []
     assert {r["reason"] for r in report_rows(report)} == {"retries_exhausted"}
     assert "retries_exhausted" in proc.stderr
+
+
+def test_a_send_from_a_pipe_stopped_by_meta_says_to_deliver_what_is_stored(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Standard input cannot be read again: the advice is deliver, for what was stored."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leadrelay",
+            "send",
+            "-",
+            "--config",
+            str(config(tmp_path, sandbox.url)),
+        ],
+        input=events(20),
+        capture_output=True,
+        timeout=120,
+        env={"TOKEN": "EAAB-wrong-token-value", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1, stderr
+    assert "run leadrelay deliver to send what is queued" in stderr
+    assert "run the same send again" not in stderr

@@ -199,6 +199,20 @@ async def deliver(
     return paused
 
 
+def _to_resume(files: Sequence[str]) -> str:
+    """What to run after a send stopped early: reading may have stopped too, and ``deliver``
+    sends only what was stored, so for files it is the same send (which skips what is stored)."""
+    if _rereadable(files):
+        return (
+            "run the same send again: it sends what is queued and reads the files again, "
+            "skipping the events already stored"
+        )
+    return (
+        "run leadrelay deliver to send what is queued; what the input had not given yet was "
+        "not read"
+    )
+
+
 def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
     """``asyncio.to_thread(fn, *args)`` on a thread of its own that the interpreter does not
     wait for when it exits. The reader of a pipe whose producer went quiet stays blocked in
@@ -395,8 +409,7 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
         by, code = stopped
         err.print(
             f"[bold yellow]Stopped[/bold yellow] ({by}): every event read is stored, "
-            "delivered or queued; run the same send again (or leadrelay deliver) to deliver the "
-            "rest.",
+            f"delivered or queued; {_to_resume(options.files)}.",
             highlight=False,
         )
         return code
@@ -404,8 +417,7 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "
             f"{paused.message}. Check access_token and pixel_id in your config; events not "
-            "delivered stay queued in the store: run the same send again (or leadrelay deliver) "
-            "once it is fixed.",
+            f"delivered stay queued in the store. Once it is fixed, {_to_resume(options.files)}.",
             highlight=False,
         )
         return 1

@@ -149,6 +149,22 @@ def test_user_title_and_user_message_are_kept() -> None:
     assert error.reason() == "meta_100_2804036"
 
 
+@pytest.mark.parametrize(
+    ("error_data", "said"),
+    [
+        ({"blame_field_specs": [["data", "3", "user_data", "lead_id"]]}, "[user_data.lead_id] "),
+        ('{"blame_field_specs":[["data","0","event_time"]]}', "[event_time] "),  # as text
+        ({"blame_field_specs": [["data"]]}, "[data] "),
+        ({"blame_field_specs": "odd"}, ""),
+        ("not json", ""),
+    ],
+)
+def test_the_field_meta_blames_is_named_whatever_the_language(error_data: Any, said: str) -> None:
+    """Meta's texts are localized and change; ``blame_field_specs`` names the field."""
+    body = env(100, 2804036, message="Paramètre non valide", error_data=error_data)
+    assert classify(400, body).message == f"{said}Paramètre non valide"
+
+
 BUC = orjson.dumps(
     {"1234": [{"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 3}]}
 ).decode()

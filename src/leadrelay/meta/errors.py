@@ -102,6 +102,9 @@ def classify(
     user_msg = _text(envelope.get("error_user_msg"))
     if user_msg and user_msg not in message:
         message = f"{message} ({user_msg})"
+    blamed = [name for name in _blamed(envelope.get("error_data")) if name not in message]
+    if blamed:  # Meta's texts vary and are localized; the field it blames is said whatever
+        message = f"[{', '.join(blamed)}] {message}"
     return GraphError(
         kind=kind,
         http_status=status,
@@ -213,6 +216,27 @@ def _regain_minutes(header: str) -> float | None:
             if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
                 best = max(best or 0.0, float(minutes))
     return best
+
+
+def _blamed(error_data: Any) -> list[str]:
+    """The fields ``error_data.blame_field_specs`` names (a JSON object, or its text), each as
+    a path in the event when it is one (``["data", "3", "user_data", "lead_id"]``:
+    ``user_data.lead_id``)."""
+    if isinstance(error_data, str):
+        try:
+            error_data = orjson.loads(error_data)
+        except orjson.JSONDecodeError:
+            return []
+    specs = error_data.get("blame_field_specs") if isinstance(error_data, dict) else None
+    names: list[str] = []
+    for spec in specs if isinstance(specs, list) else []:
+        parts = [str(part) for part in (spec if isinstance(spec, list) else [spec])]
+        if len(parts) > 2 and parts[0] == "data" and parts[1].isdigit():
+            parts = parts[2:]  # the event's own field
+        name = ".".join(parts)
+        if name and name not in names:
+            names.append(name)
+    return names
 
 
 def _int(value: Any) -> int | None:

@@ -293,6 +293,9 @@ def test_retrying_stops_at_max_total() -> None:
     assert states(results) == {State.DEAD: 2}
     assert results[0].code == 4
     assert (d.requests, fake.sleeps) == (1, [])
+    # It says why (Meta's wait is past the budget), and keeps the wait for a requeue.
+    assert results[0].message is not None and "700 s away, past max_retry_s" in results[0].message
+    assert results[0].extra == {"retry_after": 700.0}
 
 
 def test_throttling_honours_retry_after() -> None:

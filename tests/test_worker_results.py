@@ -71,6 +71,20 @@ def test_a_mixed_batch_is_sorted_by_what_the_store_must_do(requeue: RequeuePolic
     assert dict(s.counts) == counts
 
 
+def test_a_requeue_waits_at_least_as_long_as_meta_asked() -> None:
+    claimed = _claimed(2, attempts=1)
+    results = [
+        Delivery(claimed[0].payload, State.DEAD, 1, "retries_exhausted", "throttled",
+                 extra={"retry_after": 900.0}),
+        Delivery(claimed[1].payload, State.DEAD, 1, "retries_exhausted", "down", extra={}),
+    ]  # fmt: skip
+    s = sort_results(claimed, results, RequeuePolicy(base_delay_s=30.0), NOW)
+    assert s.later == {
+        (NOW + 900.0, 1): ([1], "throttled; trying again in 900 s"),
+        (NOW + 60.0, 1): ([2], "down; trying again in 60 s"),
+    }
+
+
 def test_results_that_do_not_match_the_batch_are_refused() -> None:
     claimed = _claimed(2)
     with pytest.raises(ValueError):

@@ -199,8 +199,11 @@ class Dispatcher:
                 await self._deliver(batch, group.part(mid), results, deadline)
                 return None
             wait = self.policy.delay(attempt, error, self._rng)
-            if attempt >= self.policy.max_attempts or self._clock() + wait > deadline:
+            if attempt >= self.policy.max_attempts:
                 _failed(batch, group, results, error, *_dead(error, attempt))
+                return None
+            if self._clock() + wait > deadline:  # the next try would be past max_retry_s
+                _failed(batch, group, results, error, *_dead(error, attempt, wait))
                 return None
             self.retries += 1
             group.retried = True
@@ -265,10 +268,13 @@ def _rejected(error: GraphError) -> tuple[State, str, str]:
     return State.REJECTED, error.reason(), message
 
 
-def _dead(error: GraphError, attempts: int) -> tuple[State, str, str]:
-    """State, reason and message of events whose retries ran out after ``attempts``."""
+def _dead(error: GraphError, attempts: int, wait: float | None = None) -> tuple[State, str, str]:
+    """State, reason and message of events whose retries ran out after ``attempts``, or whose
+    next try, ``wait`` seconds away (Meta's own wait, when it said one), was past the time
+    retries may take."""
+    past = "" if wait is None else f", the next try being {wait:.0f} s away, past max_retry_s"
     message = (
-        f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
+        f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}{past} "
         f"({error.label()}): {error.message}"
     )
     return State.DEAD, "retries_exhausted", message
@@ -292,7 +298,9 @@ def _failed(
     reason: str,
     message: str,
 ) -> None:
-    """Record ``group`` as not delivered, with Meta's code, subcode and fbtrace_id."""
+    """Record ``group`` as not delivered, with Meta's code, subcode and fbtrace_id, and the
+    wait Meta asked for, if it did (a requeue waits at least that long)."""
+    wait = error.retry_after
     for place in group.places:
         results[place] = Delivery(
             batch[place],
@@ -303,4 +311,5 @@ def _failed(
             code=error.code,
             subcode=error.subcode,
             fbtrace_id=error.fbtrace_id,
+            extra={} if wait is None else {"retry_after": wait},
         )

@@ -110,6 +110,7 @@ def sort_results(
         elif d.state is State.DEAD and d.reason == "retries_exhausted" and requeue:
             # Full rounds of retries the event went through before this one.
             delay = requeue.delay(c.attempts // max(1, d.attempts))
+            delay = max(delay, d.extra.get("retry_after", 0.0))  # not before Meta said
             message = f"{d.message}; trying again in {delay:g} s"
             out.later.setdefault((now + delay, d.attempts), ([], message))[0].append(c.id)
             counts["requeued", "retries_exhausted"] += 1

@@ -465,7 +465,6 @@ def dead_replay(
 ) -> None:
     """Queue dead letters again, re-mapped with the current config (after you fixed the cause)."""
     from leadrelay.deadletters import dead_letters, replay
-    from leadrelay.mapping.engine import Mapper
 
     _configure_logging(0)
     settings = _load(config)
@@ -478,7 +477,7 @@ def dead_replay(
                 err.print(f"[yellow]{len(ids) - len(records)} id(s) not found[/yellow]")
         else:
             records = list(dead_letters(store, reason=reason, since=_since(since)))
-        result = replay(store, Mapper(settings), records)
+        result = replay(store, settings, records)
     finally:
         store.close()
     err.print(

@@ -2,8 +2,8 @@
 
 A dead letter is a stored event that did not reach Meta: rejected (by our rules or by Meta),
 expired, or dead (retries exhausted). Replay maps the original event again with the current
-config (so a fixed mapping applies) and queues it; events whose original was not kept are queued
-with the payload they had (enough after fixing the token).
+config (so a fixed mapping applies) and queues it; events whose original was not kept, or was
+kept redacted, are queued with the payload they had (enough after fixing the token).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from leadrelay.config import Settings
 from leadrelay.delivery.store import EventRecord, Store
+from leadrelay.delivery.store_encoding import redacted
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Payload, State
 
@@ -83,18 +85,24 @@ class ReplayResult:
 
 def replay(
     store: Store,
-    mapper: Mapper,
+    settings: Settings,
     records: Sequence[EventRecord],
     *,
     now: float | None = None,
 ) -> ReplayResult:
-    """Queue ``records`` again: re-mapped from their original when kept, else as they were."""
+    """Queue ``records`` again: re-mapped from their original with ``settings`` when it was kept
+    whole, else as they were (an original under ``originals = "redact"`` has no customer
+    information left to map). Each is mapped as at the time it was received: an event without
+    a time keeps the event_time, and the event_id made from it, it was first sent with."""
+    received = 0.0
+    mapper = Mapper(settings, clock=lambda: received)
     result = ReplayResult()
     remap_ids: list[int] = []
     remapped: list[Payload] = []
     as_is: list[int] = []
     for record in records:
-        if record.original is not None:
+        if record.original is not None and not redacted(record.original):
+            received = record.received_at
             outcome = mapper.map(record.original)
             if isinstance(outcome, Payload):
                 remap_ids.append(record.id)

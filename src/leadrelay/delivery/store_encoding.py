@@ -6,7 +6,8 @@ Split out of ``store`` (house rule: modules under ~300 lines), which re-exports 
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -42,6 +43,15 @@ def decode_notes(blob: bytes | None) -> tuple[FieldNote, ...]:
     if not blob:
         return ()
     return tuple(FieldNote(f, r, m) for f, r, m in orjson.loads(blob))
+
+
+def redacted(original: Mapping[str, Any]) -> bool:
+    """Whether an original was kept under ``redact`` (see ``keep_original``): its customer
+    information is gone, and mapped again it would be sent as the word "[redacted]"."""
+    user = original.get("user")
+    if isinstance(user, Mapping):
+        return any(value == REDACTED for value in user.values())
+    return user == REDACTED
 
 
 def keep_original(original: bytes | None, policy: OriginalPolicy) -> bytes | None:

@@ -34,6 +34,7 @@ EVENT: dict[str, Any] = {
     "off": False,
     "zero": 0,
     "empty": "",
+    "blank": "  ",
     "nothing": None,
     "tags": ["a", "b"],
     "no_tags": [],
@@ -201,8 +202,12 @@ def test_template_with_any_missing_path_is_missing(source: str) -> None:
 # ---------------------------------------------------------------------------- functions
 
 FUNCTION_CASES: list[tuple[str, Any]] = [
-    # COALESCE: first value that is neither MISSING nor ""
+    # COALESCE: first value that is neither MISSING, "" nor only spaces
     ("=COALESCE(absent, id)", 123456789012345),
+    ("=COALESCE(blank, id)", 123456789012345),
+    ("=COALESCE(id, blank)", 123456789012345),
+    ("=COALESCE(absent, blank)", MISSING),
+    ("=COALESCE(blank, absent, blank)", MISSING),
     ("=COALESCE(empty, nothing, user.firstname)", "Jane"),
     ("=COALESCE(zero, id)", 0),
     ("=COALESCE(off, id)", False),
@@ -279,6 +284,7 @@ FUNCTION_CASES: list[tuple[str, Any]] = [
     ("=ISEMPTY(absent)", True),
     ("=ISEMPTY(nothing)", True),
     ("=ISEMPTY(empty)", True),
+    ("=ISEMPTY(blank)", True),
     ("=ISEMPTY(no_tags)", True),
     ("=ISEMPTY(zero)", False),
     ("=ISEMPTY(off)", False),

@@ -193,7 +193,17 @@ def _number(value: Any) -> Any:
 
 
 def _isempty(value: Any) -> bool:
-    return value is MISSING or (isinstance(value, str | list | tuple | dict) and not value)
+    return (
+        value is MISSING
+        or (isinstance(value, str | list | tuple | dict) and not value)
+        or (_spaces(value))
+    )
+
+
+def _spaces(value: Any) -> bool:
+    """Text of only spaces: empty to COALESCE and ISEMPTY, as "" is (a CRM export's blank cell:
+    an email of spaces does not hide ``email_sha256``)."""
+    return type(value) is str and value.isspace()
 
 
 def _equals(a: Any, b: Any) -> bool:
@@ -268,7 +278,7 @@ def _coalesce_siblings(head: str, keys: tuple[str, ...], otherwise: Getter) -> G
         if type(box) is dict:
             for key in keys:
                 value = box.get(key)
-                if value is not None and value != "":
+                if value is not None and value != "" and not _spaces(value):  # see _spaces
                     return value
             return MISSING
         return otherwise(event)
@@ -282,9 +292,9 @@ def _build_coalesce_runs(runs: tuple[Getter, ...]) -> Getter:
 
         def coalesce2(event: Mapping[str, Any]) -> Any:
             value = first(event)
-            if value is MISSING or value == "":
+            if value is MISSING or value == "" or _spaces(value):
                 value = second(event)
-                return MISSING if value == "" else value
+                return MISSING if value == "" or _spaces(value) else value
             return value
 
         return coalesce2
@@ -292,7 +302,7 @@ def _build_coalesce_runs(runs: tuple[Getter, ...]) -> Getter:
     def coalesce(event: Mapping[str, Any]) -> Any:
         for run in runs:
             value = run(event)
-            if value is not MISSING and value != "":
+            if value is not MISSING and value != "" and not _spaces(value):
                 return value
         return MISSING
 

@@ -62,7 +62,7 @@ def sibling_put(
     first, rest = keys[0], keys[1:]
 
     def put_value(value: Any, region: str | None, user_data: dict[str, Any], notes: Any) -> None:
-        """The field from ``value``, the first sibling's that is neither null nor ""."""
+        """The field from ``value``, the first sibling's that is not blank."""
         try:
             if type(value) is str and (text := value.strip()):
                 if memo is not None:
@@ -79,7 +79,7 @@ def sibling_put(
 
     def put(box: dict[str, Any], region: str | None, user_data: dict[str, Any], notes: Any) -> None:
         value = box.get(first)
-        if value is None or value == "":
+        if _blank(value):
             value = _next_sibling(box, rest)
             if value is MISSING:
                 return
@@ -89,12 +89,18 @@ def sibling_put(
 
 
 def _next_sibling(box: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """The first of ``keys`` in ``box`` that is neither null nor "", else MISSING."""
+    """The first of ``keys`` in ``box`` that is not blank, else MISSING."""
     for key in keys:
         value = box.get(key)
-        if value is not None and value != "":
+        if not _blank(value):
             return value
     return MISSING
+
+
+def _blank(value: Any) -> bool:
+    """Null, "" or only spaces: no value, so the next sibling's counts (an email of spaces
+    does not hide ``email_sha256``)."""
+    return value is None or value == "" or (type(value) is str and value.isspace())
 
 
 def _digest(rule: TextRule, text: str, value: Any, region: str | None) -> str:

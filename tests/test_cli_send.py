@@ -570,3 +570,51 @@ def test_a_send_from_a_pipe_stopped_by_meta_says_to_deliver_what_is_stored(
     assert proc.returncode == 1, stderr
     assert "run leadrelay deliver to send what is queued" in stderr
     assert "run the same send again" not in stderr
+
+
+def test_a_send_again_after_fixing_the_config_sends_what_meta_never_saw(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Events filtered (no [mapping] row) or refused by our rules (no lead id where the config
+    looked) are sent by the next send of the same file once the config maps them; what Meta
+    took is not sent again."""
+    ms = int((time.time() - 600) * 1000)
+    rows = [
+        {"event_name": "lead_qualified", "facebook_lead_id": 100000000000000 + i,
+         "context": {"event_id": f"q{i}", "event_timestamp": ms}}
+        for i in range(10)
+    ] + [
+        {"event_name": "deal_won", "facebook_lead_id": 100000000000100 + i,
+         "context": {"event_id": f"w{i}", "event_timestamp": ms}}
+        for i in range(5)
+    ] + [
+        {"event_name": "lead_qualified", "lead": str(100000000000200 + i),
+         "context": {"event_id": f"l{i}", "event_timestamp": ms}}
+        for i in range(3)
+    ] + [
+        {"event_name": "lead_qualified", "facebook_lead_id": DELETED,
+         "context": {"event_id": "gone", "event_timestamp": ms}},
+    ]  # fmt: skip
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rows))
+    cfg = config(tmp_path, sandbox.url)
+    first = run(cfg, src)
+    assert first.returncode == 2, first.stderr  # the three without facebook_lead_id, and gone
+    assert sorted(e["event_id"] for e in sandbox.state.received()) == sorted(
+        f"q{i}" for i in range(10)
+    )
+    refusals = sandbox.state.errors_by_code["100/2804036"]  # of the requests that held gone
+    fixed = cfg.read_text().replace(
+        'lead_qualified = "Marketing Qualified Lead"',
+        'lead_qualified = "Marketing Qualified Lead"\ndeal_won = "Converted"',
+    )
+    cfg.write_text(fixed.replace("{{facebook_lead_id}}", "=COALESCE(facebook_lead_id, lead)"))
+    second = run(cfg, src)
+    assert second.returncode == 0, second.stderr
+    received = [e["event_id"] for e in sandbox.state.received()]
+    assert sorted(received) == sorted(
+        [f"q{i}" for i in range(10)] + [f"w{i}" for i in range(5)] + [f"l{i}" for i in range(3)]
+    )  # each once
+    # Meta refused gone: that is for a replay to decide, not for a send again.
+    assert sandbox.state.errors_by_code["100/2804036"] == refusals
+    assert "not sent again" in second.stderr  # the ten Meta took, and gone

@@ -99,6 +99,20 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
     return dict(conn.execute(_KEYS, (orjson.dumps(keys),)))
 
 
+# Stored events that no request ever carried: filtered or refused by our rules (or expired before
+# a request took them). Meta has not seen them, so a later send of the same files may map them
+# again (``WriteBehindStore``) without sending anything twice.
+_NEVER_SENT: Final = (
+    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+    " AND state IN ('filtered', 'rejected', 'expired') AND attempts = 0"
+)
+
+
+def never_sent_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> set[int]:
+    """Those of ``ids`` that are stored and were never sent (see ``_NEVER_SENT``)."""
+    return {row[0] for row in conn.execute(_NEVER_SENT, (orjson.dumps(ids),))}
+
+
 # Rows per statement, at most: SQLite runs a statement's prologue and epilogue once per execution
 # (for ``events``, AUTOINCREMENT reads and rewrites ``sqlite_sequence`` each time): for
 # executemany, once per row, half of what inserting a delivered event cost. Fewer where the

@@ -28,7 +28,12 @@ from leadrelay.delivery.sqlite_schema import (
     encode_row,
     encode_settled_rows,
 )
-from leadrelay.delivery.sqlite_sql import insert_delivered, insert_rows, stored_ids
+from leadrelay.delivery.sqlite_sql import (
+    insert_delivered,
+    insert_rows,
+    never_sent_ids,
+    stored_ids,
+)
 from leadrelay.delivery.store import Incoming, OriginalPolicy
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
@@ -61,6 +66,12 @@ class SQLiteWrites:
         ids, each key looked up through it read its page from the file again."""
         with self._holding_writer() as conn:
             return stored_ids(conn, keys)
+
+    def never_sent(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` stored filtered, rejected or expired before any request carried
+        them: Meta never saw them (see ``sqlite_sql.never_sent_ids``)."""
+        with self._holding_writer() as conn:
+            return never_sent_ids(conn, ids)
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called

@@ -545,6 +545,14 @@ def test_events_whose_retries_ran_out_make_the_send_fail(
     assert sandbox.state.received() == []
     assert {r["reason"] for r in report_rows(report)} == {"retries_exhausted"}
     assert "retries_exhausted" in proc.stderr
+    # Three requests, three transient errors (two of them retried: the summary does not say 3
+    # retries).
+    counts = {
+        cells[0]: cells[-1]
+        for line in proc.stderr.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) >= 2
+    }
+    assert (counts["requests"], counts["transient errors"]) == ("3", "3")
 
 
 def test_a_send_from_a_pipe_stopped_by_meta_says_to_deliver_what_is_stored(

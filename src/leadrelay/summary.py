@@ -50,7 +50,7 @@ class Tally:
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
     requests: int = 0
-    retries: int = 0
+    transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)
     report: IO[bytes] | None = None
     dry_run: bool = False
@@ -185,11 +185,12 @@ class Tally:
         )
 
     def request(self, result: GraphResult, events: int) -> None:
-        """Count one Graph request; a transient failure means the batch is tried again."""
+        """Count one Graph request, and those that met a transient error (or a throttle): each is
+        tried again, but the last of a batch whose retries ran out."""
         self.requests += 1
         error = result.error
         if error is not None and error.kind in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED):
-            self.retries += 1
+            self.transient_errors += 1
 
     @property
     def settled(self) -> int:
@@ -257,7 +258,7 @@ class Tally:
             table.add_row("field left out", label, str(n), style="yellow")
         if not dry_run:
             table.add_row("requests", "", str(self.requests), style="dim")
-            table.add_row("retries", "", str(self.retries), style="dim")
+            table.add_row("transient errors", "", str(self.transient_errors), style="dim")
         console.print(table)
         for reason, examples in self.examples.items():
             console.print(f"[bold]{reason}[/bold], e.g.:")

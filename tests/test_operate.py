@@ -171,3 +171,27 @@ def test_status_shows_a_fleet_wide_pause_from_redis(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Delivery paused" in proc.stdout and "throttled: 4" in proc.stdout
     assert "meta_100_2804036" in proc.stdout
+
+
+def test_event_data_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> None:
+    """An event id or message with square brackets ("[/oops]", "[mapping]") is the event's data:
+    list and show print it, where rich took it for a style tag and list failed for every
+    event."""
+    config = write_config(tmp_path)
+    settings = load_config(config)
+    event = {
+        "event_name": "lead_qualified",
+        "lead": "1",
+        "context": {"event_id": "[/oops]", "event_timestamp": int(time.time() * 1000)},
+    }
+    store = open_store(settings)
+    store.add([Incoming(Mapper(settings).map(event), orjson.dumps(event), time.time())])
+    store.close()
+    listed = run("dead-letters", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert "[/oops]" in listed.stdout and "missing_lead_id" in listed.stdout
+    shown = run("dead-letters", "show", "[/oops]", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "key: [/oops]" in shown.stdout
+    missing = run("dead-letters", "show", "[/nope]", "--config", str(config))
+    assert missing.returncode == 1 and "[/nope]" in missing.stderr

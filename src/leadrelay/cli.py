@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from leadrelay.collecting import command_started
 from leadrelay.config import ConfigError, Settings, load_config
@@ -115,7 +117,7 @@ def send(
             err=err,
         )
     except InputError as exc:
-        err.print(f"[bold red]Input error:[/bold red] {exc}", highlight=False)
+        err.print(f"[bold red]Input error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except Exception as exc:
         # Imported only now: most sends never start a pool (see mapping.pool).
@@ -124,13 +126,13 @@ def send(
         from leadrelay.delivery.store import StoreError
 
         if isinstance(exc, StoreError):  # a store that cannot be opened, or a disk that failed
-            err.print(f"[bold red]Store error:[/bold red] {exc}", highlight=False)
+            err.print(f"[bold red]Store error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         if not isinstance(exc, BrokenProcessPool):
             raise
         # A mapping process died (killed, out of memory): said in one line, no traceback.
         again = "" if dry_run else " (run it again: what was delivered is not sent twice)"
-        err.print(f"[bold red]Stopped:[/bold red] {exc}{again}", highlight=False)
+        err.print(f"[bold red]Stopped:[/bold red] {escape(str(exc))}{again}", highlight=False)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
@@ -158,7 +160,7 @@ def deliver(
     try:
         code = run_send(settings, SendOptions(files=[], report=report, verbose=verbose), err=err)
     except InputError as exc:
-        err.print(f"[bold red]Cannot deliver:[/bold red] {exc}", highlight=False)
+        err.print(f"[bold red]Cannot deliver:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
@@ -182,10 +184,11 @@ def preview(
     try:
         record = next(iter(read_events(event_file)), None)
     except InputError as exc:
-        err.print(f"[bold red]Input error:[/bold red] {exc}", highlight=False)
+        err.print(f"[bold red]Input error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     if record is None or record.event is None:
-        err.print(f"[red]No event could be read:[/red] {record.error if record else 'empty input'}")
+        why = record.error if record else "empty input"
+        err.print(f"[red]No event could be read:[/red] {escape(str(why))}", highlight=False)
         raise typer.Exit(1)
     result = explain(mapper, record.event)
     out = Console()
@@ -196,15 +199,21 @@ def preview(
             f"(lead_id {outcome.lead_id}, event_time {outcome.event_time})"
         )
     elif isinstance(outcome, Filtered):
-        out.print(f"[cyan]Filtered[/cyan] ({outcome.reason}): {outcome.message}")
+        out.print(f"[cyan]Filtered[/cyan] ({outcome.reason}): {escape(outcome.message)}")
     else:
-        out.print(f"[red]Rejected[/red] ({outcome.reason}) {outcome.field}: {outcome.message}")
+        out.print(
+            f"[red]Rejected[/red] ({outcome.reason}) {outcome.field}: {escape(outcome.message)}"
+        )
     table = Table(show_header=True, header_style="bold")
     for col in ("Facebook field", "from", "source", "read", "sent / why not"):
         table.add_column(col, overflow="fold")
     for line in result.fields:
-        sent = _show(line.sent) if line.sent is not MISSING else f"[yellow]{line.why_not}[/yellow]"
-        table.add_row(line.target, line.origin, line.source, _show(line.read), sent)
+        sent = (
+            Text(_show(line.sent))
+            if line.sent is not MISSING
+            else Text(str(line.why_not), style="yellow")
+        )
+        table.add_row(line.target, line.origin, Text(line.source), Text(_show(line.read)), sent)
     out.print(table)
     if isinstance(outcome, Payload):
         import orjson
@@ -244,7 +253,7 @@ def sandbox(
             seed=seed,
         )
     except ValueError as exc:
-        err.print(f"[red]Invalid sandbox option:[/red] {exc}", highlight=False)
+        err.print(f"[red]Invalid sandbox option:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     serve_forever(options, host="127.0.0.1", port=port)
 
@@ -298,7 +307,7 @@ def _store(settings: Settings) -> "Store":
     try:
         return open_store(settings, create=False)
     except StoreError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -359,7 +368,7 @@ def _since(text: str | None) -> float | None:
     try:
         return parse_since(text)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -385,15 +394,16 @@ def dead_list(
     try:
         for r in dead_letters(store, reason=reason, since=_since(since), limit=limit):
             meta = "" if r.code is None else f"{r.code}/{r.subcode}" if r.subcode else str(r.code)
+            # Text, not markup: event ids, names and messages are the event's data ("[x]").
             table.add_row(
                 str(r.id),
-                r.key,
+                Text(r.key),
                 r.state.value,
-                r.reason or "",
+                Text(r.reason or ""),
                 meta,
-                r.event_name or r.source_event,
+                Text(r.event_name or r.source_event),
                 str(r.lead_id or ""),
-                _show(r.message or ""),
+                Text(_show(r.message or "")),
             )
             n += 1
     finally:
@@ -419,7 +429,7 @@ def dead_show(
     finally:
         store.close()
     if record is None:
-        err.print(f"[red]No stored event {event!r}[/red]")
+        err.print(f"[red]No stored event {escape(repr(event))}[/red]", highlight=False)
         raise typer.Exit(1)
     out = Console()
     for name in (
@@ -441,9 +451,9 @@ def dead_show(
     ):
         value = getattr(record, name)
         if value is not None:
-            out.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+            out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
     for note in record.notes:
-        out.print(f"[bold]left out[/bold] {note.field}: {note.message}", highlight=False)
+        out.print(f"[bold]left out[/bold] {note.field}: {escape(note.message)}", highlight=False)
     for title, blob in (
         ("original event", record.original),
         ("request payload", record.payload),

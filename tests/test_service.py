@@ -8,6 +8,8 @@ import logging
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -334,6 +336,19 @@ def test_refused_token_pauses_delivery_until_a_fixed_config_is_reloaded(
         problem = readiness["problems"][0]
         assert problem["code"] == 190
         assert "access_token" in problem["message"] and "SIGHUP" in problem["message"]
+        # status says the cause and the fix, as /readyz does, not only the reason code.
+        port = proc.url.rpartition(":")[2]
+        asked = tmp_path / "status.toml"  # the service's config, with the port it listens on
+        asked.write_text(config.read_text().replace("port = 0", f"port = {port}"))
+        shown = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "status", "--config", str(asked)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "300"},
+        )
+        assert "Delivery paused:" in shown.stdout and "SIGHUP" in shown.stdout, shown.stdout
+        assert bad_token not in shown.stdout + shown.stderr
         # Intake keeps accepting while paused.
         assert proc.post([event(n, prefix="auth") for n in range(5, 7)]).status_code == 202
         proc.wait_for_log(lambda e: e.get("event") == "delivery paused")

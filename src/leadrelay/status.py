@@ -62,10 +62,15 @@ def service_state(settings: Settings) -> tuple[str, str | None]:
         return f"running at {server.host}:{server.port}, ready", None
     try:
         body: Any = answer.json()
-        reason = str(body.get("reason") or body)
     except ValueError:
-        reason = answer.text[:200]
-    return f"running at {server.host}:{server.port}, not ready", reason
+        body = None
+    if not isinstance(body, dict):
+        return f"running at {server.host}:{server.port}, not ready: {answer.text[:200]}", None
+    # What /readyz says to do (the cause and the fix), not only its reason code.
+    said = str(body.get("message") or body.get("reason") or body)
+    if body.get("reason") == "delivery_paused":
+        return f"running at {server.host}:{server.port}, not ready", said
+    return f"running at {server.host}:{server.port}, not ready: {said}", None
 
 
 def collect(settings: Settings, store: Store, *, now: float | None = None) -> Status:
@@ -127,9 +132,11 @@ def render(status: Status, console: Console, *, now: float | None = None) -> Non
     b = status.backlog
     oldest = "-" if b.oldest_queued_at is None else age(max(0.0, at - b.oldest_queued_at))
     console.print(f"Queue: {b.queued} queued, {b.in_flight} in flight, oldest waiting {oldest}")
-    console.print(f"Service: {status.service}")
+    console.print(f"Service: {escape(status.service)}", highlight=False)
     if status.paused:
-        console.print(f"[bold red]Delivery paused:[/bold red] {status.paused}", highlight=False)
+        console.print(
+            f"[bold red]Delivery paused:[/bold red] {escape(status.paused)}", highlight=False
+        )
     reasons = sorted(
         ((s, r, n) for (s, r), n in week.counts.by_reason.items() if s != "queued"),
         key=lambda x: -x[2],

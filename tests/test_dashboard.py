@@ -461,6 +461,25 @@ def test_pages_need_a_token(app: Any, path: str) -> None:
     assert wrong.status_code == 401
 
 
+def test_notes_of_customer_information_left_out_do_not_show_the_value(clock: Clock) -> None:
+    """A phone number without a country, an email that is no address: the note says why it was
+    left out without quoting it, whatever shape it has (dashes only, words)."""
+    settings = settings_with()
+    mapper = Mapper(settings)
+    event = crm_event("lead_qualified", lead(1), "k-2")
+    event["user"] = {"phone": "06-12-34-56-78", "email": "jane at example dot com"}
+    with SQLiteStore(":memory:") as store:
+        (id_,) = store.add([Incoming(mapper.map(event), orjson.dumps(event), clock())])
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=mapper, clock=clock
+        )
+        bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+        page = call(app, "GET", f"/dashboard/events/{id_}", headers=bearer).text
+    assert "Fields left out of the payload" in page and "user_data.ph" in page
+    for value in ("06-12-34-56-78", "jane at example dot com", "0612345678"):
+        assert value not in page
+
+
 def test_an_unknown_event_is_a_404_page(app: Any) -> None:
     bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
     answer = call(app, "GET", "/dashboard/events/999", headers=bearer)

@@ -17,7 +17,13 @@ from leadrelay.diagnostics.html import html_table
 from leadrelay.outcome import State
 from leadrelay.service.dashboard.delivery_page import STATES_OF
 from leadrelay.service.dashboard.layout import BASE, json_block, kv_table, when
-from leadrelay.service.dashboard.redact import redact_original, redact_payload, scrub, scrub_text
+from leadrelay.service.dashboard.redact import (
+    redact_original,
+    redact_payload,
+    scrub,
+    scrub_note,
+    scrub_text,
+)
 
 PAGE: Final = 50
 
@@ -83,7 +89,10 @@ def _request(r: EventRecord) -> str:
         "SHA-256 hashed.</p>" + json_block({"data": [redact_payload(r.payload)]}, "Request payload")
     )
     if r.notes:
-        rows = [(escape(n.field), escape(n.reason), escape(scrub_text(n.message))) for n in r.notes]
+        rows = [
+            (escape(n.field), escape(n.reason), escape(scrub_note(n.field, n.message)))
+            for n in r.notes
+        ]
         out += html_table("Fields left out of the payload", ("Field", "Reason", "Why"), rows)
     return out
 

@@ -10,7 +10,8 @@ Whatever the store kept (``store.originals = "keep"`` keeps everything), pages g
   plain ``user_data`` values Meta takes unhashed (``client_ip_address``) are redacted, and
   ``lead_id``, ``fbc``, ``fbp`` and the user agent are kept (they identify the lead or the click,
   and are what a user needs to check);
-- messages: emails and phone numbers in them are redacted.
+- messages: emails and phone numbers in them are redacted, and in the notes of customer
+  information left out of a payload, every value they quote.
 
 Lead ids (15-17 digits) and timestamps are plain digit runs and stay visible: a phone number is
 recognised by a leading ``+`` or by its separators, not by digits alone.
@@ -48,6 +49,8 @@ _EMAIL: Final = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z]{2,}")
 _PHONE_LIKE: Final = re.compile(r"\+?\(?\d[\d ().\-]{6,}\d")
 _US_PHONE: Final = re.compile(r"\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}")
 _ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A value as field messages quote it (repr: in single quotes, or double when it holds one).
+_QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 def _pii_key(key: str) -> bool:
@@ -71,6 +74,16 @@ def scrub_text(text: str) -> str:
     if "@" in text:
         text = _EMAIL.sub(REDACTED, text)
     return _PHONE_LIKE.sub(_phone, text)
+
+
+def scrub_note(field: str, message: str) -> str:
+    """The message of a field left out of a payload. For customer information (``user_data``
+    but for the keys kept as they are) every value it quotes is redacted, whatever it looks
+    like ("06-12-34-56-78", "jane at example dot com"); then ``scrub_text``."""
+    section, _, key = field.partition(".")
+    if section == "user_data" and key not in _KEPT_USER_DATA:
+        message = _QUOTED.sub(REDACTED, message)
+    return scrub_text(message)
 
 
 def scrub(value: Any) -> Any:

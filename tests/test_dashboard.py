@@ -617,3 +617,25 @@ def test_originals_and_payloads_show_customer_information_only_as_hashes() -> No
         },
         "custom_data": {"note": "[redacted]"},
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/dashboard/events/999999999999999999999999", 404),  # past 64 bits
+        ("/dashboard/events?after=99999999999999999999999", 200),
+        ("/dashboard/events?after=%C2%B2", 200),  # "²": a digit to isdigit, not to int
+        ("/dashboard/events?code=%C2%B2", 200),
+    ],
+)
+def test_odd_ids_in_addresses_are_no_server_error(app: Any, path: str, status: int) -> None:
+    answer = call(app, "GET", path, headers={"Authorization": f"Bearer {DASHBOARD_TOKEN}"})
+    assert answer.status_code == status
+
+
+def test_the_list_says_only_the_filters_it_applied(app: Any) -> None:
+    bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+    bogus = call(app, "GET", "/dashboard/events?category=bogus&code=abc", headers=bearer)
+    assert "Showing all events." in re.sub(r"<[^>]+>", "", bogus.text)
+    kept = call(app, "GET", "/dashboard/events?category=rejected&code=100", headers=bearer)
+    assert "Showing category rejected, code 100" in re.sub(r"<[^>]+>", "", kept.text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,8 +37,14 @@ class PauseSource(Protocol):
         ...
 
 
+_ID_DIGITS: Final = 18  # ids and codes are SQLite integers (64 bits): longer is no id
+
+
 def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
+    """A whole number from the query (ASCII digits: "²" is a digit to ``isdigit``), else None."""
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > _ID_DIGITS:
+        return None
+    return int(text)
 
 
 def _not_found(what: str) -> Response:
@@ -82,14 +88,21 @@ def dashboard_routes(
 
     async def events(request: Request) -> Response:
         q = request.query_params
-        filters = {k: q[k] for k in ("category", "reason", "code", "subcode") if q.get(k)}
+        category = q.get("category") if q.get("category") in delivery_page.STATES_OF else None
+        code, subcode = _int(q.get("code")), _int(q.get("subcode"))
+        # The filters said on the page are those applied: an unknown category or a code that
+        # is no number filters nothing, and is not said to.
+        applied = {"category": category, "reason": q.get("reason"), "code": code}
+        if code is not None:
+            applied["subcode"] = subcode
+        filters = {k: str(v) for k, v in applied.items() if v}
         rows, more = await asyncio.to_thread(
             events_page.list_events,
             store,
-            category=q.get("category"),
+            category=category,
             reason=q.get("reason"),
-            code=_int(q.get("code")),
-            subcode=_int(q.get("subcode")),
+            code=code,
+            subcode=subcode,
             after=_int(q.get("after")),
         )
         body = events_page.render_list(rows, filters=filters, more=more)
@@ -97,7 +110,7 @@ def dashboard_routes(
 
     async def event(request: Request) -> Response:
         id_: int = request.path_params["id"]
-        record = await asyncio.to_thread(store.get, id_)
+        record = None if id_ >= 2**63 else await asyncio.to_thread(store.get, id_)
         if record is None:
             return _not_found(f"No event #{id_} in the store (it may have been purged).")
         body = events_page.render_event(record)

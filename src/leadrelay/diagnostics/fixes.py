@@ -53,9 +53,10 @@ OUR_FIXES: Final[dict[str, str]] = {
         "pause). Keep delivery running and fix what stopped it (see the other rows)."
     ),
     "retries_exhausted": (
-        "Meta or the network kept failing until the retry budget ran out. Check connectivity "
-        "and Meta's status, then replay the dead letters (they stay in the store); raise "
-        "delivery.max_retry_s if outages last longer."
+        "Meta or the network kept failing until the retry budget ran out. A running serve or "
+        "worker tries such events again by itself, later and later (queued, with their next "
+        "attempt); after a send they are dead letters: check connectivity and Meta's status, "
+        "then replay them. Raise delivery.max_retry_s if outages last longer."
     ),
     "paused_auth": (
         "Delivery is paused: Meta refused the access token or a permission. Generate a new "

@@ -125,10 +125,22 @@ def test_refuses_a_redis_that_may_evict_events(open_store: Any, client: redis.Re
         client.config_set("maxmemory-policy", "noeviction")
 
 
-def test_an_unreachable_redis_is_a_store_error_without_the_password() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret-pass@127.0.0.1:1/0",
+        "redis://user:s3cret-pass@127.0.0.1:1/0",
+        "redis://127.0.0.1:1/0?password=s3cret-pass",  # redis-py takes it there too
+        "redis://127.0.0.1:1/0?db=0&password=s3cret-pass",
+    ],
+)
+def test_an_unreachable_redis_is_a_store_error_without_the_password(url: str) -> None:
     with pytest.raises(StoreError) as caught:
-        RedisStore("redis://:s3cret-pass@127.0.0.1:1/0", socket_timeout_s=1.0)
+        RedisStore(url, socket_timeout_s=1.0)
     assert "127.0.0.1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_a_url_that_is_not_redis_is_refused() -> None:
     with pytest.raises(StoreError, match="invalid Redis URL"):
         RedisStore("http://:s3cret-pass@localhost")
 

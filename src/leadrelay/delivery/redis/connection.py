@@ -8,11 +8,11 @@ this version reads, and creates the consumer group. Every Redis error comes out 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
@@ -32,13 +32,16 @@ def default_consumer() -> str:
 
 
 def _shown(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password, for messages: the one before the host
+    (``redis://:pw@host``) and one given as a query parameter (``?password=pw``, which redis-py
+    takes too). Read as text: a URL too odd to parse (a port that is no number) is shown too."""
+    shown = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    return _QUERY_SECRET.sub(r"\1\2=***", shown)
+
+
+# ``scheme://user:password@``: the password, up to the last @ before the path.
+_USERINFO_PASSWORD: Final = re.compile(r"^([a-z]+://[^:/@]*:)[^/]*@", re.IGNORECASE)
+_QUERY_SECRET: Final = re.compile(r"([?&])(password|pass|passwd|auth|token)=[^&#]*", re.IGNORECASE)
 
 
 class RedisConnection:

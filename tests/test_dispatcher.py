@@ -434,3 +434,26 @@ def test_a_payload_that_cannot_be_encoded_does_not_sink_the_batch() -> None:
     results, _ = deliver(meta, [broken, payload(2)])
     assert [r.state for r in results] == [State.REJECTED, State.DELIVERED]
     assert results[0].reason == "unencodable"
+
+
+def _of_lead(n: int, lead: int) -> Payload:
+    """``payload(n)`` for lead ``lead``."""
+    p = payload(n)
+    data = {**p.data, "user_data": {"lead_id": lead}}
+    return Payload(p.key, p.source_event, p.event_name, lead, p.event_time, data)
+
+
+def test_a_lead_s_later_event_waits_behind_its_earlier_one_in_a_split_batch() -> None:
+    """Meta refuses the batch (a bad lead), so it is halved; the first half then fails for good
+    (two 500s, max_attempts 2). A later event of a lead of that half, in the second half, is not
+    sent ahead of it: it ends as the earlier one did (to be tried again after it), while the
+    other events of the second half go."""
+    lead_a, bad = FIRST_LEAD + 1, FIRST_LEAD + 2
+    payloads = [_of_lead(0, lead_a), payload(10), _of_lead(2, bad), _of_lead(3, lead_a)]
+    meta = FakeMeta(bad={bad}, script=["meta", "http_500", "http_500"])
+    results, _ = deliver(meta, payloads, policy=RetryPolicy(max_attempts=2))
+    assert [r.state for r in results] == [State.DEAD, State.DEAD, State.REJECTED, State.DEAD]
+    assert lead_a not in meta.received  # neither of lead A's events went out of order
+    held = results[3]
+    assert held.reason == "retries_exhausted" and held.attempts == 1
+    assert held.message is not None and "an earlier event of lead" in held.message

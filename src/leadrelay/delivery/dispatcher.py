@@ -20,11 +20,19 @@ from typing import Final
 import orjson
 
 from leadrelay.delivery.encoded import request_body
+from leadrelay.delivery.group_results import (
+    Group,
+    behind,
+    dead,
+    delivered,
+    failed,
+    paused,
+    rejected,
+)
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
-_TOO_OLD_SUBCODE: Final = 2804003  # 100/2804003: "Event Timestamp Too Old"
 _DAY: Final = 86400
 
 
@@ -70,31 +78,6 @@ class RetryPolicy:
         return wait
 
 
-class _Group:
-    """Payloads sent together: their places in the batch and the bytes a request carries for
-    them (encoded once, so every resend carries the very same bytes). A batch is only ever
-    split in halves, so the payloads of a group went through the same requests: ``sends`` and
-    ``retried`` are the group's. (An object per payload cost 0.5 ms of CPU per batch of 1000.)
-    """
-
-    __slots__ = ("bodies", "places", "retried", "sends")
-
-    def __init__(
-        self, places: list[int], bodies: list[bytes], sends: int = 0, retried: bool = False
-    ) -> None:
-        self.places = places
-        self.bodies = bodies
-        self.sends = sends
-        self.retried = retried
-
-    def __len__(self) -> int:
-        return len(self.places)
-
-    def part(self, start: int, stop: int | None = None) -> _Group:
-        """The payloads from ``start`` to ``stop``, with what the group went through."""
-        return _Group(self.places[start:stop], self.bodies[start:stop], self.sends, self.retried)
-
-
 class Dispatcher:
     """Sends batches through a ``GraphClient`` and turns Meta's answers into ``Delivery`` results.
 
@@ -132,9 +115,9 @@ class Dispatcher:
         ``DeliveredWhole`` when Meta took the whole batch at the first request."""
         results: list[Delivery | None] = [None] * len(batch)
         try:  # the bytes stored, most of the time: no encoding, nothing to fail
-            group = _Group(list(range(len(batch))), [request_body(p) for p in batch])
+            group = Group(list(range(len(batch))), [request_body(p) for p in batch])
         except orjson.JSONEncodeError:
-            group = _Group([], [])
+            group = Group([], [])
             for i, payload in enumerate(batch):
                 try:
                     group.bodies.append(request_body(payload))
@@ -161,7 +144,7 @@ class Dispatcher:
     async def _deliver(
         self,
         batch: Sequence[Payload],
-        group: _Group,
+        group: Group,
         results: list[Delivery | None],
         deadline: float,
     ) -> tuple[str | None, str | None] | None:
@@ -170,7 +153,7 @@ class Dispatcher:
         attempt = 0
         while True:
             if self.paused is not None:
-                _failed(batch, group, results, self.paused, *_paused(self.paused))
+                failed(batch, group, results, self.paused, *paused(self.paused))
                 return None
             group = self._drop_expired(batch, group, results)
             if not group:
@@ -182,34 +165,36 @@ class Dispatcher:
                 message = "; ".join(result.messages) if result.messages else None
                 if attempt == 1 and len(group) == len(results):
                     return message, result.fbtrace_id
-                _delivered(batch, group, results, message, result.fbtrace_id)
+                delivered(batch, group, results, message, result.fbtrace_id)
                 return None
             if error.kind is ErrorKind.AUTH:
                 self.paused = error
-                _failed(batch, group, results, error, *_paused(error))
+                failed(batch, group, results, error, *paused(error))
                 return None
             if error.kind is ErrorKind.INVALID:
                 if len(group) == 1:
-                    _failed(batch, group, results, error, *_rejected(error))
+                    failed(batch, group, results, error, *rejected(error))
                     return None
                 # Meta refuses the whole batch for one bad event and does not say which one:
                 # halve until the refused events are alone, sending everything else.
                 mid = len(group) // 2
-                await self._deliver(batch, group.part(0, mid), results, deadline)
-                await self._deliver(batch, group.part(mid), results, deadline)
+                first = group.part(0, mid)
+                await self._deliver(batch, first, results, deadline)
+                rest = behind(batch, first, group.part(mid), results)
+                await self._deliver(batch, rest, results, deadline)
                 return None
             wait = self.policy.delay(attempt, error, self._rng)
             if attempt >= self.policy.max_attempts:
-                _failed(batch, group, results, error, *_dead(error, attempt))
+                failed(batch, group, results, error, *dead(error, attempt))
                 return None
             if self._clock() + wait > deadline:  # the next try would be past max_retry_s
-                _failed(batch, group, results, error, *_dead(error, attempt, wait))
+                failed(batch, group, results, error, *dead(error, attempt, wait))
                 return None
             self.retries += 1
             group.retried = True
             await self._sleep(wait)
 
-    async def _request(self, group: _Group) -> GraphResult:
+    async def _request(self, group: Group) -> GraphResult:
         group.sends += 1
         self.requests += 1
         result = await self.client.send(group.bodies)
@@ -218,20 +203,17 @@ class Dispatcher:
         return result
 
     def _drop_expired(
-        self, batch: Sequence[Payload], group: _Group, results: list[Delivery | None]
-    ) -> _Group:
+        self, batch: Sequence[Payload], group: Group, results: list[Delivery | None]
+    ) -> Group:
         oldest_ok = self._clock() - self._max_age_s + self._margin_s
         if min(map(_event_time, map(batch.__getitem__, group.places)), default=0) >= oldest_ok:
             return group
         days = f"{self._max_age_s / _DAY:g}"
-        kept = _Group([], [], group.sends, group.retried)
-        for place, body in zip(group.places, group.bodies, strict=True):
-            payload = batch[place]
+
+        def expired(payload: Payload) -> Delivery | None:
             if payload.event_time >= oldest_ok:
-                kept.places.append(place)
-                kept.bodies.append(body)
-                continue
-            results[place] = Delivery(
+                return None
+            return Delivery(
                 payload,
                 State.EXPIRED,
                 attempts=group.sends,
@@ -239,77 +221,8 @@ class Dispatcher:
                 message=f"event_time {payload.event_time} passed Meta's {days}-day window "
                 "before the event could be sent",
             )
-        return kept
+
+        return group.sift(batch, results, expired)
 
 
 _event_time: Final = attrgetter("event_time")
-
-
-def _delivered(
-    batch: Sequence[Payload],
-    group: _Group,
-    results: list[Delivery | None],
-    message: str | None,
-    trace: str | None,
-) -> None:
-    delivered, sends, retried = State.DELIVERED, group.sends, group.retried
-    for place in group.places:  # one per event: positional arguments, the fastest call
-        extra = {"retried": True} if retried else {}
-        results[place] = Delivery(
-            batch[place], delivered, sends, None, message, None, None, trace, extra
-        )
-
-
-def _rejected(error: GraphError) -> tuple[State, str, str]:
-    """State, reason and message of an event Meta refused alone."""
-    message = f"{error.user_title}: {error.message}" if error.user_title else error.message
-    if error.code == 100 and error.subcode == _TOO_OLD_SUBCODE:
-        return State.EXPIRED, "expired", message  # Meta's clock says so, even if ours did not
-    return State.REJECTED, error.reason(), message
-
-
-def _dead(error: GraphError, attempts: int, wait: float | None = None) -> tuple[State, str, str]:
-    """State, reason and message of events whose retries ran out after ``attempts``, or whose
-    next try, ``wait`` seconds away (Meta's own wait, when it said one), was past the time
-    retries may take."""
-    past = "" if wait is None else f", the next try being {wait:.0f} s away, past max_retry_s"
-    message = (
-        f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}{past} "
-        f"({error.label()}): {error.message}"
-    )
-    return State.DEAD, "retries_exhausted", message
-
-
-def _paused(error: GraphError) -> tuple[State, str, str]:
-    """State, reason and message of events kept queued by a pause (Meta refused the token)."""
-    message = (
-        f"not sent: delivery paused because Meta refused the access token or "
-        f"permission ({error.label()}): {error.message}"
-    )
-    return State.QUEUED, "paused_auth", message
-
-
-def _failed(
-    batch: Sequence[Payload],
-    group: _Group,
-    results: list[Delivery | None],
-    error: GraphError,
-    state: State,
-    reason: str,
-    message: str,
-) -> None:
-    """Record ``group`` as not delivered, with Meta's code, subcode and fbtrace_id, and the
-    wait Meta asked for, if it did (a requeue waits at least that long)."""
-    wait = error.retry_after
-    for place in group.places:
-        results[place] = Delivery(
-            batch[place],
-            state,
-            attempts=group.sends,
-            reason=reason,
-            message=message,
-            code=error.code,
-            subcode=error.subcode,
-            fbtrace_id=error.fbtrace_id,
-            extra={} if wait is None else {"retry_after": wait},
-        )

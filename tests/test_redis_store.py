@@ -140,6 +140,13 @@ def test_an_unreachable_redis_is_a_store_error_without_the_password(url: str) ->
     assert "127.0.0.1" in str(caught.value) and "s3cret" not in str(caught.value)
 
 
+def test_a_cluster_that_cannot_be_reached_is_a_store_error() -> None:
+    """The cluster client connects as it is made: its failure is a StoreError too (send,
+    worker and status say it in one line), not a traceback."""
+    with pytest.raises(StoreError, match="cannot be connected"):
+        RedisStore("redis://:s3cret-pass@127.0.0.1:1/0", cluster=True, socket_timeout_s=1.0)
+
+
 def test_a_url_that_is_not_redis_is_refused() -> None:
     with pytest.raises(StoreError, match="invalid Redis URL"):
         RedisStore("http://:s3cret-pass@localhost")

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from leadrelay.delivery.redis import lua_queue
 from leadrelay.delivery.redis.records import Value
@@ -79,6 +80,10 @@ class RedisConnection:
                 )
             except ValueError as exc:
                 raise StoreError(f"invalid Redis URL {self.where}: {exc}") from None
+            except (redis.RedisError, RedisClusterException) as exc:  # cluster: connects now
+                raise StoreError(
+                    f"the Redis event store at {self.where}: {_shown(str(exc))}"
+                ) from None
         else:
             self._r = url_or_client
             self.where = "a Redis client"

@@ -158,3 +158,17 @@ def test_a_token_no_token_has_is_refused_without_quoting_it(token: str) -> None:
 def test_spaces_around_a_token_are_dropped() -> None:
     token = make_settings(access_token=" EAAB-token\n").access_token.get_secret_value()
     assert token == "EAAB-token"
+
+
+def test_server_tokens_lose_the_spaces_no_header_can_carry() -> None:
+    """An intake token from an environment variable ending in a newline: the client's header
+    cannot hold the newline, so kept, no request could ever be let in."""
+    server = make_settings(
+        server={
+            "intake_token": "intake-token-0123456789\n",
+            "dashboard_token": " dash-0123456789-x ",
+        }
+    ).server
+    assert server.intake_token is not None and server.dashboard_token is not None
+    assert server.intake_token.get_secret_value() == "intake-token-0123456789"
+    assert server.dashboard_token.get_secret_value() == "dash-0123456789-x"

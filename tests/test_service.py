@@ -314,6 +314,29 @@ def test_backpressure_answers_503_with_retry_after(sandbox: SandboxServer, tmp_p
     assert set(states.values()) == {State.QUEUED}
 
 
+def test_a_reload_without_intake_token_keeps_the_old_config(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """serve does not start without an intake token; reloaded, a config without one would
+    refuse every event while /readyz said ready. It is refused, and intake goes on."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    proc = ServiceProcess(config).start()
+    try:
+        text = config.read_text()
+        config.write_text(
+            "\n".join(line for line in text.splitlines() if "intake_token" not in line)
+        )
+        proc.send_signal(signal.SIGHUP)
+        failed = proc.wait_for_log(lambda e: "reload failed" in str(e.get("event")))
+        assert "intake_token is not set" in str(failed.get("error"))
+        assert proc.post([event(1, prefix="kept")]).status_code == 202
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+
+
 def test_refused_token_pauses_delivery_until_a_fixed_config_is_reloaded(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import State
 from leadrelay.service.app import create_app
-from leadrelay.service.intake_map import prepare_request
+from leadrelay.service.intake_map import MAX_EVENTS, prepare_request
 from leadrelay.service.metrics import Metrics
 from service_process import INTAKE_TOKEN, event, write_config
 
@@ -252,3 +252,18 @@ def test_a_reloaded_mapper_applies_to_the_next_request(settings: Settings, tmp_p
     before, after = call(settings, tmp_path, post, post, before_each=reload_after_the_first)
     assert before.json()["filtered"] == {"unmapped": 1}
     assert after.status_code == 400 and after.json()["rejected"][0]["reason"] == "mapping_failed"
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"batch": []}'])
+def test_a_body_with_no_event_is_a_400(settings: Settings, body: bytes) -> None:
+    items, accepted = prepare_request(body, "application/json", Mapper(settings), settings, NOW)
+    assert (items, accepted.status) == ([], 400)
+    assert orjson.loads(accepted.body)["message"] == "the body holds no event"
+
+
+def test_a_body_of_too_many_events_is_a_413_before_any_is_mapped(settings: Settings) -> None:
+    """A body of tiny events ({}) within max_body_bytes held gigabytes while it was read."""
+    body = b"[" + b",".join([b"{}"] * (MAX_EVENTS + 1)) + b"]"
+    items, accepted = prepare_request(body, "application/json", Mapper(settings), settings, NOW)
+    assert (items, accepted.status) == ([], 413)
+    assert f"over {MAX_EVENTS} per request" in orjson.loads(accepted.body)["message"]

@@ -95,9 +95,13 @@ class ServerSettings(BaseModel):
     @field_validator("intake_token", "dashboard_token")
     @classmethod
     def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+        if value is None:
+            return None
+        # Spaces around it (an environment variable ending in a newline) no header can carry.
+        token = value.get_secret_value().strip()
+        if len(token) < 16:
             raise ValueError("is too short; use at least 16 random characters")
-        return value
+        return SecretStr(token)
 
 
 class StoreSettings(BaseModel):

@@ -24,6 +24,7 @@ from leadrelay.outcome import Filtered, Payload, Rejected
 
 log = structlog.get_logger("leadrelay.intake")
 
+MAX_EVENTS: Final = 25_000  # per request: 25 times Meta's own batch limit
 _LABEL: Final = "request"
 # What parse_body reads as one JSON document; NDJSON and the rest take the general path.
 _JSON_TYPES: Final = frozenset({"", "application/json"})
@@ -47,6 +48,17 @@ def prepare_request(
     what was accepted, or 400 when no event of the body could be read."""
     keep_originals = settings.store.originals != "drop"
     events, records = _read(body, content_type)
+    if not events:  # [] or {"batch": []}: nothing to take
+        return [], _refused(400, "empty_body", "the body holds no event")
+    if len(events) > MAX_EVENTS:
+        # Each event read costs memory until it is stored, whatever its size: a body of empty
+        # objects ({}) would take gigabytes within max_body_bytes.
+        return [], _refused(
+            413,
+            "too_many_events",
+            f"the body holds {len(events)} events, over {MAX_EVENTS} per request; "
+            "send them in several requests",
+        )
     items: list[Incoming] = []
     rejected: list[dict[str, Any]] = []
     filtered: Counter[str] = Counter()
@@ -101,6 +113,10 @@ def prepare_request(
         "ids": ids,
     }
     return items, Accepted(202, dumps(accepted), len(ids), counts)
+
+
+def _refused(status: int, error: str, message: str) -> Accepted:
+    return Accepted(status, orjson.dumps({"error": error, "message": message}), 0, Counter())
 
 
 def _read(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leadrelay import __version__
+from leadrelay.service.intake_map import MAX_EVENTS
 
 _JSON = "application/json"
 
@@ -98,14 +99,15 @@ def openapi_document(*, max_body_bytes: int, max_backlog: int) -> dict[str, Any]
                     "responses": {
                         "202": _answer("Stored; see the counts and per-item problems.", "Accepted"),
                         "400": _answer(
-                            "No event in the body could be read; nothing stored.", "Malformed"
+                            "No event in the body could be read, or it holds none; nothing stored.",
+                            "Malformed",
                         ),
                         "401": _answer(
                             "Missing or wrong `Authorization: Bearer` token.", "Problem"
                         ),
                         "413": _answer(
                             f"The body is larger than {max_body_bytes} bytes "
-                            "(`server.max_body_bytes`).",
+                            f"(`server.max_body_bytes`), or holds over {MAX_EVENTS} events.",
                             "Problem",
                         ),
                         "415": _answer("A `Content-Encoding` other than identity.", "Problem"),

@@ -22,6 +22,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import structlog
 import uvicorn
@@ -95,6 +96,10 @@ class _Service(DeliveringProcess):
         """Re-read the config file (SIGHUP); keep the old config when the new one is wrong."""
         new = read_for_reload(self.path, log)
         if new is None:
+            return
+        if new.server.intake_token is None and self.settings.server.intake_token is not None:
+            # serve does not start without it: reloaded, it would refuse every event.
+            log.error(RELOAD_FAILED, error=f"{NO_INTAKE_TOKEN} in the new config")
             return
         try:
             mapper = Mapper(new)
@@ -183,6 +188,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+NO_INTAKE_TOKEN: Final = (
+    "server.intake_token is not set; set it (at least 16 random characters, e.g. "
+    'intake_token = "${LEADRELAY_INTAKE_TOKEN}")'
+)
+
+
 def serve(settings_path: Path, *, no_worker: bool = False) -> int:
     """Run the service until SIGTERM; returns the exit code (0 clean, 1 cannot start)."""
     configure_logging(1, fmt=os.environ.get("LEADRELAY_LOG_FORMAT"))
@@ -193,10 +204,7 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
         return 1
     server = settings.server
     if server.intake_token is None:
-        log.error(
-            "cannot start: server.intake_token is not set; set it (at least 16 random "
-            'characters, e.g. intake_token = "${LEADRELAY_INTAKE_TOKEN}")'
-        )
+        log.error(f"cannot start: {NO_INTAKE_TOKEN}")
         return 1
     shared = settings.queue is not None  # Redis: many processes deliver from one queue
     with contextlib.ExitStack() as stack:

@@ -571,3 +571,29 @@ def test_console_logs_show_no_local_variables_of_a_traceback(
     written = capsys.readouterr().err
     assert "RuntimeError: boom" in written
     assert "intake-token-that-must-not-show" not in written
+
+
+def test_a_corrected_resend_of_a_refused_event_is_delivered(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A CRM that resends an event we refused (its lead id was wrong), fixed, with the same
+    event id: it takes the refused one's place and reaches Meta, where it was answered
+    "queued" and dropped. A resend of a delivered event is still not sent again."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    proc = ServiceProcess(config).start()
+    try:
+        wrong = event(1, prefix="fix")
+        wrong["facebook_lead_id"] = "123"
+        first = proc.post([wrong, event(2, prefix="fix")]).json()
+        assert [r["event_id"] for r in first["rejected"]] == ["fix-1"]
+        wait_delivered(sandbox, {"fix-2"})
+        assert proc.post([event(1, prefix="fix"), event(2, prefix="fix")]).status_code == 202
+        wait_delivered(sandbox, {"fix-1", "fix-2"})
+        time.sleep(1.0)  # a second fix-2, if it were queued, would be sent by now
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    sent = [i for i in received_ids(sandbox) if i.startswith("fix-")]
+    assert sorted(sent) == ["fix-1", "fix-2"]  # each once

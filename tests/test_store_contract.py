@@ -275,9 +275,30 @@ def test_a_resent_event_is_stored_once(store: Store) -> None:
 
 
 def test_the_first_outcome_stored_for_a_key_wins(store: Store) -> None:
+    """Of outcomes a request carried: delivered, refused by Meta. A payload takes the place of
+    an event Meta never saw (filtered, refused by our rules), under its id, queued; again, it
+    stays."""
     [id_] = store.add([incoming(Filtered("k", "lead_qualified", "consent", "no consent"))])
     assert queued(store, "k") == [id_]
-    assert states(store, [id_]) == [State.FILTERED]
+    assert states(store, [id_]) == [State.QUEUED]
+    (claimed,) = store.claim(10, NOW)
+    assert (claimed.id, claimed.payload.key) == (id_, "k")
+    refused = Delivery(claimed.payload, State.REJECTED, 1, "meta_100_2804036", "bad lead", 100)
+    store.complete([(id_, refused)], NOW)
+    assert queued(store, "k") == [id_]  # Meta saw it: not again
+    assert states(store, [id_]) == [State.REJECTED]
+    assert store.claim(10, NOW) == []
+    counts = store.counts()
+    assert (counts.by_state["filtered"], counts.by_state["rejected"], counts.queued) == (0, 1, 0)
+
+
+def test_a_refused_event_resent_fixed_takes_its_place(store: Store) -> None:
+    refused = Rejected("r", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "12 digits")
+    [id_] = store.add([incoming(refused)])
+    assert queued(store, "r") == [id_]
+    record = store.get("r")
+    assert record is not None and record.state is State.QUEUED and record.reason is None
+    assert [c.id for c in store.claim(10, NOW)] == [id_]
 
 
 def test_events_without_a_key_are_never_merged(store: Store) -> None:

@@ -61,6 +61,11 @@ REQUEUE_WITH: Final = (
     f"UPDATE events SET {RESET}, source_event = ?, event_name = ?, lead_id = ?, event_time = ?"
     f" WHERE id = ? AND {REPLAYABLE}"
 )
+REPLACE_BODY: Final = (  # payload, notes and the event as received, of an event mapped again
+    "INSERT INTO bodies (id, payload, notes, original) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, notes = excluded.notes,"
+    " original = excluded.original"
+)
 REPLACE_PAYLOAD: Final = (
     "INSERT INTO bodies (id, payload, notes) VALUES (?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, notes = excluded.notes"
@@ -100,8 +105,8 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
 
 
 # Stored events that no request ever carried: filtered or refused by our rules (or expired before
-# a request took them). Meta has not seen them, so a later send of the same files may map them
-# again (``WriteBehindStore``) without sending anything twice.
+# a request took them). Meta has not seen them, so a payload for the same key added later takes
+# their place (``SQLiteWrites.add``) without sending anything twice.
 _NEVER_SENT: Final = (
     "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
     " AND state IN ('filtered', 'rejected', 'expired') AND attempts = 0"

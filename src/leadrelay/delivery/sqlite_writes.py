@@ -29,6 +29,8 @@ from leadrelay.delivery.sqlite_schema import (
     encode_settled_rows,
 )
 from leadrelay.delivery.sqlite_sql import (
+    REPLACE_BODY,
+    REQUEUE_WITH,
     insert_delivered,
     insert_rows,
     never_sent_ids,
@@ -66,12 +68,6 @@ class SQLiteWrites:
         ids, each key looked up through it read its page from the file again."""
         with self._holding_writer() as conn:
             return stored_ids(conn, keys)
-
-    def never_sent(self, ids: Sequence[int]) -> set[int]:
-        """Those of ``ids`` stored filtered, rejected or expired before any request carried
-        them: Meta never saw them (see ``sqlite_sql.never_sent_ids``)."""
-        with self._holding_writer() as conn:
-            return never_sent_ids(conn, ids)
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
@@ -203,10 +199,14 @@ class SQLiteWrites:
         known: dict[str, int] = stored_ids(conn, keys) if look_up else {}
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         next_id = seq[0] + 1 if seq else 1
+        first_new = next_id
+        again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]] = []
         for key, (sql, row, body) in zip(keys, rows, strict=True):
             if key:
                 found = known.get(key)
                 if found is not None:
+                    if sql is INSERT_QUEUED and found < first_new:  # stored before this add
+                        again.append((found, row, body))
                     ids.append(found)
                     continue
                 known[key] = next_id
@@ -218,6 +218,8 @@ class SQLiteWrites:
         for sql, params in new.items():  # ids are explicit: the order of inserts is free
             if params:
                 insert_rows(conn, sql, params)
+        if again:
+            _map_again(conn, again)
         if remembered is None:  # not queued: nothing to remember for claim
             return ids
         room = self._remember - len(self._unclaimed)
@@ -234,3 +236,20 @@ class SQLiteWrites:
 
         Raises ``StoreError`` when the fsync fails, and from then on (see ``wal_sync``)."""
         self._wal.sync()
+
+
+def _map_again(
+    conn: sqlite3.Connection, again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]]
+) -> None:
+    """Payloads for keys stored before (``(id, INSERT_QUEUED row, body)``): those whose stored
+    event Meta never saw (filtered, or refused by our rules: the config or the event was fixed
+    since) take its place, queued, as a replay would; the first one, if a key comes twice. What
+    a request carried stays as it is: nothing is sent twice."""
+    never = never_sent_ids(conn, [found for found, _, _ in again])
+    for found, row, body in again:
+        if found not in never:
+            continue
+        never.discard(found)
+        _, source_event, event_name, lead_id, event_time, at = row
+        conn.execute(REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found))
+        conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))

@@ -12,10 +12,9 @@ rejected events; payloads past the limits (delivery is slower than reading: the 
 backlog, memory stays bounded); events put back for a retry; and, when it closes, whatever is
 still in memory (delivery stopped: Ctrl-C, SIGTERM, Meta refused the token). Events already
 stored (an earlier run of the same files) are neither kept nor sent again, and the first outcome
-stored for a key wins, as with ``add``; but for events Meta never saw (filtered, or refused by our
-rules) that map to payloads now (the config was fixed since): those are queued with the new
-payload, as a replay does. ``claim`` takes the longest due first, from memory or
-from the store.
+stored for a key wins, as with ``add``, which also lets a payload take the place of a stored event
+Meta never saw (filtered, or refused by our rules: the config was fixed since). ``claim`` takes
+the longest due first, from memory or from the store.
 
 An event is stored once its outcome is known. If the process is killed (SIGKILL, a crash), what
 it had read but not recorded is in no store: running the same send again sends it (what was
@@ -85,7 +84,6 @@ class WriteBehindStore(Store):
         rest: list[Incoming] = []  # for the store, at these places of ids
         places: list[int] = []
         to_store: set[str] = set()
-        again: list[tuple[int, Incoming]] = []  # payloads of keys stored: (their id, event)
         with self._lock:
             keep = self._limit - len(self._waiting)
             room = self._limit_bytes - self._bytes
@@ -102,10 +100,16 @@ class WriteBehindStore(Store):
                     key = o.key
                     if key and key not in to_store:
                         known = held_id(key) or stored_id(key)
-                        if known:
-                            if known > 0 and isinstance(o, Payload):
-                                again.append((known, item))
+                        # A payload for a key stored before goes to the store: it takes the
+                        # place of an event Meta never saw (filtered, refused by our rules).
+                        if known and (known < 0 or not isinstance(o, Payload)):
                             ids.append(known)
+                            continue
+                        if known:
+                            to_store.add(key)
+                            places.append(len(ids))
+                            ids.append(0)
+                            rest.append(item)
                             continue
                     if keep > 0 and key not in to_store:
                         payload = _encoded(o)
@@ -136,20 +140,7 @@ class WriteBehindStore(Store):
             # next record or close syncs it, and a claim syncs before it hands a payload out.
             for place, id_ in zip(places, self._store.add(rest, durable=False), strict=True):
                 ids[place] = id_
-        if again:
-            self._map_again(again)
         return ids
-
-    def _map_again(self, again: list[tuple[int, Incoming]]) -> None:
-        """Events stored by an earlier run that Meta never saw (filtered, or refused by our
-        rules), which map to payloads now (the config was fixed): queued in the store with
-        those payloads, as a replay does. What was sent stays as it was: never sent twice."""
-        never = self._store.never_sent([id_ for id_, _ in again])
-        if not never:
-            return
-        queued = [(id_, p) for id_, item in again if id_ in never and (p := _encoded(item.outcome))]
-        if queued:
-            self._store.requeue([i for i, _ in queued], [p for _, p in queued], now=time.time())
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits

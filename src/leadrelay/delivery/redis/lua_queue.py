@@ -9,6 +9,7 @@ from leadrelay.delivery.redis.lua_common import script
 ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
 -- lead, payload, notes, original ('' for none), nfields, field/value pairs
+local NEVER_SENT = {filtered = true, rejected = true, expired = true}
 promote(ARGV[2])
 local items, seen, fresh, queued = {}, {}, 0, 0
 local i = 3
@@ -26,6 +27,14 @@ while i <= #ARGV do
       it.new = true
       fresh = fresh + 1
       if it.state == 'queued' then queued = queued + 1 end
+    elseif it.state == 'queued' then
+      -- a payload for a key stored as an event Meta never saw (filtered, refused by our rules:
+      -- no request carried it) takes its place, queued under its id
+      local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua')
+      if NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0 then
+        it.again = cur
+        queued = queued + 1
+      end
     end
     if it.key ~= '' then seen[it.key] = it end
   end
@@ -35,10 +44,15 @@ local next_id = fresh > 0 and redis.call('INCRBY', P .. 'seq', fresh) - fresh + 
 local next_order = queued > 0 and redis.call('INCRBY', ORDER, queued) - queued + 1
 local blobs, keymap, ids = {}, {}, {}
 for _, it in ipairs(items) do
-  if it.new then
-    local id = tostring(next_id)
-    next_id = next_id + 1
-    it.id = id
+  if it.new or it.again then
+    local id = it.id
+    if it.new then
+      id = tostring(next_id)
+      next_id = next_id + 1
+      it.id = id
+    else
+      redis.call('DEL', EK(id))  -- its fields are the new event's, as for a new one
+    end
     local ek = EK(id)
     if it.state == 'queued' then
       -- into the stream even behind an open event of its lead: claim parks it if need be,
@@ -55,13 +69,20 @@ for _, it in ipairs(items) do
       if ARGV[a + 4 + j] ~= '' then
         blobs[#blobs + 1] = key
         blobs[#blobs + 1] = ARGV[a + 4 + j]
+      elseif it.again then
+        redis.call('DEL', key)
       end
     end
-    if it.key ~= '' then
-      keymap[#keymap + 1] = it.key
-      keymap[#keymap + 1] = id
+    if it.again then
+      local was = it.again
+      move(id, was[1], was[3], was[4], it.state, it.reason, it.at)
+    else
+      if it.key ~= '' then
+        keymap[#keymap + 1] = it.key
+        keymap[#keymap + 1] = id
+      end
+      move(id, nil, nil, nil, it.state, it.reason, it.at)
     end
-    move(id, nil, nil, nil, it.state, it.reason, it.at)
   end
   ids[#ids + 1] = it.id or it.same.id
 end

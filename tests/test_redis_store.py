@@ -233,7 +233,7 @@ def test_a_poison_event_goes_to_the_dead_letters_after_max_deliveries(
     for i in (id_, ok):
         record = a.get(i)
         assert record is not None and (record.state, record.reason) == (State.DEAD, "poison")
-        assert "handed out 3 times" in (record.message or "")
+        assert "handed out 2 times" in (record.message or "")
     letters = [e for _, e in client.xrange(a.dead_letter_key)]
     assert [(e[b"i"], e[b"r"]) for e in letters] == [
         (str(id_).encode(), b"poison"),
@@ -440,3 +440,38 @@ def test_a_deployment_lives_in_one_cluster_slot(tmp_path: Path) -> None:
             assert len(slots) == 1
         finally:
             store.close()
+
+
+def test_a_worker_restarted_under_the_same_name_still_sets_poison_aside(open_store: Any) -> None:
+    """A container restarts under the same consumer name (hostname, pid 1) and takes back what
+    it held: the event's hand-outs still count, where the taking back reset them and a
+    crash-looping worker repeated the same batch for ever."""
+    first = open_store("box-1", max_deliveries=2)
+    [id_] = queued(first, "poison")
+    assert [c.id for c in first.claim(10, NOW)] == [id_]  # hand-out 1: the worker dies
+    second = open_store("box-1", max_deliveries=2)
+    assert second.release_in_flight() == 1
+    assert [c.id for c in second.claim(10, NOW)] == [id_]  # hand-out 2: dies again
+    third = open_store("box-1", max_deliveries=2)
+    assert third.release_in_flight() == 1
+    assert third.claim(10, NOW) == []  # a third would be one too many
+    record = third.get(id_)
+    assert record is not None and (record.state, record.reason) == (State.DEAD, "poison")
+    assert "handed out 2 times" in (record.message or "")
+
+
+def test_a_result_recorded_starts_the_count_again(open_store: Any) -> None:
+    """Hand-outs count only while no result is recorded: a retry recorded in between (Meta
+    was down) is a result."""
+    first = open_store("box-2", max_deliveries=2)
+    [id_] = queued(first, "flaky")
+    assert [c.id for c in first.claim(10, NOW)] == [id_]
+    second = open_store("box-2", max_deliveries=2)
+    assert second.release_in_flight() == 1
+    assert [c.id for c in second.claim(10, NOW)] == [id_]
+    second.retry_later([id_], NOW, "http_500", "down", now=NOW)
+    for _ in range(2):  # two more hand-outs, each ended by a restart
+        assert [c.id for c in second.claim(10, NOW + 5)] == [id_]
+        second = open_store("box-2", max_deliveries=2)
+        assert second.release_in_flight() == 1
+    assert second.claim(10, NOW + 5) == []  # the third since the result: set aside

@@ -21,7 +21,7 @@ while i <= #ARGV do
   local ek = EK(id)
   local cur = redis.call('HMGET', ek, 's', 'r', 'ua', 'l')
   if REPLAYABLE[cur[1]] and (lead ~= '' or redis.call('EXISTS', PK(id)) == 1) then
-    redis.call('HDEL', ek, 'r', 'm', 'f', 'v', 'c', 'sc', 'ft', 'rs', 'h', 'sid', 'con')
+    redis.call('HDEL', ek, 'r', 'm', 'f', 'v', 'c', 'sc', 'ft', 'rs', 'h', 'sid', 'con', 'hd')
     if lead ~= '' then
       redis.call('HSET', ek, unpack(ARGV, fs, i - 1))
       redis.call('SET', PK(id), payload)

@@ -97,12 +97,28 @@ CLAIM: Final = script("""
 local GROUP, ME, NOW, LIMIT = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local MAXD, DLMAX = tonumber(ARGV[7]), ARGV[8]
 local now = tonumber(NOW)
-local FIELDS = {'s', 'sid', 'na', 'l', 'r', 'ua', 'k', 'se', 'n', 't', 'a'}
+-- 'hd': hand-outs taken back by RELEASE (a worker restarted under the same name), which
+-- re-adds the entry and so resets the stream's own count of deliveries
+local FIELDS = {'s', 'sid', 'na', 'l', 'r', 'ua', 'k', 'se', 'n', 't', 'a', 'hd'}
 local function ensure_group()
   redis.pcall('XGROUP', 'CREATE', STREAM, GROUP, '0', 'MKSTREAM')
 end
 promote(NOW)
 local out, taken = {}, {}
+-- About to be handed out for the n-th time, more than max_deliveries, without a result: set
+-- aside as dead (poison).
+local function poisoned(id, ek, cur, sid, n)
+  if n <= MAXD then return false end
+  local msg = 'handed out ' .. (n - 1) .. ' times without a result being recorded (the workers '
+    .. 'that took it stopped or were killed); set aside so it cannot stop the others'
+  redis.call('HDEL', ek, 'c', 'sc', 'ft', 'rs', 'sid', 'con', 'na', 'hd')
+  redis.call('HSET', ek, 's', 'dead', 'r', 'poison', 'm', msg, 'ua', NOW)
+  move(id, cur[1], cur[5], cur[6], 'dead', 'poison', NOW)
+  drop_entry(sid)
+  finish(id, cur[4], cur[1] == 'queued')
+  dead_letter(id, cur[7], 'poison', msg, NOW, DLMAX)
+  return true
+end
 local function take(id, ek, cur)
   if cur[1] ~= 'in_flight' then move(id, cur[1], cur[5], cur[6], 'in_flight', cur[5], cur[6]) end
   redis.call('HSET', ek, 's', 'in_flight', 'con', ME)
@@ -127,15 +143,8 @@ for _, e in ipairs(rc[2]) do
     drop_entry(sid)
   else
     local n = redis.call('XPENDING', STREAM, GROUP, sid, sid, 1)[1][4]
-    if n > MAXD then
-      local msg = 'handed out ' .. n .. ' times without a result being recorded (the workers '
-        .. 'that took it stopped or were killed); set aside so it cannot stop the others'
-      redis.call('HDEL', ek, 'c', 'sc', 'ft', 'rs', 'sid', 'con', 'na')
-      redis.call('HSET', ek, 's', 'dead', 'r', 'poison', 'm', msg, 'ua', NOW)
-      move(id, 'in_flight', cur[5], cur[6], 'dead', 'poison', NOW)
-      drop_entry(sid)
-      finish(id, cur[4], false)
-      dead_letter(id, cur[7], 'poison', msg, NOW, DLMAX)
+    if poisoned(id, ek, cur, sid, n + tonumber(cur[12] or 0)) then
+      -- set aside
     elseif may_go(id, cur[4], taken) then
       take(id, ek, cur)
     else  -- an earlier event of its lead is held elsewhere: wait behind it
@@ -174,7 +183,7 @@ while #out < LIMIT and budget > 0 do
       drop_entry(sid)
       redis.call('HDEL', ek, 'sid')
       redis.call('HSET', ek, 'h', '1')
-    else
+    elseif not (cur[12] and poisoned(id, ek, cur, sid, 1 + tonumber(cur[12]))) then
       take(id, ek, cur)
     end
   end
@@ -209,7 +218,7 @@ while i <= #ARGV do
   local cur = redis.call('HMGET', ek, 's', 'r', 'ua', 'sid', 'l', 'k', 'h', 'a')
   if OPEN[cur[1]] then
     reason = reason ~= '' and reason or nil
-    redis.call('HDEL', ek, 'r', 'm', 'c', 'sc', 'ft', 'rs', 'na', 'sid', 'con')
+    redis.call('HDEL', ek, 'r', 'm', 'c', 'sc', 'ft', 'rs', 'na', 'sid', 'con', 'hd')
     local set = {'HSET', ek, 's', state, 'ua', NOW, 'a', tonumber(cur[8] or 0) + tonumber(att)}
     for j = fs, i - 1 do set[#set + 1] = ARGV[j] end
     if state == 'queued' then
@@ -244,7 +253,7 @@ for j = 9, #ARGV do
   local ek = EK(id)
   local cur = redis.call('HMGET', ek, 's', 'r', 'ua', 'sid', 'l', 'h', 'a')
   if OPEN[cur[1]] then
-    redis.call('HDEL', ek, 'c', 'sc', 'ft', 'm', 'sid', 'con')
+    redis.call('HDEL', ek, 'c', 'sc', 'ft', 'm', 'sid', 'con', 'hd')
     local set = {'HSET', ek, 's', 'queued', 'na', NEXT, 'ua', NOW, 'r', REASON}
     set[#set + 1] = 'a'
     set[#set + 1] = tonumber(cur[7] or 0) + ATT
@@ -279,6 +288,7 @@ for _, p in ipairs(pend) do
   local cur = id and redis.call('HMGET', ek, 's', 'sid', 'r', 'ua', 'l', 'na') or {}
   if cur[1] == 'in_flight' and cur[2] == sid then
     redis.call('HDEL', ek, 'sid', 'con')
+    redis.call('HINCRBY', ek, 'hd', p[4])  -- the re-added entry starts its count again
     redis.call('HSET', ek, 's', 'queued')
     move(id, 'in_flight', cur[3], cur[4], 'queued', cur[3], cur[4])
     enqueue(id, ek, cur[5], cur[6] or cur[4], batch)

@@ -33,6 +33,7 @@ from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from leadrelay.service.app import create_app
 from leadrelay.service.dashboard import dashboard_routes
+from leadrelay.service.dashboard.events_page import PAGE
 from leadrelay.service.dashboard.redact import redact_original, redact_payload, scrub_text
 from leadrelay.service.metrics import Metrics
 from service_process import INTAKE_TOKEN, PIXEL_ID, ServiceProcess, wait_until
@@ -639,3 +640,21 @@ def test_the_list_says_only_the_filters_it_applied(app: Any) -> None:
     assert "Showing all events." in re.sub(r"<[^>]+>", "", bogus.text)
     kept = call(app, "GET", "/dashboard/events?category=rejected&code=100", headers=bearer)
     assert "Showing category rejected, code 100" in re.sub(r"<[^>]+>", "", kept.text)
+
+
+@pytest.mark.parametrize(("stored", "next_link"), [(PAGE, False), (PAGE + 1, True)])
+def test_the_events_list_links_a_next_page_only_when_there_is_one(
+    clock: Clock, stored: int, next_link: bool
+) -> None:
+    settings = settings_with()
+    mapper = Mapper(settings)
+    events = [crm_event("lead_qualified", lead(n), f"p-{n}") for n in range(stored)]
+    with SQLiteStore(":memory:") as store:
+        store.add([Incoming(mapper.map(e), orjson.dumps(e), clock()) for e in events])
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=mapper, clock=clock
+        )
+        bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+        page = call(app, "GET", "/dashboard/events", headers=bearer).text
+    assert page.count('href="/dashboard/events/') == PAGE
+    assert (f"Next {PAGE} events" in page) is next_link

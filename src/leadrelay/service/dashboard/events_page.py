@@ -165,8 +165,10 @@ def list_events(
 ) -> tuple[list[EventRecord], int | None]:
     """Up to ``PAGE`` matching events after id ``after``, and the id to page on from (or None)."""
     states = STATES_OF.get(category) if category else None
-    rows = store.events(states=states, reason=reason or None, limit=PAGE, after_id=after)
-    more = rows[-1].id if len(rows) == PAGE else None
+    # One more than a page: a page of exactly PAGE events has no next page to link to.
+    rows = store.events(states=states, reason=reason or None, limit=PAGE + 1, after_id=after)
+    more = rows[PAGE - 1].id if len(rows) > PAGE else None
+    rows = rows[:PAGE]
     if code is not None:
         rows = [r for r in rows if (r.code, r.subcode) == (code, subcode)]
     return rows, more

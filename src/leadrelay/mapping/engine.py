@@ -37,7 +37,15 @@ from leadrelay.mapping.plans import (
     compile_plans,
     top_level_key,
 )
-from leadrelay.mapping.refusals import clip, id_text, name_of_value, no_source, unmapped, unnamed
+from leadrelay.mapping.refusals import (
+    clip,
+    id_text,
+    name_failed,
+    name_of_value,
+    no_source,
+    unmapped,
+    unnamed,
+)
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
 from leadrelay.mapping.usual import usual_parts
@@ -146,7 +154,7 @@ class Mapper:
         try:
             name = read(event)
         except FIELD_ERRORS as exc:  # a formula that cannot use this event's values
-            return name_of_value(key, ours, exc, self._name_sources)
+            return name_failed(key, ours, exc, self._name_sources)
         if type(name) is str:
             name = name.strip()  # the same stage with a stray space is the same stage
             return name or unnamed(key, ours, self._name_sources)

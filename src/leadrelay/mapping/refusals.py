@@ -36,32 +36,35 @@ def unnamed(key: str, ours: Any, sources: Mapping[str, str]) -> Rejected:
         source,
         "empty_event_name",
         "event_name",
-        f"[mapping] gives {sources.get(source, sources.get('*'))!r}"
-        " for this event, which has no value",
+        f"{_gives(source, sources)} for this event, which has no value",
     )
 
 
 def name_of_value(key: str, ours: Any, value: Any, sources: Mapping[str, str]) -> str | Rejected:
     """The Facebook event name when [mapping] reads a value that is not text: a number as its
-    digits; anything else (true, a list, an object) rejects the event, quoting the value, and
-    so does the error of a formula that cannot use the event's values (``value`` is then the
-    exception)."""
+    digits; anything else (true, a list, an object) rejects the event, quoting the value."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     source = ours if isinstance(ours, str) else ""
-    expression = f"[mapping] gives {sources.get(source, sources.get('*'))!r}"
-    if isinstance(value, ValueError):  # FIELD_ERRORS
-        return Rejected(
-            key, source, "invalid_event_name", "event_name", f"{expression}, which fails: {value}"
-        )
     return Rejected(
         key,
         source,
         "invalid_event_name",
         "event_name",
-        f"{expression}, which reads a {type(value).__name__} in this event, not text",
+        f"{_gives(source, sources)}, which reads a {type(value).__name__} in this event, not text",
         clip(value),
     )
+
+
+def name_failed(key: str, ours: Any, error: Exception, sources: Mapping[str, str]) -> Rejected:
+    """The rejection of an event whose [mapping] formula cannot use its values."""
+    source = ours if isinstance(ours, str) else ""
+    message = f"{_gives(source, sources)}, which fails: {error}"
+    return Rejected(key, source, "invalid_event_name", "event_name", message)
+
+
+def _gives(source: str, sources: Mapping[str, str]) -> str:
+    return f"[mapping] gives {sources.get(source, sources.get('*'))!r}"
 
 
 def no_source(key: str, source: str, read: str, lead_id: int, name: str) -> Rejected:

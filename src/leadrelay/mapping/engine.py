@@ -39,6 +39,7 @@ from leadrelay.mapping.plans import (
 )
 from leadrelay.mapping.refusals import (
     clip,
+    content_key,
     id_text,
     name_failed,
     name_of_value,
@@ -289,6 +290,8 @@ class Mapper:
         if event_id is MISSING:
             # Deterministic, so a resend of the same stage change can be deduplicated by Meta.
             event_id = f"{lead_id}:{name}:{seconds}"
+            if not key and raw_time is MISSING:  # its time is the clock's: no key to resend by
+                key = content_key(lead_id, name, event)
         data: dict[str, Any] = {
             "event_name": name,
             "event_time": seconds,

@@ -1,15 +1,18 @@
 """The outcomes of events the ``Mapper`` refuses for their Facebook event name or their CRM's
-name (lead_event_source), and the clipped value a ``Rejected`` outcome quotes.
+name (lead_event_source), the clipped value a ``Rejected`` outcome quotes, and the keys of
+events without a usable event id.
 
-Split out of ``engine`` (house rule: modules under ~300 lines). Nothing here runs for an event
-that is sent, but a number read as its event name: the ``Mapper`` calls these on its way to a
-``Filtered`` or ``Rejected`` outcome.
+Split out of ``engine`` (house rule: modules under ~300 lines). Nothing here runs for the usual
+event that is sent (an event id, a time, a name from [mapping] as text).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from hashlib import sha256
 from typing import Any
+
+import orjson
 
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.outcome import Filtered, Rejected
@@ -89,6 +92,17 @@ def id_text(raw_id: Any) -> str:
     if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
         return str(raw_id)
     return ""
+
+
+def content_key(lead_id: int, name: str, event: Mapping[str, Any]) -> str:
+    """The key of an event with neither an event id nor a time: its event_id is made from the
+    time it was read, which a resend of it would not share, so it is known by its content (a
+    resend of the same event is the same event; two events alike in every field are one)."""
+    try:
+        content = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not plain JSON (a caller's own objects): its text
+        content = repr(sorted(event.items(), key=repr)).encode()
+    return f"{lead_id}:{name}:{sha256(content).hexdigest()[:20]}"
 
 
 def clip(value: Any) -> str | None:

@@ -210,6 +210,9 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("st", "  ", "US", Err("empty")),
     # zp: lowercase, no spaces or dashes; US: first 5 digits
     ("zp", "94025-1234", "US", "94025"),
+    ("zp", "00901-1234", "PR", "00901"),  # US territories have US ZIP codes
+    ("zp", "901", "PR", "00901"),
+    ("zp", "96910 1234", "GU", "96910"),
     ("zp", "94025 1234", "US", "94025"),
     ("zp", "94025-1234", None, "94025"),
     ("zp", "94025", None, "94025"),

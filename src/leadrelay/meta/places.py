@@ -113,10 +113,14 @@ def state_rule(resolve: Resolver) -> TextRule:
 
 
 _ZIP_PLUS4: Final = re.compile(r"(\d{5})-\d{4}", re.ASCII)
+# Where addresses have US ZIP codes: the US and its territories (Puerto Rico 006-009, the Virgin
+# Islands, Guam, American Samoa, the Northern Mariana Islands).
+_USPS: Final = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
 
 
 def zip_rule(resolve: Resolver) -> TextRule:
-    """The ``zp`` rule: compact lower case; the five digits of a US ZIP code."""
+    """The ``zp`` rule: compact lower case; the five digits of a US ZIP code (also in the US
+    territories, whose addresses have them)."""
 
     def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
@@ -129,7 +133,7 @@ def zip_rule(resolve: Resolver) -> TextRule:
         if not zipcode:
             raise emptied("zip code", value)
         country = region if region in RESOLVED else resolve(region)
-        if country == "US":
+        if country in _USPS:
             if zipcode.isascii() and zipcode.isdigit():
                 if len(zipcode) in (5, 9):
                     return zipcode[:5]

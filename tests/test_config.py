@@ -172,3 +172,10 @@ def test_server_tokens_lose_the_spaces_no_header_can_carry() -> None:
     assert server.intake_token is not None and server.dashboard_token is not None
     assert server.intake_token.get_secret_value() == "intake-token-0123456789"
     assert server.dashboard_token.get_secret_value() == "dash-0123456789-x"
+
+
+@pytest.mark.parametrize("days", [float("inf"), 1e300])
+def test_retention_is_a_number_of_days_not_forever(days: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(store={"retention_days": days})
+    assert [p.key for p in info.value.problems] == ["store.retention_days"]

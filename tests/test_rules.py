@@ -56,6 +56,9 @@ def test_lead_id_messages_say_what_is_wrong() -> None:
         parse_lead_id(-1234567890123456)
     with pytest.raises(FieldProblem, match="has 5000 digits"):  # more than int() reads
         parse_lead_id("1" * 5000)
+    # Quoted as sent: the leading zero is in the input, not in the number.
+    with pytest.raises(FieldProblem, match="lead_id '012345678901234' has 14 digits"):
+        parse_lead_id("012345678901234")
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ class StoreSettings(BaseModel):
 
     originals: Literal["keep", "redact", "drop"] = "keep"
     drop_originals_after_delivery: bool = True
-    retention_days: float = Field(30.0, gt=0)
+    retention_days: float = Field(30.0, gt=0, le=36500)  # a century at most: a number
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
 

@@ -59,9 +59,11 @@ def parse_lead_id(value: Any) -> int:
             "invalid_lead_id", f"lead_id {number} is negative; Meta lead ids are 15 to 17 digits"
         )
     if not _LEAD_MIN <= number < _LEAD_MAX:
+        # Quoted as sent ("012345678901234" is 15 characters but 14 digits of a number).
+        shown = _show(value) if isinstance(value, str) else str(number)
         raise FieldProblem(
             "invalid_lead_id",
-            f"lead_id {number} has {len(str(abs(number)))} digits; Meta lead ids have 15 to 17",
+            f"lead_id {shown} has {len(str(number))} digits; Meta lead ids have 15 to 17",
         )
     return number
 

@@ -626,3 +626,21 @@ def test_a_send_again_after_fixing_the_config_sends_what_meta_never_saw(
     # Meta refused gone: that is for a replay to decide, not for a send again.
     assert sandbox.state.errors_by_code["100/2804036"] == refusals
     assert "not sent again" in second.stderr  # the ten Meta took, and gone
+
+
+def test_a_report_or_data_dir_that_cannot_be_written_is_said_in_one_line(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3))
+    cfg = config(tmp_path, sandbox.url)
+    (tmp_path / "a-folder").mkdir()
+    to_folder = run(cfg, src, "--dry-run", "--report", str(tmp_path / "a-folder"))
+    assert to_folder.returncode == 1 and "Traceback" not in to_folder.stderr
+    assert "--report" in to_folder.stderr and "cannot be written" in to_folder.stderr
+    (tmp_path / "a-file").write_text("")
+    text = cfg.read_text().replace(str(tmp_path / "data"), str(tmp_path / "a-file" / "data"))
+    cfg.write_text(text)
+    no_dir = run(cfg, src)
+    assert no_dir.returncode == 1 and "Traceback" not in no_dir.stderr, no_dir.stderr
+    assert "server.data_dir" in no_dir.stderr and "cannot be created" in no_dir.stderr

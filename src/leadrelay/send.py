@@ -199,6 +199,16 @@ async def deliver(
     return paused
 
 
+def _report_file(path: Path) -> IO[bytes]:
+    """The --report file, opened to write; ``InputError`` naming it when it cannot be."""
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise InputError(
+            f"--report {str(path)!r} cannot be written ({exc.strerror or exc})"
+        ) from None
+
+
 def _to_resume(files: Sequence[str]) -> str:
     """What to run after a send stopped early: reading may have stopped too, and ``deliver``
     sends only what was stored, so for files it is the same send (which skips what is stored)."""
@@ -311,7 +321,13 @@ def _delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
     from leadrelay.delivery.write_behind import WriteBehindStore
 
     data_dir = settings.server.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"server.data_dir {str(data_dir)!r} cannot be created ({exc.strerror or exc}); "
+            "set it to a folder this user may write to"
+        ) from None
     try:
         lock = delivery_lock(data_dir)
     except BlockingIOError:
@@ -350,7 +366,7 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
 def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: CtrlC | None) -> int:
     stopped: tuple[str, int] | None = None  # what stopped delivery early, and the exit code
     with ExitStack() as stack:
-        report = stack.enter_context(options.report.open("wb")) if options.report else None
+        report = stack.enter_context(_report_file(options.report)) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
         progress = None
         if err.is_terminal:

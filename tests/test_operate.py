@@ -195,3 +195,8 @@ def test_event_data_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> 
     assert "key: [/oops]" in shown.stdout
     missing = run("dead-letters", "show", "[/nope]", "--config", str(config))
     assert missing.returncode == 1 and "[/nope]" in missing.stderr
+    # replay, as show: an id found is replayed (still no lead id here), one that names nothing
+    # is an error (exit 1)
+    replayed = run("dead-letters", "replay", "[/oops]", "nope", "--config", str(config))
+    assert replayed.returncode == 1 and "1 still missing_lead_id" in replayed.stderr
+    assert "No stored event 'nope'" in replayed.stderr

@@ -23,7 +23,7 @@ from leadrelay.events import InputError
 from leadrelay.mapping.expressions import MISSING  # imported by config anyway
 
 if TYPE_CHECKING:
-    from leadrelay.delivery.store import Store
+    from leadrelay.delivery.store import EventRecord, Store
 
 app = typer.Typer(
     add_completion=False,
@@ -423,9 +423,7 @@ def dead_show(
     settings = _load(config)
     store = _store(settings)
     try:
-        record = store.get(int(event)) if event.isdigit() else store.get(event)
-        if record is None and event.isdigit():
-            record = store.get(event)
+        record = _find(store, event)
     finally:
         store.close()
     if record is None:
@@ -464,6 +462,12 @@ def dead_show(
             out.print_json(orjson.dumps(blob).decode())
 
 
+def _find(store: "Store", ref: str) -> "EventRecord | None":
+    """The stored event ``ref`` names: a store id (digits), else, or if none, an event_id."""
+    record = store.get(int(ref)) if ref.isascii() and ref.isdigit() else None
+    return record if record is not None else store.get(ref)
+
+
 @dead.command("replay")
 def dead_replay(
     config: ConfigOpt,
@@ -480,11 +484,11 @@ def dead_replay(
     settings = _load(config)
     store = _store(settings)
     try:
+        missing: list[str] = []
         if ids:
-            found = [store.get(int(i)) if i.isdigit() else store.get(i) for i in ids]
-            records = [r for r in found if r is not None]
-            if len(records) < len(ids):
-                err.print(f"[yellow]{len(ids) - len(records)} id(s) not found[/yellow]")
+            found = [(i, _find(store, i)) for i in ids]
+            records = [r for _, r in found if r is not None]
+            missing = [i for i, r in found if r is None]
         else:
             records = list(dead_letters(store, reason=reason, since=_since(since)))
         result = replay(store, settings, records)
@@ -501,6 +505,12 @@ def dead_replay(
     err.print(
         f"The running service delivers them; without one, run: leadrelay deliver --config {config}"
     )
+    if missing:  # as show: an id that names no stored event is an error
+        err.print(
+            f"[red]No stored event {', '.join(escape(repr(i)) for i in missing)}[/red]",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -127,6 +127,16 @@ def test_dry_run_from_stdin_and_clean_exit(tmp_path: Path) -> None:
     assert sum(len(orjson.loads(x)["data"]) for x in proc.stdout.splitlines()) == 3
 
 
+def test_a_dry_run_from_stdin_reads_in_its_own_process_and_says_so(tmp_path: Path) -> None:
+    """As a send does: mapping processes take whole units, which a quiet producer would hold."""
+    cfg = write_config(tmp_path)
+    good = events(time.time())[:3]
+    proc = run("send", "-", "--config", str(cfg), "--dry-run", "--jobs", "2", stdin=ndjson(good))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"jobs = 2 is for files only" in proc.stderr.replace(b"\n", b" ")
+    assert sum(len(orjson.loads(x)["data"]) for x in proc.stdout.splitlines()) == 3
+
+
 def test_dry_run_csv_with_dotted_columns(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     ms = int((time.time() - 60) * 1000)

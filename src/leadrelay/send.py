@@ -382,6 +382,15 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                     transient=True,
                 )
             )
+        if options.jobs > 1 and _streamed(options.files):
+            # The mapping processes take whole units of input: from a producer that goes quiet
+            # they would hold what it wrote, unsent (unprinted), and a Ctrl-C would lose it.
+            err.print(
+                "[yellow]Note:[/yellow] reading standard input or a pipe: every input is read "
+                f"and mapped in this process (jobs = {options.jobs} is for files only)",
+                highlight=False,
+            )
+            options = replace(options, jobs=1)
         if options.dry_run and (options.jobs > 1 or progress is None):
             # Without a progress bar to feed, the dry run takes the bulk path, also on one job.
             dry_run_parallel(
@@ -397,15 +406,6 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
-            if options.jobs > 1 and _streamed(options.files):
-                # The mapping processes take whole units of input: from a producer that goes
-                # quiet they would hold what it wrote, unsent, and a Ctrl-C would lose it.
-                err.print(
-                    "[yellow]Note:[/yellow] reading standard input or a pipe: every input is "
-                    f"read and mapped in this process (jobs = {options.jobs} is for files only)",
-                    highlight=False,
-                )
-                options = replace(options, jobs=1)
             store = stack.enter_context(_delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
             assert ctrl_c is not None  # run_send makes one for a real send

@@ -31,10 +31,11 @@ from leadrelay.delivery.store import Incoming
 from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.sandbox import SandboxOptions, SandboxServer
+from leadrelay.scrub import scrub_text
 from leadrelay.service.app import create_app
 from leadrelay.service.dashboard import dashboard_routes
 from leadrelay.service.dashboard.events_page import PAGE
-from leadrelay.service.dashboard.redact import redact_original, redact_payload, scrub_text
+from leadrelay.service.dashboard.redact import redact_original, redact_payload
 from leadrelay.service.metrics import Metrics
 from service_process import INTAKE_TOKEN, PIXEL_ID, ServiceProcess, wait_until
 

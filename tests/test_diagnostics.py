@@ -375,6 +375,23 @@ def test_error_table_groups_by_reason_and_meta_code() -> None:
     assert "access token" in errors[2].fix and errors[4].stages == ("page_view",)
 
 
+def test_the_examples_of_a_report_to_share_carry_no_email_or_phone_number() -> None:
+    """A lead id mapped to the wrong field is refused quoting its value: an email, a phone
+    number. The report is a page to share: the example says what was wrong without them."""
+    counter = DeliveryCounter()
+    message = "lead_id 'Reba.Loba0@example.com' is not a number of 15 to 17 digits"
+    counter.add(rec(None, "Lead", NOW - DAY, "rejected", reason="invalid_lead_id", message=message))
+    phone = "lead_id 'abc+33612345678' is not a number of 15 to 17 digits"
+    counter.add(
+        rec(None, "Lead", NOW - DAY, "rejected", reason="invalid_event_time", message=phone)
+    )
+    examples = sorted(e.example or "" for e in counter.result().errors)
+    assert examples == [
+        "lead_id '[redacted]' is not a number of 15 to 17 digits",
+        "lead_id 'abc[redacted]' is not a number of 15 to 17 digits",
+    ]
+
+
 REASONS = [
     "missing_lead_id",
     "invalid_lead_id",

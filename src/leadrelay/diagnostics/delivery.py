@@ -17,6 +17,7 @@ from typing import Final, Literal
 
 from leadrelay.diagnostics.fixes import HISTORY_FIX, what_to_fix
 from leadrelay.diagnostics.records import DAY, MAPPED, StageRecord
+from leadrelay.scrub import scrub_text
 
 Category = Literal[
     "delivered", "filtered", "rejected", "expired", "not_delivered", "pending", "historical"
@@ -180,7 +181,7 @@ class DeliveryCounter:
         if stage:
             group.stages[stage] += 1
         if group.example is None and rec.message:
-            group.example = rec.message
+            group.example = scrub_text(rec.message)  # the report is a page to share
 
     def result(self, *, end: float | None = None) -> DeliveryFigures:
         """The figures; the series end at ``end`` (default: the last event)."""

@@ -21,8 +21,8 @@ from leadrelay.diagnostics.html import html_table, series_figure
 from leadrelay.diagnostics.render import category_label
 from leadrelay.diagnostics.report import Report, build_report
 from leadrelay.outcome import State
+from leadrelay.scrub import scrub_text
 from leadrelay.service.dashboard.layout import BASE, when
-from leadrelay.service.dashboard.redact import scrub_text
 from leadrelay.status import FAILED, PAUSE_REASONS, WINDOWS, age
 
 STATES_OF: Final[dict[str, tuple[State, ...]]] = {

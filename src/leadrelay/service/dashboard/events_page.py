@@ -15,15 +15,10 @@ from leadrelay.delivery.store import EventRecord, Store
 from leadrelay.diagnostics.fixes import what_to_fix
 from leadrelay.diagnostics.html import html_table
 from leadrelay.outcome import State
+from leadrelay.scrub import scrub_text
 from leadrelay.service.dashboard.delivery_page import STATES_OF
 from leadrelay.service.dashboard.layout import BASE, json_block, kv_table, when
-from leadrelay.service.dashboard.redact import (
-    redact_original,
-    redact_payload,
-    scrub,
-    scrub_note,
-    scrub_text,
-)
+from leadrelay.service.dashboard.redact import redact_original, redact_payload, scrub, scrub_note
 
 PAGE: Final = 50
 

@@ -13,8 +13,8 @@ Whatever the store kept (``store.originals = "keep"`` keeps everything), pages g
 - messages: emails and phone numbers in them are redacted, and in the notes of customer
   information left out of a payload, every value they quote.
 
-Lead ids (15-17 digits) and timestamps are plain digit runs and stay visible: a phone number is
-recognised by a leading ``+`` or by its separators, not by digits alone.
+Emails and phone numbers in text are found by ``leadrelay.scrub`` (shared with the diagnostics
+report).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 from typing import Any, Final
 
 from leadrelay.delivery.store import REDACTED
+from leadrelay.scrub import scrub_text
 
 _KEPT_USER: Final = frozenset({"consent_categories"})
 _KEPT_USER_DATA: Final = frozenset({"lead_id", "fbc", "fbp", "client_user_agent"})
@@ -44,11 +45,6 @@ _PII_KEY_PARTS: Final = (
 _PII_KEYS: Final = frozenset({"ip", "tel", "zip", "dob", "ssn", "fn", "ln", "em", "ph"})
 _NOT_KEY: Final = re.compile(r"[^a-z0-9]")
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
-_EMAIL: Final = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z]{2,}")
-# A run of digits with separators or a leading +; checked further in _phone.
-_PHONE_LIKE: Final = re.compile(r"\+?\(?\d[\d ().\-]{6,}\d")
-_US_PHONE: Final = re.compile(r"\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}")
-_ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 # A value as field messages quote it (repr: in single quotes, or double when it holds one).
 _QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
@@ -56,24 +52,6 @@ _QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 def _pii_key(key: str) -> bool:
     flat = _NOT_KEY.sub("", key.lower())
     return flat in _PII_KEYS or any(part in flat for part in _PII_KEY_PARTS)
-
-
-def _phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    digits = sum(c.isdigit() for c in text)
-    separated = any(c in " ().-" for c in text.lstrip("+("))  # a bracket before is not one
-    if not 8 <= digits <= 15 or _ISO_DATE.fullmatch(text[:10]):
-        return text
-    if text.startswith("+") or (separated and "-" not in text) or _US_PHONE.fullmatch(text):
-        return REDACTED
-    return text
-
-
-def scrub_text(text: str) -> str:
-    """``text`` with email addresses and phone numbers replaced by ``[redacted]``."""
-    if "@" in text:
-        text = _EMAIL.sub(REDACTED, text)
-    return _PHONE_LIKE.sub(_phone, text)
 
 
 def scrub_note(field: str, message: str) -> str:

@@ -55,6 +55,14 @@ class _Missing(enum.Enum):
 MISSING: Final = _Missing.MISSING
 """The one "no value" marker: absent path, JSON null, or a function with nothing to return."""
 
+
+def only_spaces(value: Any) -> bool:
+    """Text of only spaces: no value, as "" is, to COALESCE and ISEMPTY and to the prebuilt
+    customer information read from sibling keys (a CRM export's blank cell: an email of spaces
+    does not hide ``email_sha256``). One definition, so both ways of reading agree."""
+    return type(value) is str and value.isspace()
+
+
 _EXCERPT = 24
 
 

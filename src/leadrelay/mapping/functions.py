@@ -16,7 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from leadrelay.mapping.expressions import MISSING, EvaluationError, Getter, clip, render
+from leadrelay.mapping.expressions import (
+    MISSING,
+    EvaluationError,
+    Getter,
+    clip,
+    only_spaces,
+    render,
+)
 
 _INT: Final = re.compile(r"[+-]?[0-9]+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -196,14 +203,8 @@ def _isempty(value: Any) -> bool:
     return (
         value is MISSING
         or (isinstance(value, str | list | tuple | dict) and not value)
-        or (_spaces(value))
+        or only_spaces(value)
     )
-
-
-def _spaces(value: Any) -> bool:
-    """Text of only spaces: empty to COALESCE and ISEMPTY, as "" is (a CRM export's blank cell:
-    an email of spaces does not hide ``email_sha256``)."""
-    return type(value) is str and value.isspace()
 
 
 def _equals(a: Any, b: Any) -> bool:
@@ -278,7 +279,7 @@ def _coalesce_siblings(head: str, keys: tuple[str, ...], otherwise: Getter) -> G
         if type(box) is dict:
             for key in keys:
                 value = box.get(key)
-                if value is not None and value != "" and not _spaces(value):  # see _spaces
+                if value is not None and value != "" and not only_spaces(value):
                     return value
             return MISSING
         return otherwise(event)
@@ -292,9 +293,9 @@ def _build_coalesce_runs(runs: tuple[Getter, ...]) -> Getter:
 
         def coalesce2(event: Mapping[str, Any]) -> Any:
             value = first(event)
-            if value is MISSING or value == "" or _spaces(value):
+            if value is MISSING or value == "" or only_spaces(value):
                 value = second(event)
-                return MISSING if value == "" or _spaces(value) else value
+                return MISSING if value == "" or only_spaces(value) else value
             return value
 
         return coalesce2
@@ -302,7 +303,7 @@ def _build_coalesce_runs(runs: tuple[Getter, ...]) -> Getter:
     def coalesce(event: Mapping[str, Any]) -> Any:
         for run in runs:
             value = run(event)
-            if value is not MISSING and value != "" and not _spaces(value):
+            if value is not MISSING and value != "" and not only_spaces(value):
                 return value
         return MISSING
 

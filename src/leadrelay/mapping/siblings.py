@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from leadrelay.mapping.expressions import MISSING, EvaluationError
+from leadrelay.mapping.expressions import MISSING, EvaluationError, only_spaces
 from leadrelay.mapping.plans import Finisher
 from leadrelay.meta.normalize import TextRule, sha256
 from leadrelay.meta.rules import FieldProblem
@@ -98,9 +98,9 @@ def _next_sibling(box: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _blank(value: Any) -> bool:
-    """Null, "" or only spaces: no value, so the next sibling's counts (an email of spaces
-    does not hide ``email_sha256``)."""
-    return value is None or value == "" or (type(value) is str and value.isspace())
+    """Null, "" or only spaces: no value, so the next sibling's counts (as COALESCE reads
+    it: ``only_spaces``)."""
+    return value is None or value == "" or only_spaces(value)
 
 
 def _digest(rule: TextRule, text: str, value: Any, region: str | None) -> str:

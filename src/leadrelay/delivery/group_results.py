@@ -104,11 +104,11 @@ def delivered(
     message: str | None,
     trace: str | None,
 ) -> None:
-    delivered, sends, retried = State.DELIVERED, group.sends, group.retried
+    state, sends, retried = State.DELIVERED, group.sends, group.retried
     for place in group.places:  # one per event: positional arguments, the fastest call
         extra = {"retried": True} if retried else {}
         results[place] = Delivery(
-            batch[place], delivered, sends, None, message, None, None, trace, extra
+            batch[place], state, sends, None, message, None, None, trace, extra
         )
 
 

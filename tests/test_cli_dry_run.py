@@ -165,6 +165,17 @@ def test_validate_reports_every_problem_without_the_token(tmp_path: Path) -> Non
     assert TOKEN not in err
 
 
+@pytest.mark.parametrize(("version", "warned"), [("v20.0", True), ("v25.0", False)])
+def test_validate_warns_of_an_api_version_past_its_end(
+    version: str, warned: bool, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path, extra=f'api_version = "{version}"\n')
+    proc = run("validate", "--config", str(cfg))
+    err = proc.stderr.decode()
+    assert proc.returncode == 0 and "OK" in err
+    assert ("v20.0 ended on 2026-09-24" in err and "2635" in err) is warned, err
+
+
 def test_preview_explains_each_field(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, extra='default_country = "FR"\n')
     event = events(time.time())[0]

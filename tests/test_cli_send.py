@@ -136,6 +136,37 @@ def test_auth_failure_stops_and_says_what_to_fix(
     )
 
 
+@pytest.mark.parametrize(
+    ("where", "version", "code"),
+    [("/graph", "v25.0", "2500"), ("", "v20.0", "2635")],  # a path in graph_url; an old version
+    ids=["path in graph_url", "version past its end"],
+)
+def test_an_endpoint_meta_refuses_stops_delivery_and_names_the_settings(
+    where: str,
+    version: str,
+    code: str,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Meta answers a wrong path (2500) or an old version (2635) for every request, whatever the
+    # events: isolating "bad" events would dead-letter them all, one request each.
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(120))
+    cfg = config(tmp_path, sandbox.url + where, batch_size=1000)  # one request holds them all
+    cfg.write_text(f'api_version = "{version}"\n' + cfg.read_text())
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, src, "--report", str(report))
+    assert proc.returncode == 1, proc.stderr
+    assert "Delivery stopped" in proc.stderr and f"({code})" in proc.stderr
+    assert "graph_url" in proc.stderr and "api_version" in proc.stderr
+    assert sandbox.state.errors_by_code == {code: 1}  # one request, not one per event
+    assert {r["outcome"] for r in report_rows(report)} == {"not_sent"}
+    monkeypatch.setenv("TOKEN", TOKEN)
+    with open_store(load_config(cfg), create=False) as store:
+        assert store.counts().queued == 120  # nothing rejected: all wait for the fixed config
+
+
 def test_interrupted_send_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
     options = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=150)
     src = tmp_path / "events.ndjson"

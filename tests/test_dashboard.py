@@ -556,7 +556,7 @@ def test_a_paused_delivery_is_shown_with_its_reason(clock: Clock) -> None:
     assert answer.status_code == 200
     text = re.sub(r"<[^>]+>", " ", answer.text)
     assert "Delivery is paused" in text
-    assert "Meta refused the access token or its permissions (190/463)" in text
+    assert "Meta refused the requests (190/463)" in text and "access_token" in text
     assert "no data: nothing delivered or failed yet" in text
 
 

@@ -275,19 +275,24 @@ def test_token_and_body_shapes_meta_accepts(
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer not-the-token"}], ids=["missing", "wrong"]
+    ("headers", "code"),
+    [({}, 104), ({"Authorization": "Bearer not-the-token"}, 190)],
+    ids=["missing", "wrong"],
 )
-def test_bad_token_is_190(headers: dict[str, str], sandbox: SandboxServer) -> None:
+def test_a_missing_token_is_104_and_a_wrong_one_190(
+    headers: dict[str, str], code: int, sandbox: SandboxServer
+) -> None:
+    # Graph: 104 "An access token is required to request this resource."; 190 for a bad one.
     with httpx.Client(base_url=sandbox.url, headers=headers) as bare:
         response = bare.post(EVENTS, json={"data": batch(1)})
 
     assert response.status_code == 400
     error = error_of(response)
-    assert (error["code"], error["type"]) == (190, "OAuthException")
+    assert (error["code"], error["type"]) == (code, "OAuthException")
     assert "error_subcode" not in error
     assert "not-the-token" not in response.text
     assert sandbox.state.received() == []
-    assert sandbox.state.errors_by_code == {"190": 1}
+    assert sandbox.state.errors_by_code == {str(code): 1}
 
 
 @pytest.mark.parametrize("pixel", ["12345", "12345678901234x", "1234567890123456789"])
@@ -318,7 +323,66 @@ def test_bad_version_in_path(client: httpx.Client) -> None:
     response = client.post(f"/latest/{PIXEL}/events", json={"data": batch(1)})
 
     assert response.status_code == 400
-    assert "version" in error_of(response)["message"]
+    assert error_of(response)["code"] == 2500
+
+
+LATER = 1_795_000_000  # 2026-11-18: v20.0 ended on 2026-09-24, v21.0 ends on 2027-01-21
+
+
+def events_at(clock: float) -> list[dict[str, Any]]:
+    return [{**event, "event_time": int(clock) - 60} for event in batch(1)]
+
+
+@pytest.mark.parametrize("version", ["v20.0", "v2.0", "v19.0"])
+def test_a_version_past_its_end_is_2635(version: str) -> None:
+    options = SandboxOptions(clock=lambda: LATER)
+    with SandboxServer(options) as server, httpx.Client(base_url=server.url) as http:
+        response = http.post(
+            f"/{version}/{PIXEL}/events",
+            json={"data": events_at(LATER)},
+            headers={"Authorization": "Bearer sandbox-token"},
+        )
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["type"]) == (2635, "OAuthException")
+    assert "deprecated version" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("clock", "versions"),
+    [(LATER, ["v21.0", "v25.0", "v26.0", "v27.0"]), (NOW, ["v20.0", "v19.0"])],
+)
+def test_a_version_meta_still_serves_is_taken(clock: float, versions: list[str]) -> None:
+    # Before v20.0's end (NOW is 2026-01-01), the versions before it are not judged either.
+    options = SandboxOptions(clock=lambda: clock)
+    with SandboxServer(options) as server, httpx.Client(base_url=server.url) as http:
+        for version in versions:
+            response = http.post(
+                f"/{version}/{PIXEL}/events",
+                json={"data": events_at(clock)},
+                headers={"Authorization": "Bearer sandbox-token"},
+            )
+            assert response.status_code == 200, (version, response.text)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("POST", f"/v25.0/v25.0/{PIXEL}/events", 2500),  # graph_url with a version in it
+        ("POST", f"/v25.0/{PIXEL}", 2500),
+        ("GET", f"/v25.0/{PIXEL}/events", 100),
+        ("PUT", "/", 2500),
+    ],
+)
+def test_other_paths_and_methods_get_a_graph_error(
+    method: str, path: str, code: int, client: httpx.Client
+) -> None:
+    response = client.request(method, path, json={"data": batch(1)})
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert error_of(response)["code"] == code
 
 
 @pytest.mark.parametrize(
@@ -328,6 +392,8 @@ def test_bad_version_in_path(client: httpx.Client) -> None:
         ("http_503", 503, 2, True, "http_503"),
         ("throttle", 403, 4, True, "4"),
         ("throttle:80004", 400, 80004, True, "80004/2446079"),
+        ("throttle:32", 403, 32, True, "32"),
+        ("throttle:613", 400, 613, True, "613/1487742"),
         ("auth", 400, 190, False, "190"),
         ("permission", 403, 200, False, "200"),
     ],
@@ -492,6 +558,21 @@ def test_status_page_shows_counts_and_no_token(
     assert TOKEN not in html and "query-secret-1" not in html
 
 
+def test_events_sent_with_a_test_event_code_are_counted_by_code(
+    sandbox: SandboxServer, client: httpx.Client
+) -> None:
+    # Meta shows such events in Test Events only: the sandbox says which code they came with.
+    client.post(EVENTS, json={"data": batch(2), "test_event_code": "TEST123"})
+    client.post(EVENTS, json={"data": batch(3)})
+
+    inspected = client.get("/_sandbox/received", params={"limit": 0}).json()
+    page = client.get("/_sandbox").text
+
+    assert inspected["events_received"] == 5
+    assert inspected["test_event_codes"] == {"TEST123": 2}
+    assert "TEST123" in page
+
+
 def test_serve_forever_logs_each_request_without_the_token() -> None:
     secret = "tok-SECRET-4711"
     code = (
@@ -530,3 +611,16 @@ def test_options_are_checked() -> None:
         SandboxOptions(fail_rate=0.6, drop_rate=0.6)
     with pytest.raises(ValueError, match="slow_ms"):
         SandboxOptions(slow_ms=-1)
+
+
+def test_the_sandbox_command_on_a_busy_port_says_so_in_one_line(sandbox: SandboxServer) -> None:
+    port = sandbox.url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "leadrelay", "sandbox", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -65,6 +65,17 @@ def validate(config: ConfigOpt) -> None:
         f"{len(settings.mapping)} mapping row(s), "
         f"{len(settings.smart_mapping)} smart mapping row(s)"
     )
+    import datetime
+
+    from leadrelay.config import DEFAULT_API_VERSION
+    from leadrelay.meta.versions import ended
+
+    if (end := ended(settings.api_version, datetime.date.today())) is not None:
+        err.print(
+            f"[yellow]Warning[/yellow] api_version: {end}; Meta refuses it (code 2635) and "
+            f"delivery would stop. Use a version Meta serves, such as {DEFAULT_API_VERSION}.",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -238,6 +249,8 @@ def sandbox(
     seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
 ) -> None:
     """Run a local stand-in for Meta's Graph API events endpoint (for trying leadrelay out)."""
+    import errno
+
     from leadrelay.sandbox import SandboxOptions, serve_forever
 
     _configure_logging(0)
@@ -255,7 +268,17 @@ def sandbox(
     except ValueError as exc:
         err.print(f"[red]Invalid sandbox option:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
-    serve_forever(options, host="127.0.0.1", port=port)
+    try:
+        serve_forever(options, host="127.0.0.1", port=port)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        err.print(  # the port is taken, or not ours to listen on
+            f"[red]Cannot listen on 127.0.0.1:{port}:[/red] {escape(exc.strerror or str(exc))}; "
+            "choose another --port",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -430,9 +430,11 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
         )
         return code
     if paused is not None:
+        from leadrelay.meta.errors import settings_to_check
+
         err.print(
             f"[bold red]Delivery stopped:[/bold red] Meta refused the request ({paused.label()}): "
-            f"{paused.message}. Check access_token and pixel_id in your config; events not "
+            f"{paused.message}. Check {settings_to_check(paused)} in your config; events not "
             f"delivered stay queued in the store. Once it is fixed, {_to_resume(options.files)}.",
             highlight=False,
         )

@@ -91,7 +91,10 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
         waiting = {r: n for (s, r), n in backlog.by_reason.items() if s == "queued"}
         held = sum(n for r, n in waiting.items() if r in PAUSE_REASONS)
         if held:
-            paused = f"{held} queued event(s) wait because Meta refused the access token"
+            paused = (
+                f"{held} queued event(s) wait because Meta refused the requests "
+                "(the access token, a permission or the endpoint: see their message)"
+            )
     return Status(tuple(windows), backlog, paused, service)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.meta.errors import GraphError
+from leadrelay.meta.errors import GraphError, settings_to_check
 
 log = structlog.get_logger("leadrelay.worker")
 
@@ -23,9 +23,9 @@ log = structlog.get_logger("leadrelay.worker")
 def pause_advice(error: GraphError) -> str:
     """What a paused delivery means and what to do about it, for logs and ``/readyz``."""
     return (
-        f"Meta refused the access token or its permissions ({error.label()}): {error.message}. "
-        "Events are still accepted and kept queued. Fix access_token (or pixel_id) in the "
-        "config, then reload it (SIGHUP: kill -HUP <pid>) or restart leadrelay."
+        f"Meta refused the requests ({error.label()}): {error.message}. Events are still "
+        f"accepted and kept queued. Fix {settings_to_check(error)} in the config, then reload "
+        "it (SIGHUP: kill -HUP <pid>) or restart leadrelay."
     )
 
 

@@ -59,9 +59,10 @@ OUR_FIXES: Final[dict[str, str]] = {
         "then replay them. Raise delivery.max_retry_s if outages last longer."
     ),
     "paused_auth": (
-        "Delivery is paused: Meta refused the access token or a permission. Generate a new "
-        "token for the dataset in Events Manager, update access_token and restart; the events "
-        "stay queued."
+        "Delivery is paused: Meta refused the access token, a permission or the endpoint. "
+        "For a token, generate a new one for the dataset in Events Manager and update "
+        "access_token; for an endpoint (Meta's code 2500 or 2635, HTTP 404), fix graph_url and "
+        "api_version. Then reload or restart; the events stay queued."
     ),
     "unencodable": (
         "The payload cannot be encoded as JSON (e.g. a NaN number). Check the smart_mapping "

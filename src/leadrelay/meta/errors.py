@@ -3,7 +3,8 @@
 Meta's error texts are localized and change without notice, so ``classify`` looks only at the HTTP
 status, the envelope's ``code`` / ``error_subcode`` / ``is_transient`` and the rate-limit headers.
 The kind decides what the dispatcher does: retry (``TRANSIENT``, ``THROTTLED``), isolate the bad
-event (``INVALID``) or stop and keep everything queued (``AUTH``).
+event (``INVALID``) or stop and keep everything queued (``AUTH``: the token, a permission, or the
+endpoint itself, a version Meta no longer serves or a path that is not the events endpoint).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import orjson
 # Codes from Meta's Graph error-handling and rate-limiting pages (reference section 3.3).
 _TRANSIENT_CODES: Final = frozenset({1, 2, 341, 368})
 _THROTTLE_CODES: Final = frozenset({4, 17, 32, 613, *range(80000, 80015)})
-_AUTH_CODES: Final = frozenset({10, 102, 190, *range(200, 300)})
+_AUTH_CODES: Final = frozenset({10, 102, 104, 190, *range(200, 300)})  # 104: no token sent
+# The request never reached the events endpoint: 2500 "Unknown path components" (a graph_url that
+# holds a version or a path), 2635 "You are calling a deprecated version" (an old api_version).
+_ENDPOINT_CODES: Final = frozenset({2500, 2635})
+_ENDPOINT_STATUSES: Final = frozenset({404, 405})  # the same, said by a server that is not Graph
 _INVALID_PARAMETER: Final = 100
 _NO_SUCH_OBJECT: Final = 33  # 100/33: the pixel does not exist or the token may not use it
 _MAX_TEXT: Final = 300
@@ -31,7 +36,7 @@ class ErrorKind(StrEnum):
     TRANSIENT = "transient"  # retry the same batch after a backoff
     THROTTLED = "throttled"  # retry, but slower, and not before Meta says so
     INVALID = "invalid"  # some event in the batch is refused: isolate it, send the rest
-    AUTH = "auth"  # token or permission problem: nothing will get through, stop
+    AUTH = "auth"  # token, permission or endpoint problem: nothing will get through, stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,11 @@ def classify(
 
 def _kind(status: int | None, code: int | None, subcode: int | None, transient: bool) -> ErrorKind:
     # Known codes decide before the HTTP status: Meta sends most errors as 400 whatever they mean.
-    if code in _AUTH_CODES or (code == _INVALID_PARAMETER and subcode == _NO_SUCH_OBJECT):
+    if (
+        code in _AUTH_CODES
+        or code in _ENDPOINT_CODES
+        or (code == _INVALID_PARAMETER and subcode == _NO_SUCH_OBJECT)
+    ):
         return ErrorKind.AUTH
     if code in _THROTTLE_CODES:
         return ErrorKind.THROTTLED
@@ -133,9 +142,10 @@ def _kind(status: int | None, code: int | None, subcode: int | None, transient: 
 def _status_kind(status: int | None) -> ErrorKind:
     if status == 429:
         return ErrorKind.THROTTLED
-    if status in (401, 403):
-        # Without a Graph envelope this is a proxy or gateway refusing us; bisecting would
-        # only turn every event into a rejection, so treat it like a token problem.
+    if status in (401, 403) or status in _ENDPOINT_STATUSES:
+        # Without a Graph envelope this is a proxy or gateway refusing us, or a URL that is not
+        # the events endpoint; bisecting would only turn every event into a rejection, so
+        # treat it like a token problem.
         return ErrorKind.AUTH
     if status == 408:
         return ErrorKind.TRANSIENT
@@ -145,6 +155,18 @@ def _status_kind(status: int | None) -> ErrorKind:
 
 
 _RETRYABLE: Final = frozenset({ErrorKind.TRANSIENT, ErrorKind.THROTTLED})
+
+
+def settings_to_check(error: GraphError) -> str:
+    """The settings to fix when delivery stopped on ``error`` (an ``AUTH`` one), in words."""
+    if error.code in _ENDPOINT_CODES or (
+        error.code is None and error.http_status in _ENDPOINT_STATUSES
+    ):
+        return (
+            "graph_url (Meta's is https://graph.facebook.com, with no version or path after it) "
+            "and api_version (one Meta still serves, such as v25.0)"
+        )
+    return "access_token and pixel_id"
 
 
 def _without_envelope(

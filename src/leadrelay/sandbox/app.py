@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import re
 import threading
@@ -32,6 +33,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from leadrelay.config import DEFAULT_API_VERSION
+from leadrelay.meta.versions import ended
 from leadrelay.sandbox import errors, wire
 from leadrelay.sandbox.errors import GraphError, new_fbtrace_id
 from leadrelay.sandbox.options import Fault, SandboxOptions
@@ -42,6 +45,8 @@ from leadrelay.sandbox.validation import BatchValidator
 TRANSPORT_KEY: Final = "leadrelay.sandbox.transport"
 MAX_EVENTS: Final = 1000
 _is_version = re.compile(r"v\d+\.\d+").fullmatch
+_EVENTS_PATH: Final = re.compile(r"/[^/]+/[^/]+/events/?")
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class EventsEndpoint:
@@ -89,16 +94,16 @@ class EventsEndpoint:
         outcome, count = self._process(scope, body, pixel_id)
         if isinstance(outcome, GraphError):
             return outcome, count
-        events, warnings = outcome
+        events, warnings, code = outcome
         payload = {"events_received": len(events), "messages": warnings}
         payload["fbtrace_id"] = new_fbtrace_id()
         # Recorded before answering, so whoever has the answer also sees the events in the state.
-        self._finish(pixel_id, 200, count, None, events)
+        self._finish(pixel_id, 200, count, None, events, code)
         return orjson.dumps(payload)
 
     def _process(
         self, scope: Scope, body: bytes, pixel_id: str
-    ) -> tuple[GraphError | tuple[list[Any], list[str]], int | None]:
+    ) -> tuple[GraphError | tuple[list[Any], list[str], str | None], int | None]:
         content_type, bearer = wire.content_type_and_bearer(scope)
         payload = wire.parse_body(body, content_type)
         token = bearer or wire.query_token(scope)
@@ -110,9 +115,10 @@ class EventsEndpoint:
             return errors.TOKEN_REJECTED, None
         version = scope["path_params"]["version"]
         if not _is_version(version):
-            return errors.invalid(
-                f"Unknown API version '{version}' in the path; expected v<major>.<minor> (v25.0)"
-            ), None
+            return errors.unknown_path(scope["path"]), None
+        today = dt.datetime.fromtimestamp(self._clock(), dt.UTC).date()
+        if ended(version, today) is not None:
+            return errors.deprecated_version(DEFAULT_API_VERSION), None
         if not self._pixel_known(pixel_id):
             return errors.unknown_pixel(pixel_id), None
         if isinstance(payload, GraphError):
@@ -138,7 +144,7 @@ class EventsEndpoint:
         checked = self._validator.validate(data, self._clock())
         if isinstance(checked, GraphError):
             return checked, len(data)
-        return (data, checked), len(data)
+        return (data, checked, payload.get("test_event_code")), len(data)
 
     def _pixel_known(self, pixel_id: str) -> bool:
         if self._pixels is not None:
@@ -170,9 +176,10 @@ class EventsEndpoint:
         count: int | None,
         error: str | None,
         accepted: list[dict[str, Any]] | None = None,
+        test_event_code: str | None = None,
     ) -> None:
         record = RequestRecord(self._clock(), pixel_id, status, count, error)
-        self._state.finish(record, accepted)
+        self._state.finish(record, accepted, test_event_code)
 
 
 @contextlib.contextmanager
@@ -234,6 +241,7 @@ def create_app(options: SandboxOptions) -> Starlette:
                 "requests": state.requests,
                 "events_received": state.events_received,
                 "errors_by_code": dict(state.errors_by_code),
+                "test_event_codes": dict(state.test_event_codes),
                 "events": state.received(int(text)),
             }
         )
@@ -252,6 +260,19 @@ def create_app(options: SandboxOptions) -> Starlette:
         state.reset()
         return _json({"reset": True})
 
+    async def elsewhere(request: Request) -> Response:
+        # Meta answers every path and method with its envelope; a plain 404 or 405 would send a
+        # client (leadrelay among them) down the wrong road.
+        path = request.url.path
+        if request.method != "POST" and _EVENTS_PATH.fullmatch(path):
+            error = errors.unsupported_method(request.method)
+        else:
+            error = errors.unknown_path(path)
+        # Counted as Meta's answers are, so the page shows why nothing arrives.
+        state.finish(RequestRecord(options.clock(), "", error.status, None, error.key))
+        body = orjson.dumps(error.envelope(new_fbtrace_id()))
+        return Response(body, error.status, media_type="application/json")
+
     app = Starlette(
         routes=[
             Route(
@@ -263,6 +284,7 @@ def create_app(options: SandboxOptions) -> Starlette:
             Route("/_sandbox/received", received),
             Route("/_sandbox/faults", faults, methods=["POST"]),
             Route("/_sandbox/reset", reset, methods=["POST"]),
+            Route("/{path:path}", elsewhere, methods=[*_METHODS]),
         ]
     )
     app.state.sandbox = state

@@ -7,7 +7,8 @@ Meta documents codes, not HTTP statuses, so the statuses here follow what Graph 
 error                            HTTP    body
 ===============================  ======  ==================================================
 invalid parameter (100, 100/x)   400     ``is_transient`` false
-token missing / not accepted     400     190, no subcode, ``WWW-Authenticate`` header
+token missing / not accepted     400     104 / 190, no subcode, ``WWW-Authenticate`` header
+unknown path / expired version   400     2500 / 2635
 permission                       403     200
 throttle 4 / 17                  403     ``is_transient`` true (Graph answers these with 403)
 throttle 613 / 80004             400     ``is_transient`` true
@@ -111,12 +112,34 @@ TOKEN_REJECTED: Final = GraphError(
 )
 TOKEN_MISSING: Final = GraphError(
     400,
-    190,
-    "An access token is required: send it as 'Authorization: Bearer <token>', "
-    "or as the access_token query parameter or form field",
+    104,
+    "An access token is required to request this resource.",
     headers=((b"www-authenticate", b'OAuth "Facebook Platform" "invalid_request"'),),
 )
 PERMISSION: Final = GraphError(403, 200, "(#200) Permissions error")
+
+
+def deprecated_version(latest: str) -> GraphError:
+    """Graph's answer for an API version past its end (``leadrelay.meta.versions``)."""
+    return GraphError(
+        400,
+        2635,
+        "(#2635) You are calling a deprecated version of the Ads API. Please update to the "
+        f"latest version: {latest}.",
+    )
+
+
+def unknown_path(path: str) -> GraphError:
+    """Graph's answer for a path that is no object or edge of it (a graph_url that already
+    holds a version, say: ``/v25.0/v25.0/<pixel>/events``)."""
+    return GraphError(400, 2500, f"Unknown path components: {path}")
+
+
+def unsupported_method(method: str) -> GraphError:
+    """Graph's answer for the events edge asked with another method than POST."""
+    return GraphError(
+        400, 100, f"Unsupported {method.lower()} request.", type="GraphMethodException"
+    )
 
 
 def unknown_pixel(pixel_id: str) -> GraphError:
@@ -150,8 +173,13 @@ _THROTTLES: Final = {
         headers=((b"x-app-usage", b'{"call_count":100,"total_cputime":12,"total_time":15}'),),
     ),
     17: GraphError(403, 17, "(#17) User request limit reached", subcode=2446079, transient=True),
+    32: GraphError(403, 32, "(#32) Page request limit reached", transient=True),
     613: GraphError(
-        400, 613, "(#613) Calls to this api have exceeded the rate limit.", transient=True
+        400,
+        613,
+        "(#613) Calls to this api have exceeded the rate limit.",
+        subcode=1487742,  # the ordinary rate limit: without a subcode, 613 means abuse
+        transient=True,
     ),
     80004: GraphError(
         400,

@@ -65,7 +65,7 @@ class Fault:
 
 
 FAULT_HELP = (
-    '"ok", "http_500", "http_503", "throttle" or "throttle:<4|17|613|80004>", "drop", '
+    '"ok", "http_500", "http_503", "throttle" or "throttle:<4|17|32|613|80004>", "drop", '
     '"slow:<ms>", "auth", "permission", "timeout"'
 )
 _PLAIN = frozenset({"ok", "http_500", "http_503", "throttle", "drop", "auth", "permission"})

@@ -25,6 +25,8 @@ def render_page(state: SandboxState) -> str:
     records = state.recent_requests()
     counts = sorted(state.errors_by_code.items())
     error_rows = "".join(_row(key, count, bad=True) for key, count in counts) or _row("none", 0)
+    tests = sorted(state.test_event_codes.items())
+    test_rows = "".join(_row(code, count) for code, count in tests) or _row("none", 0)
     request_rows = "".join(
         _row(
             time.strftime("%H:%M:%S", time.gmtime(record.at)),
@@ -45,6 +47,8 @@ def render_page(state: SandboxState) -> str:
         f"{_row(state.requests, state.events_received)}</table>"
         "<h2>Errors by code</h2><table><tr><th>code</th><th>count</th></tr>"
         f"{error_rows}</table>"
+        "<h2>Events by test_event_code</h2><table><tr><th>code</th><th>events</th></tr>"
+        f"{test_rows}</table>"
         "<h2>Last 20 requests (newest first, UTC)</h2><table><tr><th>time</th><th>pixel</th>"
         f"<th>status</th><th>events</th><th>error</th></tr>{request_rows}</table>"
         "</body></html>"

@@ -52,6 +52,8 @@ class SandboxState:
         self.requests = 0
         self.events_received = 0
         self.errors_by_code: Counter[str] = Counter()
+        # Events accepted per test_event_code sent with them: Meta shows those in Test Events only.
+        self.test_event_codes: Counter[str] = Counter()
         # Accepted events by request, encoded: a hundred thousand events kept as objects would be
         # scanned by every full garbage collection (it doubled the sandbox's CPU per event).
         self._received: deque[tuple[int, bytes]] = deque()
@@ -88,7 +90,7 @@ class SandboxState:
         """Queue faults, consumed one per request before any random fault is drawn.
 
         Valid: ``"ok"``, ``"http_500"``, ``"http_503"``, ``"throttle"`` (code 4) or
-        ``"throttle:<4|17|613|80004>"``, ``"drop"``, ``"slow:<ms>"``, ``"auth"`` (190),
+        ``"throttle:<4|17|32|613|80004>"``, ``"drop"``, ``"slow:<ms>"``, ``"auth"`` (190),
         ``"permission"`` (200) and ``"timeout"`` (30 s, then processed and answered normally, as
         Meta may have accepted a batch whose answer the client gave up on). All are checked
         before any is queued.
@@ -139,12 +141,20 @@ class SandboxState:
         while self._kept - self._received[0][0] >= keep:
             self._kept -= self._received.popleft()[0]
 
-    def finish(self, record: RequestRecord, accepted: list[dict[str, Any]] | None = None) -> None:
-        """Record a finished request and, if it succeeded, its events. Used by the app."""
+    def finish(
+        self,
+        record: RequestRecord,
+        accepted: list[dict[str, Any]] | None = None,
+        test_event_code: str | None = None,
+    ) -> None:
+        """Record a finished request and, if it succeeded, its events (sent with
+        ``test_event_code``, if any). Used by the app."""
         with self._lock:
             if accepted is not None:
                 self.events_received += len(accepted)
                 self._keep(accepted)
+                if test_event_code is not None:
+                    self.test_event_codes[test_event_code] += len(accepted)
             if record.error is not None:
                 self.errors_by_code[record.error] += 1
             self._recent.append(record)

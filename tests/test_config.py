@@ -94,6 +94,47 @@ def test_token_never_in_errors() -> None:
     assert "EAAB-secret-in-error" not in str(info.value)
 
 
+SECRET = "EAACANARYtoken123456789"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (SECRET, "must be an http(s) URL"),  # a token pasted in the wrong key
+        ("https://graph.facebook.com/v25.0", "holds an API version"),
+        ("https://graph.facebook.com/v25.0/", "holds an API version"),
+        ("https://proxy.example/meta/v24.0/", "holds an API version"),
+        (f"https://graph.facebook.com/?access_token={SECRET}", "no user, password, query"),
+        (f"https://{SECRET}@graph.facebook.com", "no user, password, query"),
+        (f"https://graph.facebook.com:{SECRET}", "port that is not a number"),
+        ("https://graph.facebook.com:99999", "port that is not a number"),
+        ("https://graph.facebook.com/#x", "no user, password, query"),
+        (f"http://[{SECRET}]/", "not an IPv6 address"),
+    ],
+)
+def test_a_graph_url_that_cannot_lead_to_the_events_endpoint_is_refused_unquoted(
+    url: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(graph_url=url)
+    (problem,) = info.value.problems
+    assert problem.key == "graph_url" and said in problem.message
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://graph.facebook.com", "http://127.0.0.1:8090/", "https://proxy.example/meta"]
+)
+def test_a_graph_url_of_a_host_or_a_proxy_path_is_taken(url: str) -> None:
+    assert make_settings(graph_url=url).graph_url == url.rstrip("/")
+
+
+def test_a_long_default_country_is_not_quoted() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(default_country=SECRET)
+    assert SECRET not in str(info.value) and "23-character value" in str(info.value)
+
+
 def test_empty_mapping_and_unknown_country() -> None:
     with pytest.raises(ConfigError) as info:
         make_settings(mapping={}, default_country="Atlantis")

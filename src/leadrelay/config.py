@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -31,6 +32,8 @@ from leadrelay.meta.normalize import region_hint
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
+_VERSION_SEGMENT: Final = re.compile(r"/v\d+\.\d+(/|$)")  # in graph_url: a version of the path
+_QUOTED_COUNTRY: Final = 16  # longest one-word default_country quoted in its error
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -193,9 +196,28 @@ class Settings(BaseModel):
     @field_validator("graph_url")
     @classmethod
     def _graph_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
+        # The value is not quoted: a token pasted in the wrong key would be printed and logged.
+        url = value.strip()
+        if not re.match(r"^https?://[^/\s]+", url) or any(c.isspace() for c in url):
+            raise ValueError("must be an http(s) URL such as https://graph.facebook.com")
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # a bracketed host that is no IPv6 address (its error quotes it)
+            raise ValueError("has a host in [ ] that is not an IPv6 address") from None
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError(
+                "must hold no user, password, query or fragment (the token goes in access_token)"
+            )
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number in range
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        if _VERSION_SEGMENT.search(parts.path):
+            raise ValueError(
+                "holds an API version: leave it at the host (https://graph.facebook.com) and set "
+                "api_version; leadrelay adds /<api_version>/<pixel_id>/events"
+            )
+        return url.rstrip("/")
 
     @field_validator("default_country")
     @classmethod
@@ -204,7 +226,11 @@ class Settings(BaseModel):
             return None
         code = region_hint(value)
         if code is None:
-            raise ValueError(f"{value!r} is not an ISO 3166 country code (e.g. FR, US)")
+            # A long word is not quoted: it may be a token pasted in the wrong key (a country's
+            # name is short, or has spaces).
+            quoted = len(value) <= _QUOTED_COUNTRY or " " in value.strip()
+            said = repr(value) if quoted else f"a {len(value)}-character value"
+            raise ValueError(f"{said} is not an ISO 3166 country code (e.g. FR, US)")
         return code
 
 

@@ -33,16 +33,41 @@ def default_consumer() -> str:
 
 
 def _shown(url: str) -> str:
-    """The URL without its password, for messages: the one before the host
-    (``redis://:pw@host``) and one given as a query parameter (``?password=pw``, which redis-py
-    takes too). Read as text: a URL too odd to parse (a port that is no number) is shown too."""
-    shown = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
-    return _QUERY_SECRET.sub(r"\1\2=***", shown)
+    """The URL without its secrets, for messages (see ``_secrets``): the userinfo's password,
+    all of the userinfo when it has no ``:`` (``redis://pw@host``: the password alone), and a
+    password given as a query parameter (``?password=pw``, which redis-py takes too). Read as
+    text, not parsed: a password may hold ``/``, ``#`` or ``?`` that no parser reads as meant."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{host}" if colon else f"***@{host}"
+    return _QUERY_SECRET.sub(r"\1\2=***", scheme + sep + rest)
 
 
-# ``scheme://user:password@``: the password, up to the last @ before the path.
-_USERINFO_PASSWORD: Final = re.compile(r"^([a-z]+://[^:/@]*:)[^/]*@", re.IGNORECASE)
-_QUERY_SECRET: Final = re.compile(r"([?&])(password|pass|passwd|auth|token)=[^&#]*", re.IGNORECASE)
+def _secrets(url: str) -> list[str]:
+    """What ``_shown`` hides of ``url``, and the pieces of it between ``/``, ``#`` and ``?``
+    (a parser that stops at one of them quotes the piece before it), longest first."""
+    found = [m.group(3) for m in _QUERY_SECRET.finditer(url)]
+    _, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        _, colon, password = userinfo.partition(":")
+        found.append(password if colon else userinfo)
+    pieces = {piece for secret in found for piece in re.split(r"[/#?]", secret) if len(piece) > 2}
+    return sorted({*found, *pieces} - {""}, key=len, reverse=True)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` (a client library's error about ``url``) without what ``_shown`` hides."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+_QUERY_SECRET: Final = re.compile(
+    r"([?&])(password|pass|passwd|auth|token)=([^&#]*)", re.IGNORECASE
+)
 
 
 class RedisConnection:
@@ -79,10 +104,14 @@ class RedisConnection:
                     else redis.Redis.from_url(url_or_client, health_check_interval=30, **options)
                 )
             except ValueError as exc:
-                raise StoreError(f"invalid Redis URL {self.where}: {exc}") from None
+                raise StoreError(
+                    f"invalid Redis URL {self.where}: {_scrubbed(str(exc), url_or_client)} "
+                    "(percent-encode /, #, ? and @ in a password: %2F, %23, %3F, %40)"
+                ) from None
             except (redis.RedisError, RedisClusterException) as exc:  # cluster: connects now
                 raise StoreError(
-                    f"the Redis event store at {self.where}: {_shown(str(exc))}"
+                    f"the Redis event store at {self.where}: "
+                    f"{_scrubbed(_shown(str(exc)), url_or_client)}"
                 ) from None
         else:
             self._r = url_or_client

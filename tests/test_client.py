@@ -143,6 +143,33 @@ def test_a_token_echoed_where_the_message_is_cut_leaves_no_part_of_it(as_json: b
     assert TOKEN[:8] not in result.error.message
 
 
+def _escaped(text: str) -> str:
+    """``text`` as a JSON string of \\u escapes: the same text once parsed, not the same bytes."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["success", "error"])
+def test_a_token_echoed_in_json_escapes_is_taken_out_of_every_field(ok: bool) -> None:
+    """Escaped, the token is not in the answer's bytes; once parsed it is, in any field: the
+    fbtrace_id and the messages of a success are kept and logged as they come."""
+    token = _escaped(TOKEN)
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        if ok:
+            content = f'{{"events_received":2,"messages":["got {token}"],"fbtrace_id":"{token}"}}'
+            return httpx.Response(200, content=content.encode())
+        content = (
+            f'{{"error":{{"message":"bad {token}","code":100,"error_subcode":2804036,'
+            f'"error_user_title":"{token}","fbtrace_id":"{token}"}}}}'
+        )
+        return httpx.Response(400, content=content.encode())
+
+    result = send(echo)
+    assert result.ok is ok
+    assert TOKEN not in repr(result)
+    assert "[access_token]" in (result.fbtrace_id or "")
+
+
 def test_bad_token_error_does_not_quote_it() -> None:
     with pytest.raises(ValueError) as info:
         GraphClient(

@@ -147,6 +147,9 @@ class GraphClient:
             parsed: Any = orjson.loads(content) if content else None
         except orjson.JSONDecodeError:
             parsed = content
+        else:
+            if b"\\" in content:  # JSON escapes (\u0045...) may spell the token: out of the text
+                parsed = self._scrub_all(parsed)
         if response.is_success and isinstance(parsed, dict) and "error" not in parsed:
             received = parsed.get("events_received")
             messages = parsed.get("messages")
@@ -182,6 +185,16 @@ class GraphClient:
     def _scrub(self, text: str) -> str:
         # Meta (or a proxy) may echo the request back; the token must not reach logs or reports.
         return text.replace(self._token, _REDACTED) if self._token in text else text
+
+    def _scrub_all(self, value: Any) -> Any:
+        """``value`` (parsed JSON) with the token taken out of every text in it, keys too."""
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, list):
+            return [self._scrub_all(item) for item in value]
+        if isinstance(value, dict):
+            return {self._scrub(k): self._scrub_all(v) for k, v in value.items()}
+        return value
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -571,6 +571,13 @@ def test_a_paused_delivery_is_shown_with_its_reason(clock: Clock) -> None:
         ("on 2026-01-07 at 10:00", "on 2026-01-07 at 10:00"),
         ("price 12.50", "price 12.50"),
         ("unknown lead ID (120000000099999).", "unknown lead ID (120000000099999)."),
+        # Dashes only, and other ways people write numbers and addresses:
+        ("lead_id '06-12-34-56-78' is not", "lead_id '[redacted]' is not"),
+        ("call 1-800-555-0199 or 0049-30-1234567", "call [redacted] or [redacted]"),
+        ("lead_id 'иван@пример.рф' is not", "lead_id '[redacted]' is not"),
+        ("from o'brien@example.com.", "from [redacted]."),
+        ("event_timestamp '30-11-2026 10:00' is not", "event_timestamp '30-11-2026 10:00' is not"),
+        ("born 07.01.1990", "born 07.01.1990"),
     ],
 )
 def test_messages_lose_emails_and_phone_numbers_but_keep_ids(text: str, shown: str) -> None:

@@ -16,20 +16,26 @@ from leadrelay.delivery.store_encoding import REDACTED
 
 __all__ = ["scrub_text"]
 
-_EMAIL: Final = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z]{2,}")
+# A quote inside a name (o'brien) is part of it; around the address, it is the message's own.
+_EMAIL: Final = re.compile(
+    r"(?:[^\s@\"'<>(),;:]|\b'\b)+@[^\s@\"'<>(),;:]+\.[^\W\d_]{2,}"  # any script: .рф
+)
 # A run of digits with separators or a leading +; checked further in _phone.
 _PHONE_LIKE: Final = re.compile(r"\+?\(?\d[\d ().\-]{6,}\d")
 _US_PHONE: Final = re.compile(r"\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}")
-_ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DAY: Final = r"(?:0?[1-9]|[12]\d|3[01])"  # a day, or a month: 1 to 31
+_DATE: Final = re.compile(
+    rf"\d{{4}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])|{_DAY}[-./]{_DAY}[-./](?:\d{{4}}|\d{{2}})"
+)
 
 
 def _phone(match: re.Match[str]) -> str:
     text = match.group(0)
     digits = sum(c.isdigit() for c in text)
     separated = any(c in " ().-" for c in text.lstrip("+("))  # a bracket before is not one
-    if not 8 <= digits <= 15 or _ISO_DATE.fullmatch(text[:10]):
+    if not 8 <= digits <= 15 or _DATE.fullmatch(text[:10]) or _DATE.fullmatch(text):
         return text
-    if text.startswith("+") or (separated and "-" not in text) or _US_PHONE.fullmatch(text):
+    if text.startswith("+") or separated or _US_PHONE.fullmatch(text):
         return REDACTED
     return text
 

@@ -33,9 +33,10 @@ from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from leadrelay.scrub import scrub_text
 from leadrelay.service.app import create_app
-from leadrelay.service.dashboard import dashboard_routes
+from leadrelay.service.dashboard import dashboard_routes, funnel_page
 from leadrelay.service.dashboard.events_page import PAGE
 from leadrelay.service.dashboard.redact import redact_original, redact_payload
+from leadrelay.service.dashboard.reports import Reports
 from leadrelay.service.metrics import Metrics
 from service_process import INTAKE_TOKEN, PIXEL_ID, ServiceProcess, wait_until
 
@@ -666,3 +667,40 @@ def test_the_events_list_links_a_next_page_only_when_there_is_one(
         page = call(app, "GET", "/dashboard/events", headers=bearer).text
     assert page.count('href="/dashboard/events/') == PAGE
     assert (f"Next {PAGE} events" in page) is next_link
+
+
+def test_the_pages_report_covers_the_latest_events_and_is_made_once_a_minute(
+    clock: Clock,
+) -> None:
+    """A view read every stored event (10-12 s of the serving process at 205,000): the report
+    covers the events stored last, says so, and is shared by the views of the next minute."""
+    settings = settings_with()
+    mapper = Mapper(settings)
+
+    def add(store: SQLiteStore, n: int, first: int) -> None:
+        events = [crm_event("lead_qualified", lead(i), f"k-{i}") for i in range(first, first + n)]
+        store.add([Incoming(mapper.map(e), orjson.dumps(e), clock()) for e in events])
+
+    with SQLiteStore(":memory:") as store:
+        add(store, 5, 0)
+        reports = Reports(store, latest=3, fresh_s=30)  # the service's: 100,000 and 60 s
+        first = reports.get(settings, clock())
+        assert first.events == 3 and first.source == "the latest 3 events of the event store"
+        add(store, 2, 5)
+        clock.now += 29
+        assert reports.get(settings, clock()) is first  # within 30 s: the same report
+        assert reports.get(settings_with(), clock()) is not first  # a reload: made again
+        clock.now += 31
+        again = reports.get(settings, clock())
+        assert again is not first and again.events == 3
+        assert Reports(store, latest=10).get(settings, clock()).source == "the event store"
+
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=mapper, clock=clock
+        )
+        bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+        page = call(app, "GET", "/dashboard", headers=bearer).text
+        assert "7 event(s) in the event store" in page
+        funnel = call(app, "GET", "/dashboard/funnel", headers=bearer).text
+        assert "leadrelay report" not in funnel  # it covers them all
+    assert "leadrelay report --config" in funnel_page.render(first)

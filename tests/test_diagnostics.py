@@ -552,6 +552,7 @@ class PagedStore:
         since: float | None = None,
         limit: int = 100,
         after_id: int | None = None,
+        bodies: bool = True,
     ) -> list[EventRecord]:
         self.calls += 1
         return [r for r in self.rows if after_id is None or r.id > after_id][:limit]

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -515,6 +516,25 @@ def test_events_filters_and_pages(
     page2 = store.events(limit=4, after_id=page1[-1].id)
     assert [e.id for e in page1 + page2] == ids[:8]
     assert store.events(limit=0) == []
+
+
+def test_events_without_bodies_and_the_last_id_read_the_latest_cheaply(store: Store) -> None:
+    """What the dashboard's report reads: the events stored last (ids only grow), without
+    their payload, original and notes, everything else as ``events`` gives it."""
+    assert store.last_id() == 0
+    ids = store.add(
+        [incoming(payload(f"k{i}"), original={"email": f"u{i}@example.com"}) for i in range(5)]
+    )
+    assert store.last_id() == max(ids)
+    whole = store.events(after_id=store.last_id() - 2)
+    lean = store.events(after_id=store.last_id() - 2, bodies=False)
+    assert [e.key for e in lean] == ["k3", "k4"]
+    assert [e.payload for e in whole] != [None, None] and whole[0].original is not None
+    assert [(e.payload, e.original, e.notes, e.response) for e in lean] == [
+        (None, None, (), None)
+    ] * 2
+    strip = {"payload": None, "original": None, "notes": (), "response": None}
+    assert [replace(e, **strip) for e in whole] == lean
 
 
 def test_get_by_id_or_key(store: Store) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from leadrelay.delivery.sqlite_schema import RECORD, decode_record
+from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN, decode_record
 from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
 from leadrelay.delivery.store import Counts, EventRecord, StoreError
 from leadrelay.outcome import State
@@ -85,6 +85,7 @@ class SQLiteReads:
         since: float | None = None,
         limit: int = 100,
         after_id: int | None = None,
+        bodies: bool = True,
     ) -> list[EventRecord]:
         """See ``Store.events``."""
         where: list[str] = []
@@ -100,9 +101,16 @@ class SQLiteReads:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = f"{RECORD} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY e.id LIMIT ?"
+        select = RECORD if bodies else RECORD_LEAN
+        sql = f"{select} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY e.id LIMIT ?"
         with self._reading() as conn:
             return [decode_record(r) for r in conn.execute(sql, (*args, max(0, limit)))]
+
+    def last_id(self) -> int:
+        """See ``Store.last_id`` (AUTOINCREMENT's counter: ids are never given twice)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, id_or_key: int | str) -> EventRecord | None:
         """See ``Store.get``."""

@@ -96,6 +96,11 @@ RECORD: Final = (
     " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id, payload, original,"
     " response, value, notes, next_attempt_at FROM events e LEFT JOIN bodies b ON b.id = e.id"
 )
+RECORD_LEAN: Final = (  # RECORD without the bodies (see Store.events)
+    "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
+    " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id, NULL, NULL,"
+    " NULL, value, NULL, next_attempt_at FROM events e"
+)
 _CHECKPOINT_PAGES: Final = 10000
 # A new file's pages; an existing file keeps the size it was made with. A queued event's body row
 # (payload and original, ~1.5 KB) left a quarter of each 4 KiB page empty: with 8 KiB pages the

@@ -269,11 +269,21 @@ class WriteBehindStore(Store):
         since: float | None = None,
         limit: int = 100,
         after_id: int | None = None,
+        bodies: bool = True,
     ) -> list[EventRecord]:
         """See ``Store.events`` (stored events only)."""
         return self._store.events(
-            states=states, reason=reason, since=since, limit=limit, after_id=after_id
+            states=states,
+            reason=reason,
+            since=since,
+            limit=limit,
+            after_id=after_id,
+            bodies=bodies,
         )
+
+    def last_id(self) -> int:
+        """See ``Store.last_id`` (stored events only: those in memory have negative ids)."""
+        return self._store.last_id()
 
     def get(self, id_or_key: int | str) -> EventRecord | None:
         """See ``Store.get`` (stored events only)."""

@@ -118,12 +118,13 @@ def from_files(files: Sequence[str], settings: Settings, *, now: float) -> Itera
 
 
 def from_store(
-    store: Store, *, since: float | None = None, page: int = PAGE
+    store: Store, *, since: float | None = None, page: int = PAGE, after_id: int | None = None
 ) -> Iterator[StageRecord]:
-    """Records for every stored event (updated at or after ``since``), paging by id."""
-    after: int | None = None
+    """Records for every stored event (updated at or after ``since``, with an id above
+    ``after_id``), paging by id. Their bodies are not read: a record needs none of them."""
+    after = after_id
     while True:
-        rows = store.events(since=since, limit=page, after_id=after)
+        rows = store.events(since=since, limit=page, after_id=after, bodies=False)
         for r in rows:
             yield StageRecord(
                 r.lead_id,

@@ -209,6 +209,7 @@ class RedisStore(RedisConnection, Store):
         since: float | None = None,
         limit: int = 100,
         after_id: int | None = None,
+        bodies: bool = True,
     ) -> list[EventRecord]:
         """See ``Store.events``. Pages through the per-state id sets; ``reason`` and ``since``
         are checked on the server while paging, so only matching events are read."""
@@ -225,20 +226,30 @@ class RedisStore(RedisConnection, Store):
             after = int(last)
             if int(done):
                 break
-        return self._records(ids)
+        return self._records(ids, bodies=bodies)
 
-    def _records(self, ids: Sequence[int]) -> list[EventRecord]:
-        """The events of ``ids`` that are still stored, in that order (one round trip)."""
+    def last_id(self) -> int:
+        """See ``Store.last_id`` (the counter the ADD script takes ids from)."""
+        with self._calling():
+            value = self._r.get(f"{self._p}seq")
+        return int(cast(bytes, value)) if value else 0
+
+    def _records(self, ids: Sequence[int], *, bodies: bool = True) -> list[EventRecord]:
+        """The events of ``ids`` that are still stored, in that order (one round trip); without
+        ``bodies``, their hashes only."""
         if not ids:
             return []
         p = self._p
+        kinds = "pno" if bodies else ""
         with self._calling():
             pipe = self._r.pipeline(transaction=False)
             for i in ids:  # no MGET: a Cluster pipeline refuses multi-key commands
                 pipe.hgetall(f"{p}e:{i}")
-                for kind in "pno":
+                for kind in kinds:
                     pipe.get(f"{p}{kind}:{i}")
             got = cast(list[Any], pipe.execute())
+        if not bodies:
+            got = [part for h in got for part in (h, None, None, None)]
         return [
             records.record(i, got[4 * n], *got[4 * n + 1 : 4 * n + 4])
             for n, i in enumerate(ids)

@@ -15,14 +15,14 @@ from urllib.parse import urlencode
 
 from leadrelay.config import Settings
 from leadrelay.delivery.store import Counts, Store
-from leadrelay.diagnostics import sources
 from leadrelay.diagnostics.delivery import SPANS, ErrorRow, Granularity, Health, health
 from leadrelay.diagnostics.html import html_table, series_figure
 from leadrelay.diagnostics.render import category_label
-from leadrelay.diagnostics.report import Report, build_report
+from leadrelay.diagnostics.report import Report
 from leadrelay.outcome import State
 from leadrelay.scrub import scrub_text
 from leadrelay.service.dashboard.layout import BASE, when
+from leadrelay.service.dashboard.reports import Reports
 from leadrelay.status import FAILED, PAUSE_REASONS, WINDOWS, age
 
 STATES_OF: Final[dict[str, tuple[State, ...]]] = {
@@ -74,7 +74,9 @@ def _example(store: Store, row: ErrorRow) -> Example:
         after: int | None = None
         seen = 0
         while first is None and seen < _SCAN:
-            rows = store.events(states=states, reason=row.reason, limit=100, after_id=after)
+            rows = store.events(
+                states=states, reason=row.reason, limit=100, after_id=after, bodies=False
+            )
             seen += len(rows)
             first = next(
                 (r.id for r in rows if (r.code, r.subcode) == (row.code, row.subcode)), None
@@ -85,16 +87,9 @@ def _example(store: Store, row: ErrorRow) -> Example:
     return Example(first, events_url(row.category, row.reason, row.code, row.subcode))
 
 
-def collect(store: Store, settings: Settings, now: float) -> DeliveryView:
-    """Read the store: one pass for the report, a few counts, an example per error row."""
-    report = build_report(
-        sources.from_store(store),
-        static=sources.static_stages(settings),
-        now=now,
-        from_store=True,
-        source="the event store",
-        pixel_id=settings.pixel_id,
-    )
+def collect(store: Store, settings: Settings, now: float, reports: Reports) -> DeliveryView:
+    """Read the store: the report (see ``reports``), a few counts, an example per error row."""
+    report = reports.get(settings, now)
     windows = []
     for name, seconds in WINDOWS:
         counts = store.counts(since=now - seconds)
@@ -210,7 +205,7 @@ def render(view: DeliveryView, *, by: Granularity | None, paused: str | None, wo
     g: Granularity = by or r.delivery.default
     out = [
         "<h1>Event Delivery</h1>",
-        f"<p>{r.events} event(s) in the store. Delivery worker: {escape(worker)}. "
+        f"<p>{r.events} event(s) in {escape(r.source)}. Delivery worker: {escape(worker)}. "
         f"Updated {escape(when(view.now))}.</p>",
     ]
     if paused:

@@ -26,6 +26,7 @@ from leadrelay.service.dashboard import delivery_page, events_page, funnel_page,
 from leadrelay.service.dashboard.auth import DashboardAuth
 from leadrelay.service.dashboard.forms import FormError, read_form
 from leadrelay.service.dashboard.layout import BASE, page
+from leadrelay.service.dashboard.reports import Reports
 
 
 class PauseSource(Protocol):
@@ -58,6 +59,7 @@ def dashboard_routes(
     """The ``/dashboard`` routes over ``store``; ``worker=None`` when this process does not
     deliver (``serve --no-worker``)."""
     auth = DashboardAuth(clock)
+    reports = Reports(store)  # the Event Delivery and Funnel pages' report, shared
 
     def settings_of(request: Request) -> Settings:
         settings: Settings = request.app.state.settings
@@ -67,7 +69,8 @@ def dashboard_routes(
         if worker is None:
             held = delivery_page.held_for_auth(view)
             paused = (
-                f"{held} queued event(s) wait because Meta refused the access token."
+                f"{held} queued event(s) wait because Meta refused the requests (the access "
+                "token, a permission or the endpoint)."
                 if held
                 else None
             )
@@ -80,7 +83,7 @@ def dashboard_routes(
     async def delivery(request: Request) -> Response:
         settings = settings_of(request)
         by = request.query_params.get("by")
-        view = await asyncio.to_thread(delivery_page.collect, store, settings, clock())
+        view = await asyncio.to_thread(delivery_page.collect, store, settings, clock(), reports)
         state, paused = worker_state(request, view)
         granularity: Granularity | None = next((g for g in SPANS if g == by), None)
         body = delivery_page.render(view, by=granularity, paused=paused, worker=state)
@@ -118,7 +121,7 @@ def dashboard_routes(
 
     async def funnel(request: Request) -> Response:
         settings = settings_of(request)
-        report = await asyncio.to_thread(funnel_page.collect, store, settings, clock())
+        report = await asyncio.to_thread(reports.get, settings, clock())
         body = funnel_page.render(report)
         return page("Funnel", body, current="funnel", pixel_id=settings.pixel_id)
 

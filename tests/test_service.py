@@ -84,6 +84,7 @@ def test_accepted_events_are_stored_before_the_answer_and_delivered(
     assert body == {
         "accepted": 3,
         "queued": 3,
+        "already_stored": 0,
         "filtered": {},
         "rejected": [],
         "ids": ["basic-0", "basic-1", "basic-2"],
@@ -597,3 +598,42 @@ def test_a_corrected_resend_of_a_refused_event_is_delivered(
         proc.close()
     sent = [i for i in received_ids(sandbox) if i.startswith("fix-")]
     assert sorted(sent) == ["fix-1", "fix-2"]  # each once
+
+
+def test_a_resend_is_answered_as_already_stored_and_a_fixed_event_meta_refused_is_delivered(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A client's retry of a whole request is not queued or counted again (the answer and the
+    metrics said "queued" for each retry); an event Meta refused (lead id unknown to Meta),
+    resent fixed at its source under its event id, takes the refused one's place and reaches
+    Meta (it was answered "queued" and dropped)."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    proc = ServiceProcess(config).start()
+    db = tmp_path / "data" / "leadrelay.db"
+    try:
+        body = [event(99999, prefix="mref"), event(2, prefix="mref")]  # 99999: deleted at Meta
+        first = proc.post(body).json()
+        assert (first["queued"], first["already_stored"]) == (2, 0)
+        wait_delivered(sandbox, {"mref-2"})
+        wait_until(lambda: stored(db, ["mref-99999"]) == {"mref-99999": State.REJECTED})
+        again = proc.post(body).json()
+        assert (again["queued"], again["already_stored"]) == (0, 2)
+        assert again["ids"] == ["mref-99999", "mref-2"]
+        fixed = event(99999, prefix="mref")
+        fixed["facebook_lead_id"] = "120000000000555"
+        answer = proc.post([fixed]).json()
+        assert (answer["queued"], answer["already_stored"]) == (1, 0)
+        wait_delivered(sandbox, {"mref-99999"})
+        samples = metric_samples(proc)
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    got = [e for e in sandbox.state.received() if e["event_id"].startswith("mref-")]
+    assert sorted(e["event_id"] for e in got) == ["mref-2", "mref-99999"]  # each once
+    assert [e["user_data"]["lead_id"] for e in got if e["event_id"] == "mref-99999"] == [
+        120000000000555
+    ]
+    queued = samples[("leadrelay_events_total", frozenset({("outcome", "queued"), ("reason", "")}))]
+    assert queued == 3  # two, then the fixed one: not the retry's two

@@ -17,7 +17,7 @@ import pytest
 
 from leadrelay.config import load_config
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import Incoming, StoreError
+from leadrelay.delivery.store import Added, Incoming, StoreError
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload, State
 from leadrelay.service.app import create_app
@@ -42,14 +42,15 @@ class FakeStore:
         self.calls: list[list[str]] = []
         self.stored: list[str] = []
 
-    def add(self, items: Sequence[Incoming]) -> list[int]:
+    def add_new(self, items: Sequence[Incoming]) -> Added:
+        """Keys starting with ``old`` are found stored (a resend), the others stored."""
         keys = [i.outcome.key for i in items]
         self.calls.append(keys)
         if any(k.startswith("bad") for k in keys):
             raise OSError("disk I/O error")
         first = len(self.stored) + 1
         self.stored += keys
-        return list(range(first, first + len(keys)))
+        return Added(list(range(first, first + len(keys))), [not k.startswith("old") for k in keys])
 
 
 def request(keys: list[str], answer: str, gate: threading.Event | None = None) -> Prepare[str]:
@@ -63,9 +64,13 @@ def request(keys: list[str], answer: str, gate: threading.Event | None = None) -
     return prepare
 
 
-async def submit_while_busy(commit: GroupCommit, batches: dict[str, list[str]]) -> dict[str, Any]:
+async def submit_while_busy(
+    commit: GroupCommit, batches: dict[str, list[str]], stored: dict[str, list[bool]] | None = None
+) -> dict[str, Any]:
     """The first request holds the thread until the others have queued up (in the order
-    given); each request's answer, or the exception it raised."""
+    given); each request's answer, or the exception it raised (and in ``stored``, which of
+    its events the store stored)."""
+    stored = {} if stored is None else stored
     gate = threading.Event()
     names = list(batches)
     tasks = {
@@ -78,21 +83,31 @@ async def submit_while_busy(commit: GroupCommit, batches: dict[str, list[str]]) 
     gate.set()
     results = await asyncio.gather(*tasks.values(), return_exceptions=True)
     commit.close()
-    return dict(zip(names, results, strict=True))
+    stored.update((n, r[1]) for n, r in zip(names, results, strict=True) if isinstance(r, tuple))
+    return {n: r[0] if isinstance(r, tuple) else r for n, r in zip(names, results, strict=True)}
 
 
 def test_requests_that_queue_up_share_a_transaction_and_get_their_own_answers() -> None:
     store = FakeStore()
     batches = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1", "c2", "c3"]}
-    results = asyncio.run(submit_while_busy(GroupCommit(store.add), batches))
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add_new), batches))
     assert store.calls == [["a1", "a2", "b1", "c1", "c2", "c3"]]
     assert results == {"a": "answer a", "b": "answer b", "c": "answer c"}
+
+
+def test_each_request_learns_which_of_its_events_the_store_found_stored() -> None:
+    store = FakeStore()
+    batches = {"a": ["a1", "old1"], "b": ["old2"], "c": ["c1"]}
+    stored: dict[str, list[bool]] = {}
+    asyncio.run(submit_while_busy(GroupCommit(store.add_new), batches, stored))
+    assert store.calls == [["a1", "old1", "old2", "c1"]]  # one transaction
+    assert stored == {"a": [True, False], "b": [False], "c": [True]}
 
 
 def test_a_group_takes_no_more_requests_once_it_holds_max_items() -> None:
     store = FakeStore()
     batches = {"a": ["a1"], "b": ["b1", "b2"], "c": ["c1", "c2"], "d": ["d1"], "e": ["e1"]}
-    results = asyncio.run(submit_while_busy(GroupCommit(store.add, max_items=3), batches))
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add_new, max_items=3), batches))
     assert store.calls == [["a1", "b1", "b2"], ["c1", "c2", "d1"], ["e1"]]
     assert results == {name: f"answer {name}" for name in batches}
 
@@ -100,7 +115,7 @@ def test_a_group_takes_no_more_requests_once_it_holds_max_items() -> None:
 def test_a_failed_group_fails_only_the_request_whose_events_fail() -> None:
     store = FakeStore()
     batches = {"a": ["a1"], "b": ["b1", "bad1"], "c": ["boom"], "d": ["d1"]}
-    results = asyncio.run(submit_while_busy(GroupCommit(store.add), batches))
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add_new), batches))
     assert results["a"] == "answer a" and results["d"] == "answer d"
     assert isinstance(results["b"], OSError)
     assert isinstance(results["c"], ValueError)  # its prepare failed: nothing of it stored
@@ -109,19 +124,19 @@ def test_a_failed_group_fails_only_the_request_whose_events_fail() -> None:
 
 def test_a_request_without_events_is_answered_without_a_transaction() -> None:
     store = FakeStore()
-    results = asyncio.run(submit_while_busy(GroupCommit(store.add), {"a": [], "b": []}))
+    results = asyncio.run(submit_while_busy(GroupCommit(store.add_new), {"a": [], "b": []}))
     assert results == {"a": "answer a", "b": "answer b"}
     assert store.calls == []
 
 
 def test_a_lone_request_gets_the_store_error_and_the_next_one_works() -> None:
     store = FakeStore()
-    commit = GroupCommit(store.add)
+    commit = GroupCommit(store.add_new)
 
     async def main() -> str:
         with pytest.raises(OSError, match="disk I/O error"):
             await commit.submit(request(["bad1"], "x"))
-        return await commit.submit(request(["a1"], "answer a1"))
+        return (await commit.submit(request(["a1"], "answer a1")))[0]
 
     assert asyncio.run(main()) == "answer a1"
     commit.close()
@@ -140,12 +155,12 @@ class SyncingStore(FakeStore):
         self.syncs = 0
         self.failures = 0
 
-    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
+    def add_new(self, items: Sequence[Incoming], *, durable: bool = True) -> Added:
         assert not durable  # the group commit leaves the fsync to sync
-        ids = super().add(items)
+        added = super().add_new(items)
         for _ in items:
             self.added.release()  # one per event stored
-        return ids
+        return added
 
     def sync(self) -> None:
         self.syncing.set()
@@ -156,7 +171,7 @@ class SyncingStore(FakeStore):
             raise OSError("fsync: Input/output error")
 
     def group_commit(self) -> GroupCommit:
-        return GroupCommit(partial(self.add, durable=False), sync=self.sync)
+        return GroupCommit(partial(self.add_new, durable=False), sync=self.sync)
 
 
 def test_a_request_is_answered_only_once_the_sync_after_its_commit_returned() -> None:
@@ -171,7 +186,7 @@ def test_a_request_is_answered_only_once_the_sync_after_its_commit_returned() ->
         assert not task.done()
         assert store.stored == ["a1"]  # committed, waiting for the disk
         store.release.set()
-        return await task
+        return (await task)[0]
 
     assert asyncio.run(main()) == "answer a"
     commit.close()
@@ -189,7 +204,7 @@ def test_a_failed_sync_fails_exactly_the_requests_whose_events_it_was_to_make_du
         first = await submit_while_busy(commit, batches)  # one group, one failed sync
         after = store.group_commit()
         try:
-            return first, await after.submit(request(["a1", "e1"], "answer e"))
+            return first, (await after.submit(request(["a1", "e1"], "answer e")))[0]
         finally:
             after.close()
 
@@ -214,7 +229,7 @@ def test_groups_committed_while_the_disk_syncs_share_the_next_sync() -> None:
         for _ in range(3):  # a1, then b1 and c1 committed (together or not) behind the sync
             assert await asyncio.to_thread(store.added.acquire, timeout=10)
         store.release.set()
-        return list(await asyncio.gather(first, *later))
+        return [answer for answer, _ in await asyncio.gather(first, *later)]
 
     assert asyncio.run(main()) == ["answer a", "answer b", "answer c"]
     commit.close()
@@ -234,10 +249,8 @@ def test_grouped_requests_store_what_requests_one_by_one_would(tmp_path: Path) -
         with SQLiteStore(path) as store:
             ids: list[list[int]] = []
 
-            def add(
-                items: Sequence[Incoming], store: SQLiteStore = store, ids: Any = ids
-            ) -> list[int]:
-                ids.append(store.add(items))
+            def add(items: Sequence[Incoming], store: SQLiteStore = store, ids: Any = ids) -> Added:
+                ids.append(store.add_new(items))
                 return ids[-1]
 
             named = {str(n): keys for n, keys in enumerate(batches)}
@@ -254,10 +267,10 @@ def test_grouped_requests_store_what_requests_one_by_one_would(tmp_path: Path) -
 class FailingStore(SQLiteStore):
     """A real store that refuses, like a full disk would, any batch holding a ``bad-`` event."""
 
-    def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
+    def add_new(self, items: Sequence[Incoming], *, durable: bool = True) -> Added:
         if any(i.outcome.key.startswith("bad-") for i in items):
             raise OSError("database or disk is full")
-        return super().add(items, durable=durable)
+        return super().add_new(items, durable=durable)
 
 
 def test_concurrent_requests_over_http_each_get_their_own_answer(tmp_path: Path) -> None:

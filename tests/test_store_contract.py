@@ -302,6 +302,46 @@ def test_a_refused_event_resent_fixed_takes_its_place(store: Store) -> None:
     assert [c.id for c in store.claim(10, NOW)] == [id_]
 
 
+def test_an_event_meta_refused_resent_fixed_takes_its_place_and_add_new_says_so(
+    store: Store,
+) -> None:
+    """The CRM fixed the lead id and sent the event again under its id: Meta refused the one it
+    got, so the fixed one is queued in its place (the same one again is not: it would be refused
+    again). What Meta took stays as it was, fixed or not. ``add_new`` says which it stored."""
+    fixed_lead = LEAD_17 + 999_999
+
+    def fixed(key: str) -> Payload:  # its lead id, in the payload as in what Meta gets
+        body = {"event_name": "Qualified", "n": key, "user_data": {"lead_id": fixed_lead}}
+        return payload(key, lead_id=fixed_lead, data=body)
+
+    refused_id, delivered_id = store.add_new([incoming(payload("r")), incoming(payload("d"))]).ids
+    claimed = {c.payload.key: c for c in store.claim(10, NOW)}
+    store.complete(
+        [
+            (refused_id, Delivery(claimed["r"].payload, State.REJECTED, 1, "meta_100_2804036")),
+            (delivered_id, Delivery(claimed["d"].payload, State.DELIVERED, 1)),
+        ],
+        NOW,
+    )
+    again = store.add_new(
+        [
+            incoming(payload("r")),  # as refused
+            incoming(fixed("r")),
+            incoming(fixed("d")),  # Meta took it
+            incoming(payload("new")),
+        ]
+    )
+    assert again.ids[:3] == [refused_id, refused_id, delivered_id]
+    assert again.stored == [False, True, False, True]
+    record = store.get("r")
+    assert record is not None and (record.state, record.lead_id) == (State.QUEUED, fixed_lead)
+    assert record.reason is None and record.attempts == 0
+    assert {c.payload.key for c in store.claim(10, NOW)} == {"r", "new"}
+    delivered = store.get("d")
+    assert delivered is not None and delivered.state is State.DELIVERED
+    assert delivered.lead_id == lead_of("d")
+
+
 def test_events_without_a_key_are_never_merged(store: Store) -> None:
     ids = store.add([incoming(Filtered("", "x", "unmapped", "m"))] * 2)
     assert ids[0] != ids[1]

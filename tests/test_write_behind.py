@@ -443,13 +443,13 @@ def test_a_send_past_the_memory_limit_delivers_through_the_store(
     from the store; every event reaches Meta once and is stored once, delivered."""
     monkeypatch.setattr(send, "_WAITING", 10)
     spilled: list[int] = []
-    add = SQLiteStore.add
+    add = SQLiteStore.add_new
 
-    def counting_add(self: SQLiteStore, items: Any, **kw: Any) -> list[int]:
+    def counting_add(self: SQLiteStore, items: Any, **kw: Any) -> Any:
         spilled.append(sum(isinstance(i.outcome, Payload) for i in items))
         return add(self, items, **kw)
 
-    monkeypatch.setattr(SQLiteStore, "add", counting_add)
+    monkeypatch.setattr(SQLiteStore, "add_new", counting_add)
     ms = int((time.time() - 600) * 1000)
     src = tmp_path / "events.ndjson"
     src.write_bytes(

@@ -107,15 +107,22 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
 # Stored events that no request ever carried: filtered or refused by our rules (or expired before
 # a request took them). Meta has not seen them, so a payload for the same key added later takes
 # their place (``SQLiteWrites.add``) without sending anything twice.
-_NEVER_SENT: Final = (
-    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-    " AND state IN ('filtered', 'rejected', 'expired') AND attempts = 0"
+# Stored events Meta never took: never sent (filtered, refused by our rules, expired in the
+# queue), or refused by Meta (reason meta_<code>...), with the payload that Meta refused.
+_NOT_TAKEN: Final = (
+    "SELECT e.id, e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired'), b.payload"
+    " FROM events e LEFT JOIN bodies b ON b.id = e.id"
+    " WHERE e.id IN (SELECT value FROM json_each(?))"
+    " AND (e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired')"
+    " OR e.state = 'rejected' AND e.reason LIKE 'meta|_%' ESCAPE '|')"
 )
 
 
-def never_sent_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> set[int]:
-    """Those of ``ids`` that are stored and were never sent (see ``_NEVER_SENT``)."""
-    return {row[0] for row in conn.execute(_NEVER_SENT, (orjson.dumps(ids),))}
+def not_taken(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, bytes | None]:
+    """Those of ``ids`` stored as events Meta never took: None for one never sent, the payload
+    Meta refused for the others (see ``_NOT_TAKEN``)."""
+    rows = conn.execute(_NOT_TAKEN, (orjson.dumps(ids),))
+    return {id_: None if never else (payload or b"") for id_, never, payload in rows}
 
 
 # Rows per statement, at most: SQLite runs a statement's prologue and epilogue once per execution

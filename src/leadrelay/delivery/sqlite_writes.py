@@ -33,10 +33,10 @@ from leadrelay.delivery.sqlite_sql import (
     REQUEUE_WITH,
     insert_delivered,
     insert_rows,
-    never_sent_ids,
+    not_taken,
     stored_ids,
 )
-from leadrelay.delivery.store import Incoming, OriginalPolicy
+from leadrelay.delivery.store import Added, Incoming, OriginalPolicy
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -72,15 +72,20 @@ class SQLiteWrites:
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """See ``Store.add``. ``durable=False``: the events are durable only once ``sync`` (called
         after this returned) returns; other connections see them at once."""
+        return self.add_new(items, durable=durable).ids
+
+    def add_new(self, items: Sequence[Incoming], *, durable: bool = True) -> Added:
+        """See ``Store.add_new``; ``durable`` as for ``add``."""
         if not items:
-            return []
+            return Added([], [])
         rows = [encode_row(item, self._policy) for item in items]  # encode before taking the lock
         keys = [item.outcome.key for item in items]
         remembered: list[int] = []
+        stored: list[bool] = []
         try:
             deferred = not durable and self._wal.fd is not None
             with self._writing(fsync=not deferred) as conn:
-                ids = self._add(conn, keys, rows, remembered)
+                ids = self._add(conn, keys, rows, remembered, stored=stored)
                 # Under the lock, so a claim that sees these rows sees this too (should the
                 # commit fail, the next claim merely syncs once more).
                 self._deferred += deferred
@@ -88,7 +93,7 @@ class SQLiteWrites:
             for id_ in remembered:  # not stored after all
                 self._unclaimed.pop(id_, None)
             raise
-        return ids
+        return Added(ids, stored)
 
     def record(
         self,
@@ -185,9 +190,11 @@ class SQLiteWrites:
         remembered: list[int] | None,
         *,
         look_up: bool = True,
+        stored: list[bool] | None = None,
     ) -> list[int]:
-        """Insert what is new (in the transaction of ``conn``); returns one id per row. Without
-        ``look_up`` the caller knows that none of ``keys`` is stored (see ``record``)."""
+        """Insert what is new (in the transaction of ``conn``); returns one id per row, and says
+        in ``stored`` whether it stored each row (``Added.stored``). Without ``look_up`` the
+        caller knows that none of ``keys`` is stored (see ``record``)."""
         ids: list[int] = []
         new: dict[str, list[tuple[Any, ...]]] = {
             INSERT_QUEUED: [],
@@ -201,12 +208,14 @@ class SQLiteWrites:
         next_id = seq[0] + 1 if seq else 1
         first_new = next_id
         again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]] = []
+        again_at: list[int] = []  # where each of ``again`` is in ``ids``
         for key, (sql, row, body) in zip(keys, rows, strict=True):
             if key:
                 found = known.get(key)
                 if found is not None:
                     if sql is INSERT_QUEUED and found < first_new:  # stored before this add
                         again.append((found, row, body))
+                        again_at.append(len(ids))
                     ids.append(found)
                     continue
                 known[key] = next_id
@@ -218,8 +227,16 @@ class SQLiteWrites:
         for sql, params in new.items():  # ids are explicit: the order of inserts is free
             if params:
                 insert_rows(conn, sql, params)
+        if stored is not None:  # each new id is given once, to the item that brought it
+            fresh = set(range(first_new, next_id))
+            for id_ in ids:
+                stored.append(id_ in fresh)
+                fresh.discard(id_)
         if again:
-            _map_again(conn, again)
+            took = _map_again(conn, again)
+            if stored is not None:
+                for at, took_place in zip(again_at, took, strict=True):
+                    stored[at] = took_place
         if remembered is None:  # not queued: nothing to remember for claim
             return ids
         room = self._remember - len(self._unclaimed)
@@ -240,16 +257,24 @@ class SQLiteWrites:
 
 def _map_again(
     conn: sqlite3.Connection, again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]]
-) -> None:
+) -> list[bool]:
     """Payloads for keys stored before (``(id, INSERT_QUEUED row, body)``): those whose stored
-    event Meta never saw (filtered, or refused by our rules: the config or the event was fixed
-    since) take its place, queued, as a replay would; the first one, if a key comes twice. What
-    a request carried stays as it is: nothing is sent twice."""
-    never = never_sent_ids(conn, [found for found, _, _ in again])
+    event Meta never took take its place, queued, as a replay would; the first one, if a key
+    comes twice. Never took: never sent (filtered, refused by our rules: the config or the event
+    was fixed since), or refused by Meta when the payload differs from the one it refused (the
+    event was fixed at its source). What Meta took, or refused as it is, stays as it is: nothing
+    is sent twice. Returns, for each of ``again``, whether it took the place."""
+    waiting = not_taken(conn, [found for found, _, _ in again])
+    took: list[bool] = []
     for found, row, body in again:
-        if found not in never:
+        refused = waiting.get(found, b"")
+        new = None if body is None else body[0]
+        if found not in waiting or (refused is not None and new == refused):
+            took.append(False)
             continue
-        never.discard(found)
+        del waiting[found]
         _, source_event, event_name, lead_id, event_time, at = row
         conn.execute(REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found))
         conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))
+        took.append(True)
+    return took

@@ -153,6 +153,16 @@ class Counts:
     oldest_queued_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What ``Store.add_new`` did: one id per item, and whether it stored the item (a new event,
+    or a payload in place of a stored event Meta never took) or found it stored (left as it
+    was: a client's resend)."""
+
+    ids: list[int]
+    stored: list[bool]
+
+
 class Store(Protocol):
     """Durable event store shared by intake, the dispatcher and the read-only commands."""
 
@@ -161,9 +171,17 @@ class Store(Protocol):
 
         An item whose (non-empty) key is already stored, or appears earlier in ``items``, is not
         stored again: its id is the existing one (a client resending after a timeout). The first
-        outcome stored for a key wins. A payload that cannot be encoded is stored REJECTED with
-        reason ``unencodable`` rather than failing the whole batch.
+        outcome stored for a key wins, but for a payload in place of an event Meta never took:
+        one filtered or refused by our rules (the config or the event was fixed since, nothing
+        was sent), or one Meta refused when the payload differs (the event was fixed at its
+        source: its lead id, say). That payload is queued under the stored event's id. A payload
+        that cannot be encoded is stored REJECTED with reason ``unencodable`` rather than failing
+        the whole batch.
         """
+        return self.add_new(items).ids
+
+    def add_new(self, items: Sequence[Incoming]) -> Added:
+        """``add``, saying which items it stored and which it found stored (``Added``)."""
         ...
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
@@ -317,6 +335,10 @@ class DeferredSync(Protocol):
 
     def add(self, items: Sequence[Incoming], *, durable: bool = True) -> list[int]:
         """``Store.add``; with ``durable=False`` durable only once a later ``sync`` returned."""
+        ...
+
+    def add_new(self, items: Sequence[Incoming], *, durable: bool = True) -> Added:
+        """``Store.add_new``; with ``durable=False`` as ``add``."""
         ...
 
     def sync(self) -> None:

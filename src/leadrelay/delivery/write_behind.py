@@ -39,7 +39,7 @@ import orjson
 from leadrelay.delivery.encoded import EncodedPayload, compact
 from leadrelay.delivery.sqlite_schema import fits_int64
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, Store
+from leadrelay.delivery.store import Added, Claimed, Counts, EventRecord, Incoming, Store
 from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
 
 __all__ = ["WriteBehindStore"]
@@ -76,11 +76,16 @@ class WriteBehindStore(Store):
 
     def add(self, items: Sequence[Incoming]) -> list[int]:
         """See ``Store.add``: payloads stay in memory (durable once recorded, see the module)."""
+        return self.add_new(items).ids
+
+    def add_new(self, items: Sequence[Incoming]) -> Added:
+        """See ``Store.add_new`` and ``add``."""
         with self._adding:
             return self._add(items)
 
-    def _add(self, items: Sequence[Incoming]) -> list[int]:
+    def _add(self, items: Sequence[Incoming]) -> Added:
         ids: list[int] = []
+        new: list[bool] = []  # kept in memory (new), or as the store says (see below)
         rest: list[Incoming] = []  # for the store, at these places of ids
         places: list[int] = []
         to_store: set[str] = set()
@@ -104,11 +109,13 @@ class WriteBehindStore(Store):
                         # place of an event Meta never saw (filtered, refused by our rules).
                         if known and (known < 0 or not isinstance(o, Payload)):
                             ids.append(known)
+                            new.append(False)
                             continue
                         if known:
                             to_store.add(key)
                             places.append(len(ids))
                             ids.append(0)
+                            new.append(False)
                             rest.append(item)
                             continue
                     if keep > 0 and key not in to_store:
@@ -123,6 +130,7 @@ class WriteBehindStore(Store):
                                 if key:
                                     in_memory[key] = next_id
                                 ids.append(next_id)
+                                new.append(True)
                                 next_id -= 1
                                 keep -= 1
                                 room -= size
@@ -131,6 +139,7 @@ class WriteBehindStore(Store):
                         to_store.add(key)  # the store takes the first one, and says its id
                     places.append(len(ids))
                     ids.append(0)
+                    new.append(False)
                     rest.append(item)
             finally:
                 self._next_id = next_id
@@ -138,9 +147,11 @@ class WriteBehindStore(Store):
         if rest:
             # Not synced here (the reader would wait for the disk, each piece it reads): the
             # next record or close syncs it, and a claim syncs before it hands a payload out.
-            for place, id_ in zip(places, self._store.add(rest, durable=False), strict=True):
+            added = self._store.add_new(rest, durable=False)
+            for place, id_, took in zip(places, added.ids, added.stored, strict=True):
                 ids[place] = id_
-        return ids
+                new[place] = took
+        return Added(ids, new)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits

@@ -34,10 +34,10 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
-from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.store import Added, Incoming
 
 MAX_GROUP_ITEMS: Final = 500
 """A group takes no more requests once it holds this many events. A few hundred rows share a
@@ -54,9 +54,10 @@ Prepare = Callable[[], tuple[Sequence[Incoming], T]]
 class _Job(Generic[T]):
     prepare: Prepare[T]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
+    future: asyncio.Future[tuple[T, list[bool]]]
     items: Sequence[Incoming] = ()
     answer: T | None = None
+    stored: list[bool] = field(default_factory=list)  # of items: stored, or found stored
     error: BaseException | None = None
 
 
@@ -64,13 +65,14 @@ class GroupCommit:
     """Runs the ``prepare`` of each request in one thread and stores what they return with
     ``add`` (a ``Store.add``), several requests per call.
 
-    ``submit`` returns the request's answer once its events are durable, or raises what
-    ``prepare`` or ``add`` raised for this request alone.
+    ``submit`` returns the request's answer and which of its events the store stored (the
+    others it found stored: ``Added.stored``) once they are durable, or raises what ``prepare``
+    or ``add`` raised for this request alone.
     """
 
     def __init__(
         self,
-        add: Callable[[Sequence[Incoming]], list[int]],
+        add: Callable[[Sequence[Incoming]], Added],
         *,
         sync: Callable[[], None] | None = None,
         max_items: int = MAX_GROUP_ITEMS,
@@ -85,8 +87,9 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
 
-    async def submit(self, prepare: Prepare[T]) -> T:
-        """Prepare and store one request in the thread; its answer."""
+    async def submit(self, prepare: Prepare[T]) -> tuple[T, list[bool]]:
+        """Prepare and store one request in the thread; its answer, and which of its events
+        the store stored."""
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(prepare, loop, loop.create_future())
         if self._thread is None:
@@ -164,11 +167,15 @@ class GroupCommit:
         """Store the group's events in one ``add``; alone again for each when that fails."""
         if len(group) > 1:
             with contextlib.suppress(Exception):  # then each request gets its own error below
-                self._add([item for job in group for item in job.items])
+                stored = self._add([item for job in group for item in job.items]).stored
+                at = 0
+                for job in group:
+                    job.stored = stored[at : at + len(job.items)]
+                    at += len(job.items)
                 return
         for job in group:
             try:
-                self._add(job.items)
+                job.stored = self._add(job.items).stored
             except BaseException as exc:
                 job.error = exc
 
@@ -190,4 +197,4 @@ def _settle(jobs: list[_Job[Any]]) -> None:
         if job.error is not None:
             job.future.set_exception(job.error)
         else:
-            job.future.set_result(job.answer)
+            job.future.set_result((job.answer, job.stored))

@@ -121,9 +121,9 @@ class Intake:
         clock: Callable[[], float],
     ) -> None:
         if isinstance(store, DeferredSync):
-            self._group_commit = GroupCommit(partial(store.add, durable=False), sync=store.sync)
+            self._group_commit = GroupCommit(partial(store.add_new, durable=False), sync=store.sync)
         else:
-            self._group_commit = GroupCommit(store.add)
+            self._group_commit = GroupCommit(store.add_new)
         self._worker = worker
         self._metrics = metrics
         self._clock = clock
@@ -176,11 +176,12 @@ class Intake:
         if not isinstance(body, bytes):
             return body
         try:
-            accepted = await self._group_commit.submit(
+            prepared, stored = await self._group_commit.submit(
                 partial(self._prepare, body, header.get(b"content-type"), mapper, settings)
             )
         except Exception as exc:  # the store failed: nothing was stored, the client must resend
             return self._store_failed(exc)
+        accepted = prepared.after(stored)
         self.store_error = None
         self._metrics.outcomes(accepted.counts)
         if accepted.queued:

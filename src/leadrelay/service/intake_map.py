@@ -9,6 +9,7 @@ through ``parse_body``, which names each problem. Both give the same answer for 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ log = structlog.get_logger("leadrelay.intake")
 
 MAX_EVENTS: Final = 25_000  # per request: 25 times Meta's own batch limit
 _LABEL: Final = "request"
+_QUEUED: Final = ("queued", "")
 # What parse_body reads as one JSON document; NDJSON and the rest take the general path.
 _JSON_TYPES: Final = frozenset({"", "application/json"})
 
@@ -33,12 +35,32 @@ _JSON_TYPES: Final = frozenset({"", "application/json"})
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """The answer to one request once its events are stored: status, JSON body, the number of
-    events queued for delivery and the events by (outcome, reason) for the metrics."""
+    events queued for delivery and the events by (outcome, reason) for the metrics; ``labels``
+    is the (outcome, reason) of each event to store, in order (see ``after``)."""
 
     status: int
     body: bytes
     queued: int
     counts: Counter[tuple[str, str]]
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def after(self, stored: Sequence[bool]) -> Accepted:
+        """The answer once the store said which events it stored (``Added.stored``): one it
+        found stored (a client's resend) is ``already_stored``, and neither queued nor counted
+        again (the metrics would count every retry of a client)."""
+        if all(stored):
+            return self
+        counts = self.counts.copy()
+        queued = 0
+        for label, new in zip(self.labels, stored, strict=True):
+            if not new:
+                counts[label] -= 1
+            elif label[0] == "queued":
+                queued += 1
+        answer = orjson.loads(self.body)
+        answer["queued"] = queued
+        answer["already_stored"] = len(stored) - sum(stored)
+        return Accepted(self.status, orjson.dumps(answer), queued, +counts, self.labels)
 
 
 def prepare_request(
@@ -60,6 +82,7 @@ def prepare_request(
             "send them in several requests",
         )
     items: list[Incoming] = []
+    labels: list[tuple[str, str]] = []  # of each item
     rejected: list[dict[str, Any]] = []
     filtered: Counter[str] = Counter()
     counts: Counter[tuple[str, str]] = Counter()
@@ -83,9 +106,11 @@ def prepare_request(
             continue
         if isinstance(outcome, Payload):
             ids.append(outcome.key)  # counted once after the loop
+            labels.append(_QUEUED)
         elif isinstance(outcome, Filtered):
             filtered[outcome.reason] += 1
             counts["filtered", outcome.reason] += 1
+            labels.append(("filtered", outcome.reason))
         elif isinstance(outcome, Rejected):
             rejected.append(
                 _rejection(
@@ -93,6 +118,7 @@ def prepare_request(
                 )
             )
             counts["rejected", outcome.reason] += 1
+            labels.append(("rejected", outcome.reason))
         items.append(Incoming(outcome, dumps(event) if keep_originals else None, now))
     if not items and rejected:
         first = rejected[0]["message"]
@@ -104,15 +130,16 @@ def prepare_request(
         }
         return [], Accepted(400, dumps(answer), 0, Counter())
     if ids:
-        counts["queued", ""] = len(ids)
+        counts[_QUEUED] = len(ids)
     accepted: dict[str, Any] = {
         "accepted": len(items),
         "queued": len(ids),
+        "already_stored": 0,
         "filtered": dict(filtered),
         "rejected": rejected,
         "ids": ids,
     }
-    return items, Accepted(202, dumps(accepted), len(ids), counts)
+    return items, Accepted(202, dumps(accepted), len(ids), counts, tuple(labels))
 
 
 def _refused(status: int, error: str, message: str) -> Accepted:

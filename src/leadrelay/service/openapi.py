@@ -184,10 +184,26 @@ def openapi_document(*, max_body_bytes: int, max_backlog: int) -> dict[str, Any]
                 },
                 "Accepted": {
                     "type": "object",
-                    "required": ["accepted", "queued", "filtered", "rejected", "ids"],
+                    "required": [
+                        "accepted",
+                        "queued",
+                        "already_stored",
+                        "filtered",
+                        "rejected",
+                        "ids",
+                    ],
                     "properties": {
                         "accepted": {"type": "integer", "description": "Events read and recorded."},
-                        "queued": {"type": "integer", "description": "Events to deliver."},
+                        "queued": {
+                            "type": "integer",
+                            "description": "Events this request queued for delivery: new ones, "
+                            "and fixed ones in place of an event Meta never took.",
+                        },
+                        "already_stored": {
+                            "type": "integer",
+                            "description": "Events whose event id was stored before (a resend): "
+                            "left as they were, counted once.",
+                        },
                         "filtered": {
                             "type": "object",
                             "description": "Events not for Meta by your settings, by reason "
@@ -197,7 +213,8 @@ def openapi_document(*, max_body_bytes: int, max_backlog: int) -> dict[str, Any]
                         "rejected": {"type": "array", "items": _ref("ItemProblem")},
                         "ids": {
                             "type": "array",
-                            "description": "The event id of each queued event.",
+                            "description": "The event id of each event to deliver, already "
+                            "stored ones included.",
                             "items": {"type": "string"},
                         },
                     },

@@ -8,30 +8,37 @@ from leadrelay.delivery.redis.lua_common import script
 
 ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
--- lead, payload, notes, original ('' for none), nfields, field/value pairs
+-- lead, payload, notes, original ('' for none), nfields, field/value pairs.
+-- Returns per item: its id, then 1 if this call stored it (new, or in place of an event Meta
+-- never took), 0 if it was stored before.
 local NEVER_SENT = {filtered = true, rejected = true, expired = true}
 promote(ARGV[2])
 local items, seen, fresh, queued = {}, {}, 0, 0
 local i = 3
 while i <= #ARGV do
+  local i0 = i
   local it = {key = ARGV[i], state = ARGV[i + 1], at = ARGV[i + 3], lead = ARGV[i + 4], at_i = i}
   it.reason = ARGV[i + 2] ~= '' and ARGV[i + 2] or nil
   it.fs = i + 9
   i = it.fs + tonumber(ARGV[i + 8]) * 2
   it.fe = i - 1
-  if it.key ~= '' and seen[it.key] then
-    it.same = seen[it.key]  -- resent within the batch
-  else
+  local before = it.key ~= '' and seen[it.key]
+  if before and (before.new or before.again or it.state ~= 'queued') then
+    it.same = before  -- resent within the batch
+  else  -- (or a payload for a key whose stored event the first one did not replace)
     it.id = it.key ~= '' and redis.call('HGET', KEYMAP, it.key) or nil
     if not it.id then
       it.new = true
       fresh = fresh + 1
       if it.state == 'queued' then queued = queued + 1 end
     elseif it.state == 'queued' then
-      -- a payload for a key stored as an event Meta never saw (filtered, refused by our rules:
-      -- no request carried it) takes its place, queued under its id
+      -- a payload for a key stored as an event Meta never took takes its place, queued under
+      -- its id: one never sent (filtered, refused by our rules), or one Meta refused when the
+      -- payload differs from the one refused (the event was fixed at its source)
       local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua')
-      if NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0 then
+      local never = NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0
+      local refused = cur[1] == 'rejected' and string.sub(cur[3] or '', 1, 5) == 'meta_'
+      if never or (refused and redis.call('GET', PK(it.id)) ~= ARGV[i0 + 5]) then
         it.again = cur
         queued = queued + 1
       end
@@ -85,6 +92,7 @@ for _, it in ipairs(items) do
     end
   end
   ids[#ids + 1] = it.id or it.same.id
+  ids[#ids + 1] = (it.new or it.again) and 1 or 0  -- stored by this add, or found stored
 end
 if #blobs > 0 then vcall({'MSET'}, blobs) end
 if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end

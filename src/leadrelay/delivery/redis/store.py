@@ -14,7 +14,15 @@ from leadrelay.delivery.redis import lua_admin, lua_queue, records
 from leadrelay.delivery.redis.connection import Arg, Client, RedisConnection
 from leadrelay.delivery.redis.counters import levels_for, to_counts, to_timeline
 from leadrelay.delivery.redis.records import Value, number
-from leadrelay.delivery.store import Claimed, Counts, EventRecord, Incoming, OriginalPolicy, Store
+from leadrelay.delivery.store import (
+    Added,
+    Claimed,
+    Counts,
+    EventRecord,
+    Incoming,
+    OriginalPolicy,
+    Store,
+)
 from leadrelay.outcome import Delivery, Payload, State
 
 _ALL_STATES: Final = tuple(s.value for s in State)
@@ -84,14 +92,15 @@ class RedisStore(RedisConnection, Store):
         self._requeue, self._purge = reg(a.REQUEUE), reg(a.PURGE)
         self._counts, self._events, self._pause = reg(a.COUNTS), reg(a.EVENTS), reg(a.PAUSE)
 
-    def add(self, items: Sequence[Incoming]) -> list[int]:
-        """See ``Store.add``: one script call (one round trip) per batch."""
+    def add_new(self, items: Sequence[Incoming]) -> Added:
+        """See ``Store.add_new``: one script call (one round trip) per batch."""
         if not items:
-            return []
+            return Added([], [])
         args: list[Value] = [number(max(i.received_at for i in items))]
         for item in items:
             args += records.item_args(item, self._policy)
-        return [int(i) for i in self._run(self._add, args)]
+        got = self._run(self._add, args)
+        return Added([int(i) for i in got[0::2]], [int(n) == 1 for n in got[1::2]])
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``. Reclaims dead consumers' entries first, then reads new ones;

@@ -110,6 +110,23 @@ def test_status_shows_outcomes_health_and_backlog(tmp_path: Path) -> None:
     assert TOKEN not in out + proc.stderr
 
 
+def test_windows_longer_than_retention_count_only_what_the_store_keeps(tmp_path: Path) -> None:
+    """Past retention_days deliveries are deleted and dead letters kept: a week counted whole
+    showed the failures alone ("stormy: 0.0% delivered" after 397,376 deliveries)."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "[store]\nretention_days = 3\n")
+    settings = load_config(config)
+    store = open_store(settings)
+    old = time.time() - 5 * 86400  # a refusal kept past retention; its deliveries are gone
+    refused = {"event_name": "lead_qualified", "lead": "1", "context": {"event_id": "r"}}
+    store.add([Incoming(Mapper(settings, clock=lambda: old).map(refused), None, old)])
+    store.close()
+    proc = run("status", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "last week (the store keeps 3 days)" in proc.stdout
+    assert "stormy" not in proc.stdout, proc.stdout
+
+
 def test_status_without_store_says_so(tmp_path: Path) -> None:
     proc = run("status", "--config", str(write_config(tmp_path)))
     assert proc.returncode == 1

@@ -28,7 +28,8 @@ def _seed(store: SQLiteStore, now: float) -> None:
         }
         for i in range(3)
     ]
-    store.add([Incoming(mapper.map(e), orjson.dumps(e), now) for e in events])
+    unmapped = {"event_name": "page_view", "context": {"event_id": "pv"}}  # not for Meta
+    store.add([Incoming(mapper.map(e), orjson.dumps(e), now) for e in [*events, unmapped]])
     a, b, c = store.claim(10, now)
     store.complete(
         [
@@ -46,15 +47,16 @@ def test_originals_dropped_then_records_deleted(tmp_path: Path) -> None:
     _seed(store, now)
     policy = StoreSettings(retention_days=1, drop_originals_after_delivery=True)
     first = apply_retention(store, policy, now + 1)
-    assert (first.dropped, first.deleted) == (2, 0)
+    assert (first.dropped, first.deleted, first.filtered) == (2, 0, 0)
     delivered = store.get("e0")
     assert delivered is not None and delivered.state is State.DELIVERED
     assert delivered.original is None and delivered.payload is None
     rejected = store.get("e2")
     assert rejected is not None and rejected.original is not None  # dead letters stay whole
     later = apply_retention(store, policy, now + 2 * 86400)
-    assert later.deleted == 2
-    assert store.get("e0") is None and store.get("e2") is not None
+    assert (later.deleted, later.filtered) == (2, 1)  # filtered ones too: they grew for ever
+    assert store.get("e0") is None and store.get("pv") is None
+    assert store.get("e2") is not None  # a dead letter: kept
     store.close()
 
 
@@ -87,3 +89,15 @@ def test_loop_runs_until_stopped(tmp_path: Path) -> None:
     record = store.get("e1")
     assert record is not None and record.original is None
     store.close()
+
+
+def test_a_reload_says_a_restart_is_needed_only_for_what_the_open_store_was_made_with() -> None:
+    """retention_days and drop_originals_after_delivery apply at the next retention pass: the
+    reload said "restart needed" for them, and a restart then purged at once."""
+    from leadrelay.service.reload import store_needs_restart
+
+    base = StoreSettings()
+    assert not store_needs_restart(base, StoreSettings(retention_days=3))
+    assert not store_needs_restart(base, StoreSettings(drop_originals_after_delivery=False))
+    assert store_needs_restart(base, StoreSettings(originals="drop"))
+    assert store_needs_restart(base, StoreSettings(synchronous="NORMAL"))

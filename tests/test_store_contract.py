@@ -677,6 +677,17 @@ EVENT = {
 }
 
 
+def test_purge_deletes_old_filtered_events_and_refuses_dead_letters(store: Store) -> None:
+    filtered = store.add([incoming(Filtered("pv", "page_view", "unmapped", "not mapped"))])
+    rejected = store.add([incoming(Rejected("r", "x", "invalid_lead_id", None, "12 digits"))])
+    assert store.purge(delivered_before=NOW - 1, drop_originals=False, state=State.FILTERED) == 0
+    assert store.purge(delivered_before=NOW + 1, drop_originals=False, state=State.FILTERED) == 1
+    assert store.get(filtered[0]) is None and store.get(rejected[0]) is not None
+    assert store.counts().by_state["filtered"] == 0 and store.counts().by_state["rejected"] == 1
+    with pytest.raises(ValueError, match="not rejected"):
+        store.purge(delivered_before=NOW + 1, drop_originals=False, state=State.REJECTED)
+
+
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [

@@ -22,6 +22,33 @@ from leadrelay.diagnostics.delivery import Health, health
 from leadrelay.diagnostics.fixes import what_to_fix
 
 WINDOWS: Final = (("last hour", 3600), ("last day", 86400), ("last week", 7 * 86400))
+
+
+def windows(retention_days: float) -> list[tuple[str, float]]:
+    """``WINDOWS``, each cut to what the store keeps: past ``retention_days`` delivered (and
+    filtered) events are deleted but dead letters are not, so a longer window would count the
+    failures alone (health "stormy: 0.0% delivered" after 397,376 deliveries). A cut window
+    says so in its name."""
+    kept = retention_days * 86400
+    out = []
+    for name, seconds in WINDOWS:
+        if seconds <= kept:
+            out.append((name, float(seconds)))
+        else:
+            out.append((f"{name} (the store keeps {_span(kept)})", kept))
+    return out
+
+
+def _span(seconds: float) -> str:
+    """``3 days``, ``12 hours``, ``30 minutes``: how long, in the largest whole unit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds / size
+            shown = f"{n:.0f}" if abs(n - round(n)) < 0.05 else f"{n:.1f}"
+            return f"{shown} {unit}{'' if shown == '1' else 's'}"
+    return f"{seconds:.0f} seconds"
+
+
 FAILED: Final = ("rejected", "expired", "dead")
 PAUSE_REASONS: Final = frozenset({"paused_auth"})
 
@@ -76,10 +103,10 @@ def service_state(settings: Settings) -> tuple[str, str | None]:
 def collect(settings: Settings, store: Store, *, now: float | None = None) -> Status:
     """Read the store (and the service) into a ``Status``."""
     at = time.time() if now is None else now
-    windows = []
-    for name, seconds in WINDOWS:
+    found = []
+    for name, seconds in windows(settings.store.retention_days):
         counts = store.counts(since=at - seconds)
-        windows.append(Window(name, counts, _health(counts)))
+        found.append(Window(name, counts, _health(counts)))
     backlog = store.counts()
     service, paused = service_state(settings)
     if paused is None and isinstance(store, FleetControl):
@@ -95,7 +122,7 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
                 f"{held} queued event(s) wait because Meta refused the requests "
                 "(the access token, a permission or the endpoint: see their message)"
             )
-    return Status(tuple(windows), backlog, paused, service)
+    return Status(tuple(found), backlog, paused, service)
 
 
 def fix_for(reason: str) -> str:

@@ -2,8 +2,8 @@
 
 Once an event is delivered its original and payload are no longer needed to deliver or replay it,
 so with ``drop_originals_after_delivery`` they are dropped (the outcome stays visible); after
-``retention_days`` the delivered record itself is deleted. Events that did not reach Meta are
-kept: they are the dead letters users replay.
+``retention_days`` the delivered record itself is deleted, and so are filtered events (not meant
+for Meta). Events that did not reach Meta are kept: they are the dead letters users replay.
 """
 
 from __future__ import annotations
@@ -18,16 +18,19 @@ import structlog
 
 from leadrelay.config import StoreSettings
 from leadrelay.delivery.store import Store
+from leadrelay.outcome import State
 
 log = structlog.get_logger("leadrelay.retention")
 
 
 @dataclass(frozen=True, slots=True)
 class Purged:
-    """How many delivered events lost their original (``dropped``) or were deleted."""
+    """How many delivered events lost their original (``dropped``) or were deleted, and how
+    many filtered ones were deleted."""
 
     dropped: int
     deleted: int
+    filtered: int = 0
 
 
 def apply_retention(store: Store, policy: StoreSettings, now: float) -> Purged:
@@ -37,10 +40,12 @@ def apply_retention(store: Store, policy: StoreSettings, now: float) -> Purged:
         if policy.drop_originals_after_delivery
         else 0
     )
-    deleted = store.purge(
-        delivered_before=now - policy.retention_days * 86400, drop_originals=False
-    )
-    return Purged(dropped, deleted)
+    before = now - policy.retention_days * 86400
+    deleted = store.purge(delivered_before=before, drop_originals=False)
+    # Events not meant for Meta (a CDP's page views, unmapped) may be most of what comes in:
+    # kept for ever, they made the store grow without bound.
+    filtered = store.purge(delivered_before=before, drop_originals=False, state=State.FILTERED)
+    return Purged(dropped, deleted, filtered)
 
 
 async def retention_loop(
@@ -59,7 +64,12 @@ async def retention_loop(
         except Exception as exc:  # a failed purge must not stop the service; it retries later
             log.error("retention failed", error=f"{type(exc).__name__}: {exc}")
         else:
-            if purged.dropped or purged.deleted:
-                log.info("retention", originals_dropped=purged.dropped, deleted=purged.deleted)
+            if purged.dropped or purged.deleted or purged.filtered:
+                log.info(
+                    "retention",
+                    originals_dropped=purged.dropped,
+                    deleted=purged.deleted,
+                    filtered_deleted=purged.filtered,
+                )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -63,9 +63,10 @@ def requeue_rows(
 
 
 def purge_delivered(
-    writing: Writing, delivered_before: float, drop_originals: bool, *, chunk: int
+    writing: Writing, delivered_before: float, drop_originals: bool, *, chunk: int, state: str
 ) -> int:
-    """``Store.purge``, in chunks of ``chunk`` rows, one transaction each."""
+    """``Store.purge`` of events in ``state``, in chunks of ``chunk`` rows, one transaction
+    each."""
     changes: tuple[str, ...]
     start: float
     if drop_originals:
@@ -76,7 +77,7 @@ def purge_delivered(
     total = 0
     while True:
         with writing() as conn:
-            rows = conn.execute(select, (start, delivered_before, chunk)).fetchall()
+            rows = conn.execute(select, (start, delivered_before, state, chunk)).fetchall()
             if rows:
                 ids = [(id_,) for id_, _ in rows]
                 counted = [conn.executemany(change, ids).rowcount for change in changes]

@@ -66,6 +66,7 @@ from leadrelay.delivery.store import (
     OriginalPolicy,
     Store,
     StoreError,
+    purgeable,
 )
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import Delivery, Payload, State
@@ -253,9 +254,17 @@ class SQLiteStore(SQLiteWrites, SQLiteReads, Store):
         at = time.time() if now is None else now
         return requeue_rows(self._writing, ids, payloads, at, forget=self._forget)
 
-    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
+    def purge(
+        self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
+    ) -> int:
         """See ``Store.purge``. Works in chunks of a few thousand rows, one transaction each."""
-        return purge_delivered(self._writing, delivered_before, drop_originals, chunk=_PURGE_CHUNK)
+        return purge_delivered(
+            self._writing,
+            delivered_before,
+            drop_originals,
+            chunk=_PURGE_CHUNK,
+            state=purgeable(state),
+        )
 
     def _forget(self, id_: int) -> None:
         """A payload replaced by ``requeue``: the remembered one (if any) is not sent."""

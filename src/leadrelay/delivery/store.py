@@ -45,6 +45,16 @@ FINAL_DELIVERY_STATES: Final = frozenset(
 REPLAYABLE_STATES: Final = frozenset({State.DEAD, State.REJECTED, State.EXPIRED, State.FILTERED})
 """States ``requeue`` takes back to the queue. Never DELIVERED: that would send an event twice."""
 
+PURGEABLE_STATES: Final = frozenset({State.DELIVERED, State.FILTERED})
+"""States ``purge`` takes: final, and no dead letters (those did not reach Meta: users replay)."""
+
+
+def purgeable(state: State) -> str:
+    """``state``'s value, for ``purge``; ``ValueError`` for a state it must not purge."""
+    if state not in PURGEABLE_STATES:
+        raise ValueError(f"purge takes delivered or filtered events, not {State(state).value}")
+    return state.value
+
 
 class StoreError(Exception):
     """The store cannot be opened or used (wrong file, newer schema, closed)."""
@@ -282,11 +292,14 @@ class Store(Protocol):
         """
         ...
 
-    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
-        """Retention for DELIVERED events last updated before ``delivered_before``.
+    def purge(
+        self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
+    ) -> int:
+        """Retention for DELIVERED (or FILTERED) events last updated before ``delivered_before``.
 
         Deletes them, or with ``drop_originals`` keeps the record but drops its original and
-        payload (the outcome stays visible). Returns how many rows were affected.
+        payload (the outcome stays visible). Returns how many rows were affected. Other states
+        are refused (``ValueError``): those events did not reach Meta, they are dead letters.
         """
         ...
 

@@ -310,9 +310,13 @@ class WriteBehindStore(Store):
         """See ``Store.requeue`` (stored events only)."""
         return self._store.requeue(ids, payloads, now=now)
 
-    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
+    def purge(
+        self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
+    ) -> int:
         """See ``Store.purge``."""
-        return self._store.purge(delivered_before=delivered_before, drop_originals=drop_originals)
+        return self._store.purge(
+            delivered_before=delivered_before, drop_originals=drop_originals, state=state
+        )
 
     def close(self) -> None:
         """Store what is still in memory (QUEUED: the next ``send`` or ``serve`` delivers it),

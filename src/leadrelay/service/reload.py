@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.config import ConfigError, Settings, StoreSettings, load_config
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.wiring import make_client, make_dispatcher
 from leadrelay.delivery.worker import DeliveryWorker
@@ -26,6 +26,13 @@ def log_config_error(log: Log, exc: ConfigError, what: str) -> None:
     """Log a config's problems. They name keys and say what is wrong; they never hold the values
     (tokens are SecretStr)."""
     log.error(what, source=exc.source, problems=[str(p) for p in exc.problems])
+
+
+def store_needs_restart(old: StoreSettings, new: StoreSettings) -> bool:
+    """Whether ``[store]`` changed in what the open store was made with (``originals``,
+    ``synchronous``). ``retention_days`` and ``drop_originals_after_delivery`` need no restart:
+    the next retention pass (every 10 minutes, in ``serve``) applies them, a restart at once."""
+    return (old.originals, old.synchronous) != (new.originals, new.synchronous)
 
 
 def read_for_reload(path: Path, log: Log) -> Settings | None:

@@ -47,6 +47,7 @@ from leadrelay.service.reload import (
     DeliveringProcess,
     log_config_error,
     read_for_reload,
+    store_needs_restart,
     switch_worker,
 )
 
@@ -122,7 +123,7 @@ def _restart_only(old: Settings, new: Settings, section: str) -> bool:
         return (a.host, a.port, a.data_dir) != (b.host, b.port, b.data_dir)
     if section == "queue":
         return old.queue != new.queue
-    return old.store != new.store
+    return store_needs_restart(old.store, new.store)
 
 
 class _Server(uvicorn.Server):

@@ -41,9 +41,10 @@ return n
 """)
 
 PURGE: Final = script("""
--- ARGV: P, delivered_before, drop_originals ('1'/'0'), after_id, chunk
-local BEFORE = tonumber(ARGV[2])
-local ids = state_ids('delivered', ARGV[4], tonumber(ARGV[5]))
+-- ARGV: P, updated_before, drop_originals ('1'/'0'), after_id, chunk, state (delivered or
+-- filtered: a final state whose events are no dead letters)
+local BEFORE, S = tonumber(ARGV[2]), ARGV[6]
+local ids = state_ids(S, ARGV[4], tonumber(ARGV[5]))
 local n = 0
 for _, id in ipairs(ids) do
   local ek = EK(id)
@@ -53,11 +54,11 @@ for _, id in ipairs(ids) do
       if redis.call('DEL', PK(id), OK(id), NK(id)) > 0 then n = n + 1 end
     else
       redis.call('DEL', ek, PK(id), OK(id), NK(id))
-      set_member('delivered', id, false)
+      set_member(S, id, false)
       if cur[2] and cur[2] ~= '' and redis.call('HGET', KEYMAP, cur[2]) == tostring(id) then
         redis.call('HDEL', KEYMAP, cur[2])
       end
-      bump('delivered', cur[3], cur[1], -1)
+      bump(S, cur[3], cur[1], -1)
       n = n + 1
     end
   end

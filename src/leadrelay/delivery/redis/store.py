@@ -22,6 +22,7 @@ from leadrelay.delivery.store import (
     Incoming,
     OriginalPolicy,
     Store,
+    purgeable,
 )
 from leadrelay.outcome import Delivery, Payload, State
 
@@ -307,12 +308,15 @@ class RedisStore(RedisConnection, Store):
             total += int(self._run(self._requeue, args))
         return total
 
-    def purge(self, *, delivered_before: float, drop_originals: bool) -> int:
-        """See ``Store.purge``. Walks the delivered events in chunks, one script call each."""
+    def purge(
+        self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
+    ) -> int:
+        """See ``Store.purge``. Walks the events of ``state`` in chunks, one script call each."""
         total, after = 0, "0"
+        name = purgeable(state)
         while True:
             args: list[Arg] = [number(delivered_before), "1" if drop_originals else "0", after]
-            args.append(_CHUNK)
+            args += [_CHUNK, name]
             n, last, seen = self._run(self._purge, args)
             total += int(n)
             if int(seen) < _CHUNK:

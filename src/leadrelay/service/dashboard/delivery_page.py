@@ -23,7 +23,8 @@ from leadrelay.outcome import State
 from leadrelay.scrub import scrub_text
 from leadrelay.service.dashboard.layout import BASE, when
 from leadrelay.service.dashboard.reports import Reports
-from leadrelay.status import FAILED, PAUSE_REASONS, WINDOWS, age
+from leadrelay.status import FAILED, PAUSE_REASONS, age
+from leadrelay.status import windows as retained_windows
 
 STATES_OF: Final[dict[str, tuple[State, ...]]] = {
     "delivered": (State.DELIVERED,),
@@ -91,7 +92,7 @@ def collect(store: Store, settings: Settings, now: float, reports: Reports) -> D
     """Read the store: the report (see ``reports``), a few counts, an example per error row."""
     report = reports.get(settings, now)
     windows = []
-    for name, seconds in WINDOWS:
+    for name, seconds in retained_windows(settings.store.retention_days):
         counts = store.counts(since=now - seconds)
         failed = sum(counts.by_state.get(s, 0) for s in FAILED)
         windows.append((name, counts, health(counts.by_state.get("delivered", 0), failed)))

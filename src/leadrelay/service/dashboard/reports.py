@@ -54,7 +54,12 @@ class Reports:
         if stored > self._latest:
             source = f"the latest {self._latest:,} events of the event store"
         return build_report(
-            sources.from_store(self._store, after_id=max(0, stored - self._latest)),
+            sources.from_store(
+                self._store,
+                # what retention keeps of every outcome (see ``status.windows``)
+                since=now - settings.store.retention_days * 86400,
+                after_id=max(0, stored - self._latest),
+            ),
             static=sources.static_stages(settings),
             now=now,
             from_store=True,

@@ -24,9 +24,12 @@ import orjson
 import pytest
 import redis
 
+from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.redis import RedisStore
+from leadrelay.delivery.store import Incoming
 from leadrelay.delivery.worker import DeliveryWorker
+from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
 from leadrelay.outcome import State
@@ -414,3 +417,66 @@ def status_and_dead_letters(config: Path) -> None:
     dead = cli("dead-letters", "list", "--config", str(config))
     line = next(line for line in dead.splitlines() if "fleet-rejected" in line)
     assert "rejected" in line and "100/2804036" in line and str(DELETED_LEAD) in line
+
+
+@pytest.mark.parametrize("holder", ["died", "keeps them"])
+def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
+    holder: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A send killed with batches in flight leaves them held under its consumer name: the next
+    send of the same file skipped them as "stored by an earlier run" and exited 0, and they
+    waited for a later run. It now waits until they can be taken over (claim_idle_s) and
+    delivers them; those another process keeps renewing are counted as not sent yet (exit 2)."""
+    prefix = f"lr:rerun-{holder.replace(' ', '-')}"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        events = [lead_event(LEAD_BASE + 700 + i, f"rerun-{i}") for i in range(30)]
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        mapper = Mapper(load_config(config))
+        stopped = RedisStore(redis_url, prefix=prefix, consumer="stopped-1", claim_idle_s=60)
+        stopped.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in events[:10]])
+        held = [c.id for c in stopped.claim(10, time.time())]
+        assert len(held) == 10  # in flight under a consumer that will never finish them
+        done = threading.Event()
+
+        def renew() -> None:  # a live process working on them: they never fall idle
+            while not done.wait(0.2):
+                stopped.renew(held)
+
+        renewer = threading.Thread(target=renew, daemon=True)
+        if holder == "keeps them":
+            renewer.start()
+        try:
+            began = time.monotonic()
+            proc = subprocess.run(
+                [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+            took = time.monotonic() - began
+            after = subprocess.run(  # deliver says what the fleet still holds
+                [sys.executable, "-m", "leadrelay", "deliver", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+        finally:
+            done.set()
+            if renewer.is_alive():
+                renewer.join()
+            stopped.close()
+        sent = {e["event_id"] for e in sandbox.state.received()}
+    assert "in flight in another process" in proc.stderr, proc.stderr
+    if holder == "died":
+        assert proc.returncode == 0, proc.stderr
+        assert sent == {e["context"]["event_id"] for e in events}
+    else:
+        assert proc.returncode == 2, proc.stderr
+        assert sent == {e["context"]["event_id"] for e in events[10:]}
+        assert "not sent yet" in proc.stderr
+        assert took >= CLAIM_IDLE_S  # it waited for them
+        assert after.returncode == 0 and "in flight in other processes" in after.stderr

@@ -17,7 +17,7 @@ from leadrelay.config import Settings
 from leadrelay.delivery.encoded import EncodedPayload, request_body
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.sqlite_schema import encode_row
-from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.store import Added, Incoming
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload
 from leadrelay.send_input import read_into_store
@@ -30,9 +30,9 @@ class _Chunks:
     def __init__(self) -> None:
         self.chunks: list[list[Incoming]] = []
 
-    def add(self, items: Sequence[Incoming]) -> list[int]:
+    def add_new(self, items: Sequence[Incoming]) -> Added:
         self.chunks.append(list(items))
-        return list(range(len(items)))
+        return Added(list(range(len(items))), [True] * len(items))
 
 
 @pytest.fixture

@@ -49,6 +49,9 @@ class Tally:
     expired: int = 0
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
+    elsewhere: int = 0
+    """Events read that an earlier run left in flight in another process, still unsettled when
+    the send ended (a fleet's store: see ``send._settle_elsewhere``)."""
     requests: int = 0
     transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)
@@ -208,7 +211,9 @@ class Tally:
     def any_failed(self) -> bool:
         """True when some event was rejected (by us or by Meta), expired, or not delivered
         (retries ran out): exit code 2."""
-        return bool(self.rejected or self.meta_rejected or self.expired or self.dead)
+        return bool(
+            self.rejected or self.meta_rejected or self.expired or self.dead or self.elsewhere
+        )
 
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:
         """Print the summary table and the first examples of each problem. ``stopped``: delivery
@@ -246,7 +251,10 @@ class Tally:
             table.add_row("not delivered", reason, str(n), style="red")
         for reason, n in sorted(self.not_sent.items()):
             table.add_row("not sent", reason, str(n), style="yellow")
-        earlier = self.mapped - self.settled
+        earlier = self.mapped - self.settled - self.elsewhere
+        if self.elsewhere:
+            label = "in flight in another process (taken back after claim_idle_s)"
+            table.add_row("not sent yet", label, str(self.elsewhere), style="yellow")
         if not dry_run and earlier > 0:
             if stopped:
                 label = "queued in the store (or stored by an earlier run)"

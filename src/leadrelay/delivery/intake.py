@@ -34,6 +34,8 @@ class ChunkedIntake:
         # Held while adding, so chunks reach the store in the order they were read.
         self._lock = threading.Lock()
         self.stored = 0
+        self.waiting: list[int] = []
+        """Ids of events found stored by an earlier run and not settled yet (``Added``)."""
 
     def put(self, item: Incoming) -> None:
         """Add one event; stores the chunk when it is full."""
@@ -78,7 +80,8 @@ class ChunkedIntake:
             chunk, self._pending = pending[:size], pending[size:]
             if self._pending:
                 self._since = time.monotonic()  # what is left waits from now
-        self._store.add(chunk)
+        added = self._store.add_new(chunk)
         self.stored += len(chunk)
+        self.waiting += added.waiting
         if self._on_stored is not None:
             self._on_stored()

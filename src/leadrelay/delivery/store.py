@@ -171,6 +171,11 @@ class Added:
 
     ids: list[int]
     stored: list[bool]
+    waiting: list[int] = field(default_factory=list)
+    """Ids of payloads found stored and not settled yet (queued, or in flight in another
+    process), where the store says so: one a fleet shares (Redis), where a stopped process's
+    events wait for ``claim_idle_s``. SQLite says nothing: a send takes back at its start what
+    a stopped one left in flight, and delivers what is queued."""
 
 
 class Store(Protocol):

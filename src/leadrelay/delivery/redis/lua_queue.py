@@ -10,7 +10,7 @@ ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
 -- lead, payload, notes, original ('' for none), nfields, field/value pairs.
 -- Returns per item: its id, then 1 if this call stored it (new, or in place of an event Meta
--- never took), 0 if it was stored before.
+-- never took), 2 if it was stored before and is not settled yet, 0 if stored and settled.
 local NEVER_SENT = {filtered = true, rejected = true, expired = true}
 promote(ARGV[2])
 local items, seen, fresh, queued = {}, {}, 0, 0
@@ -41,6 +41,8 @@ while i <= #ARGV do
       if never or (refused and redis.call('GET', PK(it.id)) ~= ARGV[i0 + 5]) then
         it.again = cur
         queued = queued + 1
+      else
+        it.open = OPEN[cur[1]]  -- not settled yet: queued, or in flight (maybe in a dead process)
       end
     end
     if it.key ~= '' then seen[it.key] = it end
@@ -92,7 +94,8 @@ for _, it in ipairs(items) do
     end
   end
   ids[#ids + 1] = it.id or it.same.id
-  ids[#ids + 1] = (it.new or it.again) and 1 or 0  -- stored by this add, or found stored
+  -- 1: stored by this add; 2: found stored, not settled yet; 0: found stored, settled
+  ids[#ids + 1] = (it.new or it.again) and 1 or (it.open and 2 or 0)
 end
 if #blobs > 0 then vcall({'MSET'}, blobs) end
 if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end

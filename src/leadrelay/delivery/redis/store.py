@@ -101,7 +101,9 @@ class RedisStore(RedisConnection, Store):
         for item in items:
             args += records.item_args(item, self._policy)
         got = self._run(self._add, args)
-        return Added([int(i) for i in got[0::2]], [int(n) == 1 for n in got[1::2]])
+        ids, flags = [int(i) for i in got[0::2]], [int(n) for n in got[1::2]]
+        waiting = [id_ for id_, flag in zip(ids, flags, strict=True) if flag == 2]
+        return Added(ids, [flag == 1 for flag in flags], waiting)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``. Reclaims dead consumers' entries first, then reads new ones;

@@ -75,3 +75,24 @@ def test_a_redacted_original_is_not_mapped_again(tmp_path: Path) -> None:
     assert sent_before is not None and data == sent_before
     assert data["user_data"]["em"] == [sha256(b"anne@example.com").hexdigest()]
     assert data["user_data"]["fn"] == [sha256(b"anne").hexdigest()]
+
+
+def test_a_replay_that_still_fails_records_the_new_reason(tmp_path: Path) -> None:
+    """The replay said "still invalid_lead_id" while the store kept missing_lead_id and a message
+    naming the old config: status and dead-letters list --reason invalid_lead_id missed it."""
+    settings = make_settings(server={"data_dir": str(tmp_path)})
+    event = {"event_name": "lead_qualified", "fb_lead": "6234", "context": {"event_id": "short"}}
+    db = open_store(settings)
+    try:
+        db.add([Incoming(Mapper(settings).map(event), orjson.dumps(event), time.time())])
+        (record,) = dead_letters(db)
+        assert record.reason == "missing_lead_id"
+        fixed = make_settings(
+            server={"data_dir": str(tmp_path)}, lead_id="=COALESCE(facebook_lead_id, fb_lead)"
+        )
+        result = replay(db, fixed, [record])
+        assert result.skipped == {"still invalid_lead_id": 1}
+        (again,) = dead_letters(db, reason="invalid_lead_id")
+        assert again.id == record.id and "6234" in (again.message or "")
+    finally:
+        db.close()

@@ -342,6 +342,31 @@ def test_an_event_meta_refused_resent_fixed_takes_its_place_and_add_new_says_so(
     assert delivered.lead_id == lead_of("d")
 
 
+def test_a_refusal_that_says_something_else_takes_the_place_of_one_never_sent(
+    store: Store,
+) -> None:
+    """A replay that still fails, for another reason: the store says what the latest mapping
+    says (status and dead-letters list showed the old reason). The same refusal again changes
+    nothing, and a refusal does not take the place of what Meta answered."""
+    first = Rejected("r", "lead_qualified", "missing_lead_id", "user_data.lead_id", "no value")
+    [id_] = store.add([incoming(first)])
+    again = Rejected("r", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "4 digits")
+    assert store.add_new([incoming(again)]).stored == [True]
+    assert store.add_new([incoming(again)]).stored == [False]
+    record = store.get("r")
+    assert record is not None and record.id == id_ and record.state is State.REJECTED
+    assert (record.reason, record.message) == ("invalid_lead_id", "4 digits")
+    assert store.counts().by_reason == {("rejected", "invalid_lead_id"): 1}
+    [sent] = queued(store, "m")
+    (claimed,) = store.claim(10, NOW)
+    meta = Delivery(claimed.payload, State.REJECTED, 1, "meta_100_2804036", "bad lead", 100)
+    store.complete([(sent, meta)], NOW)
+    ours = Rejected("m", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "4 digits")
+    assert store.add_new([incoming(ours)]).stored == [False]
+    kept = store.get("m")
+    assert kept is not None and kept.reason == "meta_100_2804036"
+
+
 def test_events_without_a_key_are_never_merged(store: Store) -> None:
     ids = store.add([incoming(Filtered("", "x", "unmapped", "m"))] * 2)
     assert ids[0] != ids[1]

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+import orjson
+
 from leadrelay.config import Settings
-from leadrelay.delivery.store import EventRecord, Store
+from leadrelay.delivery.store import EventRecord, Incoming, Store
 from leadrelay.delivery.store_encoding import redacted
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Payload, State
@@ -93,13 +95,17 @@ def replay(
     """Queue ``records`` again: re-mapped from their original with ``settings`` when it was kept
     whole, else as they were (an original under ``originals = "redact"`` has no customer
     information left to map). Each is mapped as at the time it was received: an event without
-    a time keeps the event_time, and the event_id made from it, it was first sent with."""
+    a time keeps the event_time, and the event_id made from it, it was first sent with. One
+    that our rules still refuse keeps what the store says of it up to date: the new reason and
+    message (``Store.add_new``), which status and dead-letters list show."""
     received = 0.0
     mapper = Mapper(settings, clock=lambda: received)
     result = ReplayResult()
     remap_ids: list[int] = []
     remapped: list[Payload] = []
     as_is: list[int] = []
+    at = time.time() if now is None else now
+    refused: list[Incoming] = []  # still refused: the store says why now (add_new)
     for record in records:
         if record.original is not None and not redacted(record.original):
             received = record.received_at
@@ -111,13 +117,16 @@ def replay(
                 result.skipped[f"still {outcome.reason}"] += 1
                 if len(result.examples) < 5:
                     result.examples.append(f"{record.key or record.id}: {outcome.message}")
+                if record.key and outcome.key == record.key:
+                    refused.append(Incoming(outcome, orjson.dumps(record.original), at))
         elif record.payload is not None:
             as_is.append(record.id)
         else:
             result.skipped["nothing kept to resend"] += 1
-    at = time.time() if now is None else now
     if remap_ids:
         result.remapped = store.requeue(remap_ids, remapped, now=at)
     if as_is:
         result.as_is = store.requeue(as_is, now=at)
+    if refused:
+        store.add_new(refused)
     return result

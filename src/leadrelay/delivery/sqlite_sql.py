@@ -110,7 +110,8 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
 # Stored events Meta never took: never sent (filtered, refused by our rules, expired in the
 # queue), or refused by Meta (reason meta_<code>...), with the payload that Meta refused.
 _NOT_TAKEN: Final = (
-    "SELECT e.id, e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired'), b.payload"
+    "SELECT e.id, e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired'), b.payload,"
+    " e.state, e.reason, e.message"
     " FROM events e LEFT JOIN bodies b ON b.id = e.id"
     " WHERE e.id IN (SELECT value FROM json_each(?))"
     " AND (e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired')"
@@ -118,11 +119,24 @@ _NOT_TAKEN: Final = (
 )
 
 
-def not_taken(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, bytes | None]:
-    """Those of ``ids`` stored as events Meta never took: None for one never sent, the payload
-    Meta refused for the others (see ``_NOT_TAKEN``)."""
+def not_taken(
+    conn: sqlite3.Connection, ids: Sequence[int]
+) -> dict[int, bytes | tuple[str, str | None, str | None]]:
+    """Those of ``ids`` stored as events Meta never took: for one never sent, its (state,
+    reason, message); for one Meta refused, the payload it refused (see ``_NOT_TAKEN``)."""
     rows = conn.execute(_NOT_TAKEN, (orjson.dumps(ids),))
-    return {id_: None if never else (payload or b"") for id_, never, payload in rows}
+    return {
+        id_: (state, reason, message) if never else (payload or b"")
+        for id_, never, payload, state, reason, message in rows
+    }
+
+
+REFUSE_WITH: Final = (  # a refusal in place of a stored event never sent (see _map_again)
+    "UPDATE events SET state = ?, source_event = ?, event_name = ?, lead_id = ?,"
+    " event_time = NULL, updated_at = ?, next_attempt_at = NULL, attempts = 0, reason = ?,"
+    " message = ?, field = ?, value = ?, code = ?, subcode = ?, fbtrace_id = ?, response = NULL"
+    " WHERE id = ?"
+)
 
 
 # Rows per statement, at most: SQLite runs a statement's prologue and epilogue once per execution

@@ -29,6 +29,7 @@ from leadrelay.delivery.sqlite_schema import (
     encode_settled_rows,
 )
 from leadrelay.delivery.sqlite_sql import (
+    REFUSE_WITH,
     REPLACE_BODY,
     REQUEUE_WITH,
     insert_delivered,
@@ -207,14 +208,14 @@ class SQLiteWrites:
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         next_id = seq[0] + 1 if seq else 1
         first_new = next_id
-        again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]] = []
+        again: list[tuple[int, bool, tuple[Any, ...], tuple[Any, ...] | None]] = []
         again_at: list[int] = []  # where each of ``again`` is in ``ids``
         for key, (sql, row, body) in zip(keys, rows, strict=True):
             if key:
                 found = known.get(key)
                 if found is not None:
-                    if sql is INSERT_QUEUED and found < first_new:  # stored before this add
-                        again.append((found, row, body))
+                    if (sql is INSERT_QUEUED or sql is INSERT) and found < first_new:  # before
+                        again.append((found, sql is INSERT_QUEUED, row, body))
                         again_at.append(len(ids))
                     ids.append(found)
                     continue
@@ -256,25 +257,51 @@ class SQLiteWrites:
 
 
 def _map_again(
-    conn: sqlite3.Connection, again: list[tuple[int, tuple[Any, ...], tuple[Any, ...] | None]]
+    conn: sqlite3.Connection,
+    again: list[tuple[int, bool, tuple[Any, ...], tuple[Any, ...] | None]],
 ) -> list[bool]:
-    """Payloads for keys stored before (``(id, INSERT_QUEUED row, body)``): those whose stored
-    event Meta never took take its place, queued, as a replay would; the first one, if a key
-    comes twice. Never took: never sent (filtered, refused by our rules: the config or the event
-    was fixed since), or refused by Meta when the payload differs from the one it refused (the
-    event was fixed at its source). What Meta took, or refused as it is, stays as it is: nothing
-    is sent twice. Returns, for each of ``again``, whether it took the place."""
-    waiting = not_taken(conn, [found for found, _, _ in again])
+    """Outcomes for keys stored before (``(id, is a payload, its INSERT_QUEUED or INSERT row,
+    body)``). A payload
+    whose stored event Meta never took takes its place, queued, as a replay would; the first
+    one, if a key comes twice. Never took: never sent (filtered, refused by our rules: the config
+    or the event was fixed since), or refused by Meta when the payload differs from the one it
+    refused (the event was fixed at its source). What Meta took, or refused as it is, stays as it
+    is: nothing is sent twice. A refusal takes the place of an event never sent when it says
+    something else (a replay that still fails, for another reason): the store says what the
+    latest mapping says. Returns, for each of ``again``, whether it took the place."""
+    waiting = not_taken(conn, [found for found, _, _, _ in again])
     took: list[bool] = []
-    for found, row, body in again:
-        refused = waiting.get(found, b"")
-        new = None if body is None else body[0]
-        if found not in waiting or (refused is not None and new == refused):
-            took.append(False)
-            continue
+    for found, payload, row, body in again:
+        stored = waiting.get(found)
+        if payload:
+            refused = stored if isinstance(stored, bytes) else None
+            new = None if body is None else body[0]
+            if stored is None or (refused is not None and new == refused):
+                took.append(False)
+                continue
+            _, source_event, event_name, lead_id, event_time, at = row
+            conn.execute(
+                REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found)
+            )
+        else:  # a refusal (filtered, or refused by our rules): only of one never sent, if changed
+            state, source_event, event_name, lead_id, reason, message = (
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[9],
+                row[10],
+            )
+            if not isinstance(stored, tuple) or stored == (state, reason, message):
+                took.append(False)
+                continue
+            field, value, code, subcode, fbtrace_id = row[11:16]
+            conn.execute(
+                REFUSE_WITH,
+                (state, source_event, event_name, lead_id, row[7], reason, message, field,
+                 value, code, subcode, fbtrace_id, found),
+            )  # fmt: skip
         del waiting[found]
-        _, source_event, event_name, lead_id, event_time, at = row
-        conn.execute(REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found))
         conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))
         took.append(True)
     return took

@@ -12,6 +12,12 @@ ADD: Final = script("""
 -- Returns per item: its id, then 1 if this call stored it (new, or in place of an event Meta
 -- never took), 2 if it was stored before and is not settled yet, 0 if stored and settled.
 local NEVER_SENT = {filtered = true, rejected = true, expired = true}
+local function field_of(first, last, name)  -- an item's field, from its pairs in ARGV
+  for j = first, last, 2 do
+    if ARGV[j] == name then return ARGV[j + 1] end
+  end
+  return nil
+end
 promote(ARGV[2])
 local items, seen, fresh, queued = {}, {}, 0, 0
 local i = 3
@@ -43,6 +49,16 @@ while i <= #ARGV do
         queued = queued + 1
       else
         it.open = OPEN[cur[1]]  -- not settled yet: queued, or in flight (maybe in a dead process)
+      end
+    elseif NEVER_SENT[it.state] then
+      -- a refusal takes the place of a stored event never sent when it says something else
+      -- (a replay that still fails, for another reason): the store says the latest mapping
+      local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua', 'm')
+      local never = NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0
+      local says = {cur[1], cur[3] or nil, cur[5] or nil}
+      if never and (says[1] ~= it.state or says[2] ~= it.reason
+          or says[3] ~= field_of(it.fs, it.fe, 'm')) then
+        it.again = cur
       end
     end
     if it.key ~= '' then seen[it.key] = it end

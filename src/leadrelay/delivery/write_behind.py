@@ -105,9 +105,9 @@ class WriteBehindStore(Store):
                     key = o.key
                     if key and key not in to_store:
                         known = held_id(key) or stored_id(key)
-                        # A payload for a key stored before goes to the store: it takes the
-                        # place of an event Meta never saw (filtered, refused by our rules).
-                        if known and (known < 0 or not isinstance(o, Payload)):
+                        # An outcome for a key stored before goes to the store: it may take the
+                        # place of an event Meta never took (``Store.add``). Not one in memory.
+                        if known and known < 0:
                             ids.append(known)
                             new.append(False)
                             continue

@@ -260,15 +260,16 @@ def _map_again(
     conn: sqlite3.Connection,
     again: list[tuple[int, bool, tuple[Any, ...], tuple[Any, ...] | None]],
 ) -> list[bool]:
-    """Outcomes for keys stored before (``(id, is a payload, its INSERT_QUEUED or INSERT row,
-    body)``). A payload
-    whose stored event Meta never took takes its place, queued, as a replay would; the first
-    one, if a key comes twice. Never took: never sent (filtered, refused by our rules: the config
-    or the event was fixed since), or refused by Meta when the payload differs from the one it
-    refused (the event was fixed at its source). What Meta took, or refused as it is, stays as it
-    is: nothing is sent twice. A refusal takes the place of an event never sent when it says
-    something else (a replay that still fails, for another reason): the store says what the
-    latest mapping says. Returns, for each of ``again``, whether it took the place."""
+    """Outcomes for keys stored before: ``(id, is a payload, its INSERT_QUEUED or INSERT row,
+    body)``. The first of a key to qualify takes the stored event's place; returns, for each of
+    ``again``, whether it did.
+
+    A payload takes the place of an event Meta never took, queued, as a replay would: one never
+    sent (filtered, refused by our rules: the config or the event was fixed since), or one Meta
+    refused when the payload differs from the one it refused (the event was fixed at its
+    source). What Meta took, or refused as it is, stays as it is: nothing is sent twice. A
+    refusal takes the place of an event never sent when it says something else (a replay that
+    still fails, for another reason): the store says what the latest mapping says."""
     waiting = not_taken(conn, [found for found, _, _, _ in again])
     took: list[bool] = []
     for found, payload, row, body in again:
@@ -284,23 +285,14 @@ def _map_again(
                 REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found)
             )
         else:  # a refusal (filtered, or refused by our rules): only of one never sent, if changed
-            state, source_event, event_name, lead_id, reason, message = (
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[9],
-                row[10],
-            )
-            if not isinstance(stored, tuple) or stored == (state, reason, message):
+            # INSERT's row: key, state, source_event, event_name, lead_id, event_time,
+            # received_at, updated_at, next_attempt_at, reason, message, field, value, code,
+            # subcode, fbtrace_id
+            state, says = row[1], (row[1], row[9], row[10])
+            if not isinstance(stored, tuple) or stored == says:
                 took.append(False)
                 continue
-            field, value, code, subcode, fbtrace_id = row[11:16]
-            conn.execute(
-                REFUSE_WITH,
-                (state, source_event, event_name, lead_id, row[7], reason, message, field,
-                 value, code, subcode, fbtrace_id, found),
-            )  # fmt: skip
+            conn.execute(REFUSE_WITH, (state, *row[2:5], row[7], *row[9:16], found))
         del waiting[found]
         conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))
         took.append(True)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from leadrelay.config import Settings
     from leadrelay.delivery.store import Store
-    from leadrelay.delivery.worker import DeliveryWorker
     from leadrelay.interrupts import CtrlC
     from leadrelay.meta.client import GraphResult
     from leadrelay.meta.errors import GraphError
@@ -45,7 +44,6 @@ _REMEMBERED = 20_000
 _TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 _INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 _WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
-_TAKEOVER_SLACK_S = 5.0  # beyond claim_idle_s, before events in flight elsewhere are given up on
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,78 +195,16 @@ async def deliver(
         if paused is None and not halt.is_set():
             paused = await worker.run_until_idle(halt)
         if paused is None and not halt.is_set() and settings.queue:
+            from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
+
             if intake.waiting:
-                paused = await _settle_elsewhere(
+                paused = await settle_elsewhere(
                     store, worker, intake.waiting, settings.queue.claim_idle_s, tally, halt
                 )
             elif not options.files:  # deliver: what the fleet holds is said, not waited for
-                await _say_held_elsewhere(store, settings.queue.claim_idle_s)
+                await say_held_elsewhere(store, settings.queue.claim_idle_s)
     if halt.is_set():
         raise Stopped()
-    return paused
-
-
-async def _say_held_elsewhere(store: Store, claim_idle_s: float) -> None:
-    """What ``deliver`` leaves to the fleet: events in flight in other processes."""
-    import asyncio
-    import time
-
-    import structlog
-
-    held = (await asyncio.to_thread(store.counts, time.time())).in_flight
-    if held:
-        structlog.get_logger("leadrelay.send").warning(
-            "events are in flight in other processes: the fleet's workers deliver them, and "
-            f"those of a process that stopped are taken back after claim_idle_s ({claim_idle_s:g}"
-            " s), by a worker or the next deliver",
-            events=held,
-        )
-
-
-async def _settle_elsewhere(
-    store: Store,
-    worker: DeliveryWorker,
-    ids: Sequence[int],
-    claim_idle_s: float,
-    tally: Tally,
-    halt: asyncio.Event,
-) -> GraphError | None:
-    """Events of these files an earlier run left in flight in the fleet's store (Redis): a
-    process that died holds them until they have been idle ``claim_idle_s``, when the worker
-    may take them over. Waits that long (and a little), delivering what it can take; those
-    still unsettled are counted (``Tally.elsewhere``: exit code 2). Returns why delivery paused.
-    """
-    import asyncio
-
-    import structlog
-
-    from leadrelay.outcome import State
-
-    log = structlog.get_logger("leadrelay.send")
-    open_states = (State.QUEUED, State.IN_FLIGHT)
-
-    def unsettled() -> list[int]:
-        records = (store.get(id_) for id_ in ids)
-        return [r.id for r in records if r is not None and r.state in open_states]
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + claim_idle_s + _TAKEOVER_SLACK_S
-    left = await asyncio.to_thread(unsettled)
-    if left:
-        log.warning(
-            "events read from these files are in flight in another process (or one that "
-            "stopped); waiting for them to be delivered or taken back",
-            events=len(left),
-            wait_s=round(claim_idle_s + _TAKEOVER_SLACK_S),
-        )
-    paused = None
-    while left and loop.time() < deadline and not halt.is_set():
-        await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
-        paused = await worker.run_until_idle(halt)
-        if paused is not None:
-            break
-        left = await asyncio.to_thread(unsettled)
-    tally.elsewhere = len(left)
     return paused
 
 

@@ -63,7 +63,7 @@ class _Job(Generic[T]):
 
 class GroupCommit:
     """Runs the ``prepare`` of each request in one thread and stores what they return with
-    ``add`` (a ``Store.add``), several requests per call.
+    ``add`` (a ``Store.add_new``), several requests per call.
 
     ``submit`` returns the request's answer and which of its events the store stored (the
     others it found stored: ``Added.stored``) once they are durable, or raises what ``prepare``

@@ -209,8 +209,8 @@ class Tally:
 
     @property
     def any_failed(self) -> bool:
-        """True when some event was rejected (by us or by Meta), expired, or not delivered
-        (retries ran out): exit code 2."""
+        """True when some event was rejected (by us or by Meta), expired, not delivered (retries
+        ran out), or left unsettled in another process (``elsewhere``): exit code 2."""
         return bool(
             self.rejected or self.meta_rejected or self.expired or self.dead or self.elsewhere
         )

@@ -220,3 +220,22 @@ def test_retention_is_a_number_of_days_not_forever(days: float) -> None:
     with pytest.raises(ConfigError) as info:
         make_settings(store={"retention_days": days})
     assert [p.key for p in info.value.problems] == ["store.retention_days"]
+
+
+def test_a_secret_from_the_environment_is_not_quoted_in_any_error() -> None:
+    """The environment is where tokens are kept: one put in the wrong key (an expression, the
+    default country) was quoted by the error, then printed and logged."""
+    raw = {
+        **BASE,
+        "default_country": "${TOK}",
+        "smart_mapping": {"user_data.em": "=${TOK}(user.email)"},
+        "mapping": {"lead_qualified": "{{${TOK}}}", "x": "Lead"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="x", env={"TOK": SECRET})
+    said = str(info.value)
+    assert SECRET not in said and "${TOK}" in said, said
+    assert {p.key for p in info.value.problems} >= {
+        "default_country",
+        'smart_mapping."user_data.em"',
+    }

@@ -34,6 +34,7 @@ DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
 _VERSION_SEGMENT: Final = re.compile(r"/v\d+\.\d+(/|$)")  # in graph_url: a version of the path
 _QUOTED_COUNTRY: Final = 16  # longest one-word default_country quoted in its error
+_SECRET_LIKE: Final = 8  # a value read from the environment this long is not quoted in errors
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -259,7 +260,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) -> Settings:
     """Validate an already-parsed config mapping (see ``load_config``)."""
     problems: list[Problem] = []
-    expanded = _expand(raw, env, (), problems)
+    used: dict[str, str] = {}
+    expanded = _expand(raw, env, (), problems, used)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(expanded)
@@ -267,14 +269,19 @@ def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) ->
         problems.extend(_pydantic_problems(exc, expanded))
     problems.extend(_expression_problems(expanded))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, [_unquoted(p, used) for p in problems])
     assert settings is not None
     return settings
 
 
 def _expand(
-    value: Any, env: Mapping[str, str], key: tuple[str, ...], problems: list[Problem]
+    value: Any,
+    env: Mapping[str, str],
+    key: tuple[str, ...],
+    problems: list[Problem],
+    used: dict[str, str],
 ) -> Any:
+    """``value`` with ``${VAR}`` read from ``env``; the variables read go in ``used``."""
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -282,14 +289,26 @@ def _expand(
             if name not in env:
                 problems.append(Problem(_key(key), f"environment variable {name} is not set"))
                 return ""
+            used[name] = env[name]
             return env[name]
 
         return _ENV_REF.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, env, (*key, str(k)), problems) for k, v in value.items()}
+        return {k: _expand(v, env, (*key, str(k)), problems, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, env, (*key, str(i)), problems) for i, v in enumerate(value)]
+        return [_expand(v, env, (*key, str(i)), problems, used) for i, v in enumerate(value)]
     return value
+
+
+def _unquoted(problem: Problem, used: Mapping[str, str]) -> Problem:
+    """``problem`` saying ``${VAR}`` where its message quotes the value of a variable read: the
+    environment is where secrets are kept, and a token put in the wrong key (an expression, a
+    URL) would be printed and logged. Short values are left (a country code, a number)."""
+    message = problem.message
+    for name, value in sorted(used.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if len(value) >= _SECRET_LIKE and value in message:
+            message = message.replace(value, f"${{{name}}}")
+    return problem if message == problem.message else Problem(problem.key, message)
 
 
 def _key(parts: tuple[str | int, ...]) -> str:

@@ -367,6 +367,35 @@ def test_a_refusal_that_says_something_else_takes_the_place_of_one_never_sent(
     assert kept is not None and kept.reason == "meta_100_2804036"
 
 
+def test_a_fix_right_behind_its_refusal_in_one_batch_takes_its_place(store: Store) -> None:
+    """Two requests of one group commit (or one chunk of a file) carry an event filtered, then
+    fixed: as in two batches, the fix takes the place and is queued (the first outcome in the
+    batch won, and the fix was answered already_stored and dropped). A third refusal saying
+    something else takes the place of the second; the same one again does not."""
+    no_consent = Filtered("x", "lead_qualified", "consent", "no consent")
+    added = store.add_new([incoming(no_consent), incoming(payload("x")), incoming(payload("x"))])
+    assert added.stored == [True, True, False] and len(set(added.ids)) == 1
+    record = store.get("x")
+    assert record is not None and record.state is State.QUEUED
+    first = Rejected("y", "lead_qualified", "missing_lead_id", "user_data.lead_id", "no value")
+    other = Rejected("y", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "4 digits")
+    added = store.add_new([incoming(first), incoming(first), incoming(other)])
+    assert added.stored == [True, False, True]
+    refused = store.get("y")
+    assert refused is not None and refused.reason == "invalid_lead_id"
+    assert store.counts().by_reason == {("rejected", "invalid_lead_id"): 1}
+
+
+def test_an_event_that_takes_a_place_is_received_anew(store: Store) -> None:
+    """Its age in the queue is its own: the one it replaced was received days ago (the oldest
+    queued age, on status, the dashboard and /metrics, said 5 days)."""
+    store.add([incoming(Filtered("z", "lead_qualified", "consent", "no"), at=NOW - 5 * 86400)])
+    store.add([incoming(payload("z"), at=NOW)])
+    assert store.counts().oldest_queued_at == NOW
+    record = store.get("z")
+    assert record is not None and record.received_at == NOW
+
+
 def test_events_without_a_key_are_never_merged(store: Store) -> None:
     ids = store.add([incoming(Filtered("", "x", "unmapped", "m"))] * 2)
     assert ids[0] != ids[1]

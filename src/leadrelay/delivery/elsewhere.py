@@ -2,7 +2,7 @@
 
 A process that stops (killed, crashed) holds the events it had in flight under its consumer name
 until they have been idle ``claim_idle_s``: then any worker may take them over. Run again on the
-same files, a send finds them stored and not settled (``Added.waiting``): it waits for them, and
+same files, a send finds them stored and in flight (``Added.waiting``): it waits for them, and
 delivers those it can take over (SQLite needs none of this: a send takes back at its start what
 a stopped one left in flight). ``deliver`` says what the fleet holds.
 """
@@ -53,9 +53,10 @@ async def settle_elsewhere(
     still unsettled are counted (``Tally.elsewhere``: exit code 2). Returns why delivery paused.
     """
     open_states = (State.QUEUED, State.IN_FLIGHT)
+    held = sorted(set(ids))  # an event the files hold twice is one event
 
     def unsettled() -> list[int]:
-        records = (store.get(id_) for id_ in ids)
+        records = (store.get(id_) for id_ in held)
         return [r.id for r in records if r is not None and r.state in open_states]
 
     loop = asyncio.get_running_loop()

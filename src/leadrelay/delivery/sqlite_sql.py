@@ -61,6 +61,10 @@ REQUEUE_WITH: Final = (
     f"UPDATE events SET {RESET}, source_event = ?, event_name = ?, lead_id = ?, event_time = ?"
     f" WHERE id = ? AND {REPLAYABLE}"
 )
+TAKE_PLACE: Final = (  # a payload in place of an event Meta never took: received anew (_map_again)
+    f"UPDATE events SET {RESET}, received_at = ?, source_event = ?, event_name = ?, lead_id = ?,"
+    f" event_time = ? WHERE id = ? AND {REPLAYABLE}"
+)
 REPLACE_BODY: Final = (  # payload, notes and the event as received, of an event mapped again
     "INSERT INTO bodies (id, payload, notes, original) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, notes = excluded.notes,"
@@ -133,7 +137,8 @@ def not_taken(
 
 REFUSE_WITH: Final = (  # a refusal in place of a stored event never sent (see _map_again)
     "UPDATE events SET state = ?, source_event = ?, event_name = ?, lead_id = ?,"
-    " event_time = NULL, updated_at = ?, next_attempt_at = NULL, attempts = 0, reason = ?,"
+    " event_time = NULL, received_at = ?, updated_at = ?, next_attempt_at = NULL, attempts = 0,"
+    " reason = ?,"
     " message = ?, field = ?, value = ?, code = ?, subcode = ?, fbtrace_id = ?, response = NULL"
     " WHERE id = ?"
 )

@@ -31,13 +31,13 @@ from leadrelay.delivery.sqlite_schema import (
 from leadrelay.delivery.sqlite_sql import (
     REFUSE_WITH,
     REPLACE_BODY,
-    REQUEUE_WITH,
+    TAKE_PLACE,
     insert_delivered,
     insert_rows,
     not_taken,
     stored_ids,
 )
-from leadrelay.delivery.store import Added, Incoming, OriginalPolicy
+from leadrelay.delivery.store import Added, Incoming, OriginalPolicy, passes
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -86,7 +86,22 @@ class SQLiteWrites:
         try:
             deferred = not durable and self._wal.fd is not None
             with self._writing(fsync=not deferred) as conn:
-                ids = self._add(conn, keys, rows, remembered, stored=stored)
+                first, *later = passes(keys)
+                if not later:  # the usual case: no key comes twice
+                    ids = self._add(conn, keys, rows, remembered, stored=stored)
+                else:  # one transaction all the same
+                    ids, stored = [0] * len(items), [False] * len(items)
+                    for places in (first, *later):
+                        part: list[bool] = []
+                        got = self._add(
+                            conn,
+                            [keys[n] for n in places],
+                            [rows[n] for n in places],
+                            remembered,
+                            stored=part,
+                        )
+                        for n, id_, new in zip(places, got, part, strict=True):
+                            ids[n], stored[n] = id_, new
                 # Under the lock, so a claim that sees these rows sees this too (should the
                 # commit fail, the next claim merely syncs once more).
                 self._deferred += deferred
@@ -282,7 +297,7 @@ def _map_again(
                 continue
             _, source_event, event_name, lead_id, event_time, at = row
             conn.execute(
-                REQUEUE_WITH, (at, at, source_event, event_name, lead_id, event_time, found)
+                TAKE_PLACE, (at, at, at, source_event, event_name, lead_id, event_time, found)
             )
         else:  # a refusal (filtered, or refused by our rules): only of one never sent, if changed
             # INSERT's row: key, state, source_event, event_name, lead_id, event_time,
@@ -292,7 +307,7 @@ def _map_again(
             if not isinstance(stored, tuple) or stored == says:
                 took.append(False)
                 continue
-            conn.execute(REFUSE_WITH, (state, *row[2:5], row[7], *row[9:16], found))
+            conn.execute(REFUSE_WITH, (state, *row[2:5], row[6], row[7], *row[9:16], found))
         del waiting[found]
         conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))
         took.append(True)

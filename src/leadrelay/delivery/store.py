@@ -56,6 +56,25 @@ def purgeable(state: State) -> str:
     return state.value
 
 
+def passes(keys: Sequence[str]) -> list[list[int]]:
+    """The places of ``keys`` in passes where no key comes twice: the first of each key in the
+    first pass, the second in the second, and so on (one pass, usually). ``add`` takes them in
+    turn, so a later outcome for a key is weighed against what the earlier one stored, as if it
+    came in a later request: a fixed event right behind its refusal takes its place, whether
+    the two share a request, a group commit or a chunk of a file, or not. The empty key never
+    repeats (events without a key are never merged)."""
+    counts: dict[str, int] = {}
+    out: list[list[int]] = [[]]
+    for n, key in enumerate(keys):
+        k = counts.get(key, 0) if key else 0
+        if key:
+            counts[key] = k + 1
+        if k == len(out):
+            out.append([])
+        out[k].append(n)
+    return out
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (wrong file, newer schema, closed)."""
 
@@ -172,10 +191,10 @@ class Added:
     ids: list[int]
     stored: list[bool]
     waiting: list[int] = field(default_factory=list)
-    """Ids of payloads found stored and not settled yet (queued, or in flight in another
-    process), where the store says so: one a fleet shares (Redis), where a stopped process's
+    """Ids of payloads found stored and in flight (in another process, perhaps one that
+    stopped), where the store says so: one a fleet shares (Redis), where a stopped process's
     events wait for ``claim_idle_s``. SQLite says nothing: a send takes back at its start what
-    a stopped one left in flight, and delivers what is queued."""
+    a stopped one left in flight. (Queued ones the delivery that follows takes.)"""
 
 
 class Store(Protocol):

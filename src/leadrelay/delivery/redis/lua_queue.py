@@ -10,7 +10,7 @@ ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
 -- lead, payload, notes, original ('' for none), nfields, field/value pairs.
 -- Returns per item: its id, then 1 if this call stored it (new, or in place of an event Meta
--- never took), 2 if it was stored before and is not settled yet, 0 if stored and settled.
+-- never took), 2 if it was stored before and is in flight, 0 if stored before otherwise.
 local NEVER_SENT = {filtered = true, rejected = true, expired = true}
 local function field_of(first, last, name)  -- an item's field, from its pairs in ARGV
   for j = first, last, 2 do
@@ -28,10 +28,9 @@ while i <= #ARGV do
   it.fs = i + 9
   i = it.fs + tonumber(ARGV[i + 8]) * 2
   it.fe = i - 1
-  local before = it.key ~= '' and seen[it.key]
-  if before and (before.new or before.again or it.state ~= 'queued') then
-    it.same = before  -- resent within the batch
-  else  -- (or a payload for a key whose stored event the first one did not replace)
+  if it.key ~= '' and seen[it.key] then
+    it.same = seen[it.key]  -- resent within the batch (RedisStore.add_new sends no such batch)
+  else
     it.id = it.key ~= '' and redis.call('HGET', KEYMAP, it.key) or nil
     if not it.id then
       it.new = true
@@ -48,7 +47,7 @@ while i <= #ARGV do
         it.again = cur
         queued = queued + 1
       else
-        it.open = OPEN[cur[1]]  -- not settled yet: queued, or in flight (maybe in a dead process)
+        it.held = cur[1] == 'in_flight'  -- in another process, perhaps one that stopped
       end
     elseif NEVER_SENT[it.state] then
       -- a refusal takes the place of a stored event never sent when it says something else
@@ -110,8 +109,8 @@ for _, it in ipairs(items) do
     end
   end
   ids[#ids + 1] = it.id or it.same.id
-  -- 1: stored by this add; 2: found stored, not settled yet; 0: found stored, settled
-  ids[#ids + 1] = (it.new or it.again) and 1 or (it.open and 2 or 0)
+  -- 1: stored by this add; 2: found stored, in flight; 0: found stored otherwise
+  ids[#ids + 1] = (it.new or it.again) and 1 or (it.held and 2 or 0)
 end
 if #blobs > 0 then vcall({'MSET'}, blobs) end
 if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end

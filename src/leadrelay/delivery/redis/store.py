@@ -22,6 +22,7 @@ from leadrelay.delivery.store import (
     Incoming,
     OriginalPolicy,
     Store,
+    passes,
     purgeable,
 )
 from leadrelay.outcome import Delivery, Payload, State
@@ -94,9 +95,23 @@ class RedisStore(RedisConnection, Store):
         self._counts, self._events, self._pause = reg(a.COUNTS), reg(a.EVENTS), reg(a.PAUSE)
 
     def add_new(self, items: Sequence[Incoming]) -> Added:
-        """See ``Store.add_new``: one script call (one round trip) per batch."""
+        """See ``Store.add_new``: one script call (one round trip) per batch, or per pass of it
+        where a key comes twice (``passes``)."""
         if not items:
             return Added([], [])
+        first, *later = passes([item.outcome.key for item in items])
+        if not later:
+            return self._add_once(items)
+        ids, stored, waiting = [0] * len(items), [False] * len(items), []
+        for places in (first, *later):
+            part = self._add_once([items[n] for n in places])
+            for n, id_, new in zip(places, part.ids, part.stored, strict=True):
+                ids[n], stored[n] = id_, new
+            waiting += part.waiting
+        return Added(ids, stored, waiting)
+
+    def _add_once(self, items: Sequence[Incoming]) -> Added:
+        """One ADD script call: ``items`` hold no key twice."""
         args: list[Value] = [number(max(i.received_at for i in items))]
         for item in items:
             args += records.item_args(item, self._policy)

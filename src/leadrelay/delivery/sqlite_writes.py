@@ -37,7 +37,7 @@ from leadrelay.delivery.sqlite_sql import (
     not_taken,
     stored_ids,
 )
-from leadrelay.delivery.store import Added, Incoming, OriginalPolicy, passes
+from leadrelay.delivery.store import Added, Incoming, OriginalPolicy, add_in_passes
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -82,26 +82,18 @@ class SQLiteWrites:
         rows = [encode_row(item, self._policy) for item in items]  # encode before taking the lock
         keys = [item.outcome.key for item in items]
         remembered: list[int] = []
-        stored: list[bool] = []
         try:
             deferred = not durable and self._wal.fd is not None
             with self._writing(fsync=not deferred) as conn:
-                first, *later = passes(keys)
-                if not later:  # the usual case: no key comes twice
-                    ids = self._add(conn, keys, rows, remembered, stored=stored)
-                else:  # one transaction all the same
-                    ids, stored = [0] * len(items), [False] * len(items)
-                    for places in (first, *later):
-                        part: list[bool] = []
-                        got = self._add(
-                            conn,
-                            [keys[n] for n in places],
-                            [rows[n] for n in places],
-                            remembered,
-                            stored=part,
-                        )
-                        for n, id_, new in zip(places, got, part, strict=True):
-                            ids[n], stored[n] = id_, new
+
+                def add_part(places: list[int]) -> Added:  # passes share the transaction
+                    stored: list[bool] = []
+                    part_keys = [keys[n] for n in places]
+                    part_rows = [rows[n] for n in places]
+                    ids = self._add(conn, part_keys, part_rows, remembered, stored=stored)
+                    return Added(ids, stored)
+
+                added = add_in_passes(keys, add_part)
                 # Under the lock, so a claim that sees these rows sees this too (should the
                 # commit fail, the next claim merely syncs once more).
                 self._deferred += deferred
@@ -109,7 +101,7 @@ class SQLiteWrites:
             for id_ in remembered:  # not stored after all
                 self._unclaimed.pop(id_, None)
             raise
-        return Added(ids, stored)
+        return added
 
     def record(
         self,

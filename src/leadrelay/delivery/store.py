@@ -17,7 +17,7 @@ DEAD/REJECTED/EXPIRED (and FILTERED, given a re-mapped payload) -> QUEUED by ``r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, runtime_checkable
@@ -73,6 +73,21 @@ def passes(keys: Sequence[str]) -> list[list[int]]:
             out.append([])
         out[k].append(n)
     return out
+
+
+def add_in_passes(keys: Sequence[str], add: Callable[[list[int]], Added]) -> Added:
+    """What ``add`` makes of ``keys``' items in ``passes``: ``add(places)`` stores the items at
+    ``places`` (no key twice) and says what it did of each; the answers go back in order."""
+    first, *later = passes(keys)
+    if not later:  # the usual case: no key comes twice
+        return add(first)
+    ids, stored, waiting = [0] * len(keys), [False] * len(keys), []
+    for places in (first, *later):
+        part = add(places)
+        for n, id_, new in zip(places, part.ids, part.stored, strict=True):
+            ids[n], stored[n] = id_, new
+        waiting += part.waiting
+    return Added(ids, stored, waiting)
 
 
 class StoreError(Exception):

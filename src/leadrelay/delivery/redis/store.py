@@ -22,7 +22,7 @@ from leadrelay.delivery.store import (
     Incoming,
     OriginalPolicy,
     Store,
-    passes,
+    add_in_passes,
     purgeable,
 )
 from leadrelay.outcome import Delivery, Payload, State
@@ -99,16 +99,8 @@ class RedisStore(RedisConnection, Store):
         where a key comes twice (``passes``)."""
         if not items:
             return Added([], [])
-        first, *later = passes([item.outcome.key for item in items])
-        if not later:
-            return self._add_once(items)
-        ids, stored, waiting = [0] * len(items), [False] * len(items), []
-        for places in (first, *later):
-            part = self._add_once([items[n] for n in places])
-            for n, id_, new in zip(places, part.ids, part.stored, strict=True):
-                ids[n], stored[n] = id_, new
-            waiting += part.waiting
-        return Added(ids, stored, waiting)
+        keys = [item.outcome.key for item in items]
+        return add_in_passes(keys, lambda places: self._add_once([items[n] for n in places]))
 
     def _add_once(self, items: Sequence[Incoming]) -> Added:
         """One ADD script call: ``items`` hold no key twice."""

@@ -7,7 +7,7 @@ values) and the running one stays; a new config the worker cannot use is rolled 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -33,6 +33,22 @@ def store_needs_restart(old: StoreSettings, new: StoreSettings) -> bool:
     ``synchronous``). ``retention_days`` and ``drop_originals_after_delivery`` need no restart:
     the next retention pass (every 10 minutes, in ``serve``) applies them, a restart at once."""
     return (old.originals, old.synchronous) != (new.originals, new.synchronous)
+
+
+def restart_needed(old: Settings, new: Settings, sections: Sequence[str]) -> list[str] | None:
+    """Of ``sections`` (``server``, ``store``, ``queue``), those that changed in what a reload
+    cannot apply (None for none): what the process listens on, opened its store or its queue
+    with."""
+    return [section for section in sections if _needs_restart(old, new, section)] or None
+
+
+def _needs_restart(old: Settings, new: Settings, section: str) -> bool:
+    if section == "server":
+        a, b = old.server, new.server
+        return (a.host, a.port, a.data_dir) != (b.host, b.port, b.data_dir)
+    if section == "queue":
+        return old.queue != new.queue
+    return store_needs_restart(old.store, new.store)
 
 
 def read_for_reload(path: Path, log: Log) -> Settings | None:

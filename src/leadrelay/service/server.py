@@ -47,7 +47,7 @@ from leadrelay.service.reload import (
     DeliveringProcess,
     log_config_error,
     read_for_reload,
-    store_needs_restart,
+    restart_needed,
     switch_worker,
 )
 
@@ -113,17 +113,8 @@ class _Service(DeliveringProcess):
         self.settings = new
         self.app.state.settings = new
         self.app.state.mapper = mapper
-        fixed = [k for k in ("server", "store", "queue") if _restart_only(old, new, k)]
-        log.info("config reloaded", path=str(self.path), restart_needed_for=fixed or None)
-
-
-def _restart_only(old: Settings, new: Settings, section: str) -> bool:
-    if section == "server":
-        a, b = old.server, new.server
-        return (a.host, a.port, a.data_dir) != (b.host, b.port, b.data_dir)
-    if section == "queue":
-        return old.queue != new.queue
-    return store_needs_restart(old.store, new.store)
+        fixed = restart_needed(old, new, ("server", "store", "queue"))
+        log.info("config reloaded", path=str(self.path), restart_needed_for=fixed)
 
 
 class _Server(uvicorn.Server):

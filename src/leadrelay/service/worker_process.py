@@ -38,7 +38,7 @@ from leadrelay.service.reload import (
     DeliveringProcess,
     log_config_error,
     read_for_reload,
-    store_needs_restart,
+    restart_needed,
     switch_worker,
 )
 
@@ -115,15 +115,8 @@ class WorkerProcess(DeliveringProcess):
         old = self.settings
         if not switch_worker(self.worker, old, new, self._use, log):
             return
-        fixed = [
-            k
-            for k, changed in (
-                ("queue", old.queue != new.queue),
-                ("store", store_needs_restart(old.store, new.store)),
-            )
-            if changed
-        ]
-        log.info("config reloaded", path=str(self.path), restart_needed_for=fixed or None)
+        fixed = restart_needed(old, new, ("queue", "store"))
+        log.info("config reloaded", path=str(self.path), restart_needed_for=fixed)
 
     async def run(self, progress_every_s: float = PROGRESS_EVERY_S) -> int:
         """Deliver until SIGTERM/SIGINT, then drain; returns the exit code."""

@@ -118,6 +118,12 @@ class StoreSettings(BaseModel):
     retention_days: float = Field(30.0, gt=0, le=36500)  # a century at most: a number
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
+    @property
+    def retention_s(self) -> float:
+        """``retention_days`` in seconds: how far back the store keeps delivered and filtered
+        events (and so how far back every count of outcomes can look)."""
+        return self.retention_days * 86400
+
 
 class QueueSettings(BaseModel):
     """A Redis queue shared by a fleet of intake and delivery processes (absent: SQLite)."""

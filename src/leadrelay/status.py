@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from leadrelay.config import Settings
+from leadrelay.config import Settings, StoreSettings
 from leadrelay.delivery.store import Counts, FleetControl, Store
 from leadrelay.diagnostics.delivery import Health, health
 from leadrelay.diagnostics.fixes import what_to_fix
@@ -24,12 +24,12 @@ from leadrelay.diagnostics.fixes import what_to_fix
 WINDOWS: Final = (("last hour", 3600), ("last day", 86400), ("last week", 7 * 86400))
 
 
-def windows(retention_days: float) -> list[tuple[str, float]]:
+def windows(store: StoreSettings) -> list[tuple[str, float]]:
     """``WINDOWS``, each cut to what the store keeps: past ``retention_days`` delivered (and
     filtered) events are deleted but dead letters are not, so a longer window would count the
     failures alone (health "stormy: 0.0% delivered" after 397,376 deliveries). A cut window
     says so in its name."""
-    kept = retention_days * 86400
+    kept = store.retention_s
     out = []
     for name, seconds in WINDOWS:
         if seconds <= kept:
@@ -104,7 +104,7 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
     """Read the store (and the service) into a ``Status``."""
     at = time.time() if now is None else now
     found = []
-    for name, seconds in windows(settings.store.retention_days):
+    for name, seconds in windows(settings.store):
         counts = store.counts(since=at - seconds)
         found.append(Window(name, counts, _health(counts)))
     backlog = store.counts()

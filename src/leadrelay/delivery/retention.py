@@ -40,7 +40,7 @@ def apply_retention(store: Store, policy: StoreSettings, now: float) -> Purged:
         if policy.drop_originals_after_delivery
         else 0
     )
-    before = now - policy.retention_days * 86400
+    before = now - policy.retention_s
     deleted = store.purge(delivered_before=before, drop_originals=False)
     # Events not meant for Meta (a CDP's page views, unmapped) may be most of what comes in:
     # kept for ever, they made the store grow without bound.

@@ -40,7 +40,7 @@ def run_report(
     elif store is not None:
         # What retention keeps of every outcome: past it, deliveries are deleted and dead
         # letters kept, and the figures would show the failures alone.
-        records = sources.from_store(store, since=clock - settings.store.retention_days * 86400)
+        records = sources.from_store(store, since=clock - settings.store.retention_s)
         source = "the event store"
     else:
         console.print(

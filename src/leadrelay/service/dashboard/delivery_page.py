@@ -92,7 +92,7 @@ def collect(store: Store, settings: Settings, now: float, reports: Reports) -> D
     """Read the store: the report (see ``reports``), a few counts, an example per error row."""
     report = reports.get(settings, now)
     windows = []
-    for name, seconds in retained_windows(settings.store.retention_days):
+    for name, seconds in retained_windows(settings.store):
         counts = store.counts(since=now - seconds)
         failed = sum(counts.by_state.get(s, 0) for s in FAILED)
         windows.append((name, counts, health(counts.by_state.get("delivered", 0), failed)))

@@ -57,7 +57,7 @@ class Reports:
             sources.from_store(
                 self._store,
                 # what retention keeps of every outcome (see ``status.windows``)
-                since=now - settings.store.retention_days * 86400,
+                since=now - settings.store.retention_s,
                 after_id=max(0, stored - self._latest),
             ),
             static=sources.static_stages(settings),

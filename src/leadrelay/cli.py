@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from leadrelay.collecting import command_started
-from leadrelay.config import ConfigError, Settings, load_config
+from leadrelay.config import DEFAULT_API_VERSION, ConfigError, Settings, load_config
 from leadrelay.events import InputError
 from leadrelay.mapping.expressions import MISSING  # imported by config anyway
 
@@ -67,7 +67,6 @@ def validate(config: ConfigOpt) -> None:
     )
     import datetime
 
-    from leadrelay.config import DEFAULT_API_VERSION
     from leadrelay.meta.versions import ended
 
     if (end := ended(settings.api_version, datetime.date.today())) is not None:

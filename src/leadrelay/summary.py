@@ -51,7 +51,7 @@ class Tally:
     not_sent: Counter[str] = field(default_factory=Counter)
     elsewhere: int = 0
     """Events read that an earlier run left in flight in another process, still unsettled when
-    the send ended (a fleet's store: see ``send._settle_elsewhere``)."""
+    the send ended (a fleet's store: see ``delivery.elsewhere``)."""
     requests: int = 0
     transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)

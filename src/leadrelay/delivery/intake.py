@@ -35,7 +35,8 @@ class ChunkedIntake:
         self._lock = threading.Lock()
         self.stored = 0
         self.waiting: list[int] = []
-        """Ids of events found stored by an earlier run and not settled yet (``Added``)."""
+        """Ids of events an earlier run stored and another process holds in flight
+        (``Added.waiting``)."""
 
     def put(self, item: Incoming) -> None:
         """Add one event; stores the chunk when it is full."""

@@ -62,7 +62,7 @@ def requeue_rows(
     return queued
 
 
-def purge_delivered(
+def purge_state(
     writing: Writing, delivered_before: float, drop_originals: bool, *, chunk: int, state: str
 ) -> int:
     """``Store.purge`` of events in ``state``, in chunks of ``chunk`` rows, one transaction

@@ -108,11 +108,10 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
     return dict(conn.execute(_KEYS, (orjson.dumps(keys),)))
 
 
-# Stored events that no request ever carried: filtered or refused by our rules (or expired before
-# a request took them). Meta has not seen them, so a payload for the same key added later takes
-# their place (``SQLiteWrites.add``) without sending anything twice.
 # Stored events Meta never took: never sent (filtered, refused by our rules, expired in the
-# queue), or refused by Meta (reason meta_<code>...), with the payload that Meta refused.
+# queue), or refused by Meta (reason meta_<code>...), with the payload that Meta refused. What
+# is added later for the same key may take their place (``_map_again``) without sending
+# anything twice.
 _NOT_TAKEN: Final = (
     "SELECT e.id, e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired'), b.payload,"
     " e.state, e.reason, e.message"
@@ -138,9 +137,8 @@ def not_taken(
 REFUSE_WITH: Final = (  # a refusal in place of a stored event never sent (see _map_again)
     "UPDATE events SET state = ?, source_event = ?, event_name = ?, lead_id = ?,"
     " event_time = NULL, received_at = ?, updated_at = ?, next_attempt_at = NULL, attempts = 0,"
-    " reason = ?,"
-    " message = ?, field = ?, value = ?, code = ?, subcode = ?, fbtrace_id = ?, response = NULL"
-    " WHERE id = ?"
+    " reason = ?, message = ?, field = ?, value = ?, code = ?, subcode = ?, fbtrace_id = ?,"
+    " response = NULL WHERE id = ?"
 )
 
 

@@ -40,7 +40,7 @@ from typing import Final, Literal
 
 import orjson
 
-from leadrelay.delivery.sqlite_admin import purge_delivered, requeue_rows
+from leadrelay.delivery.sqlite_admin import purge_state, requeue_rows
 from leadrelay.delivery.sqlite_reads import SQLiteReads
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
@@ -258,7 +258,7 @@ class SQLiteStore(SQLiteWrites, SQLiteReads, Store):
         self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
     ) -> int:
         """See ``Store.purge``. Works in chunks of a few thousand rows, one transaction each."""
-        return purge_delivered(
+        return purge_state(
             self._writing,
             delivered_before,
             drop_originals,

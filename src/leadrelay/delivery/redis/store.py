@@ -260,6 +260,7 @@ class RedisStore(RedisConnection, Store):
             return []
         p = self._p
         kinds = "pno" if bodies else ""
+        step = 1 + len(kinds)  # replies per event: its hash, then its bodies
         with self._calling():
             pipe = self._r.pipeline(transaction=False)
             for i in ids:  # no MGET: a Cluster pipeline refuses multi-key commands
@@ -267,12 +268,11 @@ class RedisStore(RedisConnection, Store):
                 for kind in kinds:
                     pipe.get(f"{p}{kind}:{i}")
             got = cast(list[Any], pipe.execute())
-        if not bodies:
-            got = [part for h in got for part in (h, None, None, None)]
+        none = (None, None, None)
         return [
-            records.record(i, got[4 * n], *got[4 * n + 1 : 4 * n + 4])
+            records.record(i, got[step * n], *(got[step * n + 1 : step * n + step] or none))
             for n, i in enumerate(ids)
-            if got[4 * n]
+            if got[step * n]
         ]
 
     def get(self, id_or_key: int | str) -> EventRecord | None:

@@ -2,7 +2,7 @@
 
 The figures and their rendering are the ``leadrelay report`` ones (``build_report``, the HTML
 report's sections), so the page and the report never disagree; the report is ``reports``' (the
-events stored last, made anew every 30 s).
+events stored last, made anew at most once a minute).
 """
 
 from __future__ import annotations

@@ -222,6 +222,9 @@ class PauseRecorder:
     def renew(self, ids: list[int]) -> int:
         return len(ids)
 
+    def open_among(self, spans: list[tuple[int, int]]) -> int:
+        return 0
+
 
 @pytest.mark.parametrize(
     ("kind", "code", "retry_after", "pauses"),
@@ -426,14 +429,18 @@ def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
     """A send killed with batches in flight leaves them held under its consumer name: the next
     send of the same file skipped them as "stored by an earlier run" and exited 0, and they
     waited for a later run. It now waits until they can be taken over (claim_idle_s) and
-    delivers them; those another process keeps renewing are counted as not sent yet (exit 2)."""
+    delivers them; those another process keeps renewing are counted as not sent yet (exit 2), as
+    is a later event of the same lead, held behind one of them (a send waited for it for ever).
+    """
     prefix = f"lr:rerun-{holder.replace(' ', '-')}"
     with SandboxServer(SandboxOptions()) as sandbox:
         config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
         events = [lead_event(LEAD_BASE + 700 + i, f"rerun-{i}") for i in range(30)]
         src = tmp_path / "events.ndjson"
-        # events[0] twice (a file of an export and its retry): one event, counted once
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, events[0]]))
+        # events[0] twice (a file of an export and its retry): one event, counted once; and a
+        # later stage of events[0]'s lead, which must wait for it
+        later = lead_event(LEAD_BASE + 700, "rerun-later")
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, events[0], later]))
         mapper = Mapper(load_config(config))
         stopped = RedisStore(redis_url, prefix=prefix, consumer="stopped-1", claim_idle_s=60)
         stopped.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in events[:10]])
@@ -471,13 +478,68 @@ def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
                 renewer.join()
             stopped.close()
         sent = {e["event_id"] for e in sandbox.state.received()}
-    assert "in flight in another process" in proc.stderr, proc.stderr
+    assert "held by other processes (or one that stopped)" in proc.stderr, proc.stderr
     if holder == "died":
         assert proc.returncode == 0, proc.stderr
-        assert sent == {e["context"]["event_id"] for e in events}
+        assert sent == {e["context"]["event_id"] for e in [*events, later]}
     else:
         assert proc.returncode == 2, proc.stderr
         assert sent == {e["context"]["event_id"] for e in events[10:]}
-        assert re.search(r"not sent yet .* 10 ", proc.stderr), proc.stderr
+        assert re.search(r"not sent yet .* 11 ", proc.stderr), proc.stderr
         assert took >= CLAIM_IDLE_S  # it waited for them
         assert after.returncode == 0 and "in flight in other processes" in after.stderr
+
+
+def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A send on a fleet's queue waited until the whole queue was empty: 300 s for another
+    process's retries that were not due, events of other leads included. It now delivers what
+    it can, waits claim_idle_s (and 5 s) for its events held behind an earlier event of their
+    lead, counts those as not sent yet (exit 2) and leaves them, and the retries, to the fleet;
+    ``deliver`` says what it left."""
+    prefix = "lr:retries"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="fleet-1", claim_idle_s=60)
+        earlier = [lead_event(LEAD_BASE + 900 + i, f"retried-{i}") for i in range(20)]
+        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in earlier])
+        held = [c.id for c in fleet.claim(20, time.time())]
+        assert len(held) == 20
+        fleet.retry_later(held, time.time() + 300, "retries_exhausted", "HTTP 500", attempts=3)
+        # 10 later events of leads whose earlier event waits for its retry, 20 of other leads
+        later = [lead_event(LEAD_BASE + 900 + i, f"later-{i}") for i in range(10)]
+        others = [lead_event(LEAD_BASE + 950 + i, f"other-{i}") for i in range(20)]
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*later, *others]))
+        began = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        took = time.monotonic() - began
+        after = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "deliver", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        counts = fleet.counts()
+        fleet.close()
+        sent = sorted(e["event_id"] for e in sandbox.state.received())
+    assert proc.returncode == 2, proc.stderr
+    assert sent == sorted(e["context"]["event_id"] for e in others)
+    assert re.search(
+        r"not sent yet +│ held by another process, or behind an earlier event of the lead +│ +10 ",
+        proc.stderr,
+    ), proc.stderr
+    assert CLAIM_IDLE_S <= took < 60  # it waited for its own events, not for the retries
+    assert counts.queued == 30 and counts.in_flight == 0  # the retries and what waits behind
+    assert after.returncode == 0, after.stderr
+    assert "queued for later (a retry not due yet) or behind an earlier event" in after.stderr
+    assert "events=30" in after.stderr

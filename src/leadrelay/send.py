@@ -115,7 +115,8 @@ async def deliver(
     import asyncio
     import threading
 
-    from leadrelay.delivery.intake import ChunkedIntake
+    from leadrelay.delivery.intake import ChunkedIntake, Spans
+    from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
     from leadrelay.delivery.worker import DeliveryWorker
     from leadrelay.send_input import read_into_store
@@ -144,7 +145,12 @@ async def deliver(
         with suppress(RuntimeError):
             loop.call_soon_threadsafe(worker.notify)
 
-    intake = ChunkedIntake(store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored)
+    # A fleet's send waits for its events other processes hold (delivery.elsewhere).
+    spans = Spans() if isinstance(store, FleetControl) else None
+    tally.fleet = spans is not None
+    intake = ChunkedIntake(
+        store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored, spans=spans
+    )
     stop_reading = threading.Event()
     stop = asyncio.Event()
     halt = asyncio.Event()  # SIGTERM: stop reading, finish what is in flight, store the rest
@@ -197,12 +203,11 @@ async def deliver(
         if paused is None and not halt.is_set() and settings.queue:
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
-            if intake.waiting:
-                paused = await settle_elsewhere(
-                    store, worker, intake.waiting, settings.queue.claim_idle_s, tally, halt
-                )
+            claim_idle_s = settings.queue.claim_idle_s
+            if spans and isinstance(store, FleetControl):
+                paused = await settle_elsewhere(store, worker, spans, claim_idle_s, tally, halt)
             elif not options.files:  # deliver: what the fleet holds is said, not waited for
-                await say_held_elsewhere(store, settings.queue.claim_idle_s)
+                await say_held_elsewhere(store, claim_idle_s)
     if halt.is_set():
         raise Stopped()
     return paused

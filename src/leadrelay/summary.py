@@ -50,8 +50,10 @@ class Tally:
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
     elsewhere: int = 0
-    """Events read that an earlier run left in flight in another process, still unsettled when
-    the send ended (a fleet's store: see ``delivery.elsewhere``)."""
+    """Events read that other processes held, or that waited behind an earlier event of their
+    lead, still unsettled when the send ended (a fleet's store: see ``delivery.elsewhere``)."""
+    fleet: bool = False
+    """The store is a fleet's (Redis): its other processes may settle events this run read."""
     requests: int = 0
     transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)
@@ -253,7 +255,7 @@ class Tally:
             table.add_row("not sent", reason, str(n), style="yellow")
         earlier = self.mapped - self.settled - self.elsewhere
         if self.elsewhere:
-            label = "in flight in another process (taken back after claim_idle_s)"
+            label = "held by another process, or behind an earlier event of the lead"
             table.add_row("not sent yet", label, str(self.elsewhere), style="yellow")
         if not dry_run and earlier > 0:
             if stopped:
@@ -261,6 +263,8 @@ class Tally:
                 table.add_row("not sent yet", label, str(earlier), style="yellow")
             else:
                 label = "stored by an earlier run"
+                if self.fleet:
+                    label += ", or settled by another process"
                 table.add_row("not sent again", label, str(earlier), style="dim")
         for label, n in sorted(self.notes.items()):
             table.add_row("field left out", label, str(n), style="yellow")

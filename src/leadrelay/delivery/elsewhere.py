@@ -1,25 +1,34 @@
-"""A send on a fleet's store (Redis, ``[queue]``) and the events other processes hold in flight.
+"""A send on a fleet's store (Redis, ``[queue]``): the events other processes have a hand in.
 
-A process that stops (killed, crashed) holds the events it had in flight under its consumer name
-until they have been idle ``claim_idle_s``: then any worker may take them over. Run again on the
-same files, a send finds them stored and in flight (``Added.waiting``): it waits for them, and
-delivers those it can take over (SQLite needs none of this: a send takes back at its start what
-a stopped one left in flight). ``deliver`` says what the fleet holds.
+On a fleet's queue, a send's worker delivers what it can claim, and stops when there is nothing
+left to claim (``DeliveryWorker.run_until_idle``): the other processes' backlog is theirs. Some of
+the send's own events may still be open then:
+- in flight in another process: a worker of the fleet that took them (and is delivering them), or
+  a process that stopped (killed, crashed) holding them under its consumer name, until they
+  have been idle ``claim_idle_s``; then any worker may take them over;
+- queued behind an earlier event of their lead that another process holds, or that waits for a
+  retry (per-lead order), found stored by an earlier run or read from these files.
+
+The send waits for them up to ``claim_idle_s`` and a little (``settle_elsewhere``), delivering
+those it can take, and counts the rest as not sent yet (``Tally.elsewhere``: exit code 2); the
+fleet's workers deliver them. It knows its events by their ids (``Spans``: a few numbers for a
+file of any size). SQLite needs none of this: one process delivers from a store, and a send
+takes back at its start what a stopped one left in flight. ``deliver`` says what the fleet
+holds (``say_held_elsewhere``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Final
 
 import structlog
 
-from leadrelay.delivery.store import Store
+from leadrelay.delivery.intake import Spans
+from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import State
 from leadrelay.summary import Tally
 
 log = structlog.get_logger("leadrelay.send")
@@ -28,45 +37,45 @@ _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewh
 
 
 async def say_held_elsewhere(store: Store, claim_idle_s: float) -> None:
-    """What ``deliver`` leaves to the fleet: events in flight in other processes."""
-    held = (await asyncio.to_thread(store.counts, time.time())).in_flight
-    if held:
+    """What ``deliver`` leaves to the fleet: events in flight in other processes, and queued
+    ones it could not take (not due yet, or behind an earlier event of their lead)."""
+    counts = await asyncio.to_thread(store.counts, time.time())
+    if counts.in_flight:
         log.warning(
             "events are in flight in other processes: the fleet's workers deliver them, and "
             f"those of a process that stopped are taken back after claim_idle_s ({claim_idle_s:g}"
             " s), by a worker or the next deliver",
-            events=held,
+            events=counts.in_flight,
+        )
+    if counts.queued:
+        log.warning(
+            "events are queued for later (a retry not due yet) or behind an earlier event of "
+            "their lead: the fleet's workers deliver them when they can go, or the next deliver",
+            events=counts.queued,
         )
 
 
 async def settle_elsewhere(
-    store: Store,
+    fleet: FleetControl,
     worker: DeliveryWorker,
-    ids: Sequence[int],
+    spans: Spans,
     claim_idle_s: float,
     tally: Tally,
     halt: asyncio.Event,
 ) -> GraphError | None:
-    """Events of these files an earlier run left in flight in the fleet's store (Redis): a
-    process that died holds them until they have been idle ``claim_idle_s``, when the worker
-    may take them over. Waits that long (and a little), delivering what it can take; those
-    still unsettled are counted (``Tally.elsewhere``: exit code 2). Returns why delivery paused.
-    """
-    open_states = (State.QUEUED, State.IN_FLIGHT)
-    held = sorted(set(ids))  # an event the files hold twice is one event
-
-    def unsettled() -> list[int]:
-        records = (store.get(id_) for id_ in held)
-        return [r.id for r in records if r is not None and r.state in open_states]
-
+    """The events of these files (``spans``) still open once the send's worker found nothing
+    to claim: waits up to ``claim_idle_s`` (and a little) for them, delivering what it can take
+    meanwhile; those still open are counted (``Tally.elsewhere``: exit code 2). Returns why
+    delivery paused."""
+    among = spans.merged()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + claim_idle_s + _TAKEOVER_SLACK_S
-    left = await asyncio.to_thread(unsettled)
+    left = await asyncio.to_thread(fleet.open_among, among)
     if left:
         log.warning(
-            "events read from these files are in flight in another process (or one that "
-            "stopped); waiting for them to be delivered or taken back",
-            events=len(left),
+            "events read from these files are held by other processes (or one that stopped), "
+            "or queued behind an earlier event of their lead; waiting for them",
+            events=left,
             wait_s=round(claim_idle_s + _TAKEOVER_SLACK_S),
         )
     paused = None
@@ -75,6 +84,6 @@ async def settle_elsewhere(
         paused = await worker.run_until_idle(halt)
         if paused is not None:
             break
-        left = await asyncio.to_thread(unsettled)
-    tally.elsewhere = len(left)
+        left = await asyncio.to_thread(fleet.open_among, among)
+    tally.elsewhere = left
     return paused

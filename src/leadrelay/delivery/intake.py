@@ -9,9 +9,40 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from leadrelay.delivery.store import Incoming, Store
+
+
+class Spans:
+    """A set of ids as spans of consecutive ones: an intake's ids come mostly in runs (a chunk's
+    new events take the next ids), so a million events are a few spans."""
+
+    def __init__(self) -> None:
+        self._spans: list[list[int]] = []
+
+    def add(self, ids: Iterable[int]) -> None:
+        spans = self._spans
+        for id_ in ids:
+            last = spans[-1] if spans else None
+            if last is not None and id_ == last[1] + 1:
+                last[1] = id_
+            elif last is None or not last[0] <= id_ <= last[1]:
+                spans.append([id_, id_])
+
+    def merged(self) -> list[tuple[int, int]]:
+        """The spans in order, none overlapping or touching another (an id found twice, or one
+        an earlier run stored among these, counts once)."""
+        out: list[tuple[int, int]] = []
+        for first, last in sorted(self._spans):
+            if out and first <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], last))
+            else:
+                out.append((first, last))
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
 
 
 class ChunkedIntake:
@@ -24,6 +55,7 @@ class ChunkedIntake:
         size: int = 1000,
         max_age_s: float = 1.0,
         on_stored: Callable[[], None] | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self._store = store
         self._size = size
@@ -34,9 +66,9 @@ class ChunkedIntake:
         # Held while adding, so chunks reach the store in the order they were read.
         self._lock = threading.Lock()
         self.stored = 0
-        self.waiting: list[int] = []
-        """Ids of events an earlier run stored and another process holds in flight
-        (``Added.waiting``)."""
+        self.spans = spans
+        """When given, the ids of every event stored or found stored (a fleet's send waits for
+        those other processes hold: ``delivery.elsewhere``)."""
 
     def put(self, item: Incoming) -> None:
         """Add one event; stores the chunk when it is full."""
@@ -83,6 +115,7 @@ class ChunkedIntake:
                 self._since = time.monotonic()  # what is left waits from now
         added = self._store.add_new(chunk)
         self.stored += len(chunk)
-        self.waiting += added.waiting
+        if self.spans is not None:
+            self.spans.add(added.ids)
         if self._on_stored is not None:
             self._on_stored()

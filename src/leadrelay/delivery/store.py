@@ -81,13 +81,12 @@ def add_in_passes(keys: Sequence[str], add: Callable[[list[int]], Added]) -> Add
     first, *later = passes(keys)
     if not later:  # the usual case: no key comes twice
         return add(first)
-    ids, stored, waiting = [0] * len(keys), [False] * len(keys), []
+    ids, stored = [0] * len(keys), [False] * len(keys)
     for places in (first, *later):
         part = add(places)
         for n, id_, new in zip(places, part.ids, part.stored, strict=True):
             ids[n], stored[n] = id_, new
-        waiting += part.waiting
-    return Added(ids, stored, waiting)
+    return Added(ids, stored)
 
 
 class StoreError(Exception):
@@ -205,11 +204,6 @@ class Added:
 
     ids: list[int]
     stored: list[bool]
-    waiting: list[int] = field(default_factory=list)
-    """Ids of payloads found stored and in flight (in another process, perhaps one that
-    stopped), where the store says so: one a fleet shares (Redis), where a stopped process's
-    events wait for ``claim_idle_s``. SQLite says nothing: a send takes back at its start what
-    a stopped one left in flight. (Queued ones the delivery that follows takes.)"""
 
 
 class Store(Protocol):
@@ -375,6 +369,11 @@ class FleetControl(Protocol):
     def renew(self, ids: Sequence[int]) -> int:
         """Keep the events ``ids`` held by this process from being taken over; returns how
         many it still holds."""
+        ...
+
+    def open_among(self, spans: Sequence[tuple[int, int]]) -> int:
+        """How many events whose ids are in ``spans`` (first and last id, both included) are
+        queued or in flight, whichever process holds them."""
         ...
 
 

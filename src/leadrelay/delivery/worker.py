@@ -190,7 +190,9 @@ class DeliveryWorker:
 
     async def run_until_idle(self, stop: asyncio.Event | None = None) -> GraphError | None:
         """Deliver until no queued event remains (due or not), delivery pauses, or ``stop`` is
-        set (then batches in flight drain as in ``run``).
+        set (then batches in flight drain as in ``run``). On a fleet's store, until there is
+        nothing to claim: what is left (other processes' events in flight, retries not due,
+        events behind those of their lead) is the fleet's (``delivery.elsewhere``).
 
         Returns why it paused, or None. Rows IN_FLIGHT at start are taken back first.
         """
@@ -255,6 +257,8 @@ class DeliveryWorker:
                 self._spawn(claimed)
                 continue
             if until_idle and not self._tasks:
+                if self._fleet is not None:
+                    return
                 counts = await self._store_call(partial(self._store.counts, self._clock()))
                 if counts.queued == 0:
                     return

@@ -1,4 +1,5 @@
-"""The replay, retention and read scripts: requeue, purge, counts, events, the fleet pause."""
+"""The replay, retention and read scripts: requeue, purge, counts, events, open events among
+spans of ids, the fleet pause."""
 
 from __future__ import annotations
 
@@ -154,6 +155,17 @@ for j = 1, n do
   end
 end
 return out
+""")
+
+OPEN_AMONG: Final = script("""
+-- ARGV: P, then first and last id of each span. How many events of the spans are open.
+local n = 0
+for j = 2, #ARGV, 2 do
+  for _, s in ipairs({'queued', 'in_flight'}) do
+    n = n + redis.call('ZCOUNT', SK(s), ARGV[j], ARGV[j + 1])
+  end
+end
+return n
 """)
 
 PAUSE: Final = """

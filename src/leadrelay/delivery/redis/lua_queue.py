@@ -10,7 +10,7 @@ ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
 -- lead, payload, notes, original ('' for none), nfields, field/value pairs.
 -- Returns per item: its id, then 1 if this call stored it (new, or in place of an event Meta
--- never took), 2 if it was stored before and is in flight, 0 if stored before otherwise.
+-- never took), 0 if it was stored before.
 local NEVER_SENT = {filtered = true, rejected = true, expired = true}
 local function field_of(first, last, name)  -- an item's field, from its pairs in ARGV
   for j = first, last, 2 do
@@ -46,8 +46,6 @@ while i <= #ARGV do
       if never or (refused and redis.call('GET', PK(it.id)) ~= ARGV[i0 + 5]) then
         it.again = cur
         queued = queued + 1
-      else
-        it.held = cur[1] == 'in_flight'  -- in another process, perhaps one that stopped
       end
     elseif NEVER_SENT[it.state] then
       -- a refusal takes the place of a stored event never sent when it says something else
@@ -110,7 +108,7 @@ for _, it in ipairs(items) do
   end
   ids[#ids + 1] = it.id or it.same.id
   -- 1: stored by this add; 2: found stored, in flight; 0: found stored otherwise
-  ids[#ids + 1] = (it.new or it.again) and 1 or (it.held and 2 or 0)
+  ids[#ids + 1] = (it.new or it.again) and 1 or 0
 end
 if #blobs > 0 then vcall({'MSET'}, blobs) end
 if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end

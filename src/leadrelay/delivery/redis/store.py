@@ -93,6 +93,7 @@ class RedisStore(RedisConnection, Store):
         self._retry, self._release, self._renew = reg(q.RETRY), reg(q.RELEASE), reg(q.RENEW)
         self._requeue, self._purge = reg(a.REQUEUE), reg(a.PURGE)
         self._counts, self._events, self._pause = reg(a.COUNTS), reg(a.EVENTS), reg(a.PAUSE)
+        self._open_among = reg(a.OPEN_AMONG)
 
     def add_new(self, items: Sequence[Incoming]) -> Added:
         """See ``Store.add_new``: one script call (one round trip) per batch, or per pass of it
@@ -108,9 +109,7 @@ class RedisStore(RedisConnection, Store):
         for item in items:
             args += records.item_args(item, self._policy)
         got = self._run(self._add, args)
-        ids, flags = [int(i) for i in got[0::2]], [int(n) for n in got[1::2]]
-        waiting = [id_ for id_, flag in zip(ids, flags, strict=True) if flag == 2]
-        return Added(ids, [flag == 1 for flag in flags], waiting)
+        return Added([int(i) for i in got[0::2]], [flag == 1 for flag in got[1::2]])
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``. Reclaims dead consumers' entries first, then reads new ones;
@@ -184,6 +183,14 @@ class RedisStore(RedisConnection, Store):
         if not ids:
             return 0
         return int(self._run(self._renew, [self.group, self.consumer, *(str(i) for i in ids)]))
+
+    def open_among(self, spans: Sequence[tuple[int, int]]) -> int:
+        """See ``FleetControl.open_among``: counted in the queued and in-flight id sets."""
+        open_ = 0
+        for start in range(0, len(spans), _MAX_CLAIM):
+            bounds = [str(i) for span in spans[start : start + _MAX_CLAIM] for i in span]
+            open_ += int(self._run(self._open_among, bounds))
+        return open_
 
     def pause_until(self, until: float, reason: str, *, now: float | None = None) -> float:
         """Pause delivery fleet-wide until ``until`` (epoch s), e.g. Meta throttled us. Only ever

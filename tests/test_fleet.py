@@ -543,3 +543,46 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
     assert after.returncode == 0, after.stderr
     assert "queued for later (a retry not due yet) or behind an earlier event" in after.stderr
     assert "events=30" in after.stderr
+
+
+def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A throttled answer to a worker pauses every process of the fleet; one to a send on the
+    fleet's queue paused only that send's batch, and the fleet's workers went on hitting Meta.
+    Now it pauses the fleet as a worker's does."""
+    prefix = "lr:send-throttled"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        events = [lead_event(LEAD_BASE + 1000 + i, f"throttled-{i}") for i in range(10)]
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        sandbox.state.script("throttle:4")
+        watcher = RedisStore(redis_url, prefix=prefix, consumer="watcher")
+        seen: list[tuple[float, str]] = []
+        done = threading.Event()
+
+        def watch() -> None:  # what every process of the fleet reads before it claims
+            while not done.wait(0.02):
+                if (pause := watcher.paused_until()) is not None:
+                    seen.append(pause)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+        finally:
+            done.set()
+            thread.join()
+            watcher.close()
+        sent = sorted(e["event_id"] for e in sandbox.state.received())
+    assert proc.returncode == 0, proc.stderr
+    assert sent == sorted(e["context"]["event_id"] for e in events)
+    assert seen, "the fleet was never paused"
+    assert {reason for _, reason in seen} == {"throttled: 4"}

@@ -127,6 +127,7 @@ async def deliver(
     def on_request(result: GraphResult, events: int) -> None:
         log_request(result, events)
         tally.request(result, events)
+        worker.observe_request(result, events)  # on a fleet's queue, a throttle pauses the fleet
 
     worker = DeliveryWorker(
         store,

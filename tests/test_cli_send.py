@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -87,6 +88,12 @@ def test_send_delivers_everything_and_isolates_the_bad_lead(
     outcomes = [r["outcome"] for r in rows.values()]
     assert outcomes.count("delivered_after_retry") == 50  # the first batch met the 500
     assert outcomes.count("delivered") == 449
+    # the batch of e123 was split to find it: its 49 others were sent twice, not at once
+    assert re.search(r"│ delivered +│ immediately +│ +400 │", proc.stderr), proc.stderr
+    assert re.search(r"│ delivered +│ after retry +│ +50 │", proc.stderr)
+    assert re.search(
+        r"│ delivered +│ after its batch was split for a refused event +│ +49 │", proc.stderr
+    )
     assert "100/2804036" in proc.stderr and "graph error" in proc.stderr
     assert TOKEN not in proc.stderr and TOKEN not in report.read_text()
 

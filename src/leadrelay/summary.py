@@ -45,6 +45,8 @@ class Tally:
     notes: Counter[str] = field(default_factory=Counter)
     delivered_now: int = 0
     delivered_retry: int = 0
+    delivered_split: int = 0
+    """Delivered by a later request of a batch Meta refused for another event in it."""
     meta_rejected: Counter[str] = field(default_factory=Counter)
     expired: int = 0
     dead: Counter[str] = field(default_factory=Counter)
@@ -155,6 +157,8 @@ class Tally:
         if result.state is State.DELIVERED:
             if result.extra and result.extra.get("retried"):
                 self.delivered_retry += 1
+            elif result.attempts > 1:  # carried by more than one request, none failed
+                self.delivered_split += 1
             else:
                 self.delivered_now += 1
         elif result.state is State.REJECTED:
@@ -203,6 +207,7 @@ class Tally:
         return (
             self.delivered_now
             + self.delivered_retry
+            + self.delivered_split
             + sum(self.meta_rejected.values())
             + self.expired
             + sum(self.dead.values())
@@ -236,6 +241,9 @@ class Tally:
         else:
             table.add_row("delivered", "immediately", str(self.delivered_now), style="green")
             table.add_row("delivered", "after retry", str(self.delivered_retry), style="green")
+            if self.delivered_split:
+                label = "after its batch was split for a refused event"
+                table.add_row("delivered", label, str(self.delivered_split), style="green")
         for reason, n in sorted(self.filtered.items()):
             table.add_row("filtered", reason, str(n), style="cyan")
         for reason, n in sorted(self.rejected.items()):

@@ -29,6 +29,7 @@ from pydantic import (
 from leadrelay.mapping.expressions import ExpressionError, compile_expression
 from leadrelay.mapping.fields import TargetError, treatment
 from leadrelay.meta.normalize import region_hint
+from leadrelay.meta.tokens import sendable
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
@@ -172,7 +173,7 @@ class Settings(BaseModel):
         token = value.get_secret_value().strip()
         if not token:
             raise ValueError("is empty; set it to the token from Events Manager")
-        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        if not sendable(token):
             # Said without the token (pydantic would quote it); the Graph client refuses it too.
             raise ValueError(
                 "contains spaces or characters a token never has; copy it again from Events Manager"

@@ -28,6 +28,7 @@ import orjson  # noqa: E402
 
 from leadrelay import __version__  # noqa: E402
 from leadrelay.meta.errors import GraphError, classify  # noqa: E402
+from leadrelay.meta.tokens import sendable  # noqa: E402
 
 _REDACTED: Final = "[access_token]"
 _OPEN_BODY: Final = b'{"data":['
@@ -72,12 +73,7 @@ class GraphClient:
         if not api_version or "/" in api_version:
             raise ValueError(f"api_version must look like 'v25.0', got {api_version!r}")
         # Checked here so that httpx never gets to build (and quote) a header with the token.
-        if (
-            not access_token
-            or not access_token.isascii()
-            or not access_token.isprintable()
-            or any(c.isspace() for c in access_token)
-        ):
+        if not sendable(access_token):
             raise ValueError("access_token is empty or contains spaces or non-ASCII characters")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")

@@ -198,7 +198,7 @@ def _stdin() -> tuple[BinaryIO, bool]:
     """Standard input, read from a copy of its descriptor rather than through
     ``sys.stdin.buffer``, and whether the caller closes it. A thread blocked reading a quiet pipe
     then holds no lock the interpreter takes when it exits (it aborted with "Fatal Python error:
-    _enter_buffered_busy", see ``send._in_daemon_thread``)."""
+    _enter_buffered_busy", see ``send_delivery._in_daemon_thread``)."""
     try:
         fd = os.dup(sys.stdin.fileno())
     except (AttributeError, OSError, ValueError):  # no descriptor: replaced, or closed

@@ -1,0 +1,261 @@
+"""The delivering half of ``leadrelay send`` (and ``deliver``): a reader thread stores what it
+maps while the delivery worker sends what is stored, SIGTERM and Ctrl-C stop it cleanly, and a
+send on a fleet's queue waits for its events other processes hold (``delivery.elsewhere``).
+
+Split out of ``send`` (house rule: modules under ~300 lines), which reads the options, runs a dry
+run or this, and prints the summary. The delivery stack (asyncio, httpx, the dispatcher, the
+stores, structlog) is imported by the functions that use it: a dry run needs none of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from leadrelay.events import InputError
+from leadrelay.summary import Tally
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.progress import Progress
+
+    from leadrelay.config import Settings
+    from leadrelay.delivery.store import Store
+    from leadrelay.interrupts import CtrlC
+    from leadrelay.meta.client import GraphResult
+    from leadrelay.meta.errors import GraphError
+    from leadrelay.send import SendOptions
+
+_REMEMBERED = 20_000
+_WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
+
+
+async def deliver(
+    settings: Settings,
+    options: SendOptions,
+    tally: Tally,
+    store: Store,
+    progress: Progress | None = None,
+    *,
+    rereadable: bool,
+    ctrl_c: CtrlC | None = None,
+) -> GraphError | None:
+    """Store every event of the files and deliver the payloads; returns why delivery paused.
+    ``rereadable``: every input can be read again by the next run (``_rereadable``).
+    ``ctrl_c``: what runs the loop, told of the worker (a second Ctrl-C cuts its drain short).
+
+    Reading and delivery overlap: a reader thread stores chunks (full, or after
+    ``batch_max_age_s``) while the worker delivers what is stored. Events already stored by an
+    earlier run of the same files (same event ids) are not stored or sent again, so an
+    interrupted send resumes where it left off.
+    """
+    import asyncio
+    import threading
+
+    from leadrelay.delivery.intake import ChunkedIntake, Spans
+    from leadrelay.delivery.store import FleetControl
+    from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
+    from leadrelay.delivery.worker import DeliveryWorker
+    from leadrelay.send_input import read_into_store
+
+    d = settings.delivery
+    loop = asyncio.get_running_loop()
+
+    def on_request(result: GraphResult, events: int) -> None:
+        log_request(result, events)
+        tally.request(result, events)
+        worker.observe_request(result, events)  # on a fleet's queue, a throttle pauses the fleet
+
+    worker = DeliveryWorker(
+        store,
+        lambda: make_dispatcher(settings, make_client(settings), on_request=on_request),
+        batch_size=d.batch_size,
+        concurrency=d.concurrency,
+        requeue=None,
+        on_results=tally.deliveries,
+    )
+    if ctrl_c is not None:
+        ctrl_c.worker = worker
+
+    def stored() -> None:
+        # The reader may store its last events after the send ended and closed the loop (a
+        # Ctrl-C does not wait for it): nothing is left to wake then, and its flush must go on.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(worker.notify)
+
+    # A fleet's send waits for its events other processes hold (delivery.elsewhere).
+    spans = Spans() if isinstance(store, FleetControl) else None
+    tally.fleet = spans is not None
+    intake = ChunkedIntake(
+        store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored, spans=spans
+    )
+    stop_reading = threading.Event()
+    stop = asyncio.Event()
+    halt = asyncio.Event()  # SIGTERM: stop reading, finish what is in flight, store the rest
+
+    def terminate() -> None:
+        halt.set()
+        stop_reading.set()
+        stop.set()  # no new batch: the ones in flight finish, what waits is stored queued
+
+    # Not with --jobs N: a SIGTERM sent to the whole process group (systemd, timeout) ends the
+    # mapping processes too, and the reader then waited on them for good (seen once in three).
+    graceful = options.jobs <= 1 and rereadable
+    with _graceful_sigterm(loop, terminate, graceful):
+        runner = asyncio.create_task(worker.run(stop))
+        reader = _in_daemon_thread(
+            read_into_store,
+            options.files,
+            settings,
+            options.jobs,
+            tally,
+            intake,
+            stop_reading,
+            progress,
+        )
+        try:
+            while not reader.done():
+                await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
+                if worker.paused is not None:
+                    stop_reading.set()
+                await asyncio.to_thread(intake.flush_if_old)
+            await reader
+        finally:
+            stop_reading.set()
+            stop.set()
+            # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
+            # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
+            reader.add_done_callback(_retrieved)
+            if not reader.done():
+                # Stopped while reading: what the intake holds is stored now, queued, not when
+                # the reader gets to it; one blocked on a quiet pipe never would.
+                await asyncio.shield(asyncio.to_thread(intake.flush))
+            try:  # a Ctrl-C now must not cut the drain of the batches in flight short
+                await asyncio.shield(runner)
+            except asyncio.CancelledError:
+                await runner
+                raise
+        paused = worker.paused
+        if paused is None and not halt.is_set():
+            paused = await worker.run_until_idle(halt)
+        if paused is None and not halt.is_set() and settings.queue:
+            from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
+
+            claim_idle_s = settings.queue.claim_idle_s
+            if spans and isinstance(store, FleetControl):
+                paused = await settle_elsewhere(store, worker, spans, claim_idle_s, tally, halt)
+            elif not options.files:  # deliver: what the fleet holds is said, not waited for
+                await say_held_elsewhere(store, claim_idle_s)
+    if halt.is_set():
+        raise Stopped()
+    return paused
+
+
+@contextmanager
+def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
+    """The config's store, held with the one-deliverer lock of its data_dir. For input that a
+    later run can read again, what is read waits in memory and is stored once, settled
+    (``write_behind``); a pipe's events are stored as they are read."""
+    from leadrelay.delivery.sqlite_store import SQLiteStore
+    from leadrelay.delivery.wiring import delivery_lock, open_store
+    from leadrelay.delivery.write_behind import WriteBehindStore
+
+    data_dir = settings.server.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"server.data_dir {str(data_dir)!r} cannot be created ({exc.strerror or exc}); "
+            "set it to a folder this user may write to"
+        ) from None
+    try:
+        lock = delivery_lock(data_dir)
+    except BlockingIOError:
+        raise InputError(
+            f"another leadrelay process (a running serve or send) delivers from {data_dir}; "
+            "wait for it, or give this config its own server.data_dir"
+        ) from None
+    try:
+        # What retention at the end would drop, dropped as events are delivered instead; and
+        # the payloads this process stores kept for its own delivery (some 20 MB at most).
+        drop = settings.store.drop_originals_after_delivery
+        store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
+        if isinstance(store, SQLiteStore) and rereadable:
+            store = WriteBehindStore(store, limit=_WAITING)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        os.close(lock)
+
+
+def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+    """``asyncio.to_thread(fn, *args)`` on a thread of its own that the interpreter does not
+    wait for when it exits. The reader of a pipe whose producer went quiet stays blocked in
+    read() after a Ctrl-C has stored what it read: on an executor thread, which the interpreter
+    joins at exit, the send could not end (a third Ctrl-C aborted it)."""
+    import asyncio
+    import contextvars
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(error: BaseException | None) -> None:
+        if not future.done():  # cancelled meanwhile: nobody waits for it
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            context.run(fn, *args)
+        except BaseException as exc:
+            error = exc
+        with suppress(RuntimeError):  # the loop is closed: the send ended without it
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="leadrelay-reader", daemon=True).start()
+    return future
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class Stopped(Exception):
+    """SIGTERM stopped a send cleanly: every event it read is stored, delivered or queued."""
+
+
+@contextmanager
+def _graceful_sigterm(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], None], enabled: bool
+) -> Iterator[None]:
+    """SIGTERM calls ``stop`` instead of ending the process on the spot, while this lasts.
+
+    Only for input the reader never waits on (files, one job: ``enabled``): a pipe's reader may
+    be blocked on a producer that writes nothing, and a stop would wait for it. A pipe's events
+    are stored as they are read, so the default (ending the process) loses at most the chunk
+    being filled.
+    Outside the main thread (a send run by a host program) signals are the host's business.
+    """
+    import signal
+
+    try:
+        if enabled:
+            loop.add_signal_handler(signal.SIGTERM, stop)
+    except (ValueError, RuntimeError, NotImplementedError):
+        enabled = False
+    try:
+        yield
+    finally:
+        if enabled:
+            loop.remove_signal_handler(signal.SIGTERM)

@@ -152,14 +152,19 @@ def held_by(client: redis.Redis, store: RedisStore, consumer: str) -> set[str]:
     return keys
 
 
-def cli(*args: str) -> str:
-    done = subprocess.run(
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``leadrelay *args``, its tables 200 columns wide."""
+    return subprocess.run(
         [sys.executable, "-m", "leadrelay", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def cli(*args: str) -> str:
+    done = run_cli(*args, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
@@ -457,21 +462,10 @@ def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
             renewer.start()
         try:
             began = time.monotonic()
-            proc = subprocess.run(
-                [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "COLUMNS": "200"},
-            )
+            proc = run_cli("send", str(src), "--config", str(config))
             took = time.monotonic() - began
-            after = subprocess.run(  # deliver says what the fleet still holds
-                [sys.executable, "-m", "leadrelay", "deliver", "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "COLUMNS": "200"},
-            )
+            # deliver says what the fleet still holds
+            after = run_cli("deliver", "--config", str(config))
         finally:
             done.set()
             if renewer.is_alive():
@@ -514,21 +508,9 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
         src = tmp_path / "events.ndjson"
         src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*later, *others]))
         began = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        proc = run_cli("send", str(src), "--config", str(config))
         took = time.monotonic() - began
-        after = subprocess.run(
-            [sys.executable, "-m", "leadrelay", "deliver", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        after = run_cli("deliver", "--config", str(config))
         counts = fleet.counts()
         fleet.close()
         sent = sorted(e["event_id"] for e in sandbox.state.received())
@@ -570,13 +552,7 @@ def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(
         thread = threading.Thread(target=watch, daemon=True)
         thread.start()
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "COLUMNS": "200"},
-            )
+            proc = run_cli("send", str(src), "--config", str(config))
         finally:
             done.set()
             thread.join()

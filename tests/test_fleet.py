@@ -28,6 +28,7 @@ from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.wiring import delivery_lock
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.client import GraphClient, GraphResult
@@ -517,7 +518,7 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
     assert proc.returncode == 2, proc.stderr
     assert sent == sorted(e["context"]["event_id"] for e in others)
     assert re.search(
-        r"not sent yet +│ held by another process, or behind an earlier event of the lead +│ +10 ",
+        r"not sent yet +│ held by another process, queued for a retry, or behind its lead +│ +10 ",
         proc.stderr,
     ), proc.stderr
     assert CLAIM_IDLE_S <= took < 60  # it waited for its own events, not for the retries
@@ -562,3 +563,55 @@ def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(
     assert sent == sorted(e["context"]["event_id"] for e in events)
     assert seen, "the fleet was never paused"
     assert {reason for _, reason in seen} == {"throttled: 4"}
+
+
+def test_a_send_on_a_fleet_during_an_outage_leaves_the_fleets_events_queued(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """On a fleet's queue a send delivers the fleet's events too, and with send's own policy
+    (retries run out: dead) an outage of a few seconds dead-lettered the service's backlog. It
+    now follows the fleet's: what Meta did not take goes back to the queue, for the workers; the
+    file's own events are counted as not sent yet (exit 2)."""
+    prefix = "lr:outage"
+    with SandboxServer(SandboxOptions(fail_rate=1.0)) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1", claim_idle_s=60)
+        backlog = [lead_event(LEAD_BASE + 1100 + i, f"backlog-{i}") for i in range(60)]
+        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in backlog])
+        events = [lead_event(LEAD_BASE + 1200 + i, f"outage-{i}") for i in range(20)]
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        proc = run_cli("send", str(src), "--config", str(config))
+        counts = fleet.counts()
+        fleet.close()
+    assert proc.returncode == 2, proc.stderr
+    assert counts.by_state["dead"] == 0, counts
+    assert counts.queued == 80 and counts.by_reason[("queued", "retries_exhausted")] == 80
+    held = (
+        r"not sent yet +│ held by another process, queued for a retry, or behind its lead +│ +20 │"
+    )
+    assert re.search(held, proc.stderr), proc.stderr
+
+
+def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_path: Path) -> None:
+    """A fleet's processes deliver from its queue at once, and serve takes no lock there; send
+    and deliver refused to run while another send held the data_dir's lock."""
+    prefix = "lr:nolock"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        events = [lead_event(LEAD_BASE + 1300 + i, f"nolock-{i}") for i in range(5)]
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        data_dir = tmp_path / "data"
+        data_dir.mkdir(exist_ok=True)
+        lock = delivery_lock(data_dir)  # as a send of the same config running meanwhile
+        try:
+            sent = run_cli("send", str(src), "--config", str(config))
+            delivered = run_cli("deliver", "--config", str(config))
+        finally:
+            os.close(lock)
+        received = sorted(e["event_id"] for e in sandbox.state.received())
+    assert sent.returncode == 0, sent.stderr
+    assert delivered.returncode == 0, delivered.stderr
+    assert received == sorted(e["context"]["event_id"] for e in events)

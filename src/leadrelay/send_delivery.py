@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leadrelay.events import InputError
@@ -58,7 +59,7 @@ async def deliver(
     from leadrelay.delivery.intake import ChunkedIntake, Spans
     from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
-    from leadrelay.delivery.worker import DeliveryWorker
+    from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
     from leadrelay.send_input import read_into_store
 
     d = settings.delivery
@@ -74,7 +75,9 @@ async def deliver(
         lambda: make_dispatcher(settings, make_client(settings), on_request=on_request),
         batch_size=d.batch_size,
         concurrency=d.concurrency,
-        requeue=None,
+        # On a fleet's queue the send delivers the fleet's events too: its policy applies (an
+        # outage dead-letters nothing; the events go back to the queue for its workers).
+        requeue=RequeuePolicy() if settings.queue else None,
         on_results=tally.deliveries,
     )
     if ctrl_c is not None:
@@ -156,14 +159,32 @@ async def deliver(
 
 @contextmanager
 def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
-    """The config's store, held with the one-deliverer lock of its data_dir. For input that a
-    later run can read again, what is read waits in memory and is stored once, settled
-    (``write_behind``); a pipe's events are stored as they are read."""
+    """The config's store. SQLite's is held with the one-deliverer lock of its data_dir, and for
+    input that a later run can read again, what is read waits in memory and is stored once,
+    settled (``write_behind``); a pipe's events are stored as they are read. A fleet's queue
+    (Redis) takes no lock: its processes deliver from it at once, as ``serve`` does."""
     from leadrelay.delivery.sqlite_store import SQLiteStore
-    from leadrelay.delivery.wiring import delivery_lock, open_store
+    from leadrelay.delivery.wiring import open_store
     from leadrelay.delivery.write_behind import WriteBehindStore
 
-    data_dir = settings.server.data_dir
+    with ExitStack() as stack:
+        if settings.queue is None:
+            stack.callback(os.close, _locked(settings.server.data_dir))
+        # What retention at the end would drop, dropped as events are delivered instead; and
+        # the payloads this process stores kept for its own delivery (some 20 MB at most).
+        drop = settings.store.drop_originals_after_delivery
+        store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
+        if isinstance(store, SQLiteStore) and rereadable:
+            store = WriteBehindStore(store, limit=_WAITING)
+        stack.callback(store.close)
+        yield store
+
+
+def _locked(data_dir: Path) -> int:
+    """The one-deliverer lock of ``data_dir`` (made if need be); ``InputError`` when it cannot
+    be made or another process holds it."""
+    from leadrelay.delivery.wiring import delivery_lock
+
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -172,25 +193,12 @@ def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
             "set it to a folder this user may write to"
         ) from None
     try:
-        lock = delivery_lock(data_dir)
+        return delivery_lock(data_dir)
     except BlockingIOError:
         raise InputError(
             f"another leadrelay process (a running serve or send) delivers from {data_dir}; "
             "wait for it, or give this config its own server.data_dir"
         ) from None
-    try:
-        # What retention at the end would drop, dropped as events are delivered instead; and
-        # the payloads this process stores kept for its own delivery (some 20 MB at most).
-        drop = settings.store.drop_originals_after_delivery
-        store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
-        if isinstance(store, SQLiteStore) and rereadable:
-            store = WriteBehindStore(store, limit=_WAITING)
-        try:
-            yield store
-        finally:
-            store.close()
-    finally:
-        os.close(lock)
 
 
 def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:

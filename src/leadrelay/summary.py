@@ -52,8 +52,9 @@ class Tally:
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
     elsewhere: int = 0
-    """Events read that other processes held, or that waited behind an earlier event of their
-    lead, still unsettled when the send ended (a fleet's store: see ``delivery.elsewhere``)."""
+    """Events read that other processes held, queued for a retry (the fleet's policy), or behind an
+    earlier event of their lead, still open when the send ended (a fleet's store: see
+    ``delivery.elsewhere``)."""
     fleet: bool = False
     """The store is a fleet's (Redis): its other processes may settle events this run read."""
     requests: int = 0
@@ -263,7 +264,7 @@ class Tally:
             table.add_row("not sent", reason, str(n), style="yellow")
         earlier = self.mapped - self.settled - self.elsewhere
         if self.elsewhere:
-            label = "held by another process, or behind an earlier event of the lead"
+            label = "held by another process, queued for a retry, or behind its lead"
             table.add_row("not sent yet", label, str(self.elsewhere), style="yellow")
         if not dry_run and earlier > 0:
             if stopped:

@@ -7,7 +7,9 @@ the send's own events may still be open then:
   a process that stopped (killed, crashed) holding them under its consumer name, until they
   have been idle ``claim_idle_s``; then any worker may take them over;
 - queued behind an earlier event of their lead that another process holds, or that waits for a
-  retry (per-lead order), found stored by an earlier run or read from these files.
+  retry (per-lead order), found stored by an earlier run or read from these files;
+- queued for a retry: on a fleet's queue a send follows the fleet's policy (``RequeuePolicy``),
+  and events whose retries ran out go back to the queue, not to the dead letters.
 
 The send waits for them up to ``claim_idle_s`` and a little (``settle_elsewhere``), delivering
 those it can take, and counts the rest as not sent yet (``Tally.elsewhere``: exit code 2); the
@@ -67,14 +69,14 @@ async def settle_elsewhere(
     to claim: waits up to ``claim_idle_s`` (and a little) for them, delivering what it can take
     meanwhile; those still open are counted (``Tally.elsewhere``: exit code 2). Returns why
     delivery paused."""
-    among = spans.merged()
+    among = await asyncio.to_thread(spans.merged)  # ids found out of order: many spans
     loop = asyncio.get_running_loop()
     deadline = loop.time() + claim_idle_s + _TAKEOVER_SLACK_S
     left = await asyncio.to_thread(fleet.open_among, among)
     if left:
         log.warning(
             "events read from these files are held by other processes (or one that stopped), "
-            "or queued behind an earlier event of their lead; waiting for them",
+            "queued for a retry, or behind an earlier event of their lead; waiting for them",
             events=left,
             wait_s=round(claim_idle_s + _TAKEOVER_SLACK_S),
         )

@@ -33,7 +33,7 @@ from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
-from leadrelay.outcome import State
+from leadrelay.outcome import Delivery, Payload, State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from leadrelay.sandbox.state import RequestRecord
 from redis_server import running_redis
@@ -596,10 +596,16 @@ def test_a_send_on_a_fleet_during_an_outage_leaves_the_fleets_events_queued(
 
 def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_path: Path) -> None:
     """A fleet's processes deliver from its queue at once, and serve takes no lock there; send
-    and deliver refused to run while another send held the data_dir's lock."""
+    and deliver refused to run while another send held the data_dir's lock. deliver counts the
+    fleet's events it delivers; a send, its files' own."""
     prefix = "lr:nolock"
     with SandboxServer(SandboxOptions()) as sandbox:
         config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1")
+        queued = [lead_event(LEAD_BASE + 1350 + i, f"queued-{i}") for i in range(3)]
+        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in queued])
+        fleet.close()
         events = [lead_event(LEAD_BASE + 1300 + i, f"nolock-{i}") for i in range(5)]
         src = tmp_path / "events.ndjson"
         src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
@@ -607,11 +613,79 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
         data_dir.mkdir(exist_ok=True)
         lock = delivery_lock(data_dir)  # as a send of the same config running meanwhile
         try:
-            sent = run_cli("send", str(src), "--config", str(config))
             delivered = run_cli("deliver", "--config", str(config))
+            sent = run_cli("send", str(src), "--config", str(config))
         finally:
             os.close(lock)
         received = sorted(e["event_id"] for e in sandbox.state.received())
-    assert sent.returncode == 0, sent.stderr
     assert delivered.returncode == 0, delivered.stderr
-    assert received == sorted(e["context"]["event_id"] for e in events)
+    assert re.search(r"│ delivered +│ immediately +│ +3 │", delivered.stderr), delivered.stderr
+    assert sent.returncode == 0, sent.stderr
+    assert re.search(r"│ delivered +│ immediately +│ +5 │", sent.stderr), sent.stderr
+    assert received == sorted(e["context"]["event_id"] for e in [*queued, *events])
+
+
+def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A send's worker delivers the fleet's events too: its summary counted them as its own
+    (read 20, delivered 80) and its report had their rows. And one of its events that another
+    process saw refused by Meta was not counted at all: exit 0. Now the summary and the report
+    hold the file's events only, with what other processes made of them (exit 2)."""
+    prefix = "lr:own"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="other-1", claim_idle_s=60)
+        backlog = [lead_event(LEAD_BASE + 1400 + i, f"backlog-{i}") for i in range(60)]
+        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in backlog])
+        events = [lead_event(LEAD_BASE + 1500 + i, f"own-{i}") for i in range(20)]
+        # events[0] was stored by a run that another process is still delivering: it waits
+        # for it, and Meta refuses it there
+        (held,) = fleet.add([Incoming(mapper.map(events[0]), b"{}", time.time())])
+        taken = [c.id for c in fleet.claim(1000, time.time())]
+        assert len(taken) == 61  # the backlog and events[0]; the backlog goes back to the queue
+        fleet.retry_later([i for i in taken if i != held], time.time(), "interrupted", None)
+        done = threading.Event()
+
+        def other_process() -> None:
+            while not done.wait(0.2):
+                fleet.renew([held])
+                if time.monotonic() - began > 2:
+                    payload = mapper.map(events[0])
+                    assert isinstance(payload, Payload)
+                    refused = Delivery(
+                        payload,
+                        State.REJECTED,
+                        1,
+                        "meta_100_2804036",
+                        "deleted lead",
+                        100,
+                        2804036,
+                        "trace-1",
+                    )
+                    fleet.complete([(held, refused)], time.time())
+                    return
+
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        report = tmp_path / "report.ndjson"
+        began = time.monotonic()
+        thread = threading.Thread(target=other_process, daemon=True)
+        thread.start()
+        try:
+            proc = run_cli("send", str(src), "--config", str(config), "--report", str(report))
+        finally:
+            done.set()
+            thread.join()
+            fleet.close()
+        received = sorted(e["event_id"] for e in sandbox.state.received())
+    assert proc.returncode == 2, proc.stderr
+    # the send delivered the backlog too, but counts the file's events only
+    assert received == sorted(e["context"]["event_id"] for e in [*backlog, *events[1:]])
+    assert re.search(r"│ read +│ +│ +20 │", proc.stderr), proc.stderr
+    assert re.search(r"│ delivered +│ immediately +│ +19 │", proc.stderr), proc.stderr
+    assert re.search(r"│ rejected by Meta +│ 100/2804036 +│ +1 │", proc.stderr), proc.stderr
+    rows = {r["event_id"]: r for r in map(orjson.loads, report.read_bytes().splitlines())}
+    assert set(rows) == {e["context"]["event_id"] for e in events}
+    assert rows["own-0"]["outcome"] == "rejected" and rows["own-0"]["code"] == 100

@@ -107,7 +107,7 @@ def test_incoming_and_claimed_stay_frozen_values() -> None:
 def test_a_batch_taken_whole_is_recorded_counted_and_told_once(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     seen: list[Mapping[tuple[str, str], int]] = []
-    told: list[Sequence[Delivery]] = []
+    told: list[tuple[Sequence[int], Sequence[Delivery]]] = []
 
     class Observer:
         def outcomes(self, counts: Mapping[tuple[str, str], int]) -> None:
@@ -129,11 +129,11 @@ def test_a_batch_taken_whole_is_recorded_counted_and_told_once(tmp_path: Path) -
             requeue=RequeuePolicy(),
             clock=lambda: NOW + 1,
             observer=Observer(),
-            on_results=told.append,
+            on_results=lambda ids, results: told.append((ids, results)),
         )
         asyncio.run(recorder.record(claimed, whole))
         assert seen == [{("delivered", ""): 3}]
-        assert told == [whole]
+        assert told == [([c.id for c in claimed], whole)]
         records = [store.get(c.id) for c in claimed]
         assert [(r.state, r.fbtrace_id) for r in records if r] == [(State.DELIVERED, "T")] * 3
     finally:

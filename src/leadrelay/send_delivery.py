@@ -10,8 +10,10 @@ stores, structlog) is imported by the functions that use it: a dry run needs non
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,7 @@ async def deliver(
     import asyncio
     import threading
 
+    from leadrelay.delivery.elsewhere import OwnResults, count_failed_elsewhere
     from leadrelay.delivery.intake import ChunkedIntake, Spans
     from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
@@ -64,6 +67,13 @@ async def deliver(
 
     d = settings.delivery
     loop = asyncio.get_running_loop()
+    started = time.time()
+    # On a fleet's queue (Redis) a send knows its files' events by their ids: it waits for
+    # those other processes hold, and counts only them (delivery.elsewhere). deliver has no
+    # events of its own: it counts what it delivers.
+    tally.fleet = isinstance(store, FleetControl)
+    spans = Spans() if tally.fleet and options.files else None
+    own = None if spans is None else OwnResults(spans, tally)
 
     def on_request(result: GraphResult, events: int) -> None:
         log_request(result, events)
@@ -78,7 +88,7 @@ async def deliver(
         # On a fleet's queue the send delivers the fleet's events too: its policy applies (an
         # outage dead-letters nothing; the events go back to the queue for its workers).
         requeue=RequeuePolicy() if settings.queue else None,
-        on_results=tally.deliveries,
+        on_results=own if own is not None else lambda _, results: tally.deliveries(results),
     )
     if ctrl_c is not None:
         ctrl_c.worker = worker
@@ -89,9 +99,6 @@ async def deliver(
         with suppress(RuntimeError):
             loop.call_soon_threadsafe(worker.notify)
 
-    # A fleet's send waits for its events other processes hold (delivery.elsewhere).
-    spans = Spans() if isinstance(store, FleetControl) else None
-    tally.fleet = spans is not None
     intake = ChunkedIntake(
         store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored, spans=spans
     )
@@ -148,8 +155,10 @@ async def deliver(
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
             claim_idle_s = settings.queue.claim_idle_s
-            if spans and isinstance(store, FleetControl):
+            if spans and own is not None and isinstance(store, FleetControl):
                 paused = await settle_elsewhere(store, worker, spans, claim_idle_s, tally, halt)
+                failed = partial(count_failed_elsewhere, store, spans, own, started, tally)
+                await asyncio.to_thread(failed)
             elif not options.files:  # deliver: what the fleet holds is said, not waited for
                 await say_held_elsewhere(store, claim_idle_s)
     if halt.is_set():

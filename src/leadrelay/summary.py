@@ -19,6 +19,7 @@ from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejec
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from leadrelay.delivery.store import EventRecord
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
@@ -177,22 +178,24 @@ class Tally:
             self.not_sent[reason or "not_sent"] += 1
         if self.report is None:  # the common case: no row to build
             return
-        self._write(
-            {
-                "where": result.extra.get("where"),
-                "event_id": p.key,
-                "event": p.source_event,
-                "lead_id": p.lead_id,
-                "event_name": p.event_name,
-                "outcome": _outcome_name(result),
-                "reason": reason,
-                "attempts": result.attempts,
-                "code": result.code,
-                "subcode": result.subcode,
-                "fbtrace_id": result.fbtrace_id,
-                "message": result.message,
-            }
-        )
+        where = result.extra.get("where")
+        self._write(_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
+
+    def settled_elsewhere(self, record: EventRecord) -> None:
+        """Count one of the run's events that another process of a fleet saw refused by Meta,
+        expired or dead (``delivery.elsewhere``), as ``delivery`` counts those it settles."""
+        reason = record.reason
+        if record.state is State.REJECTED:
+            label = _meta_label(record)
+            self.meta_rejected[label] += 1
+            example = Example("another process", record.key, "", record.message or "")
+            self._example(f"meta {label}", example)
+        elif record.state is State.EXPIRED:
+            self.expired += 1
+        else:
+            self.dead[reason or "dead"] += 1
+        r = record
+        self._write(_row("another process", r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def request(self, result: GraphResult, events: int) -> None:
         """Count one Graph request, and those that met a transient error (or a throttle): each is
@@ -289,10 +292,36 @@ class Tally:
                 console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
 
 
-def _meta_label(result: Delivery) -> str:
+def _meta_label(result: Delivery | EventRecord) -> str:
     if result.code is None:
         return result.reason or "rejected"
     return f"{result.code}/{result.subcode}" if result.subcode else str(result.code)
+
+
+def _row(
+    where: str | None,
+    event_id: str,
+    event: str,
+    lead_id: int | None,
+    event_name: str | None,
+    said: Delivery | EventRecord,
+) -> dict[str, Any]:
+    """The report's row of a payload that delivery settled (``said``: what became of it)."""
+    outcome = _outcome_name(said) if isinstance(said, Delivery) else said.state.value
+    return {
+        "where": where,
+        "event_id": event_id,
+        "event": event,
+        "lead_id": lead_id,
+        "event_name": event_name,
+        "outcome": outcome,
+        "reason": said.reason,
+        "attempts": said.attempts,
+        "code": said.code,
+        "subcode": said.subcode,
+        "fbtrace_id": said.fbtrace_id,
+        "message": said.message,
+    }
 
 
 def _outcome_name(result: Delivery) -> str:

@@ -13,16 +13,19 @@ the send's own events may still be open then:
 
 The send waits for them up to ``claim_idle_s`` and a little (``settle_elsewhere``), delivering
 those it can take, and counts the rest as not sent yet (``Tally.elsewhere``: exit code 2); the
-fleet's workers deliver them. It knows its events by their ids (``Spans``: a few numbers for a
-file of any size). SQLite needs none of this: one process delivers from a store, and a send
-takes back at its start what a stopped one left in flight. ``deliver`` says what the fleet
-holds (``say_held_elsewhere``).
+fleet's workers deliver them. Its worker delivers the fleet's events too: the summary counts only
+the file's (``OwnResults``), and those of them the fleet's workers saw refused by Meta, dead or
+expired are read back from the store at the end (``count_failed_elsewhere``), so that the exit
+code says so. It knows its events by their ids (``Spans``: a few numbers for a file of any size).
+SQLite needs none of this: one process delivers from a store, and a send takes back at its start
+what a stopped one left in flight. ``deliver`` says what the fleet holds (``say_held_elsewhere``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
@@ -31,11 +34,57 @@ from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.meta.errors import GraphError
+from leadrelay.outcome import DeliveredWhole, Delivery, State
 from leadrelay.summary import Tally
 
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
+
+
+_FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
+
+
+class OwnResults:
+    """``on_results`` for a send on a fleet's queue: what became of the file's events (``spans``)
+    goes to the tally, not what became of the fleet's; remembers which of them failed."""
+
+    def __init__(self, spans: Spans, tally: Tally) -> None:
+        self._spans = spans
+        self._tally = tally
+        self.failed: set[int] = set()
+
+    def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
+        spans = self._spans
+        if type(results) is DeliveredWhole and all(i in spans for i in ids):
+            self._tally.deliveries(results)
+            return
+        ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans]
+        self.failed.update(i for i, d in ours if d.state in _FAILED)
+        self._tally.deliveries([d for _, d in ours])
+
+
+def count_failed_elsewhere(
+    store: Store, spans: Spans, own: OwnResults, since: float, tally: Tally
+) -> None:
+    """The file's events that other processes settled since ``since`` as refused by Meta,
+    expired or dead, counted in ``tally`` (blocking: run it in a thread). Read from the store's
+    failures past the file's first id, a page at a time: those that are the file's, and not
+    refused by our own rules (those never went out: the reader counted them)."""
+    among = spans.merged()
+    if not among:
+        return
+    after, last = among[0][0] - 1, among[-1][1]
+    while after < last:
+        page = store.events(states=_FAILED, since=since, after_id=after, limit=1000, bodies=False)
+        for record in page:
+            id_ = record.id
+            went_out = record.state is not State.REJECTED or record.attempts > 0
+            if went_out and id_ in spans and id_ not in own.failed:
+                tally.settled_elsewhere(record)
+        if len(page) < 1000:
+            break
+        after = page[-1].id
 
 
 async def say_held_elsewhere(store: Store, claim_idle_s: float) -> None:

@@ -9,32 +9,45 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
 from leadrelay.delivery.store import Incoming, Store
 
 
 class Spans:
-    """A set of ids as spans of consecutive ones: an intake's ids come mostly in runs (a chunk's
-    new events take the next ids), so a million events are a few spans."""
+    """A set of ids, kept as spans of consecutive ones: a chunk's new events take the next ids, so
+    a million events read are a few spans. Ids found out of order (events an earlier run stored)
+    are kept one by one. One thread adds (the reader, right after the store gave the ids), others
+    may look up meanwhile."""
 
     def __init__(self) -> None:
-        self._spans: list[list[int]] = []
+        self._firsts: list[int] = []  # the spans, in order: each one starts past the last
+        self._lasts: list[int] = []
+        self._strays: set[int] = set()
 
     def add(self, ids: Iterable[int]) -> None:
-        spans = self._spans
+        firsts, lasts = self._firsts, self._lasts
         for id_ in ids:
-            last = spans[-1] if spans else None
-            if last is not None and id_ == last[1] + 1:
-                last[1] = id_
-            elif last is None or not last[0] <= id_ <= last[1]:
-                spans.append([id_, id_])
+            if lasts and id_ == lasts[-1] + 1:
+                lasts[-1] = id_
+            elif not lasts or id_ > lasts[-1]:
+                lasts.append(id_)  # first: a look-up from another thread finds both or neither
+                firsts.append(id_)
+            elif id_ not in self:
+                self._strays.add(id_)
+
+    def __contains__(self, id_: object) -> bool:
+        if not isinstance(id_, int):
+            return False
+        k = bisect_right(self._firsts, id_) - 1
+        return (k >= 0 and id_ <= self._lasts[k]) or id_ in self._strays
 
     def merged(self) -> list[tuple[int, int]]:
-        """The spans in order, none overlapping or touching another (an id found twice, or one
-        an earlier run stored among these, counts once)."""
+        """The spans in order, none overlapping or touching another."""
         out: list[tuple[int, int]] = []
-        for first, last in sorted(self._spans):
+        pairs = [*zip(self._firsts, self._lasts, strict=True), *((i, i) for i in self._strays)]
+        for first, last in sorted(pairs):
             if out and first <= out[-1][1] + 1:
                 out[-1] = (out[-1][0], max(out[-1][1], last))
             else:
@@ -42,7 +55,7 @@ class Spans:
         return out
 
     def __bool__(self) -> bool:
-        return bool(self._spans)
+        return bool(self._firsts or self._strays)
 
 
 class ChunkedIntake:

@@ -132,9 +132,14 @@ def write_results(store: Store, s: Sorted, now: float) -> None:
         store.retry_later(ids, at, "retries_exhausted", message, attempts=sends, now=now)
 
 
+OnResults = Callable[[Sequence[int], Sequence[Delivery]], None]
+"""Told what is settled for this run: the events' ids, and what became of each."""
+
+
 class Recorder:
     """Records batches' results (``record``) and puts undelivered batches back (``put_back``)
-    through the worker's ``StoreCalls``; tells ``on_results`` and the observer."""
+    through the worker's ``StoreCalls``; tells ``on_results`` (the events' ids and what became
+    of them) and the observer."""
 
     def __init__(
         self,
@@ -144,7 +149,7 @@ class Recorder:
         requeue: RequeuePolicy | None,
         clock: Callable[[], float],
         observer: WorkerObserver | None,
-        on_results: Callable[[Sequence[Delivery]], None] | None,
+        on_results: OnResults | None,
     ) -> None:
         self.requeue = requeue
         self._store = store
@@ -161,17 +166,23 @@ class Recorder:
             ids = [c.id for c in claimed]
             await self._calls(partial(self._store.complete_delivered, ids, results, now))
             if self._on_results is not None:
-                self._on_results(results)
+                self._on_results(ids, results)
             if self._observer is not None:
                 self._observer.outcomes({(_DELIVERED.value, ""): len(results)})
             return
         s = sort_results(claimed, results, self.requeue, now)
         await self._calls(partial(write_results, self._store, s, now))
         if self._on_results is not None:
-            settled = [d for _, d in s.finals]
+            ids, settled = [i for i, _ in s.finals], [d for _, d in s.finals]
             if s.paused:
-                settled += [d for d in results if d.state is State.QUEUED]
-            self._on_results(settled)
+                held = [
+                    (c.id, d)
+                    for c, d in zip(claimed, results, strict=True)
+                    if d.state is State.QUEUED
+                ]
+                ids += (i for i, _ in held)
+                settled += (d for _, d in held)
+            self._on_results(ids, settled)
         if s.later:
             log.warning(
                 "retries ran out; the events go back to the queue",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
 
@@ -30,12 +30,11 @@ import structlog
 from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.delivery.dispatchers import Dispatchers, pause_advice
 from leadrelay.delivery.fleet_watch import FleetWatch
-from leadrelay.delivery.results import Recorder, RequeuePolicy, WorkerObserver
+from leadrelay.delivery.results import OnResults, Recorder, RequeuePolicy, WorkerObserver
 from leadrelay.delivery.store import Claimed, FleetControl, Store
 from leadrelay.delivery.store_calls import StoreCalls
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import Delivery
 
 __all__ = ["DeliveryWorker", "RequeuePolicy", "WorkerObserver", "pause_advice"]
 
@@ -75,7 +74,7 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: WorkerObserver | None = None,
-        on_results: Callable[[Sequence[Delivery]], None] | None = None,
+        on_results: OnResults | None = None,
         renew_every_s: float | None = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:

@@ -153,6 +153,11 @@ def held_by(client: redis.Redis, store: RedisStore, consumer: str) -> set[str]:
     return keys
 
 
+def store_events(store: RedisStore, mapper: Mapper, events: list[dict[str, Any]]) -> list[int]:
+    """Store ``events`` as an intake of the fleet does (mapped, received now); their ids."""
+    return store.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in events])
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``leadrelay *args``, its tables 200 columns wide."""
     return subprocess.run(
@@ -449,7 +454,7 @@ def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
         src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, events[0], later]))
         mapper = Mapper(load_config(config))
         stopped = RedisStore(redis_url, prefix=prefix, consumer="stopped-1", claim_idle_s=60)
-        stopped.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in events[:10]])
+        store_events(stopped, mapper, events[:10])
         held = [c.id for c in stopped.claim(10, time.time())]
         assert len(held) == 10  # in flight under a consumer that will never finish them
         done = threading.Event()
@@ -499,7 +504,7 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
         mapper = Mapper(load_config(config))
         fleet = RedisStore(redis_url, prefix=prefix, consumer="fleet-1", claim_idle_s=60)
         earlier = [lead_event(LEAD_BASE + 900 + i, f"retried-{i}") for i in range(20)]
-        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in earlier])
+        store_events(fleet, mapper, earlier)
         held = [c.id for c in fleet.claim(20, time.time())]
         assert len(held) == 20
         fleet.retry_later(held, time.time() + 300, "retries_exhausted", "HTTP 500", attempts=3)
@@ -578,7 +583,7 @@ def test_a_send_on_a_fleet_during_an_outage_leaves_the_fleets_events_queued(
         mapper = Mapper(load_config(config))
         fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1", claim_idle_s=60)
         backlog = [lead_event(LEAD_BASE + 1100 + i, f"backlog-{i}") for i in range(60)]
-        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in backlog])
+        store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1200 + i, f"outage-{i}") for i in range(20)]
         src = tmp_path / "events.ndjson"
         src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
@@ -604,7 +609,7 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
         mapper = Mapper(load_config(config))
         fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1")
         queued = [lead_event(LEAD_BASE + 1350 + i, f"queued-{i}") for i in range(3)]
-        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in queued])
+        store_events(fleet, mapper, queued)
         fleet.close()
         events = [lead_event(LEAD_BASE + 1300 + i, f"nolock-{i}") for i in range(5)]
         src = tmp_path / "events.ndjson"
@@ -638,7 +643,7 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
         mapper = Mapper(load_config(config))
         fleet = RedisStore(redis_url, prefix=prefix, consumer="other-1", claim_idle_s=60)
         backlog = [lead_event(LEAD_BASE + 1400 + i, f"backlog-{i}") for i in range(60)]
-        fleet.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in backlog])
+        store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1500 + i, f"own-{i}") for i in range(20)]
         # events[0] was stored by a run that another process is still delivering: it waits
         # for it, and Meta refuses it there

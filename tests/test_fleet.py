@@ -26,6 +26,7 @@ import redis
 
 from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
+from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.store import Incoming
 from leadrelay.delivery.wiring import delivery_lock
@@ -645,6 +646,7 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
         backlog = [lead_event(LEAD_BASE + 1400 + i, f"backlog-{i}") for i in range(60)]
         store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1500 + i, f"own-{i}") for i in range(20)]
+        refused_here = lead_event(123, "own-short-lead")  # refused by our rules: never sent
         # events[0] was stored by a run that another process is still delivering: it waits
         # for it, and Meta refuses it there
         (held,) = fleet.add([Incoming(mapper.map(events[0]), b"{}", time.time())])
@@ -673,7 +675,7 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
                     return
 
         src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, refused_here]))
         report = tmp_path / "report.ndjson"
         began = time.monotonic()
         thread = threading.Thread(target=other_process, daemon=True)
@@ -688,9 +690,24 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
     assert proc.returncode == 2, proc.stderr
     # the send delivered the backlog too, but counts the file's events only
     assert received == sorted(e["context"]["event_id"] for e in [*backlog, *events[1:]])
-    assert re.search(r"│ read +│ +│ +20 │", proc.stderr), proc.stderr
+    assert re.search(r"│ read +│ +│ +21 │", proc.stderr), proc.stderr
+    assert re.search(r"│ rejected +│ invalid_lead_id +│ +1 │", proc.stderr), proc.stderr
+    assert "rejected by Meta │ invalid_lead_id" not in proc.stderr  # not counted twice
     assert re.search(r"│ delivered +│ immediately +│ +19 │", proc.stderr), proc.stderr
     assert re.search(r"│ rejected by Meta +│ 100/2804036 +│ +1 │", proc.stderr), proc.stderr
     rows = {r["event_id"]: r for r in map(orjson.loads, report.read_bytes().splitlines())}
-    assert set(rows) == {e["context"]["event_id"] for e in events}
+    assert set(rows) == {e["context"]["event_id"] for e in [*events, refused_here]}
     assert rows["own-0"]["outcome"] == "rejected" and rows["own-0"]["code"] == 100
+
+
+def test_spans_hold_a_sends_ids_in_runs_and_those_found_out_of_order() -> None:
+    """A send's ids: runs of new ones, and ids an earlier run stored, found in any order (a
+    send that missed those waited for none of them and called them "not sent again")."""
+    spans = Spans()
+    spans.add(range(100, 200))
+    spans.add([7, 150, 3, 4, 5])  # found stored: earlier ids, one of them its own already
+    spans.add(range(300, 310))
+    assert [i in spans for i in (3, 5, 6, 7, 99, 100, 199, 200, 305, 310)] == [
+        True, True, False, True, False, True, True, False, True, False,
+    ]  # fmt: skip
+    assert spans.merged() == [(3, 5), (7, 7), (100, 199), (300, 309)]

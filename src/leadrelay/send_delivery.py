@@ -155,7 +155,7 @@ async def deliver(
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
             claim_idle_s = settings.queue.claim_idle_s
-            if spans and own is not None and isinstance(store, FleetControl):
+            if spans is not None and own is not None and isinstance(store, FleetControl):
                 paused = await settle_elsewhere(store, worker, spans, claim_idle_s, tally, halt)
                 failed = partial(count_failed_elsewhere, store, spans, own, started, tally)
                 await asyncio.to_thread(failed)

@@ -43,6 +43,7 @@ _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewh
 
 
 _FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
+_CLOCK_SKEW_S: Final = 300.0
 
 
 class OwnResults:
@@ -75,6 +76,9 @@ def count_failed_elsewhere(
     if not among:
         return
     after, last = among[0][0] - 1, among[-1][1]
+    # The other processes write updated_at by their own clocks: a few minutes of skew between
+    # machines must not hide a refusal (what an earlier run settled that recently counts too).
+    since -= _CLOCK_SKEW_S
     while after < last:
         page = store.events(states=_FAILED, since=since, after_id=after, limit=1000, bodies=False)
         for record in page:

@@ -17,9 +17,9 @@ from leadrelay.delivery.store import Incoming, Store
 
 class Spans:
     """A set of ids, kept as spans of consecutive ones: a chunk's new events take the next ids, so
-    a million events read are a few spans. Ids found out of order (events an earlier run stored)
-    are kept one by one. One thread adds (the reader, right after the store gave the ids), others
-    may look up meanwhile."""
+    there is a span per chunk at most (a million events, a thousand spans). Ids found out of
+    order (events an earlier run stored) are kept one by one. One thread adds (the reader, right
+    after the store gave the ids), others may look up meanwhile."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []  # the spans, in order: each one starts past the last

@@ -107,7 +107,7 @@ for _, it in ipairs(items) do
     end
   end
   ids[#ids + 1] = it.id or it.same.id
-  -- 1: stored by this add; 2: found stored, in flight; 0: found stored otherwise
+  -- 1: stored by this add; 0: found stored
   ids[#ids + 1] = (it.new or it.again) and 1 or 0
 end
 if #blobs > 0 then vcall({'MSET'}, blobs) end

@@ -30,6 +30,7 @@ from leadrelay.outcome import Delivery, Payload, State
 _ALL_STATES: Final = tuple(s.value for s in State)
 _CHUNK: Final = 5000  # ids per script call where a call walks many events (purge, events)
 _RELEASE_CHUNK: Final = 1000
+_SPANS_PER_CALL: Final = 1000  # keeps OPEN_AMONG's argument list small
 _MAX_CLAIM: Final = 1000  # Meta's batch limit; keeps every script's argument lists small
 _GONE_AFTER_MS: Final = 86_400_000
 
@@ -187,8 +188,8 @@ class RedisStore(RedisConnection, Store):
     def open_among(self, spans: Sequence[tuple[int, int]]) -> int:
         """See ``FleetControl.open_among``: counted in the queued and in-flight id sets."""
         open_ = 0
-        for start in range(0, len(spans), _MAX_CLAIM):
-            bounds = [str(i) for span in spans[start : start + _MAX_CLAIM] for i in span]
+        for start in range(0, len(spans), _SPANS_PER_CALL):
+            bounds = [str(i) for span in spans[start : start + _SPANS_PER_CALL] for i in span]
             open_ += int(self._run(self._open_among, bounds))
         return open_
 

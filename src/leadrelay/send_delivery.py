@@ -155,9 +155,9 @@ async def deliver(
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
             claim_idle_s = settings.queue.claim_idle_s
-            if spans is not None and own is not None and isinstance(store, FleetControl):
-                paused = await settle_elsewhere(store, worker, spans, claim_idle_s, tally, halt)
-                failed = partial(count_failed_elsewhere, store, spans, own, started, tally)
+            if own is not None and isinstance(store, FleetControl):  # a send with files
+                paused = await settle_elsewhere(store, worker, own.spans, claim_idle_s, tally, halt)
+                failed = partial(count_failed_elsewhere, store, own, started, tally)
                 await asyncio.to_thread(failed)
             elif not options.files:  # deliver: what the fleet holds is said, not waited for
                 await say_held_elsewhere(store, claim_idle_s)

@@ -155,7 +155,6 @@ class Tally:
     def delivery(self, result: Delivery) -> None:
         """Count what delivery made of one payload."""
         p = result.payload
-        reason = result.reason
         if result.state is State.DELIVERED:
             if result.extra and result.extra.get("retried"):
                 self.delivered_retry += 1
@@ -163,19 +162,10 @@ class Tally:
                 self.delivered_split += 1
             else:
                 self.delivered_now += 1
-        elif result.state is State.REJECTED:
-            label = _meta_label(result)
-            self.meta_rejected[label] += 1
-            self._example(
-                f"meta {label}",
-                Example(result.extra.get("where", ""), p.key, "", result.message or ""),
-            )
-        elif result.state is State.EXPIRED:
-            self.expired += 1
-        elif result.state is State.DEAD:
-            self.dead[reason or "dead"] += 1
+        elif result.state in FAILED:
+            self._failed(result.state, result, result.extra.get("where", ""), p.key)
         else:
-            self.not_sent[reason or "not_sent"] += 1
+            self.not_sent[result.reason or "not_sent"] += 1
         if self.report is None:  # the common case: no row to build
             return
         where = result.extra.get("where")
@@ -184,18 +174,20 @@ class Tally:
     def settled_elsewhere(self, record: EventRecord) -> None:
         """Count one of the run's events that another process of a fleet saw refused by Meta,
         expired or dead (``delivery.elsewhere``), as ``delivery`` counts those it settles."""
-        reason = record.reason
-        if record.state is State.REJECTED:
-            label = _meta_label(record)
+        r, where = record, "another process"
+        self._failed(r.state, r, where, r.key)
+        self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
+
+    def _failed(self, state: State, said: Delivery | EventRecord, where: str, key: str) -> None:
+        """Count a payload refused by Meta, expired or dead, settled here or elsewhere."""
+        if state is State.REJECTED:
+            label = _meta_label(said)
             self.meta_rejected[label] += 1
-            example = Example("another process", record.key, "", record.message or "")
-            self._example(f"meta {label}", example)
-        elif record.state is State.EXPIRED:
+            self._example(f"meta {label}", Example(where, key, "", said.message or ""))
+        elif state is State.EXPIRED:
             self.expired += 1
         else:
-            self.dead[reason or "dead"] += 1
-        r = record
-        self._write(_row("another process", r.key, r.source_event, r.lead_id, r.event_name, r))
+            self.dead[said.reason or "dead"] += 1
 
     def request(self, result: GraphResult, events: int) -> None:
         """Count one Graph request, and those that met a transient error (or a throttle): each is
@@ -290,6 +282,10 @@ class Tally:
                 who = " ".join(x for x in (ex.where, f"(event_id {ex.key})" if ex.key else "") if x)
                 what = f"{ex.field}: " if ex.field else ""
                 console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
+
+
+FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
+"""The final states of a payload that did not reach Meta (exit code 2)."""
 
 
 def _meta_label(result: Delivery | EventRecord) -> str:

@@ -35,14 +35,13 @@ from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import DeliveredWhole, Delivery, State
-from leadrelay.summary import Tally
+from leadrelay.summary import FAILED, Tally
 
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
 
 
-_FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
 _CLOCK_SKEW_S: Final = 300.0
 
 
@@ -51,27 +50,26 @@ class OwnResults:
     goes to the tally, not what became of the fleet's; remembers which of them failed."""
 
     def __init__(self, spans: Spans, tally: Tally) -> None:
-        self._spans = spans
+        self.spans = spans
         self._tally = tally
         self.failed: set[int] = set()
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
-        spans = self._spans
+        spans = self.spans
         if type(results) is DeliveredWhole and all(i in spans for i in ids):
             self._tally.deliveries(results)
             return
         ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans]
-        self.failed.update(i for i, d in ours if d.state in _FAILED)
+        self.failed.update(i for i, d in ours if d.state in FAILED)
         self._tally.deliveries([d for _, d in ours])
 
 
-def count_failed_elsewhere(
-    store: Store, spans: Spans, own: OwnResults, since: float, tally: Tally
-) -> None:
+def count_failed_elsewhere(store: Store, own: OwnResults, since: float, tally: Tally) -> None:
     """The file's events that other processes settled since ``since`` as refused by Meta,
     expired or dead, counted in ``tally`` (blocking: run it in a thread). Read from the store's
     failures past the file's first id, a page at a time: those that are the file's, and not
     refused by our own rules (those never went out: the reader counted them)."""
+    spans = own.spans
     among = spans.merged()
     if not among:
         return
@@ -80,7 +78,7 @@ def count_failed_elsewhere(
     # machines must not hide a refusal (what an earlier run settled that recently counts too).
     since -= _CLOCK_SKEW_S
     while after < last:
-        page = store.events(states=_FAILED, since=since, after_id=after, limit=1000, bodies=False)
+        page = store.events(states=FAILED, since=since, after_id=after, limit=1000, bodies=False)
         for record in page:
             id_ = record.id
             went_out = record.state is not State.REJECTED or record.attempts > 0

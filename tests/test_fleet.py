@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ import redis
 
 from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
+from leadrelay.delivery.elsewhere import OwnResults, PutBack
 from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.store import Incoming
@@ -34,9 +35,10 @@ from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
-from leadrelay.outcome import Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
 from leadrelay.sandbox.state import RequestRecord
+from leadrelay.summary import Tally
 from redis_server import running_redis
 from service_process import ServiceProcess, wait_until, write_config
 
@@ -600,6 +602,41 @@ def test_a_send_on_a_fleet_during_an_outage_leaves_the_fleets_events_queued(
     assert re.search(held, proc.stderr), proc.stderr
 
 
+def test_deliver_on_a_fleet_during_an_outage_exits_2_for_what_it_put_back(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``deliver`` during an outage puts the fleet's events back in the queue (the fleet's
+    policy), and exited 0 with a warning: ``deliver || alert`` in cron never alerted. Those it
+    put back and that are still queued are now counted as not sent yet (exit 2); once Meta
+    answers again, the next deliver takes them (exit 0)."""
+    prefix = "lr:deliver-outage"
+    with (
+        SandboxServer(SandboxOptions(fail_rate=1.0)) as down,
+        SandboxServer(SandboxOptions()) as sandbox,
+    ):
+        config = fleet_config(tmp_path, down.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1", claim_idle_s=60)
+        backlog = [lead_event(LEAD_BASE + 1600 + i, f"backlog-{i}") for i in range(30)]
+        ids = store_events(fleet, mapper, backlog)
+        during = run_cli("deliver", "--config", str(config))
+        counts = fleet.counts()
+        fleet.retry_later(ids, time.time(), "retries_exhausted", "due now", attempts=0)
+        (tmp_path / "up").mkdir()
+        config = fleet_config(tmp_path / "up", sandbox.url, redis_url, prefix=prefix)
+        after = run_cli("deliver", "--config", str(config))
+        fleet.close()
+        received = sorted(e["event_id"] for e in sandbox.state.received())
+    assert during.returncode == 2, during.stderr
+    assert counts.queued == 30 and counts.by_reason[("queued", "retries_exhausted")] == 30
+    held = r"not sent yet +│ held by another process, queued for a retry, or behind its lead"
+    assert re.search(held + r" +│ +30 │", during.stderr), during.stderr
+    assert after.returncode == 0, after.stderr
+    assert re.search(r"│ delivered +│ immediately +│ +30 │", after.stderr), after.stderr
+    assert "not sent yet" not in after.stderr
+    assert received == sorted(e["context"]["event_id"] for e in backlog)
+
+
 def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_path: Path) -> None:
     """A fleet's processes deliver from its queue at once, and serve takes no lock there; send
     and deliver refused to run while another send held the data_dir's lock. deliver counts the
@@ -635,9 +672,10 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
     redis_url: str, tmp_path: Path
 ) -> None:
     """A send's worker delivers the fleet's events too: its summary counted them as its own
-    (read 20, delivered 80) and its report had their rows. And one of its events that another
-    process saw refused by Meta was not counted at all: exit 0. Now the summary and the report
-    hold the file's events only, with what other processes made of them (exit 2)."""
+    (read 20, delivered 80) and its report had their rows. One of its events that another
+    process saw refused by Meta was not counted at all (exit 0), and one another process
+    delivered was "not sent again", with no report row. Now the summary and the report hold the
+    file's events only, each with what became of it, wherever it was settled (exit 2)."""
     prefix = "lr:own"
     with SandboxServer(SandboxOptions()) as sandbox:
         config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
@@ -647,31 +685,32 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
         store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1500 + i, f"own-{i}") for i in range(20)]
         refused_here = lead_event(123, "own-short-lead")  # refused by our rules: never sent
-        # events[0] was stored by a run that another process is still delivering: it waits
-        # for it, and Meta refuses it there
-        (held,) = fleet.add([Incoming(mapper.map(events[0]), b"{}", time.time())])
+        # events[0] and [1] were stored by a run that another process is still delivering:
+        # the send waits for them; Meta refuses the first there, and takes the second
+        held = fleet.add([Incoming(mapper.map(e), b"{}", time.time()) for e in events[:2]])
         taken = [c.id for c in fleet.claim(1000, time.time())]
-        assert len(taken) == 61  # the backlog and events[0]; the backlog goes back to the queue
-        fleet.retry_later([i for i in taken if i != held], time.time(), "interrupted", None)
+        assert len(taken) == 62  # the backlog and events[:2]; the backlog goes back to the queue
+        fleet.retry_later([i for i in taken if i not in held], time.time(), "interrupted", None)
+        payloads = [mapper.map(e) for e in events[:2]]
+        assert all(isinstance(p, Payload) for p in payloads)
+        refused = Delivery(
+            cast(Payload, payloads[0]),
+            State.REJECTED,
+            1,
+            "meta_100_2804036",
+            "deleted lead",
+            100,
+            2804036,
+            "trace-1",
+        )
+        delivered = Delivery(cast(Payload, payloads[1]), State.DELIVERED, 1, fbtrace_id="trace-2")
         done = threading.Event()
 
         def other_process() -> None:
             while not done.wait(0.2):
-                fleet.renew([held])
+                fleet.renew(held)
                 if time.monotonic() - began > 2:
-                    payload = mapper.map(events[0])
-                    assert isinstance(payload, Payload)
-                    refused = Delivery(
-                        payload,
-                        State.REJECTED,
-                        1,
-                        "meta_100_2804036",
-                        "deleted lead",
-                        100,
-                        2804036,
-                        "trace-1",
-                    )
-                    fleet.complete([(held, refused)], time.time())
+                    fleet.complete([(held[0], refused), (held[1], delivered)], time.time())
                     return
 
         src = tmp_path / "events.ndjson"
@@ -689,25 +728,59 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
         received = sorted(e["event_id"] for e in sandbox.state.received())
     assert proc.returncode == 2, proc.stderr
     # the send delivered the backlog too, but counts the file's events only
-    assert received == sorted(e["context"]["event_id"] for e in [*backlog, *events[1:]])
+    assert received == sorted(e["context"]["event_id"] for e in [*backlog, *events[2:]])
     assert re.search(r"│ read +│ +│ +21 │", proc.stderr), proc.stderr
     assert re.search(r"│ rejected +│ invalid_lead_id +│ +1 │", proc.stderr), proc.stderr
     assert "rejected by Meta │ invalid_lead_id" not in proc.stderr  # not counted twice
-    assert re.search(r"│ delivered +│ immediately +│ +19 │", proc.stderr), proc.stderr
+    assert re.search(r"│ delivered +│ immediately +│ +18 │", proc.stderr), proc.stderr
+    assert re.search(r"│ delivered +│ by another process +│ +1 │", proc.stderr), proc.stderr
     assert re.search(r"│ rejected by Meta +│ 100/2804036 +│ +1 │", proc.stderr), proc.stderr
+    assert "not sent again" not in proc.stderr
     rows = {r["event_id"]: r for r in map(orjson.loads, report.read_bytes().splitlines())}
     assert set(rows) == {e["context"]["event_id"] for e in [*events, refused_here]}
     assert rows["own-0"]["outcome"] == "rejected" and rows["own-0"]["code"] == 100
+    assert rows["own-1"]["outcome"] == "delivered" and rows["own-1"]["fbtrace_id"] == "trace-2"
+    assert rows["own-0"]["where"] == rows["own-1"]["where"] == "another process"
 
 
 def test_spans_hold_a_sends_ids_in_runs_and_those_found_out_of_order() -> None:
     """A send's ids: runs of new ones, and ids an earlier run stored, found in any order (a
     send that missed those waited for none of them and called them "not sent again")."""
     spans = Spans()
-    spans.add(range(100, 200))
-    spans.add([7, 150, 3, 4, 5])  # found stored: earlier ids, one of them its own already
-    spans.add(range(300, 310))
+    spans.add(range(100, 200), [True] * 100)
+    assert spans.found is None
+    spans.add([7, 150, 3, 4, 5], [False] * 5)  # found stored: earlier ids, one its own already
+    spans.add(range(300, 310), [True] * 5 + [False] * 5)
     assert [i in spans for i in (3, 5, 6, 7, 99, 100, 199, 200, 305, 310)] == [
         True, True, False, True, False, True, True, False, True, False,
     ]  # fmt: skip
     assert spans.merged() == [(3, 5), (7, 7), (100, 199), (300, 309)]
+    assert spans.found is not None  # stored before this run: read back only if settled since
+    assert spans.found.merged() == [(3, 5), (7, 7), (150, 150), (305, 309)]
+
+
+def test_a_sends_own_results_leave_what_others_settled_to_be_read_back() -> None:
+    """Of a send's ids, those its worker settled (batches finish in any order) are not read
+    back from the store; those it put back in the queue, or never got, are. ``deliver`` counts
+    what it put back until it settles it itself."""
+    spans = Spans()
+    spans.add(range(1, 101))
+    spans.add([500, 300])  # found stored, out of order
+    tally = Tally(fleet=True)
+    own = OwnResults(spans, tally)
+    payload = Payload("k", "lead", "Lead", 1, 2, {})
+
+    def told(ids: list[int], state: State, reason: str | None = None) -> None:
+        own(ids, [Delivery(payload, state, 1, reason) for _ in ids])
+
+    own(list(range(51, 76)), DeliveredWhole([payload] * 25, None, "T"))
+    own([*range(1, 11), 1000], DeliveredWhole([payload] * 11, None, "T"))  # 1000: the fleet's
+    told([20, 21, 300], State.REJECTED, "meta_100")
+    told([30, 31], State.QUEUED, "retries_exhausted")
+    assert own.unsettled() == [(11, 19), (22, 50), (76, 100), (500, 500)]
+    assert (tally.delivered_now, sum(tally.meta_rejected.values()), tally.not_sent) == (35, 3, {})
+
+    put_back = PutBack(Tally(fleet=True))
+    put_back([1, 2, 3], [Delivery(payload, State.QUEUED, 1, "retries_exhausted")] * 3)
+    put_back([2], DeliveredWhole([payload], None, "T"))
+    assert put_back.ids == {1, 3}

@@ -60,13 +60,16 @@ def test_a_mixed_batch_is_sorted_by_what_the_store_must_do(requeue: RequeuePolic
         ("requeued", "paused_auth"): 1,
         ("rejected", "invalid_parameter"): 1,
     }
+    told = [(i, d.state, d.reason) for i, d in s.held]  # what on_results hears of the rest
     if requeue is None:  # send: retries ran out for good
         assert [i for i, _ in s.finals] == [1, 2, 4, 5]
         assert s.later == {}
+        assert told == [(3, State.QUEUED, "paused_auth")]
         counts["dead", "retries_exhausted"] = 1
     else:  # serve: back to the queue, after one earlier round of retries (6 // 6)
         assert [i for i, _ in s.finals] == [1, 2, 5]
         assert s.later == {(NOW + 60.0, 6): ([4], "gave up; trying again in 60 s")}
+        assert told == [(3, State.QUEUED, "paused_auth"), (4, State.QUEUED, "retries_exhausted")]
         counts["requeued", "retries_exhausted"] = 1
     assert dict(s.counts) == counts
 

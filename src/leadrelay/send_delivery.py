@@ -58,7 +58,7 @@ async def deliver(
     import asyncio
     import threading
 
-    from leadrelay.delivery.elsewhere import OwnResults, count_failed_elsewhere
+    from leadrelay.delivery.elsewhere import OwnResults, PutBack, count_settled_elsewhere
     from leadrelay.delivery.intake import ChunkedIntake, Spans
     from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
@@ -70,10 +70,11 @@ async def deliver(
     started = time.time()
     # On a fleet's queue (Redis) a send knows its files' events by their ids: it waits for
     # those other processes hold, and counts only them (delivery.elsewhere). deliver has no
-    # events of its own: it counts what it delivers.
+    # events of its own: it counts what it delivers, and what it put back in the queue.
     tally.fleet = isinstance(store, FleetControl)
     spans = Spans() if tally.fleet and options.files else None
     own = None if spans is None else OwnResults(spans, tally)
+    put_back = PutBack(tally) if tally.fleet and not options.files else None
 
     def on_request(result: GraphResult, events: int) -> None:
         log_request(result, events)
@@ -88,7 +89,7 @@ async def deliver(
         # On a fleet's queue the send delivers the fleet's events too: its policy applies (an
         # outage dead-letters nothing; the events go back to the queue for its workers).
         requeue=RequeuePolicy() if settings.queue else None,
-        on_results=own if own is not None else lambda _, results: tally.deliveries(results),
+        on_results=own or put_back or (lambda _, results: tally.deliveries(results)),
     )
     if ctrl_c is not None:
         ctrl_c.worker = worker
@@ -157,10 +158,11 @@ async def deliver(
             claim_idle_s = settings.queue.claim_idle_s
             if own is not None and isinstance(store, FleetControl):  # a send with files
                 paused = await settle_elsewhere(store, worker, own.spans, claim_idle_s, tally, halt)
-                failed = partial(count_failed_elsewhere, store, own, started, tally)
-                await asyncio.to_thread(failed)
-            elif not options.files:  # deliver: what the fleet holds is said, not waited for
-                await say_held_elsewhere(store, claim_idle_s)
+                settled = partial(count_settled_elsewhere, store, own, started, tally)
+                await asyncio.to_thread(settled)
+            elif put_back is not None:  # deliver
+                # What the fleet holds is said, not waited for; what it put back is counted.
+                await say_held_elsewhere(store, claim_idle_s, put_back, tally)
     if halt.is_set():
         raise Stopped()
     return paused

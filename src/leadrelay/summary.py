@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
+_ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
 
 
 @dataclass(slots=True)
@@ -48,16 +49,19 @@ class Tally:
     delivered_retry: int = 0
     delivered_split: int = 0
     """Delivered by a later request of a batch Meta refused for another event in it."""
+    delivered_elsewhere: int = 0
+    """Delivered by another process of a fleet while this run lasted (``delivery.elsewhere``)."""
     meta_rejected: Counter[str] = field(default_factory=Counter)
     expired: int = 0
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
     elsewhere: int = 0
     """Events read that other processes held, queued for a retry (the fleet's policy), or behind an
-    earlier event of their lead, still open when the send ended (a fleet's store: see
-    ``delivery.elsewhere``)."""
+    earlier event of their lead, still open when the send ended; for ``deliver``, those it put
+    back in the queue that are still there (a fleet's store: see ``delivery.elsewhere``)."""
     fleet: bool = False
-    """The store is a fleet's (Redis): its other processes may settle events this run read."""
+    """The store is a fleet's (Redis): its other processes may store and settle events this run
+    reads."""
     requests: int = 0
     transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)
@@ -172,10 +176,14 @@ class Tally:
         self._write(_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
 
     def settled_elsewhere(self, record: EventRecord) -> None:
-        """Count one of the run's events that another process of a fleet saw refused by Meta,
-        expired or dead (``delivery.elsewhere``), as ``delivery`` counts those it settles."""
-        r, where = record, "another process"
-        self._failed(r.state, r, where, r.key)
+        """Count one of the run's events that another process of a fleet delivered, or saw
+        refused by Meta, expire or die (``delivery.elsewhere``), as ``delivery`` counts those it
+        settles."""
+        r, where = record, _ELSEWHERE
+        if r.state is State.DELIVERED:
+            self.delivered_elsewhere += 1
+        else:
+            self._failed(r.state, r, where, r.key)
         self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def _failed(self, state: State, said: Delivery | EventRecord, where: str, key: str) -> None:
@@ -204,6 +212,7 @@ class Tally:
             self.delivered_now
             + self.delivered_retry
             + self.delivered_split
+            + self.delivered_elsewhere
             + sum(self.meta_rejected.values())
             + self.expired
             + sum(self.dead.values())
@@ -240,6 +249,9 @@ class Tally:
             if self.delivered_split:
                 label = "after its batch was split for a refused event"
                 table.add_row("delivered", label, str(self.delivered_split), style="green")
+            if self.delivered_elsewhere:
+                label = f"by {_ELSEWHERE}"
+                table.add_row("delivered", label, str(self.delivered_elsewhere), style="green")
         for reason, n in sorted(self.filtered.items()):
             table.add_row("filtered", reason, str(n), style="cyan")
         for reason, n in sorted(self.rejected.items()):
@@ -268,7 +280,7 @@ class Tally:
             else:
                 label = "stored by an earlier run"
                 if self.fleet:
-                    label += ", or settled by another process"
+                    label += " or another process"
                 table.add_row("not sent again", label, str(earlier), style="dim")
         for label, n in sorted(self.notes.items()):
             table.add_row("field left out", label, str(n), style="yellow")

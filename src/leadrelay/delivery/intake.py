@@ -19,14 +19,22 @@ class Spans:
     """A set of ids, kept as spans of consecutive ones: a chunk's new events take the next ids, so
     there is a span per chunk at most (a million events, a thousand spans). Ids found out of
     order (events an earlier run stored) are kept one by one. One thread adds (the reader, right
-    after the store gave the ids), others may look up meanwhile."""
+    after the store gave the ids), others may look up meanwhile.
+
+    ``found``, when ``add`` is told which ids were ``stored``: those found stored, stored before
+    this run (by an earlier one, or another process), as spans too."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []  # the spans, in order: each one starts past the last
         self._lasts: list[int] = []
         self._strays: set[int] = set()
+        self.found: Spans | None = None
 
-    def add(self, ids: Iterable[int]) -> None:
+    def add(self, ids: Sequence[int], stored: Sequence[bool] | None = None) -> None:
+        if stored is not None and not all(stored):
+            if self.found is None:
+                self.found = Spans()
+            self.found.add([i for i, new in zip(ids, stored, strict=True) if not new])
         firsts, lasts = self._firsts, self._lasts
         for id_ in ids:
             if lasts and id_ == lasts[-1] + 1:
@@ -45,17 +53,23 @@ class Spans:
 
     def merged(self) -> list[tuple[int, int]]:
         """The spans in order, none overlapping or touching another."""
-        out: list[tuple[int, int]] = []
-        pairs = [*zip(self._firsts, self._lasts, strict=True), *((i, i) for i in self._strays)]
-        for first, last in sorted(pairs):
-            if out and first <= out[-1][1] + 1:
-                out[-1] = (out[-1][0], max(out[-1][1], last))
-            else:
-                out.append((first, last))
-        return out
+        strays = ((i, i) for i in self._strays)
+        return merge_spans([*zip(self._firsts, self._lasts, strict=True), *strays])
 
     def __bool__(self) -> bool:
         return bool(self._firsts or self._strays)
+
+
+def merge_spans(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans of ids (first, last), in any order, as the fewest spans in order: none overlapping
+    or touching another."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(pairs):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
 
 
 class ChunkedIntake:
@@ -129,6 +143,6 @@ class ChunkedIntake:
         added = self._store.add_new(chunk)
         self.stored += len(chunk)
         if self.spans is not None:
-            self.spans.add(added.ids)
+            self.spans.add(added.ids, added.stored)
         if self._on_stored is not None:
             self._on_stored()

@@ -7,7 +7,8 @@ this module sorts each ``Delivery`` into what the store must do with it:
 - QUEUED (Meta refused the token: the dispatcher paused) goes back to the queue without counting
   an attempt (``retry_later`` with reason ``paused_auth``).
 - DEAD with reason ``retries_exhausted``: final only without a ``RequeuePolicy``. With one, the
-  events go back to the queue at a growing delay (``retry_later``, ``retries_exhausted``).
+  events go back to the queue at a growing delay (``retry_later``, ``retries_exhausted``), and
+  ``on_results`` is told they are QUEUED with that reason.
 
 A batch delivered whole (the common case: one request, one answer) takes a shorter path with
 the same result. ``Recorder`` does the recording from the worker's event loop.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final, Protocol
 
@@ -76,10 +77,12 @@ class Sorted:
 
     ``finals`` go to ``complete``; ``paused`` (ids) back to the queue as ``paused_auth`` with
     ``paused_message``; ``later`` maps (due at, requests made this round) to the ids due then and
-    the message they keep meanwhile. ``counts`` are the events by (outcome, reason), for metrics.
+    the message they keep meanwhile. ``held`` are those back in the queue (paused or later) as
+    ``on_results`` is told: QUEUED. ``counts`` are the events by (outcome, reason), for metrics.
     """
 
     finals: list[tuple[int, Delivery]] = field(default_factory=list)
+    held: list[tuple[int, Delivery]] = field(default_factory=list)
     paused: list[int] = field(default_factory=list)
     paused_message: str | None = None
     later: dict[tuple[float, int], tuple[list[int], str]] = field(default_factory=dict)
@@ -105,6 +108,7 @@ def sort_results(
     for c, d in zip(claimed, results, strict=True):
         if d.state is State.QUEUED:
             out.paused.append(c.id)
+            out.held.append((c.id, d))
             out.paused_message = out.paused_message or d.message
             counts["requeued", d.reason or "paused_auth"] += 1
         elif d.state is State.DEAD and d.reason == "retries_exhausted" and requeue:
@@ -113,6 +117,7 @@ def sort_results(
             delay = max(delay, d.extra.get("retry_after", 0.0))  # not before Meta said
             message = f"{d.message}; trying again in {delay:g} s"
             out.later.setdefault((now + delay, d.attempts), ([], message))[0].append(c.id)
+            out.held.append((c.id, replace(d, state=State.QUEUED, message=message)))
             counts["requeued", "retries_exhausted"] += 1
         else:
             out.finals.append((c.id, d))
@@ -132,8 +137,15 @@ def write_results(store: Store, s: Sorted, now: float) -> None:
         store.retry_later(ids, at, "retries_exhausted", message, attempts=sends, now=now)
 
 
+def requeued(result: Delivery) -> bool:
+    """The result ``on_results`` is told for an event put back in the queue because its retries
+    ran out (there is a ``RequeuePolicy``): it is neither settled nor lost."""
+    return result.state is State.QUEUED and result.reason == "retries_exhausted"
+
+
 OnResults = Callable[[Sequence[int], Sequence[Delivery]], None]
-"""Told what is settled for this run: the events' ids, and what became of each."""
+"""Told what became of a batch's events (``Recorder.record``): their ids, and a ``Delivery``
+each."""
 
 
 class Recorder:
@@ -160,7 +172,8 @@ class Recorder:
 
     async def record(self, claimed: Sequence[Claimed], results: Sequence[Delivery]) -> None:
         """Record what delivery made of ``claimed`` (``results`` aligned with it); then tell
-        ``on_results`` what is settled for this run: final states, and events held by a pause."""
+        ``on_results`` what became of them: final states, and QUEUED for those back in the queue
+        (held by a pause: ``paused_auth``; retries ran out: ``retries_exhausted``)."""
         now = self._clock()
         if type(results) is DeliveredWhole:  # most batches: no Delivery made per event
             ids = [c.id for c in claimed]
@@ -173,16 +186,8 @@ class Recorder:
         s = sort_results(claimed, results, self.requeue, now)
         await self._calls(partial(write_results, self._store, s, now))
         if self._on_results is not None:
-            ids, settled = [i for i, _ in s.finals], [d for _, d in s.finals]
-            if s.paused:
-                held = [
-                    (c.id, d)
-                    for c, d in zip(claimed, results, strict=True)
-                    if d.state is State.QUEUED
-                ]
-                ids += (i for i, _ in held)
-                settled += (d for _, d in held)
-            self._on_results(ids, settled)
+            told = [*s.finals, *s.held]
+            self._on_results([i for i, _ in told], [d for _, d in told])
         if s.later:
             log.warning(
                 "retries ran out; the events go back to the queue",

@@ -7,6 +7,7 @@ order they were accepted; ``status`` and ``dead-letters`` read the fleet's store
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import random
 import re
@@ -26,7 +27,7 @@ import redis
 
 from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.delivery.elsewhere import OwnResults, PutBack
+from leadrelay.delivery.elsewhere import OwnResults, PutBack, count_settled_elsewhere
 from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.store import Incoming
@@ -784,3 +785,50 @@ def test_a_sends_own_results_leave_what_others_settled_to_be_read_back() -> None
     put_back([1, 2, 3], [Delivery(payload, State.QUEUED, 1, "retries_exhausted")] * 3)
     put_back([2], DeliveredWhole([payload], None, "T"))
     assert put_back.ids == {1, 3}
+
+
+def test_what_other_processes_settled_is_read_back_once_for_each_of_the_files_events(
+    redis_url: str,
+) -> None:
+    """At its end a send on a fleet reads back from the store what other processes made of its
+    events: its ids come in runs and out of order (found stored), the ones it settled itself in
+    batches finished in any order, and the store is read a page at a time. Every event it did
+    not settle is counted exactly once, none that it did, none that is not the file's."""
+    rng = random.Random(11)
+    store = RedisStore(redis_url, prefix="lr:readback", consumer="other-1")
+    now = time.time()
+    items = [
+        Incoming(Payload(f"rb-{i}", "lead", "Lead", LEAD_BASE + 3000 + i, int(now), {}), b"{}", now)
+        for i in range(3200)
+    ]
+    ids = store.add(items)
+    payload_of = {i: cast(Payload, item.outcome) for i, item in zip(ids, items, strict=True)}
+    while claimed := store.claim(1000, time.time()):  # another process delivers them all
+        done = [(c.id, Delivery(payload_of[c.id], State.DELIVERED, 1)) for c in claimed]
+        store.complete(done, time.time())
+    spans = Spans()
+    spans.add(ids[:700], [True] * 700)
+    spans.add(ids[900:2100], [True] * 1200)
+    strays = rng.sample(ids[2200:], 150)  # found stored, in any order
+    spans.add(strays, [False] * 150)
+    files = [*ids[:700], *ids[900:2100], *strays]
+    tally = Tally(fleet=True, report=io.BytesIO())
+    own = OwnResults(spans, tally)
+    mine: set[int] = set()
+    for start in range(0, 2100, 250):  # its batches: some of them, each with some of the fleet's
+        batch = [i for i in ids[start : start + rng.randint(1, 250)] if rng.random() < 0.7]
+        rng.shuffle(batch)
+        own(batch, DeliveredWhole([payload_of[i] for i in batch], None, "T"))
+        mine.update(i for i in batch if i in spans)
+    mine.update(strays[:40])
+    own(strays[:40], DeliveredWhole([payload_of[i] for i in strays[:40]], None, "T"))
+    count_settled_elsewhere(store, own, now - 1, tally)
+    store.close()
+    report = cast(io.BytesIO, tally.report).getvalue()
+    rows = [orjson.loads(line) for line in report.splitlines()]
+    elsewhere = sorted(r["event_id"] for r in rows if r["where"] == "another process")
+    expected = sorted(payload_of[i].key for i in set(files) - mine)
+    assert 0 < len(mine) < len(files)
+    assert elsewhere == expected
+    assert tally.delivered_elsewhere == len(expected)
+    assert tally.delivered_now == len(mine)

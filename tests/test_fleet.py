@@ -537,6 +537,45 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
     assert "events=30" in after.stderr
 
 
+def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C while a send waits for its events that another process holds: they are not lost,
+    and the summary said they were "queued in the store", where SIGTERM at the same point said
+    "held by another process". On a fleet both now say where they may be."""
+    prefix = "lr:stopped-waiting"
+    with SandboxServer(SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        mapper = Mapper(load_config(config))
+        fleet = RedisStore(redis_url, prefix=prefix, consumer="fleet-1", claim_idle_s=60)
+        events = [lead_event(LEAD_BASE + 1700 + i, f"stopped-{i}") for i in range(5)]
+        store_events(fleet, mapper, events[:2])
+        held = [c.id for c in fleet.claim(10, time.time())]  # another process delivers them
+        assert len(held) == 2
+        src = tmp_path / "events.ndjson"
+        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting for them" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out = "".join(lines) + proc.stderr.read()
+        proc.wait(timeout=60)
+        fleet.close()
+    assert proc.returncode == 130, out
+    assert re.search(r"│ delivered +│ immediately +│ +3 │", out), out
+    where = "queued in the store, held by another process, or stored earlier"
+    assert re.search(rf"not sent yet +│ {where} +│ +2 │", out), out
+
+
 def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -276,6 +276,8 @@ class Tally:
         if not dry_run and earlier > 0:
             if stopped:
                 label = "queued in the store (or stored by an earlier run)"
+                if self.fleet:  # or held by one of its other processes, for all it knows
+                    label = "queued in the store, held by another process, or stored earlier"
                 table.add_row("not sent yet", label, str(earlier), style="yellow")
             else:
                 label = "stored by an earlier run"

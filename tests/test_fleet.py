@@ -18,8 +18,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 import pytest
@@ -160,6 +161,44 @@ def held_by(client: redis.Redis, store: RedisStore, consumer: str) -> set[str]:
 def store_events(store: RedisStore, mapper: Mapper, events: list[dict[str, Any]]) -> list[int]:
     """Store ``events`` as an intake of the fleet does (mapped, received now); their ids."""
     return store.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in events])
+
+
+class Beside(NamedTuple):
+    """A fleet's store beside a sandbox: what the send and deliver tests start from."""
+
+    sandbox: SandboxServer
+    config: Path
+    mapper: Mapper
+    store: RedisStore
+
+
+@contextmanager
+def fleet_beside_sandbox(
+    tmp_path: Path,
+    redis_url: str,
+    prefix: str,
+    options: SandboxOptions | None = None,
+    *,
+    consumer: str = "fleet-1",
+) -> Iterator[Beside]:
+    """A sandbox (``options``), a config of the fleet under ``prefix`` that sends to it, its
+    mapper, and the fleet's store as another process (``consumer``) uses it."""
+    with SandboxServer(options or SandboxOptions()) as sandbox:
+        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
+        store = RedisStore(redis_url, prefix=prefix, consumer=consumer, claim_idle_s=60)
+        try:
+            yield Beside(sandbox, config, Mapper(load_config(config)), store)
+        finally:
+            store.close()
+
+
+def ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
+    """``events`` written to ``path``, one per line."""
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return path
+
+
+HELD_ELSEWHERE = r"not sent yet +│ held by another process, queued for a retry, or behind its lead"
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -451,11 +490,10 @@ def test_a_send_run_again_after_a_crash_delivers_what_the_stopped_run_held(
     with SandboxServer(SandboxOptions()) as sandbox:
         config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
         events = [lead_event(LEAD_BASE + 700 + i, f"rerun-{i}") for i in range(30)]
-        src = tmp_path / "events.ndjson"
         # events[0] twice (a file of an export and its retry): one event, counted once; and a
         # later stage of events[0]'s lead, which must wait for it
         later = lead_event(LEAD_BASE + 700, "rerun-later")
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, events[0], later]))
+        src = ndjson(tmp_path / "events.ndjson", [*events, events[0], later])
         mapper = Mapper(load_config(config))
         stopped = RedisStore(redis_url, prefix=prefix, consumer="stopped-1", claim_idle_s=60)
         store_events(stopped, mapper, events[:10])
@@ -502,11 +540,12 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
     it can, waits claim_idle_s (and 5 s) for its events held behind an earlier event of their
     lead, counts those as not sent yet (exit 2) and leaves them, and the retries, to the fleet;
     ``deliver`` says what it left."""
-    prefix = "lr:retries"
-    with SandboxServer(SandboxOptions()) as sandbox:
-        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="fleet-1", claim_idle_s=60)
+    with fleet_beside_sandbox(tmp_path, redis_url, "lr:retries") as (
+        sandbox,
+        config,
+        mapper,
+        fleet,
+    ):
         earlier = [lead_event(LEAD_BASE + 900 + i, f"retried-{i}") for i in range(20)]
         store_events(fleet, mapper, earlier)
         held = [c.id for c in fleet.claim(20, time.time())]
@@ -515,21 +554,16 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
         # 10 later events of leads whose earlier event waits for its retry, 20 of other leads
         later = [lead_event(LEAD_BASE + 900 + i, f"later-{i}") for i in range(10)]
         others = [lead_event(LEAD_BASE + 950 + i, f"other-{i}") for i in range(20)]
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*later, *others]))
+        src = ndjson(tmp_path / "events.ndjson", [*later, *others])
         began = time.monotonic()
         proc = run_cli("send", str(src), "--config", str(config))
         took = time.monotonic() - began
         after = run_cli("deliver", "--config", str(config))
         counts = fleet.counts()
-        fleet.close()
         sent = sorted(e["event_id"] for e in sandbox.state.received())
     assert proc.returncode == 2, proc.stderr
     assert sent == sorted(e["context"]["event_id"] for e in others)
-    assert re.search(
-        r"not sent yet +│ held by another process, queued for a retry, or behind its lead +│ +10 ",
-        proc.stderr,
-    ), proc.stderr
+    assert re.search(HELD_ELSEWHERE + r" +│ +10 ", proc.stderr), proc.stderr
     assert CLAIM_IDLE_S <= took < 60  # it waited for its own events, not for the retries
     assert counts.queued == 30 and counts.in_flight == 0  # the retries and what waits behind
     assert after.returncode == 0, after.stderr
@@ -544,16 +578,12 @@ def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
     and the summary said they were "queued in the store", where SIGTERM at the same point said
     "held by another process". On a fleet both now say where they may be."""
     prefix = "lr:stopped-waiting"
-    with SandboxServer(SandboxOptions()) as sandbox:
-        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="fleet-1", claim_idle_s=60)
+    with fleet_beside_sandbox(tmp_path, redis_url, prefix) as (_, config, mapper, fleet):
         events = [lead_event(LEAD_BASE + 1700 + i, f"stopped-{i}") for i in range(5)]
         store_events(fleet, mapper, events[:2])
         held = [c.id for c in fleet.claim(10, time.time())]  # another process delivers them
         assert len(held) == 2
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        src = ndjson(tmp_path / "events.ndjson", events)
         proc = subprocess.Popen(
             [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
             stderr=subprocess.PIPE,
@@ -569,7 +599,6 @@ def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
                 break
         out = "".join(lines) + proc.stderr.read()
         proc.wait(timeout=60)
-        fleet.close()
     assert proc.returncode == 130, out
     assert re.search(r"│ delivered +│ immediately +│ +3 │", out), out
     where = "queued in the store, held by another process, or stored earlier"
@@ -586,8 +615,7 @@ def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(
     with SandboxServer(SandboxOptions()) as sandbox:
         config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
         events = [lead_event(LEAD_BASE + 1000 + i, f"throttled-{i}") for i in range(10)]
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        src = ndjson(tmp_path / "events.ndjson", events)
         sandbox.state.script("throttle:4")
         watcher = RedisStore(redis_url, prefix=prefix, consumer="watcher")
         seen: list[tuple[float, str]] = []
@@ -620,26 +648,18 @@ def test_a_send_on_a_fleet_during_an_outage_leaves_the_fleets_events_queued(
     (retries run out: dead) an outage of a few seconds dead-lettered the service's backlog. It
     now follows the fleet's: what Meta did not take goes back to the queue, for the workers; the
     file's own events are counted as not sent yet (exit 2)."""
-    prefix = "lr:outage"
-    with SandboxServer(SandboxOptions(fail_rate=1.0)) as sandbox:
-        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1", claim_idle_s=60)
+    down = SandboxOptions(fail_rate=1.0)
+    with fleet_beside_sandbox(tmp_path, redis_url, "lr:outage", down) as (_, config, mapper, fleet):
         backlog = [lead_event(LEAD_BASE + 1100 + i, f"backlog-{i}") for i in range(60)]
         store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1200 + i, f"outage-{i}") for i in range(20)]
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        src = ndjson(tmp_path / "events.ndjson", events)
         proc = run_cli("send", str(src), "--config", str(config))
         counts = fleet.counts()
-        fleet.close()
     assert proc.returncode == 2, proc.stderr
     assert counts.by_state["dead"] == 0, counts
     assert counts.queued == 80 and counts.by_reason[("queued", "retries_exhausted")] == 80
-    held = (
-        r"not sent yet +│ held by another process, queued for a retry, or behind its lead +│ +20 │"
-    )
-    assert re.search(held, proc.stderr), proc.stderr
+    assert re.search(HELD_ELSEWHERE + r" +│ +20 │", proc.stderr), proc.stderr
 
 
 def test_deliver_on_a_fleet_during_an_outage_exits_2_for_what_it_put_back(
@@ -651,12 +671,10 @@ def test_deliver_on_a_fleet_during_an_outage_exits_2_for_what_it_put_back(
     answers again, the next deliver takes them (exit 0)."""
     prefix = "lr:deliver-outage"
     with (
-        SandboxServer(SandboxOptions(fail_rate=1.0)) as down,
+        fleet_beside_sandbox(tmp_path, redis_url, prefix, SandboxOptions(fail_rate=1.0)) as down,
         SandboxServer(SandboxOptions()) as sandbox,
     ):
-        config = fleet_config(tmp_path, down.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1", claim_idle_s=60)
+        _, config, mapper, fleet = down
         backlog = [lead_event(LEAD_BASE + 1600 + i, f"backlog-{i}") for i in range(30)]
         ids = store_events(fleet, mapper, backlog)
         during = run_cli("deliver", "--config", str(config))
@@ -665,12 +683,10 @@ def test_deliver_on_a_fleet_during_an_outage_exits_2_for_what_it_put_back(
         (tmp_path / "up").mkdir()
         config = fleet_config(tmp_path / "up", sandbox.url, redis_url, prefix=prefix)
         after = run_cli("deliver", "--config", str(config))
-        fleet.close()
         received = sorted(e["event_id"] for e in sandbox.state.received())
     assert during.returncode == 2, during.stderr
     assert counts.queued == 30 and counts.by_reason[("queued", "retries_exhausted")] == 30
-    held = r"not sent yet +│ held by another process, queued for a retry, or behind its lead"
-    assert re.search(held + r" +│ +30 │", during.stderr), during.stderr
+    assert re.search(HELD_ELSEWHERE + r" +│ +30 │", during.stderr), during.stderr
     assert after.returncode == 0, after.stderr
     assert re.search(r"│ delivered +│ immediately +│ +30 │", after.stderr), after.stderr
     assert "not sent yet" not in after.stderr
@@ -681,17 +697,11 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
     """A fleet's processes deliver from its queue at once, and serve takes no lock there; send
     and deliver refused to run while another send held the data_dir's lock. deliver counts the
     fleet's events it delivers; a send, its files' own."""
-    prefix = "lr:nolock"
-    with SandboxServer(SandboxOptions()) as sandbox:
-        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="intake-1")
+    with fleet_beside_sandbox(tmp_path, redis_url, "lr:nolock") as (sandbox, config, mapper, fleet):
         queued = [lead_event(LEAD_BASE + 1350 + i, f"queued-{i}") for i in range(3)]
         store_events(fleet, mapper, queued)
-        fleet.close()
         events = [lead_event(LEAD_BASE + 1300 + i, f"nolock-{i}") for i in range(5)]
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        src = ndjson(tmp_path / "events.ndjson", events)
         data_dir = tmp_path / "data"
         data_dir.mkdir(exist_ok=True)
         lock = delivery_lock(data_dir)  # as a send of the same config running meanwhile
@@ -716,11 +726,7 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
     process saw refused by Meta was not counted at all (exit 0), and one another process
     delivered was "not sent again", with no report row. Now the summary and the report hold the
     file's events only, each with what became of it, wherever it was settled (exit 2)."""
-    prefix = "lr:own"
-    with SandboxServer(SandboxOptions()) as sandbox:
-        config = fleet_config(tmp_path, sandbox.url, redis_url, prefix=prefix)
-        mapper = Mapper(load_config(config))
-        fleet = RedisStore(redis_url, prefix=prefix, consumer="other-1", claim_idle_s=60)
+    with fleet_beside_sandbox(tmp_path, redis_url, "lr:own") as (sandbox, config, mapper, fleet):
         backlog = [lead_event(LEAD_BASE + 1400 + i, f"backlog-{i}") for i in range(60)]
         store_events(fleet, mapper, backlog)
         events = [lead_event(LEAD_BASE + 1500 + i, f"own-{i}") for i in range(20)]
@@ -753,8 +759,7 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
                     fleet.complete([(held[0], refused), (held[1], delivered)], time.time())
                     return
 
-        src = tmp_path / "events.ndjson"
-        src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, refused_here]))
+        src = ndjson(tmp_path / "events.ndjson", [*events, refused_here])
         report = tmp_path / "report.ndjson"
         began = time.monotonic()
         thread = threading.Thread(target=other_process, daemon=True)
@@ -764,7 +769,6 @@ def test_a_send_on_a_fleet_counts_its_own_events_and_what_others_made_of_them(
         finally:
             done.set()
             thread.join()
-            fleet.close()
         received = sorted(e["event_id"] for e in sandbox.state.received())
     assert proc.returncode == 2, proc.stderr
     # the send delivered the backlog too, but counts the file's events only

@@ -28,10 +28,10 @@ import redis
 
 from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.delivery.elsewhere import OwnResults, PutBack, count_settled_elsewhere
+from leadrelay.delivery.elsewhere import OwnResults, PutBack, account_elsewhere
 from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.redis import RedisStore
-from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.store import Accounted, Added, EventRecord, Incoming
 from leadrelay.delivery.wiring import delivery_lock
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
@@ -278,6 +278,15 @@ class PauseRecorder:
 
     def open_among(self, spans: list[tuple[int, int]]) -> int:
         return 0
+
+    def open_of(self, ids: list[int]) -> list[bool]:
+        return [False] * len(ids)
+
+    def account_among(self, spans: list[tuple[int, int]], *, list_delivered: bool) -> Accounted:
+        return Accounted(0, 0, [])
+
+    def records(self, ids: list[int]) -> list[EventRecord]:
+        return []
 
 
 @pytest.mark.parametrize(
@@ -696,7 +705,8 @@ def test_deliver_on_a_fleet_during_an_outage_exits_2_for_what_it_put_back(
 def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_path: Path) -> None:
     """A fleet's processes deliver from its queue at once, and serve takes no lock there; send
     and deliver refused to run while another send held the data_dir's lock. deliver counts the
-    fleet's events it delivers; a send, its files' own."""
+    fleet's events it delivers; a send, its files' own; the same send run again at once, none
+    (it counted them "delivered by another process" for 5 minutes)."""
     with fleet_beside_sandbox(tmp_path, redis_url, "lr:nolock") as (sandbox, config, mapper, fleet):
         queued = [lead_event(LEAD_BASE + 1350 + i, f"queued-{i}") for i in range(3)]
         store_events(fleet, mapper, queued)
@@ -708,6 +718,7 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
         try:
             delivered = run_cli("deliver", "--config", str(config))
             sent = run_cli("send", str(src), "--config", str(config))
+            again = run_cli("send", str(src), "--config", str(config))
         finally:
             os.close(lock)
         received = sorted(e["event_id"] for e in sandbox.state.received())
@@ -715,6 +726,11 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
     assert re.search(r"│ delivered +│ immediately +│ +3 │", delivered.stderr), delivered.stderr
     assert sent.returncode == 0, sent.stderr
     assert re.search(r"│ delivered +│ immediately +│ +5 │", sent.stderr), sent.stderr
+    # run again at once: found stored and delivered, not "delivered by another process"
+    assert again.returncode == 0, again.stderr
+    earlier = r"│ not sent again +│ stored by an earlier run or another process +│ +5 │"
+    assert re.search(earlier, again.stderr), again.stderr
+    assert "by another process" not in again.stderr
     assert received == sorted(e["context"]["event_id"] for e in [*queued, *events])
 
 
@@ -791,27 +807,25 @@ def test_spans_hold_a_sends_ids_in_runs_and_those_found_out_of_order() -> None:
     """A send's ids: runs of new ones, and ids an earlier run stored, found in any order (a
     send that missed those waited for none of them and called them "not sent again")."""
     spans = Spans()
-    spans.add(range(100, 200), [True] * 100)
-    assert spans.found is None
-    spans.add([7, 150, 3, 4, 5], [False] * 5)  # found stored: earlier ids, one its own already
-    spans.add(range(300, 310), [True] * 5 + [False] * 5)
+    spans.add(range(100, 200))
+    spans.add([7, 150, 3, 4, 5])  # found stored: earlier ids, one of them its own already
+    spans.add(range(300, 310))
     assert [i in spans for i in (3, 5, 6, 7, 99, 100, 199, 200, 305, 310)] == [
         True, True, False, True, False, True, True, False, True, False,
     ]  # fmt: skip
     assert spans.merged() == [(3, 5), (7, 7), (100, 199), (300, 309)]
-    assert spans.found is not None  # stored before this run: read back only if settled since
-    assert spans.found.merged() == [(3, 5), (7, 7), (150, 150), (305, 309)]
 
 
-def test_a_sends_own_results_leave_what_others_settled_to_be_read_back() -> None:
+def test_a_sends_own_results_leave_what_others_settled_to_be_read_back(redis_url: str) -> None:
     """Of a send's ids, those its worker settled (batches finish in any order) are not read
     back from the store; those it put back in the queue, or never got, are. ``deliver`` counts
     what it put back until it settles it itself."""
-    spans = Spans()
-    spans.add(range(1, 101))
-    spans.add([500, 300])  # found stored, out of order
     tally = Tally(fleet=True)
-    own = OwnResults(spans, tally)
+    store = RedisStore(redis_url, prefix="lr:own-results", consumer="send-1")
+    own = OwnResults(store, tally)
+    store.close()  # not used: the ids are given here
+    own.spans.add(range(1, 101))
+    own.spans.add([500, 300])  # found stored, out of order
     payload = Payload("k", "lead", "Lead", 1, 2, {})
 
     def told(ids: list[int], state: State, reason: str | None = None) -> None:
@@ -830,48 +844,74 @@ def test_a_sends_own_results_leave_what_others_settled_to_be_read_back() -> None
     assert put_back.ids == {1, 3}
 
 
-def test_what_other_processes_settled_is_read_back_once_for_each_of_the_files_events(
-    redis_url: str,
+@pytest.mark.parametrize("report", [True, False])
+def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
+    redis_url: str, report: bool
 ) -> None:
-    """At its end a send on a fleet reads back from the store what other processes made of its
-    events: its ids come in runs and out of order (found stored), the ones it settled itself in
-    batches finished in any order, and the store is read a page at a time. Every event it did
-    not settle is counted exactly once, none that it did, none that is not the file's."""
+    """At its end a send on a fleet counts what became of the events it did not settle itself,
+    from the store: its ids come in runs and out of order (found stored), the ones it settled in
+    batches finished in any order. Each is counted once, still open or delivered by another
+    process, none that it settled, none that is not the file's; those found stored and settled
+    before it began are not its to count (a rerun called them all "delivered by another
+    process")."""
     rng = random.Random(11)
-    store = RedisStore(redis_url, prefix="lr:readback", consumer="other-1")
+    store = RedisStore(redis_url, prefix=f"lr:account-{report}", consumer="other-1")
     now = time.time()
-    items = [
-        Incoming(Payload(f"rb-{i}", "lead", "Lead", LEAD_BASE + 3000 + i, int(now), {}), b"{}", now)
-        for i in range(3200)
-    ]
-    ids = store.add(items)
-    payload_of = {i: cast(Payload, item.outcome) for i, item in zip(ids, items, strict=True)}
-    while claimed := store.claim(1000, time.time()):  # another process delivers them all
-        done = [(c.id, Delivery(payload_of[c.id], State.DELIVERED, 1)) for c in claimed]
-        store.complete(done, time.time())
-    spans = Spans()
-    spans.add(ids[:700], [True] * 700)
-    spans.add(ids[900:2100], [True] * 1200)
-    strays = rng.sample(ids[2200:], 150)  # found stored, in any order
-    spans.add(strays, [False] * 150)
-    files = [*ids[:700], *ids[900:2100], *strays]
-    tally = Tally(fleet=True, report=io.BytesIO())
-    own = OwnResults(spans, tally)
+
+    def event(n: int) -> Incoming:
+        return Incoming(
+            Payload(f"rb-{n}", "lead", "Lead", LEAD_BASE + 3000 + n, int(now), {}), b"{}", now
+        )
+
+    def deliver_all(keep_open: int = 0) -> list[int]:  # another process; the ids it keeps
+        claimed = [c for batch in iter(lambda: store.claim(1000, time.time()), []) for c in batch]
+        held = [c.id for c in claimed[len(claimed) - keep_open :]] if keep_open else []
+        payloads = [(c.id, Delivery(cast(Payload, c.payload), State.DELIVERED, 1)) for c in claimed]
+        store.complete([p for p in payloads if p[0] not in held], time.time())
+        return held
+
+    key_of: dict[int, str] = {}
+
+    def add(items: list[Incoming]) -> Added:
+        added = store.add_new(items)
+        key_of.update(zip(added.ids, (item.outcome.key for item in items), strict=True))
+        return added
+
+    earlier = add([event(n) for n in range(2200, 3200)]).ids  # an earlier run's
+    store.retry_later(earlier[500:], time.time() + 300, "retries_exhausted", "later", attempts=1)
+    deliver_all()  # the first 500 are delivered before the send begins; the rest wait
+    store.retry_later(earlier[500:], time.time(), "retries_exhausted", "due", attempts=0)
+    tally = Tally(fleet=True, report=io.BytesIO() if report else None)
+    own = OwnResults(store, tally)
+    for numbers in (range(700), range(700, 900), range(900, 2100)):
+        items = [event(n) for n in numbers]
+        added = add(items)
+        if numbers.start != 700:  # 700-899: the fleet's own events, between the send's chunks
+            own.added(items, added)
+    found = [event(n) for n in rng.sample(range(2200, 3200), 300)]
+    own.added(found, add(found))  # read again: open ones are the send's to count
+    ids = own.spans.merged()
+    still_open = set(deliver_all(keep_open=60))
     mine: set[int] = set()
-    for start in range(0, 2100, 250):  # its batches: some of them, each with some of the fleet's
-        batch = [i for i in ids[start : start + rng.randint(1, 250)] if rng.random() < 0.7]
+    for start in range(1, 2200, 250):  # its batches: some of them, the fleet's events among them
+        batch = [i for i in range(start, start + rng.randint(1, 250)) if rng.random() < 0.7]
+        batch = [i for i in batch if i not in still_open]
         rng.shuffle(batch)
-        own(batch, DeliveredWhole([payload_of[i] for i in batch], None, "T"))
-        mine.update(i for i in batch if i in spans)
-    mine.update(strays[:40])
-    own(strays[:40], DeliveredWhole([payload_of[i] for i in strays[:40]], None, "T"))
-    count_settled_elsewhere(store, own, now - 1, tally)
+        own(batch, DeliveredWhole([cast(Payload, event(0).outcome)] * len(batch), None, "T"))
+        mine.update(i for i in batch if i in own.spans)
+    account_elsewhere(store, own, tally)
     store.close()
-    report = cast(io.BytesIO, tally.report).getvalue()
-    rows = [orjson.loads(line) for line in report.splitlines()]
-    elsewhere = sorted(r["event_id"] for r in rows if r["where"] == "another process")
-    expected = sorted(payload_of[i].key for i in set(files) - mine)
-    assert 0 < len(mine) < len(files)
-    assert elsewhere == expected
-    assert tally.delivered_elsewhere == len(expected)
+    files = {i for first, last in ids for i in range(first, last + 1)}
+    assert len(files) == 700 + 1200 + sum(1 for e in found if int(e.outcome.key[3:]) >= 2700)
+    elsewhere = files - mine - still_open
+    assert 0 < len(mine) < len(files) and still_open & files
+    assert tally.elsewhere == len(still_open & files)
+    assert tally.delivered_elsewhere == len(elsewhere)
     assert tally.delivered_now == len(mine)
+    if report:
+        rows = [
+            orjson.loads(line) for line in cast(io.BytesIO, tally.report).getvalue().splitlines()
+        ]
+        theirs = [r["event_id"] for r in rows if r["where"] == "another process"]
+        assert sorted(theirs) == sorted(key_of[i] for i in elsewhere)
+        assert len(rows) == len(theirs) + len(mine)

@@ -10,10 +10,8 @@ stores, structlog) is imported by the functions that use it: a dry run needs non
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +56,8 @@ async def deliver(
     import asyncio
     import threading
 
-    from leadrelay.delivery.elsewhere import OwnResults, PutBack, count_settled_elsewhere
-    from leadrelay.delivery.intake import ChunkedIntake, Spans
+    from leadrelay.delivery.elsewhere import OwnResults, PutBack, account_elsewhere
+    from leadrelay.delivery.intake import ChunkedIntake
     from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
     from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
@@ -67,14 +65,13 @@ async def deliver(
 
     d = settings.delivery
     loop = asyncio.get_running_loop()
-    started = time.time()
     # On a fleet's queue (Redis) a send knows its files' events by their ids: it waits for
     # those other processes hold, and counts only them (delivery.elsewhere). deliver has no
     # events of its own: it counts what it delivers, and what it put back in the queue.
-    tally.fleet = isinstance(store, FleetControl)
-    spans = Spans() if tally.fleet and options.files else None
-    own = None if spans is None else OwnResults(spans, tally)
-    put_back = PutBack(tally) if tally.fleet and not options.files else None
+    fleet = store if isinstance(store, FleetControl) else None
+    tally.fleet = fleet is not None
+    own = OwnResults(fleet, tally) if fleet is not None and options.files else None
+    put_back = PutBack(tally) if fleet is not None and not options.files else None
 
     def on_request(result: GraphResult, events: int) -> None:
         log_request(result, events)
@@ -101,7 +98,11 @@ async def deliver(
             loop.call_soon_threadsafe(worker.notify)
 
     intake = ChunkedIntake(
-        store, size=d.batch_size, max_age_s=d.batch_max_age_s, on_stored=stored, spans=spans
+        store,
+        size=d.batch_size,
+        max_age_s=d.batch_max_age_s,
+        on_stored=stored,
+        on_added=None if own is None else own.added,
     )
     stop_reading = threading.Event()
     stop = asyncio.Event()
@@ -156,10 +157,9 @@ async def deliver(
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
             claim_idle_s = settings.queue.claim_idle_s
-            if own is not None and isinstance(store, FleetControl):  # a send with files
-                paused = await settle_elsewhere(store, worker, own.spans, claim_idle_s, tally, halt)
-                settled = partial(count_settled_elsewhere, store, own, started, tally)
-                await asyncio.to_thread(settled)
+            if own is not None and fleet is not None:  # a send with files
+                paused = await settle_elsewhere(fleet, worker, own.spans, claim_idle_s, halt)
+                await asyncio.to_thread(account_elsewhere, fleet, own, tally)
             elif put_back is not None:  # deliver
                 # What the fleet holds is said, not waited for; what it put back is counted.
                 await say_held_elsewhere(store, claim_idle_s, put_back, tally)

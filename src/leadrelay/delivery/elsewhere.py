@@ -12,14 +12,16 @@ the send's own events may still be open then:
   and events whose retries ran out go back to the queue, not to the dead letters.
 
 The send waits for them up to ``claim_idle_s`` and a little (``settle_elsewhere``), delivering
-those it can take, and counts the rest as not sent yet (``Tally.elsewhere``: exit code 2); the
-fleet's workers deliver them. Its worker delivers the fleet's events too: the summary counts only
-the file's (``OwnResults``), and what the fleet's workers made of the others (delivered, refused
-by Meta, dead or expired) is read back from the store at the end (``count_settled_elsewhere``),
-so that the summary, the report and the exit code hold every event. It knows its events by
-their ids (``Spans``: a few numbers for a file of any size), and those it settled itself by runs
-of ids. SQLite needs none of this: one process delivers from a store, and a send takes back at
-its start what a stopped one left in flight.
+those it can take. Its worker delivers the fleet's events too: the summary counts only the
+file's (``OwnResults``). At the end, what became of those it did not settle itself is read from
+the store at one instant (``account_elsewhere``): still open, they are not sent yet
+(``Tally.elsewhere``: exit code 2) and the fleet's workers deliver them; or another process
+delivered them, or saw them refused by Meta, expire or die (exit code 2). So the summary, the
+report and the exit code hold every event, once. It knows its events by their ids (``Spans``: a
+few numbers for a file of any size): those it stored, and those it found stored and still open
+(found settled, they are "not sent again"); and those it settled itself by runs of ids. SQLite
+needs none of this: one process delivers from a store, and a send takes back at its start what
+a stopped one left in flight.
 
 ``deliver`` has no events of its own: it counts what it delivers, says what the fleet holds
 (``say_held_elsewhere``), and counts those it put back in the queue (retries ran out) that are
@@ -30,36 +32,48 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import compress
 from typing import Final
 
 import structlog
 
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
-from leadrelay.delivery.store import FleetControl, Store
+from leadrelay.delivery.store import Added, FleetControl, Incoming, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import DeliveredWhole, Delivery, State
-from leadrelay.summary import FAILED, Tally
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
+from leadrelay.summary import Tally
 
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
-_CLOCK_SKEW_S: Final = 300.0
-_PAGE: Final = 1000  # events read back from the store per call
-_SETTLED: Final = (State.DELIVERED, *FAILED)
 
 
 class OwnResults:
-    """``on_results`` for a send on a fleet's queue: what became of the file's events (``spans``)
-    goes to the tally, not what became of the fleet's; remembers which of them it settled."""
+    """``on_results`` for a send on a fleet's queue: what became of the file's events goes to the
+    tally, not what became of the fleet's; remembers which of them it settled. ``added`` (the
+    intake's ``on_added``) learns the file's events' ids (``spans``)."""
 
-    def __init__(self, spans: Spans, tally: Tally) -> None:
-        self.spans = spans
+    def __init__(self, fleet: FleetControl, tally: Tally) -> None:
+        self.spans = Spans()
+        self._fleet = fleet
         self._tally = tally
         self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
+
+    def added(self, items: Sequence[Incoming], added: Added) -> None:
+        """The ids of a chunk's payloads (the reader counted the others): those this run stored,
+        and those it found stored that are still open. Found settled (by an earlier run, or
+        another process), a payload is "not sent again"."""
+        ours = [
+            (i, new)
+            for i, new, item in zip(added.ids, added.stored, items, strict=True)
+            if isinstance(item.outcome, Payload)
+        ]
+        found = [i for i, new in ours if not new]
+        still = set(compress(found, self._fleet.open_of(found))) if found else set()
+        self.spans.add(i for i, new in ours if new or i in still)
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
         spans = self.spans
@@ -101,47 +115,26 @@ class PutBack:
         self._tally.deliveries(told)
 
 
-def count_settled_elsewhere(store: Store, own: OwnResults, since: float, tally: Tally) -> None:
-    """The file's events that other processes settled (delivered, refused by Meta, expired or
-    dead), counted in ``tally`` (blocking: run it in a thread). Read from the store a page at a
-    time, over the ids this process did not settle; not those refused by our own rules (those
-    never went out: the reader counted them). Those this run stored were settled since, by any
-    clock. Those it found stored count when settled since ``since`` (this run's start), less a
-    few minutes: other processes write updated_at by their own clocks, and skew between machines
-    must not hide a refusal (so what an earlier run settled that recently counts too; it was
-    another process). Settled before, they are "not sent again"."""
-    gaps = own.unsettled()
-    found = own.spans.found
-    if found is None:
-        _read_settled(store, gaps, None, tally)
-        return
-    before = found.merged()
-    _read_settled(store, _without(gaps, before), None, tally)
-    _read_settled(store, _without(gaps, _without(gaps, before)), since - _CLOCK_SKEW_S, tally)
-
-
-def _read_settled(
-    store: Store, gaps: list[tuple[int, int]], since: float | None, tally: Tally
-) -> None:
-    """``count_settled_elsewhere`` over ``gaps`` (spans of ids, in order)."""
-    firsts = [first for first, _ in gaps]
-    for first, last in _windows(gaps):
-        after = first - 1
-        while after < last:
-            limit = min(_PAGE, last - after)
-            page = store.events(
-                states=_SETTLED, since=since, after_id=after, limit=limit, bodies=False
-            )
-            for record in page:
-                id_ = record.id
-                k = bisect_right(firsts, id_) - 1
-                if id_ > last or k < 0 or id_ > gaps[k][1]:
-                    continue  # settled here, or not the file's
-                if record.state is not State.REJECTED or record.attempts > 0:
-                    tally.settled_elsewhere(record)
-            if len(page) < limit:
-                break
-            after = page[-1].id
+def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> None:
+    """What became of the file's events that this process did not settle, counted in ``tally``
+    (blocking: run it in a thread): still open (``Tally.elsewhere``: not sent yet, exit 2), or
+    settled by another process (delivered; refused by Meta, expired or dead: exit 2), each event
+    once, as the store had them at one instant. Their records are read for the report's rows and
+    the failures' reasons; the delivered ones, without a report, are only counted."""
+    report = tally.report is not None
+    accounted = fleet.account_among(own.unsettled(), list_delivered=report)
+    tally.elsewhere = accounted.open
+    if not report:
+        tally.delivered_elsewhere += accounted.delivered
+    found = {r.id: r for r in fleet.records([i for i, _ in accounted.settled])}
+    for id_, state in accounted.settled:
+        record = found.get(id_)
+        if record is not None:
+            tally.settled_elsewhere(record)
+        elif state is State.DELIVERED:  # purged since (retention): counted, with no row
+            tally.delivered_elsewhere += 1
+        else:
+            tally.dead["purged before its outcome could be read"] += 1
 
 
 def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
@@ -171,18 +164,6 @@ def _without(spans: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list
             j += 1
         if start <= last:
             out.append((start, last))
-    return out
-
-
-def _windows(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Ranges of ids to read ``gaps`` through: gaps less than a page apart are read in one range
-    (ids found out of order make many gaps of one id; a call for each would take long)."""
-    out: list[tuple[int, int]] = []
-    for first, last in gaps:
-        if out and first - out[-1][1] <= _PAGE:
-            out[-1] = (out[-1][0], last)
-        else:
-            out.append((first, last))
     return out
 
 
@@ -216,13 +197,12 @@ async def settle_elsewhere(
     worker: DeliveryWorker,
     spans: Spans,
     claim_idle_s: float,
-    tally: Tally,
     halt: asyncio.Event,
 ) -> GraphError | None:
     """The events of these files (``spans``) still open once the send's worker found nothing
     to claim: waits up to ``claim_idle_s`` (and a little) for them, delivering what it can take
-    meanwhile; those still open are counted (``Tally.elsewhere``: exit code 2). Returns why
-    delivery paused."""
+    meanwhile (``account_elsewhere`` then counts what became of them). Returns why delivery
+    paused."""
     among = await asyncio.to_thread(spans.merged)  # ids found out of order: many spans
     loop = asyncio.get_running_loop()
     deadline = loop.time() + claim_idle_s + _TAKEOVER_SLACK_S
@@ -241,5 +221,4 @@ async def settle_elsewhere(
         if paused is not None:
             break
         left = await asyncio.to_thread(fleet.open_among, among)
-    tally.elsewhere = left
     return paused

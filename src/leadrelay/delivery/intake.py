@@ -12,29 +12,21 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
-from leadrelay.delivery.store import Incoming, Store
+from leadrelay.delivery.store import Added, Incoming, Store
 
 
 class Spans:
     """A set of ids, kept as spans of consecutive ones: a chunk's new events take the next ids, so
     there is a span per chunk at most (a million events, a thousand spans). Ids found out of
     order (events an earlier run stored) are kept one by one. One thread adds (the reader, right
-    after the store gave the ids), others may look up meanwhile.
-
-    ``found``, when ``add`` is told which ids were ``stored``: those found stored, stored before
-    this run (by an earlier one, or another process), as spans too."""
+    after the store gave the ids), others may look up meanwhile."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []  # the spans, in order: each one starts past the last
         self._lasts: list[int] = []
         self._strays: set[int] = set()
-        self.found: Spans | None = None
 
-    def add(self, ids: Sequence[int], stored: Sequence[bool] | None = None) -> None:
-        if stored is not None and not all(stored):
-            if self.found is None:
-                self.found = Spans()
-            self.found.add([i for i, new in zip(ids, stored, strict=True) if not new])
+    def add(self, ids: Iterable[int]) -> None:
         firsts, lasts = self._firsts, self._lasts
         for id_ in ids:
             if lasts and id_ == lasts[-1] + 1:
@@ -82,7 +74,7 @@ class ChunkedIntake:
         size: int = 1000,
         max_age_s: float = 1.0,
         on_stored: Callable[[], None] | None = None,
-        spans: Spans | None = None,
+        on_added: Callable[[Sequence[Incoming], Added], None] | None = None,
     ) -> None:
         self._store = store
         self._size = size
@@ -93,9 +85,9 @@ class ChunkedIntake:
         # Held while adding, so chunks reach the store in the order they were read.
         self._lock = threading.Lock()
         self.stored = 0
-        self.spans = spans
-        """When given, the ids of every event stored or found stored (a fleet's send waits for
-        those other processes hold: ``delivery.elsewhere``)."""
+        self._on_added = on_added
+        """Told each chunk and what the store did with it, before ``on_stored`` (a fleet's send
+        learns its events' ids: ``delivery.elsewhere``)."""
 
     def put(self, item: Incoming) -> None:
         """Add one event; stores the chunk when it is full."""
@@ -142,7 +134,7 @@ class ChunkedIntake:
                 self._since = time.monotonic()  # what is left waits from now
         added = self._store.add_new(chunk)
         self.stored += len(chunk)
-        if self.spans is not None:
-            self.spans.add(added.ids, added.stored)
+        if self._on_added is not None:
+            self._on_added(chunk, added)
         if self._on_stored is not None:
             self._on_stored()

@@ -197,6 +197,18 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class Accounted:
+    """What became of the events among spans of ids, at one instant (``FleetControl``):
+    ``open`` queued or in flight, ``delivered`` delivered, and ``settled`` the ids of those
+    refused by Meta or by our rules, expired or dead (and of the delivered ones, when asked),
+    each with its state."""
+
+    open: int
+    delivered: int
+    settled: list[tuple[int, State]]
+
+
+@dataclass(frozen=True, slots=True)
 class Added:
     """What ``Store.add_new`` did: one id per item, and whether it stored the item (a new event,
     or a payload in place of a stored event Meta never took) or found it stored (left as it
@@ -374,6 +386,20 @@ class FleetControl(Protocol):
     def open_among(self, spans: Sequence[tuple[int, int]]) -> int:
         """How many events whose ids are in ``spans`` (first and last id, both included) are
         queued or in flight, whichever process holds them."""
+        ...
+
+    def open_of(self, ids: Sequence[int]) -> list[bool]:
+        """Whether each of ``ids`` is queued or in flight, whichever process holds it."""
+        ...
+
+    def account_among(self, spans: Sequence[tuple[int, int]], *, list_delivered: bool) -> Accounted:
+        """What became of the events among ``spans`` (in order, none overlapping), each span
+        read at one instant: an event is counted once, open or settled. The delivered ones are
+        listed in ``settled`` only with ``list_delivered``."""
+        ...
+
+    def records(self, ids: Sequence[int]) -> list[EventRecord]:
+        """The events of ``ids`` still stored, in that order, without their bodies."""
         ...
 
 

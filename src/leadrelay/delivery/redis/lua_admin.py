@@ -1,5 +1,5 @@
 """The replay, retention and read scripts: requeue, purge, counts, events, open events among
-spans of ids, the fleet pause."""
+spans of ids and what became of them, the fleet pause."""
 
 from __future__ import annotations
 
@@ -166,6 +166,48 @@ for j = 2, #ARGV, 2 do
   end
 end
 return n
+""")
+
+OPEN_OF: Final = script("""
+-- ARGV: P, then ids. '1' for each id queued or in flight, '0' for the others, as one string.
+local out = {}
+for j = 2, #ARGV do
+  local open = redis.call('ZSCORE', SK('queued'), ARGV[j])
+    or redis.call('ZSCORE', SK('in_flight'), ARGV[j])
+  out[#out + 1] = open and '1' or '0'
+end
+return table.concat(out)
+""")
+
+ACCOUNT_AMONG: Final = script("""
+-- ARGV: P, list delivered ids ('1') or count them only ('0'), then first and last id of each
+-- span. At one instant: how many of the spans' events are open, how many delivered, and each
+-- settled one as id and state letter (d delivered, when listed; r rejected, e expired, x dead).
+local list_delivered = ARGV[2] == '1'
+local open, delivered, out = 0, 0, {}
+local letters = {delivered = 'd', rejected = 'r', expired = 'e', dead = 'x'}
+for j = 3, #ARGV, 2 do
+  local first, last = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
+  for _, s in ipairs({'queued', 'in_flight'}) do
+    open = open + redis.call('ZCOUNT', SK(s), first, last)
+  end
+  for _, s in ipairs({'delivered', 'rejected', 'expired', 'dead'}) do
+    if s == 'delivered' then
+      delivered = delivered + redis.call('BITCOUNT', SK(s), first, last, 'BIT')
+    end
+    if s ~= 'delivered' or list_delivered then
+      local pos = first
+      while pos <= last do
+        local found = redis.call('BITPOS', SK(s), 1, pos, last, 'BIT')
+        if found < 0 then break end
+        out[#out + 1] = int(found)
+        out[#out + 1] = letters[s]
+        pos = found + 1
+      end
+    end
+  end
+end
+return {open, delivered, out}
 """)
 
 PAUSE: Final = """

@@ -15,6 +15,7 @@ from leadrelay.delivery.redis.connection import Arg, Client, RedisConnection
 from leadrelay.delivery.redis.counters import levels_for, to_counts, to_timeline
 from leadrelay.delivery.redis.records import Value, number
 from leadrelay.delivery.store import (
+    Accounted,
     Added,
     Claimed,
     Counts,
@@ -30,7 +31,13 @@ from leadrelay.outcome import Delivery, Payload, State
 _ALL_STATES: Final = tuple(s.value for s in State)
 _CHUNK: Final = 5000  # ids per script call where a call walks many events (purge, events)
 _RELEASE_CHUNK: Final = 1000
-_SPANS_PER_CALL: Final = 1000  # keeps OPEN_AMONG's argument list small
+_SPANS_PER_CALL: Final = 1000  # keeps OPEN_AMONG's (and others') argument list small
+_SETTLED_LETTERS: Final = {
+    b"d": State.DELIVERED,
+    b"r": State.REJECTED,
+    b"e": State.EXPIRED,
+    b"x": State.DEAD,
+}  # ACCOUNT_AMONG's
 _MAX_CLAIM: Final = 1000  # Meta's batch limit; keeps every script's argument lists small
 _GONE_AFTER_MS: Final = 86_400_000
 
@@ -94,7 +101,8 @@ class RedisStore(RedisConnection, Store):
         self._retry, self._release, self._renew = reg(q.RETRY), reg(q.RELEASE), reg(q.RENEW)
         self._requeue, self._purge = reg(a.REQUEUE), reg(a.PURGE)
         self._counts, self._events, self._pause = reg(a.COUNTS), reg(a.EVENTS), reg(a.PAUSE)
-        self._open_among = reg(a.OPEN_AMONG)
+        self._open_among, self._open_of = reg(a.OPEN_AMONG), reg(a.OPEN_OF)
+        self._account_among = reg(a.ACCOUNT_AMONG)
 
     def add_new(self, items: Sequence[Incoming]) -> Added:
         """See ``Store.add_new``: one script call (one round trip) per batch, or per pass of it
@@ -192,6 +200,36 @@ class RedisStore(RedisConnection, Store):
             bounds = [str(i) for span in spans[start : start + _SPANS_PER_CALL] for i in span]
             open_ += int(self._run(self._open_among, bounds))
         return open_
+
+    def open_of(self, ids: Sequence[int]) -> list[bool]:
+        """See ``FleetControl.open_of``: looked up in the queued and in-flight id sets."""
+        flags = ""
+        for start in range(0, len(ids), _SPANS_PER_CALL):
+            args = [str(i) for i in ids[start : start + _SPANS_PER_CALL]]
+            flags += cast(bytes, self._run(self._open_of, args)).decode()
+        return [flag == "1" for flag in flags]
+
+    def account_among(self, spans: Sequence[tuple[int, int]], *, list_delivered: bool) -> Accounted:
+        """See ``FleetControl.account_among``: counted and listed in the per-state id sets, a
+        thousand spans per script call."""
+        open_, delivered, settled = 0, 0, []
+        flag = "1" if list_delivered else "0"
+        for start in range(0, len(spans), _SPANS_PER_CALL):
+            bounds = [str(i) for span in spans[start : start + _SPANS_PER_CALL] for i in span]
+            n_open, n_delivered, found = self._run(self._account_among, [flag, *bounds])
+            open_ += int(n_open)
+            delivered += int(n_delivered)
+            settled += [
+                (int(found[k]), _SETTLED_LETTERS[found[k + 1]]) for k in range(0, len(found), 2)
+            ]
+        return Accounted(open_, delivered, settled)
+
+    def records(self, ids: Sequence[int]) -> list[EventRecord]:
+        """See ``FleetControl.records``: a thousand per round trip."""
+        out: list[EventRecord] = []
+        for start in range(0, len(ids), 1000):
+            out += self._records(ids[start : start + 1000], bodies=False)
+        return out
 
     def pause_until(self, until: float, reason: str, *, now: float | None = None) -> float:
         """Pause delivery fleet-wide until ``until`` (epoch s), e.g. Meta throttled us. Only ever

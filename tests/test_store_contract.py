@@ -266,6 +266,20 @@ def test_a_payload_that_is_not_json_is_rejected_alone_not_the_batch(store: Store
     assert [c.payload.key for c in store.claim(10, NOW)] == ["ok"]
 
 
+def test_an_unencodable_payload_that_takes_a_place_keeps_its_event_time(store: Store) -> None:
+    """A payload that cannot be encoded, resent in place of an event refused by our rules, is
+    stored rejected (``unencodable``) under that id with its event_time, on every backend
+    (SQLite left it NULL, Redis kept it)."""
+    refused = Rejected("u", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "12 digits")
+    [id_] = store.add([incoming(refused)])
+    bad = payload("u", data={"when": {1, 2}})  # a set: not JSON
+    assert store.add([incoming(bad)]) == [id_]
+    record = store.get(id_)
+    assert record is not None
+    assert (record.state, record.reason) == (State.REJECTED, "unencodable")
+    assert (record.lead_id, record.event_time) == (bad.lead_id, bad.event_time)
+
+
 def test_a_resent_event_is_stored_once(store: Store) -> None:
     first = queued(store, "a", "b")
     again = store.add([incoming(payload("b")), incoming(payload("c")), incoming(payload("c"))])

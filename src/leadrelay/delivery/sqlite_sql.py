@@ -136,7 +136,7 @@ def not_taken(
 
 REFUSE_WITH: Final = (  # a refusal in place of a stored event never sent (see _map_again)
     "UPDATE events SET state = ?, source_event = ?, event_name = ?, lead_id = ?,"
-    " event_time = NULL, received_at = ?, updated_at = ?, next_attempt_at = NULL, attempts = 0,"
+    " event_time = ?, received_at = ?, updated_at = ?, next_attempt_at = NULL, attempts = 0,"
     " reason = ?, message = ?, field = ?, value = ?, code = ?, subcode = ?, fbtrace_id = ?,"
     " response = NULL WHERE id = ?"
 )

@@ -299,7 +299,8 @@ def _map_again(
             if not isinstance(stored, tuple) or stored == says:
                 took.append(False)
                 continue
-            conn.execute(REFUSE_WITH, (state, *row[2:5], row[6], row[7], *row[9:16], found))
+            # event_time: None but for a payload that cannot be encoded (stored rejected)
+            conn.execute(REFUSE_WITH, (state, *row[2:8], *row[9:16], found))
         del waiting[found]
         conn.execute(REPLACE_BODY, (found, *(body or (None, None, None))))
         took.append(True)

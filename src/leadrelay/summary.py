@@ -178,13 +178,23 @@ class Tally:
     def settled_elsewhere(self, record: EventRecord) -> None:
         """Count one of the run's events that another process of a fleet delivered, or saw
         refused by Meta, expire or die (``delivery.elsewhere``), as ``delivery`` counts those it
-        settles."""
+        settles. One the store refused before it could go out (``unencodable``: never sent) is
+        rejected, as the reader's refusals are."""
         r, where = record, _ELSEWHERE
         if r.state is State.DELIVERED:
             self.delivered_elsewhere += 1
+        elif r.state is State.REJECTED and r.attempts == 0:
+            self.rejected[r.reason or "rejected"] += 1
+            self._example(r.reason or "rejected", Example(where, r.key, "", r.message or ""))
         else:
             self._failed(r.state, r, where, r.key)
         self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
+
+    def held_elsewhere(self, record: EventRecord) -> None:
+        """The report's row of one of the run's events still open in a fleet's queue when it
+        ended (counted in ``elsewhere``)."""
+        r = record
+        self._write(_row(_ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def _failed(self, state: State, said: Delivery | EventRecord, where: str, key: str) -> None:
         """Count a payload refused by Meta, expired or dead, settled here or elsewhere."""

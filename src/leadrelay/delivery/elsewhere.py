@@ -49,6 +49,7 @@ from leadrelay.summary import Tally
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
+_OPEN: Final = (State.QUEUED, State.IN_FLIGHT)
 
 
 class OwnResults:
@@ -81,9 +82,10 @@ class OwnResults:
             self._tally.deliveries(results)
             self._settled += _runs(ids)
             return
-        # Those back in the queue are not settled: still open at the end, or settled elsewhere.
+        # Those put back in the queue (retries ran out) are not settled: still open at the end,
+        # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
         ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans]
-        self._settled += _runs(i for i, d in ours if d.state is not State.QUEUED)
+        self._settled += _runs(i for i, d in ours if not requeued(d))
         self._tally.deliveries([d for _, d in ours if not requeued(d)])
 
     def unsettled(self) -> list[tuple[int, int]]:
@@ -119,17 +121,20 @@ def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> Non
     """What became of the file's events that this process did not settle, counted in ``tally``
     (blocking: run it in a thread): still open (``Tally.elsewhere``: not sent yet, exit 2), or
     settled by another process (delivered; refused by Meta, expired or dead: exit 2), each event
-    once, as the store had them at one instant. Their records are read for the report's rows and
-    the failures' reasons; the delivered ones, without a report, are only counted."""
+    once, as the store had them at one instant. What a report row or a failure's reason needs
+    is read for those; without a report, the delivered and open ones are only counted."""
     report = tally.report is not None
-    accounted = fleet.account_among(own.unsettled(), list_delivered=report)
+    accounted = fleet.account_among(own.unsettled(), list_all=report)
     tally.elsewhere = accounted.open
     if not report:
         tally.delivered_elsewhere += accounted.delivered
-    found = {r.id: r for r in fleet.records([i for i, _ in accounted.settled])}
-    for id_, state in accounted.settled:
+    found = {r.id: r for r in fleet.outcomes([i for i, _ in accounted.listed])}
+    for id_, state in accounted.listed:
         record = found.get(id_)
-        if record is not None:
+        if state in _OPEN:
+            if record is not None:
+                tally.held_elsewhere(record)  # a row: counted in ``open``
+        elif record is not None:
             tally.settled_elsewhere(record)
         elif state is State.DELIVERED:  # purged since (retention): counted, with no row
             tally.delivered_elsewhere += 1

@@ -199,13 +199,13 @@ class Counts:
 @dataclass(frozen=True, slots=True)
 class Accounted:
     """What became of the events among spans of ids, at one instant (``FleetControl``):
-    ``open`` queued or in flight, ``delivered`` delivered, and ``settled`` the ids of those
-    refused by Meta or by our rules, expired or dead (and of the delivered ones, when asked),
-    each with its state."""
+    ``open`` queued or in flight, ``delivered`` delivered, and ``listed`` the ids of those
+    refused by Meta or by our rules, expired or dead (and of the delivered and open ones, when
+    asked), each with its state."""
 
     open: int
     delivered: int
-    settled: list[tuple[int, State]]
+    listed: list[tuple[int, State]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,14 +392,16 @@ class FleetControl(Protocol):
         """Whether each of ``ids`` is queued or in flight, whichever process holds it."""
         ...
 
-    def account_among(self, spans: Sequence[tuple[int, int]], *, list_delivered: bool) -> Accounted:
-        """What became of the events among ``spans`` (in order, none overlapping), each span
-        read at one instant: an event is counted once, open or settled. The delivered ones are
-        listed in ``settled`` only with ``list_delivered``."""
+    def account_among(self, spans: Sequence[tuple[int, int]], *, list_all: bool) -> Accounted:
+        """What became of the events among ``spans`` (in order, none overlapping), each event
+        read at one instant: it is counted once, open or settled. The delivered and the open
+        ones are listed only with ``list_all``."""
         ...
 
-    def records(self, ids: Sequence[int]) -> list[EventRecord]:
-        """The events of ``ids`` still stored, in that order, without their bodies."""
+    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
+        """The events of ``ids`` still stored, in that order, with what a report's row says of
+        them (state, key, source event, names, lead id, attempts, reason, message, Meta's codes
+        and trace) and nothing else."""
         ...
 
 

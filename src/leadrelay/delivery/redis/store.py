@@ -7,8 +7,10 @@ See the package docstring for the design; the state changes themselves are the L
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, cast
+
+import orjson
 
 from leadrelay.delivery.redis import lua_admin, lua_queue, records
 from leadrelay.delivery.redis.connection import Arg, Client, RedisConnection
@@ -32,11 +34,14 @@ _ALL_STATES: Final = tuple(s.value for s in State)
 _CHUNK: Final = 5000  # ids per script call where a call walks many events (purge, events)
 _RELEASE_CHUNK: Final = 1000
 _SPANS_PER_CALL: Final = 1000  # keeps OPEN_AMONG's (and others') argument list small
+_IDS_PER_CALL: Final = 10_000  # ids an ACCOUNT_AMONG call covers at most (some 30 ms of Redis)
 _SETTLED_LETTERS: Final = {
     b"d": State.DELIVERED,
     b"r": State.REJECTED,
     b"e": State.EXPIRED,
     b"x": State.DEAD,
+    b"q": State.QUEUED,
+    b"i": State.IN_FLIGHT,
 }  # ACCOUNT_AMONG's
 _MAX_CLAIM: Final = 1000  # Meta's batch limit; keeps every script's argument lists small
 _GONE_AFTER_MS: Final = 86_400_000
@@ -102,7 +107,7 @@ class RedisStore(RedisConnection, Store):
         self._requeue, self._purge = reg(a.REQUEUE), reg(a.PURGE)
         self._counts, self._events, self._pause = reg(a.COUNTS), reg(a.EVENTS), reg(a.PAUSE)
         self._open_among, self._open_of = reg(a.OPEN_AMONG), reg(a.OPEN_OF)
-        self._account_among = reg(a.ACCOUNT_AMONG)
+        self._account_among, self._outcomes_of = reg(a.ACCOUNT_AMONG), reg(a.OUTCOMES_OF)
 
     def add_new(self, items: Sequence[Incoming]) -> Added:
         """See ``Store.add_new``: one script call (one round trip) per batch, or per pass of it
@@ -209,26 +214,33 @@ class RedisStore(RedisConnection, Store):
             flags += cast(bytes, self._run(self._open_of, args)).decode()
         return [flag == "1" for flag in flags]
 
-    def account_among(self, spans: Sequence[tuple[int, int]], *, list_delivered: bool) -> Accounted:
+    def account_among(self, spans: Sequence[tuple[int, int]], *, list_all: bool) -> Accounted:
         """See ``FleetControl.account_among``: counted and listed in the per-state id sets, a
-        thousand spans per script call."""
-        open_, delivered, settled = 0, 0, []
-        flag = "1" if list_delivered else "0"
-        for start in range(0, len(spans), _SPANS_PER_CALL):
-            bounds = [str(i) for span in spans[start : start + _SPANS_PER_CALL] for i in span]
+        script call per thousand spans or ``_IDS_PER_CALL`` ids (one call holds Redis up: 0.46 s
+        for 200,000 ids listed in one)."""
+        open_, delivered, listed = 0, 0, []
+        flag = "1" if list_all else "0"
+        for bounds in _calls(spans):
             n_open, n_delivered, found = self._run(self._account_among, [flag, *bounds])
             open_ += int(n_open)
             delivered += int(n_delivered)
-            settled += [
+            listed += [
                 (int(found[k]), _SETTLED_LETTERS[found[k + 1]]) for k in range(0, len(found), 2)
             ]
-        return Accounted(open_, delivered, settled)
+        return Accounted(open_, delivered, listed)
 
-    def records(self, ids: Sequence[int]) -> list[EventRecord]:
-        """See ``FleetControl.records``: a thousand per round trip."""
+    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
+        """See ``FleetControl.outcomes``: a thousand per script call, the fields a report row
+        says only, as JSON (a pipeline of whole hashes took some 60 us per event)."""
         out: list[EventRecord] = []
+        names = lua_admin.OUTCOME_FIELDS
         for start in range(0, len(ids), 1000):
-            out += self._records(ids[start : start + 1000], bodies=False)
+            chunk = ids[start : start + 1000]
+            found = orjson.loads(self._run(self._outcomes_of, [str(i) for i in chunk]))
+            for id_, values in zip(chunk, found, strict=True):
+                if values:
+                    stored = {f: v.encode() for f, v in zip(names, values, strict=True) if v}
+                    out.append(records.record(id_, stored, None, None, None))
         return out
 
     def pause_until(self, until: float, reason: str, *, now: float | None = None) -> float:
@@ -377,3 +389,21 @@ class RedisStore(RedisConnection, Store):
             if int(seen) < _CHUNK:
                 return total
             after = str(last)
+
+
+def _calls(spans: Sequence[tuple[int, int]]) -> Iterator[list[str]]:
+    """The bounds of ``spans`` in groups of at most ``_SPANS_PER_CALL`` spans and
+    ``_IDS_PER_CALL`` ids, a long span cut in pieces."""
+    bounds: list[str] = []
+    width = 0
+    for first, last in spans:
+        while first <= last:
+            end = min(last, first + _IDS_PER_CALL - width - 1)
+            bounds += (str(first), str(end))
+            width += end - first + 1
+            first = end + 1
+            if width >= _IDS_PER_CALL or len(bounds) >= 2 * _SPANS_PER_CALL:
+                yield bounds
+                bounds, width = [], 0
+    if bounds:
+        yield bounds

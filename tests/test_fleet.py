@@ -30,7 +30,7 @@ from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.elsewhere import OwnResults, PutBack, account_elsewhere
 from leadrelay.delivery.intake import Spans
-from leadrelay.delivery.redis import RedisStore
+from leadrelay.delivery.redis import RedisStore, records
 from leadrelay.delivery.redis import store as redis_store
 from leadrelay.delivery.store import Accounted, Added, EventRecord, Incoming
 from leadrelay.delivery.wiring import delivery_lock
@@ -840,6 +840,12 @@ def test_a_sends_own_results_leave_what_others_settled_to_be_read_back(redis_url
     assert own.unsettled() == [(11, 19), (22, 39), (41, 50), (76, 100), (500, 500)]
     assert (tally.delivered_now, sum(tally.meta_rejected.values())) == (35, 3)
     assert tally.not_sent == {"paused_auth": 1}
+
+    refused = records.record(  # by the store (unencodable), never sent: not Meta's refusal
+        600, {b"s": b"rejected", b"k": b"u", b"r": b"unencodable", b"a": b"0"}, None, None, None
+    )
+    tally.settled_elsewhere(refused)
+    assert (tally.rejected, sum(tally.meta_rejected.values())) == ({"unencodable": 1}, 3)
 
     put_back = PutBack(Tally(fleet=True))
     put_back([1, 2, 3], [Delivery(payload, State.QUEUED, 1, "retries_exhausted")] * 3)

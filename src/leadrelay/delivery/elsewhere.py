@@ -84,9 +84,9 @@ class OwnResults:
             return
         # Those put back in the queue (retries ran out) are not settled: still open at the end,
         # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
-        ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans]
-        self._settled += _runs(i for i, d in ours if not requeued(d))
-        self._tally.deliveries([d for _, d in ours if not requeued(d)])
+        ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans and not requeued(d)]
+        self._settled += _runs(i for i, _ in ours)
+        self._tally.deliveries([d for _, d in ours])
 
     def unsettled(self) -> list[tuple[int, int]]:
         """The spans of the file's ids that this process did not settle, in order."""

@@ -35,7 +35,7 @@ _CHUNK: Final = 5000  # ids per script call where a call walks many events (purg
 _RELEASE_CHUNK: Final = 1000
 _SPANS_PER_CALL: Final = 1000  # keeps OPEN_AMONG's (and others') argument list small
 _IDS_PER_CALL: Final = 10_000  # ids an ACCOUNT_AMONG call covers at most (some 30 ms of Redis)
-_SETTLED_LETTERS: Final = {
+_STATE_LETTERS: Final = {
     b"d": State.DELIVERED,
     b"r": State.REJECTED,
     b"e": State.EXPIRED,
@@ -225,7 +225,7 @@ class RedisStore(RedisConnection, Store):
             open_ += int(n_open)
             delivered += int(n_delivered)
             listed += [
-                (int(found[k]), _SETTLED_LETTERS[found[k + 1]]) for k in range(0, len(found), 2)
+                (int(found[k]), _STATE_LETTERS[found[k + 1]]) for k in range(0, len(found), 2)
             ]
         return Accounted(open_, delivered, listed)
 

@@ -581,21 +581,25 @@ def test_a_send_on_a_fleet_waits_for_its_own_events_not_for_the_fleets_retries(
     assert "events=30" in after.stderr
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """Ctrl-C while a send waits for its events that another process holds: they are not lost,
     and the summary said they were "queued in the store", where SIGTERM at the same point said
-    "held by another process". On a fleet both now say where they may be."""
-    prefix = "lr:stopped-waiting"
+    "held by another process". On a fleet both now say where they may be; after SIGTERM the
+    send also says which they are, in the summary and the report, as at its end."""
+    prefix = f"lr:stopped-waiting-{stop.name}"
     with fleet_beside_sandbox(tmp_path, redis_url, prefix) as (_, config, mapper, fleet):
         events = [lead_event(LEAD_BASE + 1700 + i, f"stopped-{i}") for i in range(5)]
         store_events(fleet, mapper, events[:2])
         held = [c.id for c in fleet.claim(10, time.time())]  # another process delivers them
         assert len(held) == 2
         src = ndjson(tmp_path / "events.ndjson", events)
+        report = tmp_path / "report.ndjson"
+        command = ["send", str(src), "--config", str(config), "--report", str(report)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(config)],
+            [sys.executable, "-m", "leadrelay", *command],
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "COLUMNS": "200"},
@@ -605,14 +609,24 @@ def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
         for line in proc.stderr:
             lines.append(line)
             if "waiting for them" in line:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(stop)
                 break
         out = "".join(lines) + proc.stderr.read()
         proc.wait(timeout=60)
-    assert proc.returncode == 130, out
     assert re.search(r"│ delivered +│ immediately +│ +3 │", out), out
-    where = "queued in the store, held by another process, or stored earlier"
-    assert re.search(rf"not sent yet +│ {where} +│ +2 │", out), out
+    rows = {r["event_id"]: r for r in map(orjson.loads, report.read_bytes().splitlines())}
+    if stop is signal.SIGINT:
+        assert proc.returncode == 130, out
+        where = "queued in the store, held by another process, or stored earlier"
+        assert re.search(rf"not sent yet +│ {where} +│ +2 │", out), out
+        assert set(rows) == {f"stopped-{i}" for i in range(2, 5)}
+    else:
+        assert proc.returncode == 143, out
+        where = "queued for the fleet's workers, or held by another process"
+        assert re.search(rf"not sent yet +│ {where} +│ +2 │", out), out
+        assert set(rows) == {f"stopped-{i}" for i in range(5)}
+        held_rows = [rows["stopped-0"], rows["stopped-1"]]
+        assert {(r["where"], r["outcome"]) for r in held_rows} == {("another process", "in_flight")}
 
 
 def test_a_send_on_a_fleet_that_meta_throttles_pauses_the_fleet(

@@ -164,6 +164,10 @@ async def deliver(
                 # What the fleet holds is said, not waited for; what it put back is counted.
                 await say_held_elsewhere(store, claim_idle_s, put_back, tally)
     if halt.is_set():
+        if own is not None and fleet is not None:
+            # What the fleet's workers deliver of what it read is theirs now: said, event by
+            # event, as at the end of a send (a few Redis calls; a service manager waits).
+            await asyncio.to_thread(account_elsewhere, fleet, own, tally)
         raise Stopped()
     return paused
 

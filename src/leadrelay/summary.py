@@ -282,6 +282,8 @@ class Tally:
         earlier = self.mapped - self.settled - self.elsewhere
         if self.elsewhere:
             label = "held by another process, queued for a retry, or behind its lead"
+            if stopped:  # what it had not sent yet waits in the fleet's queue too
+                label = "queued for the fleet's workers, or held by another process"
             table.add_row("not sent yet", label, str(self.elsewhere), style="yellow")
         if not dry_run and earlier > 0:
             if stopped:

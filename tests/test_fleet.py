@@ -614,7 +614,9 @@ def test_a_send_on_a_fleet_stopped_while_it_waits_says_where_its_events_may_be(
         out = "".join(lines) + proc.stderr.read()
         proc.wait(timeout=60)
     assert re.search(r"│ delivered +│ immediately +│ +3 │", out), out
-    rows = {r["event_id"]: r for r in map(orjson.loads, report.read_bytes().splitlines())}
+    lines = report.read_bytes().splitlines()
+    rows = {r["event_id"]: r for r in map(orjson.loads, lines)}
+    assert len(lines) == len(rows)  # one row per event
     if stop is signal.SIGINT:
         assert proc.returncode == 130, out
         where = "queued in the store, held by another process, or stored earlier"

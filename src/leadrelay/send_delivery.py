@@ -153,21 +153,22 @@ async def deliver(
         paused = worker.paused
         if paused is None and not halt.is_set():
             paused = await worker.run_until_idle(halt)
+        waited = False  # for the file's events held elsewhere
         if paused is None and not halt.is_set() and settings.queue:
             from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
             claim_idle_s = settings.queue.claim_idle_s
             if own is not None and fleet is not None:  # a send with files
                 paused = await settle_elsewhere(fleet, worker, own.spans, claim_idle_s, halt)
-                await asyncio.to_thread(account_elsewhere, fleet, own, tally)
+                waited = True
             elif put_back is not None:  # deliver
                 # What the fleet holds is said, not waited for; what it put back is counted.
                 await say_held_elsewhere(store, claim_idle_s, put_back, tally)
+    if own is not None and fleet is not None and (waited or halt.is_set()):
+        # Once, at the end or on SIGTERM (also during the wait): what the fleet's workers
+        # deliver of what it read is theirs now, said event by event (a few Redis calls).
+        await asyncio.to_thread(account_elsewhere, fleet, own, tally)
     if halt.is_set():
-        if own is not None and fleet is not None:
-            # What the fleet's workers deliver of what it read is theirs now: said, event by
-            # event, as at the end of a send (a few Redis calls; a service manager waits).
-            await asyncio.to_thread(account_elsewhere, fleet, own, tally)
         raise Stopped()
     return paused
 

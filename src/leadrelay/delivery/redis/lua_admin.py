@@ -184,14 +184,14 @@ ACCOUNT_AMONG: Final = script("""
 -- of each span. At one instant: how many of the spans' events are open, how many delivered,
 -- and each settled one as id and state letter (r rejected, e expired, x dead; and, when
 -- listed, d delivered, q queued, i in flight).
-local list_delivered = ARGV[2] == '1'
+local list_all = ARGV[2] == '1'
 local open, delivered, out = 0, 0, {}
 local letters = {delivered = 'd', rejected = 'r', expired = 'e', dead = 'x'}
 for j = 3, #ARGV, 2 do
   local first, last = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
   for s, letter in pairs({queued = 'q', in_flight = 'i'}) do
     open = open + redis.call('ZCOUNT', SK(s), first, last)
-    if list_delivered then
+    if list_all then
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', SK(s), first, last)) do
         out[#out + 1] = id
         out[#out + 1] = letter
@@ -202,7 +202,7 @@ for j = 3, #ARGV, 2 do
     if s == 'delivered' then
       delivered = delivered + redis.call('BITCOUNT', SK(s), first, last, 'BIT')
     end
-    if s ~= 'delivered' or list_delivered then
+    if s ~= 'delivered' or list_all then
       local pos = first
       while pos <= last do
         local found = redis.call('BITPOS', SK(s), 1, pos, last, 'BIT')
@@ -217,20 +217,25 @@ end
 return {open, delivered, out}
 """)
 
-OUTCOMES_OF: Final = script("""
+OUTCOME_FIELDS: Final = (b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft")
+"""The fields of an event's hash a report row says (the state first), as ``OUTCOMES_OF`` reads
+them."""
+
+OUTCOMES_OF: Final = script(
+    """
 -- ARGV: P, then ids. As one JSON array: for each id, the fields of its hash a report row says
 -- (in OUTCOME_FIELDS' order; false where there is none), or false for an id no longer stored.
 -- One string, not nested replies: a client parses it at once (replies of 11 values an event
 -- took redis-py some 40 us an event).
-local fields = {'s', 'k', 'se', 'n', 'l', 'a', 'r', 'm', 'c', 'sc', 'ft'}
+local fields = {__FIELDS__}
 local out = {}
 for j = 2, #ARGV do
   local values = redis.call('HMGET', EK(ARGV[j]), unpack(fields))
   out[#out + 1] = values[1] and values or false
 end
 return cjson.encode(out)
-""")
-OUTCOME_FIELDS: Final = (b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft")
+""".replace("__FIELDS__", ", ".join(f"'{f.decode()}'" for f in OUTCOME_FIELDS))
+)
 
 PAUSE: Final = """
 -- KEYS: the pause key. ARGV: until, reason, ttl_ms. Only ever extends a pause.

@@ -56,7 +56,7 @@ async def deliver(
     import asyncio
     import threading
 
-    from leadrelay.delivery.elsewhere import OwnResults, PutBack, account_elsewhere
+    from leadrelay.delivery.elsewhere import OwnResults, PutBack
     from leadrelay.delivery.intake import ChunkedIntake
     from leadrelay.delivery.store import FleetControl
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
@@ -116,58 +116,63 @@ async def deliver(
     # Not with --jobs N: a SIGTERM sent to the whole process group (systemd, timeout) ends the
     # mapping processes too, and the reader then waited on them for good (seen once in three).
     graceful = options.jobs <= 1 and rereadable
-    with _graceful_sigterm(loop, terminate, graceful):
-        runner = asyncio.create_task(worker.run(stop))
-        reader = _in_daemon_thread(
-            read_into_store,
-            options.files,
-            settings,
-            options.jobs,
-            tally,
-            intake,
-            stop_reading,
-            progress,
-        )
-        try:
-            while not reader.done():
-                await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
-                if worker.paused is not None:
-                    stop_reading.set()
-                await asyncio.to_thread(intake.flush_if_old)
-            await reader
-        finally:
-            stop_reading.set()
-            stop.set()
-            # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
-            # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
-            reader.add_done_callback(_retrieved)
-            if not reader.done():
-                # Stopped while reading: what the intake holds is stored now, queued, not when
-                # the reader gets to it; one blocked on a quiet pipe never would.
-                await asyncio.shield(asyncio.to_thread(intake.flush))
-            try:  # a Ctrl-C now must not cut the drain of the batches in flight short
-                await asyncio.shield(runner)
-            except asyncio.CancelledError:
-                await runner
-                raise
-        paused = worker.paused
-        if paused is None and not halt.is_set():
-            paused = await worker.run_until_idle(halt)
-        waited = False  # for the file's events held elsewhere
-        if paused is None and not halt.is_set() and settings.queue:
-            from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
+    try:
+        with _graceful_sigterm(loop, terminate, graceful):
+            runner = asyncio.create_task(worker.run(stop))
+            reader = _in_daemon_thread(
+                read_into_store,
+                options.files,
+                settings,
+                options.jobs,
+                tally,
+                intake,
+                stop_reading,
+                progress,
+            )
+            try:
+                while not reader.done():
+                    await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
+                    if worker.paused is not None:
+                        stop_reading.set()
+                    await asyncio.to_thread(intake.flush_if_old)
+                await reader
+            finally:
+                stop_reading.set()
+                stop.set()
+                # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
+                # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
+                reader.add_done_callback(_retrieved)
+                if not reader.done():
+                    # Stopped while reading: what the intake holds is stored now, queued, not when
+                    # the reader gets to it; one blocked on a quiet pipe never would.
+                    await asyncio.shield(asyncio.to_thread(intake.flush))
+                try:  # a Ctrl-C now must not cut the drain of the batches in flight short
+                    await asyncio.shield(runner)
+                except asyncio.CancelledError:
+                    await runner
+                    raise
+            paused = worker.paused
+            if paused is None and not halt.is_set():
+                paused = await worker.run_until_idle(halt)
+            waited = False  # for the file's events held elsewhere
+            if paused is None and not halt.is_set() and settings.queue:
+                from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
-            claim_idle_s = settings.queue.claim_idle_s
-            if own is not None and fleet is not None:  # a send with files
-                paused = await settle_elsewhere(fleet, worker, own.spans, claim_idle_s, halt)
-                waited = True
-            elif put_back is not None:  # deliver
-                # What the fleet holds is said, not waited for; what it put back is counted.
-                await say_held_elsewhere(store, claim_idle_s, put_back, tally)
-    if own is not None and fleet is not None and (waited or halt.is_set()):
-        # Once, at the end or on SIGTERM (also during the wait): what the fleet's workers
-        # deliver of what it read is theirs now, said event by event (a few Redis calls).
-        await asyncio.to_thread(account_elsewhere, fleet, own, tally)
+                claim_idle_s = settings.queue.claim_idle_s
+                if own is not None and fleet is not None:  # a send with files
+                    paused = await settle_elsewhere(fleet, worker, own.spans, claim_idle_s, halt)
+                    waited = True
+                elif put_back is not None:  # deliver
+                    # What the fleet holds is said, not waited for; what it put back is counted.
+                    await say_held_elsewhere(store, claim_idle_s, put_back, tally)
+        if own is not None and (waited or halt.is_set()):
+            # Once, at the end or on SIGTERM (also during the wait): what the fleet's workers
+            # deliver of what it read is theirs now, said event by event (a few Redis calls).
+            await own.account()
+    except asyncio.CancelledError:  # Ctrl-C: what it read is accounted for, as on SIGTERM
+        if own is not None:
+            await own.account(stopped=True)
+        raise
     if halt.is_set():
         raise Stopped()
     return paused

@@ -62,6 +62,7 @@ class OwnResults:
         self._fleet = fleet
         self._tally = tally
         self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
+        self._accounting: asyncio.Future[None] | None = None
 
     def added(self, items: Sequence[Incoming], added: Added) -> None:
         """The ids of a chunk's payloads (the reader counted the others): those this run stored,
@@ -91,6 +92,25 @@ class OwnResults:
     def unsettled(self) -> list[tuple[int, int]]:
         """The spans of the file's ids that this process did not settle, in order."""
         return _without(self.spans.merged(), merge_spans(self._settled))
+
+    async def account(self, *, stopped: bool = False) -> None:
+        """``account_elsewhere``, once: at the send's end, on SIGTERM or on Ctrl-C. Called again
+        (a Ctrl-C while it runs), it waits for the same run: the tally is counted once.
+        ``stopped`` (Ctrl-C): a failure is logged, not raised; the summary then says where the
+        events not accounted for may be."""
+        if self._accounting is None:
+            self._accounting = asyncio.ensure_future(
+                asyncio.to_thread(account_elsewhere, self._fleet, self, self._tally)
+            )
+        try:
+            await asyncio.shield(self._accounting)
+        except Exception as exc:
+            if not stopped:
+                raise
+            log.warning(
+                "stopped before the events held elsewhere were accounted for",
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
 
 class PutBack:

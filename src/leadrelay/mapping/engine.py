@@ -8,8 +8,9 @@ prebuilt customer information is read from ``event["user"]`` once and hashed fie
 (digests of values that repeat are remembered), other fields are one ``fill(event, region)``
 call each.
 
-The plans and the event names of [mapping] are compiled in ``plans``, and the outcomes of events
-that get no Facebook event name are built in ``refusals`` (house rule: modules under ~300 lines);
+The plans and the event names of [mapping] are compiled in ``plans``, lead_id and event_time are
+read in ``key_fields``, and the outcomes of events that get no Facebook event name are built in
+``refusals`` (house rule: modules under ~300 lines);
 ``Plan``, ``compile_plans`` and the callable types are re-exported here.
 """
 
@@ -23,20 +24,8 @@ from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
 from leadrelay.mapping.filling import event_runner
-from leadrelay.mapping.plans import (
-    LEAD_DIGITS,
-    LEAD_END,
-    LEAD_MIN,
-    MS_DIGITS,
-    MS_END,
-    MS_MIN,
-    Fill,
-    Finisher,
-    Plan,
-    compile_names,
-    compile_plans,
-    top_level_key,
-)
+from leadrelay.mapping.key_fields import LeadReader, TimeReader
+from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_names, compile_plans
 from leadrelay.mapping.refusals import (
     clip,
     content_key,
@@ -50,7 +39,6 @@ from leadrelay.mapping.refusals import (
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
 from leadrelay.mapping.usual import usual_parts
-from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, check_window
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
 __all__ = ["Fill", "Finisher", "Mapper", "Parts", "Plan", "compile_plans"]
@@ -59,8 +47,6 @@ _REGION_FIELDS: Final = frozenset({"user_data.ph", "user_data.zp", "user_data.st
 _ACTION_SOURCE: Final = FIXED["action_source"]
 _EVENT_SOURCE: Final = FIXED["custom_data.event_source"]
 _EVENT_ID_SOURCE: Final = "{{context.event_id}}"
-_TIME_SOURCE: Final = "{{context.event_timestamp}}"
-_TIME_KEY: Final = "event_timestamp"
 _CUSTOM: Final = 2  # custom_data's Step.slot
 _SOURCE_TARGET: Final = "custom_data.lead_event_source"
 
@@ -82,14 +68,12 @@ class Mapper:
         plans = compile_plans(settings)
         self.plans: tuple[Plan, ...] = tuple(plans)
         by_target = {p.target: p for p in plans}
-        self._lead = by_target.get("user_data.lead_id")
-        self._time = by_target.get("event_time")
+        lead, time_plan = by_target.get("user_data.lead_id"), by_target.get("event_time")
+        self._lead = None if lead is None else LeadReader(lead)
+        self._time = None if time_plan is None else TimeReader(time_plan)
         self._id = by_target.get("event_id")
-        # lead_id read from a top-level key ({{facebook_lead_id}}, the usual): read in place.
-        self._lead_key = None if self._lead is None else top_level_key(self._lead)
         # The prebuilt event_id reads what the key was read from: no need to read it twice.
         self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
-        self._time_in_context = self._time is not None and self._time.source == _TIME_SOURCE
         special = {"user_data.lead_id", "event_time", "event_id"}
         steps = compile_steps(
             [p for p in plans if p.target not in special], settings.default_country
@@ -125,19 +109,19 @@ class Mapper:
         # encoders, which only read a payload's data and notes: the object costs more than the
         # tuple. The usual way (``usual``) where the config allows it, else ``_parts``.
         self.map_parts: Callable[[Mapping[str, Any]], Outcome | Parts] = self._parts
-        time_plan = self._time
         if (
-            self._lead_key is not None
+            self._lead is not None
+            and self._lead.key is not None
             and self._consent is None
-            and self._time_in_context
-            and time_plan is not None
+            and self._time is not None
+            and self._time.in_context
             and self._id_is_key
             and self._custom_closed
         ):
             self.map_parts = usual_parts(
                 names=self._static_names,
-                lead_key=self._lead_key,
-                finish_time=time_plan.finish,
+                lead_key=self._lead.key,
+                finish_time=self._time.plan.finish,
                 clock=clock,
                 run=self._run,
                 custom=self._custom,
@@ -209,28 +193,17 @@ class Mapper:
             )
         raw: Any = MISSING
         try:
-            lead_key = self._lead_key
-            if lead_key is None:
-                raw = lead.read(event)
-            else:  # what lead.read gives, without the call
-                raw = event.get(lead_key)
-                if raw is None:
-                    raw = MISSING
+            raw = lead.raw(event)
             if raw is MISSING:
                 return Rejected(
                     key,
                     source,
                     "missing_lead_id",
                     "user_data.lead_id",
-                    f"lead_id {lead.source!r} has no value in this event",
+                    f"lead_id {lead.plan.source!r} has no value in this event",
                     event_name=name,
                 )
-            if type(raw) is int and LEAD_MIN <= raw < LEAD_END:
-                lead_id = raw  # what lead.finish gives, without the call
-            elif type(raw) is str and LEAD_DIGITS(raw) is not None:
-                lead_id = int(raw)  # the same, for the digits CRMs send as text
-            else:
-                lead_id = lead.finish(raw, None)
+            lead_id = lead.finish(raw)
         except FIELD_ERRORS as exc:
             return Rejected(
                 key,
@@ -244,26 +217,11 @@ class Mapper:
         now = self._clock()
         raw_time: Any = MISSING
         try:
-            plan = self._time
-            if plan is None:
+            if self._time is None:
                 seconds = int(now)
             else:
-                if self._time_in_context and type(context) is dict:
-                    raw_time = context.get(_TIME_KEY)
-                    if raw_time is None:
-                        raw_time = MISSING
-                else:
-                    raw_time = plan.read(event)
-                if type(raw_time) is int and MS_MIN <= raw_time < MS_END:
-                    seconds = raw_time // 1000  # what plan.finish gives, without the call
-                elif type(raw_time) is str and MS_DIGITS(raw_time) is not None:
-                    seconds = int(raw_time) // 1000  # the same, for milliseconds as text
-                elif raw_time is MISSING:
-                    seconds = int(now)
-                else:
-                    seconds = plan.finish(raw_time, None)
-            if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S:
-                check_window(seconds, now)  # raises, saying which way and by how much
+                raw_time = self._time.raw(event, context)
+                seconds = self._time.seconds(raw_time, now)
         except FIELD_ERRORS as exc:
             return Rejected(
                 key,

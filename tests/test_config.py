@@ -239,3 +239,27 @@ def test_a_secret_from_the_environment_is_not_quoted_in_any_error() -> None:
         "default_country",
         'smart_mapping."user_data.em"',
     }
+
+
+def test_serve_tokens_whose_variables_are_not_set_are_left_out_for_serve_to_name() -> None:
+    """The README's [server] block (tokens as "${VAR}") stopped every command where those
+    variables were not set, send and status included, with two errors for each ("is not set"
+    and "is too short"). Only serve needs the tokens: left out, it says which variable to set."""
+    server = {"intake_token": "${LR_INTAKE}", "dashboard_token": "${LR_DASH}"}
+    settings = parse_config({**BASE, "server": server}, source="x.toml", env={})
+    assert settings.server.intake_token is None and settings.server.dashboard_token is None
+    assert settings.server.unset_tokens == {
+        "intake_token": "LR_INTAKE",
+        "dashboard_token": "LR_DASH",
+    }
+    env = {"LR_INTAKE": " intake-token-0123456789 "}
+    settings = parse_config({**BASE, "server": server}, source="x.toml", env=env)
+    token = settings.server.intake_token
+    assert token is not None and token.get_secret_value() == "intake-token-0123456789"
+    assert settings.server.unset_tokens == {"dashboard_token": "LR_DASH"}
+    # Inside a longer value the variable is needed: said once, not also as "too short".
+    with pytest.raises(ConfigError) as info:
+        parse_config({**BASE, "server": {"intake_token": "x${LR_INTAKE}"}}, source="x", env={})
+    assert [(p.key, p.message) for p in info.value.problems] == [
+        ("server.intake_token", "environment variable LR_INTAKE is not set")
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import select
 import signal
 import socket
@@ -637,3 +638,55 @@ def test_a_resend_is_answered_as_already_stored_and_a_fixed_event_meta_refused_i
     ]
     queued = samples[("leadrelay_events_total", frozenset({("outcome", "queued"), ("reason", "")}))]
     assert queued == 3  # two, then the fixed one: not the retry's two
+
+
+def test_serve_names_the_unset_variable_of_its_token_and_the_rest_runs_without_it(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """With the README's [server] block and its variables not set, serve said nothing of them
+    (the config error named them, for every command). Now serve names the variable to set, and
+    validate and status run, validate saying what serve will need."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    unset = '"${LR_TEST_UNSET_INTAKE}"\ndashboard_token = "${LR_TEST_UNSET_DASHBOARD}"'
+    config.write_text(config.read_text().replace(f'"{INTAKE_TOKEN}"', unset))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LR_TEST_UNSET_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "leadrelay", *args, "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    served = run("serve")
+    assert served.returncode == 1
+    assert "environment variable LR_TEST_UNSET_INTAKE is not set" in served.stderr
+    checked = run("validate")
+    assert checked.returncode == 0, checked.stderr
+    said = " ".join(checked.stderr.split())
+    assert "LR_TEST_UNSET_INTAKE is not set; serve cannot start without it" in said
+    assert "LR_TEST_UNSET_DASHBOARD is not set; serve's dashboard takes the intake token" in said
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(orjson.dumps(event(1, prefix="offline")) + b"\n")
+    dry = run("send", str(events), "--dry-run")
+    assert dry.returncode == 0 and b'"offline-1"' in dry.stdout.encode(), dry.stderr
+
+
+def test_serve_logs_metas_errors_as_send_does(sandbox: SandboxServer, tmp_path: Path) -> None:
+    """serve's worker counted Meta's errors in /metrics only: an operator reading its log saw
+    no 500, no throttle, no refused event. It logs each as send and worker do."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    sandbox.state.script("http_500", "throttle:613")
+    proc = ServiceProcess(config).start()
+    try:
+        assert proc.post([event(1, prefix="logged")]).status_code == 202
+        for label in ("2", "613/1487742"):
+            entry = proc.wait_for_log(
+                lambda e, label=label: e.get("event") == "graph error" and e.get("error") == label,
+                timeout=30,
+            )
+            assert entry["level"] == "warning"
+    finally:
+        assert proc.stop() == 0
+        proc.close()

@@ -65,6 +65,15 @@ def validate(config: ConfigOpt) -> None:
         f"{len(settings.mapping)} mapping row(s), "
         f"{len(settings.smart_mapping)} smart mapping row(s)"
     )
+    for name, variable in settings.server.unset_tokens.items():
+        needs = "serve cannot start without it"
+        if name == "dashboard_token":
+            needs = "serve's dashboard takes the intake token only"
+        err.print(
+            f"[yellow]Note[/yellow] server.{name}: environment variable {variable} is not set; "
+            f"{needs} (the other commands run without it).",
+            highlight=False,
+        )
     import datetime
 
     from leadrelay.meta.versions import ended

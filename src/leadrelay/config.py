@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -38,6 +39,7 @@ _QUOTED_COUNTRY: Final = 16  # longest one-word default_country quoted in its er
 _SECRET_LIKE: Final = 8  # a value read from the environment this long is not quoted in errors
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SERVE_TOKENS: Final = ("intake_token", "dashboard_token")  # [server]'s: only serve needs them
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,15 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_backlog: int = Field(1_000_000, ge=1)
+    # A token given as "${VAR}" whose variable is not set: left out, by name (see parse_config)
+    _unset_env: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def unset_tokens(self) -> Mapping[str, str]:
+        """The tokens given as ``"${VAR}"`` whose variable is not set, each with the variable's
+        name (``{"intake_token": "LEADRELAY_INTAKE_TOKEN"}``): left out, as only ``serve`` needs
+        them; it says which variable to set."""
+        return self._unset_env
 
     @field_validator("intake_token", "dashboard_token")
     @classmethod
@@ -268,17 +279,42 @@ def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) ->
     """Validate an already-parsed config mapping (see ``load_config``)."""
     problems: list[Problem] = []
     used: dict[str, str] = {}
+    raw, unset = _without_unset_tokens(raw, env)
     expanded = _expand(raw, env, (), problems, used)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(expanded)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, expanded))
+        # A value whose variable is not set is said once, not also as what it became ("").
+        unread = {p.key for p in problems}
+        problems.extend(p for p in _pydantic_problems(exc, expanded) if p.key not in unread)
     problems.extend(_expression_problems(expanded))
     if problems:
         raise ConfigError(source, [_unquoted(p, used) for p in problems])
     assert settings is not None
+    settings.server._unset_env.update(unset)
     return settings
+
+
+def _without_unset_tokens(
+    raw: dict[str, Any], env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` without [server]'s tokens given as ``"${VAR}"`` whose variable is not set, and
+    those tokens with their variable: every command but ``serve`` runs without them (the README's
+    [server] block in a config must not stop ``send`` where the variables are not set)."""
+    server = raw.get("server")
+    if not isinstance(server, dict):
+        return raw, {}
+    unset: dict[str, str] = {}
+    for name in _SERVE_TOKENS:
+        value = server.get(name)
+        match = _ENV_REF.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is not None and match.group(1) not in env:
+            unset[name] = match.group(1)
+    if not unset:
+        return raw, {}
+    kept = {k: v for k, v in server.items() if k not in unset}
+    return {**raw, "server": kept}, unset
 
 
 def _expand(

@@ -33,6 +33,7 @@ from leadrelay.config import ConfigError, Settings, load_config
 from leadrelay.delivery.store import Store, StoreError
 from leadrelay.delivery.wiring import (
     delivery_lock,
+    log_request,
     open_store,
     store_path,
 )
@@ -91,6 +92,7 @@ class _Service(DeliveringProcess):
         )
 
     def _record_request(self, result: GraphResult, events: int) -> None:
+        log_request(result, events)  # as send and worker log it: Meta's errors, by code
         self.metrics.graph_request(result, events)
 
     def reload(self) -> None:
@@ -100,7 +102,7 @@ class _Service(DeliveringProcess):
             return
         if new.server.intake_token is None and self.settings.server.intake_token is not None:
             # serve does not start without it: reloaded, it would refuse every event.
-            log.error(RELOAD_FAILED, error=f"{NO_INTAKE_TOKEN} in the new config")
+            log.error(RELOAD_FAILED, error=f"{_no_intake_token(new)} in the new config")
             return
         try:
             mapper = Mapper(new)
@@ -186,6 +188,14 @@ NO_INTAKE_TOKEN: Final = (
 )
 
 
+def _no_intake_token(settings: Settings) -> str:
+    """Why serve cannot take events: no intake token, or its variable is not set."""
+    name = settings.server.unset_tokens.get("intake_token")
+    if name is None:
+        return NO_INTAKE_TOKEN
+    return f"server.intake_token: environment variable {name} is not set"
+
+
 def serve(settings_path: Path, *, no_worker: bool = False) -> int:
     """Run the service until SIGTERM; returns the exit code (0 clean, 1 cannot start)."""
     configure_logging(1, fmt=os.environ.get("LEADRELAY_LOG_FORMAT"))
@@ -196,8 +206,13 @@ def serve(settings_path: Path, *, no_worker: bool = False) -> int:
         return 1
     server = settings.server
     if server.intake_token is None:
-        log.error(f"cannot start: {NO_INTAKE_TOKEN}")
+        log.error(f"cannot start: {_no_intake_token(settings)}")
         return 1
+    if (name := server.unset_tokens.get("dashboard_token")) is not None:
+        log.warning(
+            f"server.dashboard_token: environment variable {name} is not set; the dashboard "
+            "takes the intake token only"
+        )
     shared = settings.queue is not None  # Redis: many processes deliver from one queue
     with contextlib.ExitStack() as stack:
         try:

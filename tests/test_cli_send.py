@@ -656,14 +656,17 @@ def test_a_send_again_after_fixing_the_config_sends_what_meta_never_saw(
     )
     cfg.write_text(fixed.replace("{{facebook_lead_id}}", "=COALESCE(facebook_lead_id, lead)"))
     second = run(cfg, src)
-    assert second.returncode == 0, second.stderr
     received = [e["event_id"] for e in sandbox.state.received()]
     assert sorted(received) == sorted(
         [f"q{i}" for i in range(10)] + [f"w{i}" for i in range(5)] + [f"l{i}" for i in range(3)]
     )  # each once
-    # Meta refused gone: that is for a replay to decide, not for a send again.
+    # Meta refused gone: that is for a replay to decide, not for a send again; but it never
+    # reached Meta, and the send says so (it exited 0, gone counted "not sent again").
     assert sandbox.state.errors_by_code["100/2804036"] == refusals
-    assert "not sent again" in second.stderr  # the ten Meta took, and gone
+    said = " ".join(second.stderr.split())
+    assert second.returncode == 2, second.stderr
+    assert "│ delivered │ by an earlier run (not sent again) │ 10 │" in said
+    assert "│ rejected by Meta │ 100/2804036 (an earlier run) │ 1 │" in said
 
 
 def test_a_report_or_data_dir_that_cannot_be_written_is_said_in_one_line(
@@ -682,3 +685,74 @@ def test_a_report_or_data_dir_that_cannot_be_written_is_said_in_one_line(
     no_dir = run(cfg, src)
     assert no_dir.returncode == 1 and "Traceback" not in no_dir.stderr, no_dir.stderr
     assert "server.data_dir" in no_dir.stderr and "cannot be created" in no_dir.stderr
+
+
+def test_a_send_again_says_what_became_of_each_event_and_exits_2_for_those_meta_never_got(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Run again on the same file, a send counted every event found stored "not sent again:
+    stored by an earlier run", those that never reached Meta (retries ran out, refused) among
+    them, exited 0 and wrote an empty report. Each is now counted as what it is, with its row,
+    and those Meta never got give exit code 2 (dead-letters replays them)."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(150, bad=(77,)))
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("[delivery]\n", "[delivery]\nconcurrency = 1\n"))
+    sandbox.state.script(*["http_500"] * 3)  # the first batch of 50: its retries run out
+    first = run(cfg, src, "--report", str(tmp_path / "first.ndjson"))
+    assert first.returncode == 2, first.stderr
+    report = tmp_path / "again.ndjson"
+    again = run(cfg, src, "--report", str(report))
+    said = " ".join(again.stderr.split())
+    assert again.returncode == 2, again.stderr
+    assert "│ delivered │ by an earlier run (not sent again) │ 99 │" in said, said
+    assert "│ not delivered │ retries_exhausted (an earlier run) │ 50 │" in said, said
+    assert "│ rejected by Meta │ 100/2804036 (an earlier run) │ 1 │" in said, said
+    rows = report_rows(report)
+    assert sorted(r["event_id"] for r in rows) == sorted(f"e{i}" for i in range(150))
+    outcomes = {(r["where"], r["outcome"]) for r in rows}
+    assert outcomes == {("an earlier run", s) for s in ("delivered", "dead", "rejected")}
+    assert len(sandbox.state.received()) == 99  # none sent again
+
+
+def test_an_event_id_twice_in_the_files_is_said_to_be_one_and_has_its_row(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """An event id that comes again later in the files (a CRM export with a stage sent twice)
+    was counted "not sent again: stored by an earlier run" on a fresh store, with no row. It is
+    now "the event_id of an event before it in this run", each with a row; the first is sent."""
+    once = events(120)
+    lines = once.splitlines(keepends=True)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(once + b"".join(lines[:3]) + lines[110])  # near and far behind the first
+    report = tmp_path / "report.ndjson"
+    proc = run(config(tmp_path, sandbox.url), src, "--report", str(report))
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 0, proc.stderr
+    assert "│ not sent again │ the event_id of an event before it in this run │ 4 │" in said
+    assert "earlier run" not in said
+    rows = report_rows(report)
+    assert len(rows) == 124
+    twice = sorted(r["event_id"] for r in rows if r["outcome"] == "duplicate")
+    assert twice == ["e0", "e1", "e110", "e2"]
+    assert sorted(e["event_id"] for e in sandbox.state.received()) == sorted(
+        f"e{i}" for i in range(120)
+    )
+
+
+def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """After Meta refused the token, the events read and not sent were "not sent yet: queued in
+    the store" in the summary, with no row (5 rows for 40 events in a review). Each has one."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(400))
+    report = tmp_path / "report.ndjson"
+    proc = run(config(tmp_path, sandbox.url), src, "--report", str(report), token="wrong-token")
+    assert proc.returncode == 1, proc.stderr
+    said = " ".join(proc.stderr.split())
+    read = int(re.search(r"│ read │ │ (\d+) │", said).group(1))  # type: ignore[union-attr]
+    rows = report_rows(report)
+    assert len(rows) == read and len({r["event_id"] for r in rows}) == read
+    assert {r["outcome"] for r in rows} <= {"not_sent", "queued"}
+    assert "queued in the store: the next send (or serve) delivers it" in said

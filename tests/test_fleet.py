@@ -28,8 +28,9 @@ import redis
 
 from leadrelay.config import load_config
 from leadrelay.delivery.dispatcher import Dispatcher
-from leadrelay.delivery.elsewhere import OwnResults, PutBack, account_elsewhere
+from leadrelay.delivery.elsewhere import PutBack
 from leadrelay.delivery.intake import Spans
+from leadrelay.delivery.own import OwnResults
 from leadrelay.delivery.redis import RedisStore, records
 from leadrelay.delivery.redis import store as redis_store
 from leadrelay.delivery.store import Accounted, Added, EventRecord, Incoming
@@ -739,7 +740,7 @@ def test_send_and_deliver_on_a_fleet_take_no_data_dir_lock(redis_url: str, tmp_p
     assert re.search(r"│ delivered +│ immediately +│ +5 │", sent.stderr), sent.stderr
     # run again at once: found stored and delivered, not "delivered by another process"
     assert again.returncode == 0, again.stderr
-    earlier = r"│ not sent again +│ stored by an earlier run or another process +│ +5 │"
+    earlier = r"│ delivered +│ by an earlier run \(not sent again\) +│ +5 │"
     assert re.search(earlier, again.stderr), again.stderr
     assert "by another process" not in again.stderr
     assert received == sorted(e["context"]["event_id"] for e in [*queued, *events])
@@ -833,7 +834,7 @@ def test_a_sends_own_results_leave_what_others_settled_to_be_read_back(redis_url
     what it put back until it settles it itself."""
     tally = Tally(fleet=True)
     store = RedisStore(redis_url, prefix="lr:own-results", consumer="send-1")
-    own = OwnResults(store, tally)
+    own = OwnResults(store, tally, fleet=store, started=time.time())
     store.close()  # not used: the ids are given here
     own.spans.add(range(1, 101))
     own.spans.add([500, 300])  # found stored, out of order
@@ -902,7 +903,7 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
     deliver_all()  # the first 500 are delivered before the send begins; the rest wait
     store.retry_later(earlier[500:], time.time(), "retries_exhausted", "due", attempts=0)
     tally = Tally(fleet=True, report=io.BytesIO() if report else None)
-    own = OwnResults(store, tally)
+    own = OwnResults(store, tally, fleet=store, started=time.time())
     for numbers in (range(700), range(700, 900), range(900, 2100)):
         items = [event(n) for n in numbers]
         added = add(items)
@@ -919,7 +920,7 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
         rng.shuffle(batch)
         own(batch, DeliveredWhole([cast(Payload, event(0).outcome)] * len(batch), None, "T"))
         mine.update(i for i in batch if i in own.spans)
-    account_elsewhere(store, own, tally)
+    asyncio.run(own.account())
     store.close()
     files = {i for first, last in ids for i in range(first, last + 1)}
     assert len(files) == 700 + 1200 + sum(1 for e in found if int(e.outcome.key[3:]) >= 2700)
@@ -928,6 +929,8 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
     assert tally.elsewhere == len(still_open & files)
     assert tally.delivered_elsewhere == len(elsewhere)
     assert tally.delivered_now == len(mine)
+    # found stored and delivered before the send began: counted as such, not as its own
+    assert tally.delivered_before == sum(1 for e in found if int(e.outcome.key[3:]) < 2700)
     if report:
         rows = [
             orjson.loads(line) for line in cast(io.BytesIO, tally.report).getvalue().splitlines()
@@ -936,4 +939,7 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
         assert sorted(r["event_id"] for r in theirs) == sorted(key_of[i] for i in files - mine)
         held = sorted(r["event_id"] for r in theirs if r["outcome"] == "in_flight")
         assert held == sorted(key_of[i] for i in still_open & files)
-        assert len(rows) == len(theirs) + len(mine)
+        before = [r for r in rows if r["where"] == "an earlier run"]
+        assert {r["outcome"] for r in before} == {"delivered"}
+        assert len(before) == tally.delivered_before
+        assert len(rows) == len(theirs) + len(mine) + len(before)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from leadrelay.interrupts import CtrlC
     from leadrelay.meta.client import GraphResult
     from leadrelay.meta.errors import GraphError
+    from leadrelay.outcome import Payload
     from leadrelay.send import SendOptions
 
 _REMEMBERED = 20_000
@@ -55,22 +56,27 @@ async def deliver(
     """
     import asyncio
     import threading
+    import time
 
-    from leadrelay.delivery.elsewhere import OwnResults, PutBack
+    from leadrelay.delivery.elsewhere import PutBack
     from leadrelay.delivery.intake import ChunkedIntake
-    from leadrelay.delivery.store import FleetControl
+    from leadrelay.delivery.own import OwnResults
+    from leadrelay.delivery.store import FleetControl, Outcomes
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
     from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
     from leadrelay.send_input import read_into_store
 
     d = settings.delivery
     loop = asyncio.get_running_loop()
-    # On a fleet's queue (Redis) a send knows its files' events by their ids: it waits for
-    # those other processes hold, and counts only them (delivery.elsewhere). deliver has no
-    # events of its own: it counts what it delivers, and what it put back in the queue.
+    # A send knows its files' events by their ids: at its end it counts those it did not settle
+    # (found stored, left queued: delivery.own); on a fleet's queue (Redis) it waits for those
+    # other processes hold, and counts only its own (delivery.elsewhere). deliver has no events
+    # of its own: it counts what it delivers, and what it put back in the queue.
     fleet = store if isinstance(store, FleetControl) else None
     tally.fleet = fleet is not None
-    own = OwnResults(fleet, tally) if fleet is not None and options.files else None
+    own = None
+    if options.files and isinstance(store, Outcomes):
+        own = OwnResults(store, tally, fleet=fleet, started=time.time())
     put_back = PutBack(tally) if fleet is not None and not options.files else None
 
     def on_request(result: GraphResult, events: int) -> None:
@@ -154,24 +160,22 @@ async def deliver(
             paused = worker.paused
             if paused is None and not halt.is_set():
                 paused = await worker.run_until_idle(halt)
-            waited = False  # for the file's events held elsewhere
             if paused is None and not halt.is_set() and settings.queue:
                 from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 
                 claim_idle_s = settings.queue.claim_idle_s
                 if own is not None and fleet is not None:  # a send with files
                     paused = await settle_elsewhere(fleet, worker, own.spans, claim_idle_s, halt)
-                    waited = True
                 elif put_back is not None:  # deliver
                     # What the fleet holds is said, not waited for; what it put back is counted.
                     await say_held_elsewhere(store, claim_idle_s, put_back, tally)
-        if own is not None and (waited or halt.is_set()):
-            # Once, at the end or on SIGTERM (also during the wait): what the fleet's workers
-            # deliver of what it read is theirs now, said event by event (a few Redis calls).
-            await own.account()
+        if own is not None:
+            # Once, at the end or on SIGTERM (also during a fleet's wait): what became of what it
+            # read and did not settle itself (delivery.own; on a fleet, delivery.elsewhere).
+            await own.account(waiting=_waiting(store))
     except asyncio.CancelledError:  # Ctrl-C: what it read is accounted for, as on SIGTERM
         if own is not None:
-            await own.account(stopped=True)
+            await own.account(stopped=True, waiting=_waiting(store))
         raise
     if halt.is_set():
         raise Stopped()
@@ -253,6 +257,14 @@ def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[Non
 
     threading.Thread(target=run, name="leadrelay-reader", daemon=True).start()
     return future
+
+
+def _waiting(store: Store) -> list[Payload]:
+    """The payloads read and held in memory, not sent (write-behind): stored queued as it
+    closes."""
+    from leadrelay.delivery.write_behind import WriteBehindStore
+
+    return list(store.waiting()) if isinstance(store, WriteBehindStore) else []
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

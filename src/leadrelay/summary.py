@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EXAMPLES: Final = 3
 _ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
+_EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
 
 
 @dataclass(slots=True)
@@ -55,6 +56,14 @@ class Tally:
     expired: int = 0
     dead: Counter[str] = field(default_factory=Counter)
     not_sent: Counter[str] = field(default_factory=Counter)
+    delivered_before: int = 0
+    """Payloads found stored, delivered before this run began (an earlier run, or ``serve``):
+    not sent again (``delivery.own``)."""
+    duplicates: int = 0
+    """Payloads with the event id of one read or stored before them in this run: not sent."""
+    queued_left: int = 0
+    """Payloads left queued in the store when delivery stopped (Ctrl-C, SIGTERM, a refused
+    token): the next run (or ``serve``) sends them."""
     elsewhere: int = 0
     """Events read that other processes held, queued for a retry (the fleet's policy), or behind an
     earlier event of their lead, still open when the send ended; for ``deliver``, those it put
@@ -190,22 +199,57 @@ class Tally:
             self._failed(r.state, r, where, r.key)
         self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
 
+    def duplicate(self, payload: Payload) -> None:
+        """One payload with the event id of one read before it in this run, held in memory."""
+        self.duplicates += 1
+        self._write(_duplicate_row(payload.key, payload.source_event, payload.lead_id))
+
+    def found_settled(self, record: EventRecord, *, during_run: bool) -> None:
+        """One payload found stored and settled when it was read (``delivery.own``): stored
+        ``during_run`` (an event id that came before it), else what an earlier run (or
+        ``serve``) made of it, counted as such. Refused by Meta, expired or dead then, it did not
+        reach Meta: exit code 2 (``dead-letters`` replays it)."""
+        r = record
+        if during_run:
+            self.duplicates += 1
+            self._write(_duplicate_row(r.key, r.source_event, r.lead_id))
+            return
+        if r.state is State.DELIVERED:
+            self.delivered_before += 1
+        elif r.state in FAILED:
+            self._failed(r.state, r, _EARLIER, r.key, f" ({_EARLIER})")
+        else:  # queued again since (a replay): the next delivery sends it
+            self.queued_left += 1
+        self._write(_row(_EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
+
+    def left_queued(
+        self, event_id: str, event: str, lead_id: int | None, event_name: str | None
+    ) -> None:
+        """One payload of the run left queued in the store when delivery stopped."""
+        self.queued_left += 1
+        if self.report is not None:
+            row = {"where": None, "event_id": event_id, "event": event, "lead_id": lead_id}
+            self._write(row | {"event_name": event_name, "outcome": "queued"})
+
     def held_elsewhere(self, record: EventRecord) -> None:
         """The report's row of one of the run's events still open in a fleet's queue when it
         ended (counted in ``elsewhere``)."""
         r = record
         self._write(_row(_ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
 
-    def _failed(self, state: State, said: Delivery | EventRecord, where: str, key: str) -> None:
-        """Count a payload refused by Meta, expired or dead, settled here or elsewhere."""
+    def _failed(
+        self, state: State, said: Delivery | EventRecord, where: str, key: str, when: str = ""
+    ) -> None:
+        """Count a payload refused by Meta, expired or dead, settled here or elsewhere (``when``
+        it was, if not now: said after its reason)."""
         if state is State.REJECTED:
-            label = _meta_label(said)
+            label = _meta_label(said) + when
             self.meta_rejected[label] += 1
             self._example(f"meta {label}", Example(where, key, "", said.message or ""))
         elif state is State.EXPIRED:
             self.expired += 1
         else:
-            self.dead[said.reason or "dead"] += 1
+            self.dead[(said.reason or "dead") + when] += 1
 
     def request(self, result: GraphResult, events: int) -> None:
         """Count one Graph request, and those that met a transient error (or a throttle): each is
@@ -223,6 +267,9 @@ class Tally:
             + self.delivered_retry
             + self.delivered_split
             + self.delivered_elsewhere
+            + self.delivered_before
+            + self.duplicates
+            + self.queued_left
             + sum(self.meta_rejected.values())
             + self.expired
             + sum(self.dead.values())
@@ -232,9 +279,15 @@ class Tally:
     @property
     def any_failed(self) -> bool:
         """True when some event was rejected (by us or by Meta), expired, not delivered (retries
-        ran out), or left unsettled in another process (``elsewhere``): exit code 2."""
+        ran out; in this run or an earlier one), left queued, or left unsettled in another
+        process (``elsewhere``): exit code 2."""
         return bool(
-            self.rejected or self.meta_rejected or self.expired or self.dead or self.elsewhere
+            self.rejected
+            or self.meta_rejected
+            or self.expired
+            or self.dead
+            or self.elsewhere
+            or self.queued_left
         )
 
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:
@@ -262,6 +315,9 @@ class Tally:
             if self.delivered_elsewhere:
                 label = f"by {_ELSEWHERE}"
                 table.add_row("delivered", label, str(self.delivered_elsewhere), style="green")
+            if self.delivered_before:
+                label = f"by {_EARLIER} (not sent again)"
+                table.add_row("delivered", label, str(self.delivered_before), style="green")
         for reason, n in sorted(self.filtered.items()):
             table.add_row("filtered", reason, str(n), style="cyan")
         for reason, n in sorted(self.rejected.items()):
@@ -279,6 +335,12 @@ class Tally:
             table.add_row("not delivered", reason, str(n), style="red")
         for reason, n in sorted(self.not_sent.items()):
             table.add_row("not sent", reason, str(n), style="yellow")
+        if self.duplicates:
+            label = "the event_id of an event before it in this run"
+            table.add_row("not sent again", label, str(self.duplicates), style="yellow")
+        if self.queued_left:
+            label = "queued in the store: the next send (or serve) delivers it"
+            table.add_row("not sent yet", label, str(self.queued_left), style="yellow")
         earlier = self.mapped - self.settled - self.elsewhere
         if self.elsewhere:
             label = "held by another process, queued for a retry, or behind its lead"
@@ -343,6 +405,19 @@ def _row(
         "subcode": said.subcode,
         "fbtrace_id": said.fbtrace_id,
         "message": said.message,
+    }
+
+
+def _duplicate_row(event_id: str, event: str, lead_id: int | None) -> dict[str, Any]:
+    """The report's row of a payload not sent for the event id of one before it in the run."""
+    return {
+        "where": None,
+        "event_id": event_id,
+        "event": event,
+        "lead_id": lead_id,
+        "outcome": "duplicate",
+        "reason": "same_event_id",
+        "message": "the event_id of an event read (or stored) before it in this run: not sent",
     }
 
 

@@ -18,10 +18,10 @@ the store at one instant (``account_elsewhere``): still open, they are not sent 
 (``Tally.elsewhere``: exit code 2) and the fleet's workers deliver them; or another process
 delivered them, or saw them refused by Meta, expire or die (exit code 2). So the summary, the
 report and the exit code hold every event, once. It knows its events by their ids (``Spans``: a
-few numbers for a file of any size): those it stored, and those it found stored and still open
-(found settled, they are "not sent again"); and those it settled itself by runs of ids. SQLite
-needs none of this: one process delivers from a store, and a send takes back at its start what
-a stopped one left in flight.
+few numbers for a file of any size): those it stored, and those it found stored and still open;
+and those it settled itself by runs of ids (``delivery.own``, which also counts those it found
+stored settled). SQLite needs none of this: one process delivers from a store, and a send takes
+back at its start what a stopped one left in flight.
 
 ``deliver`` has no events of its own: it counts what it delivers, says what the fleet holds
 (``say_held_elsewhere``), and counts those it put back in the queue (retries ran out) that are
@@ -32,85 +32,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
-from itertools import compress
-from typing import Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from leadrelay.delivery.intake import Spans, merge_spans
+from leadrelay.delivery.intake import Spans
+from leadrelay.delivery.own import runs
 from leadrelay.delivery.results import requeued
-from leadrelay.delivery.store import Added, FleetControl, Incoming, Store
+from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, State
 from leadrelay.summary import Tally
+
+if TYPE_CHECKING:
+    from leadrelay.delivery.own import OwnResults
 
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
 _OPEN: Final = (State.QUEUED, State.IN_FLIGHT)
-
-
-class OwnResults:
-    """``on_results`` for a send on a fleet's queue: what became of the file's events goes to the
-    tally, not what became of the fleet's; remembers which of them it settled. ``added`` (the
-    intake's ``on_added``) learns the file's events' ids (``spans``)."""
-
-    def __init__(self, fleet: FleetControl, tally: Tally) -> None:
-        self.spans = Spans()
-        self._fleet = fleet
-        self._tally = tally
-        self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
-        self._accounting: asyncio.Future[None] | None = None
-
-    def added(self, items: Sequence[Incoming], added: Added) -> None:
-        """The ids of a chunk's payloads (the reader counted the others): those this run stored,
-        and those it found stored that are still open. Found settled (by an earlier run, or
-        another process), a payload is "not sent again"."""
-        ours = [
-            (i, new)
-            for i, new, item in zip(added.ids, added.stored, items, strict=True)
-            if isinstance(item.outcome, Payload)
-        ]
-        found = [i for i, new in ours if not new]
-        still = set(compress(found, self._fleet.open_of(found))) if found else set()
-        self.spans.add(i for i, new in ours if new or i in still)
-
-    def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
-        spans = self.spans
-        if type(results) is DeliveredWhole and all(i in spans for i in ids):
-            self._tally.deliveries(results)
-            self._settled += _runs(ids)
-            return
-        # Those put back in the queue (retries ran out) are not settled: still open at the end,
-        # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
-        ours = [(i, d) for i, d in zip(ids, results, strict=True) if i in spans and not requeued(d)]
-        self._settled += _runs(i for i, _ in ours)
-        self._tally.deliveries([d for _, d in ours])
-
-    def unsettled(self) -> list[tuple[int, int]]:
-        """The spans of the file's ids that this process did not settle, in order."""
-        return _without(self.spans.merged(), merge_spans(self._settled))
-
-    async def account(self, *, stopped: bool = False) -> None:
-        """``account_elsewhere``, once: at the send's end, on SIGTERM or on Ctrl-C. Called again
-        (a Ctrl-C while it runs), it waits for the same run: the tally is counted once.
-        ``stopped`` (Ctrl-C): a failure is logged, not raised; the summary then says where the
-        events not accounted for may be."""
-        if self._accounting is None:
-            self._accounting = asyncio.ensure_future(
-                asyncio.to_thread(account_elsewhere, self._fleet, self, self._tally)
-            )
-        try:
-            await asyncio.shield(self._accounting)
-        except Exception as exc:
-            if not stopped:
-                raise
-            log.warning(
-                "stopped before the events held elsewhere were accounted for",
-                error=f"{type(exc).__name__}: {exc}",
-            )
 
 
 class PutBack:
@@ -162,36 +104,6 @@ def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> Non
             tally.dead["purged before its outcome could be read"] += 1
 
 
-def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
-    """``ids`` as spans of consecutive ones, in order."""
-    out: list[tuple[int, int]] = []
-    for id_ in sorted(ids):
-        if out and id_ <= out[-1][1] + 1:
-            if id_ > out[-1][1]:
-                out[-1] = (out[-1][0], id_)
-        else:
-            out.append((id_, id_))
-    return out
-
-
-def _without(spans: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """What of ``spans`` no span of ``taken`` covers (both in order, neither overlapping)."""
-    out: list[tuple[int, int]] = []
-    k = 0
-    for first, last in spans:
-        while k < len(taken) and taken[k][1] < first:
-            k += 1
-        start, j = first, k
-        while j < len(taken) and taken[j][0] <= last:
-            if taken[j][0] > start:
-                out.append((start, taken[j][0] - 1))
-            start = max(start, taken[j][1] + 1)
-            j += 1
-        if start <= last:
-            out.append((start, last))
-    return out
-
-
 async def say_held_elsewhere(
     store: Store, claim_idle_s: float, put_back: PutBack, tally: Tally
 ) -> None:
@@ -199,7 +111,7 @@ async def say_held_elsewhere(
     ones it could not take (not due yet, or behind an earlier event of their lead). Those it put
     back in the queue itself and are still open are counted (``Tally.elsewhere``: exit 2)."""
     if put_back.ids and isinstance(store, FleetControl):
-        among = await asyncio.to_thread(_runs, put_back.ids)
+        among = await asyncio.to_thread(runs, put_back.ids)
         tally.elsewhere = await asyncio.to_thread(store.open_among, among)
     counts = await asyncio.to_thread(store.counts, time.time())
     if counts.in_flight:

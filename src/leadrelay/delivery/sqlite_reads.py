@@ -112,6 +112,27 @@ class SQLiteReads:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         return int(row[0]) if row else 0
 
+    def open_of(self, ids: Sequence[int]) -> list[bool]:
+        """See ``Outcomes.open_of``."""
+        open_: set[int] = set()
+        with self._reading() as conn:
+            for part in _parts(ids):
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT id FROM events WHERE id IN ({marks}) AND state IN (?, ?)"
+                rows = conn.execute(sql, (*part, State.QUEUED.value, State.IN_FLIGHT.value))
+                open_.update(r[0] for r in rows)
+        return [i in open_ for i in ids]
+
+    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
+        """See ``Outcomes.outcomes`` (records without the bodies)."""
+        found: dict[int, EventRecord] = {}
+        with self._reading() as conn:
+            for part in _parts(ids):
+                marks = ",".join("?" * len(part))
+                for row in conn.execute(f"{RECORD_LEAN} WHERE e.id IN ({marks})", part):
+                    found[row[0]] = decode_record(row)
+        return [found[i] for i in ids if i in found]
+
     def get(self, id_or_key: int | str) -> EventRecord | None:
         """See ``Store.get``."""
         arg: int | str
@@ -122,3 +143,9 @@ class SQLiteReads:
         with self._reading() as conn:
             row = conn.execute(sql, (arg,)).fetchone()
         return None if row is None else decode_record(row)
+
+
+def _parts(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    """``ids`` in pieces a statement's parameters can hold."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

@@ -364,7 +364,23 @@ class Store(Protocol):
 
 
 @runtime_checkable
-class FleetControl(Protocol):
+class Outcomes(Protocol):
+    """What a send asks the store of the events it found stored (an earlier run, or an event id
+    that came before) and of those it left queued: every backend has it."""
+
+    def open_of(self, ids: Sequence[int]) -> list[bool]:
+        """Whether each of ``ids`` is queued or in flight, whichever process holds it."""
+        ...
+
+    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
+        """The events of ``ids`` still stored, in that order, with what a report's row says of
+        them (state, key, source event, names, lead id, attempts, reason, message, Meta's codes
+        and trace, when it was received) and nothing else."""
+        ...
+
+
+@runtime_checkable
+class FleetControl(Outcomes, Protocol):
     """What a store shared by many delivering processes adds (``RedisStore``): a pause every
     process honours, and renewing the events a process still works on so others do not take
     them over. The delivery worker uses it when the store has it."""
@@ -388,20 +404,10 @@ class FleetControl(Protocol):
         queued or in flight, whichever process holds them."""
         ...
 
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """Whether each of ``ids`` is queued or in flight, whichever process holds it."""
-        ...
-
     def account_among(self, spans: Sequence[tuple[int, int]], *, list_all: bool) -> Accounted:
         """What became of the events among ``spans`` (in order, none overlapping), each event
         read at one instant: it is counted once, open or settled. The delivered and the open
         ones are listed only with ``list_all``."""
-        ...
-
-    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
-        """The events of ``ids`` still stored, in that order, with what a report's row says of
-        them (state, key, source event, names, lead id, attempts, reason, message, Meta's codes
-        and trace) and nothing else."""
         ...
 
 

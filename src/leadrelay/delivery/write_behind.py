@@ -292,6 +292,21 @@ class WriteBehindStore(Store):
             bodies=bodies,
         )
 
+    def open_of(self, ids: Sequence[int]) -> list[bool]:
+        """See ``Outcomes.open_of`` (stored events only: ``ids`` are positive)."""
+        return self._store.open_of(ids)
+
+    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
+        """See ``Outcomes.outcomes`` (stored events only)."""
+        return self._store.outcomes(ids)
+
+    def waiting(self) -> list[EncodedPayload]:
+        """The payloads in memory not sent yet (``close`` stores them queued)."""
+        with self._lock:
+            return [_payload(item) for _, item in self._waiting] + [
+                _payload(item) for item in self._held.values()
+            ]
+
     def last_id(self) -> int:
         """See ``Store.last_id`` (stored events only: those in memory have negative ids)."""
         return self._store.last_id()

@@ -217,9 +217,9 @@ end
 return {open, delivered, out}
 """)
 
-OUTCOME_FIELDS: Final = (b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft")
-"""The fields of an event's hash a report row says (the state first), as ``OUTCOMES_OF`` reads
-them."""
+OUTCOME_FIELDS: Final = (b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft", b"ra")
+"""The fields of an event's hash a report row says (the state first), and when it was received,
+as ``OUTCOMES_OF`` reads them."""
 
 OUTCOMES_OF: Final = script(
     """

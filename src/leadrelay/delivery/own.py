@@ -1,0 +1,176 @@
+"""What became of each event a send read from its files, once, whatever the store made of it.
+
+A send counts the files' payloads as its delivery settles them (``OwnResults`` is the worker's
+``on_results``). Some it does not settle itself, and they are counted at its end, each once:
+- **found stored and settled** when read: an earlier run of the same files (or ``serve``)
+  delivered them, or Meta refused them, they expired or died (retries ran out) then; or the
+  event id came before in this run. They are not sent again: what the store holds of them is
+  read (``Outcomes.outcomes``) and counted as such ("delivered by an earlier run"; refused,
+  expired or dead "in an earlier run", exit code 2, as ``dead-letters`` lists them; "the
+  event_id of an event before it"), each with its report row. An event id already held in
+  memory (write-behind) is a duplicate at once;
+- **left queued** when delivery stopped (Ctrl-C, SIGTERM, a refused token): in the store (ids
+  the send stored or found open, not settled) or in memory (the write-behind stores them queued
+  as it closes): "not sent yet", each with its row;
+- on a fleet's queue (Redis), those another process holds or settled: ``delivery.elsewhere``.
+
+The files' events are known by their ids (``Spans``: a few numbers for a file of any size):
+those the send stored, and those it found stored still open (``Outcomes.open_of``), which it
+delivers (SQLite: one process delivers from a store) or another process does (a fleet). Ids of
+events held in memory (write-behind, negative) are the send's by definition. Without a fleet,
+the send also counts what its worker delivers of the store's backlog (earlier events queued by
+``serve`` or a stopped run), as it always did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections.abc import Iterable, Sequence
+from itertools import compress
+
+import structlog
+
+from leadrelay.delivery.intake import Spans, merge_spans
+from leadrelay.delivery.results import requeued
+from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
+from leadrelay.summary import Tally
+
+__all__ = ["OwnResults", "runs", "without"]
+
+log = structlog.get_logger("leadrelay.send")
+
+_OPEN = (State.QUEUED, State.IN_FLIGHT)
+_READ_AT_ONCE = 10_000  # records read back per call at the end
+
+
+class OwnResults:
+    """``on_results`` for a send with files: what became of the files' events goes to the
+    tally (on a fleet, not what became of the fleet's); remembers which of them it settled.
+    ``added`` (the intake's ``on_added``) learns the files' events' ids; ``account`` counts, at
+    the end, those it did not settle (see the module). ``started``: when the send began."""
+
+    def __init__(
+        self, store: Outcomes, tally: Tally, *, fleet: FleetControl | None, started: float
+    ) -> None:
+        self.spans = Spans()
+        self._store = store
+        self._fleet = fleet
+        self._tally = tally
+        self._started = started
+        self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
+        self._found: array[int] = array("q")  # found stored settled: read at the end
+        self._accounting: asyncio.Future[None] | None = None
+
+    def added(self, items: Sequence[Incoming], added: Added) -> None:
+        """The ids of a chunk's payloads (the reader counted the others): those this run stored
+        or holds in memory, those it found stored that are still open, and those found settled
+        (read at the end: "not sent again", as what they are)."""
+        ids = added.ids
+        if all(added.stored) and (not ids or max(ids) < 0):
+            return  # the usual chunk: new events, all held in memory (write-behind)
+        ours = [
+            (i, new, o)
+            for i, new, item in zip(ids, added.stored, items, strict=True)
+            if isinstance(o := item.outcome, Payload)
+        ]
+        for i, new, payload in ours:
+            if i < 0 and not new:  # the event id of one held in memory
+                self._tally.duplicate(payload)
+        found = [i for i, new, _ in ours if i > 0 and not new]
+        still = set(compress(found, self._store.open_of(found))) if found else set()
+        self._found.extend(i for i in found if i not in still)
+        self.spans.add(i for i, new, _ in ours if i > 0 and (new or i in still))
+
+    def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
+        spans = self.spans
+        if type(results) is DeliveredWhole:
+            if ids and max(ids) < 0:  # all from memory: the files' own (write-behind)
+                self._tally.deliveries(results)
+                return
+            if self._fleet is None or all(i < 0 or i in spans for i in ids):
+                self._tally.deliveries(results)
+                self._settled += runs(i for i in ids if i > 0 and i in spans)
+                return
+        # Those put back in the queue (retries ran out) are not settled: still open at the end,
+        # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
+        told = [
+            (i, d)
+            for i, d in zip(ids, results, strict=True)
+            if (i < 0 or i in spans or self._fleet is None) and not requeued(d)
+        ]
+        self._settled += runs(i for i, _ in told if i > 0 and i in spans)
+        self._tally.deliveries([d for _, d in told])
+
+    def unsettled(self) -> list[tuple[int, int]]:
+        """The spans of the files' stored ids that this process did not settle, in order."""
+        return without(self.spans.merged(), merge_spans(self._settled))
+
+    async def account(self, *, stopped: bool = False, waiting: Iterable[Payload] = ()) -> None:
+        """Count, once, what this run did not settle itself (see the module): at the send's
+        end, on SIGTERM or on Ctrl-C. ``waiting``: the payloads still in memory (write-behind),
+        stored queued as it closes. Called again (a Ctrl-C while it runs), it waits for the same
+        run: the tally is counted once. ``stopped`` (Ctrl-C): a failure is logged, not raised;
+        the summary then says where the events not accounted for may be."""
+        if self._accounting is None:
+            left = list(waiting)
+            self._accounting = asyncio.ensure_future(asyncio.to_thread(self._account, left))
+        try:
+            await asyncio.shield(self._accounting)
+        except Exception as exc:
+            if not stopped:
+                raise
+            log.warning(
+                "stopped before every event read was accounted for",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _account(self, waiting: list[Payload]) -> None:
+        tally = self._tally
+        for start in range(0, len(self._found), _READ_AT_ONCE):
+            ids = self._found[start : start + _READ_AT_ONCE]
+            for record in self._store.outcomes(ids.tolist()):
+                tally.found_settled(record, during_run=record.received_at >= self._started)
+        if self._fleet is not None:
+            from leadrelay.delivery.elsewhere import account_elsewhere
+
+            account_elsewhere(self._fleet, self, tally)
+            return
+        for p in waiting:
+            tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
+        left = [i for first, last in self.unsettled() for i in range(first, last + 1)]
+        for start in range(0, len(left), _READ_AT_ONCE):
+            for r in self._store.outcomes(left[start : start + _READ_AT_ONCE]):
+                if r.state in _OPEN:
+                    tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name)
+
+
+def runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """``ids`` as spans of consecutive ones, in order."""
+    out: list[tuple[int, int]] = []
+    for id_ in sorted(ids):
+        if out and id_ <= out[-1][1] + 1:
+            if id_ > out[-1][1]:
+                out[-1] = (out[-1][0], id_)
+        else:
+            out.append((id_, id_))
+    return out
+
+
+def without(spans: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """What of ``spans`` no span of ``taken`` covers (both in order, neither overlapping)."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    for first, last in spans:
+        while k < len(taken) and taken[k][1] < first:
+            k += 1
+        start, j = first, k
+        while j < len(taken) and taken[j][0] <= last:
+            if taken[j][0] > start:
+                out.append((start, taken[j][0] - 1))
+            start = max(start, taken[j][1] + 1)
+            j += 1
+        if start <= last:
+            out.append((start, last))
+    return out

@@ -389,7 +389,10 @@ def test_expired_before_sending_is_not_sent() -> None:
     results, _ = deliver(meta, [old, fresh])
     assert [r.state for r in results] == [State.EXPIRED, State.DELIVERED]
     assert (results[0].reason, results[0].attempts) == ("expired", 0)
-    assert results[0].message is not None and "7-day window" in results[0].message
+    # It had not passed the window yet (a review read "passed Meta's 7-day window"): said so.
+    assert results[0].message is not None
+    assert "was 30 s from the end of Meta's 7-day window" in results[0].message
+    assert "less than the 60 s a request may take" in results[0].message
     assert meta.batches == [[fresh.lead_id]]
 
 

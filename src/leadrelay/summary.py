@@ -248,8 +248,11 @@ class Tally:
             self._example(f"meta {label}", Example(where, key, "", said.message or ""))
         elif state is State.EXPIRED:
             self.expired += 1
+            self._example("expired" + when, Example(where, key, "", said.message or ""))
         else:
-            self.dead[(said.reason or "dead") + when] += 1
+            label = (said.reason or "dead") + when
+            self.dead[label] += 1
+            self._example(f"not delivered {label}", Example(where, key, "", said.message or ""))
 
     def request(self, result: GraphResult, events: int) -> None:
         """Count one Graph request, and those that met a transient error (or a throttle): each is
@@ -370,6 +373,14 @@ class Tally:
                 who = " ".join(x for x in (ex.where, f"(event_id {ex.key})" if ex.key else "") if x)
                 what = f"{ex.field}: " if ex.field else ""
                 console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
+        if self.dead or self.expired or self.meta_rejected:
+            console.print(
+                "Events not delivered, expired or refused by Meta are kept: `leadrelay "
+                "dead-letters list --config ...` shows them; once the cause is fixed, "
+                "`dead-letters replay` queues them again and `leadrelay deliver` sends them.",
+                markup=False,
+                highlight=False,
+            )
 
 
 FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
@@ -422,8 +433,11 @@ def _duplicate_row(event_id: str, event: str, lead_id: int | None) -> dict[str, 
 
 
 def _outcome_name(result: Delivery) -> str:
+    """The report's outcome of a payload delivery settled, as the summary counts it."""
     if result.state is State.DELIVERED:
-        return "delivered_after_retry" if result.extra.get("retried") else "delivered"
+        if result.extra.get("retried"):
+            return "delivered_after_retry"
+        return "delivered_after_split" if result.attempts > 1 else "delivered"
     if result.state is State.QUEUED:
         return "not_sent"
     return result.state.value

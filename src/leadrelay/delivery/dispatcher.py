@@ -205,7 +205,8 @@ class Dispatcher:
     def _drop_expired(
         self, batch: Sequence[Payload], group: Group, results: list[Delivery | None]
     ) -> Group:
-        oldest_ok = self._clock() - self._max_age_s + self._margin_s
+        now = self._clock()
+        oldest_ok = now - self._max_age_s + self._margin_s
         if min(map(_event_time, map(batch.__getitem__, group.places)), default=0) >= oldest_ok:
             return group
         days = f"{self._max_age_s / _DAY:g}"
@@ -213,13 +214,20 @@ class Dispatcher:
         def expired(payload: Payload) -> Delivery | None:
             if payload.event_time >= oldest_ok:
                 return None
+            if payload.event_time > now - self._max_age_s:  # in the margin: not past it yet
+                left = payload.event_time - (now - self._max_age_s)
+                message = (
+                    f"event_time {payload.event_time} was {left:.0f} s from the end of Meta's "
+                    f"{days}-day window, less than the {self._margin_s} s a request may take: "
+                    "Meta would refuse it as too old, so it was not sent"
+                )
+            else:
+                message = (
+                    f"event_time {payload.event_time} passed Meta's {days}-day window before "
+                    "the event could be sent"
+                )
             return Delivery(
-                payload,
-                State.EXPIRED,
-                attempts=group.sends,
-                reason="expired",
-                message=f"event_time {payload.event_time} passed Meta's {days}-day window "
-                "before the event could be sent",
+                payload, State.EXPIRED, attempts=group.sends, reason="expired", message=message
             )
 
         return group.sift(batch, results, expired)

@@ -627,6 +627,11 @@ def test_a_resend_is_answered_as_already_stored_and_a_fixed_event_meta_refused_i
         answer = proc.post([fixed]).json()
         assert (answer["queued"], answer["already_stored"]) == (1, 0)
         wait_delivered(sandbox, {"mref-99999"})
+        bad = event(99999, prefix="mref")
+        bad["facebook_lead_id"] = "1234"  # refused by our rules, for an event id delivered
+        resent = proc.post([bad]).json()
+        # said once, already stored: it was in "rejected" too, and a client could not tell
+        assert (resent["already_stored"], resent["queued"], resent["rejected"]) == (1, 0, [])
         samples = metric_samples(proc)
     finally:
         assert proc.stop() == 0

@@ -36,31 +36,42 @@ _JSON_TYPES: Final = frozenset({"", "application/json"})
 class Accepted:
     """The answer to one request once its events are stored: status, JSON body, the number of
     events queued for delivery and the events by (outcome, reason) for the metrics; ``labels``
-    is the (outcome, reason) of each event to store, in order (see ``after``)."""
+    is the (outcome, reason) of each event to store, in order, and ``refusals`` the place of
+    each one's entry in the answer's ``rejected`` (-1 for none; see ``after``)."""
 
     status: int
     body: bytes
     queued: int
     counts: Counter[tuple[str, str]]
     labels: tuple[tuple[str, str], ...] = ()
+    refusals: tuple[int, ...] = ()
 
     def after(self, stored: Sequence[bool]) -> Accepted:
         """The answer once the store said which events it stored (``Added.stored``): one it
-        found stored (a client's resend) is ``already_stored``, and neither queued nor counted
-        again (the metrics would count every retry of a client)."""
+        found stored (a client's resend) is ``already_stored``, and neither queued, filtered,
+        rejected nor counted again (the metrics would count every retry of a client); each
+        item is said once."""
         if all(stored):
             return self
         counts = self.counts.copy()
         queued = 0
-        for label, new in zip(self.labels, stored, strict=True):
+        answer = orjson.loads(self.body)
+        dropped: set[int] = set()
+        for label, new, refusal in zip(self.labels, stored, self.refusals, strict=True):
             if not new:
                 counts[label] -= 1
+                if label[0] == "filtered":
+                    answer["filtered"][label[1]] -= 1
+                elif refusal >= 0:
+                    dropped.add(refusal)
             elif label[0] == "queued":
                 queued += 1
-        answer = orjson.loads(self.body)
+        answer["filtered"] = {k: n for k, n in answer["filtered"].items() if n}
+        answer["rejected"] = [r for n, r in enumerate(answer["rejected"]) if n not in dropped]
         answer["queued"] = queued
         answer["already_stored"] = len(stored) - sum(stored)
-        return Accepted(self.status, orjson.dumps(answer), queued, +counts, self.labels)
+        body = orjson.dumps(answer)
+        return Accepted(self.status, body, queued, +counts, self.labels, self.refusals)
 
 
 def prepare_request(
@@ -83,6 +94,7 @@ def prepare_request(
         )
     items: list[Incoming] = []
     labels: list[tuple[str, str]] = []  # of each item
+    refusals: list[int] = []  # of each item: its place in rejected, or -1
     rejected: list[dict[str, Any]] = []
     filtered: Counter[str] = Counter()
     counts: Counter[tuple[str, str]] = Counter()
@@ -104,6 +116,7 @@ def prepare_request(
             rejected.append(_rejection(where, None, "mapping_failed", None, str(exc)))
             counts["rejected", "mapping_failed"] += 1
             continue
+        refusals.append(len(rejected) if isinstance(outcome, Rejected) else -1)
         if isinstance(outcome, Payload):
             ids.append(outcome.key)  # counted once after the loop
             labels.append(_QUEUED)
@@ -139,7 +152,7 @@ def prepare_request(
         "rejected": rejected,
         "ids": ids,
     }
-    return items, Accepted(202, dumps(accepted), len(ids), counts, tuple(labels))
+    return items, Accepted(202, dumps(accepted), len(ids), counts, tuple(labels), tuple(refusals))
 
 
 def _refused(status: int, error: str, message: str) -> Accepted:

@@ -176,6 +176,21 @@ def test_validate_warns_of_an_api_version_past_its_end(
     assert ("v20.0 ended on 2026-09-24" in err and "2635" in err) is warned, err
 
 
+@pytest.mark.parametrize(("limit", "floors"), [(5, ["5 s", "60 s"]), (30, ["60 s"]), (600, [])])
+def test_validate_warns_of_a_max_retry_s_that_leaves_no_room_for_a_throttle(
+    limit: int, floors: list[str], tmp_path: Path
+) -> None:
+    """With max_retry_s at 5, every throttled batch went dead at its first answer (leadrelay
+    waits 5 s at least), and validate said nothing."""
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text() + f"max_retry_s = {limit}\n")
+    proc = run("validate", "--config", str(cfg))
+    err = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 0 and "OK" in err
+    said = [f for f in ("5 s", "60 s") if f"leaves no room for the {f} leadrelay waits" in err]
+    assert said == floors, err
+
+
 def test_preview_explains_each_field(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, extra='default_country = "FR"\n')
     event = events(time.time())[0]

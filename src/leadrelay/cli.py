@@ -74,6 +74,18 @@ def validate(config: ConfigOpt) -> None:
             f"{needs} (the other commands run without it).",
             highlight=False,
         )
+    from leadrelay.delivery.dispatcher import RetryPolicy
+
+    floors = RetryPolicy()
+    limit = settings.delivery.max_retry_s
+    for floor, what in ((floors.throttle_floor, "throttles"), (floors.blocked_floor, "blocks")):
+        if limit <= floor:
+            err.print(
+                f"[yellow]Warning[/yellow] delivery.max_retry_s: {limit:g} s leaves no room for "
+                f"the {floor:g} s leadrelay waits when Meta {what} a request: such a batch is not "
+                "tried again (retries_exhausted). Raise it, or leave it out (600 s).",
+                highlight=False,
+            )
     import datetime
 
     from leadrelay.meta.versions import ended

@@ -687,6 +687,7 @@ def test_a_report_or_data_dir_that_cannot_be_written_is_said_in_one_line(
     no_dir = run(cfg, src)
     assert no_dir.returncode == 1 and "Traceback" not in no_dir.stderr, no_dir.stderr
     assert "server.data_dir" in no_dir.stderr and "cannot be created" in no_dir.stderr
+    assert no_dir.stderr.startswith("Store error:")  # not the input's fault ("Input error")
 
 
 def test_a_send_again_says_what_became_of_each_event_and_exits_2_for_those_meta_never_got(

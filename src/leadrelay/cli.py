@@ -184,13 +184,14 @@ def deliver(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
 ) -> None:
     """Deliver what is queued in the store (after a replay, or a send that had to stop)."""
+    from leadrelay.delivery.store import StoreError
     from leadrelay.send import SendOptions, run_send
 
     _configure_logging(verbose)
     settings = _load(config)
     try:
         code = run_send(settings, SendOptions(files=[], report=report, verbose=verbose), err=err)
-    except InputError as exc:
+    except (InputError, StoreError) as exc:
         err.print(f"[bold red]Cannot deliver:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

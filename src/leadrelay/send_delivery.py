@@ -15,7 +15,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leadrelay.events import InputError
 from leadrelay.summary import Tally
 
 if TYPE_CHECKING:
@@ -206,21 +205,22 @@ def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
 
 
 def _locked(data_dir: Path) -> int:
-    """The one-deliverer lock of ``data_dir`` (made if need be); ``InputError`` when it cannot
-    be made or another process holds it."""
+    """The one-deliverer lock of ``data_dir`` (made if need be); ``StoreError`` when it cannot
+    be made or another process holds it (the input is not at fault: it said "Input error")."""
+    from leadrelay.delivery.store import StoreError
     from leadrelay.delivery.wiring import delivery_lock
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(
+        raise StoreError(
             f"server.data_dir {str(data_dir)!r} cannot be created ({exc.strerror or exc}); "
             "set it to a folder this user may write to"
         ) from None
     try:
         return delivery_lock(data_dir)
     except BlockingIOError:
-        raise InputError(
+        raise StoreError(
             f"another leadrelay process (a running serve or send) delivers from {data_dir}; "
             "wait for it, or give this config its own server.data_dir"
         ) from None

@@ -104,6 +104,7 @@ def test_dry_run_prints_only_request_bodies(tmp_path: Path) -> None:
     err = proc.stderr.decode()
     assert "invalid_lead_id" in err and "short-lead" in err and "line 5" in err
     assert "unreadable" in err and "line 7" in err
+    assert err.count("line 7") == 1, err  # once: "events.ndjson line 7: (record): events..."
     assert "consent" in err and "unmapped" in err
     assert TOKEN not in err and TOKEN.encode() not in proc.stdout
     rows = [orjson.loads(line) for line in report.read_bytes().splitlines()]

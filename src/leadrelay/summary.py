@@ -90,7 +90,9 @@ class Tally:
         """A record that could not even be parsed."""
         self.read += 1
         self.rejected["unreadable"] += 1
-        self._example("unreadable", Example(where, "", "(record)", error))
+        # The reader's message names the record already: "where: where: ..." said it twice.
+        said = error[len(where) :].lstrip(": ") if error.startswith(where) else error
+        self._example("unreadable", Example(where, "", "", said))
         self._write(
             {"where": where, "outcome": "rejected", "reason": "unreadable", "message": error}
         )

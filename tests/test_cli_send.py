@@ -763,3 +763,4 @@ def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(
     assert len(rows) == read and len({r["event_id"] for r in rows}) == read
     assert {r["outcome"] for r in rows} <= {"not_sent", "queued"}
     assert "queued in the store: the next send (or serve) delivers it" in said
+    assert "kill -HUP" not in said  # a service's advice: a send stops, it does not reload

@@ -57,6 +57,7 @@ async def deliver(
     import threading
     import time
 
+    from leadrelay.delivery.dispatchers import stop_advice
     from leadrelay.delivery.elsewhere import PutBack
     from leadrelay.delivery.intake import ChunkedIntake
     from leadrelay.delivery.own import OwnResults
@@ -92,6 +93,7 @@ async def deliver(
         # outage dead-letters nothing; the events go back to the queue for its workers).
         requeue=RequeuePolicy() if settings.queue else None,
         on_results=own or put_back or (lambda _, results: tally.deliveries(results)),
+        advice=stop_advice,  # not a service's: the summary then says what to fix
     )
     if ctrl_c is not None:
         ctrl_c.worker = worker

@@ -29,6 +29,15 @@ def pause_advice(error: GraphError) -> str:
     )
 
 
+def stop_advice(error: GraphError) -> str:
+    """``pause_advice`` for a send or deliver, which stops where a service pauses."""
+    return (
+        f"Meta refused the requests ({error.label()}): {error.message}. Delivery stops; what was "
+        f"read and not sent is stored, queued. Fix {settings_to_check(error)} in the config, "
+        "then run it again."
+    )
+
+
 class Dispatchers:
     """The current dispatcher (``current``, None between runs) and the clients to close.
 
@@ -36,8 +45,13 @@ class Dispatchers:
     config fails early.
     """
 
-    def __init__(self, factory: Callable[[], Dispatcher]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Dispatcher],
+        advice: Callable[[GraphError], str] = pause_advice,
+    ) -> None:
         self._factory = factory
+        self._advice = advice
         self.current: Dispatcher | None = factory()
         self._users: Counter[Dispatcher] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
@@ -86,7 +100,7 @@ class Dispatchers:
             code=error.code,
             subcode=error.subcode,
             fbtrace_id=error.fbtrace_id,
-            advice=pause_advice(error),
+            advice=self._advice(error),
         )
 
     async def close(self) -> None:

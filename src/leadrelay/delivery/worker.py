@@ -76,6 +76,7 @@ class DeliveryWorker:
         observer: WorkerObserver | None = None,
         on_results: OnResults | None = None,
         renew_every_s: float | None = None,
+        advice: Callable[[GraphError], str] = pause_advice,
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}")
@@ -97,7 +98,7 @@ class DeliveryWorker:
         self._clock = clock
         self._sleep = sleep
         self._observer = observer
-        self._dispatchers = Dispatchers(dispatcher_factory)
+        self._dispatchers = Dispatchers(dispatcher_factory, advice)
         self._paused_at_close: GraphError | None = None  # see ``paused``
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None

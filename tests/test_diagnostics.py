@@ -121,6 +121,18 @@ def known_funnel() -> list[StageRecord]:
     return out
 
 
+def test_the_share_of_the_first_stage_counts_the_leads_that_went_through_it() -> None:
+    """An export of later stages (one lead seen at the first stage, eight that came in at the
+    second) gave "of first stage 800%". It is the share of the first stage's leads: at most 1."""
+    t0 = NOW - 10 * DAY
+    records = [rec(LEAD, "Lead", t0), rec(LEAD, "Marketing Qualified Lead", t0 + DAY)]
+    records += [rec(LEAD + i, "Marketing Qualified Lead", t0 + DAY) for i in range(1, 9)]
+    by = {s.name: s for s in figures(records).stages}
+    assert by["Marketing Qualified Lead"].leads == 9
+    assert by["Marketing Qualified Lead"].share_of_first == pytest.approx(1.0)
+    assert by["Lead"].share_of_first == pytest.approx(1.0)
+
+
 def test_funnel_figures_leads_conversions_and_28_day_rates() -> None:
     f = figures(known_funnel())
     by = {s.name: s for s in f.stages}

@@ -66,8 +66,10 @@ class StageFigures:
     """One funnel stage.
 
     ``conversion``: of the leads that reached the previous stage, the share that reached this one.
-    ``share_of_first``: leads at this stage per lead at the first stage. ``rate_28d``: of the leads
-    first seen at least 28 days ago, the share that reached this stage within 28 days.
+    ``share_of_first``: of the leads that reached the first stage, the share that reached this
+    one (at most 100%: leads that came in at a later stage are not counted; it was leads at this
+    stage per lead at the first stage, 800% for an export of later stages). ``rate_28d``: of the
+    leads first seen at least 28 days ago, the share that reached this stage within 28 days.
     """
 
     name: str
@@ -226,13 +228,14 @@ class FunnelCounter:
         first_stage = order[0] if order else None
         recent = 0
         pairs: Counter[int] = Counter()
+        with_first: Counter[int] = Counter()  # leads at the first stage and at stage k
         for stages in self._leads.values():
-            if first_stage is not None:
-                t0 = stages.get(first_stage)
-                recent += t0 is not None and month_start < t0 <= as_of
+            t0 = None if first_stage is None else stages.get(first_stage)
+            recent += t0 is not None and month_start < t0 <= as_of
             for k in range(1, len(order)):
-                if order[k] in stages and order[k - 1] in stages:
-                    pairs[k] += 1
+                if order[k] in stages:
+                    pairs[k] += order[k - 1] in stages
+                    with_first[k] += t0 is not None
         first_leads = len(delays.get(first_stage, ())) if first_stage is not None else 0
         figures = []
         for k, name in enumerate(order):
@@ -245,7 +248,9 @@ class FunnelCounter:
                     events=self._events[name],
                     leads=leads,
                     conversion=pairs[k] / prev if k and prev else None,
-                    share_of_first=leads / first_leads if first_leads else None,
+                    share_of_first=(with_first[k] if k else leads) / first_leads
+                    if first_leads
+                    else None,
                     median_days=medians[name] / DAY if name in medians else None,
                     rate_28d=reached[name] / cohort if cohort else None,
                     reached_28d=reached[name],

@@ -376,13 +376,15 @@ def test_a_version_meta_still_serves_is_taken(clock: float, versions: list[str])
     ],
 )
 def test_other_paths_and_methods_get_a_graph_error(
-    method: str, path: str, code: int, client: httpx.Client
+    method: str, path: str, code: int, client: httpx.Client, sandbox: SandboxServer
 ) -> None:
     response = client.request(method, path, json={"data": batch(1)})
 
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     assert error_of(response)["code"] == code
+    # counted as a request, as its error is (requests were fewer than successes and errors)
+    assert (sandbox.state.requests, sum(sandbox.state.errors_by_code.values())) == (1, 1)
 
 
 @pytest.mark.parametrize(

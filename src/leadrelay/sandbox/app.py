@@ -269,7 +269,7 @@ def create_app(options: SandboxOptions) -> Starlette:
         else:
             error = errors.unknown_path(path)
         # Counted as Meta's answers are, so the page shows why nothing arrives.
-        state.finish(RequestRecord(options.clock(), "", error.status, None, error.key))
+        state.stray(RequestRecord(options.clock(), "", error.status, None, error.key))
         body = orjson.dumps(error.envelope(new_fbtrace_id()))
         return Response(body, error.status, media_type="application/json")
 

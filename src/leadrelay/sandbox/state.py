@@ -36,7 +36,9 @@ class SandboxState:
     """Counters, accepted events and the fault script of one sandbox app.
 
     Every method takes one lock, so tests may read while the server thread writes. ``requests``
-    counts requests to the events endpoint as they arrive; ``events_received`` counts accepted
+    counts requests to the events endpoint as they arrive, and those to any other path (answered
+    with an error, as Meta does): so requests are the successes and ``errors_by_code`` together,
+    once each has finished. ``events_received`` counts accepted
     events; ``errors_by_code`` counts error answers by ``"code/subcode"`` (``"100/2804036"``,
     ``"190"``) or by fault (``"http_500"``, ``"http_503"``, ``"dropped"``).
     """
@@ -126,6 +128,12 @@ class SandboxState:
         if draw - opts.fail_rate < opts.throttle_rate:
             return Fault("throttle", 4)
         return None
+
+    def stray(self, record: RequestRecord) -> None:
+        """Count a request to another path (or with another method) and its error answer."""
+        with self._lock:
+            self.requests += 1
+        self.finish(record, None, None)
 
     def _keep(self, accepted: list[dict[str, Any]]) -> None:
         keep = self._options.keep_events

@@ -281,8 +281,8 @@ class Mapper:
         granted = self._consent_of(event)
         if granted is MISSING:
             return False
-        if isinstance(granted, str):
-            granted = granted.split(",")
+        if isinstance(granted, str):  # "1,4", or a list as text (a CSV cell): '["1", "4"]'
+            granted = [g.strip().strip('"') for g in granted.strip().strip("[]").split(",")]
         elif not isinstance(granted, list):
             granted = [granted]
         wanted = self._consent

@@ -207,6 +207,16 @@ def test_preview_explains_each_field(tmp_path: Path) -> None:
     assert "user_data.db" in out and "YYYY" in out  # why the birthdate was left out
 
 
+def test_preview_of_a_file_of_several_events_says_it_shows_the_first(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    src = tmp_path / "two.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events(time.time())[:2]))
+    proc = run("preview", str(src), "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr.decode()
+    err = " ".join(proc.stderr.decode().split())
+    assert "holds more than one event: this is the first" in err  # it said nothing
+
+
 @pytest.mark.parametrize("bad", ["nope.ndjson"])
 def test_missing_input_file_is_an_input_error(tmp_path: Path, bad: str) -> None:
     cfg = write_config(tmp_path)

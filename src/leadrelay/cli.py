@@ -214,7 +214,9 @@ def preview(
     settings = _load(config)
     mapper = Mapper(settings)
     try:
-        record = next(iter(read_events(event_file)), None)
+        records = iter(read_events(event_file))
+        record = next(records, None)
+        more = record is not None and next(records, None) is not None
     except InputError as exc:
         err.print(f"[bold red]Input error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
@@ -222,6 +224,12 @@ def preview(
         why = record.error if record else "empty input"
         err.print(f"[red]No event could be read:[/red] {escape(str(why))}", highlight=False)
         raise typer.Exit(1)
+    if more:  # it said nothing of the others
+        err.print(
+            f"[yellow]Note[/yellow] {escape(event_file)} holds more than one event: this is the "
+            "first. `leadrelay send FILE --dry-run --report REPORT` maps them all.",
+            highlight=False,
+        )
     result = explain(mapper, record.event)
     out = Console()
     outcome = result.outcome

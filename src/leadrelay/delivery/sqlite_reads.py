@@ -14,7 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN, decode_record
+from leadrelay.delivery.sqlite_schema import (
+    OUTCOME,
+    RECORD,
+    RECORD_LEAN,
+    decode_outcome,
+    decode_record,
+)
 from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
 from leadrelay.delivery.store import Counts, EventRecord, StoreError
 from leadrelay.outcome import State
@@ -124,13 +130,13 @@ class SQLiteReads:
         return [i in open_ for i in ids]
 
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
-        """See ``Outcomes.outcomes`` (records without the bodies)."""
+        """See ``Outcomes.outcomes``."""
         found: dict[int, EventRecord] = {}
         with self._reading() as conn:
             for part in _parts(ids):
                 marks = ",".join("?" * len(part))
-                for row in conn.execute(f"{RECORD_LEAN} WHERE e.id IN ({marks})", part):
-                    found[row[0]] = decode_record(row)
+                for row in conn.execute(f"{OUTCOME} WHERE e.id IN ({marks})", part):
+                    found[row[0]] = decode_outcome(row)
         return [found[i] for i in ids if i in found]
 
     def get(self, id_or_key: int | str) -> EventRecord | None:

@@ -21,7 +21,7 @@ from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.redis import connection as redis_connection
 from leadrelay.delivery.redis import store as redis_store
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import Incoming, Store, StoreError
+from leadrelay.delivery.store import Incoming, Outcomes, Store, StoreError
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
 
 NOW = 1767800000.0
@@ -425,6 +425,31 @@ def test_claim_marks_in_flight_and_never_hands_out_a_row_twice(store: Store) -> 
     assert store.claim(3, NOW) == []
     assert states(store, ids) == [State.IN_FLIGHT] * 5
     assert store.counts().in_flight == 5
+
+
+def test_a_send_learns_which_events_are_open_and_what_became_of_the_others(store: Store) -> None:
+    """What a send asks of the events it finds stored (``Outcomes``), on every backend: open or
+    not, and a settled one's outcome with when it was received, in the order asked, the ids no
+    longer stored left out."""
+    assert isinstance(store, Outcomes)
+    ids = queued(store, *"abcd", at=NOW - 5)
+    claimed = store.claim(3, NOW)  # a, b, c in flight; d queued
+    deliver(store, claimed[:1])
+    meta = Delivery(claimed[1].payload, State.REJECTED, 1, "meta_100_2804036", "unknown lead")
+    store.complete([(claimed[1].id, replace(meta, code=100, subcode=2804036))], NOW)
+    assert store.open_of([ids[3], ids[0], ids[2], ids[1], 999_999]) == [
+        True, False, True, False, False,
+    ]  # fmt: skip
+    got = store.outcomes([ids[1], 999_999, ids[0]])
+    assert [(r.id, r.key, r.state) for r in got] == [
+        (ids[1], "b", State.REJECTED),
+        (ids[0], "a", State.DELIVERED),
+    ]
+    refused = got[0]
+    assert (refused.reason, refused.code, refused.subcode) == ("meta_100_2804036", 100, 2804036)
+    assert (refused.message, refused.attempts, refused.lead_id) == ("unknown lead", 1, lead_of("b"))
+    assert (refused.source_event, refused.event_name) == ("lead_qualified", "Qualified")
+    assert got[1].received_at == pytest.approx(NOW - 5)
 
 
 def test_claim_takes_nothing_that_is_not_due_yet(store: Store) -> None:

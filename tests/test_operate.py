@@ -133,6 +133,26 @@ def test_status_without_store_says_so(tmp_path: Path) -> None:
     assert "no event store" in proc.stderr
 
 
+def test_dead_letters_list_reads_on_an_80_column_terminal(tmp_path: Path) -> None:
+    """At 80 columns the table folded each message into a tower of ten lines: each event is
+    now two lines, who and what (with Meta's code), then the message."""
+    config = write_config(tmp_path)
+    seed(config)
+    listed = subprocess.run(
+        [sys.executable, "-m", "leadrelay", "dead-letters", "list", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"},
+    )
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    head = next(n for n, line in enumerate(lines) if "meta-no" in line)
+    assert "rejected" in lines[head] and "100/2804036" in lines[head]
+    assert lines[head + 1].startswith("    lead_id 999999999999001: ")
+    assert max(map(len, lines)) <= 80
+
+
 def test_dead_letters_list_show_and_replay_after_fix(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     seed(config)

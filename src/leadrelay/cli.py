@@ -432,35 +432,16 @@ def dead_list(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
 ) -> None:
     """List dead letters: rejected, expired and undeliverable events, with the reason."""
-    from rich.table import Table
-
-    from leadrelay.deadletters import dead_letters
+    from leadrelay.deadletters import dead_letters, render_list
 
     _configure_logging(0)
     settings = _load(config)
     store = _store(settings)
-    table = Table(header_style="bold")
-    for col in ("id", "event_id", "state", "reason", "Meta", "event", "lead_id", "message"):
-        table.add_column(col, overflow="fold")
-    n = 0
     try:
-        for r in dead_letters(store, reason=reason, since=_since(since), limit=limit):
-            meta = "" if r.code is None else f"{r.code}/{r.subcode}" if r.subcode else str(r.code)
-            # Text, not markup: event ids, names and messages are the event's data ("[x]").
-            table.add_row(
-                str(r.id),
-                Text(r.key),
-                r.state.value,
-                Text(r.reason or ""),
-                meta,
-                Text(r.event_name or r.source_event),
-                str(r.lead_id or ""),
-                Text(_show(r.message or "")),
-            )
-            n += 1
+        found = dead_letters(store, reason=reason, since=_since(since), limit=limit)
+        n = render_list(found, Console())
     finally:
         store.close()
-    Console().print(table)
     err.print(f"{n} dead letter(s)" + (" (limit reached)" if n == limit else ""))
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Final
 
 import orjson
+from rich.console import Console
 
 from leadrelay.config import Settings
 from leadrelay.delivery.store import EventRecord, Incoming, Store
@@ -130,3 +131,56 @@ def replay(
     if refused:
         store.add_new(refused)
     return result
+
+
+_WIDE: Final = 140  # columns from which the list is a table; narrower, two lines per event
+
+
+def render_list(records: Iterator[EventRecord], console: Console) -> int:
+    """Print dead letters for ``dead-letters list``; returns how many. A table on a wide
+    terminal; on a narrow one (at 80 columns the table's eight columns folded each message into
+    a tower of ten lines), each event on two lines: who and what, then Meta's or our message."""
+    from rich.table import Table
+    from rich.text import Text
+
+    wide = console.width >= _WIDE
+    table = Table(header_style="bold")
+    for col in (
+        "id",
+        "event_id",
+        "state",
+        "reason",
+        "Meta",
+        "Facebook event",
+        "lead_id",
+        "message",
+    ):
+        table.add_column(col, overflow="fold")
+    n = 0
+    for r in records:
+        meta = "" if r.code is None else f"{r.code}/{r.subcode}" if r.subcode else str(r.code)
+        # The Facebook event name, else (unmapped, refused before naming) the CRM's own.
+        name = r.event_name or f"{r.source_event} (yours)"
+        message = _clipped(r.message or "")
+        # Text, not markup: event ids, names and messages are the event's data ("[x]").
+        if wide:
+            table.add_row(
+                str(r.id), Text(r.key), r.state.value, Text(r.reason or ""), meta, Text(name),
+                str(r.lead_id or ""), Text(message),
+            )  # fmt: skip
+        else:
+            head = Text(f"#{r.id}  ", style="bold")
+            head.append(r.key or "(no event_id)")
+            head.append(f"  {r.state.value} {r.reason or ''}", style="red")
+            head.append(f"  {meta}  " if meta else "  ")
+            head.append(name)
+            console.print(head)
+            console.print(Text(f"    lead_id {r.lead_id or '-'}: {message}", style="dim"))
+        n += 1
+    if wide:
+        console.print(table)
+    return n
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= 160 else text[:157] + "..."

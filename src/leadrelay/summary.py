@@ -218,6 +218,10 @@ class Tally:
             return
         if r.state is State.DELIVERED:
             self.delivered_before += 1
+        elif r.state is State.REJECTED and r.attempts == 0:  # by the store: never sent
+            reason = f"{r.reason or 'rejected'} ({_EARLIER})"
+            self.rejected[reason] += 1
+            self._example(reason, Example(_EARLIER, r.key, "", r.message or ""))
         elif r.state in FAILED:
             self._failed(r.state, r, _EARLIER, r.key, f" ({_EARLIER})")
         else:  # queued again since (a replay): the next delivery sends it

@@ -75,10 +75,15 @@ class OwnResults:
             for i, new, item in zip(ids, added.stored, items, strict=True)
             if isinstance(o := item.outcome, Payload)
         ]
+        fresh = {i for i, new, _ in ours if new and i > 0}
+        found: list[int] = []
         for i, new, payload in ours:
-            if i < 0 and not new:  # the event id of one held in memory
-                self._tally.duplicate(payload)
-        found = [i for i, new, _ in ours if i > 0 and not new]
+            if new:
+                continue
+            if i < 0 or i in fresh or i in self.spans:  # the event id of one read in this run
+                self._tally.duplicate(payload)  # held in memory, or stored and still open
+            else:
+                found.append(i)
         still = set(compress(found, self._store.open_of(found))) if found else set()
         self._found.extend(i for i in found if i not in still)
         self.spans.add(i for i, new, _ in ours if i > 0 and (new or i in still))

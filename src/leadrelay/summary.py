@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
-_ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
-_EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
+ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
+EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
 
 
 @dataclass(slots=True)
@@ -191,7 +191,7 @@ class Tally:
         refused by Meta, expire or die (``delivery.elsewhere``), as ``delivery`` counts those it
         settles. One the store refused before it could go out (``unencodable``: never sent) is
         rejected, as the reader's refusals are."""
-        r, where = record, _ELSEWHERE
+        r, where = record, ELSEWHERE
         if r.state is State.DELIVERED:
             self.delivered_elsewhere += 1
         elif r.state is State.REJECTED and r.attempts == 0:
@@ -219,14 +219,14 @@ class Tally:
         if r.state is State.DELIVERED:
             self.delivered_before += 1
         elif r.state is State.REJECTED and r.attempts == 0:  # by the store: never sent
-            reason = f"{r.reason or 'rejected'} ({_EARLIER})"
+            reason = f"{r.reason or 'rejected'} ({EARLIER})"
             self.rejected[reason] += 1
-            self._example(reason, Example(_EARLIER, r.key, "", r.message or ""))
+            self._example(reason, Example(EARLIER, r.key, "", r.message or ""))
         elif r.state in FAILED:
-            self._failed(r.state, r, _EARLIER, r.key, f" ({_EARLIER})")
+            self._failed(r.state, r, EARLIER, r.key, f" ({EARLIER})")
         else:  # queued again since (a replay): the next delivery sends it
             self.queued_left += 1
-        self._write(_row(_EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(_row(EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def left_queued(
         self, event_id: str, event: str, lead_id: int | None, event_name: str | None
@@ -241,7 +241,7 @@ class Tally:
         """The report's row of one of the run's events still open in a fleet's queue when it
         ended (counted in ``elsewhere``)."""
         r = record
-        self._write(_row(_ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(_row(ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def _failed(
         self, state: State, said: Delivery | EventRecord, where: str, key: str, when: str = ""
@@ -302,91 +302,9 @@ class Tally:
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:
         """Print the summary table and the first examples of each problem. ``stopped``: delivery
         stopped early (SIGTERM, a refused token): payloads not accounted for are queued."""
-        from rich.table import Table  # only at the end of a run; workers never render
+        from leadrelay.summary_table import render  # only at the end of a run
 
-        table = Table(
-            title="leadrelay dry run" if dry_run else "leadrelay delivery",
-            show_header=True,
-            header_style="bold",
-        )
-        table.add_column("outcome")
-        table.add_column("reason")
-        table.add_column("events", justify="right")
-        table.add_row("read", "", str(self.read))
-        if dry_run:
-            table.add_row("mapped", "ready to send", str(self.mapped), style="green")
-        else:
-            table.add_row("delivered", "immediately", str(self.delivered_now), style="green")
-            table.add_row("delivered", "after retry", str(self.delivered_retry), style="green")
-            if self.delivered_split:
-                label = "after its batch was split for a refused event"
-                table.add_row("delivered", label, str(self.delivered_split), style="green")
-            if self.delivered_elsewhere:
-                label = f"by {_ELSEWHERE}"
-                table.add_row("delivered", label, str(self.delivered_elsewhere), style="green")
-            if self.delivered_before:
-                label = f"by {_EARLIER} (not sent again)"
-                table.add_row("delivered", label, str(self.delivered_before), style="green")
-        for reason, n in sorted(self.filtered.items()):
-            table.add_row("filtered", reason, str(n), style="cyan")
-        for reason, n in sorted(self.rejected.items()):
-            table.add_row("rejected", reason, str(n), style="red")
-        for label, n in sorted(self.meta_rejected.items()):
-            table.add_row("rejected by Meta", label, str(n), style="red")
-        if self.expired:
-            table.add_row(
-                "expired",
-                "older than 7 days before it could be sent",
-                str(self.expired),
-                style="red",
-            )
-        for reason, n in sorted(self.dead.items()):
-            table.add_row("not delivered", reason, str(n), style="red")
-        for reason, n in sorted(self.not_sent.items()):
-            table.add_row("not sent", reason, str(n), style="yellow")
-        if self.duplicates:
-            label = "the event_id of an event before it in this run"
-            table.add_row("not sent again", label, str(self.duplicates), style="yellow")
-        if self.queued_left:
-            label = "queued in the store: the next send (or serve) delivers it"
-            table.add_row("not sent yet", label, str(self.queued_left), style="yellow")
-        earlier = self.mapped - self.settled - self.elsewhere
-        if self.elsewhere:
-            label = "held by another process, queued for a retry, or behind its lead"
-            if stopped:  # what it had not sent yet waits in the fleet's queue too
-                label = "queued for the fleet's workers, or held by another process"
-            table.add_row("not sent yet", label, str(self.elsewhere), style="yellow")
-        if not dry_run and earlier > 0:
-            if stopped:
-                label = "queued in the store (or stored by an earlier run)"
-                if self.fleet:  # or held by one of its other processes, for all it knows
-                    label = "queued in the store, held by another process, or stored earlier"
-                table.add_row("not sent yet", label, str(earlier), style="yellow")
-            else:
-                label = "stored by an earlier run"
-                if self.fleet:
-                    label += " or another process"
-                table.add_row("not sent again", label, str(earlier), style="dim")
-        for label, n in sorted(self.notes.items()):
-            table.add_row("field left out", label, str(n), style="yellow")
-        if not dry_run:
-            table.add_row("requests", "", str(self.requests), style="dim")
-            table.add_row("transient errors", "", str(self.transient_errors), style="dim")
-        console.print(table)
-        for reason, examples in self.examples.items():
-            console.print(f"[bold]{reason}[/bold], e.g.:")
-            for ex in examples:
-                who = " ".join(x for x in (ex.where, f"(event_id {ex.key})" if ex.key else "") if x)
-                what = f"{ex.field}: " if ex.field else ""
-                console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
-        if self.dead or self.expired or self.meta_rejected:
-            console.print(
-                "Events not delivered, expired or refused by Meta are kept: `leadrelay "
-                "dead-letters list --config ...` shows them; once the cause is fixed, "
-                "`dead-letters replay` queues them again and `leadrelay deliver` sends them.",
-                markup=False,
-                highlight=False,
-            )
+        render(self, console, dry_run=dry_run, stopped=stopped)
 
 
 FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)

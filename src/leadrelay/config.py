@@ -11,7 +11,6 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from leadrelay.config_env import Problem, expand, key_name, unquoted, without_unset_tokens
 from leadrelay.mapping.expressions import ExpressionError, compile_expression
 from leadrelay.mapping.fields import TargetError, treatment
 from leadrelay.meta.normalize import region_hint
@@ -36,21 +36,6 @@ DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
 _VERSION_SEGMENT: Final = re.compile(r"/v\d+\.\d+(/|$)")  # in graph_url: a version of the path
 _QUOTED_COUNTRY: Final = 16  # longest one-word default_country quoted in its error
-_SECRET_LIKE: Final = 8  # a value read from the environment this long is not quoted in errors
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SERVE_TOKENS: Final = ("intake_token", "dashboard_token")  # [server]'s: only serve needs them
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a config, located by its key (``smart_mapping."user_data.em"``)."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -279,8 +264,8 @@ def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) ->
     """Validate an already-parsed config mapping (see ``load_config``)."""
     problems: list[Problem] = []
     used: dict[str, str] = {}
-    raw, unset = _without_unset_tokens(raw, env)
-    expanded = _expand(raw, env, (), problems, used)
+    raw, unset = without_unset_tokens(raw, env)
+    expanded = expand(raw, env, (), problems, used)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(expanded)
@@ -290,76 +275,10 @@ def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) ->
         problems.extend(p for p in _pydantic_problems(exc, expanded) if p.key not in unread)
     problems.extend(_expression_problems(expanded))
     if problems:
-        raise ConfigError(source, [_unquoted(p, used) for p in problems])
+        raise ConfigError(source, [unquoted(p, used) for p in problems])
     assert settings is not None
     settings.server._unset_env.update(unset)
     return settings
-
-
-def _without_unset_tokens(
-    raw: dict[str, Any], env: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """``raw`` without [server]'s tokens given as ``"${VAR}"`` whose variable is not set, and
-    those tokens with their variable: every command but ``serve`` runs without them (the README's
-    [server] block in a config must not stop ``send`` where the variables are not set)."""
-    server = raw.get("server")
-    if not isinstance(server, dict):
-        return raw, {}
-    unset: dict[str, str] = {}
-    for name in _SERVE_TOKENS:
-        value = server.get(name)
-        match = _ENV_REF.fullmatch(value.strip()) if isinstance(value, str) else None
-        if match is not None and match.group(1) not in env:
-            unset[name] = match.group(1)
-    if not unset:
-        return raw, {}
-    kept = {k: v for k, v in server.items() if k not in unset}
-    return {**raw, "server": kept}, unset
-
-
-def _expand(
-    value: Any,
-    env: Mapping[str, str],
-    key: tuple[str, ...],
-    problems: list[Problem],
-    used: dict[str, str],
-) -> Any:
-    """``value`` with ``${VAR}`` read from ``env``; the variables read go in ``used``."""
-    if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                problems.append(Problem(_key(key), f"environment variable {name} is not set"))
-                return ""
-            used[name] = env[name]
-            return env[name]
-
-        return _ENV_REF.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _expand(v, env, (*key, str(k)), problems, used) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, env, (*key, str(i)), problems, used) for i, v in enumerate(value)]
-    return value
-
-
-def _unquoted(problem: Problem, used: Mapping[str, str]) -> Problem:
-    """``problem`` saying ``${VAR}`` where its message quotes the value of a variable read: the
-    environment is where secrets are kept, and a token put in the wrong key (an expression, a
-    URL) would be printed and logged. Short values are left (a country code, a number)."""
-    message = problem.message
-    for name, value in sorted(used.items(), key=lambda kv: len(kv[1]), reverse=True):
-        if len(value) >= _SECRET_LIKE and value in message:
-            message = message.replace(value, f"${{{name}}}")
-    return problem if message == problem.message else Problem(problem.key, message)
-
-
-def _key(parts: tuple[str | int, ...]) -> str:
-    out: list[str] = []
-    for part in parts:
-        text = str(part)
-        out.append(text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else f'"{text}"')
-    return ".".join(out) or "file"
 
 
 def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Problem]:
@@ -372,14 +291,14 @@ def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Proble
             section = _SECTIONS.get(str(loc[0]), Settings) if len(loc) > 1 else Settings
             hint = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-            problems.append(Problem(_key(loc), f"unknown setting{suffix}"))
+            problems.append(Problem(key_name(loc), f"unknown setting{suffix}"))
         elif err["type"] == "missing":
-            problems.append(Problem(_key(loc), "is required"))
+            problems.append(Problem(key_name(loc), "is required"))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "string_pattern_mismatch" and loc == ("pixel_id",):
                 msg = "must be the digits of your Pixel (dataset) Id"
-            problems.append(Problem(_key(loc), msg))
+            problems.append(Problem(key_name(loc), msg))
     return problems
 
 
@@ -400,9 +319,11 @@ def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
     def check(key: tuple[str, ...], source: Any) -> None:
         if isinstance(source, str) and source:
             try:
-                compile_expression(source, key=_key(key))
+                compile_expression(source, key=key_name(key))
             except ExpressionError as exc:
-                problems.append(Problem(_key(key), f"{exc.message} (at position {exc.position})"))
+                problems.append(
+                    Problem(key_name(key), f"{exc.message} (at position {exc.position})")
+                )
 
     check(("lead_id",), raw.get("lead_id"))
     check(("lead_event_source",), raw.get("lead_event_source"))
@@ -412,7 +333,7 @@ def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
             if isinstance(target, str) and not target.strip():
                 problems.append(
                     Problem(
-                        _key(("mapping", name)),
+                        key_name(("mapping", name)),
                         "is empty; write the Facebook event name for this event, or remove the row",
                     )
                 )
@@ -423,8 +344,8 @@ def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
             try:
                 treatment(target)
             except TargetError as exc:
-                problems.append(Problem(_key(("smart_mapping", target)), str(exc)))
+                problems.append(Problem(key_name(("smart_mapping", target)), str(exc)))
             if target in _REQUIRED and source == "":
-                problems.append(Problem(_key(("smart_mapping", target)), _REQUIRED[target]))
+                problems.append(Problem(key_name(("smart_mapping", target)), _REQUIRED[target]))
             check(("smart_mapping", target), source)
     return problems

@@ -61,6 +61,11 @@ class Tally:
     not sent again (``delivery.own``)."""
     duplicates: int = 0
     """Payloads with the event id of one read or stored before them in this run: not sent."""
+    backlog_delivered: int = 0
+    """Events the store held queued from before this run and not read from its files (``serve``,
+    a stopped send of other files) that this run delivered: not counted in what it read."""
+    backlog_failed: int = 0
+    """The same, refused by Meta, expired or dead (``dead-letters`` lists them): exit code 2."""
     queued_left: int = 0
     """Payloads left queued in the store when delivery stopped (Ctrl-C, SIGTERM, a refused
     token): the next run (or ``serve``) sends them."""
@@ -206,16 +211,16 @@ class Tally:
         self.duplicates += 1
         self._write(_duplicate_row(payload.key, payload.source_event, payload.lead_id))
 
-    def found_settled(self, record: EventRecord, *, during_run: bool) -> None:
-        """One payload found stored and settled when it was read (``delivery.own``): stored
-        ``during_run`` (an event id that came before it), else what an earlier run (or
-        ``serve``) made of it, counted as such. Refused by Meta, expired or dead then, it did not
-        reach Meta: exit code 2 (``dead-letters`` replays it)."""
+    def duplicate_of(self, record: EventRecord) -> None:
+        """One payload found stored by this run: its event id came before in it."""
+        self.duplicates += 1
+        self._write(_duplicate_row(record.key, record.source_event, record.lead_id))
+
+    def found_settled(self, record: EventRecord) -> None:
+        """One payload found stored and settled before this run (``delivery.own``): counted as
+        what an earlier run (or ``serve``) made of it. Refused by Meta, expired or dead then, it
+        did not reach Meta: exit code 2 (``dead-letters`` replays it)."""
         r = record
-        if during_run:
-            self.duplicates += 1
-            self._write(_duplicate_row(r.key, r.source_event, r.lead_id))
-            return
         if r.state is State.DELIVERED:
             self.delivered_before += 1
         elif r.state is State.REJECTED and r.attempts == 0:  # by the store: never sent
@@ -227,6 +232,36 @@ class Tally:
         else:  # queued again since (a replay): the next delivery sends it
             self.queued_left += 1
         self._write(_row(EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
+
+    def backlog(self, results: Sequence[Delivery]) -> None:
+        """What this run's delivery made of events of the store's backlog, not (yet) found in
+        its files: counted apart, with no report row (``settled_here`` takes one back)."""
+        for d in results:
+            if d.state is State.DELIVERED:
+                self.backlog_delivered += 1
+            elif d.state in FAILED:
+                self.backlog_failed += 1
+
+    def settled_here(self, record: EventRecord, *, backlog: bool) -> None:
+        """One of the files' payloads that this run settled before its reader came to it (from
+        the store's backlog, or a fleet's queue): counted as this run's, and no longer apart
+        (``backlog``)."""
+        r = record
+        if backlog:
+            if r.state is State.DELIVERED:
+                self.backlog_delivered -= 1
+            elif r.state in FAILED:
+                self.backlog_failed -= 1
+        if r.state is State.DELIVERED:
+            if r.attempts > 1:
+                self.delivered_retry += 1
+            else:
+                self.delivered_now += 1
+        elif r.state in FAILED:
+            self._failed(r.state, r, "", r.key)
+        else:
+            self.queued_left += 1
+        self._write(_row(None, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def left_queued(
         self, event_id: str, event: str, lead_id: int | None, event_name: str | None
@@ -297,6 +332,7 @@ class Tally:
             or self.dead
             or self.elsewhere
             or self.queued_left
+            or self.backlog_failed
         )
 
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:

@@ -35,6 +35,9 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
         if t.delivered_elsewhere:
             label = f"by {ELSEWHERE}"
             table.add_row("delivered", label, str(t.delivered_elsewhere), style="green")
+        if t.backlog_delivered:  # not among those read: the store's, from before
+            label = "queued in the store before this run, not from these files"
+            table.add_row("delivered", label, str(t.backlog_delivered), style="green")
         if t.delivered_before:
             label = f"by {EARLIER} (not sent again)"
             table.add_row("delivered", label, str(t.delivered_before), style="green")
@@ -53,6 +56,9 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
         )
     for reason, n in sorted(t.dead.items()):
         table.add_row("not delivered", reason, str(n), style="red")
+    if t.backlog_failed:
+        label = "queued in the store before this run, not from these files"
+        table.add_row("not delivered", label, str(t.backlog_failed), style="red")
     for reason, n in sorted(t.not_sent.items()):
         table.add_row("not sent", reason, str(n), style="yellow")
     if t.duplicates:
@@ -90,7 +96,7 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
             who = " ".join(x for x in (ex.where, f"(event_id {ex.key})" if ex.key else "") if x)
             what = f"{ex.field}: " if ex.field else ""
             console.print(f"  {who}: {what}{ex.message}", markup=False, highlight=False)
-    if t.dead or t.expired or t.meta_rejected:
+    if t.dead or t.expired or t.meta_rejected or t.backlog_failed:
         console.print(
             "Events not delivered, expired or refused by Meta are kept: `leadrelay "
             "dead-letters list --config ...` shows them; once the cause is fixed, "

@@ -25,7 +25,7 @@ the send also counts what its worker delivers of the store's backlog (earlier ev
 from __future__ import annotations
 
 import asyncio
-from array import array
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import compress
 
@@ -60,7 +60,10 @@ class OwnResults:
         self._tally = tally
         self._started = started
         self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
-        self._found: array[int] = array("q")  # found stored settled: read at the end
+        self._found = Spans()  # found stored settled: read at the end
+        # Runs of ids this process settled that were not the files' (yet): the store's backlog,
+        # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
+        self._foreign: list[tuple[int, int]] = []
         self._accounting: asyncio.Future[None] | None = None
 
     def added(self, items: Sequence[Incoming], added: Added) -> None:
@@ -75,17 +78,20 @@ class OwnResults:
             for i, new, item in zip(ids, added.stored, items, strict=True)
             if isinstance(o := item.outcome, Payload)
         ]
-        fresh = {i for i, new, _ in ours if new and i > 0}
+        seen = {i for i, new, _ in ours if new and i > 0}
         found: list[int] = []
         for i, new, payload in ours:
             if new:
                 continue
-            if i < 0 or i in fresh or i in self.spans:  # the event id of one read in this run
-                self._tally.duplicate(payload)  # held in memory, or stored and still open
+            if i < 0 or i in seen or i in self.spans or i in self._found:
+                # the event id of one read before in this run: held in memory, stored (and
+                # still open), or found stored earlier in the run
+                self._tally.duplicate(payload)
             else:
                 found.append(i)
+                seen.add(i)
         still = set(compress(found, self._store.open_of(found))) if found else set()
-        self._found.extend(i for i in found if i not in still)
+        self._found.add(i for i in found if i not in still)
         self.spans.add(i for i, new, _ in ours if i > 0 and (new or i in still))
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
@@ -94,19 +100,21 @@ class OwnResults:
             if ids and max(ids) < 0:  # all from memory: the files' own (write-behind)
                 self._tally.deliveries(results)
                 return
-            if self._fleet is None or all(i < 0 or i in spans for i in ids):
+            if all(i < 0 or i in spans for i in ids):
                 self._tally.deliveries(results)
-                self._settled += runs(i for i in ids if i > 0 and i in spans)
+                self._settled += runs(i for i in ids if i > 0)
                 return
         # Those put back in the queue (retries ran out) are not settled: still open at the end,
         # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
-        told = [
-            (i, d)
-            for i, d in zip(ids, results, strict=True)
-            if (i < 0 or i in spans or self._fleet is None) and not requeued(d)
-        ]
-        self._settled += runs(i for i, _ in told if i > 0 and i in spans)
-        self._tally.deliveries([d for _, d in told])
+        told = [(i, d) for i, d in zip(ids, results, strict=True) if not requeued(d)]
+        mine = [(i, d) for i, d in told if i < 0 or i in spans]
+        self._settled += runs(i for i, _ in mine if i > 0)
+        self._tally.deliveries([d for _, d in mine])
+        if len(mine) < len(told):  # the store's backlog (SQLite), or the fleet's events
+            theirs = [(i, d) for i, d in told if i > 0 and i not in spans]
+            self._foreign += runs(i for i, _ in theirs)
+            if self._fleet is None:  # counted apart: the summary says so, with no rows
+                self._tally.backlog([d for _, d in theirs])
 
     def unsettled(self) -> list[tuple[int, int]]:
         """The spans of the files' stored ids that this process did not settle, in order."""
@@ -132,11 +140,18 @@ class OwnResults:
             )
 
     def _account(self, waiting: list[Payload]) -> None:
-        tally = self._tally
-        for start in range(0, len(self._found), _READ_AT_ONCE):
-            ids = self._found[start : start + _READ_AT_ONCE]
-            for record in self._store.outcomes(ids.tolist()):
-                tally.found_settled(record, during_run=record.received_at >= self._started)
+        tally, started = self._tally, self._started
+        foreign = _Runs(merge_spans(self._foreign))
+        for ids in _pieces(self._found.merged()):
+            for record in self._store.outcomes(ids):
+                if record.id in foreign:  # settled here before the reader came to it
+                    tally.settled_here(record, backlog=self._fleet is None)
+                elif record.received_at >= started:  # stored by this run: read before
+                    tally.duplicate_of(record)
+                elif self._fleet is not None and record.updated_at >= started:
+                    tally.settled_elsewhere(record)  # by another process meanwhile
+                else:
+                    tally.found_settled(record)
         if self._fleet is not None:
             from leadrelay.delivery.elsewhere import account_elsewhere
 
@@ -144,11 +159,37 @@ class OwnResults:
             return
         for p in waiting:
             tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
-        left = [i for first, last in self.unsettled() for i in range(first, last + 1)]
-        for start in range(0, len(left), _READ_AT_ONCE):
-            for r in self._store.outcomes(left[start : start + _READ_AT_ONCE]):
+        for ids in _pieces(self.unsettled()):
+            for r in self._store.outcomes(ids):
                 if r.state in _OPEN:
                     tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name)
+                elif r.id in foreign:  # its result came as the reader found it open
+                    tally.settled_here(r, backlog=True)
+
+
+class _Runs:
+    """Runs of ids (first, last), in order and apart, for looking ids up."""
+
+    def __init__(self, runs: list[tuple[int, int]]) -> None:
+        self._firsts = [first for first, _ in runs]
+        self._lasts = [last for _, last in runs]
+
+    def __contains__(self, id_: int) -> bool:
+        k = bisect_right(self._firsts, id_) - 1
+        return k >= 0 and id_ <= self._lasts[k]
+
+
+def _pieces(spans: list[tuple[int, int]]) -> Iterable[list[int]]:
+    """The ids of ``spans``, ``_READ_AT_ONCE`` at a time."""
+    piece: list[int] = []
+    for first, last in spans:
+        for i in range(first, last + 1):
+            piece.append(i)
+            if len(piece) == _READ_AT_ONCE:
+                yield piece
+                piece = []
+    if piece:
+        yield piece
 
 
 def runs(ids: Iterable[int]) -> list[tuple[int, int]]:

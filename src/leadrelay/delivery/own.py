@@ -17,9 +17,11 @@ A send counts the files' payloads as its delivery settles them (``OwnResults`` i
 The files' events are known by their ids (``Spans``: a few numbers for a file of any size):
 those the send stored, and those it found stored still open (``Outcomes.open_of``), which it
 delivers (SQLite: one process delivers from a store) or another process does (a fleet). Ids of
-events held in memory (write-behind, negative) are the send's by definition. Without a fleet,
-the send also counts what its worker delivers of the store's backlog (earlier events queued by
-``serve`` or a stopped run), as it always did.
+events held in memory (write-behind, negative) are the send's by definition. Its worker also
+delivers the store's backlog (events ``serve`` or a stopped run left queued; on a fleet, the
+fleet's): counted apart on SQLite ("queued in the store before this run"), not at all on a
+fleet, and remembered by runs of ids, so that one the reader then finds in its files is counted
+as this run's, once (``Tally.settled_here``).
 """
 
 from __future__ import annotations

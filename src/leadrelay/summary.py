@@ -200,21 +200,15 @@ class Tally:
         if r.state is State.DELIVERED:
             self.delivered_elsewhere += 1
         elif r.state is State.REJECTED and r.attempts == 0:
-            self.rejected[r.reason or "rejected"] += 1
-            self._example(r.reason or "rejected", Example(where, r.key, "", r.message or ""))
+            self._unsent(r, where)
         else:
             self._failed(r.state, r, where, r.key)
         self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
 
-    def duplicate(self, payload: Payload) -> None:
-        """One payload with the event id of one read before it in this run, held in memory."""
+    def duplicate(self, event_id: str, event: str, lead_id: int | None) -> None:
+        """One payload not sent: its event id came before in this run (``delivery.own``)."""
         self.duplicates += 1
-        self._write(_duplicate_row(payload.key, payload.source_event, payload.lead_id))
-
-    def duplicate_of(self, record: EventRecord) -> None:
-        """One payload found stored by this run: its event id came before in it."""
-        self.duplicates += 1
-        self._write(_duplicate_row(record.key, record.source_event, record.lead_id))
+        self._write(_duplicate_row(event_id, event, lead_id))
 
     def found_settled(self, record: EventRecord) -> None:
         """One payload found stored and settled before this run (``delivery.own``): counted as
@@ -223,10 +217,8 @@ class Tally:
         r = record
         if r.state is State.DELIVERED:
             self.delivered_before += 1
-        elif r.state is State.REJECTED and r.attempts == 0:  # by the store: never sent
-            reason = f"{r.reason or 'rejected'} ({EARLIER})"
-            self.rejected[reason] += 1
-            self._example(reason, Example(EARLIER, r.key, "", r.message or ""))
+        elif r.state is State.REJECTED and r.attempts == 0:
+            self._unsent(r, EARLIER, f" ({EARLIER})")
         elif r.state in FAILED:
             self._failed(r.state, r, EARLIER, r.key, f" ({EARLIER})")
         else:  # queued again since (a replay): the next delivery sends it
@@ -277,6 +269,13 @@ class Tally:
         ended (counted in ``elsewhere``)."""
         r = record
         self._write(_row(ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
+
+    def _unsent(self, r: EventRecord, where: str, when: str = "") -> None:
+        """Count one the store refused before it could go out (``unencodable``: never sent):
+        rejected, as the reader's refusals are, not by Meta."""
+        reason = (r.reason or "rejected") + when
+        self.rejected[reason] += 1
+        self._example(reason, Example(where, r.key, "", r.message or ""))
 
     def _failed(
         self, state: State, said: Delivery | EventRecord, where: str, key: str, when: str = ""

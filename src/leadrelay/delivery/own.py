@@ -88,7 +88,7 @@ class OwnResults:
             if i < 0 or i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: held in memory, stored (and
                 # still open), or found stored earlier in the run
-                self._tally.duplicate(payload)
+                self._tally.duplicate(payload.key, payload.source_event, payload.lead_id)
             else:
                 found.append(i)
                 seen.add(i)
@@ -149,7 +149,7 @@ class OwnResults:
                 if record.id in foreign:  # settled here before the reader came to it
                     tally.settled_here(record, backlog=self._fleet is None)
                 elif record.received_at >= started:  # stored by this run: read before
-                    tally.duplicate_of(record)
+                    tally.duplicate(record.key, record.source_event, record.lead_id)
                 elif self._fleet is not None and record.updated_at >= started:
                     tally.settled_elsewhere(record)  # by another process meanwhile
                 else:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from leadrelay.delivery.intake import Spans
-from leadrelay.delivery.own import runs
+from leadrelay.delivery.own import OPEN, runs
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("leadrelay.send")
 
 _TAKEOVER_SLACK_S: Final = 5.0  # beyond claim_idle_s, before events held elsewhere are given up
-_OPEN: Final = (State.QUEUED, State.IN_FLIGHT)
 
 
 class PutBack:
@@ -93,7 +92,7 @@ def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> Non
     found = {r.id: r for r in fleet.outcomes([i for i, _ in accounted.listed])}
     for id_, state in accounted.listed:
         record = found.get(id_)
-        if state in _OPEN:
+        if state in OPEN:
             if record is not None:
                 tally.held_elsewhere(record)  # a row: counted in ``open``
         elif record is not None:

@@ -26,6 +26,15 @@ class Spans:
         self._lasts: list[int] = []
         self._strays: set[int] = set()
 
+    @classmethod
+    def of(cls, spans: Iterable[tuple[int, int]]) -> Spans:
+        """The ids of ``spans`` (first and last id; in order, none overlapping or touching)."""
+        out = cls()
+        for first, last in spans:
+            out._firsts.append(first)
+            out._lasts.append(last)
+        return out
+
     def add(self, ids: Iterable[int]) -> None:
         firsts, lasts = self._firsts, self._lasts
         for id_ in ids:

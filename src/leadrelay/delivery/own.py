@@ -27,9 +27,9 @@ as this run's, once (``Tally.settled_here``).
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import compress
+from typing import Final
 
 import structlog
 
@@ -39,11 +39,11 @@ from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
-__all__ = ["OwnResults", "runs", "without"]
+__all__ = ["OPEN", "OwnResults", "runs", "without"]
 
 log = structlog.get_logger("leadrelay.send")
 
-_OPEN = (State.QUEUED, State.IN_FLIGHT)
+OPEN: Final = (State.QUEUED, State.IN_FLIGHT)  # the states of an event not settled yet
 _READ_AT_ONCE = 10_000  # records read back per call at the end
 
 
@@ -143,7 +143,7 @@ class OwnResults:
 
     def _account(self, waiting: list[Payload]) -> None:
         tally, started = self._tally, self._started
-        foreign = _Runs(merge_spans(self._foreign))
+        foreign = Spans.of(merge_spans(self._foreign))
         for ids in _pieces(self._found.merged()):
             for record in self._store.outcomes(ids):
                 if record.id in foreign:  # settled here before the reader came to it
@@ -163,22 +163,10 @@ class OwnResults:
             tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
         for ids in _pieces(self.unsettled()):
             for r in self._store.outcomes(ids):
-                if r.state in _OPEN:
+                if r.state in OPEN:
                     tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name)
                 elif r.id in foreign:  # its result came as the reader found it open
                     tally.settled_here(r, backlog=True)
-
-
-class _Runs:
-    """Runs of ids (first, last), in order and apart, for looking ids up."""
-
-    def __init__(self, runs: list[tuple[int, int]]) -> None:
-        self._firsts = [first for first, _ in runs]
-        self._lasts = [last for _, last in runs]
-
-    def __contains__(self, id_: int) -> bool:
-        k = bisect_right(self._firsts, id_) - 1
-        return k >= 0 and id_ <= self._lasts[k]
 
 
 def _pieces(spans: list[tuple[int, int]]) -> Iterable[list[int]]:

@@ -12,20 +12,18 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
-from leadrelay.delivery.sqlite_schema import (
-    OUTCOME,
-    RECORD,
-    RECORD_LEAN,
-    decode_outcome,
-    decode_record,
-)
+import orjson
+
+from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN, decode_record
 from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
 from leadrelay.delivery.store import Counts, EventRecord, StoreError
 from leadrelay.outcome import State
 
 __all__ = ["SQLiteReads"]
+
+_AMONG: Final = "(SELECT value FROM json_each(?))"  # ids given as one JSON array
 
 
 class SQLiteReads:
@@ -120,23 +118,16 @@ class SQLiteReads:
 
     def open_of(self, ids: Sequence[int]) -> list[bool]:
         """See ``Outcomes.open_of``."""
-        open_: set[int] = set()
+        sql = f"SELECT id FROM events WHERE id IN {_AMONG} AND state IN ('queued', 'in_flight')"
         with self._reading() as conn:
-            for part in _parts(ids):
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT id FROM events WHERE id IN ({marks}) AND state IN (?, ?)"
-                rows = conn.execute(sql, (*part, State.QUEUED.value, State.IN_FLIGHT.value))
-                open_.update(r[0] for r in rows)
+            open_ = {r[0] for r in conn.execute(sql, (orjson.dumps(ids),))}
         return [i in open_ for i in ids]
 
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
-        """See ``Outcomes.outcomes``."""
-        found: dict[int, EventRecord] = {}
+        """See ``Outcomes.outcomes`` (records without the bodies)."""
         with self._reading() as conn:
-            for part in _parts(ids):
-                marks = ",".join("?" * len(part))
-                for row in conn.execute(f"{OUTCOME} WHERE e.id IN ({marks})", part):
-                    found[row[0]] = decode_outcome(row)
+            rows = conn.execute(f"{RECORD_LEAN} WHERE e.id IN {_AMONG}", (orjson.dumps(ids),))
+            found = {row[0]: decode_record(row) for row in rows}
         return [found[i] for i in ids if i in found]
 
     def get(self, id_or_key: int | str) -> EventRecord | None:
@@ -149,9 +140,3 @@ class SQLiteReads:
         with self._reading() as conn:
             row = conn.execute(sql, (arg,)).fetchone()
         return None if row is None else decode_record(row)
-
-
-def _parts(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
-    """``ids`` in pieces a statement's parameters can hold."""
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]

@@ -96,10 +96,6 @@ RECORD: Final = (
     " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id, payload, original,"
     " response, value, notes, next_attempt_at FROM events e LEFT JOIN bodies b ON b.id = e.id"
 )
-OUTCOME: Final = (  # what a report row says of an event, and when it was received
-    "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
-    " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id FROM events e"
-)
 RECORD_LEAN: Final = (  # RECORD without the bodies (see Store.events)
     "SELECT e.id, key, state, source_event, event_name, lead_id, event_time, received_at,"
     " updated_at, attempts, reason, message, field, code, subcode, fbtrace_id, NULL, NULL,"
@@ -361,30 +357,20 @@ def decode_claimed(
     return claimed
 
 
-def _loads(blob: bytes | None) -> Any:
-    return None if blob is None else orjson.loads(blob)
+_STATES: Final = {s.value: s for s in State}  # a lookup: State(text) costs a call each
 
 
 # fmt: off
 def decode_record(r: tuple[Any, ...]) -> EventRecord:
-    """The ``EventRecord`` of a row selected with ``RECORD``."""
-    return EventRecord(
-        id=r[0], key=r[1], state=State(r[2]), source_event=r[3], event_name=r[4], lead_id=r[5],
-        event_time=r[6], received_at=r[7], updated_at=r[8], attempts=r[9], reason=r[10],
-        message=r[11], field=r[12], code=r[13], subcode=r[14], fbtrace_id=r[15],
-        payload=_loads(r[16]), original=_loads(r[17]), response=_loads(r[18]), value=r[19],
-        notes=decode_notes(r[20]), next_attempt_at=r[21],
-    )
-# fmt: on
-
-
-_STATES: Final = {s.value: s for s in State}
-
-
-def decode_outcome(r: tuple[Any, ...]) -> EventRecord:
-    """The ``EventRecord`` of a row selected with ``OUTCOME``, without the bodies, the value and
-    the notes (a rerun reads one per event found stored: ``decode_record`` took twice as long)."""
+    """The ``EventRecord`` of a row selected with ``RECORD`` (or ``RECORD_LEAN``: a rerun reads
+    one per event it finds stored, so the columns without a value are not decoded)."""
+    payload, original, response, notes = r[16], r[17], r[18], r[20]
     return EventRecord(
         r[0], r[1], _STATES[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
-        r[13], r[14], r[15], None, None, None,
-    )  # fmt: skip
+        r[13], r[14], r[15],
+        None if payload is None else orjson.loads(payload),
+        None if original is None else orjson.loads(original),
+        None if response is None else orjson.loads(response),
+        r[19], decode_notes(notes) if notes else (), r[21],
+    )
+# fmt: on

@@ -944,3 +944,35 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
         assert {r["outcome"] for r in before} == {"delivered"}
         assert len(before) == tally.delivered_before
         assert len(rows) == len(theirs) + len(mine) + len(before)
+
+
+def test_events_another_send_stores_and_delivers_meanwhile_are_theirs_not_repeats(
+    redis_url: str,
+) -> None:
+    """Two sends of the same file on a fleet at once: the events the other one stored and
+    delivered while this one ran are "delivered by another process". They were counted as
+    repeats of an event before them in this run (48 of 20,000 in a review): their store
+    time is after this send began, which on SQLite means this run's own write-behind."""
+    store = RedisStore(redis_url, prefix="lr:other-send", consumer="send-1")
+    now = time.time()
+    items = [
+        Incoming(Payload(f"os-{n}", "lead", "Lead", LEAD_BASE + 5000 + n, int(now), {}), b"{}", now)
+        for n in range(10)
+    ]
+    tally = Tally(fleet=True, report=io.BytesIO())
+    own = OwnResults(store, tally, fleet=store, started=time.time() - 1)
+    other = store.add_new(items[:6])  # the other send, after this one began
+    claimed = store.claim(10, time.time())
+    delivered = [(c.id, Delivery(cast(Payload, c.payload), State.DELIVERED, 1)) for c in claimed]
+    store.complete(delivered, time.time())
+    own.added(items, store.add_new(items))  # this send reads them all: 6 found delivered
+    mine = [n for first, last in own.spans.merged() for n in range(first, last + 1)]
+    assert len(mine) == 4 and not set(mine) & set(other.ids)
+    own(mine, DeliveredWhole([cast(Payload, items[0].outcome)] * 4, None, "T"))
+    asyncio.run(own.account())
+    store.close()
+    assert (tally.delivered_now, tally.delivered_elsewhere, tally.duplicates) == (4, 6, 0)
+    rows = [orjson.loads(line) for line in cast(io.BytesIO, tally.report).getvalue().splitlines()]
+    assert sorted((r["event_id"], r["where"]) for r in rows if r["where"]) == [
+        (f"os-{n}", "another process") for n in range(6)
+    ]

@@ -429,8 +429,8 @@ def test_claim_marks_in_flight_and_never_hands_out_a_row_twice(store: Store) -> 
 
 def test_a_send_learns_which_events_are_open_and_what_became_of_the_others(store: Store) -> None:
     """What a send asks of the events it finds stored (``Outcomes``), on every backend: open or
-    not, and a settled one's outcome with when it was received, in the order asked, the ids no
-    longer stored left out."""
+    not, and a settled one's outcome with when it was received and settled, in the order asked,
+    the ids no longer stored left out."""
     assert isinstance(store, Outcomes)
     ids = queued(store, *"abcd", at=NOW - 5)
     claimed = store.claim(3, NOW)  # a, b, c in flight; d queued
@@ -450,6 +450,7 @@ def test_a_send_learns_which_events_are_open_and_what_became_of_the_others(store
     assert (refused.message, refused.attempts, refused.lead_id) == ("unknown lead", 1, lead_of("b"))
     assert (refused.source_event, refused.event_name) == ("lead_qualified", "Qualified")
     assert got[1].received_at == pytest.approx(NOW - 5)
+    assert got[0].updated_at == pytest.approx(NOW)  # settled while a send ran: by whom
 
 
 def test_claim_takes_nothing_that_is_not_due_yet(store: Store) -> None:

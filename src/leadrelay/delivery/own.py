@@ -148,10 +148,10 @@ class OwnResults:
             for record in self._store.outcomes(ids):
                 if record.id in foreign:  # settled here before the reader came to it
                     tally.settled_here(record, backlog=self._fleet is None)
-                elif record.received_at >= started:  # stored by this run: read before
-                    tally.duplicate(record.key, record.source_event, record.lead_id)
                 elif self._fleet is not None and record.updated_at >= started:
                     tally.settled_elsewhere(record)  # by another process meanwhile
+                elif record.received_at >= started:  # stored by this run (write-behind)
+                    tally.duplicate(record.key, record.source_event, record.lead_id)
                 else:
                     tally.found_settled(record)
         if self._fleet is not None:

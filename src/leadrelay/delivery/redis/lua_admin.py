@@ -217,9 +217,12 @@ end
 return {open, delivered, out}
 """)
 
-OUTCOME_FIELDS: Final = (b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft", b"ra")
-"""The fields of an event's hash a report row says (the state first), and when it was received,
-as ``OUTCOMES_OF`` reads them."""
+OUTCOME_FIELDS: Final = (
+    b"s", b"k", b"se", b"n", b"l", b"a", b"r", b"m", b"c", b"sc", b"ft", b"ra", b"ua"
+)  # fmt: skip
+"""The fields of an event's hash a report row says (the state first), and when it was received
+and last changed (``delivery.own``: by this run, or by another process while it ran), as
+``OUTCOMES_OF`` reads them."""
 
 OUTCOMES_OF: Final = script(
     """

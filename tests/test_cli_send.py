@@ -229,11 +229,11 @@ def _ignore_sigint() -> None:  # as a shell starts a background job
 
 
 def _sending(
-    cfg: Path, src: Path, until: Callable[[], bool], **popen: Any
+    cfg: Path, src: Path, until: Callable[[], bool], *extra: str, **popen: Any
 ) -> subprocess.Popen[bytes]:
     """``leadrelay send src`` (stderr piped), once ``until()`` holds (a minute at most)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg)],
+        [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg), *extra],
         env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -315,13 +315,16 @@ def test_a_second_ctrl_c_cuts_the_batches_in_flight_short(tmp_path: Path) -> Non
     """Ctrl-C while Meta takes longer to answer than the drain timeout (20 s): the send waits
     for the batches in flight, and says so; a second Ctrl-C stops the wait. The send ends with
     the summary and exit 130, no traceback; the batches cut off stay stored, queued, and the
-    next run delivers them."""
+    next run delivers them. Each event read has its report row: those cut off are "queued" (they
+    had none, nor a line of the summary but "queued in the store (or stored by an earlier
+    run)")."""
     src = tmp_path / "events.ndjson"
     src.write_bytes(events(3000))
+    report = tmp_path / "report.ndjson"
     slow = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=30_000)
     with SandboxServer(slow) as server:
         cfg = config(tmp_path, server.url)
-        proc = _sending(cfg, src, lambda: server.state.requests >= 4)
+        proc = _sending(cfg, src, lambda: server.state.requests >= 4, "--report", str(report))
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)  # the send is waiting for the batches in flight
         proc.send_signal(signal.SIGINT)
@@ -335,6 +338,13 @@ def test_a_second_ctrl_c_cuts_the_batches_in_flight_short(tmp_path: Path) -> Non
         assert sum(states.values()) <= 3000  # what was read (reading stops at a Ctrl-C)
         assert states.get("queued", 0) >= 200, states  # the 4 batches of 50 cut off, at least
         assert states.get("delivered", 0) == 0, states  # Meta answered no request
+        said = " ".join(stderr.split())
+        read = int(re.search(r"│ read │ │ (\d+) │", said).group(1))  # type: ignore[union-attr]
+        rows = report_rows(report)
+        assert len(rows) == read and len({r["event_id"] for r in rows}) == read
+        assert {r["outcome"] for r in rows} == {"queued"}
+        queued = "queued in the store: the next send (or serve) delivers it"
+        assert f"│ not sent yet │ {queued} │ {read} │" in said
     with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
         again = run(config(tmp_path, server.url), src)
         assert again.returncode == 0, again.stderr
@@ -764,3 +774,29 @@ def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(
     assert {r["outcome"] for r in rows} <= {"not_sent", "queued"}
     assert "queued in the store: the next send (or serve) delivers it" in said
     assert "kill -HUP" not in said  # a service's advice: a send stops, it does not reload
+
+
+def test_a_batch_still_in_flight_when_reading_ends_is_delivered_once_as_this_runs(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Meta answers the last batch after more than the drain timeout (20 s) that a stop gives
+    the batches in flight. Reading had ended, nothing stopped the send: the batch was cut
+    short anyway, put back, sent a second time, and its events were counted as another run's
+    ("not delivered: queued in the store before this run", "not sent again: stored by an earlier
+    run"), with no report row. It is waited for, sent once, and this run's."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(3000))  # the first batch is in flight as reading ends
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("max_attempts = 3", "max_attempts = 3\ntimeout_s = 40"))
+    sandbox.state.script("slow:21000")
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, src, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert "cut short" not in proc.stderr
+    assert sandbox.state.requests == 60  # batches of 50
+    said = " ".join(proc.stderr.split())
+    assert "│ delivered │ immediately │ 3000 │" in said
+    assert "earlier run" not in said and "before this run" not in said
+    rows = report_rows(report)
+    assert sorted(r["event_id"] for r in rows) == sorted(f"e{i}" for i in range(3000))
+    assert {r["outcome"] for r in rows} == {"delivered"}

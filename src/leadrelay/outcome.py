@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any, Final, overload
 
 
 class State(StrEnum):
@@ -24,6 +24,11 @@ class State(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     DEAD = "dead"
+
+
+INTERRUPTED: Final = "interrupted"
+"""The reason of a ``Delivery`` QUEUED because its batch was cut short as delivery stopped (the
+drain timeout, a second Ctrl-C): put back in the queue, for the next run."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -113,6 +113,10 @@ async def deliver(
     )
     stop_reading = threading.Event()
     stop = asyncio.Event()
+    # Everything read is stored: the worker delivers what is left and ends (a batch still in
+    # flight then is not cut short: one retrying through a Meta outage was put back, sent again
+    # and counted as another run's).
+    read_all = asyncio.Event()
     halt = asyncio.Event()  # SIGTERM: stop reading, finish what is in flight, store the rest
 
     def terminate() -> None:
@@ -125,7 +129,7 @@ async def deliver(
     graceful = options.jobs <= 1 and rereadable
     try:
         with _graceful_sigterm(loop, terminate, graceful):
-            runner = asyncio.create_task(worker.run(stop))
+            runner = asyncio.create_task(worker.run_until_idle(stop, more=read_all))
             reader = _in_daemon_thread(
                 read_into_store,
                 options.files,
@@ -143,9 +147,12 @@ async def deliver(
                         stop_reading.set()
                     await asyncio.to_thread(intake.flush_if_old)
                 await reader
+                read_all.set()
+                worker.notify()
             finally:
                 stop_reading.set()
-                stop.set()
+                if not read_all.is_set():  # stopped early: the batches in flight drain
+                    stop.set()
                 # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
                 # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
                 reader.add_done_callback(_retrieved)
@@ -156,11 +163,10 @@ async def deliver(
                 try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                     await asyncio.shield(runner)
                 except asyncio.CancelledError:
+                    stop.set()  # delivering what was left after reading: stopped now
                     await runner
                     raise
             paused = worker.paused
-            if paused is None and not halt.is_set():
-                paused = await worker.run_until_idle(halt)
             if paused is None and not halt.is_set() and settings.queue:
                 from leadrelay.delivery.elsewhere import say_held_elsewhere, settle_elsewhere
 

@@ -14,7 +14,15 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from leadrelay.meta.errors import ErrorKind
-from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
+from leadrelay.outcome import (
+    INTERRUPTED,
+    DeliveredWhole,
+    Delivery,
+    Filtered,
+    Payload,
+    Rejected,
+    State,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -184,6 +192,9 @@ class Tally:
                 self.delivered_now += 1
         elif result.state in FAILED:
             self._failed(result.state, result, result.extra.get("where", ""), p.key)
+        elif result.reason == INTERRUPTED:  # cut short at a stop: queued, sent by the next run
+            self.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
+            return
         else:
             self.not_sent[result.reason or "not_sent"] += 1
         if self.report is None:  # the common case: no row to build

@@ -106,9 +106,11 @@ class OwnResults:
                 self._tally.deliveries(results)
                 self._settled += runs(i for i in ids if i > 0)
                 return
-        # Those put back in the queue (retries ran out) are not settled: still open at the end,
-        # or settled elsewhere. Those a pause holds are counted now ("not sent"), as on SQLite.
-        told = [(i, d) for i, d in zip(ids, results, strict=True) if not requeued(d)]
+        # Those put back in the queue (retries ran out, or cut short at a stop) are not settled:
+        # still open at the end, or settled elsewhere; but those a send held in memory (negative
+        # ids) are stored under new ids, and are counted now ("not sent yet"). Those a pause
+        # holds are counted now ("not sent"), as on SQLite.
+        told = [(i, d) for i, d in zip(ids, results, strict=True) if i < 0 or not requeued(d)]
         mine = [(i, d) for i, d in told if i < 0 or i in spans]
         self._settled += runs(i for i, _ in mine if i > 0)
         self._tally.deliveries([d for _, d in mine])

@@ -26,7 +26,7 @@ import structlog
 
 from leadrelay.delivery.store import Claimed, Store
 from leadrelay.delivery.store_calls import StoreCalls
-from leadrelay.outcome import DeliveredWhole, Delivery, State
+from leadrelay.outcome import INTERRUPTED, DeliveredWhole, Delivery, State
 
 log = structlog.get_logger("leadrelay.worker")
 
@@ -137,10 +137,14 @@ def write_results(store: Store, s: Sorted, now: float) -> None:
         store.retry_later(ids, at, "retries_exhausted", message, attempts=sends, now=now)
 
 
+_REQUEUED: Final = frozenset({"retries_exhausted", INTERRUPTED})
+
+
 def requeued(result: Delivery) -> bool:
     """The result ``on_results`` is told for an event put back in the queue because its retries
-    ran out (there is a ``RequeuePolicy``): it is neither settled nor lost."""
-    return result.state is State.QUEUED and result.reason == "retries_exhausted"
+    ran out (there is a ``RequeuePolicy``) or delivery stopped before Meta answered: it is
+    neither settled nor lost."""
+    return result.state is State.QUEUED and result.reason in _REQUEUED
 
 
 OnResults = Callable[[Sequence[int], Sequence[Delivery]], None]
@@ -197,12 +201,23 @@ class Recorder:
         if self._observer is not None:
             self._observer.outcomes(s.counts)
 
-    async def put_back(self, ids: list[int], reason: str, message: str, delay: float = 0.0) -> None:
-        """Put a batch back in the queue without counting an attempt, due ``delay`` s from now."""
+    async def put_back(
+        self, claimed: Sequence[Claimed], reason: str, message: str, delay: float = 0.0
+    ) -> None:
+        """Put a batch back in the queue without counting an attempt, due ``delay`` s from now.
+        One cut short as delivery stops (``INTERRUPTED``) is told to ``on_results``, QUEUED: it
+        is not sent again before the next run, and events a send held in memory are stored
+        under new ids (``write_behind``), so this is the only word of them. Another (a failure
+        of ours) comes again."""
         now = self._clock()
+        ids = [c.id for c in claimed]
         put_back = partial(
             self._store.retry_later, ids, now + delay, reason, message, attempts=0, now=now
         )
         await self._calls(put_back)
+        if reason == INTERRUPTED and self._on_results is not None:
+            self._on_results(
+                ids, [Delivery(c.payload, State.QUEUED, 0, reason, message) for c in claimed]
+            )
         if self._observer is not None:
             self._observer.outcomes({("requeued", reason): len(ids)})

@@ -35,6 +35,7 @@ from leadrelay.delivery.store import Claimed, FleetControl, Store
 from leadrelay.delivery.store_calls import StoreCalls
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
+from leadrelay.outcome import INTERRUPTED
 
 __all__ = ["DeliveryWorker", "RequeuePolicy", "WorkerObserver", "pause_advice"]
 
@@ -188,18 +189,22 @@ class DeliveryWorker:
             await self._drain()
             await self._close()
 
-    async def run_until_idle(self, stop: asyncio.Event | None = None) -> GraphError | None:
+    async def run_until_idle(
+        self, stop: asyncio.Event | None = None, *, more: asyncio.Event | None = None
+    ) -> GraphError | None:
         """Deliver until no queued event remains (due or not), delivery pauses, or ``stop`` is
         set (then batches in flight drain as in ``run``). On a fleet's store, until there is
         nothing to claim: what is left (other processes' events in flight, retries not due,
-        events behind those of their lead) is the fleet's (``delivery.elsewhere``).
+        events behind those of their lead) is the fleet's (``delivery.elsewhere``). Until
+        ``more`` is set (then ``notify``), more is coming (a send's reader): being idle is no
+        end, and the batches in flight when it is set are not cut short by a drain timeout.
 
         Returns why it paused, or None. Rows IN_FLIGHT at start are taken back first.
         """
         self._stop = asyncio.Event() if stop is None else stop
         try:
             await self._start()
-            await self._loop(self._stop, until_idle=True)
+            await self._loop(self._stop, until_idle=True, more=more)
             paused = self.paused
         finally:
             await self._drain()
@@ -232,7 +237,9 @@ class DeliveryWorker:
             task.cancel()
         return len(pending)
 
-    async def _loop(self, stop: asyncio.Event, *, until_idle: bool) -> None:
+    async def _loop(
+        self, stop: asyncio.Event, *, until_idle: bool, more: asyncio.Event | None = None
+    ) -> None:
         while not (stop.is_set() or self._stopping):
             self._reap()
             if self.paused is not None:
@@ -256,7 +263,7 @@ class DeliveryWorker:
             if claimed:
                 self._spawn(claimed)
                 continue
-            if until_idle and not self._tasks:
+            if until_idle and not self._tasks and (more is None or more.is_set()):
                 if self._fleet is not None:
                     return
                 counts = await self._store_call(partial(self._store.counts, self._clock()))
@@ -301,12 +308,12 @@ class DeliveryWorker:
                 results = await dispatcher.deliver([c.payload for c in claimed])
             except asyncio.CancelledError:
                 message = "delivery stopped before Meta answered; the events will be sent again"
-                await asyncio.shield(self._recorder.put_back(ids, "interrupted", message))
+                await asyncio.shield(self._recorder.put_back(claimed, INTERRUPTED, message))
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
                 message = f"{type(exc).__name__}: {exc}"
-                await self._recorder.put_back(ids, "internal_error", message, 60.0)
+                await self._recorder.put_back(claimed, "internal_error", message, 60.0)
                 return
             write = asyncio.ensure_future(self._recorder.record(claimed, results))
             try:

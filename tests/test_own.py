@@ -90,3 +90,31 @@ def test_the_backlog_delivered_before_the_reader_comes_to_it_is_counted_once(
         ("b-0", None, "delivered"), ("b-1", None, "delivered"),
     ]  # fmt: skip
     store.close()
+
+
+def test_backlog_found_in_the_files_keeps_how_it_was_delivered(tmp_path: Path) -> None:
+    """Events of the store's backlog delivered after a split of their batch (two requests, none
+    failed), before the reader came to them, were counted "after retry": the store keeps how
+    many requests carried an event, not why. The send saw why as it delivered them."""
+    store = SQLiteStore(tmp_path / "s.db")
+    ids = store.add([item(f"s-{n}", NOW - 3600) for n in range(3)])
+    tally = Tally(report=io.BytesIO())
+    own = OwnResults(store, tally, fleet=None, started=NOW - 1)
+    claimed = store.claim(10, NOW)
+    results = [
+        Delivery(claimed[0].payload, State.DELIVERED, 2),  # its batch was split
+        Delivery(claimed[1].payload, State.DELIVERED, 2, extra={"retried": True}),
+        Delivery(claimed[2].payload, State.DELIVERED, 1),
+    ]
+    store.complete(list(zip(ids, results, strict=True)), NOW)
+    own(ids, results)
+    chunk = [item(f"s-{n}") for n in range(3)]
+    own.added(chunk, store.add_new(chunk))
+    asyncio.run(own.account())
+    assert (tally.delivered_split, tally.delivered_retry, tally.delivered_now) == (1, 1, 1)
+    assert tally.backlog_delivered == 0
+    rows = [orjson.loads(line) for line in tally.report.getvalue().splitlines()]  # type: ignore[union-attr]
+    assert sorted((r["event_id"], r["outcome"]) for r in rows) == [
+        ("s-0", "delivered_after_split"), ("s-1", "delivered_after_retry"), ("s-2", "delivered"),
+    ]  # fmt: skip
+    store.close()

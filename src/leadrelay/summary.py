@@ -245,26 +245,31 @@ class Tally:
             elif d.state in FAILED:
                 self.backlog_failed += 1
 
-    def settled_here(self, record: EventRecord, *, backlog: bool) -> None:
+    def settled_here(self, record: EventRecord, *, backlog: bool, split: bool = False) -> None:
         """One of the files' payloads that this run settled before its reader came to it (from
         the store's backlog, or a fleet's queue): counted as this run's, and no longer apart
-        (``backlog``)."""
+        (``backlog``). ``split``: delivered after its batch was split (not retried)."""
         r = record
         if backlog:
             if r.state is State.DELIVERED:
                 self.backlog_delivered -= 1
             elif r.state in FAILED:
                 self.backlog_failed -= 1
+        row = _row(None, r.key, r.source_event, r.lead_id, r.event_name, r)
         if r.state is State.DELIVERED:
-            if r.attempts > 1:
+            if split:
+                self.delivered_split += 1
+                row["outcome"] = "delivered_after_split"
+            elif r.attempts > 1:
                 self.delivered_retry += 1
+                row["outcome"] = "delivered_after_retry"
             else:
                 self.delivered_now += 1
         elif r.state in FAILED:
             self._failed(r.state, r, "", r.key)
         else:
             self.queued_left += 1
-        self._write(_row(None, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(row)
 
     def left_queued(
         self, event_id: str, event: str, lead_id: int | None, event_name: str | None

@@ -66,6 +66,9 @@ class OwnResults:
         # Runs of ids this process settled that were not the files' (yet): the store's backlog,
         # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
         self._foreign: list[tuple[int, int]] = []
+        # Of those, the ones delivered after a split of their batch (the store keeps how many
+        # requests carried an event, not whether one of them failed): a few, if any.
+        self._split: set[int] = set()
         self._accounting: asyncio.Future[None] | None = None
 
     def added(self, items: Sequence[Incoming], added: Added) -> None:
@@ -117,6 +120,7 @@ class OwnResults:
         if len(mine) < len(told):  # the store's backlog (SQLite), or the fleet's events
             theirs = [(i, d) for i, d in told if i > 0 and i not in spans]
             self._foreign += runs(i for i, _ in theirs)
+            self._split.update(i for i, d in theirs if _split(d))
             if self._fleet is None:  # counted apart: the summary says so, with no rows
                 self._tally.backlog([d for _, d in theirs])
 
@@ -149,7 +153,8 @@ class OwnResults:
         for ids in _pieces(self._found.merged()):
             for record in self._store.outcomes(ids):
                 if record.id in foreign:  # settled here before the reader came to it
-                    tally.settled_here(record, backlog=self._fleet is None)
+                    split = record.id in self._split
+                    tally.settled_here(record, backlog=self._fleet is None, split=split)
                 elif self._fleet is not None and record.updated_at >= started:
                     tally.settled_elsewhere(record)  # by another process meanwhile
                 elif record.received_at >= started:  # stored by this run (write-behind)
@@ -168,7 +173,12 @@ class OwnResults:
                 if r.state in OPEN:
                     tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name)
                 elif r.id in foreign:  # its result came as the reader found it open
-                    tally.settled_here(r, backlog=True)
+                    tally.settled_here(r, backlog=True, split=r.id in self._split)
+
+
+def _split(d: Delivery) -> bool:
+    """Delivered by more than one request, none of which failed: its batch was split."""
+    return d.state is State.DELIVERED and d.attempts > 1 and not d.extra.get("retried")
 
 
 def _pieces(spans: list[tuple[int, int]]) -> Iterable[list[int]]:

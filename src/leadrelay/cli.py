@@ -10,46 +10,25 @@ and resolving them from strings again each time cost a few milliseconds of every
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from leadrelay.cli_common import ConfigOpt, configure_logging, err, load_settings
+from leadrelay.cli_store import dead, report, status
 from leadrelay.collecting import command_started
-from leadrelay.config import DEFAULT_API_VERSION, ConfigError, Settings, load_config
+from leadrelay.config import DEFAULT_API_VERSION
 from leadrelay.events import InputError
 from leadrelay.mapping.expressions import MISSING  # imported by config anyway
-
-if TYPE_CHECKING:
-    from leadrelay.delivery.store import EventRecord, Store
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Send CRM lead-stage changes to Meta's Conversions API as Conversion Leads events.",
 )
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadrelay TOML config.")]
-
-
-def _configure_logging(verbose: int) -> None:
-    """Structured logs on stderr, for the commands that may log (delivery, service, store)."""
-    from leadrelay.logs import configure_logging
-
-    configure_logging(verbose)
-
-
-def _load(path: Path) -> Settings:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        err.print(f"[bold red]Config error[/bold red] in {exc.source}:", highlight=False)
-        for problem in exc.problems:
-            err.print(f"  - {problem}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -57,8 +36,8 @@ def validate(config: ConfigOpt) -> None:
     """Check a config and print every problem with its key."""
     from leadrelay.mapping.engine import Mapper
 
-    _configure_logging(0)
-    settings = _load(config)
+    configure_logging(0)
+    settings = load_settings(config)
     Mapper(settings)
     err.print(
         f"[green]OK[/green] {config}: pixel {settings.pixel_id}, "
@@ -133,8 +112,8 @@ def send(
     from leadrelay.send import SendOptions, run_send
 
     if not dry_run:  # a dry run delivers nothing, and nothing on its way logs
-        _configure_logging(verbose)
-    settings = _load(config)
+        configure_logging(verbose)
+    settings = load_settings(config)
     try:
         code = run_send(
             settings,
@@ -187,8 +166,8 @@ def deliver(
     from leadrelay.delivery.store import StoreError
     from leadrelay.send import SendOptions, run_send
 
-    _configure_logging(verbose)
-    settings = _load(config)
+    configure_logging(verbose)
+    settings = load_settings(config)
     try:
         code = run_send(settings, SendOptions(files=[], report=report, verbose=verbose), err=err)
     except (InputError, StoreError) as exc:
@@ -210,8 +189,8 @@ def preview(
     from leadrelay.mapping.explain import explain
     from leadrelay.outcome import Filtered, Payload, Rejected
 
-    _configure_logging(0)
-    settings = _load(config)
+    configure_logging(0)
+    settings = load_settings(config)
     mapper = Mapper(settings)
     try:
         records = iter(read_events(event_file))
@@ -282,7 +261,7 @@ def sandbox(
 
     from leadrelay.sandbox import SandboxOptions, serve_forever
 
-    _configure_logging(0)
+    configure_logging(0)
     try:
         options = SandboxOptions(
             access_tokens=frozenset(token or ["sandbox-token"]),
@@ -315,7 +294,7 @@ def demo() -> None:
     """Run a realistic funnel of example events through the real send path, against the sandbox."""
     from leadrelay.demo import run_demo
 
-    _configure_logging(0)
+    configure_logging(0)
     raise typer.Exit(run_demo(err=err, out=Console()))
 
 
@@ -336,7 +315,7 @@ def serve(
     Exit code 1 when it cannot start."""
     from leadrelay.service.server import serve as run_service
 
-    _configure_logging(0)
+    configure_logging(0)
     raise typer.Exit(run_service(config, no_worker=no_worker))
 
 
@@ -348,202 +327,14 @@ def worker(config: ConfigOpt) -> None:
     gracefully (exit 0), SIGHUP reloads the config; exit code 1 when it cannot start."""
     from leadrelay.service.worker_process import run_worker
 
-    _configure_logging(0)
+    configure_logging(0)
     raise typer.Exit(run_worker(config))
 
 
-def _store(settings: Settings) -> "Store":
-    from leadrelay.delivery.store import StoreError
-    from leadrelay.delivery.wiring import open_store
-
-    try:
-        return open_store(settings, create=False)
-    except StoreError as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
-        raise typer.Exit(1) from None
-
-
-@app.command()
-def status(config: ConfigOpt) -> None:
-    """The Event Delivery view: outcomes by reason over the last hour/day/week, health, backlog."""
-    from leadrelay import status as view
-
-    _configure_logging(0)
-    settings = _load(config)
-    store = _store(settings)
-    try:
-        view.render(view.collect(settings, store), Console())
-    finally:
-        store.close()
-
-
-@app.command()
-def report(
-    config: ConfigOpt,
-    from_files: Annotated[
-        list[str] | None,
-        typer.Option("--from", help="Event files (e.g. a CRM export) instead of the store."),
-    ] = None,
-    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
-        "leadrelay-report.html"
-    ),
-) -> None:
-    """Funnel and Conversion Leads good-fit checks, in the terminal and as a self-contained HTML."""
-    from leadrelay.diagnostics import run_report
-
-    _configure_logging(0)
-    settings = _load(config)
-    store = None if from_files else _store(settings)
-    try:
-        code = run_report(
-            settings, files=from_files, store=store, html_path=html, console=Console()
-        )
-    finally:
-        if store is not None:
-            store.close()
-    raise typer.Exit(code)
-
-
-dead = typer.Typer(help="What failed and why; replay after fixing the cause.", no_args_is_help=True)
+# The commands that read the store (``cli_store``), listed after those that deliver.
+app.command()(status)
+app.command()(report)
 app.add_typer(dead, name="dead-letters")
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason.")]
-SinceOpt = Annotated[
-    str | None, typer.Option("--since", help="Only events updated since: 2h, 7d, or ISO-8601.")
-]
-
-
-def _since(text: str | None) -> float | None:
-    from leadrelay.deadletters import parse_since
-
-    if text is None:
-        return None
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
-        raise typer.Exit(1) from None
-
-
-@dead.command("list")
-def dead_list(
-    config: ConfigOpt,
-    reason: ReasonOpt = None,
-    since: SinceOpt = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
-) -> None:
-    """List dead letters: rejected, expired and undeliverable events, with the reason."""
-    from leadrelay.deadletters import dead_letters, render_list
-
-    _configure_logging(0)
-    settings = _load(config)
-    store = _store(settings)
-    try:
-        found = dead_letters(store, reason=reason, since=_since(since), limit=limit)
-        n = render_list(found, Console())
-    finally:
-        store.close()
-    err.print(f"{n} dead letter(s)" + (" (limit reached)" if n == limit else ""))
-
-
-@dead.command("show")
-def dead_show(
-    event: Annotated[str, typer.Argument(help="Store id or event_id.")], config: ConfigOpt
-) -> None:
-    """Everything about one event: the original, the request payload, Meta's answer."""
-    import orjson
-
-    _configure_logging(0)
-    settings = _load(config)
-    store = _store(settings)
-    try:
-        record = _find(store, event)
-    finally:
-        store.close()
-    if record is None:
-        err.print(f"[red]No stored event {escape(repr(event))}[/red]", highlight=False)
-        raise typer.Exit(1)
-    out = Console()
-    for name in (
-        "id",
-        "key",
-        "state",
-        "source_event",
-        "event_name",
-        "lead_id",
-        "event_time",
-        "attempts",
-        "reason",
-        "field",
-        "value",
-        "code",
-        "subcode",
-        "fbtrace_id",
-        "message",
-    ):
-        value = getattr(record, name)
-        if value is not None:
-            out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
-    for note in record.notes:
-        out.print(f"[bold]left out[/bold] {note.field}: {escape(note.message)}", highlight=False)
-    for title, blob in (
-        ("original event", record.original),
-        ("request payload", record.payload),
-        ("Meta's answer", record.response),
-    ):
-        if blob is not None:
-            out.print(f"[bold]{title}[/bold]:")
-            out.print_json(orjson.dumps(blob).decode())
-
-
-def _find(store: "Store", ref: str) -> "EventRecord | None":
-    """The stored event ``ref`` names: a store id (digits), else, or if none, an event_id."""
-    record = store.get(int(ref)) if ref.isascii() and ref.isdigit() else None
-    return record if record is not None else store.get(ref)
-
-
-@dead.command("replay")
-def dead_replay(
-    config: ConfigOpt,
-    ids: Annotated[
-        list[str] | None, typer.Argument(help="Store ids or event_ids (default: all).")
-    ] = None,
-    reason: ReasonOpt = None,
-    since: SinceOpt = None,
-) -> None:
-    """Queue dead letters again, re-mapped with the current config (after you fixed the cause)."""
-    from leadrelay.deadletters import dead_letters, replay
-
-    _configure_logging(0)
-    settings = _load(config)
-    store = _store(settings)
-    try:
-        missing: list[str] = []
-        if ids:
-            found = [(i, _find(store, i)) for i in ids]
-            records = [r for _, r in found if r is not None]
-            missing = [i for i, r in found if r is None]
-        else:
-            records = list(dead_letters(store, reason=reason, since=_since(since)))
-        result = replay(store, settings, records)
-    finally:
-        store.close()
-    err.print(
-        f"Queued {result.queued} event(s) again ({result.remapped} re-mapped with the "
-        f"current config, {result.as_is} as they were)."
-    )
-    for why, n in result.skipped.items():
-        err.print(f"  left as they are: {n} {why}", highlight=False)
-    for example in result.examples:
-        err.print(f"    e.g. {example}", markup=False, highlight=False)
-    err.print(
-        f"The running service delivers them; without one, run: leadrelay deliver --config {config}"
-    )
-    if missing:  # as show: an id that names no stored event is an error
-        err.print(
-            f"[red]No stored event {', '.join(escape(repr(i)) for i in missing)}[/red]",
-            highlight=False,
-        )
-        raise typer.Exit(1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -551,7 +342,7 @@ def bench(ctx: typer.Context) -> None:
     """Run the benchmark harness (options: see `python -m leadrelay.bench --help`)."""
     from leadrelay.bench import main as run_bench
 
-    _configure_logging(0)
+    configure_logging(0)
     raise typer.Exit(run_bench(list(ctx.args)))
 
 

@@ -1,0 +1,196 @@
+"""The ``leadrelay`` commands that read the store: ``status``, ``report`` and ``dead-letters``
+(``cli`` registers them). No ``from __future__ import annotations``: see ``cli``."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from leadrelay.cli_common import ConfigOpt, configure_logging, err, load_settings, open_store
+
+if TYPE_CHECKING:
+    from leadrelay.delivery.store import EventRecord, Store
+
+__all__ = ["dead", "report", "status"]
+
+
+def status(config: ConfigOpt) -> None:
+    """The Event Delivery view: outcomes by reason over the last hour/day/week, health, backlog."""
+    from leadrelay import status as view
+
+    configure_logging(0)
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        view.render(view.collect(settings, store), Console())
+    finally:
+        store.close()
+
+
+def report(
+    config: ConfigOpt,
+    from_files: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="Event files (e.g. a CRM export) instead of the store."),
+    ] = None,
+    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
+        "leadrelay-report.html"
+    ),
+) -> None:
+    """Funnel and Conversion Leads good-fit checks, in the terminal and as a self-contained HTML."""
+    from leadrelay.diagnostics import run_report
+
+    configure_logging(0)
+    settings = load_settings(config)
+    store = None if from_files else open_store(settings)
+    try:
+        code = run_report(
+            settings, files=from_files, store=store, html_path=html, console=Console()
+        )
+    finally:
+        if store is not None:
+            store.close()
+    raise typer.Exit(code)
+
+
+dead = typer.Typer(help="What failed and why; replay after fixing the cause.", no_args_is_help=True)
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only events updated since: 2h, 7d, or ISO-8601.")
+]
+
+
+def _since(text: str | None) -> float | None:
+    from leadrelay.deadletters import parse_since
+
+    if text is None:
+        return None
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@dead.command("list")
+def dead_list(
+    config: ConfigOpt,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """List dead letters: rejected, expired and undeliverable events, with the reason."""
+    from leadrelay.deadletters import dead_letters, render_list
+
+    configure_logging(0)
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        found = dead_letters(store, reason=reason, since=_since(since), limit=limit)
+        n = render_list(found, Console())
+    finally:
+        store.close()
+    err.print(f"{n} dead letter(s)" + (" (limit reached)" if n == limit else ""))
+
+
+@dead.command("show")
+def dead_show(
+    event: Annotated[str, typer.Argument(help="Store id or event_id.")], config: ConfigOpt
+) -> None:
+    """Everything about one event: the original, the request payload, Meta's answer."""
+    import orjson
+
+    configure_logging(0)
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        record = _find(store, event)
+    finally:
+        store.close()
+    if record is None:
+        err.print(f"[red]No stored event {escape(repr(event))}[/red]", highlight=False)
+        raise typer.Exit(1)
+    out = Console()
+    for name in (
+        "id",
+        "key",
+        "state",
+        "source_event",
+        "event_name",
+        "lead_id",
+        "event_time",
+        "attempts",
+        "reason",
+        "field",
+        "value",
+        "code",
+        "subcode",
+        "fbtrace_id",
+        "message",
+    ):
+        value = getattr(record, name)
+        if value is not None:
+            out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
+    for note in record.notes:
+        out.print(f"[bold]left out[/bold] {note.field}: {escape(note.message)}", highlight=False)
+    for title, blob in (
+        ("original event", record.original),
+        ("request payload", record.payload),
+        ("Meta's answer", record.response),
+    ):
+        if blob is not None:
+            out.print(f"[bold]{title}[/bold]:")
+            out.print_json(orjson.dumps(blob).decode())
+
+
+def _find(store: "Store", ref: str) -> "EventRecord | None":
+    """The stored event ``ref`` names: a store id (digits), else, or if none, an event_id."""
+    record = store.get(int(ref)) if ref.isascii() and ref.isdigit() else None
+    return record if record is not None else store.get(ref)
+
+
+@dead.command("replay")
+def dead_replay(
+    config: ConfigOpt,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Store ids or event_ids (default: all).")
+    ] = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+) -> None:
+    """Queue dead letters again, re-mapped with the current config (after you fixed the cause)."""
+    from leadrelay.deadletters import dead_letters, replay
+
+    configure_logging(0)
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        missing: list[str] = []
+        if ids:
+            found = [(i, _find(store, i)) for i in ids]
+            records = [r for _, r in found if r is not None]
+            missing = [i for i, r in found if r is None]
+        else:
+            records = list(dead_letters(store, reason=reason, since=_since(since)))
+        result = replay(store, settings, records)
+    finally:
+        store.close()
+    err.print(
+        f"Queued {result.queued} event(s) again ({result.remapped} re-mapped with the "
+        f"current config, {result.as_is} as they were)."
+    )
+    for why, n in result.skipped.items():
+        err.print(f"  left as they are: {n} {why}", highlight=False)
+    for example in result.examples:
+        err.print(f"    e.g. {example}", markup=False, highlight=False)
+    err.print(
+        f"The running service delivers them; without one, run: leadrelay deliver --config {config}"
+    )
+    if missing:  # as show: an id that names no stored event is an error
+        err.print(
+            f"[red]No stored event {', '.join(escape(repr(i)) for i in missing)}[/red]",
+            highlight=False,
+        )
+        raise typer.Exit(1)

@@ -800,3 +800,40 @@ def test_a_batch_still_in_flight_when_reading_ends_is_delivered_once_as_this_run
     rows = report_rows(report)
     assert sorted(r["event_id"] for r in rows) == sorted(f"e{i}" for i in range(3000))
     assert {r["outcome"] for r in rows} == {"delivered"}
+
+
+def test_every_report_row_has_the_same_fields_in_the_same_order(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A data team loads the report into a table: each kind of row had its own fields (a
+    duplicate had no event_name, a queued one no reason, a rejected one no code), so the
+    columns depended on which rows came first. Every row has them all, null where they do not
+    apply."""
+    good = events(30, bad=(7,)).splitlines(keepends=True)  # e7: a lead Meta refuses
+    unmapped = orjson.loads(good[1]) | {"event_name": "lead_lost"}
+    unmapped["context"] = {**unmapped["context"], "event_id": "lost-1"}
+    no_lead = orjson.loads(good[2]) | {"facebook_lead_id": "12"}
+    no_lead["context"] = {**no_lead["context"], "event_id": "short-1"}
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(
+        b"".join(good)
+        + good[0]  # e0 again
+        + orjson.dumps(unmapped) + b"\n"
+        + orjson.dumps(no_lead) + b"\n"
+        + b"{not json\n"
+    )  # fmt: skip
+    report = tmp_path / "report.ndjson"
+    proc = run(config(tmp_path, sandbox.url), src, "--report", str(report))
+    assert proc.returncode == 2, proc.stderr
+    rows = report_rows(report)
+    outcomes = {"delivered_after_split", "rejected", "filtered", "duplicate"}  # one batch, split
+    assert {r["outcome"] for r in rows} == outcomes
+    assert {r["reason"] for r in rows if r["outcome"] == "rejected"} >= {"unreadable"}
+    assert len(rows) == 34
+    fields = [
+        "where", "event_id", "event", "lead_id", "event_name", "outcome", "reason", "field",
+        "message", "attempts", "code", "subcode", "fbtrace_id",
+    ]  # fmt: skip
+    assert {tuple(r) for r in rows} == {tuple(fields)}
+    meta = [r for r in rows if r["event_id"] == "e7"]
+    assert meta[0]["code"] == 100 and meta[0]["where"] is None

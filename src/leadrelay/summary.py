@@ -97,7 +97,7 @@ class Tally:
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.report is not None:
-            self.report.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            self.report.write(orjson.dumps(_BLANK | row, option=orjson.OPT_APPEND_NEWLINE))
 
     def unreadable(self, where: str, error: str) -> None:
         """A record that could not even be parsed."""
@@ -357,6 +357,14 @@ class Tally:
 
         render(self, console, dry_run=dry_run, stopped=stopped)
 
+
+_FIELDS: Final = (
+    "where", "event_id", "event", "lead_id", "event_name", "outcome", "reason", "field",
+    "message", "attempts", "code", "subcode", "fbtrace_id",
+)  # fmt: skip
+_BLANK: Final = dict.fromkeys(_FIELDS)
+"""Every report row has these fields, in this order (null where one does not apply): a table
+loaded from the file has the same columns whatever the first rows were."""
 
 FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
 """The final states of a payload that did not reach Meta (exit code 2)."""

@@ -514,6 +514,57 @@ def test_worker_pauses_on_a_refused_token_and_resumes_with_a_new_dispatcher(
         assert sorted(received_ids(sb)) == [f"pause-{n}" for n in range(4)]
 
 
+def test_a_batch_cut_short_twice_is_put_back_and_told_once_before_the_worker_ends(
+    tmp_path: Path,
+) -> None:
+    """A second Ctrl-C as the drain timeout ran out cancelled the batches in flight twice: the
+    second cancel ended a batch while it was being put back, the worker ended before it was,
+    and its events were told twice (counted "queued" twice: 21,980 report rows for 20,000
+    events in a review). Each batch is put back, and told once, before the worker ends."""
+    putting_back = threading.Event()
+
+    class SlowToPutBack(SQLiteStore):  # a disk that takes its time: the second cancel comes
+        def retry_later(self, *args: Any, **kwargs: Any) -> None:
+            putting_back.set()
+            time.sleep(0.3)
+            super().retry_later(*args, **kwargs)
+
+    told: list[tuple[str, str | None]] = []
+    slow = SandboxOptions(slow_ms=30_000)
+    with SandboxServer(slow) as sb, SlowToPutBack(tmp_path / "w.db") as store:
+        settings = worker_settings(sb.url)
+        add_events(store, settings, range(20), "cut")
+        worker = DeliveryWorker(
+            store,
+            lambda: Dispatcher(make_client(settings)),
+            batch_size=10,
+            requeue=None,
+            on_results=lambda _, results: told.extend((r.payload.key, r.reason) for r in results),
+        )
+
+        async def stopped_twice() -> list[tuple[str, str | None]]:
+            stop = asyncio.Event()
+            runner = asyncio.create_task(worker.run(stop))
+            while sb.state.requests < 2:
+                await asyncio.sleep(0.01)
+            stop.set()  # the first Ctrl-C: the batches drain
+            await asyncio.sleep(0.05)
+            batches = list(worker._tasks)
+            assert worker.cut_short() == 2  # the second
+            await asyncio.to_thread(putting_back.wait, 10)
+            for task in batches:  # and the drain timeout, at the same moment
+                task.cancel()
+            await asyncio.wait(batches)
+            ended = list(told)  # what was told by the time the batches ended
+            await runner
+            return ended
+
+        ended = asyncio.run(stopped_twice())
+        assert sorted(ended) == sorted((f"cut-{n}", "interrupted") for n in range(20))
+        assert store.counts().queued == 20
+    assert told == ended  # nothing told after the batches ended
+
+
 @pytest.mark.parametrize(
     ("rounds", "delay"), [(0, 30.0), (1, 60.0), (2, 120.0), (10, 1800.0), (10_000, 1800.0)]
 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Final
 
@@ -308,19 +308,15 @@ class DeliveryWorker:
                 results = await dispatcher.deliver([c.payload for c in claimed])
             except asyncio.CancelledError:
                 message = "delivery stopped before Meta answered; the events will be sent again"
-                await asyncio.shield(self._recorder.put_back(claimed, INTERRUPTED, message))
+                await _through(self._recorder.put_back(claimed, INTERRUPTED, message))
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
                 message = f"{type(exc).__name__}: {exc}"
                 await self._recorder.put_back(claimed, "internal_error", message, 60.0)
                 return
-            write = asyncio.ensure_future(self._recorder.record(claimed, results))
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                await write  # the results are known: record them before giving up
-                raise
+            # The results are known: recorded before a stop ends the batch.
+            await _through(self._recorder.record(claimed, results))
             if self._observer is not None:
                 self._observer.batch_finished(time.perf_counter() - started, len(claimed))
             if dispatcher.paused is not None:
@@ -339,7 +335,8 @@ class DeliveryWorker:
             log.info("draining batches in flight", batches=len(self._tasks))
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.drain_timeout_s)
             for task in pending:
-                task.cancel()
+                if not task.cancelling():  # cut short already (a second Ctrl-C)
+                    task.cancel()
             if pending:
                 log.warning(
                     "cut short batches still in flight after the drain timeout",
@@ -355,3 +352,20 @@ class DeliveryWorker:
         # took it for None would deliver again, with the token Meta had just refused).
         self._paused_at_close = self.paused
         await self._dispatchers.close()
+
+
+async def _through(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end, however often the task is cancelled meanwhile (a second Ctrl-C
+    as the drain timeout runs out), then raise the cancellation: a batch ends once its events
+    are recorded or put back, and told once (a batch ended at the second cancel was put back
+    after the send had counted its events, and told again)."""
+    future = asyncio.ensure_future(step)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = True
+    future.result()
+    if cancelled:
+        raise asyncio.CancelledError

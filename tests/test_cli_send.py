@@ -837,3 +837,49 @@ def test_every_report_row_has_the_same_fields_in_the_same_order(
     assert {tuple(r) for r in rows} == {tuple(fields)}
     meta = [r for r in rows if r["event_id"] == "e7"]
     assert meta[0]["code"] == 100 and meta[0]["where"] is None
+
+
+def test_a_deliver_stopped_by_a_second_ctrl_c_says_to_deliver_again(tmp_path: Path) -> None:
+    """``deliver`` cut short by a second Ctrl-C counted the events of the batches it cut as
+    "not sent yet: queued in the store" (200 of the 2,970 left queued), and said to "run the
+    same send again", which reads files it never had. It counts what it delivered, and says
+    to run deliver again; that delivers everything once."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(400))
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
+        refused = run(config(tmp_path, server.url), src, token="wrong-token")
+        assert refused.returncode == 1, refused.stderr
+    assert stored_states(tmp_path / "data") == {"queued": 400}  # the token was refused
+    slow = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=30_000)
+    with SandboxServer(slow) as server:
+        cfg = config(tmp_path, server.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "deliver", "--config", str(cfg)],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 60
+        while server.state.requests < 4 and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        said = " ".join(proc.communicate(timeout=15)[1].decode().split())
+        assert proc.returncode == 130, said
+        assert "not sent yet" not in said and "same send" not in said
+        assert "what it did not deliver stays queued in the store" in said
+        assert "run leadrelay deliver again to send what is queued" in said
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
+        cfg = config(tmp_path, server.url)
+        proc2 = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "deliver", "--config", str(cfg)],
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc2.returncode == 0, proc2.stderr
+        assert sorted(e["event_id"] for e in server.state.received()) == sorted(
+            f"e{i}" for i in range(400)
+        )

@@ -99,7 +99,10 @@ def _report_file(path: Path) -> IO[bytes]:
 
 def _to_resume(files: Sequence[str]) -> str:
     """What to run after a send stopped early: reading may have stopped too, and ``deliver``
-    sends only what was stored, so for files it is the same send (which skips what is stored)."""
+    sends only what was stored, so for files it is the same send (which skips what is stored).
+    ``deliver`` (no files) read nothing: it is run again."""
+    if not files:
+        return "run leadrelay deliver again to send what is queued"
     if _rereadable(files):
         return (
             "run the same send again: it sends what is queued and reads the files again, "
@@ -205,9 +208,11 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
     tally.render(err, dry_run=options.dry_run, stopped=stopped is not None or paused is not None)
     if stopped is not None:
         by, code = stopped
+        kept = "every event read is stored, delivered or queued"
+        if not options.files:  # deliver
+            kept = "what it did not deliver stays queued in the store"
         err.print(
-            f"[bold yellow]Stopped[/bold yellow] ({by}): every event read is stored, "
-            f"delivered or queued; {_to_resume(options.files)}.",
+            f"[bold yellow]Stopped[/bold yellow] ({by}): {kept}; {_to_resume(options.files)}.",
             highlight=False,
         )
         return code

@@ -883,3 +883,22 @@ def test_a_deliver_stopped_by_a_second_ctrl_c_says_to_deliver_again(tmp_path: Pa
         assert sorted(e["event_id"] for e in server.state.received()) == sorted(
             f"e{i}" for i in range(400)
         )
+
+
+@pytest.mark.parametrize("second", ["missing.ndjson", "a-folder"])
+def test_an_input_that_cannot_be_opened_is_said_before_anything_is_sent(
+    sandbox: SandboxServer, tmp_path: Path, second: str
+) -> None:
+    """A send of two files, the second misspelt (or a folder), delivered the first, then said
+    "Input error" alone: the user took it that nothing was sent. Nothing is, dry run or not."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(100))
+    (tmp_path / "a-folder").mkdir()
+    cfg = config(tmp_path, sandbox.url)
+    for extra in ((), ("--dry-run",)):
+        proc = run(cfg, src, str(tmp_path / second), *extra)
+        assert proc.returncode == 1, proc.stderr
+        assert f"{tmp_path / second}: cannot open:" in " ".join(proc.stderr.split())
+        assert proc.stdout == ""
+    assert sandbox.state.requests == 0
+    assert not (tmp_path / "data").exists() or stored_states(tmp_path / "data") == {}

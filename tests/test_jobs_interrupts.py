@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,3 +217,30 @@ def test_a_ctrl_c_as_the_fork_server_starts_leaves_it_serving() -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode().split() == ["True", "7"]
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+
+
+def test_a_send_whose_mapping_process_is_killed_says_what_it_did_before(
+    tmp_path: Path, events_file: Path
+) -> None:
+    """A send (not a dry run) stopped by a killed mapping process said only that, and its
+    report had a row for a few thousand of the events it had read: what it had delivered and
+    queued went unsaid. It says what it did, with a row for each event read, then why it
+    stopped."""
+    report = tmp_path / "report.ndjson"
+    with (
+        SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server,
+        send(tmp_path, events_file, "--report", str(report), url=server.url) as running,
+    ):
+        deadline = time.time() + HANG
+        while server.state.events_received < 5000 and time.time() < deadline:
+            time.sleep(0.01)
+        victim = running.mapping(begun=0)[0]
+        os.kill(victim, signal.SIGKILL)
+        code, said = running.ends()
+    assert code == 1
+    assert f"mapping process {victim} was killed by SIGKILL; the send stopped" in said
+    assert "leadrelay delivery" in said  # the summary, before it
+    read = int(re.search(r"│ read │ │ (\d+) │", said).group(1))  # type: ignore[union-attr]
+    assert 5000 <= read < EVENTS
+    rows = [orjson.loads(line) for line in report.read_bytes().splitlines()]
+    assert len(rows) == read and len({r["event_id"] for r in rows}) == read

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from leadrelay.collecting import collecting_less
-from leadrelay.events import InputError
+from leadrelay.events import InputError, check_inputs
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import dry_run_parallel, map_records
 from leadrelay.outcome import Payload
@@ -137,6 +137,7 @@ def _special(path: Path) -> bool:
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
     """Run a send; returns the exit code (0 clean, 2 some rejected, expired or dead, 1 stopped by
     Meta's refusal, 143 stopped by SIGTERM, 130 by Ctrl-C)."""
+    check_inputs(options.files)  # each said before any is read or sent
     if options.dry_run:
         return _run_send(settings, options, err, None)
     from leadrelay.interrupts import CtrlC
@@ -149,6 +150,7 @@ def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:
 
 def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: CtrlC | None) -> int:
     stopped: tuple[str, int] | None = None  # what stopped delivery early, and the exit code
+    failed: Exception | None = None
     with ExitStack() as stack:
         report = stack.enter_context(_report_file(options.report)) if options.report else None
         tally = Tally(report=report, dry_run=options.dry_run)
@@ -203,9 +205,15 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                 stopped, paused = ("SIGTERM", _TERMINATED), None
             except KeyboardInterrupt:  # Ctrl-C cancelled delivery; the store closes below
                 stopped, paused = ("Ctrl-C", _INTERRUPTED), None
+            except Exception as exc:  # the input failed (a file gone, a mapping process killed)
+                failed, paused = exc, None
             else:
                 apply_retention(store, settings.store, time.time())
+    if failed is not None and not tally.read:
+        raise failed  # nothing done: the caller says why, alone
     tally.render(err, dry_run=options.dry_run, stopped=stopped is not None or paused is not None)
+    if failed is not None:  # said by the caller, after what was done before it
+        raise failed
     if stopped is not None:
         by, code = stopped
         kept = "every event read is stored, delivered or queued"

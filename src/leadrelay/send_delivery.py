@@ -158,9 +158,10 @@ async def deliver(
                 # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
                 # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
                 reader.add_done_callback(_retrieved)
-                if not reader.done():
-                    # Stopped while reading: what the intake holds is stored now, queued, not when
-                    # the reader gets to it; one blocked on a quiet pipe never would.
+                if not read_all.is_set():
+                    # Stopped while reading (or the reader failed): what the intake holds is
+                    # stored now, queued, not when the reader gets to it; one blocked on a quiet
+                    # pipe never would.
                     await asyncio.shield(asyncio.to_thread(intake.flush))
                 try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                     await asyncio.shield(runner)
@@ -182,7 +183,8 @@ async def deliver(
             # Once, at the end or on SIGTERM (also during a fleet's wait): what became of what it
             # read and did not settle itself (delivery.own; on a fleet, delivery.elsewhere).
             await own.account(waiting=_waiting(store))
-    except asyncio.CancelledError:  # Ctrl-C: what it read is accounted for, as on SIGTERM
+    except (asyncio.CancelledError, Exception):  # Ctrl-C, or the input failed (a file gone, a
+        # mapping process killed): what it read is accounted for, as on SIGTERM
         if own is not None:
             await own.account(stopped=True, waiting=_waiting(store))
         raise

@@ -15,9 +15,10 @@ import codecs
 import gzip
 import os
 import re
+import stat
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import BinaryIO, Literal, TypeVar, cast
@@ -42,6 +43,7 @@ __all__ = [
     "InputError",
     "LineBatch",
     "SourceRecord",
+    "check_inputs",
     "parse_body",
     "read_events",
     "read_pieces",
@@ -121,6 +123,23 @@ def _pieces(kind: str, data: Iterator[bytes], name: str) -> Iterator[SourceRecor
     if kind == "ndjson":
         return _batches(split_ndjson(data, name), name)
     return _records(kind, data, name)
+
+
+def check_inputs(sources: Sequence[str]) -> None:
+    """``InputError`` for the first input that cannot be opened (missing, a directory, not
+    readable), before any is read: a send of two files, the second misspelt, had delivered the
+    first when it said so. Standard input and streams (a FIFO: opening it would wait for a
+    writer; a device, a socket) are left to the reader."""
+    for path in sources:
+        if path == "-":
+            continue
+        try:
+            mode = os.stat(path).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+                continue
+            open(path, "rb").close()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
 
 
 def _read(

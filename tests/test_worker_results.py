@@ -141,3 +141,40 @@ def test_a_batch_taken_whole_is_recorded_counted_and_told_once(tmp_path: Path) -
         assert [(r.state, r.fbtrace_id) for r in records if r] == [(State.DELIVERED, "T")] * 3
     finally:
         store.close()
+
+
+def test_an_event_tried_before_and_delivered_now_is_delivered_after_retry(tmp_path: Path) -> None:
+    """An event put back after its retries ran out (a fleet's requeue) or stored by ``serve``
+    after failed requests, then delivered at the first request of a later batch, was counted
+    "delivered immediately": the request that took it was the batch's first. The store knows
+    it was tried before; it is "after retry", whole batch or not, and its attempts add up."""
+    store = SQLiteStore(tmp_path / "q.db")
+    told: list[Delivery] = []
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    try:
+        store.add([Incoming(c.payload, None, NOW) for c in _claimed(3)])
+        first = store.claim(10, NOW)
+        store.retry_later([first[0].id], NOW, "retries_exhausted", "gave up", attempts=2, now=NOW)
+        store.retry_later([c.id for c in first[1:]], NOW, "interrupted", "stopped", attempts=0)
+        claimed = store.claim(10, NOW + 1)
+        assert sorted(c.attempts for c in claimed) == [0, 0, 2]
+        recorder = Recorder(
+            store,
+            StoreCalls(lambda: False, sleep),
+            requeue=RequeuePolicy(),
+            clock=lambda: NOW + 2,
+            observer=None,
+            on_results=lambda ids, results: told.extend(results),
+        )
+        asyncio.run(
+            recorder.record(claimed, DeliveredWhole([c.payload for c in claimed], None, "T"))
+        )
+        retried = {d.payload.key: bool(d.extra.get("retried")) for d in told}
+        assert retried == {"k0": True, "k1": False, "k2": False}
+        record = store.get("k0")
+        assert record is not None and (record.state, record.attempts) == (State.DELIVERED, 3)
+    finally:
+        store.close()

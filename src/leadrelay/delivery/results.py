@@ -99,7 +99,9 @@ def sort_results(
     out = Sorted()
     if all(d.state is _DELIVERED and d.reason is None for d in results):
         # Delivered whole: every result is final, with the same (state, reason).
-        out.finals = [(c.id, d) for c, d in zip(claimed, results, strict=True)]
+        out.finals = [
+            (c.id, _again(d) if c.attempts else d) for c, d in zip(claimed, results, strict=True)
+        ]
         if results:
             out.counts[_DELIVERED.value, ""] = len(results)
         return out
@@ -120,11 +122,17 @@ def sort_results(
             out.held.append((c.id, replace(d, state=State.QUEUED, message=message)))
             counts["requeued", "retries_exhausted"] += 1
         else:
-            out.finals.append((c.id, d))
+            out.finals.append((c.id, _again(d) if c.attempts and d.state is _DELIVERED else d))
             by_state[d.state, d.reason or ""] += 1
     for (state, reason), n in by_state.items():
         counts[state.value, reason] += n
     return out
+
+
+def _again(d: Delivery) -> Delivery:
+    """An event delivered now that an earlier request failed to deliver (put back in the queue
+    after its retries ran out, or by a process that stopped): delivered after retry."""
+    return replace(d, extra={**d.extra, "retried": True})
 
 
 def write_results(store: Store, s: Sorted, now: float) -> None:
@@ -179,7 +187,8 @@ class Recorder:
         ``on_results`` what became of them: final states, and QUEUED for those back in the queue
         (held by a pause: ``paused_auth``; retries ran out: ``retries_exhausted``)."""
         now = self._clock()
-        if type(results) is DeliveredWhole:  # most batches: no Delivery made per event
+        # Most batches: no Delivery made per event (unless tried before: delivered after retry).
+        if type(results) is DeliveredWhole and not any(c.attempts for c in claimed):
             ids = [c.id for c in claimed]
             await self._calls(partial(self._store.complete_delivered, ids, results, now))
             if self._on_results is not None:

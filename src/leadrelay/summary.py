@@ -23,6 +23,7 @@ from leadrelay.outcome import (
     Rejected,
     State,
 )
+from leadrelay.summary_rows import BLANK, duplicate_row, meta_label, settled_row
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -97,7 +98,7 @@ class Tally:
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.report is not None:
-            self.report.write(orjson.dumps(_BLANK | row, option=orjson.OPT_APPEND_NEWLINE))
+            self.report.write(orjson.dumps(BLANK | row, option=orjson.OPT_APPEND_NEWLINE))
 
     def unreadable(self, where: str, error: str) -> None:
         """A record that could not even be parsed."""
@@ -200,7 +201,7 @@ class Tally:
         if self.report is None:  # the common case: no row to build
             return
         where = result.extra.get("where")
-        self._write(_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
+        self._write(settled_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
 
     def settled_elsewhere(self, record: EventRecord) -> None:
         """Count one of the run's events that another process of a fleet delivered, or saw
@@ -214,12 +215,12 @@ class Tally:
             self._unsent(r, where)
         else:
             self._failed(r.state, r, where, r.key)
-        self._write(_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(settled_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def duplicate(self, event_id: str, event: str, lead_id: int | None) -> None:
         """One payload not sent: its event id came before in this run (``delivery.own``)."""
         self.duplicates += 1
-        self._write(_duplicate_row(event_id, event, lead_id))
+        self._write(duplicate_row(event_id, event, lead_id))
 
     def found_settled(self, record: EventRecord) -> None:
         """One payload found stored and settled before this run (``delivery.own``): counted as
@@ -234,7 +235,7 @@ class Tally:
             self._failed(r.state, r, EARLIER, r.key, f" ({EARLIER})")
         else:  # queued again since (a replay): the next delivery sends it
             self.queued_left += 1
-        self._write(_row(EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(settled_row(EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def backlog(self, results: Sequence[Delivery]) -> None:
         """What this run's delivery made of events of the store's backlog, not (yet) found in
@@ -255,7 +256,7 @@ class Tally:
                 self.backlog_delivered -= 1
             elif r.state in FAILED:
                 self.backlog_failed -= 1
-        row = _row(None, r.key, r.source_event, r.lead_id, r.event_name, r)
+        row = settled_row(None, r.key, r.source_event, r.lead_id, r.event_name, r)
         if r.state is State.DELIVERED:
             if split:
                 self.delivered_split += 1
@@ -284,7 +285,7 @@ class Tally:
         """The report's row of one of the run's events still open in a fleet's queue when it
         ended (counted in ``elsewhere``)."""
         r = record
-        self._write(_row(ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
+        self._write(settled_row(ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
 
     def _unsent(self, r: EventRecord, where: str, when: str = "") -> None:
         """Count one the store refused before it could go out (``unencodable``: never sent):
@@ -299,7 +300,7 @@ class Tally:
         """Count a payload refused by Meta, expired or dead, settled here or elsewhere (``when``
         it was, if not now: said after its reason)."""
         if state is State.REJECTED:
-            label = _meta_label(said) + when
+            label = meta_label(said) + when
             self.meta_rejected[label] += 1
             self._example(f"meta {label}", Example(where, key, "", said.message or ""))
         elif state is State.EXPIRED:
@@ -358,69 +359,5 @@ class Tally:
         render(self, console, dry_run=dry_run, stopped=stopped)
 
 
-_FIELDS: Final = (
-    "where", "event_id", "event", "lead_id", "event_name", "outcome", "reason", "field",
-    "message", "attempts", "code", "subcode", "fbtrace_id",
-)  # fmt: skip
-_BLANK: Final = dict.fromkeys(_FIELDS)
-"""Every report row has these fields, in this order (null where one does not apply): a table
-loaded from the file has the same columns whatever the first rows were."""
-
 FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
 """The final states of a payload that did not reach Meta (exit code 2)."""
-
-
-def _meta_label(result: Delivery | EventRecord) -> str:
-    if result.code is None:
-        return result.reason or "rejected"
-    return f"{result.code}/{result.subcode}" if result.subcode else str(result.code)
-
-
-def _row(
-    where: str | None,
-    event_id: str,
-    event: str,
-    lead_id: int | None,
-    event_name: str | None,
-    said: Delivery | EventRecord,
-) -> dict[str, Any]:
-    """The report's row of a payload that delivery settled (``said``: what became of it)."""
-    outcome = _outcome_name(said) if isinstance(said, Delivery) else said.state.value
-    return {
-        "where": where,
-        "event_id": event_id,
-        "event": event,
-        "lead_id": lead_id,
-        "event_name": event_name,
-        "outcome": outcome,
-        "reason": said.reason,
-        "attempts": said.attempts,
-        "code": said.code,
-        "subcode": said.subcode,
-        "fbtrace_id": said.fbtrace_id,
-        "message": said.message,
-    }
-
-
-def _duplicate_row(event_id: str, event: str, lead_id: int | None) -> dict[str, Any]:
-    """The report's row of a payload not sent for the event id of one before it in the run."""
-    return {
-        "where": None,
-        "event_id": event_id,
-        "event": event,
-        "lead_id": lead_id,
-        "outcome": "duplicate",
-        "reason": "same_event_id",
-        "message": "the event_id of an event read (or stored) before it in this run: not sent",
-    }
-
-
-def _outcome_name(result: Delivery) -> str:
-    """The report's outcome of a payload delivery settled, as the summary counts it."""
-    if result.state is State.DELIVERED:
-        if result.extra.get("retried"):
-            return "delivered_after_retry"
-        return "delivered_after_split" if result.attempts > 1 else "delivered"
-    if result.state is State.QUEUED:
-        return "not_sent"
-    return result.state.value

@@ -858,3 +858,17 @@ def test_shared_between_threads_every_event_is_claimed_exactly_once(store: Store
     reader.join()
     assert len(added) == len(set(added)) == 2000
     assert sorted(claimed) == sorted(added)
+
+
+def test_the_oldest_event_not_delivered_counts_also_while_it_is_being_sent(store: Store) -> None:
+    """In an outage a batch is tried again and again: in flight most of the time. "Oldest
+    waiting" (status, the dashboard, oldest_queued_age_seconds) took only the queued ones, and
+    fell to nothing while the oldest events were in flight: an alert on it stayed quiet."""
+    queued(store, "old", at=NOW - 300)
+    queued(store, "new", at=NOW - 5)
+    assert [c.payload.key for c in store.claim(1, NOW)] == ["old"]
+    counts = store.counts()
+    assert (counts.queued, counts.in_flight) == (1, 1)
+    assert counts.oldest_queued_at == pytest.approx(NOW - 300)
+    store.claim(1, NOW)
+    assert store.counts().oldest_queued_at == pytest.approx(NOW - 300)  # nothing queued

@@ -62,10 +62,16 @@ class SQLiteReads:
             by_state[state] = by_state.get(state, 0) + n
             if reason is not None:
                 by_reason[(state, reason)] = n
-        current = {state: (n, oldest) for state, n, oldest in backlog}
-        queued, oldest = current.get(State.QUEUED.value, (0, None))
+        current = {state: n for state, n, _ in backlog}
+        # The oldest event not delivered yet, waiting or being sent (tried again and again in an
+        # outage: "oldest waiting" fell to nothing while its batch was in flight).
+        oldest = min((at for _, _, at in backlog if at is not None), default=None)
         return Counts(
-            by_state, by_reason, queued, current.get(State.IN_FLIGHT.value, (0,))[0], oldest
+            by_state,
+            by_reason,
+            current.get(State.QUEUED.value, 0),
+            current.get(State.IN_FLIGHT.value, 0),
+            oldest,
         )
 
     def timeline(self, since: float, bucket_s: int) -> list[tuple[float, dict[str, int]]]:

@@ -186,7 +186,8 @@ class Counts:
     ``by_state`` has every ``State`` value (0 included); ``by_reason`` maps (state, reason) to a
     count for every event that has a reason (filtered/rejected/expired/dead, and queued ones
     waiting for a retry). Both honour ``since``. ``queued``, ``in_flight`` and ``oldest_queued_at``
-    always describe the whole current backlog, whatever ``since`` says.
+    always describe the whole current backlog, whatever ``since`` says: ``oldest_queued_at`` is
+    when the oldest event not settled yet (queued or in flight) was received.
     """
 
     by_state: dict[str, int]

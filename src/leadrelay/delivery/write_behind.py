@@ -250,6 +250,9 @@ class WriteBehindStore(Store):
         with self._lock:
             waiting, held = len(self._waiting), len(self._held)
             oldest = self._waiting[0][1].received_at if self._waiting else None
+            if self._held:  # claimed, being sent: not settled either
+                first = min(item.received_at for item in self._held.values())
+                oldest = first if oldest is None else min(oldest, first)
             if since is None:
                 recent_waiting, recent_held = waiting, held
             else:

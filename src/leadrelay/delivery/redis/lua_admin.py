@@ -70,12 +70,17 @@ return {n, ids[#ids] or 0, #ids}
 
 COUNTS: Final = script("""
 -- ARGV: P, since ('' for all time), then the bucket sizes to use, ascending.
--- Returns {queued, in_flight, oldest queued received_at, counters}; counters is the flat
--- totals hash for all time, else {size, start, flat hash, ...} for the buckets since `since`.
+-- Returns {queued, in_flight, oldest received_at, counters}: of the first queued and the first
+-- in flight (an outage's retries are in flight most of the time); counters is the flat totals
+-- hash for all time, else {size, start, flat hash, ...} for the buckets since `since`.
 local function backlog()
-  local first = redis.call('ZRANGE', SK('queued'), 0, 0)[1]
-  return {redis.call('ZCARD', SK('queued')), redis.call('ZCARD', SK('in_flight')),
-    first and redis.call('HGET', EK(first), 'ra') or false}
+  local oldest = false
+  for _, state in ipairs({'queued', 'in_flight'}) do
+    local first = redis.call('ZRANGE', SK(state), 0, 0)[1]
+    local at = first and redis.call('HGET', EK(first), 'ra')
+    if at and (not oldest or tonumber(at) < tonumber(oldest)) then oldest = at end
+  end
+  return {redis.call('ZCARD', SK('queued')), redis.call('ZCARD', SK('in_flight')), oldest}
 end
 local out = backlog()
 if ARGV[2] == '' then

@@ -307,7 +307,22 @@ def test_backpressure_answers_503_with_retry_after(sandbox: SandboxServer, tmp_p
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) >= 1
         assert "max_backlog" in refused.json()["message"]
-        assert proc.get("/readyz").status_code == 200  # intake-only: nothing to pause
+        # Still ready (the 503s are the backpressure), but it says so, as the log does: the
+        # refusals showed only in /metrics, and the pause advice said events were accepted.
+        ready = proc.get("/readyz")
+        assert ready.status_code == 200  # intake-only: nothing to pause
+        assert [w["reason"] for w in ready.json()["warnings"]] == ["backlog_full"]
+        assert "over server.max_backlog (5)" in ready.json()["warnings"][0]["message"]
+        assert proc.wait_for_log(lambda e: "backlog full" in str(e.get("event")), 5)
+        status = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+        said = " ".join(status.stdout.split())
+        assert "Backlog full: over server.max_backlog (5): serve refuses new events" in said
     finally:
         assert proc.stop() == 0
         proc.close()

@@ -70,6 +70,7 @@ class Status:
     backlog: Counts
     paused: str | None
     service: str
+    max_backlog: int | None = None  # server.max_backlog: beyond it, serve refuses events
 
 
 def _health(counts: Counts) -> Health:
@@ -85,19 +86,26 @@ def service_state(settings: Settings) -> tuple[str, str | None]:
         answer = httpx.get(url, timeout=1.0)
     except httpx.HTTPError:
         return f"not running at {server.host}:{server.port}", None
-    if answer.status_code == 200:
-        return f"running at {server.host}:{server.port}, ready", None
     try:
         body: Any = answer.json()
     except ValueError:
         body = None
+    warned = body.get("warnings") if isinstance(body, dict) else None  # a full backlog
+    warnings = "".join(f"; {w.get('message')}" for w in warned or [] if isinstance(w, dict))
+    if answer.status_code == 200:
+        return f"running at {server.host}:{server.port}, ready{warnings}", None
     if not isinstance(body, dict):
         return f"running at {server.host}:{server.port}, not ready: {answer.text[:200]}", None
-    # What /readyz says to do (the cause and the fix), not only its reason code.
-    said = str(body.get("message") or body.get("reason") or body)
-    if body.get("reason") == "delivery_paused":
-        return f"running at {server.host}:{server.port}, not ready", said
-    return f"running at {server.host}:{server.port}, not ready: {said}", None
+    # What /readyz says to do (the cause and the fix), not only its reason code: each problem
+    # (a pause hid a full backlog), the pause said apart.
+    problems = [p for p in body.get("problems") or [body] if isinstance(p, dict)]
+    paused = [p for p in problems if p.get("reason") == "delivery_paused"]
+    said = "; ".join(
+        str(p.get("message") or p.get("reason") or p) for p in problems if p not in paused
+    )
+    where = f"running at {server.host}:{server.port}, not ready"
+    pause = str(paused[0].get("message") or "delivery is paused") if paused else None
+    return (f"{where}: {said}" if said else where) + warnings, pause
 
 
 def collect(settings: Settings, store: Store, *, now: float | None = None) -> Status:
@@ -122,7 +130,7 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
                 f"{held} queued event(s) wait because Meta refused the requests "
                 "(the access token, a permission or the endpoint: see their message)"
             )
-    return Status(tuple(found), backlog, paused, service)
+    return Status(tuple(found), backlog, paused, service, settings.server.max_backlog)
 
 
 def fix_for(reason: str) -> str:
@@ -162,6 +170,13 @@ def render(status: Status, console: Console, *, now: float | None = None) -> Non
     b = status.backlog
     oldest = "-" if b.oldest_queued_at is None else age(max(0.0, at - b.oldest_queued_at))
     console.print(f"Queue: {b.queued} queued, {b.in_flight} in flight, oldest waiting {oldest}")
+    limit = status.max_backlog
+    if limit is not None and b.queued + b.in_flight > limit:
+        console.print(
+            f"[bold red]Backlog full:[/bold red] over server.max_backlog ({limit}): serve refuses "
+            "new events with 503 (Retry-After) until fewer wait",
+            highlight=False,
+        )
     console.print(f"Service: {escape(status.service)}", highlight=False)
     if status.paused:
         console.print(

@@ -24,8 +24,10 @@ def pause_advice(error: GraphError) -> str:
     """What a paused delivery means and what to do about it, for logs and ``/readyz``."""
     return (
         f"Meta refused the requests ({error.label()}): {error.message}. Events are still "
-        f"accepted and kept queued. Fix {settings_to_check(error)} in the config, then reload "
-        "it (SIGHUP: kill -HUP <pid>) or restart leadrelay."
+        "accepted and kept queued, up to server.max_backlog waiting (then refused with 503). "
+        f"Fix {settings_to_check(error)} in the config, then reload it (SIGHUP: kill -HUP "
+        "<pid>) or restart leadrelay (a value given as ${VAR} is read from the environment "
+        "when leadrelay starts: a reload keeps it)."
     )
 
 

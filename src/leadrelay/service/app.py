@@ -102,11 +102,25 @@ def create_app(
         store_problem = await _store_problem(store, clock, intake, worker)
         if store_problem is not None:
             problems.append({"reason": "store_unavailable", "message": store_problem})
+        # Said, but still ready: the 503s with Retry-After are the backpressure, and a load
+        # balancer that dropped every intake process (they share the backlog) would refuse all.
+        warnings = []
+        if store_problem is None and (waiting := await intake.backlog.current()) > (
+            limit := request.app.state.settings.server.max_backlog
+        ):
+            warnings.append(
+                {
+                    "reason": "backlog_full",
+                    "message": f"{waiting} events wait for delivery, over server.max_backlog "
+                    f"({limit}): new events are refused with 503 until fewer wait",
+                }
+            )
+        extra = {"warnings": warnings} if warnings else {}
         if problems:
             first = problems[0]
             answer = {"ready": False, "reason": first["reason"], "message": first["message"]}
-            return json_response({**answer, "problems": problems}, 503)
-        return json_response({"ready": True}, 200)
+            return json_response({**answer, "problems": problems, **extra}, 503)
+        return json_response({"ready": True, **extra}, 200)
 
     async def metrics_page(request: Request) -> Response:
         counts = await asyncio.to_thread(store.counts, clock())

@@ -130,6 +130,9 @@ class Intake:
         self.backlog = Backlog(store, clock)
         self.store_error: str | None = None
         """Why the last ``add`` failed, cleared by the next one that works."""
+        self.full = False
+        """Whether the last request was refused for a full backlog (logged when that begins
+        and ends)."""
 
     def close(self) -> None:
         """Stop the intake thread (once the requests taken are answered)."""
@@ -162,12 +165,22 @@ class Intake:
         except Exception as exc:
             return self._store_failed(exc)
         if backlog > server.max_backlog:
+            if not self.full:
+                log.warning(
+                    "backlog full: new events are refused with 503 until fewer wait",
+                    waiting=backlog,
+                    max_backlog=server.max_backlog,
+                )
+                self.full = True
             return problem(
                 503,
                 "backlog_full",
                 f"{backlog} events are waiting for delivery, over server.max_backlog "
                 f"({server.max_backlog}); retry in {RETRY_AFTER_S} s",
             )
+        if self.full:
+            log.info("backlog below server.max_backlog: events are accepted again", waiting=backlog)
+            self.full = False
         limit = server.max_body_bytes
         length = header.get(b"content-length", "")
         if length.isdigit() and int(length) > limit:

@@ -110,6 +110,35 @@ def test_status_shows_outcomes_health_and_backlog(tmp_path: Path) -> None:
     assert TOKEN not in out + proc.stderr
 
 
+def test_status_says_what_waits_for_another_try_in_an_outage(tmp_path: Path) -> None:
+    """Events an outage left queued for their next try were in no row of status: it said
+    "sunny" through 4 minutes of 500s. It says how many wait, and why."""
+    config = write_config(tmp_path)
+    seed(config)
+    settings = load_config(config)
+    store = open_store(settings)
+    now = time.time()
+    ids = store.add(
+        [
+            Incoming(Mapper(settings).map(e), None, now)
+            for e in (
+                {
+                    "event_name": "lead_qualified",
+                    "facebook_lead_id": 100000000000000 + n,
+                    "context": {"event_id": f"out-{n}", "event_timestamp": int(now * 1000)},
+                }
+                for n in range(3)
+            )
+        ]
+    )
+    store.claim(10, now)
+    store.retry_later(ids, now + 60, "retries_exhausted", "500", attempts=6, now=now)
+    store.close()
+    proc = run("status", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "Waiting to be tried again: 3 retries_exhausted" in " ".join(proc.stdout.split())
+
+
 def test_windows_longer_than_retention_count_only_what_the_store_keeps(tmp_path: Path) -> None:
     """Past retention_days deliveries are deleted and dead letters kept: a week counted whole
     showed the failures alone ("stormy: 0.0% delivered" after 397,376 deliveries)."""

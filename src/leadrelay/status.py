@@ -170,6 +170,19 @@ def render(status: Status, console: Console, *, now: float | None = None) -> Non
     b = status.backlog
     oldest = "-" if b.oldest_queued_at is None else age(max(0.0, at - b.oldest_queued_at))
     console.print(f"Queue: {b.queued} queued, {b.in_flight} in flight, oldest waiting {oldest}")
+    # Those an outage left waiting for their next try: they are neither delivered nor failed,
+    # and health stayed "sunny" through 4 minutes of 500s (queued rows are not in "Why").
+    retrying = sorted(
+        ((n, r) for (s, r), n in b.by_reason.items() if s == "queued" and r not in PAUSE_REASONS),
+        reverse=True,
+    )
+    if retrying:
+        said = ", ".join(f"{n} {reason}" for n, reason in retrying)
+        console.print(
+            f"[bold yellow]Waiting to be tried again:[/bold yellow] {escape(said)} (queued after "
+            "requests that failed; a running serve or worker tries them again by itself)",
+            highlight=False,
+        )
     limit = status.max_backlog
     if limit is not None and b.queued + b.in_flight > limit:
         console.print(

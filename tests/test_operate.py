@@ -266,3 +266,25 @@ def test_event_data_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> 
     replayed = run("dead-letters", "replay", "[/oops]", "nope", "--config", str(config))
     assert replayed.returncode == 1 and "1 still missing_lead_id" in replayed.stderr
     assert "No stored event 'nope'" in replayed.stderr
+
+
+def test_report_reads_every_file_named_after_from(tmp_path: Path) -> None:
+    """`report --from a.ndjson b.ndjson` stopped at b.ndjson ("unexpected extra argument"):
+    --from had to be written before each file. Both are read."""
+    config = write_config(tmp_path)
+    ms = int(time.time() * 1000)
+    names = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.ndjson"
+        event = {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": 100000000000001,
+            "context": {"event_id": f"{name}-1", "event_timestamp": ms},
+        }
+        path.write_bytes(orjson.dumps(event) + b"\n")
+        names.append(str(path))
+    html = tmp_path / "r.html"
+    proc = run("report", "--config", str(config), "--from", *names, "--html", str(html))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "unexpected extra argument" not in said
+    assert "2 file(s)" in said and html.exists(), said

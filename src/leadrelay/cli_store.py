@@ -38,12 +38,18 @@ def report(
     html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
         "leadrelay-report.html"
     ),
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="More event files, as --from (--from a.csv b.ndjson reads both)."),
+    ] = None,
 ) -> None:
     """Funnel and Conversion Leads good-fit checks, in the terminal and as a self-contained HTML."""
     from leadrelay.diagnostics import run_report
 
     configure_logging(0)
     settings = load_settings(config)
+    # `--from a.csv b.ndjson` stopped at b.ndjson ("unexpected extra argument"): both are read.
+    from_files = [*(from_files or []), *(files or [])] or None
     store = None if from_files else open_store(settings)
     try:
         code = run_report(

@@ -102,6 +102,7 @@ def from_files(files: Sequence[str], settings: Settings, *, now: float) -> Itera
     """
     mapper = Mapper(settings, clock=lambda: now)
     time_plan = _time_reader(mapper)
+    seen: set[int] = set()  # the events' ids (hashed: some 60 bytes an event)
     for name in files:
         for rec in read_events(name):
             if rec.event is None:
@@ -113,8 +114,25 @@ def from_files(files: Sequence[str], settings: Settings, *, now: float) -> Itera
                     "unreadable",
                     message=rec.error,
                 )
-            else:
-                yield record_of(mapper.map(rec.event), rec.event, time_plan, now)
+                continue
+            outcome = mapper.map(rec.event)
+            key = hash(outcome.key) if outcome.key else None
+            if key is not None and key in seen:
+                # Overlapping exports: a send sends it once ("not sent again"); it was counted
+                # twice, in the funnel and the prediction.
+                yield StageRecord(
+                    None,
+                    None,
+                    None,
+                    "filtered",
+                    "same_event_id",
+                    source_event=outcome.source_event,
+                    message="the event_id of an event before it in these files: not sent again",
+                )
+                continue
+            if key is not None:
+                seen.add(key)
+            yield record_of(outcome, rec.event, time_plan, now)
 
 
 def from_store(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from leadrelay.meta.rules import FieldProblem, check_window, parse_lead_id, to_seconds
@@ -56,6 +57,11 @@ def test_lead_id_messages_say_what_is_wrong() -> None:
         parse_lead_id(-1234567890123456)
     with pytest.raises(FieldProblem, match="has 5000 digits"):  # more than int() reads
         parse_lead_id("1" * 5000)
+    # A JSON integer past 64 bits is read as a float: its length is what is wrong ("arrived as
+    # a floating-point number" sent the user looking for a float they never wrote).
+    big = orjson.loads(b"123456789012345678901234")
+    with pytest.raises(FieldProblem, match=r"lead_id has 24 digits .* 15 to 17"):
+        parse_lead_id(big)
     # Quoted as sent: the leading zero is in the input, not in the number.
     with pytest.raises(FieldProblem, match="lead_id '012345678901234' has 14 digits"):
         parse_lead_id("012345678901234")

@@ -30,6 +30,13 @@ def parse_lead_id(value: Any) -> int:
     elif isinstance(value, float):
         # A float above 2**53 has already lost digits somewhere upstream; sending it would
         # attribute the event to somebody else's lead.
+        if value.is_integer() and abs(value) >= 1e18:  # past 64 bits, JSON's reader gives a
+            # float: the integer was too long to be a lead id, whatever its type now
+            raise FieldProblem(
+                "invalid_lead_id",
+                f"lead_id has {len(str(int(abs(value))))} digits (read as {value!r}); Meta lead "
+                "ids have 15 to 17",
+            )
         if not value.is_integer() or abs(value) >= _FLOAT_EXACT:
             raise FieldProblem(
                 "invalid_lead_id",

@@ -306,3 +306,21 @@ def test_dry_run_does_not_load_the_delivery_stack(tmp_path: Path) -> None:
     assert seen["code"] == 0, proc.stderr.decode()
     assert "leadrelay.mapping.engine" in seen["modules"]  # it did map
     assert [m for m in DELIVERY_STACK if m in seen["modules"]] == []
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_dry_run_whose_input_fails_says_what_it_did_first(tmp_path: Path, jobs: str) -> None:
+    """A dry run whose second file turns out not to be gzip printed only the error, though it
+    had printed the first file's bodies: as a send does, it gives the summary, then the error."""
+    cfg = write_config(tmp_path)
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(ndjson(events(time.time())))
+    fake = tmp_path / "more.gz"
+    fake.write_bytes(b"not gzip at all\n")
+    proc = run("send", str(src), str(fake), "--config", str(cfg), "--dry-run", "-j", jobs)
+    err = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 1, err
+    assert "│ read │ │ 6 │" in err and "│ mapped │ ready to send │ 3 │" in err, err
+    assert "Input error" in err and "more.gz" in err
+    assert err.index("│ read") < err.index("Input error")
+    assert proc.stdout.strip()  # the first file's bodies

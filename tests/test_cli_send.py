@@ -850,6 +850,18 @@ def test_a_deliver_stopped_by_a_second_ctrl_c_says_to_deliver_again(tmp_path: Pa
         refused = run(config(tmp_path, server.url), src, token="wrong-token")
         assert refused.returncode == 1, refused.stderr
     assert stored_states(tmp_path / "data") == {"queued": 400}  # the token was refused
+    with SandboxServer(SandboxOptions(access_tokens=frozenset({TOKEN}))) as server:
+        cfg = config(tmp_path, server.url)
+        paused = subprocess.run(
+            [sys.executable, "-m", "leadrelay", "deliver", "--config", str(cfg)],
+            env={"TOKEN": "wrong-token", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert paused.returncode == 1, paused.stderr
+        # the batch the pause held, alone, was "not sent: paused_auth 50" of 400 left queued
+        assert "paused_auth" not in paused.stderr and "Delivery stopped" in paused.stderr
     slow = SandboxOptions(access_tokens=frozenset({TOKEN}), slow_ms=30_000)
     with SandboxServer(slow) as server:
         cfg = config(tmp_path, server.url)

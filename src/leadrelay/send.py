@@ -177,16 +177,19 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                 highlight=False,
             )
             options = replace(options, jobs=1)
-        if options.dry_run and (options.jobs > 1 or progress is None):
-            # Without a progress bar to feed, the dry run takes the bulk path, also on one job.
-            dry_run_parallel(
-                options.files, settings, sys.stdout.buffer, tally, workers=options.jobs
-            )
+        if options.dry_run:
             paused = None
-        elif options.dry_run:
-            stream = payloads(options.files, Mapper(settings), tally, progress)
-            dry_run(settings, stream, sys.stdout.buffer, tally)
-            paused = None
+            try:
+                if options.jobs > 1 or progress is None:
+                    # Without a progress bar to feed, the bulk path, also on one job.
+                    dry_run_parallel(
+                        options.files, settings, sys.stdout.buffer, tally, workers=options.jobs
+                    )
+                else:
+                    stream = payloads(options.files, Mapper(settings), tally, progress)
+                    dry_run(settings, stream, sys.stdout.buffer, tally)
+            except Exception as exc:  # the input failed: said after what was done, as below
+                failed = exc
         else:
             from leadrelay.delivery.retention import apply_retention
             from leadrelay.send_delivery import Stopped, deliver, delivering_store
@@ -217,12 +220,12 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
     if stopped is not None:
         by, code = stopped
         kept = "every event read is stored, delivered or queued"
+        resume = _to_resume(options.files)
         if not options.files:  # deliver
             kept = "what it did not deliver stays queued in the store"
-        err.print(
-            f"[bold yellow]Stopped[/bold yellow] ({by}): {kept}; {_to_resume(options.files)}.",
-            highlight=False,
-        )
+            if settings.queue is not None:
+                kept, resume = "what it did not deliver stays queued", "the fleet's workers send it"
+        err.print(f"[bold yellow]Stopped[/bold yellow] ({by}): {kept}; {resume}.", highlight=False)
         return code
     if paused is not None:
         from leadrelay.meta.errors import settings_to_check

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leadrelay.outcome import INTERRUPTED, DeliveredWhole, Delivery
+from leadrelay.outcome import DeliveredWhole, Delivery, State
 from leadrelay.summary import Tally
 
 if TYPE_CHECKING:
@@ -273,10 +273,10 @@ def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[Non
 
 def _delivered(tally: Tally, _: Sequence[int], results: Sequence[Delivery]) -> None:
     """``on_results`` for ``deliver`` (SQLite): what it settles is counted. Not the batches a
-    stop cuts short: they stay queued, as do those it had not taken yet, which it does not
-    count either (a summary with the cut ones alone said 200 queued of 2,970)."""
+    stop cuts short or a pause holds: they stay queued, as do those it had not taken yet, which
+    it does not count either (a summary with the cut ones alone said 200 queued of 2,970)."""
     if type(results) is not DeliveredWhole:
-        results = [r for r in results if r.reason != INTERRUPTED]
+        results = [r for r in results if r.state is not State.QUEUED]
     tally.deliveries(results)
 
 

@@ -20,6 +20,7 @@ from leadrelay.config import Settings, StoreSettings
 from leadrelay.delivery.store import Counts, FleetControl, Store
 from leadrelay.diagnostics.delivery import Health, health
 from leadrelay.diagnostics.fixes import what_to_fix
+from leadrelay.outcome import INTERRUPTED
 
 WINDOWS: Final = (("last hour", 3600), ("last day", 86400), ("last week", 7 * 86400))
 
@@ -51,6 +52,7 @@ def _span(seconds: float) -> str:
 
 FAILED: Final = ("rejected", "expired", "dead")
 PAUSE_REASONS: Final = frozenset({"paused_auth"})
+_NOT_TRIED: Final = PAUSE_REASONS | {INTERRUPTED}  # queued, but no request of theirs failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,7 @@ def render(status: Status, console: Console, *, now: float | None = None) -> Non
     # Those an outage left waiting for their next try: they are neither delivered nor failed,
     # and health stayed "sunny" through 4 minutes of 500s (queued rows are not in "Why").
     retrying = sorted(
-        ((n, r) for (s, r), n in b.by_reason.items() if s == "queued" and r not in PAUSE_REASONS),
+        ((n, r) for (s, r), n in b.by_reason.items() if s == "queued" and r not in _NOT_TRIED),
         reverse=True,
     )
     if retrying:

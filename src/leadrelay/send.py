@@ -7,7 +7,6 @@ Reading lives in ``send_input``, delivering (the worker, the reader thread, stop
 
 from __future__ import annotations
 
-import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from leadrelay.collecting import collecting_less
-from leadrelay.events import InputError, check_inputs
+from leadrelay.events import InputError, check_inputs, is_stream
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import dry_run_parallel, map_records
 from leadrelay.outcome import Payload
@@ -122,16 +121,7 @@ def _rereadable(files: Sequence[str]) -> bool:
 def _streamed(files: Sequence[str]) -> bool:
     """Whether an input is standard input or a pipe (a directory or a missing file is an input
     error, said when it is opened)."""
-    return any(name == "-" or _special(Path(name)) for name in files)
-
-
-def _special(path: Path) -> bool:
-    """A FIFO, a character device, a socket: read as a stream, not as a file."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False  # missing: an input error, said when it is opened
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+    return any(name == "-" or is_stream(name) for name in files)
 
 
 def run_send(settings: Settings, options: SendOptions, *, err: Console) -> int:

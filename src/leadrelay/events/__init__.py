@@ -44,6 +44,7 @@ __all__ = [
     "LineBatch",
     "SourceRecord",
     "check_inputs",
+    "is_stream",
     "parse_body",
     "read_events",
     "read_pieces",
@@ -125,21 +126,32 @@ def _pieces(kind: str, data: Iterator[bytes], name: str) -> Iterator[SourceRecor
     return _records(kind, data, name)
 
 
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """A FIFO, a character device, a socket: read as a stream, not as a file (a missing path
+    is not: an input error, said when it is opened)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
 def check_inputs(sources: Sequence[str]) -> None:
     """``InputError`` for the first input that cannot be opened (missing, a directory, not
     readable), before any is read: a send of two files, the second misspelt, had delivered the
     first when it said so. Standard input and streams (a FIFO: opening it would wait for a
-    writer; a device, a socket) are left to the reader."""
+    writer) are left to the reader."""
     for path in sources:
-        if path == "-":
+        if path == "-" or is_stream(path):
             continue
         try:
-            mode = os.stat(path).st_mode
-            if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
-                continue
             open(path, "rb").close()
         except OSError as exc:
-            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+            raise _cannot_open(path, exc) from exc
+
+
+def _cannot_open(path: str, exc: OSError) -> InputError:
+    return InputError(f"{path}: cannot open: {exc.strerror or exc}")
 
 
 def _read(
@@ -164,7 +176,7 @@ def _read(
         try:
             opened = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
         except OSError as exc:
-            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+            raise _cannot_open(path, exc) from exc
         stream = cast(BinaryIO, opened)
     try:
         chunks = _chunks(stream, chunk_size, name)

@@ -153,15 +153,14 @@ async def deliver(
                 worker.notify()
             finally:
                 stop_reading.set()
-                if not read_all.is_set():  # stopped early: the batches in flight drain
-                    stop.set()
                 # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
                 # Ctrl-C hit while they started: EOFError): retrieved, not logged by asyncio.
                 reader.add_done_callback(_retrieved)
                 if not read_all.is_set():
-                    # Stopped while reading (or the reader failed): what the intake holds is
-                    # stored now, queued, not when the reader gets to it; one blocked on a quiet
-                    # pipe never would.
+                    # Stopped while reading (or the reader failed): the batches in flight drain,
+                    # and what the intake holds is stored now, queued, not when the reader gets
+                    # to it; one blocked on a quiet pipe never would.
+                    stop.set()
                     await asyncio.shield(asyncio.to_thread(intake.flush))
                 try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                     await asyncio.shield(runner)

@@ -31,7 +31,7 @@ from leadrelay.delivery.store import Store
 from leadrelay.delivery.worker import DeliveryWorker, pause_advice
 from leadrelay.mapping.engine import Mapper
 from leadrelay.service.dashboard import dashboard_routes
-from leadrelay.service.intake import Intake, json_response
+from leadrelay.service.intake import Intake, json_response, over_backlog
 from leadrelay.service.metrics import CONTENT_TYPE, Metrics
 from leadrelay.service.openapi import openapi_document
 
@@ -104,18 +104,12 @@ def create_app(
             problems.append({"reason": "store_unavailable", "message": store_problem})
         # Said, but still ready: the 503s with Retry-After are the backpressure, and a load
         # balancer that dropped every intake process (they share the backlog) would refuse all.
-        warnings = []
-        if store_problem is None and (waiting := await intake.backlog.current()) > (
-            limit := request.app.state.settings.server.max_backlog
-        ):
-            warnings.append(
-                {
-                    "reason": "backlog_full",
-                    "message": f"{waiting} events wait for delivery, over server.max_backlog "
-                    f"({limit}): new events are refused with 503 until fewer wait",
-                }
-            )
-        extra = {"warnings": warnings} if warnings else {}
+        extra = {}
+        if store_problem is None:
+            limit = request.app.state.settings.server.max_backlog
+            if (full := over_backlog(await intake.backlog.current(), limit)) is not None:
+                said = f"{full}: new events are refused with 503 until fewer wait"
+                extra["warnings"] = [{"reason": "backlog_full", "message": said}]
         if problems:
             first = problems[0]
             answer = {"ready": False, "reason": first["reason"], "message": first["message"]}

@@ -73,6 +73,14 @@ def _json_answer(status: int, body: bytes, *extra: tuple[bytes, bytes]) -> Answe
     return status, body, [*extra, (b"content-length", str(len(body)).encode()), _JSON]
 
 
+def over_backlog(waiting: int, limit: int) -> str | None:
+    """Why intake refuses new events (503 ``backlog_full``): more than ``server.max_backlog``
+    wait for delivery; None while they do not."""
+    if waiting <= limit:
+        return None
+    return f"{waiting} events are waiting for delivery, over server.max_backlog ({limit})"
+
+
 class Backlog:
     """The number of events waiting for delivery, read from the store at most every 0.5 s, and
     less often when reading it takes long (a count of a large backlog): at most 1% of a core."""
@@ -164,7 +172,8 @@ class Intake:
             backlog = await self.backlog.current()
         except Exception as exc:
             return self._store_failed(exc)
-        if backlog > server.max_backlog:
+        full = over_backlog(backlog, server.max_backlog)
+        if full is not None:
             if not self.full:
                 log.warning(
                     "backlog full: new events are refused with 503 until fewer wait",
@@ -172,12 +181,7 @@ class Intake:
                     max_backlog=server.max_backlog,
                 )
                 self.full = True
-            return problem(
-                503,
-                "backlog_full",
-                f"{backlog} events are waiting for delivery, over server.max_backlog "
-                f"({server.max_backlog}); retry in {RETRY_AFTER_S} s",
-            )
+            return problem(503, "backlog_full", f"{full}; retry in {RETRY_AFTER_S} s")
         if self.full:
             log.info("backlog below server.max_backlog: events are accepted again", waiting=backlog)
             self.full = False

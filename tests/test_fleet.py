@@ -44,7 +44,7 @@ from leadrelay.sandbox import SandboxOptions, SandboxServer
 from leadrelay.sandbox.state import RequestRecord
 from leadrelay.summary import Tally
 from redis_server import running_redis
-from service_process import ServiceProcess, wait_until, write_config
+from service_process import ServiceProcess, run_cli, wait_until, write_config
 
 PASSWORD = "fleet-redis-password-0123"
 PREFIX = "lr:fleet"
@@ -201,17 +201,6 @@ def ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
 
 
 HELD_ELSEWHERE = r"not sent yet +│ held by another process, queued for a retry, or behind its lead"
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``leadrelay *args``, its tables 200 columns wide."""
-    return subprocess.run(
-        [sys.executable, "-m", "leadrelay", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def cli(*args: str) -> str:

@@ -34,7 +34,14 @@ from leadrelay.logs import configure_logging
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Payload, State
 from leadrelay.sandbox import SandboxOptions, SandboxServer
-from service_process import INTAKE_TOKEN, ServiceProcess, event, wait_until, write_config
+from service_process import (
+    INTAKE_TOKEN,
+    ServiceProcess,
+    event,
+    run_cli,
+    wait_until,
+    write_config,
+)
 
 DELETED_LEAD = 120000000099999
 MAX_BODY = 4096
@@ -314,13 +321,7 @@ def test_backpressure_answers_503_with_retry_after(sandbox: SandboxServer, tmp_p
         assert [w["reason"] for w in ready.json()["warnings"]] == ["backlog_full"]
         assert "over server.max_backlog (5)" in ready.json()["warnings"][0]["message"]
         assert proc.wait_for_log(lambda e: "backlog full" in str(e.get("event")), 5)
-        status = subprocess.run(
-            [sys.executable, "-m", "leadrelay", "status", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "COLUMNS": "250"},
-        )
+        status = run_cli("status", "--config", str(config))
         said = " ".join(status.stdout.split())
         assert "Backlog full: over server.max_backlog (5): serve refuses new events" in said
     finally:

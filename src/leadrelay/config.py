@@ -69,6 +69,9 @@ class DeliverySettings(BaseModel):
     max_retry_s: float = Field(600.0, gt=0, le=7 * 86400)
     retry_base_s: float = Field(0.5, gt=0, le=600)
     jobs: int = Field(1, ge=1, le=64)  # processes that read and map input files (send)
+    # send and deliver stop when the event store fails every call for this long; serve and
+    # worker wait for it
+    store_patience_s: float = Field(60.0, gt=0, le=86400)
 
 
 class ServerSettings(BaseModel):

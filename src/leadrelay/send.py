@@ -182,10 +182,29 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                 failed = exc
         else:
             from leadrelay.delivery.retention import apply_retention
+            from leadrelay.delivery.store import StoreError
             from leadrelay.send_delivery import Stopped, deliver, delivering_store
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)
+
+            def closing_failed(kind: object, exc: BaseException | None, tb: object) -> bool:
+                # The store could not keep what it held as it closed (a full disk): said after
+                # the summary, as a failure during the send is (the first one, if both).
+                nonlocal failed
+                if not isinstance(exc, StoreError):
+                    return False
+                if failed is None:
+                    failed = exc
+                else:
+                    import structlog
+
+                    structlog.get_logger("leadrelay.send").error(
+                        "the event store failed as it closed too", error=str(exc)
+                    )
+                return True
+
+            stack.push(closing_failed)
             store = stack.enter_context(delivering_store(settings, rereadable))
             stack.enter_context(collecting_less())
             assert ctrl_c is not None  # run_send makes one for a real send
@@ -204,6 +223,13 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                 apply_retention(store, settings.store, time.time())
     if failed is not None and not tally.read:
         raise failed  # nothing done: the caller says why, alone
+    if failed is not None and not options.dry_run:
+        from leadrelay.delivery.store import StoreError
+
+        if isinstance(failed, StoreError):
+            tally.store_failed = True
+            said = str(failed).rstrip(".")
+            failed = StoreError(f"{said}. Once it answers again, {_to_resume(options.files)}.")
     tally.render(err, dry_run=options.dry_run, stopped=stopped is not None or paused is not None)
     if failed is not None:  # said by the caller, after what was done before it
         raise failed

@@ -59,16 +59,19 @@ async def deliver(
     import threading
     import time
 
+    import structlog
+
     from leadrelay.delivery.dispatchers import stop_advice
     from leadrelay.delivery.elsewhere import PutBack
     from leadrelay.delivery.intake import ChunkedIntake
     from leadrelay.delivery.own import OwnResults
-    from leadrelay.delivery.store import FleetControl, Outcomes
+    from leadrelay.delivery.store import FleetControl, Outcomes, StoreError
     from leadrelay.delivery.wiring import log_request, make_client, make_dispatcher
     from leadrelay.delivery.worker import DeliveryWorker, RequeuePolicy
     from leadrelay.send_input import read_into_store
 
     d = settings.delivery
+    log = structlog.get_logger("leadrelay.send")
     loop = asyncio.get_running_loop()
     # A send knows its files' events by their ids: at its end it counts those it did not settle
     # (found stored, left queued: delivery.own); on a fleet's queue (Redis) it waits for those
@@ -96,6 +99,9 @@ async def deliver(
         requeue=RequeuePolicy() if settings.queue else None,
         on_results=own or put_back or partial(_delivered, tally),
         advice=stop_advice,  # not a service's: the summary then says what to fix
+        # A store that stopped answering ends the send (StoreError) after this long, where
+        # serve and worker wait for it.
+        store_patience_s=d.store_patience_s,
     )
     if ctrl_c is not None:
         ctrl_c.worker = worker
@@ -112,6 +118,7 @@ async def deliver(
         max_age_s=d.batch_max_age_s,
         on_stored=stored,
         on_added=None if own is None else own.added,
+        patience_s=d.store_patience_s,
     )
     stop_reading = threading.Event()
     stop = asyncio.Event()
@@ -145,7 +152,7 @@ async def deliver(
             try:
                 while not reader.done():
                     await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
-                    if worker.paused is not None:
+                    if worker.paused is not None or runner.done():  # or gave up on the store
                         stop_reading.set()
                     await asyncio.to_thread(intake.flush_if_old)
                 await reader
@@ -161,7 +168,12 @@ async def deliver(
                     # and what the intake holds is stored now, queued, not when the reader gets
                     # to it; one blocked on a quiet pipe never would.
                     stop.set()
-                    await asyncio.shield(asyncio.to_thread(intake.flush))
+                    try:
+                        await asyncio.shield(asyncio.to_thread(intake.flush))
+                    except StoreError as exc:  # what failed already is raised, below
+                        log.error(
+                            "the event store did not take the last events read", error=str(exc)
+                        )
                 try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                     await asyncio.shield(runner)
                 except asyncio.CancelledError:
@@ -182,10 +194,17 @@ async def deliver(
             # Once, at the end or on SIGTERM (also during a fleet's wait): what became of what it
             # read and did not settle itself (delivery.own; on a fleet, delivery.elsewhere).
             await own.account(waiting=_waiting(store))
-    except (asyncio.CancelledError, Exception):  # Ctrl-C, or the input failed (a file gone, a
-        # mapping process killed): what it read is accounted for, as on SIGTERM
+    except (asyncio.CancelledError, Exception) as exc:  # Ctrl-C, the input failed (a file
+        # gone, a mapping process killed), the store stopped answering: what it read is
+        # accounted for, as on SIGTERM (as far as the store can still say)
         if own is not None:
             await own.account(stopped=True, waiting=_waiting(store))
+        if isinstance(exc, StoreError) and worker.unrecorded:
+            raise StoreError(
+                f"{str(exc).rstrip('.')}; Meta's answers for {worker.unrecorded} events sent in "
+                "this run could not be recorded: the next run sends them again with the same "
+                "event_id, which Meta deduplicates"
+            ) from exc
         raise
     if halt.is_set():
         raise Stopped()

@@ -85,6 +85,9 @@ class Tally:
     fleet: bool = False
     """The store is a fleet's (Redis): its other processes may store and settle events this run
     reads."""
+    store_failed: bool = False
+    """The run ended because the event store stopped answering: what became of the events not
+    accounted for is not known (stored and queued, in flight, or not stored at all)."""
     requests: int = 0
     transient_errors: int = 0
     examples: dict[str, list[Example]] = field(default_factory=dict)

@@ -66,6 +66,8 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
         table.add_row("not sent again", label, str(t.duplicates), style="yellow")
     if t.queued_left:
         label = "queued in the store: the next send (or serve) delivers it"
+        if t.store_failed:  # what it held in memory was stored as it closed, if the store could
+            label = "queued in the store if it took them; else the next send reads them again"
         table.add_row("not sent yet", label, str(t.queued_left), style="yellow")
     earlier = t.mapped - t.settled - t.elsewhere
     if t.elsewhere:
@@ -74,7 +76,10 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
             label = "queued for the fleet's workers, or held by another process"
         table.add_row("not sent yet", label, str(t.elsewhere), style="yellow")
     if not dry_run and earlier > 0:
-        if stopped:
+        if t.store_failed:  # the store could not be asked (see delivery.store_calls)
+            label = "not known: the event store stopped answering (queued, in flight or lost)"
+            table.add_row("not accounted for", label, str(earlier), style="red")
+        elif stopped:
             label = "queued in the store (or stored by an earlier run)"
             if t.fleet:  # or held by one of its other processes, for all it knows
                 label = "queued in the store, held by another process, or stored earlier"

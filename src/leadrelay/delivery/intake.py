@@ -3,6 +3,8 @@
 ``ChunkedIntake`` is the file counterpart of the HTTP intake: it collects ``Incoming`` events and
 adds them to the store in one transaction per chunk, when the chunk is full or has waited
 ``max_age_s`` (so a slow pipe still flows), and tells the worker there is something to deliver.
+With a ``patience_s`` (a send: ``delivery.store_patience_s``), a chunk the store refuses is tried
+again with backoff for that long, then the store is given up on (``StoreError``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
-from leadrelay.delivery.store import Added, Incoming, Store
+import structlog
+
+from leadrelay.delivery.store import Added, Incoming, Store, StoreError
+
+log = structlog.get_logger("leadrelay.send")
 
 
 class Spans:
@@ -84,8 +90,11 @@ class ChunkedIntake:
         max_age_s: float = 1.0,
         on_stored: Callable[[], None] | None = None,
         on_added: Callable[[Sequence[Incoming], Added], None] | None = None,
+        patience_s: float = 0.0,
     ) -> None:
         self._store = store
+        self._patience_s = patience_s
+        self._gave_up: str | None = None
         self._size = size
         self.max_age_s = max_age_s
         self._on_stored = on_stored
@@ -141,9 +150,33 @@ class ChunkedIntake:
             chunk, self._pending = pending[:size], pending[size:]
             if self._pending:
                 self._since = time.monotonic()  # what is left waits from now
-        added = self._store.add_new(chunk)
+        added = self._add(chunk)
         self.stored += len(chunk)
         if self._on_added is not None:
             self._on_added(chunk, added)
         if self._on_stored is not None:
             self._on_stored()
+
+    def _add(self, chunk: list[Incoming]) -> Added:
+        """``add_new(chunk)``, tried again for ``patience_s`` while the store fails (see the
+        module); a chunk given up on is not stored, and neither is any after it."""
+        if self._gave_up is not None:
+            raise StoreError(self._gave_up)
+        since = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                return self._store.add_new(chunk)
+            except Exception as exc:
+                error = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+                left = since + self._patience_s - time.monotonic()
+                if left <= 0:
+                    if self._patience_s > 0:
+                        self._gave_up = (
+                            f"the event store has not answered for {self._patience_s:g} s: {error}"
+                        )
+                        raise StoreError(self._gave_up) from exc
+                    raise
+                log.error("event store call failed", error=error, events=len(chunk))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 30.0)

@@ -3,16 +3,21 @@
 Split out of ``worker`` (house rule: modules under ~300 lines). Each call runs in a thread
 (``asyncio.to_thread``). A failed write is retried with backoff until it works or the worker
 stops, so a full disk does not lose results; after a stop the rows stay IN_FLIGHT and the next
-start takes them back.
+start takes them back. With a ``patience_s`` (a send: ``delivery.store_patience_s``), a store that
+has failed every call for that long is given up on: ``gave_up`` says why, and every call that
+fails from then on raises at once (``serve`` and ``worker`` have none: they wait for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import structlog
+
+from leadrelay.delivery.store import StoreError
 
 log = structlog.get_logger("leadrelay.worker")
 
@@ -21,19 +26,28 @@ _STORE_RETRY_MAX_S: Final = 30.0
 
 
 class StoreCalls:
-    """Runs store calls in a thread, retrying failed ones while ``stopping()`` is false.
+    """Runs store calls in a thread, retrying failed ones while ``stopping()`` is false and
+    the store has not been given up on (see the module).
 
-    ``error`` is the last failure, cleared by the next successful call.
+    ``error`` is the last failure, cleared by the next successful call; ``gave_up`` the
+    message of the ``StoreError`` raised once the store failed for ``patience_s``.
     """
 
     def __init__(
         self,
         stopping: Callable[[], bool],
         sleep: Callable[[float], Awaitable[None]],
+        *,
+        patience_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.error: str | None = None
+        self.gave_up: str | None = None
         self._stopping = stopping
         self._sleep = sleep
+        self._patience_s = patience_s
+        self._clock = clock
+        self._failing_since: float | None = None  # the first failure since the last success
 
     async def __call__(self, call: Callable[[], _T], *, retry: bool = True) -> _T:
         """``call()`` in a thread; with ``retry``, again after a failure until it works or the
@@ -44,11 +58,34 @@ class StoreCalls:
                 result = await asyncio.to_thread(call)
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
+                if self._given_up(exc):
+                    raise StoreError(self.gave_up) from exc
                 log.error("event store call failed", error=self.error)
                 if not retry or self._stopping():
-                    raise
+                    if isinstance(exc, StoreError):
+                        raise
+                    raise StoreError(self.error) from exc  # said as a store's, not a bug
                 attempt += 1
-                await self._sleep(min(_STORE_RETRY_MAX_S, 0.5 * 2.0 ** min(attempt, 10)))
+                delay = min(_STORE_RETRY_MAX_S, 0.5 * 2.0 ** min(attempt, 10))
+                if self._patience_s is not None and self._failing_since is not None:
+                    left = self._failing_since + self._patience_s - self._clock()
+                    delay = max(0.0, min(delay, left))  # the last try when patience runs out
+                await self._sleep(delay)
                 continue
             self.error = None
+            self._failing_since = None
             return result
+
+    def _given_up(self, exc: Exception) -> bool:
+        """Whether the store has failed every call for ``patience_s`` (now or before)."""
+        if self.gave_up is not None:
+            return True
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if self._patience_s is None or now - self._failing_since < self._patience_s:
+            return False
+        what = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+        self.gave_up = f"the event store has not answered for {self._patience_s:g} s: {what}"
+        log.error("gave up on the event store", error=self.gave_up)
+        return True

@@ -31,7 +31,7 @@ from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.delivery.dispatchers import Dispatchers, pause_advice
 from leadrelay.delivery.fleet_watch import FleetWatch
 from leadrelay.delivery.results import OnResults, Recorder, RequeuePolicy, WorkerObserver
-from leadrelay.delivery.store import Claimed, FleetControl, Store
+from leadrelay.delivery.store import Claimed, FleetControl, Store, StoreError
 from leadrelay.delivery.store_calls import StoreCalls
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
@@ -54,7 +54,10 @@ class DeliveryWorker:
     ``requeue=None`` makes DEAD final (``send``); a ``RequeuePolicy`` keeps retrying
     (``serve``). Store calls run in threads (``asyncio.to_thread``). On stop, batches in flight
     get ``drain_timeout_s`` to finish; the rest are cancelled and put back in the queue.
-    ``batch_size`` and ``concurrency`` may be changed between batches.
+    ``batch_size`` and ``concurrency`` may be changed between batches. With a
+    ``store_patience_s`` (a send), a store that fails every call for that long ends the run with
+    a ``StoreError``; the batches in flight drain, and those whose results cannot be recorded
+    are sent again by the next run (``unrecorded`` counts those Meta answered).
 
     On a ``FleetControl`` store the worker honours the fleet-wide pause and renews the events of
     its batches in flight every ``renew_every_s`` (default: a third of the store's
@@ -78,6 +81,7 @@ class DeliveryWorker:
         on_results: OnResults | None = None,
         renew_every_s: float | None = None,
         advice: Callable[[GraphError], str] = pause_advice,
+        store_patience_s: float | None = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}")
@@ -105,7 +109,8 @@ class DeliveryWorker:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._stop: asyncio.Event | None = None
-        self._store_call = StoreCalls(self._stopped, sleep)
+        self._store_call = StoreCalls(self._stopped, sleep, patience_s=store_patience_s)
+        self.unrecorded = 0  # events of batches Meta answered whose results the store refused
         self._recorder = Recorder(
             store,
             self._store_call,
@@ -137,6 +142,11 @@ class DeliveryWorker:
     def store_error(self) -> str | None:
         """The last store failure, cleared by the next successful store call."""
         return self._store_call.error
+
+    @property
+    def store_gave_up(self) -> str | None:
+        """Why the run ended on the store (``store_patience_s`` ran out), or None."""
+        return self._store_call.gave_up
 
     @property
     def paused(self) -> GraphError | None:
@@ -209,6 +219,8 @@ class DeliveryWorker:
         finally:
             await self._drain()
             await self._close()
+        if self.store_gave_up is not None:
+            raise StoreError(self.store_gave_up)
         return paused
 
     async def _start(self) -> None:
@@ -258,6 +270,8 @@ class DeliveryWorker:
                     partial(self._store.claim, self.batch_size, self._clock()), retry=False
                 )
             except Exception:
+                if self.store_gave_up is not None:
+                    return  # the run ends with the store's error (run_until_idle raises it)
                 await self._wait(stop, self.poll_interval_s * 4)
                 continue
             if claimed:
@@ -308,15 +322,23 @@ class DeliveryWorker:
                 results = await dispatcher.deliver([c.payload for c in claimed])
             except asyncio.CancelledError:
                 message = "delivery stopped before Meta answered; the events will be sent again"
-                await _through(self._recorder.put_back(claimed, INTERRUPTED, message))
+                await self._unless_store_fails(
+                    _through(self._recorder.put_back(claimed, INTERRUPTED, message)), claimed
+                )
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
                 message = f"{type(exc).__name__}: {exc}"
-                await self._recorder.put_back(claimed, "internal_error", message, 60.0)
+                await self._unless_store_fails(
+                    self._recorder.put_back(claimed, "internal_error", message, 60.0), claimed
+                )
                 return
             # The results are known: recorded before a stop ends the batch.
-            await _through(self._recorder.record(claimed, results))
+            recorded = await self._unless_store_fails(
+                _through(self._recorder.record(claimed, results)), claimed, answered=True
+            )
+            if not recorded:
+                return
             if self._observer is not None:
                 self._observer.batch_finished(time.perf_counter() - started, len(claimed))
             if dispatcher.paused is not None:
@@ -326,8 +348,35 @@ class DeliveryWorker:
                 renewal.cancel()
             self._dispatchers.release(dispatcher)
 
+    async def _unless_store_fails(
+        self, step: Awaitable[None], claimed: list[Claimed], *, answered: bool = False
+    ) -> bool:
+        """Await ``step`` (recording or putting back a batch); False when the store refused it
+        (given up on, or failing as the run stops): said in one line, no traceback. The events
+        stay IN_FLIGHT in the store, taken back by the next run (or, on a fleet, by another
+        process after claim_idle_s), or (held in memory: write-behind) are read again by the next
+        send of the same files: sent again either way, with the same event_id."""
+        try:
+            await step
+        except StoreError as exc:
+            if answered:
+                self.unrecorded += len(claimed)
+            log.error(
+                "the event store did not take what became of a batch; the next run sends its "
+                "events again (same event_id)",
+                events=len(claimed),
+                meta_answered=answered,
+                error=str(exc),
+            )
+            return False
+        return True
+
     def _stopped(self) -> bool:
-        return self._stopping or (self._stop is not None and self._stop.is_set())
+        return (
+            self._stopping
+            or self._store_call.gave_up is not None
+            or (self._stop is not None and self._stop.is_set())
+        )
 
     async def _drain(self) -> None:
         self._stopping = True

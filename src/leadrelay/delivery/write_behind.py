@@ -39,7 +39,15 @@ import orjson
 from leadrelay.delivery.encoded import EncodedPayload, compact
 from leadrelay.delivery.sqlite_schema import fits_int64
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import Added, Claimed, Counts, EventRecord, Incoming, Store
+from leadrelay.delivery.store import (
+    Added,
+    Claimed,
+    Counts,
+    EventRecord,
+    Incoming,
+    Store,
+    StoreError,
+)
 from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
 
 __all__ = ["WriteBehindStore"]
@@ -89,6 +97,11 @@ class WriteBehindStore(Store):
         rest: list[Incoming] = []  # for the store, at these places of ids
         places: list[int] = []
         to_store: set[str] = set()
+        # What goes to memory is kept aside until the store took the rest: a store that fails
+        # (a full disk) leaves memory as it was, so the same chunk can be added again.
+        waiting: list[tuple[int, Incoming]] = []
+        sizes: list[int] = []
+        in_memory: dict[str, int] = {}
         with self._lock:
             keep = self._limit - len(self._waiting)
             room = self._limit_bytes - self._bytes
@@ -96,54 +109,50 @@ class WriteBehindStore(Store):
             stored = self._store.stored_keys(keys) if keep > 0 else {}
             # Once per event, so names are bound here; ids in memory are negative, stored ones
             # positive: neither is 0.
-            in_memory, held_id, stored_id = self._keys, self._keys.get, stored.get
-            wait, sizes = self._waiting.append, self._sizes.append
+            held_id, added_id, stored_id = self._keys.get, in_memory.get, stored.get
+            wait, size_of = waiting.append, sizes.append
             next_id = self._next_id
-            try:
-                for item in items:
-                    o = item.outcome
-                    key = o.key
-                    if key and key not in to_store:
-                        known = held_id(key) or stored_id(key)
-                        # An outcome for a key stored before goes to the store: it may take the
-                        # place of an event Meta never took (``Store.add``). Not one in memory.
-                        if known and known < 0:
-                            ids.append(known)
-                            new.append(False)
+            for item in items:
+                o = item.outcome
+                key = o.key
+                if key and key not in to_store:
+                    known = held_id(key) or added_id(key) or stored_id(key)
+                    # An outcome for a key stored before goes to the store: it may take the
+                    # place of an event Meta never took (``Store.add``). Not one in memory.
+                    if known and known < 0:
+                        ids.append(known)
+                        new.append(False)
+                        continue
+                    if known:
+                        to_store.add(key)
+                        places.append(len(ids))
+                        ids.append(0)
+                        new.append(False)
+                        rest.append(item)
+                        continue
+                if keep > 0 and key not in to_store:
+                    payload = _encoded(o)
+                    if payload is not None:
+                        size = _size(payload, item)
+                        if size <= room:
+                            if payload is not o:
+                                item = Incoming(payload, item.original, item.received_at)
+                            wait((next_id, item))
+                            size_of(size)
+                            if key:
+                                in_memory[key] = next_id
+                            ids.append(next_id)
+                            new.append(True)
+                            next_id -= 1
+                            keep -= 1
+                            room -= size
                             continue
-                        if known:
-                            to_store.add(key)
-                            places.append(len(ids))
-                            ids.append(0)
-                            new.append(False)
-                            rest.append(item)
-                            continue
-                    if keep > 0 and key not in to_store:
-                        payload = _encoded(o)
-                        if payload is not None:
-                            size = _size(payload, item)
-                            if size <= room:
-                                if payload is not o:
-                                    item = Incoming(payload, item.original, item.received_at)
-                                wait((next_id, item))
-                                sizes(size)
-                                if key:
-                                    in_memory[key] = next_id
-                                ids.append(next_id)
-                                new.append(True)
-                                next_id -= 1
-                                keep -= 1
-                                room -= size
-                                continue
-                    if key:
-                        to_store.add(key)  # the store takes the first one, and says its id
-                    places.append(len(ids))
-                    ids.append(0)
-                    new.append(False)
-                    rest.append(item)
-            finally:
-                self._next_id = next_id
-                self._bytes = self._limit_bytes - room
+                if key:
+                    to_store.add(key)  # the store takes the first one, and says its id
+                places.append(len(ids))
+                ids.append(0)
+                new.append(False)
+                rest.append(item)
         if rest:
             # Not synced here (the reader would wait for the disk, each piece it reads): the
             # next record or close syncs it, and a claim syncs before it hands a payload out.
@@ -151,6 +160,13 @@ class WriteBehindStore(Store):
             for place, id_, took in zip(places, added.ids, added.stored, strict=True):
                 ids[place] = id_
                 new[place] = took
+        if waiting:
+            with self._lock:
+                self._waiting += waiting
+                self._sizes += sizes
+                self._keys.update(in_memory)
+                self._bytes += sum(sizes)
+                self._next_id = next_id
         return Added(ids, new)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
@@ -351,6 +367,13 @@ class WriteBehindStore(Store):
                 # What add left to a later sync (see ``_add``): a failure is said here, not
                 # swallowed by the store's close.
                 self._store.sync()
+            except Exception as exc:  # a full disk: what was held is read again next time
+                what = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+                raise StoreError(
+                    f"the event store could not keep the {len(left)} events read and not sent "
+                    f"yet as the send ended ({what}); the next send of the same files reads them "
+                    "again"
+                ) from exc
             finally:
                 self._store.close()
 

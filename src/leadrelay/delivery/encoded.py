@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from leadrelay.outcome import FieldNote, Payload
+from leadrelay.outcome import FieldNote, Filtered, Payload, Rejected
 
 # The slot behind ``Payload.data``: the property below stores the decoded dict in it.
 _DATA: Final[Any] = Payload.__dict__["data"]
@@ -97,3 +97,38 @@ def request_body(payload: Payload) -> bytes:
     if type(payload) is EncodedPayload and payload.body is not None:
         return payload.body
     return orjson.dumps(payload.data)
+
+
+def fits_int64(o: Payload) -> bool:
+    """Whether a payload's lead_id and event_time fit SQLite's 64-bit integers; the store keeps
+    one that does not rejected (``unencodable``), never sent."""
+    lead_id, event_time = o.lead_id, o.event_time  # _int64's test, inline: once per event
+    return (
+        lead_id is not None
+        and event_time is not None
+        and -(2**63) <= lead_id < 2**63
+        and -(2**63) <= event_time < 2**63
+    )
+
+
+def storable(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
+    """A payload as delivery sends it and the store keeps it (write-behind holds it so in
+    memory); None for what is not a payload, and for a payload the store cannot keep as it is
+    (not plain JSON, or a number past 64 bits: the store keeps it rejected, ``unencodable``)."""
+    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
+        return outcome if fits_int64(outcome) else None
+    if not isinstance(outcome, Payload) or not fits_int64(outcome):
+        return None
+    try:  # mapped in another process (``--jobs``)
+        body = compact(orjson.dumps(outcome.data))  # it waits in memory
+    except TypeError:
+        return None
+    return EncodedPayload(
+        outcome.key,
+        outcome.source_event,
+        outcome.event_name,
+        outcome.lead_id,
+        outcome.event_time,
+        body,
+        outcome.notes,
+    )

@@ -14,7 +14,7 @@ from typing import Any, Final, cast
 
 import orjson
 
-from leadrelay.delivery.encoded import EncodedPayload
+from leadrelay.delivery.encoded import EncodedPayload, fits_int64
 from leadrelay.delivery.store import (
     FINAL_DELIVERY_STATES,
     Claimed,
@@ -204,18 +204,6 @@ def init_schema(conn: sqlite3.Connection, path: str) -> None:
 def _int64(v: int | None) -> int | None:
     # SQLite integers are 64-bit; a wild lead id on a rejected event must not fail the batch
     return v if v is None or -(2**63) <= v < 2**63 else None
-
-
-def fits_int64(o: Payload) -> bool:
-    """Whether a payload's lead_id and event_time fit SQLite's 64-bit integers; the store keeps
-    one that does not rejected (``unencodable``), never sent."""
-    lead_id, event_time = o.lead_id, o.event_time  # _int64's test, inline: once per event
-    return (
-        lead_id is not None
-        and event_time is not None
-        and -(2**63) <= lead_id < 2**63
-        and -(2**63) <= event_time < 2**63
-    )
 
 
 # fmt: off

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -89,3 +89,45 @@ class StoreCalls:
         self.gave_up = f"the event store has not answered for {self._patience_s:g} s: {what}"
         log.error("gave up on the event store", error=self.gave_up)
         return True
+
+
+async def finished(
+    step: Coroutine[Any, Any, None],
+    ids: Sequence[int],
+    refused: Callable[[int], None] | None = None,
+) -> bool:
+    """Run ``step`` (recording or putting back the batch of ``ids``) to its end, however often
+    the task is cancelled meanwhile, then raise the cancellation: a batch ends once its events
+    are recorded or put back, and told once (a batch ended at the second cancel was put back
+    after the send had counted its events, and told again). False when the store refused it
+    (given up on, or failing as the run stops): said in one line, no traceback, and told to
+    ``refused`` (the number of events; for results Meta gave). The events stay IN_FLIGHT in the
+    store, taken back by the next run (or, on a fleet, by another process after
+    claim_idle_s), or (held in memory: write-behind) are read again by the next send of the
+    same files: sent again either way, with the same event_id."""
+    future = asyncio.ensure_future(step)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break  # the step failed: see below
+    try:
+        future.result()
+        done = True
+    except StoreError as exc:
+        done = False
+        if refused is not None:
+            refused(len(ids))
+        log.error(
+            "the event store did not take what became of a batch; the next run sends its "
+            "events again (same event_id)",
+            events=len(ids),
+            meta_answered=refused is not None,
+            error=str(exc),
+        )
+    if cancelled:
+        raise asyncio.CancelledError
+    return done

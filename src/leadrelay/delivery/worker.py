@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from leadrelay.delivery.dispatchers import Dispatchers, pause_advice
 from leadrelay.delivery.fleet_watch import FleetWatch
 from leadrelay.delivery.results import OnResults, Recorder, RequeuePolicy, WorkerObserver
 from leadrelay.delivery.store import Claimed, FleetControl, Store, StoreError
-from leadrelay.delivery.store_calls import StoreCalls
+from leadrelay.delivery.store_calls import StoreCalls, finished
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
 from leadrelay.outcome import INTERRUPTED
@@ -322,22 +322,17 @@ class DeliveryWorker:
                 results = await dispatcher.deliver([c.payload for c in claimed])
             except asyncio.CancelledError:
                 message = "delivery stopped before Meta answered; the events will be sent again"
-                await self._unless_store_fails(
-                    _through(self._recorder.put_back(claimed, INTERRUPTED, message)), claimed
-                )
+                await finished(self._recorder.put_back(claimed, INTERRUPTED, message), ids)
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
                 message = f"{type(exc).__name__}: {exc}"
-                await self._unless_store_fails(
-                    self._recorder.put_back(claimed, "internal_error", message, 60.0), claimed
+                await finished(
+                    self._recorder.put_back(claimed, "internal_error", message, 60.0), ids
                 )
                 return
             # The results are known: recorded before a stop ends the batch.
-            recorded = await self._unless_store_fails(
-                _through(self._recorder.record(claimed, results)), claimed, answered=True
-            )
-            if not recorded:
+            if not await finished(self._recorder.record(claimed, results), ids, self._refused):
                 return
             if self._observer is not None:
                 self._observer.batch_finished(time.perf_counter() - started, len(claimed))
@@ -348,28 +343,9 @@ class DeliveryWorker:
                 renewal.cancel()
             self._dispatchers.release(dispatcher)
 
-    async def _unless_store_fails(
-        self, step: Awaitable[None], claimed: list[Claimed], *, answered: bool = False
-    ) -> bool:
-        """Await ``step`` (recording or putting back a batch); False when the store refused it
-        (given up on, or failing as the run stops): said in one line, no traceback. The events
-        stay IN_FLIGHT in the store, taken back by the next run (or, on a fleet, by another
-        process after claim_idle_s), or (held in memory: write-behind) are read again by the next
-        send of the same files: sent again either way, with the same event_id."""
-        try:
-            await step
-        except StoreError as exc:
-            if answered:
-                self.unrecorded += len(claimed)
-            log.error(
-                "the event store did not take what became of a batch; the next run sends its "
-                "events again (same event_id)",
-                events=len(claimed),
-                meta_answered=answered,
-                error=str(exc),
-            )
-            return False
-        return True
+    def _refused(self, events: int) -> None:
+        """The store refused the results of a batch Meta answered (see ``finished``)."""
+        self.unrecorded += events
 
     def _stopped(self) -> bool:
         return (
@@ -401,20 +377,3 @@ class DeliveryWorker:
         # took it for None would deliver again, with the token Meta had just refused).
         self._paused_at_close = self.paused
         await self._dispatchers.close()
-
-
-async def _through(step: Coroutine[Any, Any, None]) -> None:
-    """Run ``step`` to its end, however often the task is cancelled meanwhile (a second Ctrl-C
-    as the drain timeout runs out), then raise the cancellation: a batch ends once its events
-    are recorded or put back, and told once (a batch ended at the second cancel was put back
-    after the send had counted its events, and told again)."""
-    future = asyncio.ensure_future(step)
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            cancelled = True
-    future.result()
-    if cancelled:
-        raise asyncio.CancelledError

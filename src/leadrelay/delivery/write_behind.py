@@ -34,10 +34,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
-import orjson
-
-from leadrelay.delivery.encoded import EncodedPayload, compact
-from leadrelay.delivery.sqlite_schema import fits_int64
+from leadrelay.delivery.encoded import EncodedPayload, storable
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import (
     Added,
@@ -48,7 +45,7 @@ from leadrelay.delivery.store import (
     Store,
     StoreError,
 )
-from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, Rejected, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 __all__ = ["WriteBehindStore"]
 
@@ -131,7 +128,7 @@ class WriteBehindStore(Store):
                         rest.append(item)
                         continue
                 if keep > 0 and key not in to_store:
-                    payload = _encoded(o)
+                    payload = storable(o)
                     if payload is not None:
                         size = _size(payload, item)
                         if size <= room:
@@ -385,29 +382,6 @@ class WriteBehindStore(Store):
                 item = held(id_, None)
                 if item is not None and (key := item.outcome.key):
                     keys(key, None)
-
-
-def _encoded(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
-    """A payload as delivery sends it and the store keeps it; None for what is not a payload,
-    and for a payload the store cannot keep as it is (not plain JSON, or a number past 64 bits:
-    ``add`` stores it rejected, ``unencodable``, as the queue does)."""
-    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
-        return outcome if fits_int64(outcome) else None
-    if not isinstance(outcome, Payload) or not fits_int64(outcome):
-        return None
-    try:  # mapped in another process (``--jobs``)
-        body = compact(orjson.dumps(outcome.data))  # it waits in memory
-    except TypeError:
-        return None
-    return EncodedPayload(
-        outcome.key,
-        outcome.source_event,
-        outcome.event_name,
-        outcome.lead_id,
-        outcome.event_time,
-        body,
-        outcome.notes,
-    )
 
 
 def _payload(item: Incoming) -> EncodedPayload:

@@ -9,6 +9,7 @@ again with backoff for that long, then the store is given up on (``StoreError``)
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from bisect import bisect_right
@@ -167,7 +168,7 @@ class ChunkedIntake:
         while True:
             try:
                 return self._store.add_new(chunk)
-            except Exception as exc:
+            except (StoreError, sqlite3.Error, OSError) as exc:  # the store's, not a bug
                 error = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
                 left = since + self._patience_s - time.monotonic()
                 if left <= 0:

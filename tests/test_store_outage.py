@@ -27,6 +27,7 @@ import redis
 from leadrelay.bench.events import generate_events
 from leadrelay.config import load_config
 from leadrelay.delivery.intake import ChunkedIntake
+from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Added, Incoming, StoreError
 from leadrelay.delivery.store_calls import StoreCalls
@@ -63,52 +64,99 @@ def _events(path: Path, count: int) -> int:
     return len(events)
 
 
+@pytest.mark.parametrize("source", ["file", "open pipe", "deliver"])
 def test_a_send_whose_redis_goes_away_stops_after_its_patience_and_says_so(
-    tmp_path: Path,
+    tmp_path: Path, source: str
 ) -> None:
     """Redis shut down while batches are with Meta (the sandbox answers in 1.5 s): the send
     waited for it for good, logging a failed store call every few seconds (and, once stopped,
-    tracebacks; its summary then counted every event as "stored by an earlier run")."""
+    tracebacks; its summary then counted every event as "stored by an earlier run"). A send
+    reading a pipe its producer keeps open waited for the producer after giving up; deliver,
+    which reads nothing, printed no summary of what it had delivered."""
     (tmp_path / "redis").mkdir()
+    events = tmp_path / "events.ndjson"
     with (
         running_redis(tmp_path / "redis") as redis_url,
         SandboxServer(SandboxOptions(slow_ms=1500)) as sandbox,
     ):
         config = _send_config(tmp_path, sandbox.url, redis_url, patience_s=2)
-        sent = _events(tmp_path / "events.ndjson", EVENTS)
-        proc = subprocess.Popen(
-            [*CLI, "send", str(tmp_path / "events.ndjson"), "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        sent = _events(events, EVENTS)
+        if source == "deliver":  # queued by an intake before: deliver sends them
+            store = RedisStore(redis_url, prefix="lr:outage", consumer="intake", claim_idle_s=60)
+            mapper = Mapper(load_config(config))
+            lines = events.read_bytes().splitlines()
+            store.add([Incoming(mapper.map(orjson.loads(x)), x, time.time()) for x in lines])
+            store.close()
+        command = {"file": ["send", str(events)], "open pipe": ["send", "-"]}.get(
+            source, ["deliver"]
         )
-        try:
-            wait_until(lambda: sandbox.state.requests >= 2, 30, "the first requests to Meta")
-            client = redis.Redis.from_url(redis_url)
-            with contextlib.suppress(redis.ConnectionError):  # closed as the server goes
-                client.shutdown(nosave=True)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
+        with (tmp_path / "stderr.txt").open("w+", encoding="utf-8") as err:
+            proc = subprocess.Popen(
+                [*CLI, *command, "--config", str(config)],
+                stdin=subprocess.PIPE if source == "open pipe" else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+            )
+            try:
+                if proc.stdin is not None:  # the producer writes everything, then goes quiet
+                    proc.stdin.write(events.read_bytes())
+                    proc.stdin.flush()
+                wait_until(lambda: sandbox.state.requests >= 2, 30, "the first requests to Meta")
+                # What was read is stored: a reader of the pipe has nothing left to store, only
+                # the producer to wait for (which a send that gave up on the store must not).
+                if source == "open pipe":
+                    wait_until(lambda: _settled_count(redis_url) >= 500, 30, "the events stored")
+                client = redis.Redis.from_url(redis_url)
+                with contextlib.suppress(redis.ConnectionError):  # closed as the server goes
+                    client.shutdown(nosave=True)
+                proc.wait(timeout=60)
+            finally:
+                proc.kill()
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            err.seek(0)
+            stderr = err.read()
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr
     assert "stored by an earlier run" not in stderr, stderr
     said = " ".join(stderr.split())  # the console wraps long lines
-    assert re.search(r"Store error: the event store has not answered for 2 s: .*127\.0\.0\.1", said)
+    error = "Cannot deliver" if source == "deliver" else "Store error"
+    assert re.search(error + r": the event store has not answered for 2 s: .*127\.0\.0\.1", said)
     assert "Connection refused; Meta's answers for" in said, said
-    assert "Once it answers again, run the same send again" in said, said
+    assert "Once it answers again, run " in said, said
     # The batches Meta answered while the store was gone: said, with what becomes of them.
-    assert re.search(r"Meta's answers for \d+ events sent in this run could not be recorded", said)
+    assert re.search(
+        r"Meta's answers for \d+ events sent in this run could not be recorded: they are sent "
+        r"again once queue.claim_idle_s \(60 s\) has passed",
+        said,
+    )
+    delivered = re.search(r"│ delivered +│ immediately +│ +(\d+) │", stderr)
+    assert delivered, stderr
+    if source == "deliver":
+        assert int(delivered[1]) < sent
+        return
     read = re.search(r"│ read +│ +│ +(\d+) │", stderr)
     unknown = re.search(
         r"│ not accounted for +│ not known: the event store stopped answering.*│ +(\d+) │", stderr
     )
-    delivered = re.search(r"│ delivered +│ immediately +│ +(\d+) │", stderr)
-    assert read and unknown and delivered, stderr
+    assert read and unknown, stderr
     assert 0 < int(read[1]) <= sent
     assert int(unknown[1]) > 0
     assert int(unknown[1]) + int(delivered[1]) == int(read[1])  # every event read, once
+
+
+def _settled_count(redis_url: str) -> int:
+    """How many events the store holds, once that number held still for a second."""
+    store = RedisStore(redis_url, prefix="lr:outage", consumer="test", claim_idle_s=60)
+    try:
+        before = -1
+        while (now := sum(store.counts().by_state.values())) != before:
+            before = now
+            time.sleep(1.0)
+        return now
+    finally:
+        store.close()
 
 
 class _Flaky:

@@ -221,7 +221,7 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
                 failed, paused = exc, None
             else:
                 apply_retention(store, settings.store, time.time())
-    if failed is not None and not tally.read:
+    if failed is not None and not (tally.read or tally.requests):
         raise failed  # nothing done: the caller says why, alone
     if failed is not None and not options.dry_run:
         from leadrelay.delivery.store import StoreError
@@ -236,6 +236,8 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
     if stopped is not None:
         by, code = stopped
         kept = "every event read is stored, delivered or queued"
+        if tally.store_failed:  # it could not say what became of every event (delivery.own)
+            kept = "the event store did not answer at the end: what it took is stored"
         resume = _to_resume(options.files)
         if not options.files:  # deliver
             kept = "what it did not deliver stays queued in the store"

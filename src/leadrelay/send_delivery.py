@@ -154,10 +154,13 @@ async def deliver(
                     await asyncio.wait({reader}, timeout=min(0.25, d.batch_max_age_s))
                     if worker.paused is not None or runner.done():  # or gave up on the store
                         stop_reading.set()
+                    if worker.store_gave_up is not None:
+                        break  # not waiting for a reader a quiet pipe may hold for good
                     await asyncio.to_thread(intake.flush_if_old)
-                await reader
-                read_all.set()
-                worker.notify()
+                else:
+                    await reader
+                    read_all.set()
+                    worker.notify()
             finally:
                 stop_reading.set()
                 # Stopped early (Ctrl-C), how the reader ends is no news (the mapping processes a
@@ -166,9 +169,11 @@ async def deliver(
                 if not read_all.is_set():
                     # Stopped while reading (or the reader failed): the batches in flight drain,
                     # and what the intake holds is stored now, queued, not when the reader gets
-                    # to it; one blocked on a quiet pipe never would.
+                    # to it; one blocked on a quiet pipe never would. Not in a store given up on.
                     stop.set()
                     try:
+                        if worker.store_gave_up is not None:
+                            raise StoreError(worker.store_gave_up)
                         await asyncio.shield(asyncio.to_thread(intake.flush))
                     except StoreError as exc:  # what failed already is raised, below
                         log.error(
@@ -197,13 +202,19 @@ async def deliver(
     except (asyncio.CancelledError, Exception) as exc:  # Ctrl-C, the input failed (a file
         # gone, a mapping process killed), the store stopped answering: what it read is
         # accounted for, as on SIGTERM (as far as the store can still say)
-        if own is not None:
+        # A store given up on is not asked again: one that hangs would hold the send as long
+        # again for each question (what the store cannot say is "not accounted for").
+        if own is not None and worker.store_gave_up is None and intake.gave_up is None:
             await own.account(stopped=True, waiting=_waiting(store))
         if isinstance(exc, StoreError) and worker.unrecorded:
+            again = "the next run sends them again"
+            if settings.queue is not None:  # held under this process's name: taken back after
+                idle = settings.queue.claim_idle_s
+                again = f"they are sent again once queue.claim_idle_s ({idle:g} s) has passed"
             raise StoreError(
                 f"{str(exc).rstrip('.')}; Meta's answers for {worker.unrecorded} events sent in "
-                "this run could not be recorded: the next run sends them again with the same "
-                "event_id, which Meta deduplicates"
+                f"this run could not be recorded: {again}, with the same event_id, which Meta "
+                "deduplicates"
             ) from exc
         raise
     if halt.is_set():

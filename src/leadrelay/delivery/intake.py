@@ -108,6 +108,11 @@ class ChunkedIntake:
         """Told each chunk and what the store did with it, before ``on_stored`` (a fleet's send
         learns its events' ids: ``delivery.elsewhere``)."""
 
+    @property
+    def gave_up(self) -> str | None:
+        """Why the store was given up on (``patience_s`` ran out), or None."""
+        return self._gave_up
+
     def put(self, item: Incoming) -> None:
         """Add one event; stores the chunk when it is full."""
         with self._lock:

@@ -142,6 +142,7 @@ class OwnResults:
         except Exception as exc:
             if not stopped:
                 raise
+            self._tally.store_failed = True  # the summary says these events are not known
             log.warning(
                 "stopped before every event read was accounted for",
                 error=f"{type(exc).__name__}: {exc}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -312,3 +313,42 @@ def test_a_chunk_write_behind_could_not_store_in_part_is_added_again_whole(
         assert reopened.counts(time.time()).queued == 10  # the 4, and the 6 stored as it closed
     finally:
         reopened.close()
+
+
+def test_a_ctrl_c_while_the_store_fails_does_not_say_every_event_is_stored(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C within the patience, Redis gone: the send said "every event read is stored,
+    delivered or queued" and counted what it could not ask the store about as queued."""
+    (tmp_path / "redis").mkdir()
+    events = tmp_path / "events.ndjson"
+    with (
+        running_redis(tmp_path / "redis") as redis_url,
+        SandboxServer(SandboxOptions(slow_ms=1500)) as sandbox,
+    ):
+        config = _send_config(tmp_path, sandbox.url, redis_url, patience_s=60)
+        _events(events, EVENTS)
+        proc = subprocess.Popen(
+            [*CLI, "send", str(events), "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        )
+        try:
+            wait_until(lambda: sandbox.state.requests >= 2, 30, "the first requests to Meta")
+            client = redis.Redis.from_url(redis_url)
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=True)
+            time.sleep(2.5)  # the batches Meta answered find the store gone
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    said = " ".join(stderr.split())
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "every event read is stored" not in said, said
+    assert "the event store did not answer at the end: what it took is stored" in said, said
+    assert re.search(r"│ not accounted for +│ not known: the event store stopped answering", stderr)

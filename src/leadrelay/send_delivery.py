@@ -174,10 +174,13 @@ async def deliver(
                     try:
                         if worker.store_gave_up is not None:
                             raise StoreError(worker.store_gave_up)
-                        await asyncio.shield(asyncio.to_thread(intake.flush))
-                    except StoreError as exc:  # what failed already is raised, below
+                        # Tried once: a stop must not wait out the patience for it.
+                        await asyncio.shield(asyncio.to_thread(intake.flush, patient=False))
+                    except Exception as exc:  # a store's failure; what failed first is raised
+                        tally.store_failed = True  # what it held is not accounted for
                         log.error(
-                            "the event store did not take the last events read", error=str(exc)
+                            "the event store did not take the last events read",
+                            error=f"{type(exc).__name__}: {exc}",
                         )
                 try:  # a Ctrl-C now must not cut the drain of the batches in flight short
                     await asyncio.shield(runner)
@@ -204,7 +207,9 @@ async def deliver(
         # accounted for, as on SIGTERM (as far as the store can still say)
         # A store given up on is not asked again: one that hangs would hold the send as long
         # again for each question (what the store cannot say is "not accounted for").
-        if own is not None and worker.store_gave_up is None and intake.gave_up is None:
+        if worker.store_gave_up is not None or intake.gave_up is not None:
+            tally.store_failed = True
+        elif own is not None:
             await own.account(stopped=True, waiting=_waiting(store))
         if isinstance(exc, StoreError) and worker.unrecorded:
             again = "the next run sends them again"

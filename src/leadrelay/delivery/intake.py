@@ -141,13 +141,13 @@ class ChunkedIntake:
             if self._pending and time.monotonic() - self._since >= self.max_age_s:
                 self._flush()
 
-    def flush(self) -> None:
-        """Store whatever is pending."""
+    def flush(self, *, patient: bool = True) -> None:
+        """Store whatever is pending; tried once, without ``patient``."""
         with self._lock:
             if self._pending:
-                self._flush()
+                self._flush(patient=patient)
 
-    def _flush(self, size: int | None = None) -> None:
+    def _flush(self, size: int | None = None, *, patient: bool = True) -> None:
         """Store the first ``size`` pending events (all of them by default)."""
         pending = self._pending
         if size is None or size >= len(pending):
@@ -156,14 +156,14 @@ class ChunkedIntake:
             chunk, self._pending = pending[:size], pending[size:]
             if self._pending:
                 self._since = time.monotonic()  # what is left waits from now
-        added = self._add(chunk)
+        added = self._add(chunk, self._patience_s if patient else 0.0)
         self.stored += len(chunk)
         if self._on_added is not None:
             self._on_added(chunk, added)
         if self._on_stored is not None:
             self._on_stored()
 
-    def _add(self, chunk: list[Incoming]) -> Added:
+    def _add(self, chunk: list[Incoming], patience_s: float) -> Added:
         """``add_new(chunk)``, tried again for ``patience_s`` while the store fails (see the
         module); a chunk given up on is not stored, and neither is any after it."""
         if self._gave_up is not None:
@@ -175,11 +175,11 @@ class ChunkedIntake:
                 return self._store.add_new(chunk)
             except (StoreError, sqlite3.Error, OSError) as exc:  # the store's, not a bug
                 error = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
-                left = since + self._patience_s - time.monotonic()
+                left = since + patience_s - time.monotonic()
                 if left <= 0:
-                    if self._patience_s > 0:
+                    if patience_s > 0:
                         self._gave_up = (
-                            f"the event store has not answered for {self._patience_s:g} s: {error}"
+                            f"the event store has not answered for {patience_s:g} s: {error}"
                         )
                         raise StoreError(self._gave_up) from exc
                     raise

@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,28 @@ def _send_config(root: Path, graph_url: str, redis_url: str, patience_s: float) 
     return path
 
 
+@contextlib.contextmanager
+def _outage_setup(
+    tmp_path: Path, events: Path, *, patience_s: float
+) -> Iterator[tuple[str, SandboxServer, Path, int]]:
+    """A Redis of the test's own (it is shut down), the sandbox answering in 1.5 s, a config
+    with ``patience_s`` and ``EVENTS`` events in ``events``: the URL, the sandbox, the config
+    and the number of events."""
+    (tmp_path / "redis").mkdir()
+    with (
+        running_redis(tmp_path / "redis") as redis_url,
+        SandboxServer(SandboxOptions(slow_ms=1500)) as sandbox,
+    ):
+        config = _send_config(tmp_path, sandbox.url, redis_url, patience_s=patience_s)
+        yield redis_url, sandbox, config, _events(events, EVENTS)
+
+
+def _shut_down(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    with contextlib.suppress(redis.ConnectionError):  # closed as the server goes
+        client.shutdown(nosave=True)
+
+
 def _events(path: Path, count: int) -> int:
     """``count`` lead_qualified events (the test config's one mapped name); returns how many."""
     events = []
@@ -74,14 +96,8 @@ def test_a_send_whose_redis_goes_away_stops_after_its_patience_and_says_so(
     tracebacks; its summary then counted every event as "stored by an earlier run"). A send
     reading a pipe its producer keeps open waited for the producer after giving up; deliver,
     which reads nothing, printed no summary of what it had delivered."""
-    (tmp_path / "redis").mkdir()
     events = tmp_path / "events.ndjson"
-    with (
-        running_redis(tmp_path / "redis") as redis_url,
-        SandboxServer(SandboxOptions(slow_ms=1500)) as sandbox,
-    ):
-        config = _send_config(tmp_path, sandbox.url, redis_url, patience_s=2)
-        sent = _events(events, EVENTS)
+    with _outage_setup(tmp_path, events, patience_s=2) as (redis_url, sandbox, config, sent):
         if source == "deliver":  # queued by an intake before: deliver sends them
             store = RedisStore(redis_url, prefix="lr:outage", consumer="intake", claim_idle_s=60)
             mapper = Mapper(load_config(config))
@@ -108,9 +124,7 @@ def test_a_send_whose_redis_goes_away_stops_after_its_patience_and_says_so(
                 # the producer to wait for (which a send that gave up on the store must not).
                 if source == "open pipe":
                     wait_until(lambda: _settled_count(redis_url) >= 500, 30, "the events stored")
-                client = redis.Redis.from_url(redis_url)
-                with contextlib.suppress(redis.ConnectionError):  # closed as the server goes
-                    client.shutdown(nosave=True)
+                _shut_down(redis_url)
                 proc.wait(timeout=60)
             finally:
                 proc.kill()
@@ -320,14 +334,8 @@ def test_a_ctrl_c_while_the_store_fails_does_not_say_every_event_is_stored(
 ) -> None:
     """Ctrl-C within the patience, Redis gone: the send said "every event read is stored,
     delivered or queued" and counted what it could not ask the store about as queued."""
-    (tmp_path / "redis").mkdir()
     events = tmp_path / "events.ndjson"
-    with (
-        running_redis(tmp_path / "redis") as redis_url,
-        SandboxServer(SandboxOptions(slow_ms=1500)) as sandbox,
-    ):
-        config = _send_config(tmp_path, sandbox.url, redis_url, patience_s=60)
-        _events(events, EVENTS)
+    with _outage_setup(tmp_path, events, patience_s=60) as (redis_url, sandbox, config, _):
         proc = subprocess.Popen(
             [*CLI, "send", str(events), "--config", str(config)],
             stdin=subprocess.DEVNULL,
@@ -338,9 +346,7 @@ def test_a_ctrl_c_while_the_store_fails_does_not_say_every_event_is_stored(
         )
         try:
             wait_until(lambda: sandbox.state.requests >= 2, 30, "the first requests to Meta")
-            client = redis.Redis.from_url(redis_url)
-            with contextlib.suppress(redis.ConnectionError):
-                client.shutdown(nosave=True)
+            _shut_down(redis_url)
             time.sleep(2.5)  # the batches Meta answered find the store gone
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)

@@ -350,3 +350,54 @@ def test_a_request_whose_events_are_not_synced_gets_503_and_its_resend_the_same_
         assert resent.status_code == 202
         assert resent.json()["ids"] == [f"ev-{n}" for n in range(3)]
         assert store.counts().by_state[State.QUEUED.value] == 3  # stored once
+
+
+def test_ready_again_once_the_store_answers_without_waiting_for_a_write(tmp_path: Path) -> None:
+    """After a failed write, /readyz said 503 until the next write worked. An intake-only serve
+    behind a load balancer that sends nothing to an instance that is not ready never got that
+    write: after a Redis restart it stayed out for good. A failed write now holds readiness for
+    10 s; then the store answering reads again is enough, until a write fails again."""
+    config = write_config(tmp_path / "c.toml", graph_url="http://127.0.0.1:9", data_dir=tmp_path)
+    settings = load_config(config)
+    now = [1_800_000_000.0]
+    with FsyncFailingStore(tmp_path / "leadrelay.db") as store:
+        store.failures = 2
+        app = create_app(
+            settings,
+            store=store,
+            worker=None,
+            metrics=Metrics(),
+            mapper=Mapper(settings),
+            clock=lambda: now[0],
+        )
+        body = orjson.dumps([event(n) for n in range(3)])
+
+        async def probe() -> list[tuple[str, int]]:
+            transport = httpx.ASGITransport(app=app)
+            headers = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+            seen = []
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                for step in ("post", "ready", "later", "ready", "post", "ready", "post", "ready"):
+                    if step == "later":
+                        now[0] += 10.0
+                        continue
+                    if step == "post":
+                        answer = await http.post("/v1/events", content=body, headers=headers)
+                    else:
+                        answer = await http.get("/readyz")
+                    seen.append((step, answer.status_code))
+            return seen
+
+        try:
+            seen = asyncio.run(probe())
+        finally:
+            app.state.intake.close()
+    assert seen == [
+        ("post", 503),  # the disk failed
+        ("ready", 503),
+        ("ready", 200),  # 10 s later, the store answering: ready again, no write needed
+        ("post", 503),  # it fails again: not ready again at once
+        ("ready", 503),
+        ("post", 202),
+        ("ready", 200),
+    ]

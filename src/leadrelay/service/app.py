@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from starlette.applications import Starlette
@@ -174,6 +174,10 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         log.error("the delivery worker stopped unexpectedly", exc_info=task.exception())
 
 
+WRITE_FAILURE_HOLD_S: Final = 10.0
+"""How long a failed intake write keeps ``/readyz`` at 503 once the store answers again."""
+
+
 async def _store_problem(
     store: Store, clock: Callable[[], float], intake: Intake, worker: DeliveryWorker | None
 ) -> str | None:
@@ -189,7 +193,13 @@ async def _store_problem(
         for where in (path, folder):
             if os.path.exists(where) and not os.access(where, os.W_OK):
                 return f"{where} is not writable by this process"
-    failed = intake.store_error or (worker.store_error if worker is not None else None)
+    # An intake write that failed counts for a while, not until the next one works: behind a
+    # load balancer that sends nothing to an instance not ready, that one would never come
+    # (after a Redis restart, an intake-only serve stayed not ready for good).
+    failed = intake.store_error
+    if failed is not None and clock() - intake.store_error_at >= WRITE_FAILURE_HOLD_S:
+        failed = None  # the store answers again: ready, until a write fails again
+    failed = failed or (worker.store_error if worker is not None else None)
     if failed is not None:
         return f"the last write to the event store failed: {failed}"
     return None

@@ -137,6 +137,7 @@ class Intake:
         self._clock = clock
         self.backlog = Backlog(store, clock)
         self.store_error: str | None = None
+        self.store_error_at = 0.0  # when (the clock's) the last write failed
         """Why the last ``add`` failed, cleared by the next one that works."""
         self.full = False
         """Whether the last request was refused for a full backlog (logged when that begins
@@ -215,6 +216,7 @@ class Intake:
 
     def _store_failed(self, exc: Exception) -> Answer:
         self.store_error = f"{type(exc).__name__}: {exc}"
+        self.store_error_at = self._clock()
         log.error("the event store failed; nothing was stored", error=self.store_error)
         return problem(503, "store_unavailable", "the event store cannot take events now")
 

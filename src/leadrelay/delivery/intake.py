@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 import structlog
 
 from leadrelay.delivery.store import Added, Incoming, Store, StoreError
+from leadrelay.delivery.store_calls import described, given_up, retry_delay_s
 
 log = structlog.get_logger("leadrelay.send")
 
@@ -169,20 +170,17 @@ class ChunkedIntake:
         if self._gave_up is not None:
             raise StoreError(self._gave_up)
         since = time.monotonic()
-        delay = 0.5
+        attempt = 0
         while True:
             try:
                 return self._store.add_new(chunk)
             except (StoreError, sqlite3.Error, OSError) as exc:  # the store's, not a bug
-                error = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
                 left = since + patience_s - time.monotonic()
                 if left <= 0:
                     if patience_s > 0:
-                        self._gave_up = (
-                            f"the event store has not answered for {patience_s:g} s: {error}"
-                        )
+                        self._gave_up = given_up(patience_s, exc)
                         raise StoreError(self._gave_up) from exc
                     raise
-                log.error("event store call failed", error=error, events=len(chunk))
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 30.0)
+                log.error("event store call failed", error=described(exc), events=len(chunk))
+                time.sleep(min(retry_delay_s(attempt), left))
+                attempt += 1

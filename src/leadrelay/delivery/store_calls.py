@@ -25,6 +25,22 @@ _T = TypeVar("_T")
 _STORE_RETRY_MAX_S: Final = 30.0
 
 
+def retry_delay_s(attempt: int) -> float:
+    """How long to wait before trying a failed store call again, the ``attempt``-th time from 0:
+    0.5 s, doubling, 30 s at most."""
+    return min(_STORE_RETRY_MAX_S, 0.5 * 2.0 ** min(attempt, 10))
+
+
+def described(exc: BaseException) -> str:
+    """A store's failure in words: a ``StoreError`` says it itself, anything else with its type."""
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+
+
+def given_up(patience_s: float, exc: BaseException) -> str:
+    """Why a send gave up on its store (``delivery.store_patience_s`` ran out)."""
+    return f"the event store has not answered for {patience_s:g} s: {described(exc)}"
+
+
 class StoreCalls:
     """Runs store calls in a thread, retrying failed ones while ``stopping()`` is false and
     the store has not been given up on (see the module).
@@ -66,7 +82,7 @@ class StoreCalls:
                         raise
                     raise StoreError(self.error) from exc  # said as a store's, not a bug
                 attempt += 1
-                delay = min(_STORE_RETRY_MAX_S, 0.5 * 2.0 ** min(attempt, 10))
+                delay = retry_delay_s(attempt)
                 if self._patience_s is not None and self._failing_since is not None:
                     left = self._failing_since + self._patience_s - self._clock()
                     delay = max(0.0, min(delay, left))  # the last try when patience runs out
@@ -85,8 +101,7 @@ class StoreCalls:
             self._failing_since = now
         if self._patience_s is None or now - self._failing_since < self._patience_s:
             return False
-        what = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
-        self.gave_up = f"the event store has not answered for {self._patience_s:g} s: {what}"
+        self.gave_up = given_up(self._patience_s, exc)
         log.error("gave up on the event store", error=self.gave_up)
         return True
 

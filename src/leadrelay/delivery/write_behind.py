@@ -45,6 +45,7 @@ from leadrelay.delivery.store import (
     Store,
     StoreError,
 )
+from leadrelay.delivery.store_calls import described
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 __all__ = ["WriteBehindStore"]
@@ -365,11 +366,10 @@ class WriteBehindStore(Store):
                 # swallowed by the store's close.
                 self._store.sync()
             except Exception as exc:  # a full disk: what was held is read again next time
-                what = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
                 raise StoreError(
                     f"the event store could not keep the {len(left)} events read and not sent "
-                    f"yet as the send ended ({what}); the next send of the same files reads them "
-                    "again"
+                    f"yet as the send ended ({described(exc)}); the next send of the same files "
+                    "reads them again"
                 ) from exc
             finally:
                 self._store.close()

@@ -160,9 +160,23 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("db", 19850412, None, "19850412"),
     ("db", date(1985, 4, 12), None, "19850412"),
     ("db", "1900-01-01", None, "19000101"),
-    ("db", "12/04/1985", None, Err("invalid_birthdate")),
+    # The year last: read when only one reading is a date (Meta's own example, 2/16/1997).
+    ("db", "2/16/1997", None, "19970216"),
+    ("db", "02/16/1997", None, "19970216"),
+    ("db", "16/02/1997", None, "19970216"),
+    ("db", "16.02.1997", None, "19970216"),
+    ("db", "16-02-1997", None, "19970216"),
+    ("db", "16/02/1997 08:30", None, "19970216"),
+    ("db", "04/04/1990", None, "19900404"),
+    ("db", "29/02/2000", None, "20000229"),
+    ("db", "1997 02 16", None, "19970216"),
+    ("db", "12/04/1985", None, Err("invalid_birthdate")),  # 12 April or December 4
     ("db", "04/12/1985", None, Err("invalid_birthdate")),
     ("db", "12.04.1985", None, Err("invalid_birthdate")),
+    ("db", "13/13/1985", None, Err("invalid_birthdate")),
+    ("db", "0/5/1985", None, Err("invalid_birthdate")),
+    ("db", "31/02/1985", None, Err("invalid_birthdate")),
+    ("db", "16/02/85", None, Err("invalid_birthdate")),  # which century
     ("db", "1985-04/12", None, Err("invalid_birthdate")),
     ("db", "1985-02-30", None, Err("invalid_birthdate")),
     ("db", "19851304", None, Err("invalid_birthdate")),
@@ -320,9 +334,19 @@ def test_error_messages_name_the_field_and_show_the_value_truncated() -> None:
     assert "default_country" in info.value.message
 
     with pytest.raises(NormalizeError) as info:
-        normalizer("db")("12/04/1985", None)
+        normalizer("db")("April 12th, 1985", None)
     assert "YYYY-MM-DD" in info.value.message
     assert "YYYYMMDD" in info.value.message
+    assert "DD/MM/YYYY" in info.value.message
+
+
+def test_an_ambiguous_birthdate_says_both_readings_and_what_to_write() -> None:
+    with pytest.raises(NormalizeError) as info:
+        normalizer("db")("03/04/1990", None)
+    message = info.value.message
+    assert "'03/04/1990'" in message
+    assert "3 April" in message and "March 4" in message
+    assert "YYYY-MM-DD" in message
 
 
 def test_errors_are_value_errors() -> None:

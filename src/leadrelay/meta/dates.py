@@ -1,9 +1,12 @@
 """Birthdates normalized to the ``YYYYMMDD`` that Meta hashes for ``db``.
 
 Split out of ``normalize`` (house rule: modules under ~300 lines); ``normalize`` uses
-``birthdate_rule`` for the ``db`` field. Only year-first dates are accepted: day-first and
-month-first dates are ambiguous. The fast path reads ``YYYY-MM-DD`` without a regular expression
-and without converting surely-valid dates, since that is what CRMs export.
+``birthdate_rule`` for the ``db`` field. Year-first dates are read as they are. A date with the
+year last (``16/02/1997``, ``2/16/1997``, ``16.02.1997``) is read when it can only be one date: its
+day is over 12, or day and month are the same number, as Meta's own example ("2/16/1997" ->
+"19970216"). ``03/04/1990`` could be 3 April or March 4: it is refused (which one a CRM meant is
+not in the date), and the message says so. The fast path reads ``YYYY-MM-DD`` without a regular
+expression and without converting surely-valid dates, since that is what CRMs export.
 """
 
 from __future__ import annotations
@@ -17,12 +20,20 @@ from typing import Any, Final
 from leadrelay.meta.field_rules import NormalizeError
 from leadrelay.meta.field_rules import show as _show
 
+_TIME: Final = r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?"  # a time after the date, left out
 _DATE: Final = re.compile(
-    r"(\d{4})(?:(\d{2})(\d{2})|([-/.])(\d{1,2})\4(\d{1,2}))"
-    r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?",
-    re.ASCII,
+    r"(\d{4})(?:(\d{2})(\d{2})|([-/. ])(\d{1,2})\4(\d{1,2}))" + _TIME, re.ASCII
 )
-_DATE_FORMATS: Final = "YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD, YYYY.MM.DD or an ISO date-time"
+# The year last: day and month in either order (which one, the numbers may tell).
+_YEAR_LAST: Final = re.compile(r"(\d{1,2})([-/. ])(\d{1,2})\2(\d{4})" + _TIME, re.ASCII)
+_DATE_FORMATS: Final = (
+    "YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD, YYYY.MM.DD, an ISO date-time, or DD/MM/YYYY or "
+    "MM/DD/YYYY when the day is over 12"
+)
+_MONTHS: Final = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
 
 
 _EPOCH: Final = date(1970, 1, 1).toordinal()
@@ -82,16 +93,16 @@ def _birthdate(text: str, value: Any) -> str:
         if "1900" <= y < _PAST_YEARS_TEXT and "01" <= m <= "12" and "01" <= d <= "28":
             return y + m + d
         year, month, day = int(y), int(m), int(d)
-    else:
-        match = _DATE.fullmatch(text)
-        if match is None:
-            raise NormalizeError(
-                "invalid_birthdate",
-                f"birthdate {_show(value)} is not in an accepted format ({_DATE_FORMATS}); "
-                "day-first and month-first dates are ambiguous",
-            )
+    elif match := _DATE.fullmatch(text):
         year = int(match[1])
         month, day = int(match[2] or match[5]), int(match[3] or match[6])
+    elif match := _YEAR_LAST.fullmatch(text):
+        year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value)
+    else:
+        raise NormalizeError(
+            "invalid_birthdate",
+            f"birthdate {_show(value)} is not in an accepted format ({_DATE_FORMATS})",
+        )
     try:
         born = date(year, month, day)
     except ValueError:
@@ -105,3 +116,20 @@ def _birthdate(text: str, value: Any) -> str:
             f"(year 1900 to {_utc_today().year}, not in the future)",
         )
     return f"{year:04d}{month:02d}{day:02d}"
+
+
+def _day_month(first: int, second: int, value: Any) -> tuple[int, int]:
+    """(day, month) of a date written with its year last, when only one reading is a date."""
+    if not (first and second) or min(first, second) > 12:  # no month at all
+        raise NormalizeError(
+            "invalid_birthdate", f"birthdate {_show(value)} is not a real calendar date"
+        )
+    if first > 12 or first == second:  # 16/02/1997: day first
+        return first, second
+    if second > 12:  # 2/16/1997: month first
+        return second, first
+    raise NormalizeError(
+        "invalid_birthdate",
+        f"birthdate {_show(value)} could be {first} {_MONTHS[second - 1]} or "
+        f"{_MONTHS[first - 1]} {second}: write it year first (YYYY-MM-DD)",
+    )

@@ -20,12 +20,14 @@ _EMAIL = re.compile(r"[^@]+@[^@.][^@]*\.[^@.]+")
 
 
 def _general_email(text: str, value: Any) -> str:
-    """The ``em`` rule as it was written before: look for whitespace, then drop it."""
+    """The ``em`` rule written plainly: look for whitespace, then drop it; drop invisible
+    characters (Cf) but the joiners."""
     if " " in text or not text.isprintable():
         text = "".join(text.split())
     email = text.lower()
     if not email.isascii():
-        email = unicodedata.normalize("NFC", email)
+        kept = (c for c in email if unicodedata.category(c) != "Cf" or c in "\u200c\u200d")
+        email = unicodedata.normalize("NFC", "".join(kept))
     if _EMAIL.fullmatch(email) is None:
         raise NormalizeError("invalid_email", f"email {value!r} is not an address")
     return email

@@ -17,7 +17,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any, Final
 
-from leadrelay.meta.field_rules import NormalizeError
+from leadrelay.meta.field_rules import NormalizeError, visible
 from leadrelay.meta.field_rules import show as _show
 
 _TIME: Final = r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?"  # a time after the date, left out
@@ -98,6 +98,8 @@ def _birthdate(text: str, value: Any) -> str:
         month, day = int(match[2] or match[5]), int(match[3] or match[6])
     elif match := _YEAR_LAST.fullmatch(text):
         year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value)
+    elif (seen := visible(text)) != text:  # a date with invisible characters (field_rules)
+        return _birthdate(seen, value)
     else:
         raise NormalizeError(
             "invalid_birthdate",

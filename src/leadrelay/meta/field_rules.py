@@ -48,28 +48,50 @@ def emptied(label: str, value: Any) -> NormalizeError:
 
 
 class Deleter(dict[int, int | None]):
-    """``str.translate`` table deleting characters of the given Unicode major categories.
+    """``str.translate`` table deleting characters of the given Unicode major categories
+    (``"PS"``: punctuation and symbols), and of the given ``exact`` ones (``("Cf",)``) but for
+    the characters of ``keep``.
 
     Filled on first sight of each character, so we never build a table for all of Unicode.
     """
 
-    __slots__ = ("_categories", "ascii")
+    __slots__ = ("_categories", "_exact", "_keep", "ascii")
 
-    def __init__(self, categories: str) -> None:
+    def __init__(self, categories: str, exact: tuple[str, ...] = (), keep: str = "") -> None:
         super().__init__()
         self._categories = categories
+        self._exact = exact
+        self._keep = keep
         # The same deletions for ASCII text, for bytes.translate (several times faster).
-        self.ascii = bytes(c for c in range(128) if unicodedata.category(chr(c))[0] in categories)
+        self.ascii = bytes(c for c in range(128) if self._deletes(chr(c)))
+
+    def _deletes(self, char: str) -> bool:
+        category = unicodedata.category(char)
+        return (category[0] in self._categories or category in self._exact) and (
+            char not in self._keep
+        )
 
     def __missing__(self, code: int) -> int | None:
-        kept = None if unicodedata.category(chr(code))[0] in self._categories else code
+        kept = None if self._deletes(chr(code)) else code
         self[code] = kept
         return kept
 
 
-PUNCTUATION: Final = Deleter("PS")  # punctuation and symbols
-COMPACT: Final = Deleter("PSZC")  # ... and spaces, controls
+# Invisible formatting characters (Unicode's Cf): a byte-order mark, zero-width spaces,
+# left-to-right and right-to-left marks, soft hyphens. Pasted text carries them, and a person
+# typing the same name or address into Facebook does not: hashed, it would never match. Not the
+# zero-width joiner and non-joiner, which Persian and Indic names are written with.
+_JOINERS: Final = "\u200c\u200d"
+INVISIBLE: Final = Deleter("", ("Cf",), keep=_JOINERS)
+PUNCTUATION: Final = Deleter("PS", ("Cf",), keep=_JOINERS)  # and invisible characters
+COMPACT: Final = Deleter("PSZC")  # ... and spaces, controls (invisible ones are Cf: C)
 CITY: Final = Deleter("PSZCN")  # ... and digits
+
+
+def visible(text: str) -> str:
+    """``text`` without invisible formatting characters (``INVISIBLE``), trimmed again."""
+    return text if text.isascii() else text.translate(INVISIBLE).strip()
+
 
 nfc: Final = unicodedata.normalize
 """``unicodedata.normalize``, called as ``nfc("NFC", text)``."""

@@ -16,6 +16,8 @@ import re
 import unicodedata
 from typing import Final
 
+from leadrelay.meta.field_rules import visible
+
 ISO_3166: Final = """
 AD AND Andorra
 AE ARE United Arab Emirates
@@ -445,7 +447,7 @@ US_STATE_NAMES: Final[dict[str, str]] = _index(
 
 def country_code(text: str) -> str | None:
     """ISO alpha-2 (upper case) for an alpha-2 or alpha-3 code or a known name, else None."""
-    compact = text.strip()
+    compact = visible(text.strip())
     upper = compact.upper()
     if len(upper) == 2 and upper in ALPHA2:
         return upper

@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from leadrelay.meta.field_rules import PUNCTUATION, NormalizeError, TextRule, clean, emptied, nfc
+from leadrelay.meta.field_rules import (
+    INVISIBLE,
+    PUNCTUATION,
+    NormalizeError,
+    TextRule,
+    clean,
+    emptied,
+    nfc,
+    visible,
+)
 from leadrelay.meta.field_rules import show as _show
 
 _EMAIL: Final = re.compile(r"[^@]+@[^@.][^@]*\.[^@.]+")
@@ -22,7 +31,7 @@ def email_rule(text: str, value: Any, region: str | None) -> str:
     # than looking for whitespace first, which isprintable() does with a look-up per character.
     email = "".join(text.split()).lower()
     if not email.isascii():
-        email = nfc("NFC", email)
+        email = nfc("NFC", email.translate(INVISIBLE))
     if _EMAIL.fullmatch(email) is None:
         raise NormalizeError(
             "invalid_email", f"email {_show(value)} is not an address like name@example.com"
@@ -59,7 +68,7 @@ _GENDERS: Final = {
 
 def gender_rule(text: str, value: Any, region: str | None) -> str:
     """The ``ge`` rule: ``f`` or ``m``."""
-    gender = _GENDERS.get(text.lower())
+    gender = _GENDERS.get(text.lower()) or _GENDERS.get(visible(text).lower())
     if gender is None:
         raise NormalizeError(
             "invalid_gender", f"gender {_show(value)} is not one of f, m, female, male"

@@ -54,6 +54,74 @@ def test_national_numbers_are_valid_exactly_when_phonenumbers_says_so(seed: int)
     assert valid > len(cases) // 20  # the cases hold valid numbers too, not only invalid ones
 
 
+def _example_numbers() -> list[str]:
+    """Example numbers of every region and common type, written as CRMs keep them: "+33612345678"
+    and "+33 6 12 34 56 78"."""
+    kinds = (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.TOLL_FREE,
+    )
+    formats = (phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    texts = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in kinds:
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                texts += [phonenumbers.format_number(example, f) for f in formats]
+    return texts
+
+
+def _e164(text: str) -> str:
+    return phone._e164_digits(phonenumbers.parse(text, None))
+
+
+def test_international_numbers_read_directly_are_what_phonenumbers_reads() -> None:
+    """A number with its "+" is read without phonenumbers when it is plainly international: a
+    calling code, then a national number of a length the code has. Real numbers of every region
+    come out as phonenumbers reads them."""
+    read, texts = normalizer("ph"), _example_numbers()
+    assert len(texts) > 1000
+    for text in texts:
+        assert read(text, None) == _e164(text), text
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("+7 8 912 345 67 89", "79123456789"),  # a trunk prefix kept after the code
+        ("+1 1 650 555 1212", "16505551212"),
+        ("+44 (0)20 7946 0958", "442079460958"),
+        ("+54 11 15 2345 6789", "5491123456789"),  # Argentina's old mobile "15"
+        ("+39 06 1234 5678", "390612345678"),  # Italy keeps its 0
+    ],
+)
+def test_international_numbers_with_a_trunk_prefix_are_read_by_phonenumbers(
+    text: str, digits: str
+) -> None:
+    """Once, "+7 8 912 345 67 89" came out as 789123456789: digits after the code were taken as
+    they were whenever the first was not a 0."""
+    assert normalizer("ph")(text, None) == digits
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_digits_read_directly_are_never_longer_than_phonenumbers_reads(seed: int) -> None:
+    """Random digits after every calling code: those read directly are as long as a number of
+    the code is, so phonenumbers reads the same digits (or strips a carrier code or trunk
+    prefix it knows of, in a few of them: CN, BY, BR), and never refuses them."""
+    rng, read, direct = random.Random(seed), normalizer("ph"), 0
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for _ in range(40):
+            text = f"+{code}" + "".join(rng.choices("0123456789", k=rng.randint(4, 13)))
+            if not phone._international(text[1:]):
+                continue
+            direct += 1
+            expected = _e164(text)
+            assert read(text, None) == text[1:]
+            assert expected == text[1:] or len(expected) < len(text) - 1, text
+    assert direct > 500
+
+
 @pytest.mark.parametrize(
     ("value", "region", "digits"),
     [

@@ -53,6 +53,47 @@ _CALLING_CODE_SIZE: Final = {
     for size in (1, 2, 3)
     if f"{n:03d}"[:size] in _CALLING_CODES
 }
+
+
+# The first three digits of a number (after "+") -> the lengths its numbers have in all, the
+# calling code included: the possible lengths of national numbers in the code's main region (US
+# for +1, GB for +44), which phonenumbers checks a number against. Filled on first sight
+# (``_lengths``): loading every region's metadata up front would cost each start-up 30 ms or more.
+# A number of another length is no plain international number: "+7 8 912 345 67 89" and
+# "+1 1 650 555 1212" carry a trunk prefix, "+54 11 15 ..." Argentina's old mobile "15", and
+# "+48 24475" is too short. phonenumbers then reads it, or says it is not a number.
+_LENGTHS: Final[dict[str, frozenset[int]]] = {}
+
+
+def _lengths(head: str) -> frozenset[int]:
+    """``_LENGTHS[head]``, found in phonenumbers' metadata and kept."""
+    code = head[: _CALLING_CODE_SIZE.get(head, 0)]
+    lengths: frozenset[int] = frozenset()
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(code), ()) if code else ()
+    if regions:
+        metadata = (
+            PhoneMetadata.metadata_for_nongeo_region(int(code), None)
+            if regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+            else PhoneMetadata.metadata_for_region(regions[0], None)
+        )
+        general = metadata.general_desc if metadata is not None else None
+        if general is not None:  # not the local-only lengths: those lack the area code
+            local = set(general.possible_length_local_only or ())
+            lengths = frozenset(len(code) + n for n in general.possible_length if n not in local)
+    _LENGTHS[head] = lengths
+    return lengths
+
+
+def _international(digits: str) -> bool:
+    """Whether ``digits`` (after "+" or "00") are a plainly international number: a calling code
+    then a national number of a length it has, not starting with 0 (a trunk prefix, as in
+    "+44 (0)20 ...", though Italy keeps its 0: phonenumbers knows which)."""
+    size = _CALLING_CODE_SIZE.get(head := digits[:3], 0)
+    return (
+        bool(size) and digits[size] != "0" and len(digits) in (_LENGTHS.get(head) or _lengths(head))
+    )
+
+
 _E164: Final = phonenumbers.PhoneNumberFormat.E164
 _IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
 
@@ -74,10 +115,7 @@ def _fast_phone(text: str) -> str | None:
             digits = digits[2:]
     if not (digits.isdigit() and 7 <= len(digits) <= 15):
         return None
-    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
-    # A 0 after the country code is usually a trunk prefix ("+44 (0)20 ..."), but Italy keeps it;
-    # phonenumbers knows which.
-    return digits if size and digits[size] != "0" else None
+    return digits if _international(digits) else None
 
 
 def _parse(text: str, region: str | None) -> PhoneNumber | None:
@@ -240,9 +278,14 @@ def phone_rule(resolve: Resolver) -> TextRule:
                     and 7 <= len(digits) <= 15
                 ):
                     # E.164 as CRMs store it, most numbers, or spaced out ("+33 6 12 34 56 78"):
-                    # _fast_phone's answer without the call (it drops the same spaces).
-                    size = _CALLING_CODE_SIZE.get(digits[:3], 0)
-                    if size and digits[size] != "0":
+                    # _fast_phone's answer without its call (it drops the same spaces), and
+                    # _international's, without its call either.
+                    size = _CALLING_CODE_SIZE.get(head := digits[:3], 0)
+                    if (
+                        size
+                        and digits[size] != "0"
+                        and len(digits) in (_LENGTHS.get(head) or _lengths(head))
+                    ):
                         return digits
                 else:
                     found = _fast_phone(text)

@@ -3,8 +3,9 @@
 Split out of ``normalize`` (house rule: modules under ~300 lines); ``normalize`` builds the ``ph``
 rule with ``phone_rule``.
 
-"+33 6 12 34 56 78"-style values (``+`` or ``00``, digits, separators, a known country code) are
-read directly, without ``phonenumbers``, because that is most of the traffic.
+"+33 6 12 34 56 78"-style values (``+`` or ``00``, digits, separators, a known country code, a
+length the code's numbers have, no trunk prefix) are read directly, without ``phonenumbers``,
+because that is most of the traffic.
 Everything else goes through ``phonenumbers`` with the event's region (else ``default_country``).
 We prefer a *valid* number (its range is assigned, per phonenumbers' metadata) and fall back to a
 *possible* one (right length for the country): the metadata lags new ranges, and Meta only needs

@@ -131,7 +131,8 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ph", "not a phone", "US", Err("invalid_phone")),
     ("ph", -33612345678, None, Err("invalid_phone")),
     ("ph", "  ", "FR", Err("empty")),
-    ("ph", 3.3612345678e10, None, Err("invalid_type")),
+    ("ph", 3.3612345678e10, None, "33612345678"),  # a whole number, written as a float
+    ("ph", 3.36123456785e10, None, Err("invalid_type")),
     # fn, ln: lowercase, no punctuation or symbols, single spaces, accents kept
     ("fn", "Mary", None, "mary"),
     ("fn", "Éloïse", None, "éloïse"),
@@ -205,7 +206,7 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("db", "tomorrow", None, Err("invalid_birthdate")),  # its date, as the test runs
     ("db", 1985, None, Err("invalid_birthdate")),
     ("db", "yesterday", None, Err("invalid_birthdate")),
-    ("db", 1985.0, None, Err("invalid_type")),
+    ("db", 1985.0, None, Err("invalid_birthdate")),
     # ge: f or m
     ("ge", "f", None, "f"),
     ("ge", "F", None, "f"),
@@ -254,7 +255,21 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("zp", 2134, "US", "02134"),
     ("zp", "2134", "US", "02134"),
     ("zp", 2134, None, "2134"),
-    ("zp", 2134, "FR", "2134"),
+    # Where codes are all digits and may start with 0, the zeros a spreadsheet dropped are back.
+    ("zp", 2134, "FR", "02134"),
+    ("zp", "6000", "FR", "06000"),
+    ("zp", "1067", "DE", "01067"),
+    ("zp", 100, "IT", "00100"),
+    ("zp", 1310100, "BR", "01310100"),
+    ("zp", "150", "NO", "0150"),
+    ("zp", "12", "FR", "12"),  # not a code that lost its zeros
+    ("zp", "6000", None, "6000"),  # no region: no telling
+    # Whole numbers written as floats (pandas, spreadsheets): the number.
+    ("zp", 75011.0, "FR", "75011"),
+    ("zp", "75011.0", "FR", "75011"),
+    ("zp", 2134.0, "US", "02134"),
+    ("zp", 75011.5, "FR", Err("invalid_type")),
+    ("db", 19850412.0, None, "19850412"),
     ("zp", 75011, None, "75011"),
     ("zp", 75011, "FR", "75011"),
     ("zp", "M1 1AE", "GB", "m11ae"),
@@ -321,7 +336,7 @@ def test_every_field_has_cases() -> None:
         ("ph", "06 12 34 56 78", None, "33612345678"),
         ("ph", "(650) 555-1212", "US", "16505551212"),  # the event's region wins
         ("ph", "06 12 34 56 78", "Narnia", "33612345678"),  # an unknown region is no region
-        ("zp", 2134, None, "2134"),
+        ("zp", 2134, None, "02134"),  # French codes have five digits
         ("st", "Bretagne", None, "bretagne"),
     ],
 )
@@ -388,8 +403,8 @@ def test_unknown_default_country_is_a_configuration_error() -> None:
 
 
 @pytest.mark.parametrize("field", sorted(HASHED_FIELDS))
-def test_bool_and_none_are_invalid_types(field: str) -> None:
-    for value in (True, False, None, 1.0, {"a": 1}):
+def test_bool_none_fractions_and_objects_are_invalid_types(field: str) -> None:
+    for value in (True, False, None, 1.5, {"a": 1}):
         with pytest.raises(NormalizeError) as info:
             hasher(field)(value, None)
         assert info.value.reason == "invalid_type", (field, value)

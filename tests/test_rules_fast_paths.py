@@ -37,6 +37,8 @@ def _general_zip(text: str, value: Any, region: str | None) -> str:
     """The ``zp`` rule as it was written before: every value compacted."""
     if not isinstance(value, str) and value < 0:
         raise NormalizeError("invalid_zip", "negative")
+    if isinstance(value, str) and text[-2:] == ".0" and text[:-2].isdigit():  # pandas' float
+        text = text[:-2]
     lowered = text.lower()
     if lowered.isalnum():
         zipcode = lowered if lowered.isascii() else unicodedata.normalize("NFC", lowered)
@@ -52,6 +54,8 @@ def _general_zip(text: str, value: Any, region: str | None) -> str:
             if len(zipcode) in (3, 4):
                 return zipcode.zfill(5)
         raise NormalizeError("invalid_zip", "not a US ZIP code")
+    if country == "FR" and re.fullmatch("[0-9]{3,4}", zipcode):  # codes of five digits
+        return zipcode.zfill(5)
     if country is None:
         plus4 = re.fullmatch(r"(\d{5})-\d{4}", text, re.ASCII)
         if plus4 is not None:

@@ -106,6 +106,8 @@ def _text(value: Any, label: str, *, numbers: bool = False) -> str:
         text = value.strip()
     elif numbers and isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
+    elif numbers and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        text = str(int(value))  # 75011.0: a whole number a spreadsheet or pandas wrote as float
     else:
         kinds = "text or a whole number" if numbers else "text"
         raise NormalizeError(

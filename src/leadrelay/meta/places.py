@@ -116,16 +116,32 @@ _ZIP_PLUS4: Final = re.compile(r"(\d{5})-\d{4}", re.ASCII)
 # Where addresses have US ZIP codes: the US and its territories (Puerto Rico 006-009, the Virgin
 # Islands, Guam, American Samoa, the Northern Mariana Islands).
 _USPS: Final = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
+# Where postal codes are all digits, of one length, and may start with 0 (Nice 06000, Dresden
+# 01067, Rome 00100, Sao Paulo 01310-100, Oslo 0150): a spreadsheet that took them for numbers
+# dropped those zeros ("6000"), which the code then gets back, as US ZIP codes do.
+_ZERO_LED_DIGITS: Final = {
+    **dict.fromkeys(("FR", "DE", "IT", "ES", "MX", "FI", "KR", "TR", "UA", "DZ", "MA", "PL"), 5),
+    **dict.fromkeys(("AU", "NZ", "NO", "DK", "ZA"), 4),
+    **dict.fromkeys(("CN", "SG", "CO"), 6),
+    "JP": 7,
+    "BR": 8,
+}
 
 
 def zip_rule(resolve: Resolver) -> TextRule:
     """The ``zp`` rule: compact lower case; the five digits of a US ZIP code (also in the US
-    territories, whose addresses have them)."""
+    territories, whose addresses have them); the leading zeros a spreadsheet dropped, where
+    codes have them (``_ZERO_LED_DIGITS``)."""
 
     def normalize(text: str, value: Any, region: str | None) -> str:
         if isinstance(value, str):
             # ASCII digits, most zip codes, are their own compact lower case: no _compact call.
-            zipcode = text if text.isascii() and text.isdigit() else _compact(text)
+            if text.isascii() and text.isdigit():
+                zipcode = text
+            elif text.endswith(".0") and text[:-2].isdigit():  # a number written by pandas
+                zipcode = text[:-2]
+            else:
+                zipcode = _compact(text)
         elif value < 0:
             raise NormalizeError("invalid_zip", f"zip code {_show(value)} is negative")
         else:
@@ -143,6 +159,9 @@ def zip_rule(resolve: Resolver) -> TextRule:
             raise NormalizeError(
                 "invalid_zip", f"zip code {_show(value)} is not a US ZIP code (5 digits or ZIP+4)"
             )
+        size = _ZERO_LED_DIGITS.get(country, 0)  # type: ignore[arg-type]
+        if size > len(zipcode) >= size - 2 and zipcode.isascii() and zipcode.isdigit():
+            return zipcode.zfill(size)
         if country is None:
             plus4 = _ZIP_PLUS4.fullmatch(text)
             if plus4 is not None:

@@ -122,6 +122,14 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ph", "4915123456789", "DE", "4915123456789"),  # must not become 49 49...
     ("ph", "612345678", "FR", "33612345678"),  # leading 0 lost in a spreadsheet
     ("ph", 612345678, "FR", "33612345678"),
+    # Mexico's numbers written as dialled before 2019 are the same numbers now (not a US number:
+    # "1 55 1234 5678" in MX came out as 15512345678, New Jersey).
+    ("ph", "1 55 1234 5678", "MX", "525512345678"),
+    ("ph", "044 55 1234 5678", "MX", "525512345678"),
+    ("ph", "01 55 1234 5678", "MX", "525512345678"),
+    ("ph", "+52 1 55 1234 5678", None, "525512345678"),
+    ("ph", "0052 1 55 1234 5678", None, "525512345678"),
+    ("ph", "+1 551 234 5678", "MX", "15512345678"),
     ("ph", 33612345678, None, "33612345678"),
     ("ph", "06 12 34 56 78", None, Err("phone_without_country")),
     ("ph", "6505551212", None, Err("phone_without_country")),

@@ -223,8 +223,33 @@ def _national_digits(text: str, region: str) -> str | None:
     return plan.calling_code + national if plan.valid(national) else None
 
 
+# Mexico's numbers as dialled before its 2019 change, still in CRMs: mobiles with a "1" after
+# the calling code, or "044"/"045" before the area code; long distance with "01".
+_MX_OLD_NATIONAL: Final = ("044", "045", "01", "1")
+
+
+def _current_mexican(text: str, country: str | None) -> str | None:
+    """The number now ("+52" and ten digits) of a Mexican number written the old way
+    ("+52 1 55 1234 5678", "1 55 1234 5678", "044 55 1234 5678" in MX), else None."""
+    digits = _digits_of(text)
+    if text.startswith(("+52", "0052")):
+        national = digits[2:] if text[0] == "+" else digits[4:]
+        return "+52" + national[1:] if len(national) == 11 and national[0] == "1" else None
+    if country == "MX" and text[0] != "+":
+        for prefix in _MX_OLD_NATIONAL:
+            if len(digits) == len(prefix) + 10 and digits.startswith(prefix):
+                return "+52" + digits[len(prefix) :]
+    return None
+
+
 def _phone_digits(text: str, country: str | None, value: Any) -> str:
     """The phonenumbers path: E.164 digits without the "+"."""
+    if (country == "MX" or text.startswith(("+52", "0052"))) and (
+        current := _current_mexican(text, country)
+    ):
+        found = _parse(current, None)
+        if found is not None and _valid(found):
+            return _e164_digits(found)
     if text.startswith("00"):
         text = "+" + text[2:]
     if text.startswith("+"):

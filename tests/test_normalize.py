@@ -218,6 +218,12 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     # ge: f or m
     ("ge", "f", None, "f"),
     ("ge", "F", None, "f"),
+    ("ge", "Frau", None, "f"),
+    ("ge", "Hombre", None, "m"),
+    ("ge", "Féminin", None, "f"),
+    ("ge", "Mrs.", None, "f"),
+    ("ge", "M.", None, "m"),
+    ("ge", "Mr", None, "m"),
     ("ge", " Female ", None, "f"),
     ("ge", "woman", None, "f"),
     ("ge", "W", None, "f"),

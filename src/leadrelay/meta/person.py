@@ -60,18 +60,35 @@ def name_rule(label: str) -> TextRule:
 
 
 # French forms included: Commanders Act's customers often keep "H"/"F" (homme/femme).
+# And the words of the main European markets, and titles (a salutation field mapped to gender).
+# Not Spanish "M" (mujer): "M" is male in every other CRM.
 _GENDERS: Final = {
-    **dict.fromkeys(("f", "female", "woman", "w", "femme"), "f"),
-    **dict.fromkeys(("m", "male", "man", "h", "homme"), "m"),
+    **dict.fromkeys(
+        (
+            *("f", "female", "woman", "w", "femme", "féminin", "feminin", "mme", "mlle"),
+            *("mrs", "ms", "miss", "frau", "weiblich", "mujer", "femenino", "feminino"),
+            *("femmina", "donna", "vrouw"),
+        ),
+        "f",
+    ),
+    **dict.fromkeys(
+        (
+            *("m", "male", "man", "h", "homme", "masculin", "m.", "mr", "herr", "männlich"),
+            *("maennlich", "hombre", "masculino", "maschio", "uomo"),
+        ),
+        "m",
+    ),
 }
 
 
 def gender_rule(text: str, value: Any, region: str | None) -> str:
     """The ``ge`` rule: ``f`` or ``m``."""
-    gender = _GENDERS.get(text.lower()) or _GENDERS.get(visible(text).lower())
+    gender = _GENDERS.get(text.lower()) or _GENDERS.get(visible(text).lower().rstrip("."))
     if gender is None:
         raise NormalizeError(
-            "invalid_gender", f"gender {_show(value)} is not one of f, m, female, male"
+            "invalid_gender",
+            f"gender {_show(value)} is not one of f, m, female, male (nor woman, man, Mrs, Mr, "
+            "or their French, German, Spanish, Italian, Portuguese or Dutch words)",
         )
     return gender
 

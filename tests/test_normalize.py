@@ -246,6 +246,8 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ct", 75011, None, Err("invalid_type")),
     # st: US names to 2-letter codes; elsewhere lowercase without punctuation or spaces
     ("st", "California", "US", "ca"),
+    ("st", "US-CA", "US", "ca"),  # ISO 3166-2
+    ("st", "US-NY", None, "ny"),
     ("st", "CA", "US", "ca"),
     ("st", "new-york", "US", "ny"),
     ("st", "Texas", "USA", "tx"),

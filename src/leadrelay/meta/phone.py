@@ -280,8 +280,9 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
     if country is None:
         raise NormalizeError(
             "phone_without_country",
-            f"phone number {_show(value)} has no country code; write it as +33... or "
-            "set user.country on the event or default_country in the config",
+            f"phone number {_show(value)} has no country code, and the event no country to "
+            "read it in: write it as +33..., or set user.country on the event (an ISO code such "
+            "as FR, or a country's name) or default_country in the config",
         )
     if national is not None and _possible(national):
         return _e164_digits(national)

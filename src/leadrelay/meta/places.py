@@ -107,6 +107,9 @@ def state_rule(resolve: Resolver) -> TextRule:
             code = geo.US_STATE_NAMES.get(state)
             if code is not None:
                 return code.lower()
+            # ISO 3166-2: "US-CA" is CA.
+            if len(state) == 4 and state[:2] == "us" and state[2:].upper() in geo.US_STATE_CODES:
+                return state[2:]
         return state
 
     return normalize

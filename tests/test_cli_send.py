@@ -170,7 +170,12 @@ def test_an_endpoint_meta_refuses_stops_delivery_and_names_the_settings(
     assert "Delivery stopped" in proc.stderr and f"({code})" in proc.stderr
     assert "graph_url" in proc.stderr and "api_version" in proc.stderr
     assert sandbox.state.errors_by_code == {code: 1}  # one request, not one per event
-    assert {r["outcome"] for r in report_rows(report)} == {"not_sent"}
+    rows = report_rows(report)
+    assert {r["outcome"] for r in rows} == {"not_sent"}
+    # The rows say what was refused: the endpoint, not the token (they said "the access token
+    # or permission" for an old api_version).
+    assert all("graph_url or api_version" in r["message"] for r in rows), rows[0]
+    assert not any("token" in r["message"] for r in rows)
     monkeypatch.setenv("TOKEN", TOKEN)
     with open_store(load_config(cfg), create=False) as store:
         assert store.counts().queued == 120  # nothing rejected: all wait for the fixed config

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from leadrelay.meta.errors import GraphError
+from leadrelay.meta.errors import GraphError, refused_endpoint
 from leadrelay.outcome import Delivery, Payload, State
 
 _TOO_OLD_SUBCODE: Final = 2804003  # 100/2804003: "Event Timestamp Too Old"
@@ -133,12 +133,13 @@ def dead(error: GraphError, attempts: int, wait: float | None = None) -> tuple[S
 
 
 def paused(error: GraphError) -> tuple[State, str, str]:
-    """State, reason and message of events kept queued by a pause (Meta refused the token)."""
-    message = (
-        f"not sent: delivery paused because Meta refused the access token or "
-        f"permission ({error.label()}): {error.message}"
-    )
-    return State.QUEUED, "paused_auth", message
+    """State, reason and message of events kept queued by a pause (Meta refused the token, a
+    permission or the endpoint)."""
+    what = "the endpoint (graph_url or api_version)"
+    if not refused_endpoint(error):
+        what = "the access token or permission"
+    message = f"not sent: delivery paused because Meta refused {what} ({error.label()}): "
+    return State.QUEUED, "paused_auth", message + error.message
 
 
 def failed(

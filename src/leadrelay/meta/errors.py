@@ -157,11 +157,17 @@ def _status_kind(status: int | None) -> ErrorKind:
 _RETRYABLE: Final = frozenset({ErrorKind.TRANSIENT, ErrorKind.THROTTLED})
 
 
+def refused_endpoint(error: GraphError) -> bool:
+    """Whether ``error`` (an ``AUTH`` one) refused the endpoint (the URL or the API version),
+    not the token or a permission."""
+    return error.code in _ENDPOINT_CODES or (
+        error.code is None and error.http_status in _ENDPOINT_STATUSES
+    )
+
+
 def settings_to_check(error: GraphError) -> str:
     """The settings to fix when delivery stopped on ``error`` (an ``AUTH`` one), in words."""
-    if error.code in _ENDPOINT_CODES or (
-        error.code is None and error.http_status in _ENDPOINT_STATUSES
-    ):
+    if refused_endpoint(error):
         return (
             "graph_url (Meta's is https://graph.facebook.com, with no version or path after it) "
             "and api_version (one Meta still serves, such as v25.0)"

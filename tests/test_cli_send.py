@@ -54,14 +54,36 @@ def events(n: int, *, bad: tuple[int, ...] = ()) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in out)
 
 
-def run(cfg: Path, src: Path, *extra: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+def run(
+    cfg: Path, src: Path, *extra: str, token: str = TOKEN, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "leadrelay", "send", str(src), "--config", str(cfg), *extra],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"TOKEN": token, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"TOKEN": token, "PATH": "/usr/bin:/bin", "COLUMNS": "200", **(env or {})},
     )
+
+
+def test_send_logs_text_or_json_lines_as_leadrelay_log_format_says(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """README: commands log text, or JSON lines with LEADRELAY_LOG_FORMAT=json (send ignored it,
+    and logged text whatever it said)."""
+    src = tmp_path / "events.ndjson"
+    src.write_bytes(events(20))
+    logged = {}
+    for fmt in ("", "json"):
+        (folder := tmp_path / (fmt or "text")).mkdir()
+        cfg = config(folder, sandbox.url)
+        proc = run(cfg, src, "-vv", env={"LEADRELAY_LOG_FORMAT": fmt})
+        assert proc.returncode == 0, proc.stderr
+        logged[fmt] = [line for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert logged[""] == []
+    records = [orjson.loads(line) for line in logged["json"]]
+    assert records and all("event" in r and "level" in r for r in records)
+    assert TOKEN not in "".join(logged["json"])
 
 
 def report_rows(path: Path) -> list[dict[str, Any]]:

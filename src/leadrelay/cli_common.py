@@ -2,6 +2,7 @@
 the ``--config`` option, the logs, and loading the config and the store with one-line errors.
 No ``from __future__ import annotations``: see ``cli``."""
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,10 +21,12 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadrelay T
 
 
 def configure_logging(verbose: int) -> None:
-    """Structured logs on stderr, for the commands that may log (delivery, service, store)."""
+    """Structured logs on stderr, for the commands that may log (delivery, service, store):
+    readable lines, or JSON lines with ``LEADRELAY_LOG_FORMAT=json``."""
     from leadrelay.logs import configure_logging as configure
 
-    configure(verbose)
+    fmt = os.environ.get("LEADRELAY_LOG_FORMAT", "").strip().lower()
+    configure(verbose, fmt=fmt if fmt == "json" else "console")
 
 
 def load_settings(path: Path) -> Settings:

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import BinaryIO, Literal, TypeVar, cast
+from typing import BinaryIO, Final, Literal, TypeVar, cast
 
 import orjson
 
@@ -92,8 +92,9 @@ def read_events(
     """Stream the events of a file (``.gz`` decompressed on the fly) or of stdin (``"-"``).
 
     ``fmt="auto"`` goes by extension (``.ndjson``/``.jsonl``, ``.json``, ``.csv``, after
-    ``.gz``), else by the first non-blank byte: ``[`` or ``{`` is JSON (an array, a batch
-    envelope, one or several objects, NDJSON), anything else CSV. A UTF-8 BOM is ignored.
+    ``.gz``), else by the first non-blank line: ``[`` or ``{`` is JSON (an array, a batch
+    envelope, one or several objects, NDJSON), a line with a comma is a CSV header, anything
+    else NDJSON (its lines that are not JSON are said). A UTF-8 BOM is ignored.
     Raises ``InputError`` here, before the first record, when the input cannot be opened or
     read at all or its CSV header is unusable; later problems come out as error records.
     """
@@ -184,9 +185,9 @@ def _read(
         kind: str = fmt
         if kind == "auto":
             extension = os.path.splitext(path[:-3] if gzipped else path)[1].lower()
-            first = _NON_SPACE.search(head)
-            sniffed = "json" if first is not None and head[first.start()] in b"[{" else "csv"
-            kind = _BY_EXTENSION.get(extension, sniffed)
+            kind = _BY_EXTENSION.get(extension, "")
+            if not kind:
+                head, kind = _sniffed(head, chunks)
         records = reader(kind, chain((head,), chunks), name)
     except BaseException as exc:
         if owned:
@@ -252,6 +253,30 @@ def _chunks(stream: BinaryIO, size: int, name: str) -> Iterator[bytes]:
             return
         offset += len(chunk)
         yield chunk
+
+
+_SNIFFED_LINE_MAX: Final = 1 << 20
+
+
+def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
+    """The format of input with no known extension (stdin, most often), by its first non-blank
+    line: JSON when it starts with ``[`` or ``{``, CSV when it holds a comma (a header of
+    columns), else NDJSON, whose reader says which lines are not JSON. (Taken for CSV, a first
+    line such as "Internal Server Error" was a header of one column and the input had no events:
+    "read 0", exit 0.) Returns ``head`` with what was read to see the line whole."""
+    first = _NON_SPACE.search(head)
+    if first is None:
+        return head, "csv"  # blank: no events, whatever the format
+    if head[first.start()] in b"[{":
+        return head, "json"
+    start = first.start()
+    while b"\n" not in head[start:] and len(head) - start < _SNIFFED_LINE_MAX:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        head += chunk
+    line = head[start:].partition(b"\n")[0]
+    return head, "csv" if b"," in line else "ndjson"
 
 
 def _head(chunks: Iterator[bytes]) -> bytes:

@@ -725,3 +725,43 @@ def test_overlapping_exports_count_each_event_once(tmp_path: Path) -> None:
     twice = Counter((r.state, r.reason) for r in from_files([str(data)] * 2, settings, now=NOW))
     assert once == {(MAPPED, None): 5}
     assert twice == {(MAPPED, None): 5, ("filtered", "same_event_id"): 5}
+
+
+def test_the_rows_of_events_per_day_add_up_to_the_total(tmp_path: Path) -> None:
+    """Events with no date to place them by (repeats of an event_id, unreadable lines) and
+    those before the days shown have rows of their own: the per-day "filtered" column summed
+    to 2 under a total of 413 (411 repeats were only in the total)."""
+    data = tmp_path / "export.ndjson"
+    events = [
+        {
+            "event_name": "lead_qualified",
+            "facebook_lead_id": LEAD + n,
+            "context": {"event_id": f"q-{n}", "event_timestamp": int((NOW - n * 86400) * 1000)},
+        }
+        for n in range(20)  # 20 days: the table shows the latest 14
+    ]
+    data.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events) + b"not json\n")
+    settings = make_settings(mapping={"lead_qualified": "Qualified"})
+    out = io.StringIO()
+    code = run_report(
+        settings,
+        files=[str(data)] * 2,
+        store=None,
+        html_path=tmp_path / "r.html",
+        console=Console(file=out, width=200),
+        now=NOW,
+    )
+    assert code == 0
+    text = out.getvalue()
+    table = text[text.index("Events per") : text.index("Errors and filtered")]
+    rows = {
+        cells[0]: [int(c) for c in cells[1:]]
+        for line in table.splitlines()
+        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")])[0]
+        and all(c.isdigit() for c in cells[1:])
+        and len(cells) > 1
+    }
+    total = rows.pop("total")
+    assert [sum(column) for column in zip(*rows.values(), strict=True)] == total
+    assert "no date" in rows  # 20 repeats and 2 unreadable lines
+    assert "earlier" in rows  # the first 6 days

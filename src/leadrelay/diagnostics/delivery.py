@@ -130,6 +130,7 @@ class DeliveryFigures:
     default: Granularity
     errors: tuple[ErrorRow, ...]
     untimed: int  # events with no (plausible) time to place them on a chart
+    undated: dict[Category, int]  # those, by category
 
 
 class _Group:
@@ -152,7 +153,7 @@ class DeliveryCounter:
         self._totals: Counter[Category] = Counter()
         self._hours: Counter[tuple[int, Category]] = Counter()
         self._groups: dict[tuple[Category, str, int | None, int | None], _Group] = {}
-        self._untimed = 0
+        self._untimed: Counter[Category] = Counter()
 
     def add(self, rec: StageRecord) -> None:
         """Count one event."""
@@ -164,7 +165,7 @@ class DeliveryCounter:
         if t is not None and t > self._until:
             t = None
         if t is None:
-            self._untimed += 1
+            self._untimed[category] += 1
         else:
             self._hours[(int(t // _HOUR), category)] += 1
         reason = rec.reason
@@ -217,7 +218,8 @@ class DeliveryCounter:
             series=series,
             default=default,
             errors=tuple(errors),
-            untimed=self._untimed,
+            untimed=self._untimed.total(),
+            undated={c: self._untimed[c] for c in CATEGORIES},
         )
 
     def _series(self, end: float | None) -> dict[Granularity, Series]:

@@ -124,11 +124,19 @@ def _delivery(d: DeliveryFigures, console: Console, *, from_store: bool) -> None
         shown = [c for c in CATEGORIES if d.totals[c]]
         for c in shown:
             table.add_column(category_label(c, from_store=from_store), justify="right")
-        for i in range(max(0, len(series.starts) - _LAST_BUCKETS), len(series.starts)):
+        first = max(0, len(series.starts) - _LAST_BUCKETS)
+        # The rows add up to the total: what came before the buckets shown, and the events with
+        # no date to place them by (unreadable, repeats of an event_id), have rows of their own.
+        earlier = {c: d.totals[c] - sum(series.counts[c][first:]) - d.undated[c] for c in shown}
+        if any(earlier.values()):
+            table.add_row("earlier", *(str(earlier[c]) for c in shown), style="dim")
+        for i in range(first, len(series.starts)):
             table.add_row(
                 bucket_label(series.starts[i], d.default),
                 *(str(series.counts[c][i]) for c in shown),
             )
+        if d.untimed:
+            table.add_row("no date", *(str(d.undated[c]) for c in shown), style="dim")
         table.add_row("total", *(str(d.totals[c]) for c in shown), style="bold")
         console.print(table)
     if not d.errors:

@@ -35,6 +35,7 @@ from leadrelay.scrub import scrub_text
 from leadrelay.service.app import create_app
 from leadrelay.service.dashboard import dashboard_routes, funnel_page
 from leadrelay.service.dashboard.events_page import PAGE
+from leadrelay.service.dashboard.playground import parse_rows
 from leadrelay.service.dashboard.redact import redact_original, redact_payload
 from leadrelay.service.dashboard.reports import Reports
 from leadrelay.service.metrics import Metrics
@@ -704,3 +705,23 @@ def test_the_pages_report_covers_the_latest_events_and_is_made_once_a_minute(
         funnel = call(app, "GET", "/dashboard/funnel", headers=bearer).text
         assert "leadrelay report" not in funnel  # it covers them all
     assert "leadrelay report --config" in funnel_page.render(first)
+
+
+def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_them() -> None:
+    """A row copied from README's [smart_mapping] ("custom_data.value" = "{{value}}") sent the
+    text "\"5\"" for a value of 5, and a quoted "=LOWR(id)" as a literal: the quotes were kept."""
+    rows, problems = parse_rows(
+        '"custom_data.value" = "{{value}}"\n'
+        "custom_data.stage = {{crm_stage}}\n"
+        "'custom_data.note' = 'as is' # a comment, as TOML allows\n"
+    )
+    assert problems == []
+    assert rows == {
+        "custom_data.value": "{{value}}",
+        "custom_data.stage": "{{crm_stage}}",
+        "custom_data.note": "as is",
+    }
+    _, (typo,) = parse_rows('"custom_data.x" = "=LOWR(id)"')
+    assert "unknown function LOWR" in typo.message
+    _, (unclosed,) = parse_rows('"custom_data.x" = "=LOWER(id)')
+    assert unclosed.line == 1 and "quote" in unclosed.message

@@ -6,6 +6,7 @@ putting them in the config. Nothing is saved, stored or sent.
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -67,14 +68,27 @@ def sample_event(settings: Settings, now: float) -> str:
 
 
 def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:
-    """``target = expression`` lines (blank lines and ``#`` comments skipped)."""
+    """``target = expression`` lines (blank lines and ``#`` comments skipped), as the config's
+    ``[smart_mapping]`` rows are written (``"custom_data.value" = "{{value}}"``, a TOML string)
+    or bare (``custom_data.value = {{value}}``)."""
     rows: dict[str, str] = {}
     problems: list[RowProblem] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         target, eq, source = line.partition("=")
-        target, source = target.strip().strip('"'), source.strip()
+        target, source = target.strip().strip("\"'"), source.strip()
+        if source[:1] in ("\"", "'"):  # a TOML string, as in the config: its text
+            try:
+                value = tomllib.loads(f"value = {source}")["value"]
+            except tomllib.TOMLDecodeError:
+                value = None
+            if not isinstance(value, str):
+                problems.append(
+                    RowProblem(n, target, "the quoted value is not a TOML string: close its quote")
+                )
+                continue
+            source = value
         if not eq or not target:
             problems.append(
                 RowProblem(

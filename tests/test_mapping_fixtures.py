@@ -103,14 +103,17 @@ def test_the_key_of_an_id_with_spaces_is_the_id_sent() -> None:
     assert out.key == out.data["event_id"] == "e-7"
 
 
-def test_an_event_with_neither_id_nor_time_is_known_by_its_content() -> None:
-    """Its event_id is made from the time it is read; a resend of the same file later must not
-    count as a new event (nor be sent again), while another event of the lead is another."""
+def test_an_event_with_neither_id_nor_time_is_known_and_sent_by_its_content() -> None:
+    """Its time is when it is read; a resend of the same file later must not count as a new
+    event (nor be sent again, nor be taken by Meta for a new one), while another event of the
+    lead is another. The event_id sent is its key: it was made from the time, so it changed at
+    every resend and was not the event_id the report and the intake's answer said."""
     event = {"event_name": "lead_qualified", "facebook_lead_id": 123456789012345}
     first = Mapper(make_settings(), clock=lambda: NOW).map(event)
     later = Mapper(make_settings(), clock=lambda: NOW + 3600).map(dict(event))
     other = Mapper(make_settings(), clock=lambda: NOW).map({**event, "crm_stage": "won"})
     assert isinstance(first, Payload) and isinstance(later, Payload) and isinstance(other, Payload)
-    assert first.data["event_id"] != later.data["event_id"]  # made from the time, as documented
-    assert first.key == later.key != other.key
+    assert first.data["event_time"] != later.data["event_time"]
+    assert first.data["event_id"] == first.key == later.key == later.data["event_id"]
+    assert other.key == other.data["event_id"] != first.key
     assert first.key.startswith("123456789012345:Marketing Qualified Lead:")

@@ -248,8 +248,11 @@ class Mapper:
         if event_id is MISSING:
             # Deterministic, so a resend of the same stage change can be deduplicated by Meta.
             event_id = f"{lead_id}:{name}:{seconds}"
-            if not key and raw_time is MISSING:  # its time is the clock's: no key to resend by
-                key = content_key(lead_id, name, event)
+            if not key and raw_time is MISSING:
+                # Its time is the clock's, which a resend would not share: it is known, and
+                # sent, by its content, so that Meta deduplicates a resend too, and the event_id
+                # a report or the intake's answer says is the one Meta has.
+                key = event_id = content_key(lead_id, name, event)
         data: dict[str, Any] = {
             "event_name": name,
             "event_time": seconds,

@@ -95,8 +95,8 @@ def id_text(raw_id: Any) -> str:
 
 
 def content_key(lead_id: int, name: str, event: Mapping[str, Any]) -> str:
-    """The key of an event with neither an event id nor a time: its event_id is made from the
-    time it was read, which a resend of it would not share, so it is known by its content (a
+    """The key, and the event_id sent, of an event with neither an event id nor a time: its time
+    is when it was read, which a resend of it would not share, so it is known by its content (a
     resend of the same event is the same event; two events alike in every field are one)."""
     try:
         content = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)

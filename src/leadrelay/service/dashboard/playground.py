@@ -78,7 +78,7 @@ def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:
             continue
         target, eq, source = line.partition("=")
         target, source = target.strip().strip("\"'"), source.strip()
-        if source[:1] in ("\"", "'"):  # a TOML string, as in the config: its text
+        if source[:1] in ('"', "'"):  # a TOML string, as in the config: its text
             try:
                 value = tomllib.loads(f"value = {source}")["value"]
             except tomllib.TOMLDecodeError:

@@ -356,6 +356,28 @@ def test_an_event_meta_refused_resent_fixed_takes_its_place_and_add_new_says_so(
     assert delivered.lead_id == lead_of("d")
 
 
+def test_an_event_meta_refused_read_again_later_with_the_clocks_time_is_not_sent_again(
+    store: Store,
+) -> None:
+    """An event with no time of its own is read with the clock's: read again later, its payload
+    differs from the refused one in its event_time only. It is the same event: it waits for a
+    replay (it was sent again at every send, and refused again). One fixed at its source (its
+    lead id) still takes the refused one's place."""
+
+    def read_at(seconds: int, lead_id: int = LEAD_17) -> Payload:
+        body = {"event_name": "Qualified", "event_time": seconds, "user_data": {"lead_id": lead_id}}
+        return Payload("t", "lead_qualified", "Qualified", lead_id, seconds, body)
+
+    [id_] = store.add([incoming(read_at(int(NOW) - 3600))])
+    [claimed] = store.claim(10, NOW)
+    store.complete([(id_, Delivery(claimed.payload, State.REJECTED, 1, "meta_100_2804036"))], NOW)
+    assert store.add_new([incoming(read_at(int(NOW)))]).stored == [False]
+    assert store.claim(10, NOW) == []
+    fixed = read_at(int(NOW), lead_id=LEAD_17 + 1)
+    assert store.add_new([incoming(fixed)]).stored == [True]
+    assert [c.id for c in store.claim(10, NOW)] == [id_]
+
+
 def test_a_refusal_that_says_something_else_takes_the_place_of_one_never_sent(
     store: Store,
 ) -> None:

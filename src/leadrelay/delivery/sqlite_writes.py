@@ -38,6 +38,7 @@ from leadrelay.delivery.sqlite_sql import (
     stored_ids,
 )
 from leadrelay.delivery.store import Added, Incoming, OriginalPolicy, add_in_passes
+from leadrelay.delivery.store_encoding import same_but_time
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -273,10 +274,11 @@ def _map_again(
 
     A payload takes the place of an event Meta never took, queued, as a replay would: one never
     sent (filtered, refused by our rules: the config or the event was fixed since), or one Meta
-    refused when the payload differs from the one it refused (the event was fixed at its
-    source). What Meta took, or refused as it is, stays as it is: nothing is sent twice. A
-    refusal takes the place of an event never sent when it says something else (a replay that
-    still fails, for another reason): the store says what the latest mapping says."""
+    refused when the payload differs from the one it refused in more than its event_time
+    (``same_but_time``: the event was fixed at its source). What Meta took, or refused as it
+    is, stays as it is: nothing is sent twice. A refusal takes the place of an event never sent
+    when it says something else (a replay that still fails, for another reason): the store says
+    what the latest mapping says."""
     waiting = not_taken(conn, [found for found, _, _, _ in again])
     took: list[bool] = []
     for found, payload, row, body in again:
@@ -284,7 +286,9 @@ def _map_again(
         if payload:
             refused = stored if isinstance(stored, bytes) else None
             new = None if body is None else body[0]
-            if stored is None or (refused is not None and new == refused):
+            if stored is None or (
+                refused is not None and new is not None and same_but_time(new, refused)
+            ):
                 took.append(False)
                 continue
             _, source_event, event_name, lead_id, event_time, at = row

@@ -229,11 +229,11 @@ class Store(Protocol):
         stored again: its id is the existing one (a client resending after a timeout). The first
         outcome stored for a key wins, but for a payload in place of an event Meta never took:
         one filtered or refused by our rules (the config or the event was fixed since, nothing
-        was sent), or one Meta refused when the payload differs (the event was fixed at its
-        source: its lead id, say). That payload is queued under the stored event's id. A refusal
-        (filtered, or refused by our rules) likewise takes the place of an event never sent when
-        it says something else. A payload that cannot be encoded is stored REJECTED with reason
-        ``unencodable`` rather than failing the whole batch.
+        was sent), or one Meta refused when the payload differs in more than its event_time (the
+        event was fixed at its source: its lead id, say). That payload is queued under the stored
+        event's id. A refusal (filtered, or refused by our rules) likewise takes the place of an
+        event never sent when it says something else. A payload that cannot be encoded is stored
+        REJECTED with reason ``unencodable`` rather than failing the whole batch.
         """
         return self.add_new(items).ids
 

@@ -6,6 +6,7 @@ Split out of ``store`` (house rule: modules under ~300 lines), which re-exports 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -36,6 +37,17 @@ def encode_payload(payload: Payload) -> tuple[bytes, bytes | None]:
     if type(payload) is EncodedPayload and payload.body is not None:
         return payload.body, notes
     return orjson.dumps(payload.data), notes
+
+
+_EVENT_TIME: Final = re.compile(rb'"event_time":-?[0-9]+')
+
+
+def same_but_time(body: bytes, refused: bytes) -> bool:
+    """Whether a payload (stored JSON, ``encode_payload``) is the one Meta refused but for its
+    event_time: the same event read again, its time the clock's when it has none of its own (a
+    payload is sent again in place of a refused one only when the event was changed at its
+    source, ``Store.add``). The lua twin is ``lua_queue``'s ``same_but_time``."""
+    return body == refused or _EVENT_TIME.sub(b"", body, 1) == _EVENT_TIME.sub(b"", refused, 1)
 
 
 def decode_notes(blob: bytes | None) -> tuple[FieldNote, ...]:

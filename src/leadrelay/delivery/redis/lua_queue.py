@@ -18,6 +18,14 @@ local function field_of(first, last, name)  -- an item's field, from its pairs i
   end
   return nil
 end
+-- store_encoding.same_but_time: the payload Meta refused but for its event_time (the same
+-- event read again, its time the clock's when it has none of its own)
+local function same_but_time(body, refused)
+  if body == refused then return true end
+  if not body or not refused then return false end
+  local pattern = '"event_time":%-?%d+'
+  return string.gsub(body, pattern, '', 1) == string.gsub(refused, pattern, '', 1)
+end
 promote(ARGV[2])
 local items, seen, fresh, queued = {}, {}, 0, 0
 local i = 3
@@ -39,11 +47,11 @@ while i <= #ARGV do
     elseif it.state == 'queued' then
       -- a payload for a key stored as an event Meta never took takes its place, queued under
       -- its id: one never sent (filtered, refused by our rules), or one Meta refused when the
-      -- payload differs from the one refused (the event was fixed at its source)
+      -- payload differs from the one refused in more than its event_time (fixed at its source)
       local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua')
       local never = NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0
       local refused = cur[1] == 'rejected' and string.sub(cur[3] or '', 1, 5) == 'meta_'
-      if never or (refused and redis.call('GET', PK(it.id)) ~= ARGV[i0 + 5]) then
+      if never or (refused and not same_but_time(ARGV[i0 + 5], redis.call('GET', PK(it.id)))) then
         it.again = cur
         queued = queued + 1
       end

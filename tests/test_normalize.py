@@ -86,6 +86,11 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("em", "jane . doe @ example.com", None, "jane.doe@example.com"),
     ("em", "José@Exemple.FR", None, "josé@exemple.fr"),
     ("em", "first.last+crm@mail.example.co.uk", None, "first.last+crm@mail.example.co.uk"),
+    # The address in what mail clients and exports wrap it in, or with a sentence's dot after it.
+    ("em", "Jane Doe <Jane.Doe@Example.com>", None, "jane.doe@example.com"),
+    ("em", "mailto:Jane.Doe@example.com", None, "jane.doe@example.com"),
+    ("em", "jane.doe@example.com.", None, "jane.doe@example.com"),
+    ("em", "Jane <not an address>", None, Err("invalid_email")),
     ("em", "john.smith", None, Err("invalid_email")),
     ("em", "a@b@example.com", None, Err("invalid_email")),
     ("em", "@example.com", None, Err("invalid_email")),

@@ -21,16 +21,35 @@ _EMAIL = re.compile(r"[^@]+@[^@.][^@]*\.[^@.]+")
 
 def _general_email(text: str, value: Any) -> str:
     """The ``em`` rule written plainly: look for whitespace, then drop it; drop invisible
-    characters (Cf) but the joiners."""
+    characters (Cf) but the joiners; then the address, or the one in "Jane <jane@x.com>",
+    "mailto:jane@x.com" or "jane@x.com." (never the wrapped text itself)."""
     if " " in text or not text.isprintable():
         text = "".join(text.split())
     email = text.lower()
     if not email.isascii():
         kept = (c for c in email if unicodedata.category(c) != "Cf" or c in "\u200c\u200d")
         email = unicodedata.normalize("NFC", "".join(kept))
-    if _EMAIL.fullmatch(email) is None:
-        raise NormalizeError("invalid_email", f"email {value!r} is not an address")
-    return email
+
+    def address(text: str) -> bool:  # no "mailto:" first, no ">" in the last label
+        last_label = text.rpartition(".")[2]
+        return (
+            bool(_EMAIL.fullmatch(text))
+            and not text.startswith("mailto:")
+            and ">" not in last_label
+        )
+
+    if address(email):
+        return email
+    if email.startswith("mailto:"):
+        inner = email[len("mailto:") :]
+    elif email.endswith(">") and "<" in email:
+        inner = email[email.rindex("<") + 1 : -1]
+        inner = "" if ">" in inner else inner  # not one address in "< >"
+    else:
+        inner = email.rstrip(".")
+    if inner != email and address(inner):
+        return inner
+    raise NormalizeError("invalid_email", f"email {value!r} is not an address")
 
 
 def _general_zip(text: str, value: Any, region: str | None) -> str:

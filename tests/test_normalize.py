@@ -247,6 +247,11 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ct", "  LOS ANGELES ", None, "losangeles"),
     ("ct", "St. Louis", None, "stlouis"),
     ("ct", "Paris 11", None, "paris"),
+    # A district's ordinal and a CEDEX are no part of the city's name ("Paris 11e" gave "parise").
+    ("ct", "Paris 11e", None, "paris"),
+    ("ct", "Lyon 3e Arrondissement", None, "lyon"),
+    ("ct", "Marseille 1er", None, "marseille"),
+    ("ct", "Paris CEDEX 08", None, "paris"),
     ("ct", "'' -", None, Err("empty")),
     ("ct", 75011, None, Err("invalid_type")),
     # st: US names to 2-letter codes; elsewhere lowercase without punctuation or spaces

@@ -63,12 +63,21 @@ def resolver(default: str | None) -> Resolver:
     return resolve
 
 
+# What follows a city's name in a postal address and is no part of it: a district's number
+# written as an ordinal ("Paris 11e", "Lyon 3e arrondissement", "Marseille 1er"), a CEDEX
+# (French business mail) and what comes after it. Its digits go anyway; the letters of "11e"
+# stayed ("parise").
+_ADDRESS_TAIL: Final = re.compile(
+    r"\d+\s*(?:er|re|ère|e|ème|eme|è|nd|rd|th|st)?(?:\s+arrondissement)?\b|\bcedex\b.*"
+)
+
+
 def city_rule(text: str, value: Any, region: str | None) -> str:
     """The ``ct`` rule: lower case letters only (no spaces, punctuation or digits)."""
     lowered = text.lower()
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
-    city = clean(lowered, CITY)
+    city = clean(_ADDRESS_TAIL.sub(" ", lowered), CITY)
     if not city:
         raise emptied("city", value)
     return city

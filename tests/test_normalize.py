@@ -257,6 +257,7 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     # st: US names to 2-letter codes; elsewhere lowercase without punctuation or spaces
     ("st", "California", "US", "ca"),
     ("st", "US-CA", "US", "ca"),  # ISO 3166-2
+    ("st", "Puerto Rico", "PR", "pr"),  # a US territory: a USPS code, as its ZIP codes are US
     ("st", "US-NY", None, "ny"),
     ("st", "CA", "US", "ca"),
     ("st", "new-york", "US", "ny"),

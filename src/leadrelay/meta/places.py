@@ -111,8 +111,9 @@ def state_rule(resolve: Resolver) -> TextRule:
         if not state:
             raise emptied("state", value)
         country = resolve(region)
-        # Without a region, a full US state name is still unmistakable ("California").
-        if country == "US" or (country is None and len(state) > 2):
+        # Without a region, a full US state name is still unmistakable ("California"). The US
+        # territories have USPS codes too ("Puerto Rico" is pr, as its ZIP codes are US ones).
+        if country in _USPS or (country is None and len(state) > 2):
             code = geo.US_STATE_NAMES.get(state)
             if code is not None:
                 return code.lower()

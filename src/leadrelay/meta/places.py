@@ -133,7 +133,7 @@ _USPS: Final = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
 # 01067, Rome 00100, Sao Paulo 01310-100, Oslo 0150): a spreadsheet that took them for numbers
 # dropped those zeros ("6000"), which the code then gets back, as US ZIP codes do.
 _ZERO_LED_DIGITS: Final = {
-    **dict.fromkeys(("FR", "DE", "IT", "ES", "MX", "FI", "KR", "TR", "UA", "DZ", "MA", "PL"), 5),
+    **dict.fromkeys(("FR", "DE", "IT", "ES", "MX", "FI", "KR", "TR", "UA", "DZ", "PL"), 5),
     **dict.fromkeys(("AU", "NZ", "NO", "DK", "ZA"), 4),
     **dict.fromkeys(("CN", "SG", "CO"), 6),
     "JP": 7,

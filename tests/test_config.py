@@ -56,6 +56,7 @@ def test_all_problems_reported_at_once_with_keys() -> None:
         "smart_mapping": {"user_data.email": "{{user.email}}", "action_source": "website"},
         "lead_event_sorce": "HubSpot",
         "delivery": {"batch_size": 5000},
+        "birthdate_order": "DD/MM/YYYY",
     }
     with pytest.raises(ConfigError) as info:
         parse_config(raw, source="x.toml", env={})
@@ -71,7 +72,9 @@ def test_all_problems_reported_at_once_with_keys() -> None:
         "lead_event_sorce",
         "lead_event_source",
         "delivery.batch_size",
+        "birthdate_order",
     } <= keys
+    assert "'year-first', 'day-first' or 'month-first'" in text
     assert "MISSING_TOKEN is not set" in text
     assert "did you mean 'lead_event_source'" in text
     assert "LOWER" in text  # the suggestion for the misspelt function

@@ -14,7 +14,7 @@ from conftest import make_settings
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.mapping.filling import event_runner, steps_runner
-from leadrelay.mapping.plans import compile_plans, field_fill
+from leadrelay.mapping.plans import compile_plans, field_fill, reading_of
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import compile_steps
 from leadrelay.meta.normalize import region_hint, sha256
@@ -38,7 +38,7 @@ _SETTINGS = make_settings(
     }
 )
 _PLANS = [p for p in compile_plans(_SETTINGS) if p.target not in _SPECIAL]
-_STEPS = compile_steps(_PLANS, _SETTINGS.default_country)
+_STEPS = compile_steps(_PLANS, reading_of(_SETTINGS))
 _COUNTRY = next(p for p in _PLANS if p.target == "user_data.country")
 
 _LEAF = st.one_of(
@@ -96,7 +96,7 @@ def _general(event: dict[str, Any], region: str | None) -> tuple[Any, ...]:
     notes: list[Any] = []
     for plan in _PLANS:
         try:
-            value = field_fill(plan, _SETTINGS.default_country)(event, region)
+            value = field_fill(plan, reading_of(_SETTINGS))(event, region)
         except FIELD_ERRORS as exc:
             notes.append(field_note(plan.target, exc))
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,20 @@ def test_an_event_with_neither_id_nor_time_is_known_and_sent_by_its_content() ->
     assert first.data["event_id"] == first.key == later.key == later.data["event_id"]
     assert other.key == other.data["event_id"] != first.key
     assert first.key.startswith("123456789012345:Marketing Qualified Lead:")
+
+
+def test_birthdate_order_of_the_config_reads_dates_that_read_both_ways() -> None:
+    """The config's birthdate_order reaches the rules a send runs (the compiled field steps):
+    by default 03/04/1990 is left out with a note, day-first it is 3 April."""
+    event = {
+        "event_name": "lead_qualified",
+        "facebook_lead_id": 123456789012345,
+        "user": {"birthdate": "03/04/1990", "email": "a@example.com"},
+        "context": {"event_id": "e-1", "event_timestamp": int(NOW) * 1000},
+    }
+    plain = Mapper(make_settings(), clock=lambda: NOW).map(event)
+    assert isinstance(plain, Payload) and "db" not in plain.data["user_data"]
+    assert [n.field for n in plain.notes] == ["user_data.db"]
+    french = Mapper(make_settings(birthdate_order="day-first"), clock=lambda: NOW).map(event)
+    assert isinstance(french, Payload) and french.notes == ()
+    assert french.data["user_data"]["db"] == [hashlib.sha256(b"19900403").hexdigest()]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import make_settings
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.mapping.filling import step_runner
-from leadrelay.mapping.plans import compile_plans
+from leadrelay.mapping.plans import compile_plans, reading_of
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import SIBLINGS, Step, compile_steps
 from leadrelay.meta.normalize import sha256_hex
@@ -52,7 +52,7 @@ _REGION = st.sampled_from([None, "FR", "US", "GB", "DE"])
 def _step(default_country: str | None) -> Step:
     config = make_settings(default_country=default_country)
     plans = [p for p in compile_plans(config) if p.target not in _SPECIAL]
-    (step,) = [s for s in compile_steps(plans, default_country) if s.kind == SIBLINGS]
+    (step,) = [s for s in compile_steps(plans, reading_of(config)) if s.kind == SIBLINGS]
     return step
 
 

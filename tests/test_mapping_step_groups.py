@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import make_settings
 from leadrelay.mapping.filling import region_reader, step_runner, steps_runner
-from leadrelay.mapping.plans import compile_plans
+from leadrelay.mapping.plans import compile_plans, reading_of
 from leadrelay.mapping.steps import compile_steps
 from leadrelay.meta.normalize import region_hint
 
@@ -24,7 +24,7 @@ _SETTINGS = make_settings(
     }
 )
 _STEPS = compile_steps(
-    [p for p in compile_plans(_SETTINGS) if p.target not in _SPECIAL], _SETTINGS.default_country
+    [p for p in compile_plans(_SETTINGS) if p.target not in _SPECIAL], reading_of(_SETTINGS)
 )
 _LEAF = st.one_of(
     st.none(), st.sampled_from(["", " x ", "fb.1.2", "1.2.3.4"]), st.integers(), st.lists(st.none())

@@ -408,7 +408,34 @@ def test_an_ambiguous_birthdate_says_both_readings_and_what_to_write() -> None:
     message = info.value.message
     assert "'03/04/1990'" in message
     assert "3 April" in message and "March 4" in message
-    assert "YYYY-MM-DD" in message
+    assert "YYYY-MM-DD" in message and "birthdate_order" in message
+
+
+@pytest.mark.parametrize(
+    ("order", "value", "expected"),
+    [
+        ("day-first", "03/04/1990", "19900403"),
+        ("month-first", "03/04/1990", "19900304"),
+        ("day-first", "03.04.1990", "19900403"),
+        ("day-first", "2/16/1997", "19970216"),  # only one reading is a date: that one
+        ("month-first", "16/02/1997", "19970216"),
+        ("day-first", "1990-04-03", "19900403"),  # year first: as it is
+        ("day-first", "13/13/1990", Err("invalid_birthdate")),
+    ],
+)
+def test_birthdate_order_reads_the_dates_that_read_both_ways(
+    order: Any, value: str, expected: Any
+) -> None:
+    """A French CRM writes 03/04/1990 for 3 April: with birthdate_order = "day-first" it is
+    read so, where by default it is left out (which one was meant is not in the date)."""
+    normalize = normalizer("db", birthdate_order=order)
+    if isinstance(expected, Err):
+        with pytest.raises(NormalizeError) as info:
+            normalize(value, None)
+        assert info.value.reason == expected.reason
+    else:
+        assert normalize(value, None) == expected
+        assert hasher("db", birthdate_order=order)(value, None) == sha256_hex(expected)
 
 
 def test_errors_are_value_errors() -> None:

@@ -156,7 +156,7 @@ def test_birthdates_read_in_one_look_up_are_read_as_before(text: str) -> None:
     except ValueError as exc:
         fast = ("error", str(exc))
     try:
-        slow: str | tuple[str, str] = dates._birthdate(text, text)
+        slow: str | tuple[str, str] = dates._birthdate(text, text, "year-first")
     except ValueError as exc:
         slow = ("error", str(exc))
     assert fast == slow

@@ -161,6 +161,9 @@ class Settings(BaseModel):
     graph_url: str = DEFAULT_GRAPH_URL
     api_version: str = Field(DEFAULT_API_VERSION, pattern=r"^v\d+\.\d+$")
     default_country: str | None = None
+    # How the CRM writes a date with the year last when both readings are dates (03/04/1990):
+    # year-first (the default) leaves such a birthdate out, as which one it meant is not in it.
+    birthdate_order: Literal["year-first", "day-first", "month-first"] = "year-first"
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

@@ -25,7 +25,14 @@ from leadrelay.mapping.expressions import MISSING, compile_expression, compile_p
 from leadrelay.mapping.fields import FIXED
 from leadrelay.mapping.filling import event_runner
 from leadrelay.mapping.key_fields import LeadReader, TimeReader
-from leadrelay.mapping.plans import Fill, Finisher, Plan, compile_names, compile_plans
+from leadrelay.mapping.plans import (
+    Fill,
+    Finisher,
+    Plan,
+    compile_names,
+    compile_plans,
+    reading_of,
+)
 from leadrelay.mapping.refusals import (
     clip,
     content_key,
@@ -75,9 +82,7 @@ class Mapper:
         # The prebuilt event_id reads what the key was read from: no need to read it twice.
         self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
         special = {"user_data.lead_id", "event_time", "event_id"}
-        steps = compile_steps(
-            [p for p in plans if p.target not in special], settings.default_country
-        )
+        steps = compile_steps([p for p in plans if p.target not in special], reading_of(settings))
         # Constants that start custom_data (lead_event_source) are in a dict copied for each
         # event, and so is event_source, which ends it, when nothing else writes custom_data.
         self._custom: dict[str, Any] = {}

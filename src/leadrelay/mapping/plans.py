@@ -19,7 +19,7 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, Expression, compile_expression
 from leadrelay.mapping.fields import PREBUILT, Treatment, treatment
-from leadrelay.meta.normalize import NormalizeError, hasher
+from leadrelay.meta.normalize import NormalizeError, Reading, hasher
 from leadrelay.meta.rules import FieldProblem, parse_lead_id, to_seconds
 
 Read = Callable[[Mapping[str, Any]], Any]
@@ -62,8 +62,8 @@ def _hashed_list(digest: Finisher, value: list[Any], region: str | None) -> list
     return out
 
 
-def _hashed(field: str, default_country: str | None) -> Finisher:
-    digest = hasher(field, default_country=default_country)
+def _hashed(field: str, reading: Reading) -> Finisher:
+    digest = hasher(field, **reading._asdict())
 
     def finish(value: Any, region: str | None) -> Any:
         if type(value) is list:
@@ -100,10 +100,10 @@ def _native_fill(read: Callable[[Mapping[str, Any]], Any]) -> Fill:
     return lambda event, region: read(event)
 
 
-def field_fill(plan: Plan, default_country: str | None) -> Fill:
+def field_fill(plan: Plan, reading: Reading) -> Fill:
     """One call that reads and finishes ``plan``'s field: the value to send, or MISSING."""
     if plan.treatment is Treatment.HASHED:
-        digest = hasher(plan.target.rpartition(".")[2], default_country=default_country)
+        digest = hasher(plan.target.rpartition(".")[2], **reading._asdict())
         return _hashed_fill(plan.read, digest)
     if plan.treatment is Treatment.TEXT:
         return _text_fill(plan.read)
@@ -187,9 +187,9 @@ def _event_time(value: Any, region: str | None) -> int:
     return to_seconds(value)
 
 
-def _finisher(target: str, kind: Treatment, default_country: str | None) -> Finisher:
+def _finisher(target: str, kind: Treatment, reading: Reading) -> Finisher:
     if kind is Treatment.HASHED:
-        return _hashed(target.rpartition(".")[2], default_country)
+        return _hashed(target.rpartition(".")[2], reading)
     if kind is Treatment.TEXT:
         return finish_text
     if kind is Treatment.LEAD_ID:
@@ -229,12 +229,17 @@ def compile_plans(settings: Settings) -> list[Plan]:
                 origin,
                 source,
                 expr.evaluate,
-                _finisher(target, kind, settings.default_country),
+                _finisher(target, kind, reading_of(settings)),
                 expr.siblings,
                 expr.kind,
             )
         )
     return plans
+
+
+def reading_of(settings: Settings) -> Reading:
+    """How ``settings`` say values are read (``Reading``)."""
+    return Reading(settings.default_country, settings.birthdate_order)
 
 
 def top_level_key(plan: Plan) -> str | None:

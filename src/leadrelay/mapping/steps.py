@@ -26,7 +26,13 @@ from leadrelay.mapping.expressions import compile_expression
 from leadrelay.mapping.fields import Treatment
 from leadrelay.mapping.plans import Fill, Plan, field_fill
 from leadrelay.mapping.siblings import Put, sibling_put
-from leadrelay.meta.normalize import REGIONAL_FIELDS, REPEATING_FIELDS, TextRule, text_rule
+from leadrelay.meta.normalize import (
+    REGIONAL_FIELDS,
+    REPEATING_FIELDS,
+    Reading,
+    TextRule,
+    text_rule,
+)
 
 # Step kinds.
 CONSTANT: Final = 0
@@ -80,7 +86,7 @@ class Step(NamedTuple):
     detail: Any
 
 
-def compile_steps(plans: Sequence[Plan], default_country: str | None) -> tuple[Step, ...]:
+def compile_steps(plans: Sequence[Plan], reading: Reading) -> tuple[Step, ...]:
     """The steps for ``plans`` (the ordinary ones: not lead_id, event_time or event_id)."""
     steps: list[Step] = []
     for plan in plans:
@@ -89,9 +95,9 @@ def compile_steps(plans: Sequence[Plan], default_country: str | None) -> tuple[S
         if constant is not None:
             steps.append(Step(CONSTANT, slot, plan.name, plan.target, None, constant))
             continue
-        grouped = _sibling(plan, default_country) or _plain(plan, slot, default_country)
+        grouped = _sibling(plan, reading) or _plain(plan, slot, reading)
         if grouped is None:
-            fill = field_fill(plan, default_country)
+            fill = field_fill(plan, reading)
             steps.append(Step(GENERAL, slot, plan.name, plan.target, fill, None))
             continue
         kind, where, field = grouped
@@ -123,17 +129,17 @@ def _constant(plan: Plan) -> Any:
     return value if isinstance(value, str) and value else None
 
 
-def _sibling(plan: Plan, default_country: str | None) -> tuple[int, str, SiblingField] | None:
+def _sibling(plan: Plan, reading: Reading) -> tuple[int, str, SiblingField] | None:
     if plan.treatment is not Treatment.HASHED or plan.siblings is None:
         return None
     head, keys = plan.siblings
     field = plan.target.rpartition(".")[2]
-    rule = text_rule(field, default_country=default_country)
+    rule = text_rule(field, **reading._asdict())
     repeating = field in REPEATING_FIELDS
     memo: dict[Any, str] | None = {} if repeating else None
     regional = field in REGIONAL_FIELDS
     put = sibling_put(plan.name, plan.target, keys, rule, plan.finish, memo=memo, regional=regional)
-    fill = field_fill(plan, default_country)
+    fill = field_fill(plan, reading)
     return (
         SIBLINGS,
         head,
@@ -152,12 +158,12 @@ def _sibling(plan: Plan, default_country: str | None) -> tuple[int, str, Sibling
 
 
 def _plain(
-    plan: Plan, slot: int, default_country: str | None
+    plan: Plan, slot: int, reading: Reading
 ) -> tuple[int, tuple[str, ...], PlainField] | None:
     if plan.kind != "path" or plan.treatment not in (Treatment.TEXT, Treatment.NATIVE):
         return None
     (path,) = compile_expression(plan.source, key=plan.target).paths
     keys = tuple(path.split("."))
     text = plan.treatment is Treatment.TEXT
-    fill = field_fill(plan, default_country)
+    fill = field_fill(plan, reading)
     return PLAIN, keys[:-1], PlainField(slot, plan.name, plan.target, keys[-1], text, fill)

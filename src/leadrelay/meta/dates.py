@@ -5,7 +5,8 @@ Split out of ``normalize`` (house rule: modules under ~300 lines); ``normalize``
 year last (``16/02/1997``, ``2/16/1997``, ``16.02.1997``) is read when it can only be one date: its
 day is over 12, or day and month are the same number, as Meta's own example ("2/16/1997" ->
 "19970216"). ``03/04/1990`` could be 3 April or March 4: it is refused (which one a CRM meant is
-not in the date), and the message says so. The fast path reads ``YYYY-MM-DD`` without a regular
+not in the date), and the message says so, unless the config's ``birthdate_order`` says how the
+CRM writes dates (``BirthdateOrder``). The fast path reads ``YYYY-MM-DD`` without a regular
 expression and without converting surely-valid dates, since that is what CRMs export.
 """
 
@@ -15,9 +16,9 @@ import re
 import time
 from datetime import date
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from leadrelay.meta.field_rules import NormalizeError, visible
+from leadrelay.meta.field_rules import NormalizeError, TextRule, visible
 from leadrelay.meta.field_rules import show as _show
 
 _TIME: Final = r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?"  # a time after the date, left out
@@ -67,17 +68,30 @@ _MONTH_DAYS: Final = {
 }
 
 
-def birthdate_rule(text: str, value: Any, region: str | None) -> str:
+BirthdateOrder = Literal["year-first", "day-first", "month-first"]
+"""How a date with the year last is read when both readings are dates (``03/04/1990``): not at
+all (year-first, the default: which one a CRM meant is not in the date), or as the config's
+``birthdate_order`` says the CRM writes them."""
+
+
+def birthdate_rule_for(order: BirthdateOrder) -> TextRule:
     """The ``db`` rule: ``YYYYMMDD`` of a real date from 1900 to today (UTC), else an error."""
-    # YYYY-MM-DD, what CRMs export, for most dates: two look-ups (both keys are ASCII, so the
-    # whole text is).
-    month_day = _MONTH_DAYS.get(text[4:])
-    if month_day is not None and (year := text[:4]) in _PAST_YEARS:
-        return year + month_day
-    return _birthdate(text, value)
+
+    def birthdate_rule(text: str, value: Any, region: str | None) -> str:
+        # YYYY-MM-DD, what CRMs export, for most dates: two look-ups (both keys are ASCII, so
+        # the whole text is).
+        month_day = _MONTH_DAYS.get(text[4:])
+        if month_day is not None and (year := text[:4]) in _PAST_YEARS:
+            return year + month_day
+        return _birthdate(text, value, order)
+
+    return birthdate_rule
 
 
-def _birthdate(text: str, value: Any) -> str:
+birthdate_rule: Final = birthdate_rule_for("year-first")
+
+
+def _birthdate(text: str, value: Any, order: BirthdateOrder) -> str:
     if (
         len(text) == 10
         and text[4] == "-"
@@ -97,9 +111,9 @@ def _birthdate(text: str, value: Any) -> str:
         year = int(match[1])
         month, day = int(match[2] or match[5]), int(match[3] or match[6])
     elif match := _YEAR_LAST.fullmatch(text):
-        year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value)
+        year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value, order)
     elif (seen := visible(text)) != text:  # a date with invisible characters (field_rules)
-        return _birthdate(seen, value)
+        return _birthdate(seen, value, order)
     else:
         raise NormalizeError(
             "invalid_birthdate",
@@ -120,18 +134,22 @@ def _birthdate(text: str, value: Any) -> str:
     return f"{year:04d}{month:02d}{day:02d}"
 
 
-def _day_month(first: int, second: int, value: Any) -> tuple[int, int]:
-    """(day, month) of a date written with its year last, when only one reading is a date."""
+def _day_month(first: int, second: int, value: Any, order: BirthdateOrder) -> tuple[int, int]:
+    """(day, month) of a date written with its year last, when only one reading is a date, or
+    as ``order`` says when both are."""
     if not (first and second) or min(first, second) > 12:  # no month at all
         raise NormalizeError(
             "invalid_birthdate", f"birthdate {_show(value)} is not a real calendar date"
         )
     if first > 12 or first == second:  # 16/02/1997: day first
         return first, second
-    if second > 12:  # 2/16/1997: month first
+    if second > 12 or order == "month-first":  # 2/16/1997: month first
         return second, first
+    if order == "day-first":
+        return first, second
     raise NormalizeError(
         "invalid_birthdate",
         f"birthdate {_show(value)} could be {first} {_MONTHS[second - 1]} or "
-        f"{_MONTHS[first - 1]} {second}: write it year first (YYYY-MM-DD)",
+        f"{_MONTHS[first - 1]} {second}: write it year first (YYYY-MM-DD), or set "
+        "birthdate_order in the config to the order your CRM writes dates in",
     )

@@ -21,9 +21,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
-from leadrelay.meta.dates import birthdate_rule
+from leadrelay.meta.dates import BirthdateOrder, birthdate_rule, birthdate_rule_for
 from leadrelay.meta.field_rules import NormalizeError, Normalizer, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
 from leadrelay.meta.person import email_rule, external_id_rule, gender_rule, name_rule
@@ -41,8 +41,10 @@ __all__ = [
     "HASHED_FIELDS",
     "REGIONAL_FIELDS",
     "REPEATING_FIELDS",
+    "BirthdateOrder",
     "NormalizeError",
     "Normalizer",
+    "Reading",
     "Resolver",
     "TextRule",
     "hasher",
@@ -148,7 +150,18 @@ def _as_text(value: Any, field: _Field) -> str:
     return _text(value, field.label, numbers=field.numbers)
 
 
-def _compile(field: str, default_country: str | None) -> tuple[_Field, TextRule]:
+class Reading(NamedTuple):
+    """The config's settings on how values are read: ``default_country`` stands in for an
+    event's missing country, ``birthdate_order`` says how the CRM writes dates with the year
+    last (``BirthdateOrder``). As keyword arguments: ``hasher(field, **reading._asdict())``."""
+
+    default_country: str | None = None
+    birthdate_order: BirthdateOrder = "year-first"
+
+
+def _compile(
+    field: str, default_country: str | None, birthdate_order: BirthdateOrder = "year-first"
+) -> tuple[_Field, TextRule]:
     if field not in _FIELDS:
         raise ValueError(
             f"{field!r} is not a hashed user_data field; expected one of {sorted(HASHED_FIELDS)}"
@@ -159,18 +172,26 @@ def _compile(field: str, default_country: str | None) -> tuple[_Field, TextRule]
         if default is None:
             raise ValueError(f"default_country {default_country!r} is not a country code")
     spec = _FIELDS[field]
+    if field == "db" and birthdate_order != "year-first":
+        return spec, birthdate_rule_for(birthdate_order)
     return spec, spec.build(resolver(default))
 
 
-def normalizer(field: str, *, default_country: str | None = None) -> Normalizer:
+def normalizer(
+    field: str,
+    *,
+    default_country: str | None = None,
+    birthdate_order: BirthdateOrder = "year-first",
+) -> Normalizer:
     """Compile ``f(value, region) -> normalized text`` (not hashed) for a ``user_data`` field.
 
     ``region`` is the event's country hint (alpha-2 or alpha-3, any case, or None); it decides how
     national phone numbers and US zip and state values are read, and ``default_country`` stands in
-    when it is missing. ``f`` raises ``NormalizeError``. An unknown ``field`` or ``default_country``
-    raises ``ValueError`` here, since that is a programming or configuration error.
+    when it is missing; ``birthdate_order`` (``Reading``) how ``03/04/1990`` is read. ``f`` raises
+    ``NormalizeError``. An unknown ``field`` or ``default_country`` raises ``ValueError`` here,
+    since that is a programming or configuration error.
     """
-    spec, rule = _compile(field, default_country)
+    spec, rule = _compile(field, default_country, birthdate_order)
 
     def normalize(value: Any, region: str | None) -> str:
         if isinstance(value, str):
@@ -182,13 +203,18 @@ def normalizer(field: str, *, default_country: str | None = None) -> Normalizer:
     return normalize
 
 
-def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
+def hasher(
+    field: str,
+    *,
+    default_country: str | None = None,
+    birthdate_order: BirthdateOrder = "year-first",
+) -> Normalizer:
     """Compile ``f(value, region) -> lowercase SHA-256 hex`` of the normalized value.
 
     A value that already is a SHA-256 digest (64 hex characters once trimmed) is passed through
     lowercased, never hashed twice, so hashing is idempotent. Otherwise as ``normalizer``.
     """
-    spec, rule = _compile(field, default_country)
+    spec, rule = _compile(field, default_country, birthdate_order)
     is_digest = _SHA256.fullmatch
     sha256 = _sha256
 
@@ -204,20 +230,30 @@ def hasher(field: str, *, default_country: str | None = None) -> Normalizer:
     return digest
 
 
-def text_rule(field: str, *, default_country: str | None = None) -> TextRule:
+def text_rule(
+    field: str,
+    *,
+    default_country: str | None = None,
+    birthdate_order: BirthdateOrder = "year-first",
+) -> TextRule:
     """``f(text, value, region) -> normalized text`` (not hashed) for a trimmed, non-empty
     string ``text`` (``value`` as given, for error messages): what ``text_hasher`` hashes, for
     callers that hash themselves (``sha256_hex``, after ``is_sha256``)."""
-    return _compile(field, default_country)[1]
+    return _compile(field, default_country, birthdate_order)[1]
 
 
-def text_hasher(field: str, *, default_country: str | None = None) -> TextRule:
+def text_hasher(
+    field: str,
+    *,
+    default_country: str | None = None,
+    birthdate_order: BirthdateOrder = "year-first",
+) -> TextRule:
     """``hasher`` for a string value already trimmed, and not empty, by the caller.
 
     ``f(text, value, region)``: ``text`` is ``value.strip()``, ``value`` the string as given (for
     error messages). The same digest as ``hasher(field)(value, region)``, one call fewer.
     """
-    _, rule = _compile(field, default_country)
+    _, rule = _compile(field, default_country, birthdate_order)
     is_digest = _SHA256.fullmatch
     sha256 = _sha256
 

@@ -161,6 +161,21 @@ def test_input_with_no_extension_is_csv_only_when_its_first_line_has_a_comma(
     ]
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolons", "tabs"])
+def test_csv_separated_by_semicolons_or_tabs_is_read_as_its_header_line_says(
+    workdir: Path, delimiter: str
+) -> None:
+    """What a spreadsheet writes where the comma is the decimal mark (France, Germany): each row
+    was one cell, named by the whole header line, and every event was refused."""
+    content = delimiter.join(["event_name", "user.id", "user.email"]) + "\n"
+    content += delimiter.join(["lead_qualified", "crm-1", "a@example.com"]) + "\n"
+    expected = {"event_name": "lead_qualified", "user": {"id": "crm-1", "email": "a@example.com"}}
+    path = write("export.csv", content.encode())
+    assert seen(list(read_events(path))) == [(f"{path} row 2", expected)]
+    piped = read_events("-", stdin=io.BytesIO(content.encode()))
+    assert seen(list(piped)) == [("stdin row 2", expected)]
+
+
 def test_stdin_defaults_to_the_process_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(ND)))
     assert seen(list(read_events("-"))) == [("stdin line 1", A), ("stdin line 2", B)]

@@ -93,8 +93,9 @@ def read_events(
 
     ``fmt="auto"`` goes by extension (``.ndjson``/``.jsonl``, ``.json``, ``.csv``, after
     ``.gz``), else by the first non-blank line: ``[`` or ``{`` is JSON (an array, a batch
-    envelope, one or several objects, NDJSON), a line with a comma is a CSV header, anything
-    else NDJSON (its lines that are not JSON are said). A UTF-8 BOM is ignored.
+    envelope, one or several objects, NDJSON), a line with a comma, a semicolon or a tab is a
+    CSV header, anything else NDJSON (its lines that are not JSON are said). A UTF-8 BOM is
+    ignored.
     Raises ``InputError`` here, before the first record, when the input cannot be opened or
     read at all or its CSV header is unusable; later problems come out as error records.
     """
@@ -260,10 +261,11 @@ _SNIFFED_LINE_MAX: Final = 1 << 20
 
 def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
     """The format of input with no known extension (stdin, most often), by its first non-blank
-    line: JSON when it starts with ``[`` or ``{``, CSV when it holds a comma (a header of
-    columns), else NDJSON, whose reader says which lines are not JSON. (Taken for CSV, a first
-    line such as "Internal Server Error" was a header of one column and the input had no events:
-    "read 0", exit 0.) Returns ``head`` with what was read to see the line whole."""
+    line: JSON when it starts with ``[`` or ``{``, CSV when it holds a comma, a semicolon or a
+    tab (a header of columns), else NDJSON, whose reader says which lines are not JSON. (Taken
+    for CSV, a first line such as "Internal Server Error" was a header of one column and the
+    input had no events: "read 0", exit 0.) Returns ``head`` with what was read to see the line
+    whole."""
     first = _NON_SPACE.search(head)
     if first is None:
         return head, "csv"  # blank: no events, whatever the format
@@ -276,7 +278,7 @@ def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
             break
         head += chunk
     line = head[start:].partition(b"\n")[0]
-    return head, "csv" if b"," in line else "ndjson"
+    return head, "csv" if any(c in line for c in (b",", b";", b"\t")) else "ndjson"
 
 
 def _head(chunks: Iterator[bytes]) -> bytes:

@@ -1,4 +1,5 @@
-"""CSV with dotted column names (``user.email``, ``items.0.product.id``) read as nested events.
+"""CSV with dotted column names (``user.email``, ``items.0.product.id``) read as nested events,
+separated by commas, semicolons or tabs (as its header line says).
 
 Cells stay strings (the mapping layer parses numbers and timestamps) and empty cells are left
 out, so a sparse spreadsheet gives the same events as sparse JSON.
@@ -24,7 +25,13 @@ def read_csv(chunks: Iterator[bytes], name: str) -> Iterator[SourceRecord]:
     then read as they are asked for (``name row 7``, counting the header as row 1, as a
     spreadsheet shows it). Rows of empty cells are skipped; a row longer than the header is an
     error record."""
-    reader = csv.reader(_text_lines(chunks, name))
+    lines = _text_lines(chunks, name)
+    head: list[str] = []  # up to the header, the first line not blank
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            break
+    reader = csv.reader(chain(head, lines), delimiter=delimiter_of(head[-1] if head else ""))
     try:
         header = next(reader, None)
         while header is not None and not "".join(header).strip():  # blank lines before it
@@ -34,6 +41,16 @@ def read_csv(chunks: Iterator[bytes], name: str) -> Iterator[SourceRecord]:
     if header is None:
         return iter(())
     return _rows(reader, _compile_header(header, name), len(header), name)
+
+
+def delimiter_of(header: str) -> str:
+    """The delimiter a CSV header line uses: a comma, else a semicolon (what a spreadsheet writes
+    where the comma is the decimal mark: France, Germany...), else a tab. Column names hold none
+    of them."""
+    for delimiter in (",", ";", "\t"):
+        if delimiter in header:
+            return delimiter
+    return ","
 
 
 def _rows(

@@ -63,12 +63,13 @@ def resolver(default: str | None) -> Resolver:
     return resolve
 
 
-# What follows a city's name in a postal address and is no part of it: a district's number
-# written as an ordinal ("Paris 11e", "Lyon 3e arrondissement", "Marseille 1er"), a CEDEX
-# (French business mail) and what comes after it. Its digits go anyway; the letters of "11e"
-# stayed ("parise").
+# What ends a French postal address's city and is no part of its name: the district's number,
+# as an ordinal ("Paris 11e", "Paris 11ème arr.", "Lyon 3e arrondissement", "Marseille 1er"),
+# and a CEDEX (business mail) with what follows it. The digits go anyway; the letters of "11e"
+# stayed ("parise"). Only at the end, after the name: "6th of October City" keeps its letters.
 _ADDRESS_TAIL: Final = re.compile(
-    r"\d+\s*(?:er|re|ère|e|ème|eme|è|nd|rd|th|st)?(?:\s+arrondissement)?\b|\bcedex\b.*"
+    r"(?<=\w)\s+(?:\d{1,2}(?:er|re|ère|e|ème|eme|è|ᵉ|ᵉʳ)?(?:\s+arr(?:ondissement|\.)?)?"
+    r"|cedex\b.*)\s*$"
 )
 
 
@@ -103,6 +104,9 @@ def country_rule(text: str, value: Any, region: str | None) -> str:
     return code.lower()
 
 
+_ISO_US_STATE: Final = re.compile(r"US[-\s]([A-Za-z]{2})", re.IGNORECASE)
+
+
 def state_rule(resolve: Resolver) -> TextRule:
     """The ``st`` rule: compact lower case; a US state's two-letter code where it is one."""
 
@@ -117,9 +121,10 @@ def state_rule(resolve: Resolver) -> TextRule:
             code = geo.US_STATE_NAMES.get(state)
             if code is not None:
                 return code.lower()
-            # ISO 3166-2: "US-CA" is CA.
-            if len(state) == 4 and state[:2] == "us" and state[2:].upper() in geo.US_STATE_CODES:
-                return state[2:]
+            # ISO 3166-2: "US-CA" is CA (not "Usak", a Turkish province).
+            iso = _ISO_US_STATE.fullmatch(text)
+            if iso is not None and iso[1].upper() in geo.US_STATE_CODES:
+                return iso[1].lower()
         return state
 
     return normalize
@@ -172,7 +177,9 @@ def zip_rule(resolve: Resolver) -> TextRule:
             raise NormalizeError(
                 "invalid_zip", f"zip code {_show(value)} is not a US ZIP code (5 digits or ZIP+4)"
             )
-        size = _ZERO_LED_DIGITS.get(country, 0)  # type: ignore[arg-type]
+        # The event's own country only: default_country stands in for phone numbers, and a
+        # 4-digit code under a French default may be Belgian, Swiss or Austrian.
+        size = _ZERO_LED_DIGITS.get(country, 0) if region is not None else 0  # type: ignore[arg-type]
         if size > len(zipcode) >= size - 2 and zipcode.isascii() and zipcode.isdigit():
             return zipcode.zfill(size)
         if country is None:

@@ -298,6 +298,9 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     # Whole numbers written as floats (pandas, spreadsheets): the number.
     ("zp", 75011.0, "FR", "75011"),
     ("zp", "75011.0", "FR", "75011"),
+    ("ph", "33612345678.0", None, "33612345678"),
+    ("ph", "612345678.0", "FR", "33612345678"),
+    ("db", "19900304.0", None, "19900304"),
     ("zp", 2134.0, "US", "02134"),
     ("zp", 75011.5, "FR", Err("invalid_type")),
     ("db", 19850412.0, None, "19850412"),

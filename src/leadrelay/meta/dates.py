@@ -114,6 +114,8 @@ def _birthdate(text: str, value: Any, order: BirthdateOrder) -> str:
         year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value, order)
     elif (seen := visible(text)) != text:  # a date with invisible characters (field_rules)
         return _birthdate(seen, value, order)
+    elif text[-2:] == ".0" and text[:-2].isdigit():  # YYYYMMDD, a number pandas wrote as a float
+        return _birthdate(text[:-2], value, order)
     else:
         raise NormalizeError(
             "invalid_birthdate",

@@ -319,6 +319,8 @@ def phone_rule(resolve: Resolver) -> TextRule:
                     if found is not None:
                         return found
                 return _phone_digits(text, region if region in RESOLVED else resolve(region), value)
+            if text[-2:] == ".0" and text[:-2].isdigit():  # a number pandas wrote as a float
+                text = text[:-2]
         elif text[0] == "-":
             raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
         country = region if region in RESOLVED else resolve(region)

@@ -139,13 +139,14 @@ def test_stdin(content: bytes, fmt: Any, expected: list[tuple[str, Any]]) -> Non
 
 
 @pytest.mark.parametrize("chunk_size", [1 << 16, 3])
-def test_input_with_no_extension_is_csv_only_when_its_first_line_has_a_comma(
+def test_input_with_no_extension_is_ndjson_after_a_stray_line_and_one_bad_line_is_said(
     chunk_size: int,
 ) -> None:
     """A first line that is neither JSON nor a CSV header (an error page piped in by mistake, a
     stray line before NDJSON) is an unreadable line: the input was taken for CSV with a header of
     one column, "Internal Server Error" gave no event at all ("read 0", exit 0), and the NDJSON
-    after a stray line gave one error per event ("has 15 cells but the header has 1 columns")."""
+    after a stray line gave one error per event ("has 15 cells but the header has 1 columns"),
+    with a comma in the stray line too."""
 
     def read(content: bytes) -> list[SourceRecord]:
         return list(read_events("-", stdin=io.BytesIO(content), chunk_size=chunk_size))
@@ -153,9 +154,14 @@ def test_input_with_no_extension_is_csv_only_when_its_first_line_has_a_comma(
     (page,) = read(b"Internal Server Error\n")
     assert page.event is None and page.where == "stdin line 1"
     assert "invalid JSON" in (page.error or "")
-    stray, *rest = read(b"garbage line\n" + ND)
-    assert stray.event is None and stray.where == "stdin line 1"
-    assert seen(rest) == [("stdin line 2", A), ("stdin line 3", B)]
+    for line in (b"garbage line\n", b"Error: upstream timed out, retrying\n"):
+        stray, *rest = read(line + ND)
+        assert stray.event is None and stray.where == "stdin line 1"
+        assert seen(rest) == [("stdin line 2", A), ("stdin line 3", B)]
+    # A CSV of one column is still a CSV.
+    assert seen(read(b"event_name\nlead_qualified\n")) == [
+        ("stdin row 2", {"event_name": "lead_qualified"})
+    ]
     assert seen(read(b"\n\nevent_name,user.id\nlead_qualified,crm-1\n")) == [
         ("stdin row 2", {"event_name": "lead_qualified", "user": {"id": "crm-1"}})
     ]

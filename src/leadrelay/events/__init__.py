@@ -92,10 +92,9 @@ def read_events(
     """Stream the events of a file (``.gz`` decompressed on the fly) or of stdin (``"-"``).
 
     ``fmt="auto"`` goes by extension (``.ndjson``/``.jsonl``, ``.json``, ``.csv``, after
-    ``.gz``), else by the first non-blank line: ``[`` or ``{`` is JSON (an array, a batch
-    envelope, one or several objects, NDJSON), a line with a comma, a semicolon or a tab is a
-    CSV header, anything else NDJSON (its lines that are not JSON are said). A UTF-8 BOM is
-    ignored.
+    ``.gz``), else by its first lines (``_sniffed``): ``[`` or ``{`` first is JSON (an array, a
+    batch envelope, one or several objects, NDJSON), a stray line before ``{`` is NDJSON (the
+    line said not JSON), else CSV. A UTF-8 BOM is ignored.
     Raises ``InputError`` here, before the first record, when the input cannot be opened or
     read at all or its CSV header is unusable; later problems come out as error records.
     """
@@ -260,25 +259,29 @@ _SNIFFED_LINE_MAX: Final = 1 << 20
 
 
 def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
-    """The format of input with no known extension (stdin, most often), by its first non-blank
-    line: JSON when it starts with ``[`` or ``{``, CSV when it holds a comma, a semicolon or a
-    tab (a header of columns), else NDJSON, whose reader says which lines are not JSON. (Taken
-    for CSV, a first line such as "Internal Server Error" was a header of one column and the
-    input had no events: "read 0", exit 0.) Returns ``head`` with what was read to see the line
-    whole."""
+    """The format of input with no known extension (stdin, most often), by its first lines:
+    JSON when the first starts with ``[`` or ``{``; NDJSON when the next starts with ``{`` (a
+    stray first line: an error message, a log line), or when the input is one line with no
+    comma, semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a header of
+    columns). Taken for CSV, "Internal Server Error" was a header of one column and the input
+    had no events ("read 0", exit 0), and NDJSON after a stray line gave one error per event.
+    Returns ``head`` with what was read to see the lines whole."""
     first = _NON_SPACE.search(head)
     if first is None:
         return head, "csv"  # blank: no events, whatever the format
     if head[first.start()] in b"[{":
         return head, "json"
     start = first.start()
-    while b"\n" not in head[start:] and len(head) - start < _SNIFFED_LINE_MAX:
+    while head.count(b"\n", start) < 2 and len(head) - start < _SNIFFED_LINE_MAX:
         chunk = next(chunks, None)
         if chunk is None:
             break
         head += chunk
-    line = head[start:].partition(b"\n")[0]
-    return head, "csv" if any(c in line for c in (b",", b";", b"\t")) else "ndjson"
+    line, _, rest = head[start:].partition(b"\n")
+    after = rest.lstrip()
+    if after[:1] == b"{" or not (after or any(c in line for c in (b",", b";", b"\t"))):
+        return head, "ndjson"
+    return head, "csv"
 
 
 def _head(chunks: Iterator[bytes]) -> bytes:

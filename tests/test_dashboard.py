@@ -711,8 +711,9 @@ def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_t
     """A row copied from README's [smart_mapping] ("custom_data.value" = "{{value}}") sent the
     text "\"5\"" for a value of 5, and a quoted "=LOWR(id)" as a literal: the quotes were kept."""
     rows, problems = parse_rows(
+        "[smart_mapping]  # the section, pasted whole\n"
         '"custom_data.value" = "{{value}}"\n'
-        "custom_data.stage = {{crm_stage}}\n"
+        "custom_data.stage = {{crm_stage}} # a comment after a bare row\n"
         "'custom_data.note' = 'as is' # a comment, as TOML allows\n"
     )
     assert problems == []

@@ -5,6 +5,7 @@ putting them in the config. Nothing is saved, stored or sent.
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from collections.abc import Callable
@@ -67,6 +68,10 @@ def sample_event(settings: Settings, now: float) -> str:
     return orjson.dumps(event, option=orjson.OPT_INDENT_2).decode()
 
 
+_SECTION: Final = re.compile(r"\[\s*smart_mapping\s*\]\s*(?:#.*)?")
+_COMMENT: Final = re.compile(r"\s+#.*$")
+
+
 def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:
     """``target = expression`` lines (blank lines and ``#`` comments skipped), as the config's
     ``[smart_mapping]`` rows are written (``"custom_data.value" = "{{value}}"``, a TOML string)
@@ -74,10 +79,14 @@ def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:
     rows: dict[str, str] = {}
     problems: list[RowProblem] = []
     for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+        stripped = line.strip()
+        # Blank lines, comments, and the section's header when the block is pasted whole.
+        if not stripped or stripped.startswith("#") or _SECTION.fullmatch(stripped):
             continue
         target, eq, source = line.partition("=")
         target, source = target.strip().strip("\"'"), source.strip()
+        if source[:1] not in ('"', "'"):  # bare: a comment after it is no part of it
+            source = _COMMENT.sub("", source)
         if source[:1] in ('"', "'"):  # a TOML string, as in the config: its text
             try:
                 value = tomllib.loads(f"value = {source}")["value"]

@@ -462,7 +462,7 @@ def test_csv_that_is_not_utf8_stops_with_the_byte(workdir: Path) -> None:
         list(read_events("latin1.csv", chunk_size=8)),
         [
             ("latin1.csv row 2", {"event_name": "lead", "user": {"city": "Paris"}}),
-            ("latin1.csv", "latin1.csv: not UTF-8 text at byte 42"),
+            ("latin1.csv", "latin1.csv: not UTF-8 text at byte 42 (from a spreadsheet, save it as"),
         ],
     )
 

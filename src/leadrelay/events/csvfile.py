@@ -83,7 +83,10 @@ def _text_lines(chunks: Iterator[bytes], name: str) -> Iterator[str]:
         try:
             text = decoder.decode(chunk or b"", final=chunk is None)
         except UnicodeDecodeError as exc:
-            raise ReadError(f"{name}: not UTF-8 text at byte {offset - held + exc.start}") from None
+            raise ReadError(
+                f"{name}: not UTF-8 text at byte {offset - held + exc.start} (from a "
+                'spreadsheet, save it as "CSV UTF-8")'
+            ) from None
         offset += len(chunk or b"")
         lines = (pending + text).split("\n")
         pending = lines.pop()

@@ -205,6 +205,8 @@ def test_preview_explains_each_field(tmp_path: Path) -> None:
     assert "Sendable" in out and "Marketing Qualified Lead" in out
     assert "user_data.ph" in out and "prebuilt" in out and "setting" in out
     assert "user_data.db" in out and "YYYY" in out  # why the birthdate was left out
+    # What each digest is of: the value as normalized (a national number with its country code).
+    assert "SHA-256 of 33612345678" in " ".join(out.replace("│", " ").split())
 
 
 def test_preview_of_a_file_of_several_events_says_it_shows_the_first(tmp_path: Path) -> None:

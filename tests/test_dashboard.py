@@ -321,6 +321,7 @@ def test_playground_shows_the_payload_and_where_each_field_comes_from(
         "=COALESCE(user.email, user.email_sha256)",
         '"play-1@example.com"',
     ]
+    assert 'SHA-256 of "play-1@example.com"' in em[4]  # what the digest is of
     assert row_cells(page, sources, "custom_data.value")[1:5] == [
         "smart_mapping",
         "{{value}}",

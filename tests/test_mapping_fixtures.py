@@ -135,3 +135,29 @@ def test_birthdate_order_of_the_config_reads_dates_that_read_both_ways() -> None
     french = Mapper(make_settings(birthdate_order="day-first"), clock=lambda: NOW).map(event)
     assert isinstance(french, Payload) and french.notes == ()
     assert french.data["user_data"]["db"] == [hashlib.sha256(b"19900403").hexdigest()]
+
+
+def test_explain_says_what_each_digest_is_of() -> None:
+    """preview and the playground show the value each digest is of, as normalized: a zip code
+    that got its zero back, a phone with its country code, an address in its wrapping."""
+    from leadrelay.mapping.explain import explain
+
+    event = {
+        "event_name": "lead_qualified",
+        "facebook_lead_id": 123456789012345,
+        "user": {
+            "email": "Jane <Jane.Doe@Example.com>",
+            "phone": "06 12 34 56 78",
+            "zipcode": "6000",
+            "country": "FR",
+            "city": "e" * 64,  # already a digest: nothing to say
+        },
+        "context": {"event_id": "e-1", "event_timestamp": int(NOW) * 1000},
+    }
+    lines = {f.target: f for f in explain(Mapper(make_settings(), clock=lambda: NOW), event).fields}
+    assert lines["user_data.em"].hashed == "jane.doe@example.com"
+    assert lines["user_data.ph"].hashed == "33612345678"
+    assert lines["user_data.zp"].hashed == "06000"
+    assert lines["user_data.zp"].sent == [hashlib.sha256(b"06000").hexdigest()]
+    assert lines["user_data.ct"].hashed is None
+    assert lines["user_data.lead_id"].hashed is None  # not hashed

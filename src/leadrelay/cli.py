@@ -232,6 +232,8 @@ def preview(
             if line.sent is not MISSING
             else Text(str(line.why_not), style="yellow")
         )
+        if line.hashed is not None:  # what the digest is of: the value as Meta normalizes it
+            sent.append(f"\nSHA-256 of {_show(line.hashed)}", style="dim")
         table.add_row(line.target, line.origin, Text(line.source), Text(_show(line.read)), sent)
     out.print(table)
     if isinstance(outcome, Payload):

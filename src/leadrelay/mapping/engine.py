@@ -74,6 +74,7 @@ class Mapper:
         self._event_id_of = compile_path("context.event_id")
         plans = compile_plans(settings)
         self.plans: tuple[Plan, ...] = tuple(plans)
+        self.reading = reading_of(settings)  # how its hashed fields read values
         by_target = {p.target: p for p in plans}
         lead, time_plan = by_target.get("user_data.lead_id"), by_target.get("event_time")
         self._lead = None if lead is None else LeadReader(lead)

@@ -8,7 +8,8 @@ from typing import Any
 
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.expressions import MISSING, EvaluationError
-from leadrelay.meta.normalize import region_hint
+from leadrelay.mapping.fields import Treatment
+from leadrelay.meta.normalize import is_sha256, normalizer, region_hint
 from leadrelay.meta.rules import FieldProblem
 from leadrelay.outcome import Outcome, Payload
 
@@ -23,6 +24,9 @@ class FieldLine:
     read: Any  # the raw value read from the event, or MISSING
     sent: Any  # the value in the payload, or MISSING
     why_not: str | None
+    # A hashed field's value as normalized, what its digest is of ("jane@example.com", "06000"):
+    # None for others, for a list, and for a value that already was a digest.
+    hashed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ def explain(mapper: Mapper, event: Mapping[str, Any]) -> Explanation:
     """Map ``event`` and explain each field of the result."""
     outcome = mapper.map(event)
     data = outcome.data if isinstance(outcome, Payload) else {}
-    region = None
+    region = _region(mapper, event)
     lines = []
     for plan in mapper.plans:
         try:
@@ -47,8 +51,6 @@ def explain(mapper: Mapper, event: Mapping[str, Any]) -> Explanation:
                 FieldLine(plan.target, plan.origin, plan.source, MISSING, MISSING, str(exc))
             )
             continue
-        if plan.target == "user_data.country" and isinstance(raw, str):
-            region = region_hint(raw)
         sent = _dig(data, plan.target)
         why = None
         if sent is MISSING:
@@ -60,8 +62,34 @@ def explain(mapper: Mapper, event: Mapping[str, Any]) -> Explanation:
                     why = "not sent (the event was not sent)" if not data else None
                 except (FieldProblem, EvaluationError) as exc:
                     why = getattr(exc, "message", None) or str(exc)
-        lines.append(FieldLine(plan.target, plan.origin, plan.source, raw, sent, why))
+        hashed = None
+        if sent is not MISSING and plan.treatment is Treatment.HASHED:
+            hashed = _normalized(mapper, plan.target, raw, region)
+        lines.append(FieldLine(plan.target, plan.origin, plan.source, raw, sent, why, hashed))
     return Explanation(outcome, tuple(lines))
+
+
+def _region(mapper: Mapper, event: Mapping[str, Any]) -> str | None:
+    """The event's region, as the mapper reads it for every field (its country's value)."""
+    for plan in mapper.plans:
+        if plan.target == "user_data.country":
+            try:
+                raw = plan.read(event)
+            except EvaluationError:
+                return None
+            return region_hint(raw) if isinstance(raw, str) else None
+    return None
+
+
+def _normalized(mapper: Mapper, target: str, raw: Any, region: str | None) -> str | None:
+    """The text a hashed field's value is normalized to before hashing (see ``FieldLine``)."""
+    if raw is MISSING or isinstance(raw, list) or (isinstance(raw, str) and is_sha256(raw)):
+        return None
+    field = target.rpartition(".")[2]
+    try:
+        return normalizer(field, **mapper.reading._asdict())(raw, region)
+    except (FieldProblem, ValueError):
+        return None
 
 
 def _dig(data: Mapping[str, Any], target: str) -> Any:

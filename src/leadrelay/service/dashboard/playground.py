@@ -18,7 +18,7 @@ import orjson
 from leadrelay.config import Settings
 from leadrelay.diagnostics.html import html_table
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.explain import Explanation, explain
+from leadrelay.mapping.explain import Explanation, FieldLine, explain
 from leadrelay.mapping.expressions import MISSING, ExpressionError, compile_expression
 from leadrelay.mapping.fields import TargetError, treatment
 from leadrelay.outcome import Filtered, Payload, Rejected
@@ -194,6 +194,16 @@ def _outcome(e: Explanation) -> str:
     )
 
 
+def _sent(f: FieldLine) -> str:
+    """The cell of what a field sends: the value (and what a digest is of), or why not."""
+    if f.sent is MISSING:
+        return f"<em>{escape(f.why_not or 'not sent')}</em>"
+    cell = f'<code class="wrap">{escape(_show(f.sent))}</code>'
+    if f.hashed is not None:
+        cell += f'<br><small>SHA-256 of <code class="wrap">{escape(_show(f.hashed))}</code></small>'
+    return cell
+
+
 def _result(result: Result) -> str:
     if result.row_problems:
         return (
@@ -210,9 +220,7 @@ def _result(result: Result) -> str:
             escape(f.origin),
             f"<code>{escape(f.source)}</code>",
             f'<code class="wrap">{escape(_show(f.read))}</code>',
-            f'<code class="wrap">{escape(_show(f.sent))}</code>'
-            if f.sent is not MISSING
-            else f"<em>{escape(f.why_not or 'not sent')}</em>",
+            _sent(f),
         )
         for f in e.fields
     ]

@@ -723,6 +723,16 @@ def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_t
         "custom_data.stage": "{{crm_stage}}",
         "custom_data.note": "as is",
     }
+    # " #" inside an expression is no comment.
+    rows, problems = parse_rows(
+        "custom_data.content_name = Lead #{{crm_stage}}\n"
+        'custom_data.order = =CONCAT("Order #", crm_stage)\n'
+    )
+    assert problems == []
+    assert rows == {
+        "custom_data.content_name": "Lead #{{crm_stage}}",
+        "custom_data.order": '=CONCAT("Order #", crm_stage)',
+    }
     _, (typo,) = parse_rows('"custom_data.x" = "=LOWR(id)"')
     assert "unknown function LOWR" in typo.message
     _, (unclosed,) = parse_rows('"custom_data.x" = "=LOWER(id)')

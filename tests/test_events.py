@@ -158,6 +158,12 @@ def test_input_with_no_extension_is_ndjson_after_a_stray_line_and_one_bad_line_i
         stray, *rest = read(line + ND)
         assert stray.event is None and stray.where == "stdin line 1"
         assert seen(rest) == [("stdin line 2", A), ("stdin line 3", B)]
+    # Two stray lines, and a blank one after a stray line, are stray lines too.
+    first, second, *rest = read(b"Retrying\nRetrying again\n" + ND)
+    assert first.event is None and second.event is None
+    assert seen(rest) == [("stdin line 3", A), ("stdin line 4", B)]
+    stray, *rest = read(b"Error, retrying\n\n" + ND)
+    assert stray.event is None and seen(rest) == [("stdin line 3", A), ("stdin line 4", B)]
     # A CSV of one column is still a CSV.
     assert seen(read(b"event_name\nlead_qualified\n")) == [
         ("stdin row 2", {"event_name": "lead_qualified"})
@@ -173,9 +179,13 @@ def test_csv_separated_by_semicolons_or_tabs_is_read_as_its_header_line_says(
 ) -> None:
     """What a spreadsheet writes where the comma is the decimal mark (France, Germany): each row
     was one cell, named by the whole header line, and every event was refused."""
-    content = delimiter.join(["event_name", "user.id", "user.email"]) + "\n"
-    content += delimiter.join(["lead_qualified", "crm-1", "a@example.com"]) + "\n"
-    expected = {"event_name": "lead_qualified", "user": {"id": "crm-1", "email": "a@example.com"}}
+    content = delimiter.join(["event_name", "user.id", '"Nom, prénom"', "user.email"]) + "\n"
+    content += delimiter.join(["lead_qualified", "crm-1", "Dupont", "a@example.com"]) + "\n"
+    expected = {
+        "event_name": "lead_qualified",
+        "user": {"id": "crm-1", "email": "a@example.com"},
+        "Nom, prénom": "Dupont",  # a comma in a quoted column's name is no delimiter
+    }
     path = write("export.csv", content.encode())
     assert seen(list(read_events(path))) == [(f"{path} row 2", expected)]
     piped = read_events("-", stdin=io.BytesIO(content.encode()))

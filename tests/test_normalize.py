@@ -253,6 +253,10 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ct", "Marseille 1er", None, "marseille"),
     ("ct", "Paris CEDEX 08", None, "paris"),
     ("ct", "Paris 11ème arr.", None, "paris"),
+    ("ct", "Paris, 11e", None, "paris"),
+    ("ct", "Paris (11 ème)", None, "paris"),
+    ("ct", "Paris 8e Cedex", None, "paris"),
+    ("ct", "Paris-11e", None, "paris"),
     ("ct", "6th of October City", None, "thofoctobercity"),  # a name: its letters stay
     ("ct", "Station 4 St Louis", None, "stationstlouis"),
     ("ct", "'' -", None, Err("empty")),
@@ -263,6 +267,8 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("st", "Puerto Rico", "PR", "pr"),  # a US territory: a USPS code, as its ZIP codes are US
     ("st", "US-NY", None, "ny"),
     ("st", "Usak", None, "usak"),  # a Turkish province, not "US-AK"
+    ("st", "US_CA", None, "ca"),
+    ("st", "US \u2013 CA", None, "ca"),
     ("st", "CA", "US", "ca"),
     ("st", "new-york", "US", "ny"),
     ("st", "Texas", "USA", "tx"),

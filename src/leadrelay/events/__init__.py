@@ -258,30 +258,45 @@ def _chunks(stream: BinaryIO, size: int, name: str) -> Iterator[bytes]:
 _SNIFFED_LINE_MAX: Final = 1 << 20
 
 
+_SNIFFED_LINES: Final = 5
+
+
 def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
     """The format of input with no known extension (stdin, most often), by its first lines:
-    JSON when the first starts with ``[`` or ``{``; NDJSON when the next starts with ``{`` (a
-    stray first line: an error message, a log line), or when the input is one line with no
-    comma, semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a header of
-    columns). Taken for CSV, "Internal Server Error" was a header of one column and the input
-    had no events ("read 0", exit 0), and NDJSON after a stray line gave one error per event.
-    Returns ``head`` with what was read to see the lines whole."""
+    JSON when the first starts with ``[`` or ``{``; NDJSON when one of the next few does (after
+    stray lines: an error message, a log line), or when the input is one line with no comma,
+    semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a header of columns).
+    Taken for CSV, "Internal Server Error" was a header of one column and the input had no
+    events ("read 0", exit 0), and NDJSON after a stray line gave one error per event. Returns
+    ``head`` with what was read to see the lines whole (blank ones do not count)."""
     first = _NON_SPACE.search(head)
     if first is None:
         return head, "csv"  # blank: no events, whatever the format
     if head[first.start()] in b"[{":
         return head, "json"
-    start = first.start()
-    while head.count(b"\n", start) < 2 and len(head) - start < _SNIFFED_LINE_MAX:
+    start, ended = first.start(), False
+    while len(_lines(head[start:])) <= _SNIFFED_LINES and len(head) - start < _SNIFFED_LINE_MAX:
         chunk = next(chunks, None)
         if chunk is None:
+            ended = True
             break
         head += chunk
-    line, _, rest = head[start:].partition(b"\n")
-    after = rest.lstrip()
-    if after[:1] == b"{" or not (after or any(c in line for c in (b",", b";", b"\t"))):
+    # Not empty: the first line is not blank (else it is longer than what is read to see it).
+    line, *after = _lines(head[start:], ended=ended) or [b""]
+    if any(other[:1] in (b"{", b"[") for other in after[:_SNIFFED_LINES]):
+        return head, "ndjson"
+    if not after and not any(c in line for c in (b",", b";", b"\t")):
         return head, "ndjson"
     return head, "csv"
+
+
+def _lines(data: bytes, *, ended: bool = False) -> list[bytes]:
+    """The lines of ``data`` that are not blank, stripped; the last one only once it is whole
+    (or the input ``ended``)."""
+    lines = data.split(b"\n")
+    if not ended:
+        lines.pop()  # what follows the last newline: not a whole line yet
+    return [line.strip() for line in lines if line.strip()]
 
 
 def _head(chunks: Iterator[bytes]) -> bytes:

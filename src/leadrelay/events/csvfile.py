@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from leadrelay.events.records import MAX_ELEMENT_BYTES, InputError, ReadError, SourceRecord
 
@@ -47,10 +48,14 @@ def delimiter_of(header: str) -> str:
     """The delimiter a CSV header line uses: a comma, else a semicolon (what a spreadsheet writes
     where the comma is the decimal mark: France, Germany...), else a tab. Column names hold none
     of them."""
+    unquoted = _QUOTED.sub("", header)  # "Nom, prénom" is one column's name
     for delimiter in (",", ";", "\t"):
-        if delimiter in header:
+        if delimiter in unquoted:
             return delimiter
     return ","
+
+
+_QUOTED: Final = re.compile(r'"[^"]*"')
 
 
 def _rows(

@@ -63,13 +63,14 @@ def resolver(default: str | None) -> Resolver:
     return resolve
 
 
-# What ends a French postal address's city and is no part of its name: the district's number,
-# as an ordinal ("Paris 11e", "Paris 11ème arr.", "Lyon 3e arrondissement", "Marseille 1er"),
-# and a CEDEX (business mail) with what follows it. The digits go anyway; the letters of "11e"
-# stayed ("parise"). Only at the end, after the name: "6th of October City" keeps its letters.
-_ADDRESS_TAIL: Final = re.compile(
-    r"(?<=\w)\s+(?:\d{1,2}(?:er|re|ère|e|ème|eme|è|ᵉ|ᵉʳ)?(?:\s+arr(?:ondissement|\.)?)?"
-    r"|cedex\b.*)\s*$"
+# What a French postal address's city line holds that is no part of the city's name: the
+# district's number as an ordinal ("Paris 11e", "Paris, 11e", "Paris (11 ème)", "Lyon 3e
+# arrondissement", "Marseille 1er"), and a CEDEX (business mail) with what follows it. The digits
+# go anyway; the letters of "11e" stayed ("parise"). French ordinals only, and never first:
+# "6th of October City" and "Station 4 St Louis" keep their letters.
+_ADDRESS_PARTS: Final = re.compile(
+    r"(?<=\W)\d{1,2}\s*(?:er|re|ère|e|ème|eme|è|ᵉʳ|ᵉ)(?:\s*arr(?:ondissement\b|\.|\b))?(?=\W|$)"
+    r"|\bcedex\b.*"
 )
 
 
@@ -78,7 +79,7 @@ def city_rule(text: str, value: Any, region: str | None) -> str:
     lowered = text.lower()
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
-    city = clean(_ADDRESS_TAIL.sub(" ", lowered), CITY)
+    city = clean(_ADDRESS_PARTS.sub(" ", lowered), CITY)
     if not city:
         raise emptied("city", value)
     return city
@@ -104,7 +105,9 @@ def country_rule(text: str, value: Any, region: str | None) -> str:
     return code.lower()
 
 
-_ISO_US_STATE: Final = re.compile(r"US[-\s]([A-Za-z]{2})", re.IGNORECASE)
+# "US-CA", "US CA", "US_CA", "US.CA", "US – CA": with a separator, which "Usak" (a Turkish
+# province) has not.
+_ISO_US_STATE: Final = re.compile(r"US(?:\s*[-_.\u2010-\u2015]\s*|\s+)([A-Za-z]{2})", re.IGNORECASE)
 
 
 def state_rule(resolve: Resolver) -> TextRule:

@@ -69,7 +69,8 @@ def sample_event(settings: Settings, now: float) -> str:
 
 
 _SECTION: Final = re.compile(r"\[\s*smart_mapping\s*\]\s*(?:#.*)?")
-_COMMENT: Final = re.compile(r"\s+#.*$")
+# "# " after a space: a comment ("{{value}} # the deal value"); not "Lead #{{id}}" nor '" #"'.
+_COMMENT: Final = re.compile(r"\s+#\s.*$")
 
 
 def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:

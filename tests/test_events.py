@@ -164,6 +164,10 @@ def test_input_with_no_extension_is_ndjson_after_a_stray_line_and_one_bad_line_i
     assert seen(rest) == [("stdin line 3", A), ("stdin line 4", B)]
     stray, *rest = read(b"Error, retrying\n\n" + ND)
     assert stray.event is None and seen(rest) == [("stdin line 3", A), ("stdin line 4", B)]
+    # A CSV row that starts as JSON would is still a CSV row.
+    assert seen(read(b"note,user.id\n[VIP] Jane,crm-1\n")) == [
+        ("stdin row 2", {"note": "[VIP] Jane", "user": {"id": "crm-1"}})
+    ]
     # A CSV of one column is still a CSV.
     assert seen(read(b"event_name\nlead_qualified\n")) == [
         ("stdin row 2", {"event_name": "lead_qualified"})

@@ -263,9 +263,10 @@ _SNIFFED_LINES: Final = 5
 
 def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
     """The format of input with no known extension (stdin, most often), by its first lines:
-    JSON when the first starts with ``[`` or ``{``; NDJSON when one of the next few does (after
-    stray lines: an error message, a log line), or when the input is one line with no comma,
-    semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a header of columns).
+    JSON when the first starts with ``[`` or ``{``; NDJSON when one of the next few is a JSON
+    object or array (after stray lines: an error message, a log line), or when the input is one
+    line with no comma, semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a
+    header of columns; a row such as "[VIP] Jane,..." is no JSON).
     Taken for CSV, "Internal Server Error" was a header of one column and the input had no
     events ("read 0", exit 0), and NDJSON after a stray line gave one error per event. Returns
     ``head`` with what was read to see the lines whole (blank ones do not count)."""
@@ -283,11 +284,22 @@ def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
         head += chunk
     # Not empty: the first line is not blank (else it is longer than what is read to see it).
     line, *after = _lines(head[start:], ended=ended) or [b""]
-    if any(other[:1] in (b"{", b"[") for other in after[:_SNIFFED_LINES]):
+    if any(_json_line(other) for other in after[:_SNIFFED_LINES]):
         return head, "ndjson"
     if not after and not any(c in line for c in (b",", b";", b"\t")):
         return head, "ndjson"
     return head, "csv"
+
+
+def _json_line(line: bytes) -> bool:
+    """Whether ``line`` is a JSON object or array (not a CSV row such as "[VIP] Jane,...")."""
+    if line[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _lines(data: bytes, *, ended: bool = False) -> list[bytes]:

@@ -726,12 +726,16 @@ def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_t
     # " #" inside an expression is no comment.
     rows, problems = parse_rows(
         "custom_data.content_name = Lead #{{crm_stage}}\n"
-        'custom_data.order = =CONCAT("Order #", crm_stage)\n'
+        "custom_data.content_category = Order # {{crm_stage}}\n"
+        'custom_data.order = =CONCAT("Order # ", crm_stage)\n'
+        "custom_data.stage_low = =LOWER(crm_stage) #no space, still a comment\n"
     )
     assert problems == []
     assert rows == {
         "custom_data.content_name": "Lead #{{crm_stage}}",
-        "custom_data.order": '=CONCAT("Order #", crm_stage)',
+        "custom_data.content_category": "Order # {{crm_stage}}",
+        "custom_data.order": '=CONCAT("Order # ", crm_stage)',
+        "custom_data.stage_low": "=LOWER(crm_stage)",
     }
     _, (typo,) = parse_rows('"custom_data.x" = "=LOWR(id)"')
     assert "unknown function LOWR" in typo.message

@@ -257,6 +257,9 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ct", "Paris (11 ème)", None, "paris"),
     ("ct", "Paris 8e Cedex", None, "paris"),
     ("ct", "Paris-11e", None, "paris"),
+    ("ct", "Paris 11e\u0300me".replace("e\u0300me", "e\u0300me"), None, "paris"),  # decomposed è
+    ("ct", "Odoorn 2e Exlo\u00ebrmond", "NL", "odoorneexlo\u00ebrmond"),  # a Dutch village
+    ("ct", "Zone 3 E", None, "zonee"),  # a letter of its own, no ordinal
     ("ct", "6th of October City", None, "thofoctobercity"),  # a name: its letters stay
     ("ct", "Station 4 St Louis", None, "stationstlouis"),
     ("ct", "'' -", None, Err("empty")),
@@ -269,6 +272,7 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("st", "Usak", None, "usak"),  # a Turkish province, not "US-AK"
     ("st", "US_CA", None, "ca"),
     ("st", "US \u2013 CA", None, "ca"),
+    ("st", "US/CA", None, "ca"),
     ("st", "CA", "US", "ca"),
     ("st", "new-york", "US", "ny"),
     ("st", "Texas", "USA", "tx"),

@@ -258,7 +258,8 @@ def _chunks(stream: BinaryIO, size: int, name: str) -> Iterator[bytes]:
 _SNIFFED_LINE_MAX: Final = 1 << 20
 
 
-_SNIFFED_LINES: Final = 5
+# Lines after the first looked at: a CSV read from a live pipe waits for as many rows.
+_SNIFFED_LINES: Final = 2
 
 
 def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:

@@ -69,9 +69,13 @@ def resolver(default: str | None) -> Resolver:
 # go anyway; the letters of "11e" stayed ("parise"). French ordinals only, and never first:
 # "6th of October City" and "Station 4 St Louis" keep their letters.
 _ADDRESS_PARTS: Final = re.compile(
-    r"(?<=\W)\d{1,2}\s*(?:er|re|ère|e|ème|eme|è|ᵉʳ|ᵉ)(?:\s*arr(?:ondissement\b|\.|\b))?(?=\W|$)"
+    r"(?<=\W)\d{1,2}(?:\s*(?:ème|eme|ère|er|re)|e|è|ᵉʳ|ᵉ)"
+    r"(?:\s*arr(?:ondissement\b|\.|\b))?(?=\W|$)"
     r"|\bcedex\b.*"
 )
+# Where a city's line may hold them: France and Monaco, or an event of no known country (the
+# Dutch "2e Exloërmond" is a village's name).
+_FRENCH_ADDRESSES: Final = frozenset({None, "FR", "MC"})
 
 
 def city_rule(text: str, value: Any, region: str | None) -> str:
@@ -79,7 +83,11 @@ def city_rule(text: str, value: Any, region: str | None) -> str:
     lowered = text.lower()
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
-    city = clean(_ADDRESS_PARTS.sub(" ", lowered), CITY)
+    if region in _FRENCH_ADDRESSES or region_hint(region) in _FRENCH_ADDRESSES:
+        # Composed first: a decomposed "è" (macOS) would leave its accent behind.
+        composed = lowered if lowered.isascii() else nfc("NFC", lowered)
+        lowered = _ADDRESS_PARTS.sub(" ", composed)
+    city = clean(lowered, CITY)
     if not city:
         raise emptied("city", value)
     return city
@@ -107,7 +115,9 @@ def country_rule(text: str, value: Any, region: str | None) -> str:
 
 # "US-CA", "US CA", "US_CA", "US.CA", "US – CA": with a separator, which "Usak" (a Turkish
 # province) has not.
-_ISO_US_STATE: Final = re.compile(r"US(?:\s*[-_.\u2010-\u2015]\s*|\s+)([A-Za-z]{2})", re.IGNORECASE)
+_ISO_US_STATE: Final = re.compile(
+    r"US(?:\s*[-_./\u2010-\u2015\u2212\uff0d]\s*|\s+)([A-Za-z]{2})", re.IGNORECASE
+)
 
 
 def state_rule(resolve: Resolver) -> TextRule:

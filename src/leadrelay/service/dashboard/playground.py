@@ -69,8 +69,9 @@ def sample_event(settings: Settings, now: float) -> str:
 
 
 _SECTION: Final = re.compile(r"\[\s*smart_mapping\s*\]\s*(?:#.*)?")
-# "# " after a space: a comment ("{{value}} # the deal value"); not "Lead #{{id}}" nor '" #"'.
-_COMMENT: Final = re.compile(r"\s+#\s.*$")
+# A comment after an expression's end ("{{value}} # the deal value", "=LOWER(x) #note"); not
+# a "#" in text ("Lead #{{id}}", "Order # {{id}}") nor in a formula's string ('=CONCAT("# ", x)').
+_COMMENT: Final = re.compile(r"(?:(?<=\}\})|(?<=\)))\s+#.*$")
 
 
 def parse_rows(text: str) -> tuple[dict[str, str], list[RowProblem]]:

@@ -708,35 +708,32 @@ def test_the_pages_report_covers_the_latest_events_and_is_made_once_a_minute(
     assert "leadrelay report --config" in funnel_page.render(first)
 
 
-def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_them() -> None:
+@pytest.mark.parametrize(
+    ("row", "source"),
+    [
+        ('"custom_data.value" = "{{value}}"', "{{value}}"),  # as README's [smart_mapping]
+        ("'custom_data.value' = 'as is' # a comment, as TOML allows", "as is"),
+        ("custom_data.value = {{crm_stage}} # a comment after a bare row", "{{crm_stage}}"),
+        ("custom_data.value = =LOWER(crm_stage) #no space, still a comment", "=LOWER(crm_stage)"),
+        # A "#" inside an expression is no comment.
+        ("custom_data.value = Lead #{{crm_stage}}", "Lead #{{crm_stage}}"),
+        ("custom_data.value = Order # {{crm_stage}}", "Order # {{crm_stage}}"),
+        ('custom_data.value = =CONCAT("Order # ", crm_stage)', '=CONCAT("Order # ", crm_stage)'),
+    ],
+)
+def test_playground_rows_written_as_in_the_config_are_read_as_the_config_reads_them(
+    row: str, source: str
+) -> None:
     """A row copied from README's [smart_mapping] ("custom_data.value" = "{{value}}") sent the
-    text "\"5\"" for a value of 5, and a quoted "=LOWR(id)" as a literal: the quotes were kept."""
-    rows, problems = parse_rows(
-        "[smart_mapping]  # the section, pasted whole\n"
-        '"custom_data.value" = "{{value}}"\n'
-        "custom_data.stage = {{crm_stage}} # a comment after a bare row\n"
-        "'custom_data.note' = 'as is' # a comment, as TOML allows\n"
+    text "\"5\"" for a value of 5, and a quoted "=LOWR(id)" as a literal: the quotes were kept.
+    The section's line, pasted with its rows, is skipped."""
+    assert parse_rows(f"[smart_mapping]  # the section, pasted whole\n{row}\n") == (
+        {"custom_data.value": source},
+        [],
     )
-    assert problems == []
-    assert rows == {
-        "custom_data.value": "{{value}}",
-        "custom_data.stage": "{{crm_stage}}",
-        "custom_data.note": "as is",
-    }
-    # " #" inside an expression is no comment.
-    rows, problems = parse_rows(
-        "custom_data.content_name = Lead #{{crm_stage}}\n"
-        "custom_data.content_category = Order # {{crm_stage}}\n"
-        'custom_data.order = =CONCAT("Order # ", crm_stage)\n'
-        "custom_data.stage_low = =LOWER(crm_stage) #no space, still a comment\n"
-    )
-    assert problems == []
-    assert rows == {
-        "custom_data.content_name": "Lead #{{crm_stage}}",
-        "custom_data.content_category": "Order # {{crm_stage}}",
-        "custom_data.order": '=CONCAT("Order # ", crm_stage)',
-        "custom_data.stage_low": "=LOWER(crm_stage)",
-    }
+
+
+def test_playground_rows_that_cannot_be_used_are_said() -> None:
     _, (typo,) = parse_rows('"custom_data.x" = "=LOWR(id)"')
     assert "unknown function LOWR" in typo.message
     _, (unclosed,) = parse_rows('"custom_data.x" = "=LOWER(id)')

@@ -262,6 +262,10 @@ class DeliveryWorker:
             if len(self._tasks) >= self.concurrency:
                 await self._wait(stop, None)
                 continue
+            # Whether more was coming before this claim: if it came while the claim ran (a
+            # send's reader storing its last events), finding nothing proves nothing, and the
+            # worker looked idle with the send's own last events queued (a flaky fleet test).
+            all_in = more is None or more.is_set()
             try:
                 if self._fleet is not None and (pause := await self._fleet.pause()):
                     await self._wait(stop, pause, woken=False)
@@ -277,7 +281,7 @@ class DeliveryWorker:
             if claimed:
                 self._spawn(claimed)
                 continue
-            if until_idle and not self._tasks and (more is None or more.is_set()):
+            if until_idle and not self._tasks and all_in:
                 if self._fleet is not None:
                     return
                 counts = await self._store_call(partial(self._store.counts, self._clock()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,11 @@ def test_regions_remembered_are_what_region_hint_says(user: dict[str, Any]) -> N
     # The first time through region_hint, then from what it remembered: the same answer.
     assert region_of({"user": user}) == expected
     assert region_of({"user": user}) == expected
+
+
+@pytest.mark.parametrize("event", [{}, {"user": None}, {"user": "FR"}, {"user": ["FR"]}])
+def test_the_region_of_an_event_without_a_user_object_is_none(event: dict[str, Any]) -> None:
+    """The general reader takes those: the reader's own function took its name and called
+    itself (RecursionError; preview and the playground read the region so)."""
+    country = next(p for p in compile_plans(_SETTINGS) if p.target == "user_data.country")
+    assert region_reader(country)(event) is None

@@ -253,10 +253,13 @@ def _fill_each(
 def region_reader(country: Plan) -> Callable[[Mapping[str, Any]], str | None]:
     """``f(event)``: the event's region (alpha-2) as read by the ``country`` plan, or None."""
     scope: dict[str, Any] = {}
-    lines = ["def region_of(event):", *_region_code(country, scope), "    return region"]
+    # Not named region_of: that is the general reader the lines call for an event whose object
+    # is not a dict, and the function defined here took its place in ``scope`` (it called
+    # itself for good: an event with no "user" object ended in RecursionError).
+    lines = ["def read_region(event):", *_region_code(country, scope), "    return region"]
     exec(compile("\n".join(lines), f"<region of {country.source!r}>", "exec"), scope)
-    region_of: Callable[[Mapping[str, Any]], str | None] = scope["region_of"]
-    return region_of
+    read_region: Callable[[Mapping[str, Any]], str | None] = scope["read_region"]
+    return read_region
 
 
 def _region_code(country: Plan, scope: dict[str, Any]) -> list[str]:

@@ -83,7 +83,7 @@ class Mapper:
         # The prebuilt event_id reads what the key was read from: no need to read it twice.
         self._id_is_key = self._id is not None and self._id.source == _EVENT_ID_SOURCE
         special = {"user_data.lead_id", "event_time", "event_id"}
-        steps = compile_steps([p for p in plans if p.target not in special], reading_of(settings))
+        steps = compile_steps([p for p in plans if p.target not in special], self.reading)
         # Constants that start custom_data (lead_event_source) are in a dict copied for each
         # event, and so is event_source, which ends it, when nothing else writes custom_data.
         self._custom: dict[str, Any] = {}

@@ -9,7 +9,8 @@ from typing import Any
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.expressions import MISSING, EvaluationError
 from leadrelay.mapping.fields import Treatment
-from leadrelay.meta.normalize import is_sha256, normalizer, region_hint
+from leadrelay.mapping.filling import region_reader
+from leadrelay.meta.normalize import is_sha256, normalizer
 from leadrelay.meta.rules import FieldProblem
 from leadrelay.outcome import Outcome, Payload
 
@@ -71,14 +72,8 @@ def explain(mapper: Mapper, event: Mapping[str, Any]) -> Explanation:
 
 def _region(mapper: Mapper, event: Mapping[str, Any]) -> str | None:
     """The event's region, as the mapper reads it for every field (its country's value)."""
-    for plan in mapper.plans:
-        if plan.target == "user_data.country":
-            try:
-                raw = plan.read(event)
-            except EvaluationError:
-                return None
-            return region_hint(raw) if isinstance(raw, str) else None
-    return None
+    country = next((p for p in mapper.plans if p.target == "user_data.country"), None)
+    return None if country is None else region_reader(country)(event)
 
 
 def _normalized(mapper: Mapper, target: str, raw: Any, region: str | None) -> str | None:

@@ -214,6 +214,7 @@ def compile_plans(settings: Settings) -> list[Plan]:
             rows.pop(target, None)
         else:
             rows[target] = (source, "smart_mapping")
+    reading = reading_of(settings)
     plans = []
     for target, (source, origin) in rows.items():
         kind = treatment(target)
@@ -229,7 +230,7 @@ def compile_plans(settings: Settings) -> list[Plan]:
                 origin,
                 source,
                 expr.evaluate,
-                _finisher(target, kind, reading_of(settings)),
+                _finisher(target, kind, reading),
                 expr.siblings,
                 expr.kind,
             )

@@ -18,7 +18,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from leadrelay.meta.field_rules import NormalizeError, TextRule, visible
+from leadrelay.meta.field_rules import NormalizeError, TextRule, float_digits, visible
 from leadrelay.meta.field_rules import show as _show
 
 _TIME: Final = r"(?:[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?)?"  # a time after the date, left out
@@ -114,8 +114,8 @@ def _birthdate(text: str, value: Any, order: BirthdateOrder) -> str:
         year, day, month = int(match[4]), *_day_month(int(match[1]), int(match[3]), value, order)
     elif (seen := visible(text)) != text:  # a date with invisible characters (field_rules)
         return _birthdate(seen, value, order)
-    elif text[-2:] == ".0" and text[:-2].isdigit():  # YYYYMMDD, a number pandas wrote as a float
-        return _birthdate(text[:-2], value, order)
+    elif (digits := float_digits(text)) is not None:  # YYYYMMDD, written as a float
+        return _birthdate(digits, value, order)
     else:
         raise NormalizeError(
             "invalid_birthdate",

@@ -93,6 +93,12 @@ def visible(text: str) -> str:
     return text if text.isascii() else text.translate(INVISIBLE).strip()
 
 
+def float_digits(text: str) -> str | None:
+    """The digits of a whole number that pandas (or a spreadsheet) wrote as a float in text
+    ("75011.0", "33612345678.0", "19900304.0"), else None."""
+    return text[:-2] if text[-2:] == ".0" and text[:-2].isdigit() else None
+
+
 nfc: Final = unicodedata.normalize
 """``unicodedata.normalize``, called as ``nfc("NFC", text)``."""
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumber
 
-from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule
+from leadrelay.meta.field_rules import NormalizeError, Resolver, TextRule, float_digits
 from leadrelay.meta.field_rules import show as _show
 from leadrelay.meta.phone_valid import validator
 from leadrelay.meta.places import RESOLVED
@@ -319,8 +319,7 @@ def phone_rule(resolve: Resolver) -> TextRule:
                     if found is not None:
                         return found
                 return _phone_digits(text, region if region in RESOLVED else resolve(region), value)
-            if text[-2:] == ".0" and text[:-2].isdigit():  # a number pandas wrote as a float
-                text = text[:-2]
+            text = float_digits(text) or text  # 33612345678.0: the number
         elif text[0] == "-":
             raise NormalizeError("invalid_phone", f"phone number {_show(value)} is negative")
         country = region if region in RESOLVED else resolve(region)

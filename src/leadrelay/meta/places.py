@@ -22,6 +22,7 @@ from leadrelay.meta.field_rules import (
     TextRule,
     clean,
     emptied,
+    float_digits,
     nfc,
 )
 from leadrelay.meta.field_rules import show as _show
@@ -83,7 +84,7 @@ def city_rule(text: str, value: Any, region: str | None) -> str:
     lowered = text.lower()
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
-    if region in _FRENCH_ADDRESSES or region_hint(region) in _FRENCH_ADDRESSES:
+    if region_hint(region) in _FRENCH_ADDRESSES:
         # Composed first: a decomposed "è" (macOS) would leave its accent behind.
         composed = lowered if lowered.isascii() else nfc("NFC", lowered)
         lowered = _ADDRESS_PARTS.sub(" ", composed)
@@ -169,8 +170,8 @@ def zip_rule(resolve: Resolver) -> TextRule:
             # ASCII digits, most zip codes, are their own compact lower case: no _compact call.
             if text.isascii() and text.isdigit():
                 zipcode = text
-            elif text.endswith(".0") and text[:-2].isdigit():  # a number written by pandas
-                zipcode = text[:-2]
+            elif (digits := float_digits(text)) is not None:  # 75011.0: the number
+                zipcode = digits
             else:
                 zipcode = _compact(text)
         elif value < 0:

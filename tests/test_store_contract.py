@@ -19,7 +19,7 @@ import redis
 from leadrelay.delivery import sqlite_store
 from leadrelay.delivery.redis import RedisStore
 from leadrelay.delivery.redis import connection as redis_connection
-from leadrelay.delivery.redis import store as redis_store
+from leadrelay.delivery.redis import reads as redis_reads
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Incoming, Outcomes, Store, StoreError
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
@@ -144,7 +144,7 @@ class RedisBackend(Backend):
         self.client.hset("{lr}:meta", "schema", version)
 
     def walk_in_chunks_of(self, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-        monkeypatch.setattr(redis_store, "_CHUNK", n)
+        monkeypatch.setattr(redis_reads, "CHUNK", n)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -5,9 +5,10 @@ event is on disk (``send`` reading files it can read again stores each event onc
 outcome is known, through ``write_behind``). The dispatcher ``claim``s due payloads in batches,
 delivers them and records the result with ``complete`` (final) or ``retry_later`` (back to the
 queue). ``status``, ``dead-letters`` and the dashboard read ``counts``, ``timeline``, ``events``
-and ``get``. This module holds the protocol and the row types, re-exports the encoding rules
-every backend shares (payload bytes, the PII policy for originals: ``store_encoding``), and says
-nothing about SQL: a Redis Streams store implements the same protocol.
+and ``get``. This module holds the protocol, re-exports the row types (``store_rows``) and the
+encoding rules every backend shares (payload bytes, the PII policy for originals:
+``store_encoding``), and says nothing about SQL: a Redis Streams store implements the same
+protocol.
 
 State changes: ``add`` stores a ``Payload`` as QUEUED and a ``Filtered``/``Rejected`` in that final
 state. QUEUED -> IN_FLIGHT by ``claim``; IN_FLIGHT -> DELIVERED/REJECTED/EXPIRED/DEAD by
@@ -17,23 +18,28 @@ DEAD/REJECTED/EXPIRED (and FILTERED, given a re-mapped payload) -> QUEUED by ``r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
 
 from leadrelay.delivery.store_encoding import REDACTED as REDACTED
 from leadrelay.delivery.store_encoding import OriginalPolicy as OriginalPolicy
 from leadrelay.delivery.store_encoding import decode_notes as decode_notes
 from leadrelay.delivery.store_encoding import encode_payload as encode_payload
 from leadrelay.delivery.store_encoding import keep_original as keep_original
+from leadrelay.delivery.store_rows import Accounted as Accounted
+from leadrelay.delivery.store_rows import Added as Added
+from leadrelay.delivery.store_rows import Claimed as Claimed
+from leadrelay.delivery.store_rows import Counts as Counts
+from leadrelay.delivery.store_rows import EventRecord as EventRecord
+from leadrelay.delivery.store_rows import Incoming as Incoming
+from leadrelay.delivery.store_rows import StoreError as StoreError
+from leadrelay.delivery.store_rows import add_in_passes as add_in_passes
+from leadrelay.delivery.store_rows import passes as passes
 from leadrelay.outcome import (
     DeliveredWhole,
     Delivery,
-    FieldNote,
-    Filtered,
     Payload,
-    Rejected,
     State,
 )
 
@@ -54,169 +60,6 @@ def purgeable(state: State) -> str:
     if state not in PURGEABLE_STATES:
         raise ValueError(f"purge takes delivered or filtered events, not {State(state).value}")
     return state.value
-
-
-def passes(keys: Sequence[str]) -> list[list[int]]:
-    """The places of ``keys`` in passes where no key comes twice: the first of each key in the
-    first pass, the second in the second, and so on (one pass, usually). ``add`` takes them in
-    turn, so a later outcome for a key is weighed against what the earlier one stored, as if it
-    came in a later request: a fixed event right behind its refusal takes its place, whether
-    the two share a request, a group commit or a chunk of a file, or not. The empty key never
-    repeats (events without a key are never merged)."""
-    counts: dict[str, int] = {}
-    out: list[list[int]] = [[]]
-    for n, key in enumerate(keys):
-        k = counts.get(key, 0) if key else 0
-        if key:
-            counts[key] = k + 1
-        if k == len(out):
-            out.append([])
-        out[k].append(n)
-    return out
-
-
-def add_in_passes(keys: Sequence[str], add: Callable[[list[int]], Added]) -> Added:
-    """What ``add`` makes of ``keys``' items in ``passes``: ``add(places)`` stores the items at
-    ``places`` (no key twice) and says what it did of each; the answers go back in order."""
-    first, *later = passes(keys)
-    if not later:  # the usual case: no key comes twice
-        return add(first)
-    ids, stored = [0] * len(keys), [False] * len(keys)
-    for places in (first, *later):
-        part = add(places)
-        for n, id_, new in zip(places, part.ids, part.stored, strict=True):
-            ids[n], stored[n] = id_, new
-    return Added(ids, stored)
-
-
-class StoreError(Exception):
-    """The store cannot be opened or used (wrong file, newer schema, closed)."""
-
-
-# Incoming and Claimed are made once per event: their __init__ sets the slots through their
-# descriptors (defined below each class), three times faster than a frozen dataclass's own
-# __init__ (object.__setattr__ per field). They stay frozen: setting a field still raises.
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Incoming:
-    """One event to store: what the Mapper made of it and the event as received.
-
-    ``original`` is the received event as JSON bytes; the store keeps it per its PII policy.
-    ``received_at`` is when intake received it (epoch seconds); a payload is due from then.
-    """
-
-    outcome: Payload | Filtered | Rejected
-    original: bytes | None
-    received_at: float
-
-    def __init__(
-        self, outcome: Payload | Filtered | Rejected, original: bytes | None, received_at: float
-    ) -> None:
-        _set_outcome(self, outcome)
-        _set_original(self, original)
-        _set_received_at(self, received_at)
-
-
-_set_outcome: Final[Any] = Incoming.__dict__["outcome"].__set__
-_set_original: Final[Any] = Incoming.__dict__["original"].__set__
-_set_received_at: Final[Any] = Incoming.__dict__["received_at"].__set__
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Claimed:
-    """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim.
-
-    Backends hand the payload over as an ``EncodedPayload``: the bytes stored, sent as they are.
-    """
-
-    id: int
-    payload: Payload
-    attempts: int
-
-    def __init__(self, id: int, payload: Payload, attempts: int) -> None:
-        _set_id(self, id)
-        _set_payload(self, payload)
-        _set_attempts(self, attempts)
-
-
-_set_id: Final[Any] = Claimed.__dict__["id"].__set__
-_set_payload: Final[Any] = Claimed.__dict__["payload"].__set__
-_set_attempts: Final[Any] = Claimed.__dict__["attempts"].__set__
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One stored event as ``status``, ``dead-letters`` and the dashboard show it.
-
-    ``payload`` is the server event as it is (or was) sent to Meta, ``original`` the event as
-    received (``None`` when the PII policy or a purge dropped it), ``response`` what delivery kept
-    of Meta's answer beyond the columns. ``attempts`` counts every request that carried the event.
-    ``next_attempt_at`` is set while QUEUED: the event is not sent before then.
-    """
-
-    id: int
-    key: str
-    state: State
-    source_event: str
-    event_name: str | None
-    lead_id: int | None
-    event_time: int | None
-    received_at: float
-    updated_at: float
-    attempts: int
-    reason: str | None
-    message: str | None
-    field: str | None
-    code: int | None
-    subcode: int | None
-    fbtrace_id: str | None
-    payload: dict[str, Any] | None
-    original: dict[str, Any] | None
-    response: dict[str, Any] | None
-    value: str | None = None
-    notes: tuple[FieldNote, ...] = ()
-    next_attempt_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """How many events are in which state, and why.
-
-    ``by_state`` has every ``State`` value (0 included); ``by_reason`` maps (state, reason) to a
-    count for every event that has a reason (filtered/rejected/expired/dead, and queued ones
-    waiting for a retry). Both honour ``since``. ``queued``, ``in_flight`` and ``oldest_queued_at``
-    always describe the whole current backlog, whatever ``since`` says: ``oldest_queued_at`` is
-    when the oldest event not settled yet (queued or in flight) was received.
-    """
-
-    by_state: dict[str, int]
-    by_reason: dict[tuple[str, str], int] = field(default_factory=dict)
-    queued: int = 0
-    in_flight: int = 0
-    oldest_queued_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Accounted:
-    """What became of the events among spans of ids, at one instant (``FleetControl``):
-    ``open`` queued or in flight, ``delivered`` delivered, and ``listed`` the ids of those
-    refused by Meta or by our rules, expired or dead (and of the delivered and open ones, when
-    asked), each with its state."""
-
-    open: int
-    delivered: int
-    listed: list[tuple[int, State]]
-
-
-@dataclass(frozen=True, slots=True)
-class Added:
-    """What ``Store.add_new`` did: one id per item, and whether it stored the item (a new event,
-    or a payload in place of a stored event Meta never took) or found it stored (left as it
-    was: a client's resend)."""
-
-    ids: list[int]
-    stored: list[bool]
 
 
 class Store(Protocol):

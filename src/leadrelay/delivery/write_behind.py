@@ -40,18 +40,18 @@ from leadrelay.delivery.store import (
     Added,
     Claimed,
     Counts,
-    EventRecord,
     Incoming,
     Store,
     StoreError,
 )
 from leadrelay.delivery.store_calls import described
+from leadrelay.delivery.write_behind_stored import StoredEvents
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 __all__ = ["WriteBehindStore"]
 
 
-class WriteBehindStore(Store):
+class WriteBehindStore(StoredEvents, Store):
     """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
 
     ``limit`` payloads at most, and ``limit_bytes`` of them (payload and event as received),
@@ -285,70 +285,12 @@ class WriteBehindStore(Store):
             oldest_queued_at=counts.oldest_queued_at if oldest is None else oldest,
         )
 
-    def timeline(self, since: float, bucket_s: int) -> list[tuple[float, dict[str, int]]]:
-        """See ``Store.timeline`` (stored events only)."""
-        return self._store.timeline(since, bucket_s)
-
-    def events(
-        self,
-        *,
-        states: Sequence[State] | None = None,
-        reason: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-        after_id: int | None = None,
-        bodies: bool = True,
-    ) -> list[EventRecord]:
-        """See ``Store.events`` (stored events only)."""
-        return self._store.events(
-            states=states,
-            reason=reason,
-            since=since,
-            limit=limit,
-            after_id=after_id,
-            bodies=bodies,
-        )
-
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """See ``Outcomes.open_of`` (stored events only: ``ids`` are positive)."""
-        return self._store.open_of(ids)
-
-    def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
-        """See ``Outcomes.outcomes`` (stored events only)."""
-        return self._store.outcomes(ids)
-
     def waiting(self) -> list[EncodedPayload]:
         """The payloads in memory not sent yet (``close`` stores them queued)."""
         with self._lock:
             return [_payload(item) for _, item in self._waiting] + [
                 _payload(item) for item in self._held.values()
             ]
-
-    def last_id(self) -> int:
-        """See ``Store.last_id`` (stored events only: those in memory have negative ids)."""
-        return self._store.last_id()
-
-    def get(self, id_or_key: int | str) -> EventRecord | None:
-        """See ``Store.get`` (stored events only)."""
-        return self._store.get(id_or_key)
-
-    def requeue(
-        self,
-        ids: Sequence[int],
-        payloads: Sequence[Payload] | None = None,
-        *,
-        now: float | None = None,
-    ) -> int:
-        """See ``Store.requeue`` (stored events only)."""
-        return self._store.requeue(ids, payloads, now=now)
-
-    def purge(
-        self, *, delivered_before: float, drop_originals: bool, state: State = State.DELIVERED
-    ) -> int:
-        """See ``Store.purge``."""
-        return self._store.purge(
-            delivered_before=delivered_before, drop_originals=drop_originals, state=state
-        )
 
     def close(self) -> None:
         """Store what is still in memory (QUEUED: the next ``send`` or ``serve`` delivers it),

@@ -779,6 +779,12 @@ def test_an_event_id_twice_in_the_files_is_said_to_be_one_and_has_its_row(
     assert len(rows) == 124
     twice = sorted(r["event_id"] for r in rows if r["outcome"] == "duplicate")
     assert twice == ["e0", "e1", "e110", "e2"]
+    # Each repeat's row says its own line (its event_id is the first one's).
+    where = {r["event_id"]: r["where"] for r in rows if r["outcome"] == "duplicate"}
+    assert where == {e: f"{src} line {n}" for e, n in (("e0", 121), ("e1", 122), ("e2", 123))} | {
+        "e110": f"{src} line 124"
+    }
+    assert all(r["event_name"] for r in rows if r["outcome"] == "duplicate")
     assert sorted(e["event_id"] for e in sandbox.state.received()) == sorted(
         f"e{i}" for i in range(120)
     )

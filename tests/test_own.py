@@ -64,6 +64,43 @@ def test_each_event_read_is_counted_once_whatever_the_store_made_of_it(tmp_path:
     store.close()
 
 
+def test_a_duplicate_row_says_where_the_repeat_was_read(tmp_path: Path) -> None:
+    """A duplicate's report row had no "where" (nor event_name): its event_id is the one of the
+    event it repeats, so nothing told which line of the files it was. Both repeats say their
+    line: one read while the first was in the same chunk, one read after the first was
+    delivered and stored (counted at the end)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    store.add([item("old-0", NOW - 3600)])  # an earlier run's, delivered then
+    (claimed,) = store.claim(1, NOW - 3600)
+    store.complete([(claimed.id, Delivery(claimed.payload, State.DELIVERED, 1))], NOW - 3600)
+    tally = Tally(report=io.BytesIO())
+    own = OwnResults(store, tally, fleet=None, started=NOW - 1, stored_before=store.last_id())
+    first = [item("e-0"), item("e-1"), item("e-1")]
+    for n, incoming in enumerate(first):
+        tally.read_at[id(incoming)] = f"crm.ndjson line {n + 1}"
+    own.added(first, store.add_new(first))
+    mine = store.claim(10, NOW)
+    results = [Delivery(c.payload, State.DELIVERED, 1) for c in mine]
+    store.complete([(c.id, d) for c, d in zip(mine, results, strict=True)], NOW)
+    own([c.id for c in mine], results)
+    again = [item("e-0"), item("old-0")]  # e-0 after it was delivered; old-0 sent before
+    for n, incoming in enumerate(again):
+        tally.read_at[id(incoming)] = f"crm.ndjson line {n + 4}"
+    own.added(again, store.add_new(again))
+    asyncio.run(own.account())
+    assert not tally.read_at  # nothing kept once the store took them
+    rows = [orjson.loads(line) for line in tally.report.getvalue().splitlines()]  # type: ignore[union-attr]
+    said = sorted((r["event_id"], r["outcome"], r["where"], r["event_name"]) for r in rows)
+    assert said == [
+        ("e-0", "delivered", None, "Lead"),
+        ("e-0", "duplicate", "crm.ndjson line 4", "Lead"),
+        ("e-1", "delivered", None, "Lead"),
+        ("e-1", "duplicate", "crm.ndjson line 3", "Lead"),
+        ("old-0", "delivered", "an earlier run", "Lead"),
+    ]
+    store.close()
+
+
 def test_the_backlog_delivered_before_the_reader_comes_to_it_is_counted_once(
     tmp_path: Path,
 ) -> None:

@@ -44,6 +44,7 @@ def read_into_store(
         _read_here(files, Mapper(settings), tally, intake, stop, progress)
         return
     task = progress.add_task("events", total=None) if progress is not None else None
+    report = tally.report is not None  # where each was read is kept (Tally.read_at)
     with closing(map_parallel(files, settings, workers=jobs, originals=True)) as mapped:
         for m in mapped:
             if stop.is_set():
@@ -54,7 +55,10 @@ def read_into_store(
                 tally.unreadable(m.where, m.error or "unreadable")
                 continue
             tally.outcome(m.where, m.outcome)
-            intake.put(Incoming(m.outcome, m.original, time.time()))
+            item = Incoming(m.outcome, m.original, time.time())
+            if report:
+                tally.read_at[id(item)] = m.where
+            intake.put(item)
     intake.flush()
 
 
@@ -77,6 +81,7 @@ def _read_here(
     map_parts = mapper.map_parts
     count = tally.outcome
     read = tally.read  # records read (unreadable ones too) that the progress bar has seen
+    read_at = tally.read_at if tally.report is not None else None  # see Tally.read_at
     for name in files:
         for piece in read_pieces(name):
             items: list[Incoming] = []
@@ -103,6 +108,7 @@ def _read_here(
                             tally,
                             add,
                             at,
+                            read_at,
                         )
                         continue
                     original = line.removesuffix(b"\n")  # the event as received
@@ -117,16 +123,20 @@ def _read_here(
                             )
                         except TypeError:  # not plain JSON: the store says it is unencodable
                             outcome = Payload(*found)
-                        if not notes:
+                        if not notes and read_at is None:
                             plain += 1
                             add(Incoming(outcome, original, at))
                             continue
                     else:
                         outcome = found
-                    count(f"{name} line {line_no}", outcome)
-                    add(Incoming(outcome, original, at))
+                    where = f"{name} line {line_no}"
+                    count(where, outcome)
+                    item = Incoming(outcome, original, at)
+                    if read_at is not None:
+                        read_at[id(item)] = where
+                    add(item)
             if others and not stop.is_set():
-                _add_records(mapped_records(mapper, others), tally, add, at)
+                _add_records(mapped_records(mapper, others), tally, add, at, read_at)
             tally.plain_payloads(plain)
             intake.put_many(items)  # what was read is stored, also when told to stop
             if stop.is_set():
@@ -143,6 +153,7 @@ def _add_records(
     tally: Tally,
     add: Callable[[Incoming], None],
     at: float,
+    read_at: dict[int, str] | None,
 ) -> None:
     """Count and collect mapped records (see ``mapped_records``) as ``read_into_store`` does."""
     for where, outcome, error, event in records:
@@ -151,4 +162,7 @@ def _add_records(
             continue
         tally.outcome(where, outcome)
         original = None if event is None else compact(orjson.dumps(event))  # it may wait a while
-        add(Incoming(outcome, original, at))
+        item = Incoming(outcome, original, at)
+        if read_at is not None:
+            read_at[id(item)] = where
+        add(item)

@@ -93,6 +93,10 @@ class Tally:
     examples: dict[str, list[Example]] = field(default_factory=dict)
     report: IO[bytes] | None = None
     dry_run: bool = False
+    read_at: dict[int, str] = field(default_factory=dict)
+    """With a report file: where each payload handed to the store was read, by the ``id`` of its
+    ``Incoming``, until the store says what it made of it (``delivery.own`` names a duplicate's
+    line with it: its event_id does not tell it from the event it repeats)."""
 
     def _example(self, reason: str, example: Example) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -220,10 +224,17 @@ class Tally:
             self._failed(r.state, r, where, r.key)
         self._write(settled_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
 
-    def duplicate(self, event_id: str, event: str, lead_id: int | None) -> None:
+    def duplicate(
+        self,
+        event_id: str,
+        event: str,
+        lead_id: int | None,
+        event_name: str | None,
+        where: str | None = None,
+    ) -> None:
         """One payload not sent: its event id came before in this run (``delivery.own``)."""
         self.duplicates += 1
-        self._write(duplicate_row(event_id, event, lead_id))
+        self._write(duplicate_row(where, event_id, event, lead_id, event_name))
 
     def found_settled(self, record: EventRecord) -> None:
         """One payload found stored and settled before this run (``delivery.own``): counted as

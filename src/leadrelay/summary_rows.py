@@ -54,13 +54,16 @@ def settled_row(
     }
 
 
-def duplicate_row(event_id: str, event: str, lead_id: int | None) -> dict[str, Any]:
+def duplicate_row(
+    where: str | None, event_id: str, event: str, lead_id: int | None, event_name: str | None
+) -> dict[str, Any]:
     """The report's row of a payload not sent for the event id of one before it in the run."""
     return {
-        "where": None,
+        "where": where,
         "event_id": event_id,
         "event": event,
         "lead_id": lead_id,
+        "event_name": event_name,
         "outcome": "duplicate",
         "reason": "same_event_id",
         "message": "the event_id of an event read (or stored) before it in this run: not sent",

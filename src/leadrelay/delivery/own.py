@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from typing import Final
 
 import structlog
@@ -51,10 +51,17 @@ class OwnResults:
     """``on_results`` for a send with files: what became of the files' events goes to the
     tally (on a fleet, not what became of the fleet's); remembers which of them it settled.
     ``added`` (the intake's ``on_added``) learns the files' events' ids; ``account`` counts, at
-    the end, those it did not settle (see the module). ``started``: when the send began."""
+    the end, those it did not settle (see the module). ``started``: when the send began;
+    ``stored_before``: with a report, the store's last id before it (``Store.last_id``)."""
 
     def __init__(
-        self, store: Outcomes, tally: Tally, *, fleet: FleetControl | None, started: float
+        self,
+        store: Outcomes,
+        tally: Tally,
+        *,
+        fleet: FleetControl | None,
+        started: float,
+        stored_before: int | None = None,
     ) -> None:
         self.spans = Spans()
         self._store = store
@@ -63,6 +70,11 @@ class OwnResults:
         self._started = started
         self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
         self._found = Spans()  # found stored settled: read at the end
+        # With a report: where those stored after ``stored_before`` (the last id stored before
+        # this run) were read. Only those can be duplicates (see _account); those of an earlier
+        # run, all of a big file sent again, are not kept.
+        self._found_where: dict[int, str] = {}
+        self._stored_before = stored_before
         # Runs of ids this process settled that were not the files' (yet): the store's backlog,
         # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
         self._foreign: list[tuple[int, int]] = []
@@ -76,28 +88,34 @@ class OwnResults:
         or holds in memory, those it found stored that are still open, and those found settled
         (read at the end: "not sent again", as what they are)."""
         ids = added.ids
+        read_at = self._tally.read_at  # a report's: where each was read
+        wheres = [read_at.pop(id(item), None) for item in items] if read_at else None
         if all(added.stored) and (not ids or max(ids) < 0):
             return  # the usual chunk: new events, all held in memory (write-behind)
         ours = [
-            (i, new, o)
-            for i, new, item in zip(ids, added.stored, items, strict=True)
+            (i, new, o, where)
+            for i, new, item, where in zip(
+                ids, added.stored, items, wheres or repeat(None, len(items)), strict=True
+            )
             if isinstance(o := item.outcome, Payload)
         ]
-        seen = {i for i, new, _ in ours if new and i > 0}
+        seen = {i for i, new, _, _ in ours if new and i > 0}
         found: list[int] = []
-        for i, new, payload in ours:
+        for i, new, p, where in ours:
             if new:
                 continue
             if i < 0 or i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: held in memory, stored (and
                 # still open), or found stored earlier in the run
-                self._tally.duplicate(payload.key, payload.source_event, payload.lead_id)
+                self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
             else:
                 found.append(i)
                 seen.add(i)
+                if where is not None and i > (self._stored_before or 0):
+                    self._found_where[i] = where
         still = set(compress(found, self._store.open_of(found))) if found else set()
         self._found.add(i for i in found if i not in still)
-        self.spans.add(i for i, new, _ in ours if i > 0 and (new or i in still))
+        self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
         spans = self.spans
@@ -159,7 +177,9 @@ class OwnResults:
                 elif self._fleet is not None and record.updated_at >= started:
                     tally.settled_elsewhere(record)  # by another process meanwhile
                 elif record.received_at >= started:  # stored by this run (write-behind)
-                    tally.duplicate(record.key, record.source_event, record.lead_id)
+                    where = self._found_where.get(record.id)
+                    r = record
+                    tally.duplicate(r.key, r.source_event, r.lead_id, r.event_name, where)
                 else:
                     tally.found_settled(record)
         if self._fleet is not None:

@@ -266,3 +266,29 @@ def test_serve_tokens_whose_variables_are_not_set_are_left_out_for_serve_to_name
     assert [(p.key, p.message) for p in info.value.problems] == [
         ("server.intake_token", "environment variable LR_INTAKE is not set")
     ]
+
+
+@pytest.mark.parametrize("category", ["3,4", "3;4", '["3","4"]', ["3", "4"]])
+def test_several_consent_categories_are_refused_not_compared_whole(category: object) -> None:
+    """``consent_category = "3,4"`` passed ``validate``, then was compared whole with each
+    category the user granted: no event matched, every one was filtered, and the send exited 0.
+    The setting is one category, as Commanders Act's User Consent Category."""
+    with pytest.raises(ConfigError) as info:
+        make_settings(consent_category=category)
+    (problem,) = info.value.problems
+    assert problem.key == "consent_category"
+    assert "is one consent category" in problem.message
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["$META_ACCESS_TOKEN", "${META_ACCESS_TOKEN", "$META_ACCESS_TOKEN}", "${ META_ACCESS_TOKEN }"],
+)
+def test_a_token_written_like_a_variable_says_how_to_write_one(written: str) -> None:
+    """``access_token = "$META_ACCESS_TOKEN"`` passed ``validate`` and was sent as the token
+    itself (Meta: invalid OAuth access token)."""
+    with pytest.raises(ConfigError) as info:
+        make_settings(access_token=written)
+    (problem,) = info.value.problems
+    assert problem.key == "access_token"
+    assert 'write "${META_ACCESS_TOKEN}"' in problem.message

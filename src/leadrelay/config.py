@@ -175,6 +175,14 @@ class Settings(BaseModel):
         token = value.get_secret_value().strip()
         if not token:
             raise ValueError("is empty; set it to the token from Events Manager")
+        # "$META_ACCESS_TOKEN" or "${META_ACCESS_TOKEN" was taken as the token itself, and
+        # Meta refused it at the first send. Meta's tokens are letters and digits.
+        written = re.fullmatch(r"\$\{?\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}?", token)
+        if written is not None:
+            raise ValueError(
+                f"is written like an environment variable but is not read as one: write "
+                f'"${{{written.group(1)}}}" (a dollar sign and braces)'
+            )
         if not sendable(token):
             # Said without the token (pydantic would quote it); the Graph client refuses it too.
             raise ValueError(
@@ -202,6 +210,22 @@ class Settings(BaseModel):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         # As Commanders Act's own settings: left empty, there is no test code, no consent filter.
         return (value.strip() or None) if value is not None else None
+
+    @field_validator("consent_category", mode="before")
+    @classmethod
+    def _one_category(cls, value: Any) -> Any:
+        # Commanders Act's "User Consent Category" is one category; "3,4" was compared whole
+        # with each granted one, matched none, and every event was filtered.
+        several = isinstance(value, list) or (
+            isinstance(value, str) and (any(c in value for c in ',;|"') or "[" in value)
+        )
+        if several:
+            raise ValueError(
+                "is one consent category, as Commanders Act's User Consent Category (e.g. "
+                '"3"): events are sent when user.consent_categories holds it; several are not '
+                "supported"
+            )
+        return value
 
     @field_validator("graph_url")
     @classmethod

@@ -22,6 +22,8 @@ NOW = 1767800000.0
         (98765432109876543, 98765432109876543),
         ("l:1234567890123456", 1234567890123456),
         (123456789012345.0, 123456789012345),
+        ("1234567890123456.0", 1234567890123456),  # pandas' text of a float column
+        (" l:123456789012345.0", 123456789012345),
     ],
 )
 def test_lead_id_accepted(value: Any, expected: int) -> None:
@@ -62,6 +64,12 @@ def test_lead_id_messages_say_what_is_wrong() -> None:
     big = orjson.loads(b"123456789012345678901234")
     with pytest.raises(FieldProblem, match=r"lead_id has 24 digits .* 15 to 17"):
         parse_lead_id(big)
+    # pandas writes an id column with blanks as floats: exact below 2**53, not above, and a
+    # spreadsheet's scientific notation has lost the digits (both were "not a number").
+    with pytest.raises(FieldProblem, match=r"floating-point number .* export the column as text"):
+        parse_lead_id("12345678901234567.0")
+    with pytest.raises(FieldProblem, match=r"scientific notation.*format the column as text"):
+        parse_lead_id("1.23457E+15")
     # Quoted as sent: the leading zero is in the input, not in the number.
     with pytest.raises(FieldProblem, match="lead_id '012345678901234' has 14 digits"):
         parse_lead_id("012345678901234")

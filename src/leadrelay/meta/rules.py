@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from leadrelay.meta.field_rules import FieldProblem as FieldProblem  # re-exported: one error type
+from leadrelay.meta.field_rules import float_digits
 from leadrelay.meta.field_rules import show as _show
 
 MAX_AGE_S: Final = 7 * 86400
@@ -19,6 +21,7 @@ _LEAD_MIN: Final = 10**14  # smallest 15-digit number
 _LEAD_MAX: Final = 10**17  # first 18-digit number
 _FLOAT_EXACT: Final = 2**53
 _DIGITS_READ: Final = 40  # longer digit strings are refused before int() reads them
+_SCIENTIFIC: Final = re.compile(r"[0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+")  # 1.23457E+15, 1,23457E+15
 
 
 def parse_lead_id(value: Any) -> int:
@@ -48,6 +51,24 @@ def parse_lead_id(value: Any) -> int:
         text = value.strip()
         if text[:2] in ("l:", "L:"):  # Meta's CSV export labels the id column this way
             text = text[2:]
+        if (digits := float_digits(text)) is not None:
+            # pandas writes a column of ids with blanks as floats: "1234567890123456.0" holds
+            # every digit below 2**53, not above (the float rounded it already).
+            if len(digits) <= _DIGITS_READ and int(digits) < _FLOAT_EXACT:
+                text = digits
+            else:
+                raise FieldProblem(
+                    "invalid_lead_id",
+                    f"lead_id {_show(value)} was written as a floating-point number (pandas "
+                    "does so for a column with blanks) and may have lost digits; export the "
+                    "column as text",
+                )
+        elif _SCIENTIFIC.fullmatch(text) is not None:
+            raise FieldProblem(
+                "invalid_lead_id",
+                f"lead_id {_show(value)} is in scientific notation, as a spreadsheet shows a "
+                "long number: its digits are lost; format the column as text and export again",
+            )
         if not text.isascii() or not text.isdigit():
             raise FieldProblem(
                 "invalid_lead_id", f"lead_id {_show(value)} is not a number of 15 to 17 digits"

@@ -31,6 +31,8 @@ def test_mapping_case(path: Path) -> None:
         assert isinstance(outcome, Payload), outcome
         assert outcome.data == expect["payload"]
         assert [[n.field, n.reason] for n in outcome.notes] == expect.get("notes", [])
+        if "key" in expect:  # what duplicates are told apart by, and the report's event_id
+            assert outcome.key == expect["key"]
     elif "rejected" in expect:
         assert isinstance(outcome, Rejected), outcome
         assert (outcome.reason, outcome.field) == (

@@ -19,6 +19,7 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, Expression, compile_expression
 from leadrelay.mapping.fields import PREBUILT, Treatment, treatment
+from leadrelay.meta.field_rules import number_text
 from leadrelay.meta.normalize import NormalizeError, Reading, hasher
 from leadrelay.meta.rules import FieldProblem, parse_lead_id, to_seconds
 
@@ -124,7 +125,15 @@ def finish_text(value: Any, region: str | None) -> Any:
         value = value.strip()
         return value if value else MISSING
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
+        text = number_text(value)
+        if text is None:
+            # Two event ids of 20 digits were one ("2.0211013e+19"): the second was not sent.
+            raise FieldProblem(
+                "inexact_number",
+                f"{value!r} is a number too long to be read exactly (JSON numbers keep about "
+                "16 digits); send it as text, in quotes",
+            )
+        return text
     raise FieldProblem("invalid_type", f"expected text, got {type(value).__name__}")
 
 

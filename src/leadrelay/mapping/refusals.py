@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from leadrelay.mapping.expressions import MISSING
+from leadrelay.meta.field_rules import number_text
 from leadrelay.outcome import Filtered, Rejected
 
 
@@ -90,7 +91,7 @@ def id_text(raw_id: Any) -> str:
     sent is the same); else "" (none, true, a list), and the key is the event_id the ``Mapper``
     makes, as for an event without one, so two events with odd ids are never taken for one."""
     if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
-        return str(raw_id)
+        return number_text(raw_id) or ""  # a float that lost digits: none (finish_text says so)
     return ""
 
 

@@ -93,6 +93,17 @@ def visible(text: str) -> str:
     return text if text.isascii() else text.translate(INVISIBLE).strip()
 
 
+def number_text(value: int | float) -> str | None:
+    """A number as the text of an id or a text field: an int's digits, a whole float's digits
+    (``12345.0`` is ``12345``), another float as Python writes it; None for a whole float of 2**53
+    or more, whose digits are not all known (a JSON integer past 64 bits is read as a float)."""
+    if type(value) is not float:
+        return str(value)
+    if not value.is_integer():
+        return repr(value)
+    return str(int(value)) if abs(value) < 2**53 else None
+
+
 def float_digits(text: str) -> str | None:
     """The digits of a whole number that pandas (or a spreadsheet) wrote as a float in text
     ("75011.0", "33612345678.0", "19900304.0"), else None."""

@@ -74,7 +74,7 @@ def test_missing_is_a_falsy_singleton_named_missing() -> None:
 # ---------------------------------------------------------------------------- static
 
 
-@pytest.mark.parametrize("source", ["Lead form", "", "a }} b", "{ not a path }", " =LOWER(x)"])
+@pytest.mark.parametrize("source", ["Lead form", "", "a } b", "{ not a path }", " =LOWER(x)"])
 def test_static_values_are_sent_as_written(source: str) -> None:
     expr = compile_expression(source, key="k")
     assert (expr.kind, expr.paths, expr.evaluate(EVENT)) == ("static", (), source)
@@ -183,7 +183,7 @@ def test_compile_path_rejects_malformed_paths(path: str, position: int) -> None:
         ("tags: {{tags}}", 'tags: ["a","b"]'),
         ("at {{user.address}}", 'at {"city":"Lyon","zip":null}'),
         ("{{ context.event_id }}-{{items.0.product.price}}", "e-1-10"),
-        ("}} {{zero}} {", "}} 0 {"),
+        ("} {{zero}} {", "} 0 {"),
     ],
 )
 def test_templates_render_to_text(source: str, expected: str) -> None:
@@ -426,6 +426,11 @@ def test_evaluation_error_clips_long_values() -> None:
         ("Hi {{ user..x }}", 11, "empty segment"),
         ("Hi {{ first name }}", 11, "' ' cannot appear in a property path"),
         ("{{a}} {{b.}}", 9, "ends with '.'"),
+        # Typos that were sent as they are ("Won}" as a Facebook event name):
+        ("{{crm_stage}}}", 13, "one '}' too many"),
+        ("crm_stage}}", 9, "'}}' closes no '{{'"),
+        ("Won }} {{a}}", 4, "'}}' closes no '{{'"),
+        ("{{a}} and }}", 10, "'}}' closes no '{{'"),
     ],
 )
 def test_expression_errors_point_at_the_problem(source: str, position: int, fragment: str) -> None:
@@ -570,3 +575,9 @@ def test_evaluation_raises_only_evaluation_errors_and_never_returns_none(
     except EvaluationError:
         return
     assert value is not None
+
+
+@pytest.mark.parametrize("source", ['{"a":{"b":1}}', '{"n":{{n}}}', '[{"id":"{{id}}"}]'])
+def test_text_like_json_may_close_its_own_braces(source: str) -> None:
+    """The check for a stray '}}' leaves text that looks like JSON alone: its braces are its."""
+    assert compile_expression(source, key="smart_mapping.custom_data.x").source == source

@@ -295,19 +295,45 @@ def compile_expression(source: str, *, key: str) -> Expression:
 
         run, paths, siblings = compile_formula(source, key=key)
         return Expression(source, "formula", paths, run, siblings)
+    # Text that looks like JSON ('{"a":{"b":{{x}}}}') may close braces of its own.
+    text = source.lstrip()
+    strict = not (text.startswith("[") or (text.startswith("{") and not text.startswith("{{")))
     if "{{" not in source:
+        if strict:
+            _no_stray_close(source, 0, key=key, source=source)
         return Expression(source, "static", (), lambda event: source)
     pieces: list[tuple[str, str]] = []  # (text before, path)
     done = 0
     while (start := source.find("{{", done)) >= 0:
+        if strict:
+            _no_stray_close(source[done:start], done, key=key, source=source)
         path, end = read_braced_path(source, start, key=key)
         pieces.append((source[done:start], path))
         done = end
+        if strict and source.startswith("}", done):  # "{{stage}}}": sent as "Won}"
+            raise ExpressionError(
+                "one '}' too many after '}}'", key=key, position=done, source=source
+            )
     tail = source[done:]
+    if strict:
+        _no_stray_close(tail, done, key=key, source=source)
     paths = tuple(dict.fromkeys(path for _, path in pieces))
     if len(pieces) == 1 and not pieces[0][0] and not tail:
         return Expression(source, "path", paths, compile_path(paths[0], key=key))
     return Expression(source, "template", paths, _template(pieces, tail, key))
+
+
+def _no_stray_close(text: str, at: int, *, key: str, source: str) -> None:
+    """A '}}' in the literal ``text`` (at ``at`` in ``source``) closes no '{{': a typo, which
+    was sent as it is ("stage}}" as a Facebook event name)."""
+    close = text.find("}}")
+    if close >= 0:
+        raise ExpressionError(
+            "'}}' closes no '{{'; write {{path}} to read a property",
+            key=key,
+            position=at + close,
+            source=source,
+        )
 
 
 def read_braced_path(source: str, start: int, *, key: str) -> tuple[str, int]:

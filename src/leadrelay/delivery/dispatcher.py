@@ -31,6 +31,7 @@ from leadrelay.delivery.group_results import (
 )
 from leadrelay.meta.client import GraphClient, GraphResult
 from leadrelay.meta.errors import ErrorKind, GraphError
+from leadrelay.meta.rules import SEND_MARGIN_S
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
 _DAY: Final = 86400
@@ -94,7 +95,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_age_s: int = 7 * _DAY,
-        expiry_margin_s: int = 60,
+        expiry_margin_s: int = SEND_MARGIN_S,
         rng: random.Random | None = None,
         on_request: Callable[[GraphResult, int], None] | None = None,
     ) -> None:

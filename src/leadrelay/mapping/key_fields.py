@@ -23,7 +23,7 @@ from leadrelay.mapping.plans import (
     Plan,
     top_level_key,
 )
-from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S, check_window
+from leadrelay.meta.rules import MAX_FUTURE_S, SENDABLE_AGE_S, check_window
 
 __all__ = ["LeadReader", "TimeReader"]
 
@@ -81,6 +81,6 @@ class TimeReader:
             seconds = int(now)
         else:
             seconds = int(self.plan.finish(raw, None))
-        if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S:
+        if seconds <= now - SENDABLE_AGE_S or seconds > now + MAX_FUTURE_S:
             check_window(seconds, now)
         return seconds

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from leadrelay.mapping.plans import LEAD_DIGITS, LEAD_END, LEAD_MIN, MS_DIGITS, MS_END, MS_MIN
 from leadrelay.mapping.siblings import FIELD_ERRORS
-from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S
+from leadrelay.meta.rules import MAX_FUTURE_S, SENDABLE_AGE_S
 
 if TYPE_CHECKING:
     from leadrelay.mapping.engine import Parts
@@ -76,7 +76,7 @@ def usual_parts(
                 return otherwise(event)
         now = clock()
         event_id = raw_id.strip()
-        if seconds <= now - MAX_AGE_S or seconds > now + MAX_FUTURE_S or not event_id:
+        if seconds <= now - SENDABLE_AGE_S or seconds > now + MAX_FUTURE_S or not event_id:
             return otherwise(event)
         data: dict[str, Any] = {
             "event_name": name,

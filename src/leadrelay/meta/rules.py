@@ -17,6 +17,11 @@ from leadrelay.meta.field_rules import show as _show
 
 MAX_AGE_S: Final = 7 * 86400
 MAX_FUTURE_S: Final = 60
+SEND_MARGIN_S: Final = 60
+"""What a request may take: an event closer than this to the end of Meta's window when read, or
+when its batch goes out, would be too old by the time Meta reads it (the dispatcher's margin)."""
+SENDABLE_AGE_S: Final = MAX_AGE_S - SEND_MARGIN_S
+"""The oldest an event may be when read and still reach Meta inside its window."""
 _LEAD_MIN: Final = 10**14  # smallest 15-digit number
 _LEAD_MAX: Final = 10**17  # first 18-digit number
 _FLOAT_EXACT: Final = 2**53
@@ -163,6 +168,14 @@ def _iso(seconds: int) -> str:
 
 def check_window(seconds: int, now: float) -> int:
     """Raise ``FieldProblem`` unless ``seconds`` is within Meta's window around ``now``."""
+    if now - MAX_AGE_S < seconds <= now - SENDABLE_AGE_S:
+        # What a send would find as it went out (expired): dry runs and previews say it too.
+        raise FieldProblem(
+            "event_time_too_old",
+            f"event_time {_iso(seconds)} is {seconds - (now - MAX_AGE_S):.0f} s from the end of "
+            f"Meta's 7-day window, less than the {SEND_MARGIN_S} s a request may take: Meta "
+            "would refuse it as too old",
+        )
     if seconds <= now - MAX_AGE_S:
         days = (now - seconds) / 86400
         raise FieldProblem(

@@ -228,7 +228,7 @@ CHECK_CASES: list[tuple[str, str, list[StageRecord], dict[str, Any], Status, str
     ("lead_ids", "all valid", known_funnel()[:-2], {}, Status.PASS, "Every event"),
     ("lead_ids", "1 bad in 200",
      [*leads(199, NOW - DAY, 0), rec(None, "Lead", NOW, "rejected", reason="invalid_lead_id")],
-     {}, Status.PASS, "1 not 15-17 digits"),
+     {}, Status.PASS, "1 invalid (not 15-17 digits, or digits lost)"),
     ("lead_ids", "5 bad in 100",
      leads(95, NOW - DAY, 0) + [rec(None, "Lead", NOW, "rejected", reason="missing_lead_id")] * 3
      + [rec(LEAD, "Lead", NOW, "rejected", reason="meta_100_2804036", code=100,
@@ -236,6 +236,7 @@ CHECK_CASES: list[tuple[str, str, list[StageRecord], dict[str, Any], Status, str
      {}, Status.FAIL, "2 unknown to Meta (100/2804036), 3 missing"),
     ("lead_ids", "filtered only", [rec(None, None, NOW, "filtered", reason="unmapped")], {},
      Status.NOT_ENOUGH_DATA, "No event yet"),
+
     ("upload", "files", leads(10, NOW - DAY, 0, state="mapped"), {"from_store": False},
      Status.NOT_APPLICABLE, "before going live"),
     ("upload", "every 6 hours", leads(41, NOW - 10 * DAY, 10), {}, Status.PASS, "every 6.0 h"),
@@ -259,6 +260,18 @@ def test_good_fit_check(
 ) -> None:
     result = check(key, records, **kw)
     assert (result.status, why in result.why) == (status, True), result
+
+
+def test_the_lead_ids_check_counts_events_not_unreadable_records() -> None:
+    """Unreadable records have no lead id to judge: the check said "8 of 50" of 48 events."""
+    records = [
+        *leads(8, NOW - DAY, 0),
+        rec(None, "Lead", NOW, "rejected", reason="invalid_lead_id"),
+    ]
+    result = check(
+        "lead_ids", [*records, *[rec(None, None, NOW, "rejected", reason="unreadable")] * 2]
+    )
+    assert result.yours == "11.1% rejected (1 of 9)"
 
 
 def test_every_check_says_what_meta_asks_and_the_users_figure() -> None:

@@ -241,7 +241,7 @@ def check_lead_ids(f: FunnelFigures) -> Check:
         return make(yours, Status.PASS, "Every event carries a valid lead id.")
     labels = {
         "missing_lead_id": "missing",
-        "invalid_lead_id": "not 15-17 digits",
+        "invalid_lead_id": "invalid (not 15-17 digits, or digits lost)",
         "meta_100_2804036": "unknown to Meta (100/2804036)",
     }
     parts = ", ".join(f"{n} {labels.get(r, r)}" for r, n in sorted(f.lead_id_problems.items()))

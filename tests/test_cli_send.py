@@ -741,9 +741,17 @@ def test_a_send_again_says_what_became_of_each_event_and_exits_2_for_those_meta_
     sandbox.state.script(*["http_500"] * 3)  # the first batch of 50: its retries run out
     first = run(cfg, src, "--report", str(tmp_path / "first.ndjson"))
     assert first.returncode == 2, first.stderr
-    # what Meta said of those it never took, and what to do (the summary had no example)
+    # what Meta said of those it never took, where they were read, and what to do (the summary
+    # had no example, then one with no line)
     said = " ".join(first.stderr.split())
-    assert "not delivered retries_exhausted, e.g.: (event_id e0): gave up after 3" in said, said
+    gave_up = f"not delivered retries_exhausted, e.g.: {src} line 1 (event_id e0): gave up after 3"
+    assert gave_up in said, said
+    assert f"{src} line 78 (event_id e77): Invalid Lead ID" in said, said
+    # Every row of the first run says where its event was read (delivered ones too).
+    rows = report_rows(tmp_path / "first.ndjson")
+    assert {r["event_id"]: r["where"] for r in rows} == {
+        f"e{n}": f"{src} line {n + 1}" for n in range(150)
+    }
     assert "`dead-letters replay` queues them again and `leadrelay deliver` sends them" in said
     report = tmp_path / "again.ndjson"
     again = run(cfg, src, "--report", str(report))
@@ -869,7 +877,8 @@ def test_every_report_row_has_the_same_fields_in_the_same_order(
     ]  # fmt: skip
     assert {tuple(r) for r in rows} == {tuple(fields)}
     meta = [r for r in rows if r["event_id"] == "e7"]
-    assert meta[0]["code"] == 100 and meta[0]["where"] is None
+    assert meta[0]["code"] == 100 and meta[0]["where"] == f"{src} line 8"
+    assert all(r["where"] for r in rows)  # every row says where its event was read
 
 
 def test_a_deliver_stopped_by_a_second_ctrl_c_says_to_deliver_again(tmp_path: Path) -> None:

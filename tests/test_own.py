@@ -68,7 +68,7 @@ def test_a_duplicate_row_says_where_the_repeat_was_read(tmp_path: Path) -> None:
     """A duplicate's report row had no "where" (nor event_name): its event_id is the one of the
     event it repeats, so nothing told which line of the files it was. Both repeats say their
     line: one read while the first was in the same chunk, one read after the first was
-    delivered and stored (counted at the end)."""
+    delivered and stored (counted at the end). The delivered ones say theirs too."""
     store = SQLiteStore(tmp_path / "s.db")
     store.add([item("old-0", NOW - 3600)])  # an earlier run's, delivered then
     (claimed,) = store.claim(1, NOW - 3600)
@@ -92,9 +92,9 @@ def test_a_duplicate_row_says_where_the_repeat_was_read(tmp_path: Path) -> None:
     rows = [orjson.loads(line) for line in tally.report.getvalue().splitlines()]  # type: ignore[union-attr]
     said = sorted((r["event_id"], r["outcome"], r["where"], r["event_name"]) for r in rows)
     assert said == [
-        ("e-0", "delivered", None, "Lead"),
+        ("e-0", "delivered", "crm.ndjson line 1", "Lead"),
         ("e-0", "duplicate", "crm.ndjson line 4", "Lead"),
-        ("e-1", "delivered", None, "Lead"),
+        ("e-1", "delivered", "crm.ndjson line 2", "Lead"),
         ("e-1", "duplicate", "crm.ndjson line 3", "Lead"),
         ("old-0", "delivered", "an earlier run", "Lead"),
     ]

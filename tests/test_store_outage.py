@@ -319,7 +319,7 @@ def test_a_chunk_write_behind_could_not_store_in_part_is_added_again_whole(
         added = store.add_new(items)
         assert added.stored == [True] * 10
         assert len(set(added.ids)) == 10
-        assert [p.key for p in store.waiting()] == [f"e-{n}" for n in range(6)]
+        assert [p.key for _, p in store.waiting()] == [f"e-{n}" for n in range(6)]
     finally:
         store.close()
     reopened = SQLiteStore(tmp_path / "events.db")

@@ -316,7 +316,7 @@ def _delivered(tally: Tally, _: Sequence[int], results: Sequence[Delivery]) -> N
     tally.deliveries(results)
 
 
-def _waiting(store: Store) -> list[Payload]:
+def _waiting(store: Store) -> list[tuple[int, Payload]]:
     """The payloads read and held in memory, not sent (write-behind): stored queued as it
     closes."""
     from leadrelay.delivery.write_behind import WriteBehindStore

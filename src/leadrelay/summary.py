@@ -179,17 +179,24 @@ class Tally:
                 }
             )
 
-    def deliveries(self, results: Sequence[Delivery]) -> None:
+    def deliveries(
+        self, results: Sequence[Delivery], wheres: Sequence[str | None] | None = None
+    ) -> None:
         """Count what delivery made of a batch's payloads (``delivery`` for each; a batch
-        delivered whole is counted at once when no report row is to be written)."""
+        delivered whole is counted at once when no report row is to be written). ``wheres``:
+        where each was read, when known (``delivery.own``, with a report)."""
         if type(results) is DeliveredWhole and self.report is None:
             self.delivered_now += len(results)
             return
-        for result in results:
-            self.delivery(result)
+        if wheres is None:
+            for result in results:
+                self.delivery(result)
+        else:
+            for result, where in zip(results, wheres, strict=True):
+                self.delivery(result, where)
 
-    def delivery(self, result: Delivery) -> None:
-        """Count what delivery made of one payload."""
+    def delivery(self, result: Delivery, where: str | None = None) -> None:
+        """Count what delivery made of one payload, read at ``where`` if known."""
         p = result.payload
         if result.state is State.DELIVERED:
             if result.extra and result.extra.get("retried"):
@@ -199,15 +206,14 @@ class Tally:
             else:
                 self.delivered_now += 1
         elif result.state in FAILED:
-            self._failed(result.state, result, result.extra.get("where", ""), p.key)
+            self._failed(result.state, result, where or "", p.key)
         elif result.reason == INTERRUPTED:  # cut short at a stop: queued, sent by the next run
-            self.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
+            self.left_queued(p.key, p.source_event, p.lead_id, p.event_name, where)
             return
         else:
             self.not_sent[result.reason or "not_sent"] += 1
         if self.report is None:  # the common case: no row to build
             return
-        where = result.extra.get("where")
         self._write(settled_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
 
     def settled_elsewhere(self, record: EventRecord) -> None:
@@ -287,12 +293,17 @@ class Tally:
         self._write(row)
 
     def left_queued(
-        self, event_id: str, event: str, lead_id: int | None, event_name: str | None
+        self,
+        event_id: str,
+        event: str,
+        lead_id: int | None,
+        event_name: str | None,
+        where: str | None = None,
     ) -> None:
         """One payload of the run left queued in the store when delivery stopped."""
         self.queued_left += 1
         if self.report is not None:
-            row = {"where": None, "event_id": event_id, "event": event, "lead_id": lead_id}
+            row = {"where": where, "event_id": event_id, "event": event, "lead_id": lead_id}
             self._write(row | {"event_name": event_name, "outcome": "queued"})
 
     def held_elsewhere(self, record: EventRecord) -> None:

@@ -74,6 +74,9 @@ class OwnResults:
         # this run) were read. Only those can be duplicates (see _account); those of an earlier
         # run, all of a big file sent again, are not kept.
         self._found_where: dict[int, str] = {}
+        # With a report: where each event this run stored or holds was read, by id, until it is
+        # settled (its row says it). Those open at once, a few thousand unless Meta is slow.
+        self._where: dict[int, str] = {}
         self._stored_before = stored_before
         # Runs of ids this process settled that were not the files' (yet): the store's backlog,
         # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
@@ -90,6 +93,11 @@ class OwnResults:
         ids = added.ids
         read_at = self._tally.read_at  # a report's: where each was read
         wheres = [read_at.pop(id(item), None) for item in items] if read_at else None
+        if wheres is not None:  # kept for the rows of those this run stored or holds
+            where_of = self._where
+            for i, new, item, where in zip(ids, added.stored, items, wheres, strict=True):
+                if new and where is not None and isinstance(item.outcome, Payload):
+                    where_of[i] = where
         if all(added.stored) and (not ids or max(ids) < 0):
             return  # the usual chunk: new events, all held in memory (write-behind)
         ours = [
@@ -115,16 +123,19 @@ class OwnResults:
                     self._found_where[i] = where
         still = set(compress(found, self._store.open_of(found))) if found else set()
         self._found.add(i for i in found if i not in still)
+        for i in still:  # found open: this run settles it, and its row says where it was read
+            if (where := self._found_where.pop(i, None)) is not None:
+                self._where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
-        spans = self.spans
+        spans, where_of = self.spans, self._where
         if type(results) is DeliveredWhole:
             if ids and max(ids) < 0:  # all from memory: the files' own (write-behind)
-                self._tally.deliveries(results)
+                self._tally.deliveries(results, [where_of.pop(i, None) for i in ids])
                 return
             if all(i < 0 or i in spans for i in ids):
-                self._tally.deliveries(results)
+                self._tally.deliveries(results, [where_of.pop(i, None) for i in ids])
                 self._settled += runs(i for i in ids if i > 0)
                 return
         # Those put back in the queue (retries ran out, or cut short at a stop) are not settled:
@@ -134,7 +145,7 @@ class OwnResults:
         told = [(i, d) for i, d in zip(ids, results, strict=True) if i < 0 or not requeued(d)]
         mine = [(i, d) for i, d in told if i < 0 or i in spans]
         self._settled += runs(i for i, _ in mine if i > 0)
-        self._tally.deliveries([d for _, d in mine])
+        self._tally.deliveries([d for _, d in mine], [where_of.pop(i, None) for i, _ in mine])
         if len(mine) < len(told):  # the store's backlog (SQLite), or the fleet's events
             theirs = [(i, d) for i, d in told if i > 0 and i not in spans]
             self._foreign += runs(i for i, _ in theirs)
@@ -146,12 +157,14 @@ class OwnResults:
         """The spans of the files' stored ids that this process did not settle, in order."""
         return without(self.spans.merged(), merge_spans(self._settled))
 
-    async def account(self, *, stopped: bool = False, waiting: Iterable[Payload] = ()) -> None:
+    async def account(
+        self, *, stopped: bool = False, waiting: Iterable[tuple[int, Payload]] = ()
+    ) -> None:
         """Count, once, what this run did not settle itself (see the module): at the send's
         end, on SIGTERM or on Ctrl-C. ``waiting``: the payloads still in memory (write-behind),
-        stored queued as it closes. Called again (a Ctrl-C while it runs), it waits for the same
-        run: the tally is counted once. ``stopped`` (Ctrl-C): a failure is logged, not raised;
-        the summary then says where the events not accounted for may be."""
+        by id, stored queued as it closes. Called again (a Ctrl-C while it runs), it waits for
+        the same run: the tally is counted once. ``stopped`` (Ctrl-C): a failure is logged, not
+        raised; the summary then says where the events not accounted for may be."""
         if self._accounting is None:
             left = list(waiting)
             self._accounting = asyncio.ensure_future(asyncio.to_thread(self._account, left))
@@ -166,7 +179,7 @@ class OwnResults:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _account(self, waiting: list[Payload]) -> None:
+    def _account(self, waiting: list[tuple[int, Payload]]) -> None:
         tally, started = self._tally, self._started
         foreign = Spans.of(merge_spans(self._foreign))
         for ids in _pieces(self._found.merged()):
@@ -187,12 +200,15 @@ class OwnResults:
 
             account_elsewhere(self._fleet, self, tally)
             return
-        for p in waiting:
-            tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name)
+        where_of = self._where
+        for i, p in waiting:
+            where = where_of.pop(i, None)
+            tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name, where)
         for ids in _pieces(self.unsettled()):
             for r in self._store.outcomes(ids):
                 if r.state in OPEN:
-                    tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name)
+                    where = where_of.pop(r.id, None)
+                    tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name, where)
                 elif r.id in foreign:  # its result came as the reader found it open
                     tally.settled_here(r, backlog=True, split=r.id in self._split)
 

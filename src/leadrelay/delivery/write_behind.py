@@ -285,11 +285,11 @@ class WriteBehindStore(StoredEvents, Store):
             oldest_queued_at=counts.oldest_queued_at if oldest is None else oldest,
         )
 
-    def waiting(self) -> list[EncodedPayload]:
-        """The payloads in memory not sent yet (``close`` stores them queued)."""
+    def waiting(self) -> list[tuple[int, EncodedPayload]]:
+        """The payloads in memory not sent yet (``close`` stores them queued), with their ids."""
         with self._lock:
-            return [_payload(item) for _, item in self._waiting] + [
-                _payload(item) for item in self._held.values()
+            return [(i, _payload(item)) for i, item in self._waiting] + [
+                (i, _payload(item)) for i, item in self._held.items()
             ]
 
     def close(self) -> None:

@@ -111,10 +111,14 @@ class Dispatcher:
         self._rng = rng if rng is not None else random.Random()
         self._on_request = on_request
 
-    async def deliver(self, batch: Sequence[Payload]) -> Sequence[Delivery]:
+    async def deliver(
+        self, batch: Sequence[Payload], answered: list[Delivery | None] | None = None
+    ) -> Sequence[Delivery]:
         """Deliver ``batch``; returns one ``Delivery`` per payload, in the same order: a
-        ``DeliveredWhole`` when Meta took the whole batch at the first request."""
-        results: list[Delivery | None] = [None] * len(batch)
+        ``DeliveredWhole`` when Meta took the whole batch at the first request. ``answered``
+        (``None`` per payload) is filled as Meta answers for each: what a delivery cut short
+        (cancelled) knows of its payloads, in the middle of a split batch."""
+        results: list[Delivery | None] = [None] * len(batch) if answered is None else answered
         try:  # the bytes stored, most of the time: no encoding, nothing to fail
             group = Group(list(range(len(batch))), [request_body(p) for p in batch])
         except orjson.JSONEncodeError:

@@ -35,7 +35,7 @@ from leadrelay.delivery.store import Claimed, FleetControl, Store, StoreError
 from leadrelay.delivery.store_calls import StoreCalls, finished
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import INTERRUPTED
+from leadrelay.outcome import INTERRUPTED, Delivery
 
 __all__ = ["DeliveryWorker", "RequeuePolicy", "WorkerObserver", "pause_advice"]
 
@@ -321,12 +321,12 @@ class DeliveryWorker:
         started = time.perf_counter()
         ids = [c.id for c in claimed]
         renewal = None if self._fleet is None else asyncio.ensure_future(self._fleet.renew(ids))
+        answered: list[Delivery | None] = [None] * len(claimed)
         try:
             try:
-                results = await dispatcher.deliver([c.payload for c in claimed])
+                results = await dispatcher.deliver([c.payload for c in claimed], answered)
             except asyncio.CancelledError:
-                message = "delivery stopped before Meta answered; the events will be sent again"
-                await finished(self._recorder.put_back(claimed, INTERRUPTED, message), ids)
+                await finished(self._cut_short(claimed, answered), ids)
                 raise
             except Exception as exc:
                 log.exception("delivery failed unexpectedly; the batch goes back to the queue")
@@ -346,6 +346,18 @@ class DeliveryWorker:
             if renewal is not None:
                 renewal.cancel()
             self._dispatchers.release(dispatcher)
+
+    async def _cut_short(self, claimed: list[Claimed], answered: list[Delivery | None]) -> None:
+        """A batch stopped before Meta answered for all of it: those Meta answered for (parts
+        of a batch split for a refused event) are recorded, the rest goes back to the queue. All
+        went back: a stop in the middle of a long split sent again what Meta had taken."""
+        known = [(c, r) for c, r in zip(claimed, answered, strict=True) if r is not None]
+        if known:
+            await self._recorder.record([c for c, _ in known], [r for _, r in known])
+        rest = [c for c, r in zip(claimed, answered, strict=True) if r is None]
+        if rest:
+            message = "delivery stopped before Meta answered; the events will be sent again"
+            await self._recorder.put_back(rest, INTERRUPTED, message)
 
     def _refused(self, events: int) -> None:
         """The store refused the results of a batch Meta answered (see ``finished``)."""

@@ -58,6 +58,8 @@ BODIES: list[tuple[str, bytes]] = [
     ("only non-objects", dumps([1, "two"])),
     ("empty array", b"[]"),
     ("empty envelope", b'{"batch": []}'),
+    ("envelope of a JSON text", dumps({"batch": orjson.dumps([ev(1)]).decode()})),
+    ("envelope of an object", dumps({"batch": ev(1)})),
     ("single event", dumps(ev(1))),
     ("several objects", dumps(ev(1)) + b"\n" + dumps(ev(2))),
     ("broken JSON", b'[{"event_name": "lead_qualified"},'),
@@ -259,6 +261,23 @@ def test_a_body_with_no_event_is_a_400(settings: Settings, body: bytes) -> None:
     items, accepted = prepare_request(body, "application/json", Mapper(settings), settings, NOW)
     assert (items, accepted.status) == ([], 400)
     assert orjson.loads(accepted.body)["message"] == "the body holds no event"
+
+
+@pytest.mark.parametrize(
+    ("batch", "got"),
+    [('"[{\\"event_name\\": \\"lead_qualified\\"}]"', "string: the array itself"),
+     ('{"event_name": "lead_qualified"}', "object"), ("null", "null")],
+)  # fmt: skip
+def test_an_envelope_whose_batch_is_no_array_is_a_400_saying_so(
+    settings: Settings, batch: str, got: str
+) -> None:
+    """'{"batch": "[...]"}' (the array sent as a JSON text) was answered 202 "accepted": 1, the
+    envelope stored as an event with no event_name, and the events in it lost."""
+    body = b'{"batch": ' + batch.encode() + b"}"
+    items, accepted = prepare_request(body, "application/json", Mapper(settings), settings, NOW)
+    assert (items, accepted.status) == ([], 400)
+    (said,) = orjson.loads(accepted.body)["rejected"]
+    assert said["message"].startswith(f'request: "batch" must be an array of events (got {got}')
 
 
 def test_a_body_of_too_many_events_is_a_413_before_any_is_mapped(settings: Settings) -> None:

@@ -34,8 +34,17 @@ class ReadError(Exception):
 
 
 def record(where: str, value: Any) -> SourceRecord:
-    """The record for one parsed JSON value: an event only if it is an object."""
+    """The record for one parsed JSON value: an event only if it is an object (and not a batch
+    envelope whose ``batch`` is not an array: ``batch_of`` takes those that are)."""
     if type(value) is dict:
+        if "batch" in value and "event_name" not in value and type(value["batch"]) is not list:
+            # '{"batch": "[...]"}' (an array sent as a JSON text) was taken for one event with
+            # no event_name: the events in it were lost, and the 202 said "accepted".
+            got = _kind(value["batch"])
+            hint = ": the array itself, not a JSON text of it" if got == "string" else ""
+            return SourceRecord(
+                where, None, f'{where}: "batch" must be an array of events (got {got}{hint})'
+            )
         return SourceRecord(where, value)
     return SourceRecord(where, None, f"{where} is not a JSON object (got {_kind(value)})")
 
@@ -66,4 +75,5 @@ def _kind(value: Any) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "array", type(None): "null"}.get(type(value), type(value).__name__)
+    kinds = {str: "string", list: "array", dict: "object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)

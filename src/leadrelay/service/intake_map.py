@@ -172,7 +172,8 @@ def _read(
             value = None  # parse_body locates the error (or reads several values)
         items = value if type(value) is list else batch_of(value)
         if items is None and type(value) is dict:  # one event, what parse_body would make of it
-            return [value], [record(_LABEL, value)]
+            one = record(_LABEL, value)  # (or an envelope whose batch is no array: an error)
+            return [one.event], [one]
         if items is not None and all(type(item) is dict for item in items):
             return items, None
     records = parse_body(body, content_type=content_type, label=_LABEL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -211,6 +212,36 @@ def test_dead_letters_list_show_and_replay_after_fix(tmp_path: Path) -> None:
         assert claimed.payload.lead_id == 123456789012346
     finally:
         store.close()
+
+
+def test_a_numeric_event_id_is_the_event_not_the_store_id(tmp_path: Path) -> None:
+    """``show 1`` showed the event stored first (ok-1), not the event whose event_id is "1",
+    and ``replay 1`` replayed that other one; a 20-digit event_id crashed both (SQLite took it
+    for an id: OverflowError). An event_id names its event; ``#1`` is the store id."""
+    config = write_config(tmp_path)
+    seed(config)  # ok-1 is #1
+    settings = load_config(config)
+    mapper = Mapper(settings)
+    ms = int((time.time() - 600) * 1000)
+    numeric = [
+        {"event_name": "lead_qualified", "facebook_lead_id": "12", "context": {"event_id": key}}
+        | {"context": {"event_id": key, "event_timestamp": ms}}
+        for key in ("1", "20260105142901000123")
+    ]
+    store = open_store(settings)
+    store.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in numeric])
+    store.close()
+    for ref, key in (("1", "1"), ("#1", "ok-1"), ("20260105142901000123", "20260105142901000123")):
+        shown = run("dead-letters", "show", ref, "--config", str(config))
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert re.search(rf"^key: {key}$", shown.stdout, re.M), (ref, shown.stdout)
+    said = run("dead-letters", "show", "1", "--config", str(config)).stderr
+    assert "#1 is the store id of another event (ok-1)" in " ".join(said.split())
+    replayed = run("dead-letters", "replay", "1", "20260105142901000123", "--config", str(config))
+    assert replayed.returncode == 0, replayed.stderr
+    assert "left as they are: 2" in replayed.stderr  # both still without a valid lead id
+    assert "e.g. 1: lead_id '12'" in replayed.stderr  # the event "1", not ok-1 (delivered)
+    assert "e.g. 20260105142901000123: lead_id '12'" in replayed.stderr
 
 
 def test_since_must_be_readable(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 (``cli`` registers them). No ``from __future__ import annotations``: see ``cli``."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 from rich.console import Console
@@ -103,7 +103,10 @@ def dead_list(
 
 @dead.command("show")
 def dead_show(
-    event: Annotated[str, typer.Argument(help="Store id or event_id.")], config: ConfigOpt
+    event: Annotated[
+        str, typer.Argument(help="An event_id, or a store id as list shows it (#34).")
+    ],
+    config: ConfigOpt,
 ) -> None:
     """Everything about one event: the original, the request payload, Meta's answer."""
     import orjson
@@ -111,10 +114,13 @@ def dead_show(
     configure_logging(0)
     settings = load_settings(config)
     store = open_store(settings)
+    said: list[str] = []
     try:
-        record = _find(store, event)
+        record = _find(store, event, said)
     finally:
         store.close()
+    for line in said:
+        err.print(line, markup=False, highlight=False)
     if record is None:
         err.print(f"[red]No stored event {escape(repr(event))}[/red]", highlight=False)
         raise typer.Exit(1)
@@ -151,17 +157,38 @@ def dead_show(
             out.print_json(orjson.dumps(blob).decode())
 
 
-def _find(store: "Store", ref: str) -> "EventRecord | None":
-    """The stored event ``ref`` names: a store id (digits), else, or if none, an event_id."""
-    record = store.get(int(ref)) if ref.isascii() and ref.isdigit() else None
-    return record if record is not None else store.get(ref)
+_STORE_IDS: Final = 2**63  # SQLite's ids fit in 64 bits: a longer number is an event_id only
+
+
+def _find(store: "Store", ref: str, said: list[str]) -> "EventRecord | None":
+    """The stored event ``ref`` names: ``#34`` is a store id (as ``list`` shows it); anything
+    else is an event_id, or, if digits and no event has that event_id, a store id (``show 7``
+    showed the event stored 7th, not the event "7": CRM event ids are often numbers). Digits
+    that are both say so in ``said``."""
+    text = ref.strip()
+    if text[:1] == "#" and text[1:].isascii() and text[1:].isdigit():
+        number = int(text[1:])
+        return store.get(number) if number < _STORE_IDS else None
+    by_key = store.get(text) if text else None
+    by_id = None
+    if text.isascii() and text.isdigit() and int(text) < _STORE_IDS:
+        by_id = store.get(int(text))
+    if by_key is None:
+        return by_id
+    if by_id is not None and by_id.id != by_key.id:
+        said.append(
+            f"{text}: the event with that event_id (#{by_key.id}); #{text} is the store id of "
+            f"another event ({by_id.key})"
+        )
+    return by_key
 
 
 @dead.command("replay")
 def dead_replay(
     config: ConfigOpt,
     ids: Annotated[
-        list[str] | None, typer.Argument(help="Store ids or event_ids (default: all).")
+        list[str] | None,
+        typer.Argument(help="Event_ids, or store ids as list shows them (#34); default: all."),
     ] = None,
     reason: ReasonOpt = None,
     since: SinceOpt = None,
@@ -175,7 +202,10 @@ def dead_replay(
     try:
         missing: list[str] = []
         if ids:
-            found = [(i, _find(store, i)) for i in ids]
+            said: list[str] = []
+            found = [(i, _find(store, i, said)) for i in ids]
+            for line in said:
+                err.print(line, markup=False, highlight=False)
             records = [r for _, r in found if r is not None]
             missing = [i for i, r in found if r is None]
         else:

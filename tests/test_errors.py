@@ -90,6 +90,8 @@ NO_ENVELOPE_ROWS = [
     # A URL that is not the events endpoint (a graph_url with a path): no event is to blame.
     ("HTTP 404 empty", 404, None, AUTH, "http_404", "HTTP 404"),
     ("HTTP 405 text", 405, b"Method Not Allowed", AUTH, "http_405", "HTTP 405"),
+    # A plain web server's answer to a POST (python -m http.server): it was retried forever.
+    ("HTTP 501 html", 501, b"<html>Unsupported method ('POST')</html>", AUTH, "http_501", "501"),
     ("HTTP 408 request timeout", 408, b"", T, "http_408", "HTTP 408"),
     ("HTTP 401 from a proxy", 401, b"Unauthorized", AUTH, "http_401", "HTTP 401"),
     ("HTTP 403 from a proxy", 403, b"Forbidden", AUTH, "http_403", "HTTP 403"),

@@ -24,7 +24,9 @@ _AUTH_CODES: Final = frozenset({10, 102, 104, 190, *range(200, 300)})  # 104: no
 # The request never reached the events endpoint: 2500 "Unknown path components" (a graph_url that
 # holds a version or a path), 2635 "You are calling a deprecated version" (an old api_version).
 _ENDPOINT_CODES: Final = frozenset({2500, 2635})
-_ENDPOINT_STATUSES: Final = frozenset({404, 405})  # the same, said by a server that is not Graph
+# The same, said by a server that is not Graph: 501 is a plain web server's "no POST here"
+# (retried forever as transient, with readyz saying ready).
+_ENDPOINT_STATUSES: Final = frozenset({404, 405, 501})
 _INVALID_PARAMETER: Final = 100
 _NO_SUCH_OBJECT: Final = 33  # 100/33: the pixel does not exist or the token may not use it
 _MAX_TEXT: Final = 300

@@ -158,7 +158,11 @@ def _show(value: Any) -> str:
 def deliver(
     config: ConfigOpt,
     report: Annotated[
-        Path | None, typer.Option("--report", help="Write one NDJSON line per event.")
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write one NDJSON line per event it settles (those it leaves queued: none).",
+        ),
     ] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
 ) -> None:

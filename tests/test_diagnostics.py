@@ -432,12 +432,13 @@ REASONS = [
     "expired",
     "retries_exhausted",
     "paused_auth",
+    "poison",
 ]
 
 
 @pytest.mark.parametrize("reason", REASONS)
 def test_every_reason_of_ours_has_its_own_fix(reason: str) -> None:
-    assert what_to_fix(reason) == OUR_FIXES[reason]
+    assert what_to_fix(reason) == OUR_FIXES[reason].replace("{example}", "the example")
 
 
 @pytest.mark.parametrize(

@@ -319,3 +319,14 @@ def test_report_reads_every_file_named_after_from(tmp_path: Path) -> None:
     said = " ".join((proc.stdout + proc.stderr).split())
     assert "unexpected extra argument" not in said
     assert "2 file(s)" in said and html.exists(), said
+
+
+def test_status_advice_names_where_to_read_the_message() -> None:
+    """status's "what to do" said "See the example message" or "the example names it", and
+    status shows no example: it names the command that lists those events with their message."""
+    from leadrelay.status import fix_for
+
+    for reason in ("oops_new_reason", "meta_100_2804050", "meta_1234", "unreadable"):
+        advice = fix_for(reason)
+        assert "the example" not in advice, advice
+        assert f"`leadrelay dead-letters list --reason {reason}`" in advice, advice

@@ -130,19 +130,23 @@ def collect(settings: Settings, store: Store, *, now: float | None = None) -> St
         if held:
             paused = (
                 f"{held} queued event(s) wait because Meta refused the requests "
-                "(the access token, a permission or the endpoint: see their message)"
+                "(the access token, a permission or the endpoint: the delivering process's "
+                "log, and serve's /readyz, give Meta's message)"
             )
     return Status(tuple(found), backlog, paused, service, settings.server.max_backlog)
 
 
 def fix_for(reason: str) -> str:
-    """What to do about a stored reason; ``meta_<code>_<subcode>`` reasons carry Meta's codes."""
+    """What to do about a stored reason; ``meta_<code>_<subcode>`` reasons carry Meta's codes.
+    Where advice points at an event's message, it names the command that shows it (status
+    shows none: it said "see the example message")."""
+    example = f"`leadrelay dead-letters list --reason {reason}`"
     if reason.startswith("meta_"):
         parts = reason.split("_")[1:]
         if parts and all(p.isdigit() for p in parts):
             subcode = int(parts[1]) if len(parts) > 1 else None
-            return what_to_fix(reason, int(parts[0]), subcode)
-    return what_to_fix(reason)
+            return what_to_fix(reason, int(parts[0]), subcode, example=example)
+    return what_to_fix(reason, example=example)
 
 
 def age(seconds: float) -> str:

@@ -41,7 +41,7 @@ OUR_FIXES: Final[dict[str, str]] = {
     ),
     "unreadable": (
         "The record is not a JSON object (or a CSV row that cannot be read). Fix the export; "
-        "the example says where."
+        "{example} says where."
     ),
     "unmapped": (
         "Not an error: the event name is not in [mapping]. If it is a lead stage, add a row "
@@ -51,6 +51,11 @@ OUR_FIXES: Final[dict[str, str]] = {
     "expired": (
         "The event passed Meta's 7-day window before it could be sent (a backlog or a long "
         "pause). Keep delivery running and fix what stopped it (see the other rows)."
+    ),
+    "poison": (
+        "Handed out queue.max_deliveries times without a result: each process that took it "
+        "died or was stopped before recording one (it may crash them). Check the workers' logs "
+        "around its event_id, then replay it."
     ),
     "retries_exhausted": (
         "Meta or the network kept failing until the retry budget ran out. A running serve or "
@@ -89,7 +94,7 @@ META_FIXES: Final[dict[str, str]] = {
         "the token's system user has access to the dataset."
     ),
     "100": (
-        "Meta refused a parameter of the event: the example names it. Check the smart_mapping "
+        "Meta refused a parameter of the event: {example} names it. Check the smart_mapping "
         "row that fills it."
     ),
     "190": (
@@ -113,11 +118,23 @@ _THROTTLE: Final = (
     "Meta's rate limit. Delivery backs off and retries; if it lasts, lower delivery.concurrency "
     "or raise delivery.batch_size so fewer requests are made."
 )
-_GENERIC_META: Final = "Meta refused the event: the example gives Meta's message."
+_GENERIC_META: Final = "Meta refused the event: {example} gives Meta's message."
 
 
-def what_to_fix(reason: str, code: int | None = None, subcode: int | None = None) -> str:
-    """What a user should do about events with this reason (and Meta's code when Meta spoke)."""
+def what_to_fix(
+    reason: str,
+    code: int | None = None,
+    subcode: int | None = None,
+    *,
+    example: str = "the example",
+) -> str:
+    """What a user should do about events with this reason (and Meta's code when Meta spoke);
+    ``example`` says where the message of such an event is (``status`` shows none: it names
+    the command that does)."""
+    return _what_to_fix(reason, code, subcode).replace("{example}", example)
+
+
+def _what_to_fix(reason: str, code: int | None, subcode: int | None) -> str:
     if code is not None:
         label = f"{code}/{subcode}" if subcode else str(code)
         meta = META_FIXES.get(label) or META_FIXES.get(str(code))
@@ -131,5 +148,5 @@ def what_to_fix(reason: str, code: int | None = None, subcode: int | None = None
             return ours if meta is None else f"{ours} Meta's code: {meta}"
         return meta or OUR_FIXES.get(reason, _GENERIC_META)
     return OUR_FIXES.get(reason) or (
-        _GENERIC_META if reason.startswith("meta_") else f"See the example message ({reason})."
+        _GENERIC_META if reason.startswith("meta_") else "Its message says why: see {example}."
     )

@@ -98,3 +98,27 @@ def test_a_replay_that_still_fails_records_the_new_reason(tmp_path: Path) -> Non
         assert again.id == record.id and "6234" in (again.message or "")
     finally:
         db.close()
+
+
+def test_an_event_now_past_meta_s_window_is_left_as_it_is(tmp_path: Path) -> None:
+    """A dead letter received 7 days ago (fine then) was mapped as at that time, queued again
+    ("Queued 1 event(s) again") and expired at once. It is left as it is, saying why, whether
+    its original is mapped again or its payload is sent as it was."""
+    received = time.time() - 7 * 86400 + 30
+    event = {
+        "event_name": "lead_qualified",
+        "facebook_lead_id": 123456789012345,
+        "context": {"event_id": "old-1", "event_timestamp": int(received * 1000)},
+    }
+    for originals in ("keep", "drop"):
+        folder = tmp_path / originals
+        db = _dead_store(folder, event, received, originals=originals)
+        try:
+            settings = make_settings(server={"data_dir": str(folder)})
+            result = replay(db, settings, list(dead_letters(db)), now=received + 7 * 86400)
+            assert (result.queued, dict(result.skipped)) == (0, {"too old now": 1}), originals
+            assert result.examples[0].startswith("old-1: event_time ")
+            assert "days old" in result.examples[0]
+            assert db.counts().queued == 0
+        finally:
+            db.close()

@@ -23,6 +23,7 @@ from leadrelay.config import Settings
 from leadrelay.delivery.store import EventRecord, Incoming, Store
 from leadrelay.delivery.store_encoding import redacted
 from leadrelay.mapping.engine import Mapper
+from leadrelay.meta.rules import FieldProblem, check_window
 from leadrelay.outcome import Payload, State
 
 DEAD_STATES: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
@@ -111,6 +112,10 @@ def replay(
         if record.original is not None and not redacted(record.original):
             received = record.received_at
             outcome = mapper.map(record.original)
+            if isinstance(outcome, Payload) and _past_window(
+                outcome.event_time, at, result, record
+            ):
+                continue
             if isinstance(outcome, Payload):
                 remap_ids.append(record.id)
                 remapped.append(outcome)
@@ -121,7 +126,8 @@ def replay(
                 if record.key and outcome.key == record.key:
                     refused.append(Incoming(outcome, orjson.dumps(record.original), at))
         elif record.payload is not None:
-            as_is.append(record.id)
+            if not _past_window(record.event_time, at, result, record):
+                as_is.append(record.id)
         else:
             result.skipped["nothing kept to resend"] += 1
     if remap_ids:
@@ -131,6 +137,26 @@ def replay(
     if refused:
         store.add_new(refused)
     return result
+
+
+def _past_window(
+    event_time: int | None, now: float, result: ReplayResult, record: EventRecord
+) -> bool:
+    """Whether ``event_time`` is now too old for Meta (then ``result`` says so): an event
+    mapped as at the time it was received passed, was queued, "Queued 1 event(s) again", and
+    expired again at once."""
+    if event_time is None:
+        return False
+    try:
+        check_window(event_time, now)
+    except FieldProblem as exc:
+        if exc.reason != "event_time_too_old":
+            return False  # in the future (a clock fixed since): delivery says it
+        result.skipped["too old now"] += 1
+        if len(result.examples) < 5:
+            result.examples.append(f"{record.key or record.id}: {exc.message}")
+        return True
+    return False
 
 
 _WIDE: Final = 140  # columns from which the list is a table; narrower, two lines per event

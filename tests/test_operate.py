@@ -330,3 +330,19 @@ def test_status_advice_names_where_to_read_the_message() -> None:
         advice = fix_for(reason)
         assert "the example" not in advice, advice
         assert f"`leadrelay dead-letters list --reason {reason}`" in advice, advice
+
+
+def test_replay_of_an_event_that_is_no_dead_letter_says_why(tmp_path: Path) -> None:
+    """``replay ok-1`` (delivered) printed "Queued 0 event(s) again" and nothing else."""
+    config = write_config(tmp_path)
+    seed(config)
+    replayed = run("dead-letters", "replay", "ok-1", "--config", str(config))
+    assert replayed.returncode == 0, replayed.stderr
+    said = " ".join(replayed.stderr.split())
+    assert "Queued 0 event(s) again" in said
+    assert (
+        "left as they are: 1 delivered: Meta has it (a replay never sends an event twice)" in said
+    )
+    limited = run("dead-letters", "list", "--config", str(config), "--limit", "-1")
+    assert limited.returncode == 2  # it listed nothing, silently
+    assert "Invalid value for '--limit'" in limited.stderr

@@ -85,7 +85,7 @@ def dead_list(
     config: ConfigOpt,
     reason: ReasonOpt = None,
     since: SinceOpt = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 100,
 ) -> None:
     """List dead letters: rejected, expired and undeliverable events, with the reason."""
     from leadrelay.deadletters import dead_letters, render_list

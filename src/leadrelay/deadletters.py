@@ -20,7 +20,7 @@ import orjson
 from rich.console import Console
 
 from leadrelay.config import Settings
-from leadrelay.delivery.store import EventRecord, Incoming, Store
+from leadrelay.delivery.store import REPLAYABLE_STATES, EventRecord, Incoming, Store
 from leadrelay.delivery.store_encoding import redacted
 from leadrelay.mapping.engine import Mapper
 from leadrelay.meta.rules import FieldProblem, check_window
@@ -109,6 +109,12 @@ def replay(
     at = time.time() if now is None else now
     refused: list[Incoming] = []  # still refused: the store says why now (add_new)
     for record in records:
+        if record.state not in REPLAYABLE_STATES:  # named by id: it said "Queued 0", no reason
+            why = _NOT_REPLAYED.get(record.state, f"{record.state.value}: not a dead letter")
+            result.skipped[why] += 1
+            if len(result.examples) < 5:
+                result.examples.append(f"{record.key or record.id}: {record.state.value}")
+            continue
         if record.original is not None and not redacted(record.original):
             received = record.received_at
             outcome = mapper.map(record.original)
@@ -137,6 +143,13 @@ def replay(
     if refused:
         store.add_new(refused)
     return result
+
+
+_NOT_REPLAYED: Final = {
+    State.DELIVERED: "delivered: Meta has it (a replay never sends an event twice)",
+    State.QUEUED: "still queued: delivery sends it",
+    State.IN_FLIGHT: "being sent",
+}
 
 
 def _past_window(

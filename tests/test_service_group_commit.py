@@ -401,3 +401,29 @@ def test_ready_again_once_the_store_answers_without_waiting_for_a_write(tmp_path
         ("post", 202),
         ("ready", 200),
     ]
+
+
+def test_a_post_with_a_trailing_slash_is_taken_as_the_intake(tmp_path: Path) -> None:
+    """``POST /v1/events/`` was answered 307 with an empty body: a client that does not follow
+    redirects for POST (most) took it for an answer."""
+    config = write_config(tmp_path / "c.toml", graph_url="http://127.0.0.1:9", data_dir=tmp_path)
+    settings = load_config(config)
+    with SQLiteStore(tmp_path / "leadrelay.db") as store:
+        app = create_app(
+            settings, store=store, worker=None, metrics=Metrics(), mapper=Mapper(settings)
+        )
+
+        async def post() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            headers = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                body = orjson.dumps([event(0, prefix="slash")])
+                return await http.post("/v1/events/", content=body, headers=headers)
+
+        try:
+            answer = asyncio.run(post())
+        finally:
+            app.state.intake.close()
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["ids"] == ["slash-0"]
+        assert store.get("slash-0") is not None

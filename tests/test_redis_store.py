@@ -116,6 +116,21 @@ def test_opening_without_create_needs_an_existing_store(open_store: Any) -> None
     assert open_store(create=False).counts().queued == 0
 
 
+def test_a_store_whose_redis_lost_its_data_is_found_again_once_events_come(
+    open_store: Any, client: redis.Redis
+) -> None:
+    """After a FLUSHALL (or a restart without persistence), serve kept storing and delivering,
+    while status and dead-letters said no store existed: only opening wrote its meta key."""
+    store = open_store()
+    queued(store, "before-flush")
+    client.flushall()
+    queued(store, "after-flush")
+    found = open_store(create=False)  # what status and dead-letters open
+    assert found.counts().queued == 1
+    record = found.get("after-flush")
+    assert record is not None and record.state is State.QUEUED
+
+
 def test_refuses_a_redis_that_may_evict_events(open_store: Any, client: redis.Redis) -> None:
     client.config_set("maxmemory-policy", "allkeys-lru")
     try:

@@ -19,10 +19,10 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from leadrelay.delivery.redis import lua_queue
+from leadrelay.delivery.redis.lua_common import SCHEMA_VERSION as SCHEMA_VERSION
 from leadrelay.delivery.redis.records import Value
 from leadrelay.delivery.store import StoreError
 
-SCHEMA_VERSION: Final = 1
 Arg = Value | int
 Client = redis.Redis | RedisCluster
 

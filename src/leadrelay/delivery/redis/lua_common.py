@@ -24,6 +24,9 @@ from typing import Final
 
 from leadrelay.delivery.redis.counters import BUCKET_LEVELS
 
+SCHEMA_VERSION: Final = 1
+"""The layout of the keys, kept in ``{prefix}:meta`` (field ``schema``)."""
+
 COMMON: Final = """
 local P = ARGV[1]
 local STREAM = KEYS[1]

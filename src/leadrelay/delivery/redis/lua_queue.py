@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from leadrelay.delivery.redis.lua_common import script
+from leadrelay.delivery.redis.lua_common import SCHEMA_VERSION, script
 
 ADD: Final = script("""
 -- ARGV: P, now (received_at of the batch), then per item: key, state, reason, received_at,
@@ -71,6 +71,9 @@ while i <= #ARGV do
   items[#items + 1] = it
 end
 local next_id = fresh > 0 and redis.call('INCRBY', P .. 'seq', fresh) - fresh + 1
+if fresh > 0 then  -- a Redis that lost its data meanwhile: status still finds the store
+  redis.call('HSETNX', P .. 'meta', 'schema', '__SCHEMA__')
+end
 local next_order = queued > 0 and redis.call('INCRBY', ORDER, queued) - queued + 1
 local blobs, keymap, ids = {}, {}, {}
 for _, it in ipairs(items) do
@@ -122,7 +125,7 @@ if #blobs > 0 then vcall({'MSET'}, blobs) end
 if #keymap > 0 then vcall({'HSET', KEYMAP}, keymap) end
 flush()
 return ids
-""")
+""").replace("__SCHEMA__", str(SCHEMA_VERSION))
 
 CLAIM: Final = script("""
 -- ARGV: P, group, consumer, now, limit, idle_ms, max_deliveries, dead-letter maxlen

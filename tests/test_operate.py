@@ -345,4 +345,6 @@ def test_replay_of_an_event_that_is_no_dead_letter_says_why(tmp_path: Path) -> N
     )
     limited = run("dead-letters", "list", "--config", str(config), "--limit", "-1")
     assert limited.returncode == 2  # it listed nothing, silently
+    blank = run("dead-letters", "list", "--config", str(config), "--reason", "")
+    assert blank.returncode == 2 and "is empty" in blank.stderr  # so did this
     assert "Invalid value for '--limit'" in limited.stderr

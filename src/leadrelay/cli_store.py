@@ -62,7 +62,17 @@ def report(
 
 
 dead = typer.Typer(help="What failed and why; replay after fixing the cause.", no_args_is_help=True)
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason.")]
+
+
+def _a_reason(value: str | None) -> str | None:
+    if value is not None and not value.strip():  # '' matched nothing, silently
+        raise typer.BadParameter("is empty: give a reason as list shows it, e.g. invalid_lead_id")
+    return value.strip() if value is not None else None
+
+
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="Only this reason.", callback=_a_reason)
+]
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="Only events updated since: 2h, 7d, or ISO-8601.")
 ]

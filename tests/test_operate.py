@@ -348,3 +348,25 @@ def test_replay_of_an_event_that_is_no_dead_letter_says_why(tmp_path: Path) -> N
     blank = run("dead-letters", "list", "--config", str(config), "--reason", "")
     assert blank.returncode == 2 and "is empty" in blank.stderr  # so did this
     assert "Invalid value for '--limit'" in limited.stderr
+
+
+def test_an_event_without_a_name_is_listed_as_such() -> None:
+    """``dead-letters list`` showed a bare " (yours)" for an event that had no event_name."""
+    import io
+
+    from rich.console import Console
+
+    from leadrelay.deadletters import render_list
+    from leadrelay.delivery.store import EventRecord
+
+    record = EventRecord(
+        id=3, key="nameless", state=State.REJECTED, source_event="", event_name=None,
+        lead_id=None, event_time=None, received_at=1.0, updated_at=1.0, attempts=0,
+        reason="missing_event_name", message="the event has no event_name", field="event_name",
+        code=None, subcode=None, fbtrace_id=None, payload=None, original=None, response=None,
+    )  # fmt: skip
+    for width in (80, 200):
+        out = io.StringIO()
+        assert render_list(iter([record]), Console(file=out, width=width)) == 1
+        shown = out.getvalue()
+        assert "(no name)" in shown and "(yours)" not in shown, shown

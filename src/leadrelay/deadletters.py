@@ -199,7 +199,7 @@ def render_list(records: Iterator[EventRecord], console: Console) -> int:
     for r in records:
         meta = "" if r.code is None else f"{r.code}/{r.subcode}" if r.subcode else str(r.code)
         # The Facebook event name, else (unmapped, refused before naming) the CRM's own.
-        name = r.event_name or f"{r.source_event} (yours)"
+        name = r.event_name or (f"{r.source_event} (yours)" if r.source_event else "(no name)")
         message = _clipped(r.message or "")
         # Text, not markup: event ids, names and messages are the event's data ("[x]").
         if wide:

@@ -815,6 +815,16 @@ def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(
     assert {r["outcome"] for r in rows} <= {"not_sent", "queued"}
     assert "queued in the store: the next send (or serve) delivers it" in said
     assert "kill -HUP" not in said  # a service's advice: a send stops, it does not reload
+    # The same send again, as the summary says: the events it finds queued are its own, and
+    # their rows say where they were read (they said null).
+    again = tmp_path / "again.ndjson"
+    second = run(config(tmp_path, sandbox.url), src, "--report", str(again))
+    assert second.returncode == 0, second.stderr
+    rows = report_rows(again)
+    assert len(rows) == 400
+    assert {r["event_id"]: r["where"] for r in rows} == {
+        f"e{n}": f"{src} line {n + 1}" for n in range(400)
+    }
 
 
 def test_a_batch_still_in_flight_when_reading_ends_is_delivered_once_as_this_runs(

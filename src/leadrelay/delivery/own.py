@@ -109,6 +109,7 @@ class OwnResults:
         ]
         seen = {i for i, new, _, _ in ours if new and i > 0}
         found: list[int] = []
+        found_where: dict[int, str] = {}
         for i, new, p, where in ours:
             if new:
                 continue
@@ -119,13 +120,15 @@ class OwnResults:
             else:
                 found.append(i)
                 seen.add(i)
-                if where is not None and i > (self._stored_before or 0):
-                    self._found_where[i] = where
+                if where is not None:
+                    found_where[i] = where
         still = set(compress(found, self._store.open_of(found))) if found else set()
         self._found.add(i for i in found if i not in still)
-        for i in still:  # found open: this run settles it, and its row says where it was read
-            if (where := self._found_where.pop(i, None)) is not None:
+        for i, where in found_where.items():
+            if i in still:  # found open (queued by an earlier run): this run settles it
                 self._where[i] = where
+            elif i > (self._stored_before or 0):  # settled by this run: a duplicate, at the end
+                self._found_where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:

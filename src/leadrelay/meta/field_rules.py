@@ -94,14 +94,13 @@ def visible(text: str) -> str:
 
 
 def number_text(value: int | float) -> str | None:
-    """A number as the text of an id or a text field: an int's digits, a whole float's digits
-    (``12345.0`` is ``12345``), another float as Python writes it; None for a whole float of 2**53
-    or more, whose digits are not all known (a JSON integer past 64 bits is read as a float)."""
-    if type(value) is not float:
-        return str(value)
-    if not value.is_integer():
-        return repr(value)
-    return str(int(value)) if abs(value) < 2**53 else None
+    """A number as the text of an id or a text field, as Python writes it (``12345.0`` stays
+    ``"12345.0"``: event keys written so by earlier versions must stay the same, or a resend
+    would be sent again); None for a whole float of 2**53 or more, whose digits are not all
+    known (a JSON integer past 64 bits is read as a float)."""
+    if type(value) is float and value.is_integer() and abs(value) >= 2**53:
+        return None
+    return str(value)
 
 
 def float_digits(text: str) -> str | None:

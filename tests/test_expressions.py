@@ -431,6 +431,8 @@ def test_evaluation_error_clips_long_values() -> None:
         ("crm_stage}}", 9, "'}}' closes no '{{'"),
         ("Won }} {{a}}", 4, "'}}' closes no '{{'"),
         ("{{a}} and }}", 10, "'}}' closes no '{{'"),
+        ("[CRM] {{crm_stage}}}", 19, "one '}' too many"),
+        ("{Lead}} qualified", 5, "'}}' closes no '{{'"),
     ],
 )
 def test_expression_errors_point_at_the_problem(source: str, position: int, fragment: str) -> None:
@@ -577,7 +579,11 @@ def test_evaluation_raises_only_evaluation_errors_and_never_returns_none(
     assert value is not None
 
 
-@pytest.mark.parametrize("source", ['{"a":{"b":1}}', '{"n":{{n}}}', '[{"id":"{{id}}"}]'])
-def test_text_like_json_may_close_its_own_braces(source: str) -> None:
-    """The check for a stray '}}' leaves text that looks like JSON alone: its braces are its."""
+@pytest.mark.parametrize(
+    "source",
+    ['{"a":{"b":1}}', '{"n":{{n}}}', '[{"id":"{{id}}"}]', '{{plan}}: {"tier":{"a":1}}', "a } b"],
+)
+def test_text_may_close_its_own_braces(source: str) -> None:
+    """The check for a stray '}}' counts the text's own braces: JSON-like text keeps them, and
+    a lone '}' is text."""
     assert compile_expression(source, key="smart_mapping.custom_data.x").source == source

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -295,45 +295,57 @@ def compile_expression(source: str, *, key: str) -> Expression:
 
         run, paths, siblings = compile_formula(source, key=key)
         return Expression(source, "formula", paths, run, siblings)
-    # Text that looks like JSON ('{"a":{"b":{{x}}}}') may close braces of its own.
-    text = source.lstrip()
-    strict = not (text.startswith("[") or (text.startswith("{") and not text.startswith("{{")))
     if "{{" not in source:
-        if strict:
-            _no_stray_close(source, 0, key=key, source=source)
+        _no_stray_close(source, (), key=key)
         return Expression(source, "static", (), lambda event: source)
     pieces: list[tuple[str, str]] = []  # (text before, path)
+    placeholders: list[tuple[int, int]] = []  # where each {{...}} is in source
     done = 0
     while (start := source.find("{{", done)) >= 0:
-        if strict:
-            _no_stray_close(source[done:start], done, key=key, source=source)
         path, end = read_braced_path(source, start, key=key)
         pieces.append((source[done:start], path))
+        placeholders.append((start, end))
         done = end
-        if strict and source.startswith("}", done):  # "{{stage}}}": sent as "Won}"
-            raise ExpressionError(
-                "one '}' too many after '}}'", key=key, position=done, source=source
-            )
     tail = source[done:]
-    if strict:
-        _no_stray_close(tail, done, key=key, source=source)
+    _no_stray_close(source, placeholders, key=key)
     paths = tuple(dict.fromkeys(path for _, path in pieces))
     if len(pieces) == 1 and not pieces[0][0] and not tail:
         return Expression(source, "path", paths, compile_path(paths[0], key=key))
     return Expression(source, "template", paths, _template(pieces, tail, key))
 
 
-def _no_stray_close(text: str, at: int, *, key: str, source: str) -> None:
-    """A '}}' in the literal ``text`` (at ``at`` in ``source``) closes no '{{': a typo, which
-    was sent as it is ("stage}}" as a Facebook event name)."""
-    close = text.find("}}")
-    if close >= 0:
-        raise ExpressionError(
-            "'}}' closes no '{{'; write {{path}} to read a property",
-            key=key,
-            position=at + close,
-            source=source,
-        )
+def _no_stray_close(source: str, placeholders: Sequence[tuple[int, int]], *, key: str) -> None:
+    """Raise for a '}}' that closes no '{{' in the text around the placeholders: a typo, which
+    was sent as it is ("{{stage}}}" as the Facebook event name "Won}", "stage}}"). Braces of
+    the text's own ('{"a":{"b":1}}', '[CRM] {x}') are counted, so JSON-like text keeps them; a
+    lone '}' is text."""
+    depth, after = 0, -1  # after: where the last placeholder ended
+    bounds = iter(placeholders)
+    ahead = next(bounds, None)
+    i = 0
+    while i < len(source):
+        if ahead is not None and i == ahead[0]:
+            i = after = ahead[1]
+            ahead = next(bounds, None)
+            continue
+        c = source[i]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            if depth:
+                depth -= 1
+            elif i == after:
+                raise ExpressionError(
+                    "one '}' too many after '}}'", key=key, position=i, source=source
+                )
+            elif source.startswith("}}", i) or source[i - 1 : i + 1] == "}}":
+                raise ExpressionError(
+                    "'}}' closes no '{{'; write {{path}} to read a property",
+                    key=key,
+                    position=i if source.startswith("}}", i) else i - 1,
+                    source=source,
+                )
+        i += 1
 
 
 def read_braced_path(source: str, start: int, *, key: str) -> tuple[str, int]:

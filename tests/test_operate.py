@@ -226,12 +226,16 @@ def test_a_numeric_event_id_is_the_event_not_the_store_id(tmp_path: Path) -> Non
     numeric = [
         {"event_name": "lead_qualified", "facebook_lead_id": "12", "context": {"event_id": key}}
         | {"context": {"event_id": key, "event_timestamp": ms}}
-        for key in ("1", "20260105142901000123")
+        for key in ("1", "20260105142901000123", "#99")
     ]
     store = open_store(settings)
     store.add([Incoming(mapper.map(e), orjson.dumps(e), time.time()) for e in numeric])
     store.close()
-    for ref, key in (("1", "1"), ("#1", "ok-1"), ("20260105142901000123", "20260105142901000123")):
+    shown_as = (
+        ("1", "1"), ("#1", "ok-1"), ("20260105142901000123", "20260105142901000123"),
+        ("#99", "#99"),  # no 99th event: the event_id "#99"
+    )  # fmt: skip
+    for ref, key in shown_as:
         shown = run("dead-letters", "show", ref, "--config", str(config))
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
         assert re.search(rf"^key: {key}$", shown.stdout, re.M), (ref, shown.stdout)

@@ -178,7 +178,16 @@ def _find(store: "Store", ref: str, said: list[str]) -> "EventRecord | None":
     text = ref.strip()
     if text[:1] == "#" and text[1:].isascii() and text[1:].isdigit():
         number = int(text[1:])
-        return store.get(number) if number < _STORE_IDS else None
+        by_number = store.get(number) if number < _STORE_IDS else None
+        named = store.get(text)  # an event_id that starts with "#"
+        if by_number is None:
+            return named
+        if named is not None and named.id != by_number.id:
+            said.append(
+                f"{text}: the event stored as {text}; the event whose event_id is {text} is "
+                f"#{named.id}"
+            )
+        return by_number
     by_key = store.get(text) if text else None
     by_id = None
     if text.isascii() and text.isdigit() and int(text) < _STORE_IDS:

@@ -240,7 +240,7 @@ def test_a_numeric_event_id_is_the_event_not_the_store_id(tmp_path: Path) -> Non
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
         assert re.search(rf"^key: {key}$", shown.stdout, re.M), (ref, shown.stdout)
     said = run("dead-letters", "show", "1", "--config", str(config)).stderr
-    assert "#1 is the store id of another event (ok-1)" in " ".join(said.split())
+    assert "1: the event with that event_id (#5); the other is #1 (ok-1)" in " ".join(said.split())
     replayed = run("dead-letters", "replay", "1", "20260105142901000123", "--config", str(config))
     assert replayed.returncode == 0, replayed.stderr
     assert "left as they are: 2" in replayed.stderr  # both still without a valid lead id

@@ -171,35 +171,33 @@ _STORE_IDS: Final = 2**63  # SQLite's ids fit in 64 bits: a longer number is an 
 
 
 def _find(store: "Store", ref: str, said: list[str]) -> "EventRecord | None":
-    """The stored event ``ref`` names: ``#34`` is a store id (as ``list`` shows it); anything
-    else is an event_id, or, if digits and no event has that event_id, a store id (``show 7``
-    showed the event stored 7th, not the event "7": CRM event ids are often numbers). Digits
-    that are both say so in ``said``."""
+    """The stored event ``ref`` names: ``#34`` is a store id (as ``list`` shows it), else the
+    event_id "#34"; anything else is an event_id, or, if digits and no event has that
+    event_id, a store id (``show 7`` showed the event stored 7th, not the event "7": CRM event
+    ids are often numbers). A ref that names two events says in ``said`` which was taken."""
     text = ref.strip()
     if text[:1] == "#" and text[1:].isascii() and text[1:].isdigit():
         number = int(text[1:])
-        by_number = store.get(number) if number < _STORE_IDS else None
-        named = store.get(text)  # an event_id that starts with "#"
-        if by_number is None:
-            return named
-        if named is not None and named.id != by_number.id:
-            said.append(
-                f"{text}: the event stored as {text}; the event whose event_id is {text} is "
-                f"#{named.id}"
-            )
-        return by_number
+        stored = store.get(number) if number < _STORE_IDS else None
+        return _chosen(stored, store.get(text), said, f"{text}: the event stored as {text}")
     by_key = store.get(text) if text else None
     by_id = None
     if text.isascii() and text.isdigit() and int(text) < _STORE_IDS:
         by_id = store.get(int(text))
-    if by_key is None:
-        return by_id
-    if by_id is not None and by_id.id != by_key.id:
-        said.append(
-            f"{text}: the event with that event_id (#{by_key.id}); #{text} is the store id of "
-            f"another event ({by_id.key})"
-        )
-    return by_key
+    taken = f"{text}: the event with that event_id" + (f" (#{by_key.id})" if by_key else "")
+    return _chosen(by_key, by_id, said, taken)
+
+
+def _chosen(
+    first: "EventRecord | None", second: "EventRecord | None", said: list[str], taken: str
+) -> "EventRecord | None":
+    """``first`` if there is one (``taken`` says so when ``second`` is another event), else
+    ``second``."""
+    if first is None:
+        return second
+    if second is not None and second.id != first.id:
+        said.append(f"{taken}; the other is #{second.id} ({second.key})")
+    return first
 
 
 @dead.command("replay")

@@ -798,6 +798,40 @@ def test_an_event_id_twice_in_the_files_is_said_to_be_one_and_has_its_row(
     )
 
 
+def test_an_event_id_an_earlier_run_sent_for_another_stage_is_said_not_sent(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A CRM that gives a deal's stage changes one event_id (deal-42 qualified, then deal-42
+    won): the second send counted the won stage "delivered by an earlier run" and exited 0, and
+    Meta never got it (Meta tells events apart by event_id and event_name; the store by
+    event_id). It is "not sent", exit 2, with its row and what to do."""
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("[delivery]", 'deal_won = "Converted"\n[delivery]'))
+    first, second = (orjson.loads(line) for line in events(2).splitlines())
+    second["context"]["event_id"] = "e0"  # the deal's id, again
+    second["event_name"] = "deal_won"
+    qualified, won = tmp_path / "qualified.ndjson", tmp_path / "won.ndjson"
+    qualified.write_bytes(orjson.dumps(first) + b"\n")
+    won.write_bytes(orjson.dumps(second) + b"\n")
+    assert run(cfg, qualified).returncode == 0
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, won, "--report", str(report))
+    assert proc.returncode == 2, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "│ not sent │ its event_id was sent before for another stage │ 1 │" in said, said
+    assert "delivered │ by an earlier run" not in said
+    assert "Converted has the event_id of a Marketing Qualified Lead event stored before" in said
+    (row,) = report_rows(report)
+    assert (row["outcome"], row["reason"], row["where"]) == (
+        "not_sent",
+        "event_id_reused",
+        f"{won} line 1",
+    )
+    assert [e["event_name"] for e in sandbox.state.received()] == ["Marketing Qualified Lead"]
+    again = run(cfg, qualified)  # the same stage again: "delivered by an earlier run", as before
+    assert again.returncode == 0 and "by an earlier run" in " ".join(again.stderr.split())
+
+
 def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -74,7 +74,7 @@ def test_a_duplicate_row_says_where_the_repeat_was_read(tmp_path: Path) -> None:
     (claimed,) = store.claim(1, NOW - 3600)
     store.complete([(claimed.id, Delivery(claimed.payload, State.DELIVERED, 1))], NOW - 3600)
     tally = Tally(report=io.BytesIO())
-    own = OwnResults(store, tally, fleet=None, started=NOW - 1, stored_before=store.last_id())
+    own = OwnResults(store, tally, fleet=None, started=NOW - 1)
     first = [item("e-0"), item("e-1"), item("e-1")]
     for n, incoming in enumerate(first):
         tally.read_at[id(incoming)] = f"crm.ndjson line {n + 1}"

@@ -81,9 +81,7 @@ async def deliver(
     tally.fleet = fleet is not None
     own = None
     if options.files and isinstance(store, Outcomes):
-        # With a report, the ids before this run's: a duplicate's line is kept for the others.
-        before = store.last_id() if tally.report is not None else None
-        own = OwnResults(store, tally, fleet=fleet, started=time.time(), stored_before=before)
+        own = OwnResults(store, tally, fleet=fleet, started=time.time())
     put_back = PutBack(tally) if fleet is not None and not options.files else None
 
     def on_request(result: GraphResult, events: int) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
+REUSED: Final = "its event_id was sent before for another stage"  # Tally.reused_id
 ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
 EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
 
@@ -70,6 +71,9 @@ class Tally:
     not sent again (``delivery.own``)."""
     duplicates: int = 0
     """Payloads with the event id of one read or stored before them in this run: not sent."""
+    reused: int = 0
+    """Payloads whose event id an earlier run sent for another Facebook event name (stage): not
+    sent, as the store knows events by their id (Meta by id and name): exit code 2."""
     backlog_delivered: int = 0
     """Events the store held queued from before this run and not read from its files (``serve``,
     a stopped send of other files) that this run delivered: not counted in what it read."""
@@ -242,6 +246,26 @@ class Tally:
         self.duplicates += 1
         self._write(duplicate_row(where, event_id, event, lead_id, event_name))
 
+    def reused_id(
+        self, event_id: str, event: str, lead_id: int | None, name: str | None,
+        first: EventRecord, where: str | None,
+    ) -> None:  # fmt: skip
+        """One payload not sent: an earlier run stored its event id for another stage
+        (``first``), and the store keeps one event per id (``delivery.own``)."""
+        self.reused += 1
+        message = (
+            f"{name} has the event_id of a {first.event_name} event stored before "
+            f"({first.state.value}); leadrelay keeps one event per context.event_id, so it was "
+            "not sent: give each stage change its own context.event_id in the CRM's events"
+        )
+        self._example(REUSED, Example(where or "", event_id, "event_id", message))
+        row = {"where": where, "event_id": event_id, "event": event, "lead_id": lead_id}
+        self._write(
+            row
+            | {"event_name": name, "outcome": "not_sent", "reason": "event_id_reused"}
+            | {"field": "event_id", "message": message}
+        )
+
     def found_settled(self, record: EventRecord) -> None:
         """One payload found stored and settled before this run (``delivery.own``): counted as
         what an earlier run (or ``serve``) made of it. Refused by Meta, expired or dead then, it
@@ -266,7 +290,9 @@ class Tally:
             elif d.state in FAILED:
                 self.backlog_failed += 1
 
-    def settled_here(self, record: EventRecord, *, backlog: bool, split: bool = False) -> None:
+    def settled_here(
+        self, record: EventRecord, *, backlog: bool, split: bool = False, where: str | None = None
+    ) -> None:
         """One of the files' payloads that this run settled before its reader came to it (from
         the store's backlog, or a fleet's queue): counted as this run's, and no longer apart
         (``backlog``). ``split``: delivered after its batch was split (not retried)."""
@@ -276,7 +302,7 @@ class Tally:
                 self.backlog_delivered -= 1
             elif r.state in FAILED:
                 self.backlog_failed -= 1
-        row = settled_row(None, r.key, r.source_event, r.lead_id, r.event_name, r)
+        row = settled_row(where, r.key, r.source_event, r.lead_id, r.event_name, r)
         if r.state is State.DELIVERED:
             if split:
                 self.delivered_split += 1
@@ -354,6 +380,7 @@ class Tally:
             + self.delivered_elsewhere
             + self.delivered_before
             + self.duplicates
+            + self.reused
             + self.queued_left
             + sum(self.meta_rejected.values())
             + self.expired
@@ -374,6 +401,7 @@ class Tally:
             or self.elsewhere
             or self.queued_left
             or self.backlog_failed
+            or self.reused
         )
 
     def render(self, console: Console, *, dry_run: bool, stopped: bool = False) -> None:

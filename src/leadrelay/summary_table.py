@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from leadrelay.summary import EARLIER, ELSEWHERE, Tally
+from leadrelay.summary import EARLIER, ELSEWHERE, REUSED, Tally
 
 __all__ = ["render"]
 
@@ -61,6 +61,8 @@ def render(t: Tally, console: Console, *, dry_run: bool, stopped: bool) -> None:
         table.add_row("not delivered", label, str(t.backlog_failed), style="red")
     for reason, n in sorted(t.not_sent.items()):
         table.add_row("not sent", reason, str(n), style="yellow")
+    if t.reused:
+        table.add_row("not sent", REUSED, str(t.reused), style="red")
     if t.duplicates:
         label = "the event_id of an event before it in this run"
         table.add_row("not sent again", label, str(t.duplicates), style="yellow")

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from itertools import compress, repeat
+from itertools import repeat
 from typing import Final
 
 import structlog
 
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
-from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
+from leadrelay.delivery.store import Added, EventRecord, FleetControl, Incoming, Outcomes
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
@@ -51,8 +51,7 @@ class OwnResults:
     """``on_results`` for a send with files: what became of the files' events goes to the
     tally (on a fleet, not what became of the fleet's); remembers which of them it settled.
     ``added`` (the intake's ``on_added``) learns the files' events' ids; ``account`` counts, at
-    the end, those it did not settle (see the module). ``started``: when the send began;
-    ``stored_before``: with a report, the store's last id before it (``Store.last_id``)."""
+    the end, those it did not settle (see the module). ``started``: when the send began."""
 
     def __init__(
         self,
@@ -61,7 +60,6 @@ class OwnResults:
         *,
         fleet: FleetControl | None,
         started: float,
-        stored_before: int | None = None,
     ) -> None:
         self.spans = Spans()
         self._store = store
@@ -70,14 +68,13 @@ class OwnResults:
         self._started = started
         self._settled: list[tuple[int, int]] = []  # runs of ids, a batch's at a time
         self._found = Spans()  # found stored settled: read at the end
-        # With a report: where those stored after ``stored_before`` (the last id stored before
-        # this run) were read. Only those can be duplicates (see _account); those of an earlier
-        # run, all of a big file sent again, are not kept.
+        # With a report: where those found settled during this run (by it, before its reader
+        # came to them, or by another process) were read, for their rows at the end; not those
+        # an earlier run settled (all of a big file sent again).
         self._found_where: dict[int, str] = {}
         # With a report: where each event this run stored or holds was read, by id, until it is
         # settled (its row says it). Those open at once, a few thousand unless Meta is slow.
         self._where: dict[int, str] = {}
-        self._stored_before = stored_before
         # Runs of ids this process settled that were not the files' (yet): the store's backlog,
         # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
         self._foreign: list[tuple[int, int]] = []
@@ -110,6 +107,7 @@ class OwnResults:
         seen = {i for i, new, _, _ in ours if new and i > 0}
         found: list[int] = []
         found_where: dict[int, str] = {}
+        found_payloads: dict[int, Payload] = {}
         for i, new, p, where in ours:
             if new:
                 continue
@@ -119,16 +117,30 @@ class OwnResults:
                 self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
             else:
                 found.append(i)
+                found_payloads[i] = p
                 seen.add(i)
                 if where is not None:
                     found_where[i] = where
-        still = set(compress(found, self._store.open_of(found))) if found else set()
+        still: set[int] = set()
+        if found:  # what the store holds of them: open (this run sends it) or settled
+            for record in self._store.outcomes(found):
+                if record.state in OPEN:
+                    still.add(record.id)
+                elif _another_stage(found_payloads[record.id], record):
+                    # An earlier run sent this event id for another stage: counted "delivered
+                    # before", the stage change was lost without a word.
+                    p = found_payloads[record.id]
+                    where = found_where.pop(record.id, None)
+                    self._tally.reused_id(
+                        p.key, p.source_event, p.lead_id, p.event_name, record, where
+                    )
+                    found.remove(record.id)  # counted: not "found stored" at the end
+                elif record.updated_at >= self._started and record.id in found_where:
+                    self._found_where[record.id] = found_where[record.id]
         self._found.add(i for i in found if i not in still)
-        for i, where in found_where.items():
-            if i in still:  # found open (queued by an earlier run): this run settles it
+        for i in still:  # found open (queued by an earlier run): this run settles it
+            if (where := found_where.get(i)) is not None:
                 self._where[i] = where
-            elif i > (self._stored_before or 0):  # settled by this run: a duplicate, at the end
-                self._found_where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
@@ -189,7 +201,9 @@ class OwnResults:
             for record in self._store.outcomes(ids):
                 if record.id in foreign:  # settled here before the reader came to it
                     split = record.id in self._split
-                    tally.settled_here(record, backlog=self._fleet is None, split=split)
+                    where = self._found_where.get(record.id)
+                    backlog = self._fleet is None
+                    tally.settled_here(record, backlog=backlog, split=split, where=where)
                 elif self._fleet is not None and record.updated_at >= started:
                     tally.settled_elsewhere(record)  # by another process meanwhile
                 elif record.received_at >= started:  # stored by this run (write-behind)
@@ -213,7 +227,18 @@ class OwnResults:
                     where = where_of.pop(r.id, None)
                     tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name, where)
                 elif r.id in foreign:  # its result came as the reader found it open
-                    tally.settled_here(r, backlog=True, split=r.id in self._split)
+                    where = where_of.pop(r.id, None)
+                    tally.settled_here(r, backlog=True, split=r.id in self._split, where=where)
+
+
+def _another_stage(payload: Payload, stored: EventRecord) -> bool:
+    """Whether ``payload`` is a stage change other than the event stored under its event id
+    (Meta tells events apart by event_id and event_name; the store by event_id alone)."""
+    return (
+        stored.event_name is not None
+        and payload.event_name is not None
+        and stored.event_name != payload.event_name
+    )
 
 
 def _split(d: Delivery) -> bool:

@@ -273,6 +273,9 @@ class PauseRecorder:
     def open_of(self, ids: list[int]) -> list[bool]:
         return [False] * len(ids)
 
+    def stages_of(self, ids: list[int]) -> dict[int, tuple[State, str | None, float]]:
+        return {}
+
     def account_among(self, spans: list[tuple[int, int]], *, list_all: bool) -> Accounted:
         return Accounted(0, 0, [])
 

@@ -462,6 +462,12 @@ def test_a_send_learns_which_events_are_open_and_what_became_of_the_others(store
     assert store.open_of([ids[3], ids[0], ids[2], ids[1], 999_999]) == [
         True, False, True, False, False,
     ]  # fmt: skip
+    stages = store.stages_of([ids[3], ids[0], ids[2], ids[1], 999_999])
+    assert {i: (state, name) for i, (state, name, _) in stages.items()} == {
+        ids[3]: (State.QUEUED, "Qualified"), ids[0]: (State.DELIVERED, "Qualified"),
+        ids[2]: (State.IN_FLIGHT, "Qualified"), ids[1]: (State.REJECTED, "Qualified"),
+    }  # fmt: skip
+    assert stages[ids[0]][2] == NOW  # when it was settled
     got = store.outcomes([ids[1], 999_999, ids[0]])
     assert [(r.id, r.key, r.state) for r in got] == [
         (ids[1], "b", State.REJECTED),

@@ -15,7 +15,7 @@ A send counts the files' payloads as its delivery settles them (``OwnResults`` i
 - on a fleet's queue (Redis), those another process holds or settled: ``delivery.elsewhere``.
 
 The files' events are known by their ids (``Spans``: a few numbers for a file of any size):
-those the send stored, and those it found stored still open (``Outcomes.open_of``), which it
+those the send stored, and those it found stored still open (``Outcomes.stages_of``), which it
 delivers (SQLite: one process delivers from a store) or another process does (a fleet). Ids of
 events held in memory (write-behind, negative) are the send's by definition. Its worker also
 delivers the store's backlog (events ``serve`` or a stopped run left queued; on a fleet, the
@@ -35,7 +35,7 @@ import structlog
 
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
-from leadrelay.delivery.store import Added, EventRecord, FleetControl, Incoming, Outcomes
+from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
@@ -122,21 +122,25 @@ class OwnResults:
                 if where is not None:
                     found_where[i] = where
         still: set[int] = set()
+        reused: list[int] = []
         if found:  # what the store holds of them: open (this run sends it) or settled
-            for record in self._store.outcomes(found):
-                if record.state in OPEN:
-                    still.add(record.id)
-                elif _another_stage(found_payloads[record.id], record):
-                    # An earlier run sent this event id for another stage: counted "delivered
-                    # before", the stage change was lost without a word.
-                    p = found_payloads[record.id]
-                    where = found_where.pop(record.id, None)
-                    self._tally.reused_id(
-                        p.key, p.source_event, p.lead_id, p.event_name, record, where
-                    )
-                    found.remove(record.id)  # counted: not "found stored" at the end
-                elif record.updated_at >= self._started and record.id in found_where:
-                    self._found_where[record.id] = found_where[record.id]
+            for i, (state, name, updated_at) in self._store.stages_of(found).items():
+                if state in OPEN:
+                    still.add(i)
+                elif _another_stage(found_payloads[i].event_name, name):
+                    reused.append(i)
+                elif updated_at >= self._started and (where := found_where.get(i)) is not None:
+                    # settled during this run (by it, before its reader came, or by another
+                    # process): its row at the end says where; an earlier run's say so instead
+                    self._found_where[i] = where
+        if reused:
+            # An earlier run sent these event ids for another stage: counted "delivered before",
+            # the stage change was lost without a word.
+            for record in self._store.outcomes(reused):
+                p = found_payloads[record.id]
+                where = found_where.get(record.id)
+                self._tally.reused_id(p.key, p.source_event, p.lead_id, p.event_name, record, where)
+            found = [i for i in found if i not in set(reused)]  # counted: not "found" at the end
         self._found.add(i for i in found if i not in still)
         for i in still:  # found open (queued by an earlier run): this run settles it
             if (where := found_where.get(i)) is not None:
@@ -231,14 +235,11 @@ class OwnResults:
                     tally.settled_here(r, backlog=True, split=r.id in self._split, where=where)
 
 
-def _another_stage(payload: Payload, stored: EventRecord) -> bool:
-    """Whether ``payload`` is a stage change other than the event stored under its event id
-    (Meta tells events apart by event_id and event_name; the store by event_id alone)."""
-    return (
-        stored.event_name is not None
-        and payload.event_name is not None
-        and stored.event_name != payload.event_name
-    )
+def _another_stage(name: str | None, stored: str | None) -> bool:
+    """Whether a payload named ``name`` is a stage change other than the event stored under
+    its event id, named ``stored`` (Meta tells events apart by event_id and event_name; the
+    store by event_id alone)."""
+    return stored is not None and name is not None and stored != name
 
 
 def _split(d: Delivery) -> bool:

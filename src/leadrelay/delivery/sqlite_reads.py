@@ -129,6 +129,13 @@ class SQLiteReads:
             open_ = {r[0] for r in conn.execute(sql, (orjson.dumps(ids),))}
         return [i in open_ for i in ids]
 
+    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+        """See ``Outcomes.stages_of``."""
+        sql = f"SELECT id, state, event_name, updated_at FROM events WHERE id IN {_AMONG}"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (orjson.dumps(ids),)).fetchall()
+        return {row[0]: (State(row[1]), row[2], row[3]) for row in rows}
+
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
         """See ``Outcomes.outcomes`` (records without the bodies)."""
         with self._reading() as conn:

@@ -47,6 +47,10 @@ class StoredEvents:
         """See ``Outcomes.outcomes`` (stored events only)."""
         return self._store.outcomes(ids)
 
+    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+        """See ``Outcomes.stages_of`` (stored events only)."""
+        return self._store.stages_of(ids)
+
     def last_id(self) -> int:
         """See ``Store.last_id`` (stored events only: those in memory have negative ids)."""
         return self._store.last_id()

@@ -209,6 +209,10 @@ class RedisStore(RedisReads, Store):
             flags += cast(bytes, self._run(self._open_of, args)).decode()
         return [flag == "1" for flag in flags]
 
+    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+        """See ``Outcomes.stages_of``: from ``outcomes`` (a thousand per script call)."""
+        return {r.id: (r.state, r.event_name, r.updated_at) for r in self.outcomes(ids)}
+
     def account_among(self, spans: Sequence[tuple[int, int]], *, list_all: bool) -> Accounted:
         """See ``FleetControl.account_among``: counted and listed in the per-state id sets, a
         script call per thousand spans or ``_IDS_PER_CALL`` ids (one call holds Redis up: 0.46 s

@@ -54,12 +54,7 @@ class OwnResults:
     the end, those it did not settle (see the module). ``started``: when the send began."""
 
     def __init__(
-        self,
-        store: Outcomes,
-        tally: Tally,
-        *,
-        fleet: FleetControl | None,
-        started: float,
+        self, store: Outcomes, tally: Tally, *, fleet: FleetControl | None, started: float
     ) -> None:
         self.spans = Spans()
         self._store = store
@@ -122,13 +117,13 @@ class OwnResults:
                 if where is not None:
                     found_where[i] = where
         still: set[int] = set()
-        reused: list[int] = []
+        reused: set[int] = set()
         if found:  # what the store holds of them: open (this run sends it) or settled
             for i, (state, name, updated_at) in self._store.stages_of(found).items():
                 if state in OPEN:
                     still.add(i)
                 elif _another_stage(found_payloads[i].event_name, name):
-                    reused.append(i)
+                    reused.add(i)
                 elif updated_at >= self._started and (where := found_where.get(i)) is not None:
                     # settled during this run (by it, before its reader came, or by another
                     # process): its row at the end says where; an earlier run's say so instead
@@ -136,11 +131,11 @@ class OwnResults:
         if reused:
             # An earlier run sent these event ids for another stage: counted "delivered before",
             # the stage change was lost without a word.
-            for record in self._store.outcomes(reused):
+            for record in self._store.outcomes([i for i in found if i in reused]):
                 p = found_payloads[record.id]
                 where = found_where.get(record.id)
                 self._tally.reused_id(p.key, p.source_event, p.lead_id, p.event_name, record, where)
-            found = [i for i in found if i not in set(reused)]  # counted: not "found" at the end
+            found = [i for i in found if i not in reused]  # counted: not "found" at the end
         self._found.add(i for i in found if i not in still)
         for i in still:  # found open (queued by an earlier run): this run settles it
             if (where := found_where.get(i)) is not None:

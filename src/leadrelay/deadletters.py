@@ -86,6 +86,13 @@ class ReplayResult:
         """Events put back in the queue."""
         return self.remapped + self.as_is
 
+    def skip(self, why: str, record: EventRecord, said: str) -> None:
+        """``record`` left as it is, counted under ``why``; ``said`` of it among the first
+        examples."""
+        self.skipped[why] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{record.key or record.id}: {said}")
+
 
 def replay(
     store: Store,
@@ -111,9 +118,7 @@ def replay(
     for record in records:
         if record.state not in REPLAYABLE_STATES:  # named by id: it said "Queued 0", no reason
             why = _NOT_REPLAYED.get(record.state, f"{record.state.value}: not a dead letter")
-            result.skipped[why] += 1
-            if len(result.examples) < 5:
-                result.examples.append(f"{record.key or record.id}: {record.state.value}")
+            result.skip(why, record, record.state.value)
             continue
         if record.original is not None and not redacted(record.original):
             received = record.received_at
@@ -126,9 +131,7 @@ def replay(
                 remap_ids.append(record.id)
                 remapped.append(outcome)
             else:
-                result.skipped[f"still {outcome.reason}"] += 1
-                if len(result.examples) < 5:
-                    result.examples.append(f"{record.key or record.id}: {outcome.message}")
+                result.skip(f"still {outcome.reason}", record, outcome.message)
                 if record.key and outcome.key == record.key:
                     refused.append(Incoming(outcome, orjson.dumps(record.original), at))
         elif record.payload is not None:
@@ -165,9 +168,7 @@ def _past_window(
     except FieldProblem as exc:
         if exc.reason != "event_time_too_old":
             return False  # in the future (a clock fixed since): delivery says it
-        result.skipped["too old now"] += 1
-        if len(result.examples) < 5:
-            result.examples.append(f"{record.key or record.id}: {exc.message}")
+        result.skip("too old now", record, exc.message)
         return True
     return False
 

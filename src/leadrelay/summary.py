@@ -23,7 +23,7 @@ from leadrelay.outcome import (
     Rejected,
     State,
 )
-from leadrelay.summary_rows import BLANK, duplicate_row, meta_label, settled_row
+from leadrelay.summary_rows import BLANK, duplicate_row, meta_label, payload_row, settled_row
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -259,12 +259,12 @@ class Tally:
             "not sent: give each stage change its own context.event_id in the CRM's events"
         )
         self._example(REUSED, Example(where or "", event_id, "event_id", message))
-        row = {"where": where, "event_id": event_id, "event": event, "lead_id": lead_id}
         self._write(
-            row
-            | {"event_name": name, "outcome": "not_sent", "reason": "event_id_reused"}
-            | {"field": "event_id", "message": message}
-        )
+            payload_row(
+                where, event_id, event, lead_id, name,
+                outcome="not_sent", reason="event_id_reused", field="event_id", message=message,
+            )
+        )  # fmt: skip
 
     def found_settled(self, record: EventRecord) -> None:
         """One payload found stored and settled before this run (``delivery.own``): counted as
@@ -329,8 +329,7 @@ class Tally:
         """One payload of the run left queued in the store when delivery stopped."""
         self.queued_left += 1
         if self.report is not None:
-            row = {"where": where, "event_id": event_id, "event": event, "lead_id": lead_id}
-            self._write(row | {"event_name": event_name, "outcome": "queued"})
+            self._write(payload_row(where, event_id, event, lead_id, event_name, outcome="queued"))
 
     def held_elsewhere(self, record: EventRecord) -> None:
         """The report's row of one of the run's events still open in a fleet's queue when it

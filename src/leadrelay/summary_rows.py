@@ -10,7 +10,7 @@ from leadrelay.outcome import Delivery, State
 if TYPE_CHECKING:
     from leadrelay.delivery.store import EventRecord
 
-__all__ = ["BLANK", "duplicate_row", "meta_label", "settled_row"]
+__all__ = ["BLANK", "duplicate_row", "meta_label", "payload_row", "settled_row"]
 
 FIELDS: Final = (
     "where", "event_id", "event", "lead_id", "event_name", "outcome", "reason", "field",
@@ -54,20 +54,29 @@ def settled_row(
     }
 
 
+def payload_row(
+    where: str | None,
+    event_id: str,
+    event: str,
+    lead_id: int | None,
+    event_name: str | None,
+    **said: Any,
+) -> dict[str, Any]:
+    """The report's row of a payload, with what is ``said`` of it (outcome, reason...)."""
+    row = {"where": where, "event_id": event_id, "event": event, "lead_id": lead_id}
+    return row | {"event_name": event_name} | said
+
+
 def duplicate_row(
     where: str | None, event_id: str, event: str, lead_id: int | None, event_name: str | None
 ) -> dict[str, Any]:
     """The report's row of a payload not sent for the event id of one before it in the run."""
-    return {
-        "where": where,
-        "event_id": event_id,
-        "event": event,
-        "lead_id": lead_id,
-        "event_name": event_name,
-        "outcome": "duplicate",
-        "reason": "same_event_id",
-        "message": "the event_id of an event read (or stored) before it in this run: not sent",
-    }
+    return payload_row(
+        where, event_id, event, lead_id, event_name,
+        outcome="duplicate",
+        reason="same_event_id",
+        message="the event_id of an event read (or stored) before it in this run: not sent",
+    )  # fmt: skip
 
 
 def _outcome_name(result: Delivery) -> str:

@@ -93,12 +93,16 @@ def visible(text: str) -> str:
     return text if text.isascii() else text.translate(INVISIBLE).strip()
 
 
+FLOAT_EXACT: Final = 2**53
+"""Whole numbers below this are exact as floats; from it on, a float may have lost digits."""
+
+
 def number_text(value: int | float) -> str | None:
     """A number as the text of an id or a text field, as Python writes it (``12345.0`` stays
     ``"12345.0"``: event keys written so by earlier versions must stay the same, or a resend
     would be sent again); None for a whole float of 2**53 or more, whose digits are not all
     known (a JSON integer past 64 bits is read as a float)."""
-    if type(value) is float and value.is_integer() and abs(value) >= 2**53:
+    if type(value) is float and value.is_integer() and abs(value) >= FLOAT_EXACT:
         return None
     return str(value)
 

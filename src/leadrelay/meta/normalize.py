@@ -24,7 +24,7 @@ from datetime import date
 from typing import Any, Final, NamedTuple, cast
 
 from leadrelay.meta.dates import BirthdateOrder, birthdate_rule, birthdate_rule_for
-from leadrelay.meta.field_rules import NormalizeError, Normalizer, Resolver, TextRule
+from leadrelay.meta.field_rules import FLOAT_EXACT, NormalizeError, Normalizer, Resolver, TextRule
 from leadrelay.meta.field_rules import show as _show
 from leadrelay.meta.person import email_rule, external_id_rule, gender_rule, name_rule
 from leadrelay.meta.phone import phone_rule
@@ -108,7 +108,7 @@ def _text(value: Any, label: str, *, numbers: bool = False) -> str:
         text = value.strip()
     elif numbers and isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
-    elif numbers and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+    elif numbers and isinstance(value, float) and value.is_integer() and abs(value) < FLOAT_EXACT:
         text = str(int(value))  # 75011.0: a whole number a spreadsheet or pandas wrote as float
     else:
         kinds = "text or a whole number" if numbers else "text"

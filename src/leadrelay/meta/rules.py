@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from leadrelay.meta.field_rules import FLOAT_EXACT as _FLOAT_EXACT
 from leadrelay.meta.field_rules import FieldProblem as FieldProblem  # re-exported: one error type
 from leadrelay.meta.field_rules import float_digits
 from leadrelay.meta.field_rules import show as _show
@@ -24,7 +25,6 @@ SENDABLE_AGE_S: Final = MAX_AGE_S - SEND_MARGIN_S
 """The oldest an event may be when read and still reach Meta inside its window."""
 _LEAD_MIN: Final = 10**14  # smallest 15-digit number
 _LEAD_MAX: Final = 10**17  # first 18-digit number
-_FLOAT_EXACT: Final = 2**53
 _DIGITS_READ: Final = 40  # longer digit strings are refused before int() reads them
 _SCIENTIFIC: Final = re.compile(r"[0-9](?:[.,][0-9]+)?[eE]\+?[0-9]+")  # 1.23457E+15, 1,23457E+15
 

@@ -270,9 +270,6 @@ class PauseRecorder:
     def open_among(self, spans: list[tuple[int, int]]) -> int:
         return 0
 
-    def open_of(self, ids: list[int]) -> list[bool]:
-        return [False] * len(ids)
-
     def stages_of(self, ids: list[int]) -> dict[int, tuple[State, str | None, float]]:
         return {}
 

@@ -122,13 +122,6 @@ class SQLiteReads:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         return int(row[0]) if row else 0
 
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """See ``Outcomes.open_of``."""
-        sql = f"SELECT id FROM events WHERE id IN {_AMONG} AND state IN ('queued', 'in_flight')"
-        with self._reading() as conn:
-            open_ = {r[0] for r in conn.execute(sql, (orjson.dumps(ids),))}
-        return [i in open_ for i in ids]
-
     def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
         """See ``Outcomes.stages_of``."""
         sql = f"SELECT id, state, event_name, updated_at FROM events WHERE id IN {_AMONG}"

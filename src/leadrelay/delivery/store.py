@@ -212,10 +212,6 @@ class Outcomes(Protocol):
     """What a send asks the store of the events it found stored (an earlier run, or an event id
     that came before) and of those it left queued: every backend has it."""
 
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """Whether each of ``ids`` is queued or in flight, whichever process holds it."""
-        ...
-
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
         """The events of ``ids`` still stored, in that order, with what a report's row says of
         them (state, key, source event, names, lead id, attempts, reason, message, Meta's codes

@@ -39,10 +39,6 @@ class StoredEvents:
             bodies=bodies,
         )
 
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """See ``Outcomes.open_of`` (stored events only: ``ids`` are positive)."""
-        return self._store.open_of(ids)
-
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
         """See ``Outcomes.outcomes`` (stored events only)."""
         return self._store.outcomes(ids)

@@ -173,17 +173,6 @@ end
 return n
 """)
 
-OPEN_OF: Final = script("""
--- ARGV: P, then ids. '1' for each id queued or in flight, '0' for the others, as one string.
-local out = {}
-for j = 2, #ARGV do
-  local open = redis.call('ZSCORE', SK('queued'), ARGV[j])
-    or redis.call('ZSCORE', SK('in_flight'), ARGV[j])
-  out[#out + 1] = open and '1' or '0'
-end
-return table.concat(out)
-""")
-
 ACCOUNT_AMONG: Final = script("""
 -- ARGV: P, list open and delivered ids ('1') or count them only ('0'), then first and last id
 -- of each span. At one instant: how many of the spans' events are open, how many delivered,

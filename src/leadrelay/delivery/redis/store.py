@@ -101,7 +101,7 @@ class RedisStore(RedisReads, Store):
         self._retry, self._release, self._renew = reg(q.RETRY), reg(q.RELEASE), reg(q.RENEW)
         self._pause = reg(a.PAUSE)
         self._register_reads()
-        self._open_among, self._open_of = reg(a.OPEN_AMONG), reg(a.OPEN_OF)
+        self._open_among = reg(a.OPEN_AMONG)
         self._account_among, self._outcomes_of = reg(a.ACCOUNT_AMONG), reg(a.OUTCOMES_OF)
 
     def add_new(self, items: Sequence[Incoming]) -> Added:
@@ -200,14 +200,6 @@ class RedisStore(RedisReads, Store):
             bounds = [str(i) for span in spans[start : start + _SPANS_PER_CALL] for i in span]
             open_ += int(self._run(self._open_among, bounds))
         return open_
-
-    def open_of(self, ids: Sequence[int]) -> list[bool]:
-        """See ``FleetControl.open_of``: looked up in the queued and in-flight id sets."""
-        flags = ""
-        for start in range(0, len(ids), _SPANS_PER_CALL):
-            args = [str(i) for i in ids[start : start + _SPANS_PER_CALL]]
-            flags += cast(bytes, self._run(self._open_of, args)).decode()
-        return [flag == "1" for flag in flags]
 
     def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
         """See ``Outcomes.stages_of``: from ``outcomes`` (a thousand per script call)."""

@@ -818,7 +818,7 @@ def test_an_event_id_an_earlier_run_sent_for_another_stage_is_said_not_sent(
     proc = run(cfg, won, "--report", str(report))
     assert proc.returncode == 2, proc.stderr
     said = " ".join(proc.stderr.split())
-    assert "│ not sent │ its event_id was sent before for another stage │ 1 │" in said, said
+    assert "│ not sent │ its event_id came before for another stage │ 1 │" in said, said
     assert "delivered │ by an earlier run" not in said
     assert "Converted has the event_id of a Marketing Qualified Lead event stored before" in said
     (row,) = report_rows(report)
@@ -830,6 +830,37 @@ def test_an_event_id_an_earlier_run_sent_for_another_stage_is_said_not_sent(
     assert [e["event_name"] for e in sandbox.state.received()] == ["Marketing Qualified Lead"]
     again = run(cfg, qualified)  # the same stage again: "delivered by an earlier run", as before
     assert again.returncode == 0 and "by an earlier run" in " ".join(again.stderr.split())
+
+
+@pytest.mark.parametrize("between", [0, 2500])
+def test_an_event_id_read_before_in_the_run_for_another_stage_is_said_not_sent(
+    sandbox: SandboxServer, tmp_path: Path, between: int
+) -> None:
+    """The same within one send (both stages in one export): the second stage was a
+    "duplicate", exit 0, and never reached Meta. ``between``: events read between the two (the
+    first one still in memory, or delivered and stored by then)."""
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("[delivery]", 'deal_won = "Converted"\n[delivery]'))
+    lines = events(between + 2).splitlines()
+    won = orjson.loads(lines[-1])
+    won["context"]["event_id"] = "e0"  # the deal's id, again
+    won["event_name"] = "deal_won"
+    again = orjson.loads(lines[0])  # the first stage sent again: a duplicate, as before
+    src = tmp_path / "deals.ndjson"
+    src.write_bytes(b"\n".join([*lines[:-1], orjson.dumps(won), orjson.dumps(again)]) + b"\n")
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, src, "--report", str(report))
+    assert proc.returncode == 2, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "│ not sent │ its event_id came before for another stage │ 1 │" in said, said
+    assert "Converted has the event_id of a Marketing Qualified Lead event" in said
+    rows = {(r["outcome"], r["reason"]): r for r in report_rows(report)}
+    reused = rows["not_sent", "event_id_reused"]
+    assert (reused["where"], reused["event_name"]) == (f"{src} line {between + 2}", "Converted")
+    assert rows["duplicate", "same_event_id"]["where"] == f"{src} line {between + 3}"
+    sent = [(e["event_id"], e["event_name"]) for e in sandbox.state.received()]
+    assert len(sent) == between + 1
+    assert ("e0", "Marketing Qualified Lead") in sent
 
 
 def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(

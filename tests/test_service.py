@@ -747,6 +747,54 @@ def test_a_resend_is_answered_as_already_stored_and_a_fixed_event_meta_refused_i
     assert queued == 3  # two, then the fixed one: not the retry's two
 
 
+def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_stored(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A CRM that sends one event_id for each stage of a deal: the second stage was answered
+    "already_stored" (a client's resend, the answer said) and never reached Meta. It is
+    rejected, ``event_id_reused``, with what to do; a real resend is still already_stored."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    text = config.read_text()
+    mapped = 'lead_qualified = "Marketing Qualified Lead"\n'
+    config.write_text(text.replace(mapped, f'{mapped}deal_won = "Converted"\n'))
+    proc = ServiceProcess(config).start()
+    try:
+        qualified = event(1, prefix="deal")
+        won = {**event(1, prefix="deal"), "event_name": "deal_won"}
+        assert proc.post([qualified]).json()["queued"] == 1
+        wait_delivered(sandbox, {"deal-1"})
+        later = proc.post([won]).json()
+        together = proc.post(
+            [event(2, prefix="deal"), {**event(2, prefix="deal"), "event_name": "deal_won"}]
+        ).json()
+        resend = proc.post([qualified]).json()
+        samples = metric_samples(proc)
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    assert (later["queued"], later["already_stored"], later["ids"]) == (0, 0, [])
+    (problem,) = later["rejected"]
+    assert problem["item"] == "request item 1"
+    assert (problem["event_id"], problem["reason"], problem["field"]) == (
+        "deal-1",
+        "event_id_reused",
+        "event_id",
+    )
+    assert problem["message"].startswith(
+        "Converted has the event_id of a Marketing Qualified Lead event stored before"
+    )
+    assert (together["queued"], together["already_stored"], together["ids"]) == (1, 0, ["deal-2"])
+    assert [r["item"] for r in together["rejected"]] == ["request item 2"]
+    assert (resend["queued"], resend["already_stored"], resend["rejected"]) == (0, 1, [])
+    reused = (
+        "leadrelay_events_total",
+        frozenset({("outcome", "rejected"), ("reason", "event_id_reused")}),
+    )
+    assert samples[reused] == 2
+
+
 def test_serve_names_the_unset_variable_of_its_token_and_the_rest_runs_without_it(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -83,7 +83,9 @@ async def submit_while_busy(
     gate.set()
     results = await asyncio.gather(*tasks.values(), return_exceptions=True)
     commit.close()
-    stored.update((n, r[1]) for n, r in zip(names, results, strict=True) if isinstance(r, tuple))
+    stored.update(
+        (n, r[1].stored) for n, r in zip(names, results, strict=True) if isinstance(r, tuple)
+    )
     return {n: r[0] if isinstance(r, tuple) else r for n, r in zip(names, results, strict=True)}
 
 

@@ -23,7 +23,14 @@ from leadrelay.outcome import (
     Rejected,
     State,
 )
-from leadrelay.summary_rows import BLANK, duplicate_row, meta_label, payload_row, settled_row
+from leadrelay.summary_rows import (
+    BLANK,
+    duplicate_row,
+    meta_label,
+    payload_row,
+    reused_message,
+    settled_row,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
-REUSED: Final = "its event_id was sent before for another stage"  # Tally.reused_id
+REUSED: Final = "its event_id came before for another stage"  # Tally.reused_id
 ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
 EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
 
@@ -248,16 +255,13 @@ class Tally:
 
     def reused_id(
         self, event_id: str, event: str, lead_id: int | None, name: str | None,
-        first: EventRecord, where: str | None,
+        stored: str | None, said: str, where: str | None,
     ) -> None:  # fmt: skip
-        """One payload not sent: an earlier run stored its event id for another stage
-        (``first``), and the store keeps one event per id (``delivery.own``)."""
+        """One payload not sent: its event id is stored for another stage (named ``stored``;
+        ``said``: by an earlier run, or read before in this one), and the store keeps one event
+        per id (``delivery.own``)."""
         self.reused += 1
-        message = (
-            f"{name} has the event_id of a {first.event_name} event stored before "
-            f"({first.state.value}); leadrelay keeps one event per context.event_id, so it was "
-            "not sent: give each stage change its own context.event_id in the CRM's events"
-        )
+        message = reused_message(name, stored, said, "not sent")
         self._example(REUSED, Example(where or "", event_id, "event_id", message))
         self._write(
             payload_row(

@@ -67,6 +67,16 @@ def payload_row(
     return row | {"event_name": event_name} | said
 
 
+def reused_message(name: str | None, stored: str | None, said: str, done: str) -> str:
+    """What a payload not taken because its event id is stored for another stage is told:
+    ``said`` how the stored one was come by, ``done`` what became of this one."""
+    return (
+        f"{name} has the event_id of a {stored} event {said}; leadrelay keeps one event per "
+        f"context.event_id, so it was {done}: give each stage change its own context.event_id "
+        "in the CRM's events"
+    )
+
+
 def duplicate_row(
     where: str | None, event_id: str, event: str, lead_id: int | None, event_name: str | None
 ) -> dict[str, Any]:

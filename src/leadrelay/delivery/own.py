@@ -8,7 +8,9 @@ A send counts the files' payloads as its delivery settles them (``OwnResults`` i
   read (``Outcomes.outcomes``) and counted as such ("delivered by an earlier run"; refused,
   expired or dead "in an earlier run", exit code 2, as ``dead-letters`` lists them; "the
   event_id of an event before it"), each with its report row. An event id already held in
-  memory (write-behind) is a duplicate at once;
+  memory (write-behind) is a duplicate at once. One stored (or read before) for another stage
+  (Meta tells events apart by event_id and event_name, the store by event_id) is "not sent",
+  exit code 2, with what to do;
 - **left queued** when delivery stopped (Ctrl-C, SIGTERM, a refused token): in the store (ids
   the send stored or found open, not settled) or in memory (the write-behind stores them queued
   as it closes): "not sent yet", each with its row;
@@ -36,6 +38,7 @@ import structlog
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
+from leadrelay.delivery.store_rows import another_stage
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
@@ -92,55 +95,79 @@ class OwnResults:
                     where_of[i] = where
         if all(added.stored) and (not ids or max(ids) < 0):
             return  # the usual chunk: new events, all held in memory (write-behind)
-        ours = [
-            (i, new, o, where)
-            for i, new, item, where in zip(
-                ids, added.stored, items, wheres or repeat(None, len(items)), strict=True
-            )
-            if isinstance(o := item.outcome, Payload)
-        ]
+        ours: list[tuple[int, bool, Payload, str | None]] = []
+        places: list[int] = []  # of each of ours among items
+        for n, (i, new, item, where) in enumerate(
+            zip(ids, added.stored, items, wheres or repeat(None, len(items)), strict=True)
+        ):
+            if isinstance(o := item.outcome, Payload):
+                ours.append((i, new, o, where))
+                places.append(n)
         seen = {i for i, new, _, _ in ours if new and i > 0}
         found: list[int] = []
         found_where: dict[int, str] = {}
         found_payloads: dict[int, Payload] = {}
-        for i, new, p, where in ours:
+        others = added.other_stages  # by place: those the store tells (write-behind's memory)
+        again: list[tuple[int, Payload, str | None]] = []
+        for n, (i, new, p, where) in enumerate(ours):
             if new:
                 continue
             if i < 0 or i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: held in memory, stored (and
                 # still open), or found stored earlier in the run
-                self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
+                if i < 0:
+                    other = others.get(places[n]) if others else None
+                    self._repeated(p, where, other[1] if other else None)
+                else:
+                    again.append((i, p, where))
             else:
                 found.append(i)
                 found_payloads[i] = p
                 seen.add(i)
                 if where is not None:
                     found_where[i] = where
+        if again:  # stored by this run: the same stage again, or another under its event id
+            stages = self._store.stages_of(sorted({i for i, _, _ in again}))
+            for i, p, where in again:
+                self._repeated(p, where, stages[i][1] if i in stages else None)
         still: set[int] = set()
         reused: set[int] = set()
         if found:  # what the store holds of them: open (this run sends it) or settled
             for i, (state, name, updated_at) in self._store.stages_of(found).items():
+                p = found_payloads[i]
                 if state in OPEN:
                     still.add(i)
-                elif _another_stage(found_payloads[i].event_name, name):
+                elif another_stage(p.event_name, name):
+                    # An earlier run sent this event id for another stage: not "delivered
+                    # before" (the stage change would be lost without a word).
+                    said = f"stored before ({state.value})"
+                    where = found_where.get(i)
+                    self._tally.reused_id(
+                        p.key, p.source_event, p.lead_id, p.event_name, name, said, where
+                    )
                     reused.add(i)
                 elif updated_at >= self._started and (where := found_where.get(i)) is not None:
                     # settled during this run (by it, before its reader came, or by another
                     # process): its row at the end says where; an earlier run's say so instead
                     self._found_where[i] = where
         if reused:
-            # An earlier run sent these event ids for another stage: counted "delivered before",
-            # the stage change was lost without a word.
-            for record in self._store.outcomes([i for i in found if i in reused]):
-                p = found_payloads[record.id]
-                where = found_where.get(record.id)
-                self._tally.reused_id(p.key, p.source_event, p.lead_id, p.event_name, record, where)
             found = [i for i in found if i not in reused]  # counted: not "found" at the end
         self._found.add(i for i in found if i not in still)
         for i in still:  # found open (queued by an earlier run): this run settles it
             if (where := found_where.get(i)) is not None:
                 self._where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
+
+    def _repeated(self, p: Payload, where: str | None, stored: str | None) -> None:
+        """A payload whose event id came before in this run, under the Facebook event name
+        ``stored`` (None: not known): the same stage again (a duplicate), or another one."""
+        if another_stage(p.event_name, stored):
+            said = "read before in this run"
+            self._tally.reused_id(
+                p.key, p.source_event, p.lead_id, p.event_name, stored, said, where
+            )
+        else:
+            self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
         spans, where_of = self.spans, self._where
@@ -228,13 +255,6 @@ class OwnResults:
                 elif r.id in foreign:  # its result came as the reader found it open
                     where = where_of.pop(r.id, None)
                     tally.settled_here(r, backlog=True, split=r.id in self._split, where=where)
-
-
-def _another_stage(name: str | None, stored: str | None) -> bool:
-    """Whether a payload named ``name`` is a stage change other than the event stored under
-    its event id, named ``stored`` (Meta tells events apart by event_id and event_name; the
-    store by event_id alone)."""
-    return stored is not None and name is not None and stored != name
 
 
 def _split(d: Delivery) -> bool:

@@ -173,3 +173,38 @@ class Added:
 
     ids: list[int]
     stored: list[bool]
+    # Of the payloads found stored, those whose event id the store holds for another stage,
+    # by place: their Facebook event name and the one stored under it (``with_other_stages``).
+    other_stages: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def another_stage(name: str | None, stored: str | None) -> bool:
+    """Whether a payload named ``name`` is a stage change other than the event stored under
+    its event id, named ``stored`` (Meta tells events apart by event_id and event_name; the
+    store by event_id alone)."""
+    return stored is not None and name is not None and stored != name
+
+
+def with_other_stages(
+    stages_of: Callable[[Sequence[int]], dict[int, tuple[Any, str | None, float]]],
+    items: Sequence[Incoming],
+    added: Added,
+) -> Added:
+    """``added`` with ``other_stages``: of the payloads it found stored, those whose event id
+    the store holds for another stage (a CRM that sends one id for each stage of a deal), asked
+    of ``stages_of`` (``Outcomes.stages_of``). A resend of the same stage is none of them."""
+    found = {
+        n: i
+        for n, (item, i, new) in enumerate(zip(items, added.ids, added.stored, strict=True))
+        if not new and isinstance(item.outcome, Payload)
+    }
+    if not found:
+        return added
+    stages = stages_of(sorted(set(found.values())))
+    others: dict[int, tuple[str, str]] = {}
+    for n, i in found.items():
+        stage = stages.get(i)
+        name = items[n].outcome.event_name  # type: ignore[union-attr]  # payloads (see found)
+        if stage is not None and another_stage(name, stored := stage[1]):
+            others[n] = (name, stored)  # type: ignore[assignment]  # not None (another_stage)
+    return Added(added.ids, added.stored, others) if others else added

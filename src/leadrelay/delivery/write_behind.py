@@ -45,6 +45,7 @@ from leadrelay.delivery.store import (
     StoreError,
 )
 from leadrelay.delivery.store_calls import described
+from leadrelay.delivery.store_rows import another_stage
 from leadrelay.delivery.write_behind_stored import StoredEvents
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
@@ -100,6 +101,7 @@ class WriteBehindStore(StoredEvents, Store):
         waiting: list[tuple[int, Incoming]] = []
         sizes: list[int] = []
         in_memory: dict[str, int] = {}
+        held_again: list[tuple[int, int]] = []  # (place, id) of keys found in memory
         with self._lock:
             keep = self._limit - len(self._waiting)
             room = self._limit_bytes - self._bytes
@@ -118,6 +120,8 @@ class WriteBehindStore(StoredEvents, Store):
                     # An outcome for a key stored before goes to the store: it may take the
                     # place of an event Meta never took (``Store.add``). Not one in memory.
                     if known and known < 0:
+                        if isinstance(o, Payload):
+                            held_again.append((len(ids), known))
                         ids.append(known)
                         new.append(False)
                         continue
@@ -151,6 +155,8 @@ class WriteBehindStore(StoredEvents, Store):
                 ids.append(0)
                 new.append(False)
                 rest.append(item)
+            # While they are held: once recorded, the ids of events in memory change.
+            others = self._other_stages(items, held_again, waiting) if held_again else {}
         if rest:
             # Not synced here (the reader would wait for the disk, each piece it reads): the
             # next record or close syncs it, and a claim syncs before it hands a payload out.
@@ -165,7 +171,32 @@ class WriteBehindStore(StoredEvents, Store):
                 self._keys.update(in_memory)
                 self._bytes += sum(sizes)
                 self._next_id = next_id
-        return Added(ids, new)
+        return Added(ids, new, others)
+
+    def _other_stages(
+        self,
+        items: Sequence[Incoming],
+        held_again: list[tuple[int, int]],
+        waiting: list[tuple[int, Incoming]],
+    ) -> dict[int, tuple[str, str]]:
+        """``Added.other_stages`` of the payloads at ``held_again`` (place, id), whose key is
+        held in memory: by the events waiting or claimed, or by those of this add (``waiting``).
+        Called with the lock held. Rare (a key twice): the events in memory are looked through."""
+        wanted = {i for _, i in held_again}
+        names: dict[int, str] = {}
+        for i, item in (*waiting, *self._waiting, *self._held.items()):
+            if i in wanted and isinstance(o := item.outcome, Payload):
+                names[i] = o.event_name
+        others: dict[int, tuple[str, str]] = {}
+        for place, i in held_again:
+            o, stored = items[place].outcome, names.get(i)
+            if (
+                isinstance(o, Payload)
+                and stored is not None
+                and another_stage(o.event_name, stored)
+            ):
+                others[place] = (o.event_name, stored)
+        return others
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits

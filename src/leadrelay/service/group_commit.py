@@ -54,10 +54,10 @@ Prepare = Callable[[], tuple[Sequence[Incoming], T]]
 class _Job(Generic[T]):
     prepare: Prepare[T]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[T, list[bool]]]
+    future: asyncio.Future[tuple[T, Added]]
     items: Sequence[Incoming] = ()
     answer: T | None = None
-    stored: list[bool] = field(default_factory=list)  # of items: stored, or found stored
+    added: Added = field(default_factory=lambda: Added([], []))  # what the store did of items
     error: BaseException | None = None
 
 
@@ -65,8 +65,8 @@ class GroupCommit:
     """Runs the ``prepare`` of each request in one thread and stores what they return with
     ``add`` (a ``Store.add_new``), several requests per call.
 
-    ``submit`` returns the request's answer and which of its events the store stored (the
-    others it found stored: ``Added.stored``) once they are durable, or raises what ``prepare``
+    ``submit`` returns the request's answer and what the store did of its events (``Added``:
+    which it stored, which it found stored) once they are durable, or raises what ``prepare``
     or ``add`` raised for this request alone.
     """
 
@@ -87,9 +87,9 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
 
-    async def submit(self, prepare: Prepare[T]) -> tuple[T, list[bool]]:
-        """Prepare and store one request in the thread; its answer, and which of its events
-        the store stored."""
+    async def submit(self, prepare: Prepare[T]) -> tuple[T, Added]:
+        """Prepare and store one request in the thread; its answer, and what the store did of
+        its events."""
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(prepare, loop, loop.create_future())
         if self._thread is None:
@@ -167,15 +167,15 @@ class GroupCommit:
         """Store the group's events in one ``add``; alone again for each when that fails."""
         if len(group) > 1:
             with contextlib.suppress(Exception):  # then each request gets its own error below
-                stored = self._add([item for job in group for item in job.items]).stored
+                added = self._add([item for job in group for item in job.items])
                 at = 0
                 for job in group:
-                    job.stored = stored[at : at + len(job.items)]
+                    job.added = _part(added, at, at + len(job.items))
                     at += len(job.items)
                 return
         for job in group:
             try:
-                job.stored = self._add(job.items).stored
+                job.added = self._add(job.items)
             except BaseException as exc:
                 job.error = exc
 
@@ -197,4 +197,10 @@ def _settle(jobs: list[_Job[Any]]) -> None:
         if job.error is not None:
             job.future.set_exception(job.error)
         else:
-            job.future.set_result((job.answer, job.stored))
+            job.future.set_result((job.answer, job.added))
+
+
+def _part(added: Added, start: int, end: int) -> Added:
+    """What ``added`` says of the items from ``start`` to ``end`` (one request's)."""
+    others = {n - start: name for n, name in added.other_stages.items() if start <= n < end}
+    return Added(added.ids[start:end], added.stored[start:end], others)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Final
 
@@ -28,7 +28,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from leadrelay.config import Settings
-from leadrelay.delivery.store import DeferredSync, Incoming, Store
+from leadrelay.delivery.store import Added, DeferredSync, Incoming, Outcomes, Store
+from leadrelay.delivery.store_rows import with_other_stages
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
 from leadrelay.service.group_commit import GroupCommit
@@ -129,9 +130,10 @@ class Intake:
         clock: Callable[[], float],
     ) -> None:
         if isinstance(store, DeferredSync):
-            self._group_commit = GroupCommit(partial(store.add_new, durable=False), sync=store.sync)
+            add = _adding(partial(store.add_new, durable=False), store)
+            self._group_commit = GroupCommit(add, sync=store.sync)
         else:
-            self._group_commit = GroupCommit(store.add_new)
+            self._group_commit = GroupCommit(_adding(store.add_new, store))
         self._worker = worker
         self._metrics = metrics
         self._clock = clock
@@ -194,12 +196,12 @@ class Intake:
         if not isinstance(body, bytes):
             return body
         try:
-            prepared, stored = await self._group_commit.submit(
+            prepared, added = await self._group_commit.submit(
                 partial(self._prepare, body, header.get(b"content-type"), mapper, settings)
             )
         except Exception as exc:  # the store failed: nothing was stored, the client must resend
             return self._store_failed(exc)
-        accepted = prepared.after(stored)
+        accepted = prepared.after(added)
         self.store_error = None
         self._metrics.outcomes(accepted.counts)
         if accepted.queued:
@@ -219,6 +221,21 @@ class Intake:
         self.store_error_at = self._clock()
         log.error("the event store failed; nothing was stored", error=self.store_error)
         return problem(503, "store_unavailable", "the event store cannot take events now")
+
+
+def _adding(
+    add: Callable[[Sequence[Incoming]], Added], store: Store
+) -> Callable[[Sequence[Incoming]], Added]:
+    """The store's ``add_new`` (``add``), telling the payloads it found stored under an event
+    id stored for another stage (``Added.other_stages``): those are no resend."""
+    if not isinstance(store, Outcomes):  # every store is; a test's may not be
+        return add
+
+    def adding(items: Sequence[Incoming]) -> Added:
+        added = add(items)
+        return added if all(added.stored) else with_other_stages(store.stages_of, items, added)
+
+    return adding
 
 
 _WANTED: Final = frozenset(

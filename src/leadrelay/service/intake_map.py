@@ -9,25 +9,26 @@ through ``parse_body``, which names each problem. Both give the same answer for 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 import structlog
 
 from leadrelay.config import Settings
-from leadrelay.delivery.store import Incoming
+from leadrelay.delivery.store import Added, Incoming
 from leadrelay.events import SourceRecord, parse_body
 from leadrelay.events.records import batch_of, record
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload, Rejected
+from leadrelay.summary_rows import reused_message
 
 log = structlog.get_logger("leadrelay.intake")
 
 MAX_EVENTS: Final = 25_000  # per request: 25 times Meta's own batch limit
 _LABEL: Final = "request"
 _QUEUED: Final = ("queued", "")
+_REUSED: Final = "event_id_reused"
 # What parse_body reads as one JSON document; NDJSON and the rest take the general path.
 _JSON_TYPES: Final = frozenset({"", "application/json"})
 
@@ -45,33 +46,61 @@ class Accepted:
     counts: Counter[tuple[str, str]]
     labels: tuple[tuple[str, str], ...] = ()
     refusals: tuple[int, ...] = ()
+    gaps: tuple[int, ...] = ()  # the places of the body's events that are no item, in order
+    # As ``_read`` gave them (they say where): the same answer may come from either path.
+    records: list[SourceRecord] | None = field(default=None, compare=False, repr=False)
 
-    def after(self, stored: Sequence[bool]) -> Accepted:
+    def after(self, added: Added) -> Accepted:
         """The answer once the store said which events it stored (``Added.stored``): one it
         found stored (a client's resend) is ``already_stored``, and neither queued, filtered,
         rejected nor counted again (the metrics would count every retry of a client); each
-        item is said once."""
+        item is said once. A payload found under an event id stored for another stage
+        (``Added.other_stages``) is no resend: it is rejected, ``event_id_reused``."""
+        stored, others = added.stored, added.other_stages
         if all(stored):
             return self
         counts = self.counts.copy()
         queued = 0
         answer = orjson.loads(self.body)
         dropped: set[int] = set()
-        for label, new, refusal in zip(self.labels, stored, self.refusals, strict=True):
+        reused: list[dict[str, Any]] = []
+        not_ids: set[int] = set()  # places in the answer's ids of those reused
+        payloads = 0
+        items = zip(self.labels, stored, self.refusals, strict=True)
+        for n, (label, new, refusal) in enumerate(items):
+            payloads += label[0] == "queued"
             if not new:
                 counts[label] -= 1
                 if label[0] == "filtered":
                     answer["filtered"][label[1]] -= 1
                 elif refusal >= 0:
                     dropped.add(refusal)
+                elif n in others:
+                    name, first = others[n]
+                    message = reused_message(name, first, "stored before", "not stored")
+                    key = answer["ids"][payloads - 1]
+                    reused.append(_rejection(self._where(n), key, _REUSED, "event_id", message))
+                    not_ids.add(payloads - 1)
+                    counts["rejected", _REUSED] += 1
             elif label[0] == "queued":
                 queued += 1
         answer["filtered"] = {k: n for k, n in answer["filtered"].items() if n}
         answer["rejected"] = [r for n, r in enumerate(answer["rejected"]) if n not in dropped]
+        answer["rejected"] += reused
         answer["queued"] = queued
-        answer["already_stored"] = len(stored) - sum(stored)
+        answer["already_stored"] = len(stored) - sum(stored) - len(reused)
+        if not_ids:
+            answer["ids"] = [k for n, k in enumerate(answer["ids"]) if n not in not_ids]
         body = orjson.dumps(answer)
         return Accepted(self.status, body, queued, +counts, self.labels, self.refusals)
+
+    def _where(self, n: int) -> str:
+        """Where item ``n`` was in the body (the events that are no item come before)."""
+        for gap in self.gaps:
+            if gap > n:
+                break
+            n += 1
+        return _where(self.records, n)
 
 
 def prepare_request(
@@ -99,6 +128,7 @@ def prepare_request(
     filtered: Counter[str] = Counter()
     counts: Counter[tuple[str, str]] = Counter()
     ids: list[str] = []
+    gaps: list[int] = []  # the places of events that are no item
     map_event = mapper.map
     dumps = orjson.dumps
     for n, event in enumerate(events):
@@ -107,6 +137,7 @@ def prepare_request(
             record = records[n]
             rejected.append(_rejection(record.where, None, "unreadable", None, record.error))
             counts["rejected", "unreadable"] += 1
+            gaps.append(n)
             continue
         try:
             outcome = map_event(event)
@@ -115,6 +146,7 @@ def prepare_request(
             log.exception("mapping failed", item=where)
             rejected.append(_rejection(where, None, "mapping_failed", None, str(exc)))
             counts["rejected", "mapping_failed"] += 1
+            gaps.append(n)
             continue
         refusals.append(len(rejected) if isinstance(outcome, Rejected) else -1)
         if isinstance(outcome, Payload):
@@ -152,7 +184,10 @@ def prepare_request(
         "rejected": rejected,
         "ids": ids,
     }
-    return items, Accepted(202, dumps(accepted), len(ids), counts, tuple(labels), tuple(refusals))
+    done = Accepted(
+        202, dumps(accepted), len(ids), counts, tuple(labels), tuple(refusals), tuple(gaps), records
+    )
+    return items, done
 
 
 def _refused(status: int, error: str, message: str) -> Accepted:

@@ -202,7 +202,8 @@ def openapi_document(*, max_body_bytes: int, max_backlog: int) -> dict[str, Any]
                         "already_stored": {
                             "type": "integer",
                             "description": "Events whose event id was stored before (a resend): "
-                            "left as they were, counted once.",
+                            "left as they were, counted once. One stored for another Facebook "
+                            "event name is no resend: it is in `rejected` (`event_id_reused`).",
                         },
                         "filtered": {
                             "type": "object",

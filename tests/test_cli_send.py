@@ -820,7 +820,10 @@ def test_an_event_id_an_earlier_run_sent_for_another_stage_is_said_not_sent(
     said = " ".join(proc.stderr.split())
     assert "│ not sent │ its event_id came before for another stage │ 1 │" in said, said
     assert "delivered │ by an earlier run" not in said
-    assert "Converted has the event_id of a Marketing Qualified Lead event stored before" in said
+    assert (
+        "Converted has the event_id of a Marketing Qualified Lead event read before (delivered)"
+        in said
+    )
     (row,) = report_rows(report)
     assert (row["outcome"], row["reason"], row["where"]) == (
         "not_sent",
@@ -861,6 +864,70 @@ def test_an_event_id_read_before_in_the_run_for_another_stage_is_said_not_sent(
     sent = [(e["event_id"], e["event_name"]) for e in sandbox.state.received()]
     assert len(sent) == between + 1
     assert ("e0", "Marketing Qualified Lead") in sent
+
+
+def stages(*specs: tuple[str, str, int]) -> bytes:
+    """Events (event_id, our event name, lead id), as a CRM's export gives them."""
+    ms = int((time.time() - 600) * 1000)
+    return b"".join(
+        orjson.dumps(
+            {
+                "event_name": name,
+                "facebook_lead_id": lead,
+                "context": {"event_id": event_id, "event_timestamp": ms},
+            }
+        )
+        + b"\n"
+        for event_id, name, lead in specs
+    )
+
+
+def test_another_stage_is_not_sent_whatever_became_of_the_first(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Review: a second stage whose event_id an earlier run left queued (a refused token) was
+    counted as the first stage, delivered, exit 0; after a first stage Meta refused, the second
+    took its place (and its dead letter) when read later, and was not sent when read right
+    behind it; and a first stage behind another stage's refusal in one chunk was a duplicate.
+    One rule: another stage is not sent, exit 2; the first one is as it was."""
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("[delivery]", 'deal_won = "Converted"\n[delivery]'))
+    lead = 100000000000042
+    first = tmp_path / "first.ndjson"
+    first.write_bytes(stages(("q", "lead_qualified", lead), ("m", "lead_qualified", DELETED)))
+    assert run(cfg, first, token="wrong-token").returncode == 1  # q and m left queued
+    assert run(cfg, first).returncode == 2  # q delivered, m refused by Meta (a dead letter)
+    queued = tmp_path / "queued.ndjson"
+    queued.write_bytes(stages(("w", "lead_qualified", lead)))
+    assert run(cfg, queued, token="wrong-token").returncode == 1  # w left queued
+    second = tmp_path / "second.ndjson"
+    second.write_bytes(
+        stages(
+            ("q", "deal_won", lead),  # q delivered as qualified
+            ("q", "lead_qualified", lead),  # and that stage again: delivered before
+            ("m", "deal_won", lead),  # m refused by Meta as qualified: no place taken
+            ("w", "deal_won", lead),  # w queued as qualified: this run sends that one
+            ("n", "lead_qualified", DELETED),  # refused by Meta in this run...
+            ("n", "deal_won", lead),  # ...right behind it
+        )
+    )
+    report = tmp_path / "report.ndjson"
+    proc = run(cfg, second, "--report", str(report))
+    assert proc.returncode == 2, proc.stderr
+    rows = {(r["event_id"], r["event"]): r for r in report_rows(report)}
+    reused = sorted(k for k, r in rows.items() if r["reason"] == "event_id_reused")
+    assert reused == [("m", "deal_won"), ("n", "deal_won"), ("q", "deal_won"), ("w", "deal_won")]
+    assert rows["q", "lead_qualified"]["where"] == "an earlier run"
+    assert rows["q", "lead_qualified"]["outcome"] == "delivered"
+    env = {"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    dead = subprocess.run(
+        [sys.executable, "-m", "leadrelay", "dead-letters", "list", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert dead.stdout.count("Marketing Qualified Lead") == 2 and "Converted" not in dead.stdout
+    sent = sorted((e["event_id"], e["event_name"]) for e in sandbox.state.received())
+    assert ("m", "Converted") not in sent and ("n", "Converted") not in sent
+    assert sent.count(("w", "Marketing Qualified Lead")) == 1 and ("w", "Converted") not in sent
 
 
 def test_a_send_stopped_by_a_refused_token_has_a_row_for_every_event_it_read(

@@ -770,6 +770,9 @@ def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_s
             [event(2, prefix="deal"), {**event(2, prefix="deal"), "event_name": "deal_won"}]
         ).json()
         resend = proc.post([qualified]).json()
+        won_bad = {**won, "facebook_lead_id": "12ab"}  # a refusal, of another stage
+        same_bad = {**event(2, prefix="deal"), "facebook_lead_id": "1234"}  # of the same stage
+        ordered = proc.post(["not an event", won_bad, won, same_bad]).json()
         samples = metric_samples(proc)
     finally:
         assert proc.stop() == 0
@@ -783,16 +786,24 @@ def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_s
         "event_id",
     )
     assert problem["message"].startswith(
-        "Converted has the event_id of a Marketing Qualified Lead event stored before"
+        "Converted has the event_id of a Marketing Qualified Lead event received before"
     )
     assert (together["queued"], together["already_stored"], together["ids"]) == (1, 0, ["deal-2"])
     assert [r["item"] for r in together["rejected"]] == ["request item 2"]
     assert (resend["queued"], resend["already_stored"], resend["rejected"]) == (0, 1, [])
+    # A refusal of another stage is said (it was "already_stored"); entries in the body's order,
+    # and "accepted" counts none of those not stored.
+    assert [(r["item"], r["reason"]) for r in ordered["rejected"]] == [
+        ("request item 1", "unreadable"),
+        ("request item 2", "invalid_lead_id"),
+        ("request item 3", "event_id_reused"),
+    ]
+    assert (ordered["accepted"], ordered["already_stored"], ordered["queued"]) == (1, 1, 0)
     reused = (
         "leadrelay_events_total",
         frozenset({("outcome", "rejected"), ("reason", "event_id_reused")}),
     )
-    assert samples[reused] == 2
+    assert samples[reused] == 3
 
 
 def test_serve_names_the_unset_variable_of_its_token_and_the_rest_runs_without_it(

@@ -378,6 +378,48 @@ def test_an_event_meta_refused_read_again_later_with_the_clocks_time_is_not_sent
     assert [c.id for c in store.claim(10, NOW)] == [id_]
 
 
+def test_another_stage_under_a_stored_event_id_takes_no_place_whatever_became_of_it(
+    store: Store,
+) -> None:
+    """A CRM that gives every stage of a deal one event_id: the second stage (another Facebook
+    event name) took the place of the first when Meta had refused it, or our rules had, and
+    the first one's dead letter was gone; when the first was still in memory it was not sent.
+    One rule now: another stage never takes the place (``send``/``serve`` say it was not
+    sent); the same stage, fixed, still does."""
+
+    def won(key: str, lead_id: int | None = None) -> Payload:
+        p = payload(key, lead_id=lead_id)
+        return Payload(key, "deal_won", "Converted", p.lead_id, p.event_time, {"n": key})
+
+    [meta_id] = queued(store, "m")
+    [claimed] = store.claim(10, NOW)
+    store.complete(
+        [(meta_id, Delivery(claimed.payload, State.REJECTED, 1, "meta_100_2804036"))], NOW
+    )
+    ours = Rejected(
+        "o",
+        "lead_qualified",
+        "invalid_lead_id",
+        "user_data.lead_id",
+        "4 digits",
+        event_name="Qualified",
+    )
+    [ours_id] = store.add([incoming(ours)])
+    added = store.add_new([incoming(won("m", lead_id=LEAD_17 + 7)), incoming(won("o"))])
+    assert (added.ids, added.stored) == ([meta_id, ours_id], [False, False])
+    refused = Rejected(
+        "o", "deal_won", "missing_lead_id", "user_data.lead_id", "no value", event_name="Converted"
+    )
+    assert store.add_new([incoming(refused)]).stored == [False]  # nor a refusal of it
+    kept = {r.key: r for r in (store.get("m"), store.get("o")) if r is not None}
+    assert (kept["m"].event_name, kept["m"].reason) == ("Qualified", "meta_100_2804036")
+    assert (kept["o"].event_name, kept["o"].reason) == ("Qualified", "invalid_lead_id")
+    assert store.claim(10, NOW) == []
+    fixed = payload("o")  # the same stage, fixed: takes the refused one's place, as before
+    assert store.add_new([incoming(fixed)]).stored == [True]
+    assert [c.id for c in store.claim(10, NOW)] == [ours_id]
+
+
 def test_a_refusal_that_says_something_else_takes_the_place_of_one_never_sent(
     store: Store,
 ) -> None:

@@ -104,67 +104,69 @@ class OwnResults:
                 ours.append((i, new, o, where))
                 places.append(n)
         seen = {i for i, new, _, _ in ours if new and i > 0}
-        found: list[int] = []
-        found_where: dict[int, str] = {}
-        found_payloads: dict[int, Payload] = {}
         others = added.other_stages  # by place: those the store tells (write-behind's memory)
-        again: list[tuple[int, Payload, str | None]] = []
+        again: list[tuple[int, Payload, str | None]] = []  # stored by this run
+        stored_before: list[tuple[int, Payload, str | None]] = []  # found, in read order
         for n, (i, new, p, where) in enumerate(ours):
             if new:
                 continue
-            if i < 0 or i in seen or i in self.spans or i in self._found:
-                # the event id of one read before in this run: held in memory, stored (and
-                # still open), or found stored earlier in the run
-                if i < 0:
-                    other = others.get(places[n]) if others else None
-                    self._repeated(p, where, other[1] if other else None)
-                else:
-                    again.append((i, p, where))
+            if i < 0:  # the event id of one held in memory (write-behind)
+                other = others.get(places[n]) if others else None
+                self._repeated(p, where, (State.QUEUED, other[1], 0.0) if other else None)
+            elif i in seen or i in self.spans or i in self._found:
+                # the event id of one read before in this run: stored (and still open), or
+                # found stored earlier in the run
+                again.append((i, p, where))
             else:
-                found.append(i)
-                found_payloads[i] = p
-                seen.add(i)
-                if where is not None:
-                    found_where[i] = where
-        if again:  # stored by this run: the same stage again, or another under its event id
+                stored_before.append((i, p, where))
+        if again:  # the same stage again, or another under its event id
             stages = self._store.stages_of(sorted({i for i, _, _ in again}))
             for i, p, where in again:
-                self._repeated(p, where, stages[i][1] if i in stages else None)
+                self._repeated(p, where, stages.get(i))
+        found: list[int] = []
+        found_where: dict[int, str] = {}
         still: set[int] = set()
-        reused: set[int] = set()
-        if found:  # what the store holds of them: open (this run sends it) or settled
-            for i, (state, name, updated_at) in self._store.stages_of(found).items():
-                p = found_payloads[i]
+        if stored_before:  # what the store holds of them: open (this run sends it) or settled
+            stages = self._store.stages_of(sorted({i for i, _, _ in stored_before}))
+            for i, p, where in stored_before:
+                stage = stages.get(i)
+                if stage is not None and another_stage(p.event_name, stage[1]):
+                    # Stored (by an earlier run, another process, or this run) for another
+                    # stage: not "delivered before", nor sent (the store keeps one per id).
+                    self._repeated(p, where, stage)
+                    continue
+                if i in seen:  # the first of this id in the chunk came before it
+                    self._repeated(p, where, stage)
+                    continue
+                seen.add(i)
+                found.append(i)
+                if where is not None:
+                    found_where[i] = where
+                if stage is None:
+                    continue
+                state, _, updated_at = stage
                 if state in OPEN:
                     still.add(i)
-                elif another_stage(p.event_name, name):
-                    # An earlier run sent this event id for another stage: not "delivered
-                    # before" (the stage change would be lost without a word).
-                    said = f"stored before ({state.value})"
-                    where = found_where.get(i)
-                    self._tally.reused_id(
-                        p.key, p.source_event, p.lead_id, p.event_name, name, said, where
-                    )
-                    reused.add(i)
-                elif updated_at >= self._started and (where := found_where.get(i)) is not None:
+                elif updated_at >= self._started and where is not None:
                     # settled during this run (by it, before its reader came, or by another
                     # process): its row at the end says where; an earlier run's say so instead
                     self._found_where[i] = where
-        if reused:
-            found = [i for i in found if i not in reused]  # counted: not "found" at the end
         self._found.add(i for i in found if i not in still)
         for i in still:  # found open (queued by an earlier run): this run settles it
             if (where := found_where.get(i)) is not None:
                 self._where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
-    def _repeated(self, p: Payload, where: str | None, stored: str | None) -> None:
-        """A payload whose event id came before in this run, under the Facebook event name
-        ``stored`` (None: not known): the same stage again (a duplicate), or another one."""
-        if another_stage(p.event_name, stored):
-            said = "read before in this run"
+    def _repeated(
+        self, p: Payload, where: str | None, stage: tuple[State, str | None, float] | None
+    ) -> None:
+        """A payload whose event id was read or stored before, as ``stage`` (what the store
+        says of it, None: not known): the same stage again (a duplicate), or another one, which
+        is not sent (the store keeps one event per event id)."""
+        if stage is not None and another_stage(p.event_name, stage[1]):
+            said = f"read before ({stage[0].value})"
             self._tally.reused_id(
-                p.key, p.source_event, p.lead_id, p.event_name, stored, said, where
+                p.key, p.source_event, p.lead_id, p.event_name, stage[1], said, where
             )
         else:
             self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)

@@ -190,13 +190,14 @@ def with_other_stages(
     items: Sequence[Incoming],
     added: Added,
 ) -> Added:
-    """``added`` with ``other_stages``: of the payloads it found stored, those whose event id
-    the store holds for another stage (a CRM that sends one id for each stage of a deal), asked
-    of ``stages_of`` (``Outcomes.stages_of``). A resend of the same stage is none of them."""
+    """``added`` with ``other_stages``: of the payloads (and refusals of a named stage) it found
+    stored, those whose event id the store holds for another stage (a CRM that sends one id
+    for each stage of a deal), asked of ``stages_of`` (``Outcomes.stages_of``). A resend of the
+    same stage is none of them."""
     found = {
         n: i
         for n, (item, i, new) in enumerate(zip(items, added.ids, added.stored, strict=True))
-        if not new and isinstance(item.outcome, Payload)
+        if not new and isinstance(item.outcome, Payload | Rejected)
     }
     if not found:
         return added
@@ -204,7 +205,7 @@ def with_other_stages(
     others: dict[int, tuple[str, str]] = {}
     for n, i in found.items():
         stage = stages.get(i)
-        name = items[n].outcome.event_name  # type: ignore[union-attr]  # payloads (see found)
+        name = items[n].outcome.event_name  # type: ignore[union-attr]  # see found
         if stage is not None and another_stage(name, stored := stage[1]):
             others[n] = (name, stored)  # type: ignore[assignment]  # not None (another_stage)
     return Added(added.ids, added.stored, others) if others else added

@@ -54,8 +54,9 @@ class Accepted:
         """The answer once the store said which events it stored (``Added.stored``): one it
         found stored (a client's resend) is ``already_stored``, and neither queued, filtered,
         rejected nor counted again (the metrics would count every retry of a client); each
-        item is said once. A payload found under an event id stored for another stage
-        (``Added.other_stages``) is no resend: it is rejected, ``event_id_reused``."""
+        item is said once. An event found under an event id stored for another stage
+        (``Added.other_stages``) is no resend, and was not stored: a payload is rejected,
+        ``event_id_reused``, and a refusal stays as it was said."""
         stored, others = added.stored, added.other_stages
         if all(stored):
             return self
@@ -63,44 +64,72 @@ class Accepted:
         queued = 0
         answer = orjson.loads(self.body)
         dropped: set[int] = set()
-        reused: list[dict[str, Any]] = []
+        reused: list[tuple[int, dict[str, Any]]] = []  # (item, its entry in rejected)
         not_ids: set[int] = set()  # places in the answer's ids of those reused
         payloads = 0
         items = zip(self.labels, stored, self.refusals, strict=True)
         for n, (label, new, refusal) in enumerate(items):
             payloads += label[0] == "queued"
-            if not new:
+            if new:
+                queued += label[0] == "queued"
+            elif n in others:  # not stored: neither a resend nor accepted
+                if refusal < 0:  # a payload (a refusal of it is in rejected already)
+                    name, first = others[n]
+                    message = reused_message(name, first, "received before", "not stored")
+                    key = answer["ids"][payloads - 1]
+                    entry = _rejection(self._where(n), key, _REUSED, "event_id", message)
+                    reused.append((n, entry))
+                    not_ids.add(payloads - 1)
+                    counts[label] -= 1
+                    counts["rejected", _REUSED] += 1
+            else:
                 counts[label] -= 1
                 if label[0] == "filtered":
                     answer["filtered"][label[1]] -= 1
                 elif refusal >= 0:
                     dropped.add(refusal)
-                elif n in others:
-                    name, first = others[n]
-                    message = reused_message(name, first, "stored before", "not stored")
-                    key = answer["ids"][payloads - 1]
-                    reused.append(_rejection(self._where(n), key, _REUSED, "event_id", message))
-                    not_ids.add(payloads - 1)
-                    counts["rejected", _REUSED] += 1
-            elif label[0] == "queued":
-                queued += 1
         answer["filtered"] = {k: n for k, n in answer["filtered"].items() if n}
-        answer["rejected"] = [r for n, r in enumerate(answer["rejected"]) if n not in dropped]
-        answer["rejected"] += reused
+        answer["rejected"] = self._in_order(answer["rejected"], dropped, reused)
+        answer["accepted"] -= len(others)
         answer["queued"] = queued
-        answer["already_stored"] = len(stored) - sum(stored) - len(reused)
+        answer["already_stored"] = len(stored) - sum(stored) - len(others)
         if not_ids:
             answer["ids"] = [k for n, k in enumerate(answer["ids"]) if n not in not_ids]
         body = orjson.dumps(answer)
         return Accepted(self.status, body, queued, +counts, self.labels, self.refusals)
 
-    def _where(self, n: int) -> str:
-        """Where item ``n`` was in the body (the events that are no item come before)."""
+    def _in_order(
+        self,
+        rejected: list[dict[str, Any]],
+        dropped: set[int],
+        more: list[tuple[int, dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """``rejected`` without the entries at ``dropped``, with ``more`` (item, entry) in their
+        places: in the order of the body's events, as the answer lists them."""
+        if not more:
+            return [r for n, r in enumerate(rejected) if n not in dropped]
+        item_of = {entry: n for n, entry in enumerate(self.refusals) if entry >= 0}
+        gaps = iter(self.gaps)  # the entries of no item (unreadable...) are theirs, in order
+        placed = [
+            (self._event(item_of[n]) if n in item_of else next(gaps), r)
+            for n, r in enumerate(rejected)
+        ]
+        placed = [p for n, p in enumerate(placed) if n not in dropped]
+        placed += [(self._event(n), entry) for n, entry in more]
+        return [entry for _, entry in sorted(placed, key=lambda p: p[0])]
+
+    def _event(self, n: int) -> int:
+        """The place among the body's events of item ``n`` (events that are no item come
+        before it: ``gaps``)."""
         for gap in self.gaps:
             if gap > n:
                 break
             n += 1
-        return _where(self.records, n)
+        return n
+
+    def _where(self, n: int) -> str:
+        """Where item ``n`` was in the body."""
+        return _where(self.records, self._event(n))
 
 
 def prepare_request(

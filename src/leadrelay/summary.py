@@ -25,11 +25,13 @@ from leadrelay.outcome import (
 )
 from leadrelay.summary_rows import (
     BLANK,
-    duplicate_row,
     meta_label,
-    payload_row,
-    reused_message,
     settled_row,
+)
+from leadrelay.summary_stored import (
+    FAILED,
+    Example,
+    StoredOutcomes,
 )
 
 if TYPE_CHECKING:
@@ -39,23 +41,10 @@ if TYPE_CHECKING:
     from leadrelay.meta.client import GraphResult
 
 EXAMPLES: Final = 3
-REUSED: Final = "its event_id came before for another stage"  # Tally.reused_id
-ELSEWHERE: Final = "another process"  # of a fleet: where what it settled is said to be
-EARLIER: Final = "an earlier run"  # where an event found stored settled is said to be
 
 
 @dataclass(slots=True)
-class Example:
-    """One event shown as an example of a reason: where it came from and what was wrong."""
-
-    where: str
-    key: str
-    field: str
-    message: str
-
-
-@dataclass(slots=True)
-class Tally:
+class Tally(StoredOutcomes):
     """Counts by outcome and reason, and the first few examples of each problem."""
 
     read: int = 0
@@ -79,8 +68,9 @@ class Tally:
     duplicates: int = 0
     """Payloads with the event id of one read or stored before them in this run: not sent."""
     reused: int = 0
-    """Payloads whose event id an earlier run sent for another Facebook event name (stage): not
-    sent, as the store knows events by their id (Meta by id and name): exit code 2."""
+    """Payloads whose event id was read or stored before (by this run or an earlier one) for
+    another Facebook event name (stage): not sent, as the store knows events by their id (Meta
+    by id and name): exit code 2."""
     backlog_delivered: int = 0
     """Events the store held queued from before this run and not read from its files (``serve``,
     a stopped send of other files) that this run delivered: not counted in what it read."""
@@ -227,120 +217,6 @@ class Tally:
             return
         self._write(settled_row(where, p.key, p.source_event, p.lead_id, p.event_name, result))
 
-    def settled_elsewhere(self, record: EventRecord) -> None:
-        """Count one of the run's events that another process of a fleet delivered, or saw
-        refused by Meta, expire or die (``delivery.elsewhere``), as ``delivery`` counts those it
-        settles. One the store refused before it could go out (``unencodable``: never sent) is
-        rejected, as the reader's refusals are."""
-        r, where = record, ELSEWHERE
-        if r.state is State.DELIVERED:
-            self.delivered_elsewhere += 1
-        elif r.state is State.REJECTED and r.attempts == 0:
-            self._unsent(r, where)
-        else:
-            self._failed(r.state, r, where, r.key)
-        self._write(settled_row(where, r.key, r.source_event, r.lead_id, r.event_name, r))
-
-    def duplicate(
-        self,
-        event_id: str,
-        event: str,
-        lead_id: int | None,
-        event_name: str | None,
-        where: str | None = None,
-    ) -> None:
-        """One payload not sent: its event id came before in this run (``delivery.own``)."""
-        self.duplicates += 1
-        self._write(duplicate_row(where, event_id, event, lead_id, event_name))
-
-    def reused_id(
-        self, event_id: str, event: str, lead_id: int | None, name: str | None,
-        stored: str | None, said: str, where: str | None,
-    ) -> None:  # fmt: skip
-        """One payload not sent: its event id is stored for another stage (named ``stored``;
-        ``said``: by an earlier run, or read before in this one), and the store keeps one event
-        per id (``delivery.own``)."""
-        self.reused += 1
-        message = reused_message(name, stored, said, "not sent")
-        self._example(REUSED, Example(where or "", event_id, "event_id", message))
-        self._write(
-            payload_row(
-                where, event_id, event, lead_id, name,
-                outcome="not_sent", reason="event_id_reused", field="event_id", message=message,
-            )
-        )  # fmt: skip
-
-    def found_settled(self, record: EventRecord) -> None:
-        """One payload found stored and settled before this run (``delivery.own``): counted as
-        what an earlier run (or ``serve``) made of it. Refused by Meta, expired or dead then, it
-        did not reach Meta: exit code 2 (``dead-letters`` replays it)."""
-        r = record
-        if r.state is State.DELIVERED:
-            self.delivered_before += 1
-        elif r.state is State.REJECTED and r.attempts == 0:
-            self._unsent(r, EARLIER, f" ({EARLIER})")
-        elif r.state in FAILED:
-            self._failed(r.state, r, EARLIER, r.key, f" ({EARLIER})")
-        else:  # queued again since (a replay): the next delivery sends it
-            self.queued_left += 1
-        self._write(settled_row(EARLIER, r.key, r.source_event, r.lead_id, r.event_name, r))
-
-    def backlog(self, results: Sequence[Delivery]) -> None:
-        """What this run's delivery made of events of the store's backlog, not (yet) found in
-        its files: counted apart, with no report row (``settled_here`` takes one back)."""
-        for d in results:
-            if d.state is State.DELIVERED:
-                self.backlog_delivered += 1
-            elif d.state in FAILED:
-                self.backlog_failed += 1
-
-    def settled_here(
-        self, record: EventRecord, *, backlog: bool, split: bool = False, where: str | None = None
-    ) -> None:
-        """One of the files' payloads that this run settled before its reader came to it (from
-        the store's backlog, or a fleet's queue): counted as this run's, and no longer apart
-        (``backlog``). ``split``: delivered after its batch was split (not retried)."""
-        r = record
-        if backlog:
-            if r.state is State.DELIVERED:
-                self.backlog_delivered -= 1
-            elif r.state in FAILED:
-                self.backlog_failed -= 1
-        row = settled_row(where, r.key, r.source_event, r.lead_id, r.event_name, r)
-        if r.state is State.DELIVERED:
-            if split:
-                self.delivered_split += 1
-                row["outcome"] = "delivered_after_split"
-            elif r.attempts > 1:
-                self.delivered_retry += 1
-                row["outcome"] = "delivered_after_retry"
-            else:
-                self.delivered_now += 1
-        elif r.state in FAILED:
-            self._failed(r.state, r, "", r.key)
-        else:
-            self.queued_left += 1
-        self._write(row)
-
-    def left_queued(
-        self,
-        event_id: str,
-        event: str,
-        lead_id: int | None,
-        event_name: str | None,
-        where: str | None = None,
-    ) -> None:
-        """One payload of the run left queued in the store when delivery stopped."""
-        self.queued_left += 1
-        if self.report is not None:
-            self._write(payload_row(where, event_id, event, lead_id, event_name, outcome="queued"))
-
-    def held_elsewhere(self, record: EventRecord) -> None:
-        """The report's row of one of the run's events still open in a fleet's queue when it
-        ended (counted in ``elsewhere``)."""
-        r = record
-        self._write(settled_row(ELSEWHERE, r.key, r.source_event, r.lead_id, r.event_name, r))
-
     def _unsent(self, r: EventRecord, where: str, when: str = "") -> None:
         """Count one the store refused before it could go out (``unencodable``: never sent):
         rejected, as the reader's refusals are, not by Meta."""
@@ -413,7 +289,3 @@ class Tally:
         from leadrelay.summary_table import render  # only at the end of a run
 
         render(self, console, dry_run=dry_run, stopped=stopped)
-
-
-FAILED: Final = (State.REJECTED, State.EXPIRED, State.DEAD)
-"""The final states of a payload that did not reach Meta (exit code 2)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from leadrelay.summary import EARLIER, ELSEWHERE, REUSED, Tally
+from leadrelay.summary import Tally
+from leadrelay.summary_stored import EARLIER, ELSEWHERE, REUSED
 
 __all__ = ["render"]
 

@@ -33,7 +33,7 @@ from leadrelay.delivery.intake import Spans
 from leadrelay.delivery.own import OwnResults
 from leadrelay.delivery.redis import RedisStore, records
 from leadrelay.delivery.redis import store as redis_store
-from leadrelay.delivery.store import Accounted, Added, EventRecord, Incoming
+from leadrelay.delivery.store import Accounted, Added, EventRecord, Incoming, Stage
 from leadrelay.delivery.wiring import delivery_lock, make_client, make_dispatcher
 from leadrelay.delivery.worker import DeliveryWorker
 from leadrelay.mapping.engine import Mapper
@@ -270,7 +270,7 @@ class PauseRecorder:
     def open_among(self, spans: list[tuple[int, int]]) -> int:
         return 0
 
-    def stages_of(self, ids: list[int]) -> dict[int, tuple[State, str | None, float]]:
+    def stages_of(self, ids: list[int]) -> dict[int, Stage]:
         return {}
 
     def account_among(self, spans: list[tuple[int, int]], *, list_all: bool) -> Accounted:

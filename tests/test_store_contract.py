@@ -420,6 +420,43 @@ def test_another_stage_under_a_stored_event_id_takes_no_place_whatever_became_of
     assert [c.id for c in store.claim(10, NOW)] == [ours_id]
 
 
+def test_the_same_event_renamed_by_a_fixed_config_takes_the_place_of_one_never_sent(
+    store: Store,
+) -> None:
+    """Review: a config fixed since an event was refused by our rules, that also renames its
+    Facebook event name ([mapping]), made the fixed event "another stage", not sent. Of an
+    event Meta never saw, another stage is another event of the user's as well; and an event
+    of another of the user's events that is filtered takes no place of it either (it took the
+    refused one's place, and its dead letter was gone)."""
+    refused = Rejected(
+        "g",
+        "lead_qualified",
+        "missing_lead_id",
+        "user_data.lead_id",
+        "no value",
+        event_name="Qualified Lead",
+    )
+    [g_id] = store.add([incoming(refused)])
+    renamed = payload("g")  # lead_qualified, now "Qualified"
+    assert store.add_new([incoming(renamed)]).stored == [True]
+    assert [c.id for c in store.claim(10, NOW)] == [g_id]
+    first = Rejected(
+        "a", "lead_qualified", "invalid_lead_id", "user_data.lead_id", "abc", event_name="Qualified"
+    )
+    [a_id] = store.add([incoming(first)])
+    no_consent = Filtered("a", "deal_won", "consent", "no consent")
+    unmapped = Filtered("a", "crm_other", "unmapped", "not in [mapping]")
+    assert store.add_new([incoming(no_consent), incoming(unmapped)]).stored == [False, False]
+    kept = store.get("a")
+    assert kept is not None and (kept.id, kept.state, kept.reason) == (
+        a_id,
+        State.REJECTED,
+        "invalid_lead_id",
+    )
+    config_fixed = Filtered("a", "lead_qualified", "consent", "no consent")  # the same event
+    assert store.add_new([incoming(config_fixed)]).stored == [True]
+
+
 def test_a_refusal_that_says_something_else_takes_the_place_of_one_never_sent(
     store: Store,
 ) -> None:
@@ -502,11 +539,12 @@ def test_a_send_learns_which_events_are_open_and_what_became_of_the_others(store
     meta = Delivery(claimed[1].payload, State.REJECTED, 1, "meta_100_2804036", "unknown lead")
     store.complete([(claimed[1].id, replace(meta, code=100, subcode=2804036))], NOW)
     stages = store.stages_of([ids[3], ids[0], ids[2], ids[1], 999_999])
-    assert {i: (state, name) for i, (state, name, _) in stages.items()} == {
-        ids[3]: (State.QUEUED, "Qualified"), ids[0]: (State.DELIVERED, "Qualified"),
-        ids[2]: (State.IN_FLIGHT, "Qualified"), ids[1]: (State.REJECTED, "Qualified"),
+    assert {i: (s.state, s.event_name, s.attempts) for i, s in stages.items()} == {
+        ids[3]: (State.QUEUED, "Qualified", 0), ids[0]: (State.DELIVERED, "Qualified", 1),
+        ids[2]: (State.IN_FLIGHT, "Qualified", 0), ids[1]: (State.REJECTED, "Qualified", 1),
     }  # fmt: skip
-    assert stages[ids[0]][2] == NOW  # when it was settled
+    assert {s.source_event for s in stages.values()} == {"lead_qualified"}
+    assert stages[ids[0]].updated_at == NOW  # when it was settled
     got = store.outcomes([ids[1], 999_999, ids[0]])
     assert [(r.id, r.key, r.state) for r in got] == [
         (ids[1], "b", State.REJECTED),

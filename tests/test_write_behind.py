@@ -126,7 +126,9 @@ def test_the_first_outcome_of_a_key_wins_and_is_sent_once(store: WriteBehindStor
     assert [c.id for c in claimed if c.payload.key == "f"] == [stored]
     # A key read first as a filtered event, then as a payload, in the same chunk: as across
     # chunks, the payload takes the place of the filtered event (it stayed filtered).
-    both = store.add([Incoming(Filtered("g", "x", "unmapped", "no"), None, NOW), item("g")])
+    both = store.add(
+        [Incoming(Filtered("g", "lead_qualified", "unmapped", "no"), None, NOW), item("g")]
+    )
     assert both[0] == both[1] > 0
     assert [(c.id, c.payload.key) for c in store.claim(10, NOW)] == [(both[0], "g")]
     # A key recorded is found in the store: an earlier run's events are not sent again.

@@ -38,7 +38,7 @@ import structlog
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
-from leadrelay.delivery.store_rows import another_stage
+from leadrelay.delivery.store_rows import Stage, is_another
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
@@ -112,7 +112,8 @@ class OwnResults:
                 continue
             if i < 0:  # the event id of one held in memory (write-behind)
                 other = others.get(places[n]) if others else None
-                self._repeated(p, where, (State.QUEUED, other[1], 0.0) if other else None)
+                held = Stage(State.QUEUED, other[1], 0.0, "", 0) if other else None
+                self._repeated(p, where, held)
             elif i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: stored (and still open), or
                 # found stored earlier in the run
@@ -130,7 +131,7 @@ class OwnResults:
             stages = self._store.stages_of(sorted({i for i, _, _ in stored_before}))
             for i, p, where in stored_before:
                 stage = stages.get(i)
-                if stage is not None and another_stage(p.event_name, stage[1]):
+                if stage is not None and is_another(p, stage):
                     # Stored (by an earlier run, another process, or this run) for another
                     # stage: not "delivered before", nor sent (the store keeps one per id).
                     self._repeated(p, where, stage)
@@ -144,10 +145,9 @@ class OwnResults:
                     found_where[i] = where
                 if stage is None:
                     continue
-                state, _, updated_at = stage
-                if state in OPEN:
+                if stage.state in OPEN:
                     still.add(i)
-                elif updated_at >= self._started and where is not None:
+                elif stage.updated_at >= self._started and where is not None:
                     # settled during this run (by it, before its reader came, or by another
                     # process): its row at the end says where; an earlier run's say so instead
                     self._found_where[i] = where
@@ -157,17 +157,14 @@ class OwnResults:
                 self._where[i] = where
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
-    def _repeated(
-        self, p: Payload, where: str | None, stage: tuple[State, str | None, float] | None
-    ) -> None:
+    def _repeated(self, p: Payload, where: str | None, stage: Stage | None) -> None:
         """A payload whose event id was read or stored before, as ``stage`` (what the store
         says of it, None: not known): the same stage again (a duplicate), or another one, which
         is not sent (the store keeps one event per event id)."""
-        if stage is not None and another_stage(p.event_name, stage[1]):
-            said = f"read before ({stage[0].value})"
-            self._tally.reused_id(
-                p.key, p.source_event, p.lead_id, p.event_name, stage[1], said, where
-            )
+        if stage is not None and is_another(p, stage):
+            name = stage.event_name
+            said = "read before"
+            self._tally.reused_id(p.key, p.source_event, p.lead_id, p.event_name, name, said, where)
         else:
             self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
 

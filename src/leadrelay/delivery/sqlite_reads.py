@@ -18,7 +18,7 @@ import orjson
 
 from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN, decode_record
 from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
-from leadrelay.delivery.store import Counts, EventRecord, StoreError
+from leadrelay.delivery.store import Counts, EventRecord, Stage, StoreError
 from leadrelay.outcome import State
 
 __all__ = ["SQLiteReads"]
@@ -122,12 +122,15 @@ class SQLiteReads:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         return int(row[0]) if row else 0
 
-    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+    def stages_of(self, ids: Sequence[int]) -> dict[int, Stage]:
         """See ``Outcomes.stages_of``."""
-        sql = f"SELECT id, state, event_name, updated_at FROM events WHERE id IN {_AMONG}"
+        sql = (
+            "SELECT id, state, event_name, updated_at, source_event, attempts FROM events"
+            f" WHERE id IN {_AMONG}"
+        )
         with self._reading() as conn:
             rows = conn.execute(sql, (orjson.dumps(ids),)).fetchall()
-        return {row[0]: (State(row[1]), row[2], row[3]) for row in rows}
+        return {row[0]: Stage(State(row[1]), *row[2:]) for row in rows}
 
     def outcomes(self, ids: Sequence[int]) -> list[EventRecord]:
         """See ``Outcomes.outcomes`` (records without the bodies)."""

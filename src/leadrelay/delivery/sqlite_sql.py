@@ -115,7 +115,7 @@ def stored_ids(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
 # anything twice.
 _NOT_TAKEN: Final = (
     "SELECT e.id, e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired'), b.payload,"
-    " e.state, e.reason, e.message, e.event_name"
+    " e.state, e.reason, e.message, e.event_name, e.source_event"
     " FROM events e LEFT JOIN bodies b ON b.id = e.id"
     " WHERE e.id IN (SELECT value FROM json_each(?))"
     " AND (e.attempts = 0 AND e.state IN ('filtered', 'rejected', 'expired')"
@@ -124,18 +124,18 @@ _NOT_TAKEN: Final = (
 
 
 def not_taken(
-    conn: sqlite3.Connection, ids: Sequence[int], names: Sequence[str | None]
+    conn: sqlite3.Connection, ids: Sequence[int], stages: Sequence[tuple[str | None, str]]
 ) -> dict[int, bytes | tuple[str, str | None, str | None]]:
     """Those of ``ids`` stored as events Meta never took: for one never sent, its (state,
     reason, message); for one Meta refused, the payload it refused (see ``_NOT_TAKEN``). Not
-    those stored for another stage than ``names`` (aligned with ``ids``) say: an outcome of
-    another stage takes no place of an event, whatever became of it (``another_stage``)."""
+    those stored for another stage than ``stages`` (the Facebook and the user's event name of
+    the outcome for each id) say: it takes no place of them (``another_stage``)."""
     rows = conn.execute(_NOT_TAKEN, (orjson.dumps(ids),))
-    name_of = dict(zip(ids, names, strict=True))
+    stage_of = dict(zip(ids, stages, strict=True))
     return {
         id_: (state, reason, message) if never else (payload or b"")
-        for id_, never, payload, state, reason, message, stored in rows
-        if not another_stage(name_of[id_], stored)
+        for id_, never, payload, state, reason, message, name, source in rows
+        if not another_stage(*stage_of[id_], name, source or "", never_sent=bool(never))
     }
 
 

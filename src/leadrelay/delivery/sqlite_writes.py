@@ -279,10 +279,10 @@ def _map_again(
     is, stays as it is: nothing is sent twice. A refusal takes the place of an event never sent
     when it says something else (a replay that still fails, for another reason): the store says
     what the latest mapping says."""
-    # The Facebook event name of each: third in a payload's INSERT_QUEUED row (key,
-    # source_event, event_name...), fourth in INSERT's (key, state, source_event, event_name...).
-    names = [row[2] if payload else row[3] for _, payload, row, _ in again]
-    waiting = not_taken(conn, [found for found, _, _, _ in again], names)
+    # The Facebook and the user's event name of each: in a payload's INSERT_QUEUED row (key,
+    # source_event, event_name...), and in INSERT's (key, state, source_event, event_name...).
+    stages = [(row[2], row[1]) if payload else (row[3], row[2]) for _, payload, row, _ in again]
+    waiting = not_taken(conn, [found for found, _, _, _ in again], stages)
     took: list[bool] = []
     for found, payload, row, body in again:
         stored = waiting.get(found)

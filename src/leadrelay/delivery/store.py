@@ -33,6 +33,7 @@ from leadrelay.delivery.store_rows import Claimed as Claimed
 from leadrelay.delivery.store_rows import Counts as Counts
 from leadrelay.delivery.store_rows import EventRecord as EventRecord
 from leadrelay.delivery.store_rows import Incoming as Incoming
+from leadrelay.delivery.store_rows import Stage as Stage
 from leadrelay.delivery.store_rows import StoreError as StoreError
 from leadrelay.delivery.store_rows import add_in_passes as add_in_passes
 from leadrelay.delivery.store_rows import passes as passes
@@ -220,10 +221,11 @@ class Outcomes(Protocol):
         and trace, when it was received) and nothing else."""
         ...
 
-    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
-        """The state, Facebook event name and last change (``updated_at``) of each of ``ids``
-        still stored: all a send needs of the events it finds stored as it reads (``outcomes``
-        reads whole records: a send of a file sent before took 23% longer)."""
+    def stages_of(self, ids: Sequence[int]) -> dict[int, Stage]:
+        """The state, Facebook event name, last change (``updated_at``), user's event name and
+        attempts of each of ``ids`` still stored: all a send needs of the events it finds stored
+        as it reads (``outcomes`` reads whole records: a send of a file sent before took 23%
+        longer)."""
         ...
 
 

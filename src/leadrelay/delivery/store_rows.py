@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from leadrelay.outcome import FieldNote, Filtered, Payload, Rejected, State
 
@@ -178,34 +178,80 @@ class Added:
     other_stages: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
-def another_stage(name: str | None, stored: str | None) -> bool:
-    """Whether a payload named ``name`` is a stage change other than the event stored under
-    its event id, named ``stored`` (Meta tells events apart by event_id and event_name; the
-    store by event_id alone)."""
-    return stored is not None and name is not None and stored != name
+class Stage(NamedTuple):
+    """What a send or the intake needs of an event found stored under an event id
+    (``Outcomes.stages_of``): to tell another stage under it from the same event again."""
+
+    state: State
+    event_name: str | None  # the Facebook event name
+    updated_at: float
+    source_event: str  # the user's event name
+    attempts: int
+
+    @property
+    def never_sent(self) -> bool:
+        """Filtered, refused by our rules, or expired before it was sent: Meta never saw it."""
+        return self.attempts == 0 and self.state in _NEVER_SENT
+
+
+_NEVER_SENT: Final = (State.FILTERED, State.REJECTED, State.EXPIRED)
+
+
+def another_stage(
+    name: str | None,
+    source: str,
+    stored_name: str | None,
+    stored_source: str,
+    *,
+    never_sent: bool,
+) -> bool:
+    """Whether an outcome (Facebook event name ``name``, of the user's event ``source``) is
+    another stage than the event stored under its event id: it then takes no place of it
+    (``Store.add``), and is not sent. Meta tells events apart by event_id and event_name, the
+    store by event_id alone. Of an event Meta saw, or will (queued), the Facebook names tell.
+    Of one Meta never saw (filtered, refused by our rules), the user's event names must differ
+    too: the same event of the CRM read again with a fixed config (its Facebook name renamed,
+    say) is the same stage, and takes its place as before."""
+    named = name is not None and stored_name is not None
+    if not never_sent:
+        return named and name != stored_name
+    if named and name == stored_name:
+        return False
+    return bool(source) and bool(stored_source) and source != stored_source
 
 
 def with_other_stages(
-    stages_of: Callable[[Sequence[int]], dict[int, tuple[Any, str | None, float]]],
+    stages_of: Callable[[Sequence[int]], dict[int, Stage]],
     items: Sequence[Incoming],
     added: Added,
 ) -> Added:
-    """``added`` with ``other_stages``: of the payloads (and refusals of a named stage) it found
-    stored, those whose event id the store holds for another stage (a CRM that sends one id
-    for each stage of a deal), asked of ``stages_of`` (``Outcomes.stages_of``). A resend of the
-    same stage is none of them."""
+    """``added`` with ``other_stages``: of the outcomes it found stored, those whose event id
+    the store holds for another stage (a CRM that sends one id for each stage of a deal), asked
+    of ``stages_of`` (``Outcomes.stages_of``). A resend of the same stage is none of them."""
     found = {
         n: i
         for n, (item, i, new) in enumerate(zip(items, added.ids, added.stored, strict=True))
-        if not new and isinstance(item.outcome, Payload | Rejected)
+        if not new
     }
     if not found:
         return added
     stages = stages_of(sorted(set(found.values())))
     others: dict[int, tuple[str, str]] = {}
     for n, i in found.items():
+        o = items[n].outcome
         stage = stages.get(i)
-        name = items[n].outcome.event_name  # type: ignore[union-attr]  # see found
-        if stage is not None and another_stage(name, stored := stage[1]):
-            others[n] = (name, stored)  # type: ignore[assignment]  # not None (another_stage)
+        if stage is not None and is_another(o, stage):
+            name = None if isinstance(o, Filtered) else o.event_name
+            others[n] = (name or "", stage.event_name or "")
     return Added(added.ids, added.stored, others) if others else added
+
+
+def is_another(outcome: Payload | Filtered | Rejected, stage: Stage) -> bool:
+    """``another_stage`` of an outcome and the event stored under its event id."""
+    return another_stage(
+        None if isinstance(outcome, Filtered) else outcome.event_name,
+        outcome.source_event,
+        stage.event_name,
+        stage.source_event,
+        never_sent=stage.never_sent,
+    )

@@ -193,7 +193,8 @@ class WriteBehindStore(StoredEvents, Store):
             if (
                 isinstance(o, Payload)
                 and stored is not None
-                and another_stage(o.event_name, stored)
+                # in memory: queued payloads (never_sent: False)
+                and another_stage(o.event_name, o.source_event, stored, "", never_sent=False)
             ):
                 others[place] = (o.event_name, stored)
         return others

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from leadrelay.delivery.sqlite_store import SQLiteStore
-from leadrelay.delivery.store import EventRecord
+from leadrelay.delivery.store import EventRecord, Stage
 from leadrelay.outcome import Payload, State
 
 
@@ -43,7 +43,7 @@ class StoredEvents:
         """See ``Outcomes.outcomes`` (stored events only)."""
         return self._store.outcomes(ids)
 
-    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+    def stages_of(self, ids: Sequence[int]) -> dict[int, Stage]:
         """See ``Outcomes.stages_of`` (stored events only)."""
         return self._store.stages_of(ids)
 

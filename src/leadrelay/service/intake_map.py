@@ -56,7 +56,7 @@ class Accepted:
         rejected nor counted again (the metrics would count every retry of a client); each
         item is said once. An event found under an event id stored for another stage
         (``Added.other_stages``) is no resend, and was not stored: a payload is rejected,
-        ``event_id_reused``, and a refusal stays as it was said."""
+        ``event_id_reused``, and a refusal or a filtered one stays as it was said."""
         stored, others = added.stored, added.other_stages
         if all(stored):
             return self
@@ -73,7 +73,7 @@ class Accepted:
             if new:
                 queued += label[0] == "queued"
             elif n in others:  # not stored: neither a resend nor accepted
-                if refusal < 0:  # a payload (a refusal of it is in rejected already)
+                if label[0] == "queued":  # a refusal or a filtered one is said as it was
                     name, first = others[n]
                     message = reused_message(name, first, "received before", "not stored")
                     key = answer["ids"][payloads - 1]

@@ -23,6 +23,7 @@ from leadrelay.delivery.store import (
     EventRecord,
     Incoming,
     OriginalPolicy,
+    Stage,
     Store,
     add_in_passes,
 )
@@ -201,9 +202,12 @@ class RedisStore(RedisReads, Store):
             open_ += int(self._run(self._open_among, bounds))
         return open_
 
-    def stages_of(self, ids: Sequence[int]) -> dict[int, tuple[State, str | None, float]]:
+    def stages_of(self, ids: Sequence[int]) -> dict[int, Stage]:
         """See ``Outcomes.stages_of``: from ``outcomes`` (a thousand per script call)."""
-        return {r.id: (r.state, r.event_name, r.updated_at) for r in self.outcomes(ids)}
+        return {
+            r.id: Stage(r.state, r.event_name, r.updated_at, r.source_event, r.attempts)
+            for r in self.outcomes(ids)
+        }
 
     def account_among(self, spans: Sequence[tuple[int, int]], *, list_all: bool) -> Accounted:
         """See ``FleetControl.account_among``: counted and listed in the per-state id sets, a

@@ -173,8 +173,9 @@ class Added:
 
     ids: list[int]
     stored: list[bool]
-    # Of the payloads found stored, those whose event id the store holds for another stage,
-    # by place: their Facebook event name and the one stored under it (``with_other_stages``).
+    # Of the outcomes found stored, those whose event id the store holds for another stage, by
+    # place: their Facebook event name ("" for none) and the one stored under it
+    # (``with_other_stages``; ``WriteBehindStore`` says it of payloads held in memory).
     other_stages: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 

@@ -226,8 +226,8 @@ class Intake:
 def _adding(
     add: Callable[[Sequence[Incoming]], Added], store: Store
 ) -> Callable[[Sequence[Incoming]], Added]:
-    """The store's ``add_new`` (``add``), telling the payloads it found stored under an event
-    id stored for another stage (``Added.other_stages``): those are no resend."""
+    """The store's ``add_new`` (``add``), telling the events it found stored under an event id
+    stored for another stage (``Added.other_stages``): those are no resend."""
     if not isinstance(store, Outcomes):  # every store is; a test's may not be
         return add
 

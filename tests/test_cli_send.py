@@ -927,6 +927,24 @@ def test_another_stage_is_not_sent_whatever_became_of_the_first(
     assert sent.count(("w", "Marketing Qualified Lead")) == 1 and ("w", "Converted") not in sent
 
 
+def test_a_stage_behind_a_filtered_event_of_its_deal_is_sent(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Review: a CRM that sends unmapped "updated" events under the deal's id got no stage of
+    the deal sent after one ("not sent", event_id_reused). Meta never saw the filtered event:
+    the stage takes its place, and is sent."""
+    cfg = config(tmp_path, sandbox.url)
+    cfg.write_text(cfg.read_text().replace("[delivery]", 'deal_won = "Converted"\n[delivery]'))
+    src = tmp_path / "deals.ndjson"
+    lead = 100000000000042
+    src.write_bytes(stages(("x", "deal_updated", lead), ("x", "deal_won", lead)))
+    proc = run(cfg, src)
+    assert proc.returncode == 0, proc.stderr
+    assert [(e["event_id"], e["event_name"]) for e in sandbox.state.received()] == [
+        ("x", "Converted")
+    ]
+
+
 def test_an_event_refused_by_our_rules_is_sent_once_the_config_is_fixed_even_renamed(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

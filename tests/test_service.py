@@ -773,6 +773,7 @@ def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_s
         won_bad = {**won, "facebook_lead_id": "12ab"}  # a refusal, of another stage
         same_bad = {**event(2, prefix="deal"), "facebook_lead_id": "1234"}  # of the same stage
         ordered = proc.post(["not an event", won_bad, won, same_bad]).json()
+        unmapped = proc.post([{**qualified, "event_name": "deal_updated"}]).json()
         samples = metric_samples(proc)
     finally:
         assert proc.stop() == 0
@@ -799,6 +800,8 @@ def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_s
         ("request item 3", "event_id_reused"),
     ]
     assert (ordered["accepted"], ordered["already_stored"], ordered["queued"]) == (1, 1, 0)
+    # Another event of the CRM, filtered, is said filtered (it was "already_stored").
+    assert (unmapped["filtered"], unmapped["already_stored"]) == ({"unmapped": 1}, 0)
     reused = (
         "leadrelay_events_total",
         frozenset({("outcome", "rejected"), ("reason", "event_id_reused")}),

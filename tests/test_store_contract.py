@@ -378,14 +378,14 @@ def test_an_event_meta_refused_read_again_later_with_the_clocks_time_is_not_sent
     assert [c.id for c in store.claim(10, NOW)] == [id_]
 
 
-def test_another_stage_under_a_stored_event_id_takes_no_place_whatever_became_of_it(
+def test_another_stage_takes_no_place_of_one_meta_saw_nor_of_a_refusal_by_a_refusal(
     store: Store,
 ) -> None:
     """A CRM that gives every stage of a deal one event_id: the second stage (another Facebook
-    event name) took the place of the first when Meta had refused it, or our rules had, and
-    the first one's dead letter was gone; when the first was still in memory it was not sent.
-    One rule now: another stage never takes the place (``send``/``serve`` say it was not
-    sent); the same stage, fixed, still does."""
+    event name) took the place of the first when Meta had refused it (its dead letter gone; a
+    send then said it was not sent, or sent it, by timing). It takes no place of an event Meta
+    saw, and a refusal of it none of a refusal; a payload of it takes the place of one Meta
+    never saw (refused by our rules), and is sent: Meta has nothing under the id."""
 
     def won(key: str, lead_id: int | None = None) -> Payload:
         p = payload(key, lead_id=lead_id)
@@ -405,19 +405,18 @@ def test_another_stage_under_a_stored_event_id_takes_no_place_whatever_became_of
         event_name="Qualified",
     )
     [ours_id] = store.add([incoming(ours)])
-    added = store.add_new([incoming(won("m", lead_id=LEAD_17 + 7)), incoming(won("o"))])
-    assert (added.ids, added.stored) == ([meta_id, ours_id], [False, False])
     refused = Rejected(
         "o", "deal_won", "missing_lead_id", "user_data.lead_id", "no value", event_name="Converted"
     )
-    assert store.add_new([incoming(refused)]).stored == [False]  # nor a refusal of it
+    added = store.add_new([incoming(won("m", lead_id=LEAD_17 + 7)), incoming(refused)])
+    assert (added.ids, added.stored) == ([meta_id, ours_id], [False, False])
     kept = {r.key: r for r in (store.get("m"), store.get("o")) if r is not None}
     assert (kept["m"].event_name, kept["m"].reason) == ("Qualified", "meta_100_2804036")
     assert (kept["o"].event_name, kept["o"].reason) == ("Qualified", "invalid_lead_id")
     assert store.claim(10, NOW) == []
-    fixed = payload("o")  # the same stage, fixed: takes the refused one's place, as before
-    assert store.add_new([incoming(fixed)]).stored == [True]
-    assert [c.id for c in store.claim(10, NOW)] == [ours_id]
+    assert store.add_new([incoming(won("o"))]).stored == [True]
+    [sent] = store.claim(10, NOW)
+    assert (sent.id, sent.payload.event_name) == (ours_id, "Converted")
 
 
 def test_the_same_event_renamed_by_a_fixed_config_takes_the_place_of_one_never_sent(

@@ -70,8 +70,9 @@ def payload_row(
 def reused_message(name: str | None, stored: str | None, said: str, done: str) -> str:
     """What a payload not taken because its event id is stored for another stage is told:
     ``said`` how the stored one was come by, ``done`` what became of this one."""
+    first = f"a {stored} event" if stored else "another event"
     return (
-        f"{name} has the event_id of a {stored} event {said}; leadrelay keeps one event per "
+        f"{name or 'It'} has the event_id of {first} {said}; leadrelay keeps one event per "
         f"context.event_id, so it was {done}: give each stage change its own context.event_id "
         "in the CRM's events"
     )

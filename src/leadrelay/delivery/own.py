@@ -10,7 +10,7 @@ A send counts the files' payloads as its delivery settles them (``OwnResults`` i
   event_id of an event before it"), each with its report row. An event id already held in
   memory (write-behind) is a duplicate at once. One stored (or read before) for another stage
   (Meta tells events apart by event_id and event_name, the store by event_id) is "not sent",
-  exit code 2, with what to do;
+  exit code 2, with what to do (but one Meta never saw gives its place: ``Store.add``);
 - **left queued** when delivery stopped (Ctrl-C, SIGTERM, a refused token): in the store (ids
   the send stored or found open, not settled) or in memory (the write-behind stores them queued
   as it closes): "not sent yet", each with its row;

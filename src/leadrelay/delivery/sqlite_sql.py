@@ -18,7 +18,6 @@ import orjson
 
 from leadrelay.delivery.sqlite_schema import OPEN
 from leadrelay.delivery.store import REPLAYABLE_STATES
-from leadrelay.delivery.store_rows import another_stage
 
 _KEYS: Final = (
     "SELECT key, id FROM events WHERE key != '' AND key IN (SELECT value FROM json_each(?))"
@@ -124,18 +123,15 @@ _NOT_TAKEN: Final = (
 
 
 def not_taken(
-    conn: sqlite3.Connection, ids: Sequence[int], stages: Sequence[tuple[str | None, str]]
-) -> dict[int, bytes | tuple[str, str | None, str | None]]:
+    conn: sqlite3.Connection, ids: Sequence[int]
+) -> dict[int, tuple[bytes | tuple[str, str | None, str | None], str | None, str]]:
     """Those of ``ids`` stored as events Meta never took: for one never sent, its (state,
-    reason, message); for one Meta refused, the payload it refused (see ``_NOT_TAKEN``). Not
-    those stored for another stage than ``stages`` (the Facebook and the user's event name of
-    the outcome for each id) say: it takes no place of them (``another_stage``)."""
+    reason, message); for one Meta refused, the payload it refused (see ``_NOT_TAKEN``); each
+    with its Facebook and user's event name (``another_stage``)."""
     rows = conn.execute(_NOT_TAKEN, (orjson.dumps(ids),))
-    stage_of = dict(zip(ids, stages, strict=True))
     return {
-        id_: (state, reason, message) if never else (payload or b"")
+        id_: ((state, reason, message) if never else (payload or b""), name, source or "")
         for id_, never, payload, state, reason, message, name, source in rows
-        if not another_stage(*stage_of[id_], name, source or "", never_sent=bool(never))
     }
 
 

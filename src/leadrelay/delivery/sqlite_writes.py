@@ -39,6 +39,7 @@ from leadrelay.delivery.sqlite_sql import (
 )
 from leadrelay.delivery.store import Added, Incoming, OriginalPolicy, add_in_passes
 from leadrelay.delivery.store_encoding import same_but_time
+from leadrelay.delivery.store_rows import another_stage
 from leadrelay.delivery.wal_sync import WalSync
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload
 
@@ -278,19 +279,22 @@ def _map_again(
     (``same_but_time``: the event was fixed at its source). What Meta took, or refused as it
     is, stays as it is: nothing is sent twice. A refusal takes the place of an event never sent
     when it says something else (a replay that still fails, for another reason): the store says
-    what the latest mapping says."""
-    # The Facebook and the user's event name of each: in a payload's INSERT_QUEUED row (key,
-    # source_event, event_name...), and in INSERT's (key, state, source_event, event_name...).
-    stages = [(row[2], row[1]) if payload else (row[3], row[2]) for _, payload, row, _ in again]
-    waiting = not_taken(conn, [found for found, _, _, _ in again], stages)
+    what the latest mapping says. Neither takes the place of another event of the CRM
+    (``another_stage``), but for a payload in place of one never sent: Meta saw nothing."""
+    waiting = not_taken(conn, [found for found, _, _, _ in again])
     took: list[bool] = []
     for found, payload, row, body in again:
-        stored = waiting.get(found)
+        stored, stored_name, stored_source = waiting.get(found, (None, None, ""))
         if payload:
+            # INSERT_QUEUED's row: key, source_event, event_name, lead_id, event_time, at
             refused = stored if isinstance(stored, bytes) else None
             new = None if body is None else body[0]
             if stored is None or (
-                refused is not None and new is not None and same_but_time(new, refused)
+                refused is not None
+                and (
+                    another_stage(row[2], row[1], stored_name, stored_source)
+                    or (new is not None and same_but_time(new, refused))
+                )
             ):
                 took.append(False)
                 continue
@@ -303,7 +307,8 @@ def _map_again(
             # received_at, updated_at, next_attempt_at, reason, message, field, value, code,
             # subcode, fbtrace_id
             state, says = row[1], (row[1], row[9], row[10])
-            if not isinstance(stored, tuple) or stored == says:
+            other = another_stage(row[3], row[2], stored_name, stored_source)
+            if not isinstance(stored, tuple) or stored == says or other:
                 took.append(False)
                 continue
             # event_time: None but for a payload that cannot be encoded (stored rejected)

@@ -76,9 +76,9 @@ class Store(Protocol):
         was sent), or one Meta refused when the payload differs in more than its event_time (the
         event was fixed at its source: its lead id, say). That payload is queued under the stored
         event's id. A refusal (filtered, or refused by our rules) likewise takes the place of an
-        event never sent when it says something else. Neither does for an event stored for
-        another stage (another Facebook event name: ``store_rows.another_stage``), whatever
-        became of it: the store keeps one event per key. A payload that cannot be encoded is stored
+        event never sent when it says something else. Neither does for another event of the CRM
+        (another stage: ``store_rows.another_stage``) but a payload in place of one never sent
+        (Meta saw nothing under the key). A payload that cannot be encoded is stored
         REJECTED with reason ``unencodable`` rather than failing the whole batch.
         """
         return self.add_new(items).ids

@@ -199,26 +199,17 @@ _NEVER_SENT: Final = (State.FILTERED, State.REJECTED, State.EXPIRED)
 
 
 def another_stage(
-    name: str | None,
-    source: str,
-    stored_name: str | None,
-    stored_source: str,
-    *,
-    never_sent: bool,
+    name: str | None, source: str, stored_name: str | None, stored_source: str
 ) -> bool:
     """Whether an outcome (Facebook event name ``name``, of the user's event ``source``) is
-    another stage than the event stored under its event id: it then takes no place of it
-    (``Store.add``), and is not sent. Meta tells events apart by event_id and event_name, the
-    store by event_id alone. Of an event Meta saw, or will (queued), the Facebook names tell.
-    Of one Meta never saw (filtered, refused by our rules), the user's event names must differ
-    too: the same event of the CRM read again with a fixed config (its Facebook name renamed,
-    say) is the same stage, and takes its place as before."""
-    named = name is not None and stored_name is not None
-    if not never_sent:
-        return named and name != stored_name
-    if named and name == stored_name:
-        return False
-    return bool(source) and bool(stored_source) and source != stored_source
+    another event of the CRM than the one stored under its event id (a CRM that gives every
+    stage of a deal the deal's id): by the Facebook names when both have one (Meta tells events
+    apart by event_id and event_name; the store by event_id alone), else (a filtered event, an
+    unnamed refusal) by the user's event names. It takes no place of the stored one
+    (``Store.add``), but for a payload in place of one Meta never saw (``is_another``)."""
+    if name is not None and stored_name is not None:
+        return name != stored_name
+    return source != stored_source
 
 
 def with_other_stages(
@@ -248,11 +239,15 @@ def with_other_stages(
 
 
 def is_another(outcome: Payload | Filtered | Rejected, stage: Stage) -> bool:
-    """``another_stage`` of an outcome and the event stored under its event id."""
+    """Whether ``outcome`` was not stored for being another event than the one stored under
+    its event id (``another_stage``). A payload takes the place of one Meta never saw
+    (filtered, refused by our rules), of any stage: Meta has nothing under the id to collide
+    with, and the stage is sent (``Store.add``)."""
+    if isinstance(outcome, Payload) and stage.never_sent:
+        return False
     return another_stage(
         None if isinstance(outcome, Filtered) else outcome.event_name,
         outcome.source_event,
         stage.event_name,
         stage.source_event,
-        never_sent=stage.never_sent,
     )

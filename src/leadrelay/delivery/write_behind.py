@@ -193,8 +193,8 @@ class WriteBehindStore(StoredEvents, Store):
             if (
                 isinstance(o, Payload)
                 and stored is not None
-                # in memory: queued payloads (never_sent: False)
-                and another_stage(o.event_name, o.source_event, stored, "", never_sent=False)
+                # in memory: queued payloads, named (their user's event name is not asked)
+                and another_stage(o.event_name, o.source_event, stored, o.source_event)
             ):
                 others[place] = (o.event_name, stored)
         return others

@@ -18,17 +18,13 @@ local function field_of(first, last, name)  -- an item's field, from its pairs i
   end
   return nil
 end
--- store_rows.another_stage: an outcome of another stage than the event stored under its key
--- takes no place of it. Of one Meta saw or will see, the Facebook names tell; of one it never
--- saw (never_sent), the user's event names must differ too (a config fixed since may rename).
-local function another_stage(it, stored_name, stored_source, never_sent)
+-- store_rows.another_stage: another event of the CRM than the one stored under its key (by
+-- the Facebook names when both have one, else by the user's event names) takes no place of it
+-- (but for a payload in place of one never sent: Meta saw nothing)
+local function another_stage(it, stored_name, stored_source)
   local name = field_of(it.fs, it.fe, 'n')
-  local named = name and stored_name
-  if not never_sent then return (named and name ~= stored_name) and true or false end
-  if named and name == stored_name then return false end
-  local source = field_of(it.fs, it.fe, 'se')
-  return (source and source ~= '' and stored_source and stored_source ~= ''
-    and source ~= stored_source) and true or false
+  if name and stored_name then return name ~= stored_name end
+  return (field_of(it.fs, it.fe, 'se') or '') ~= (stored_source or '')
 end
 -- store_encoding.same_but_time: the payload Meta refused but for its event_time (the same
 -- event read again, its time the clock's when it has none of its own)
@@ -63,8 +59,8 @@ while i <= #ARGV do
       local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua', 'n', 'se')
       local never = NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0
       local refused = cur[1] == 'rejected' and string.sub(cur[3] or '', 1, 5) == 'meta_'
-      if another_stage(it, cur[5], cur[6], never) then
-        never, refused = false, false
+      if refused and another_stage(it, cur[5], cur[6]) then
+        refused = false
       end
       if never or (refused and not same_but_time(ARGV[i0 + 5], redis.call('GET', PK(it.id)))) then
         it.again = cur
@@ -75,7 +71,7 @@ while i <= #ARGV do
       -- (a replay that still fails, for another reason): the store says the latest mapping
       local cur = redis.call('HMGET', EK(it.id), 's', 'a', 'r', 'ua', 'm', 'n', 'se')
       local never = NEVER_SENT[cur[1]] and tonumber(cur[2] or 0) == 0
-        and not another_stage(it, cur[6], cur[7], true)
+        and not another_stage(it, cur[6], cur[7])
       local says = {cur[1], cur[3] or nil, cur[5] or nil}
       if never and (says[1] ~= it.state or says[2] ~= it.reason
           or says[3] ~= field_of(it.fs, it.fe, 'm')) then

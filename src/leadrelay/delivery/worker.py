@@ -27,15 +27,15 @@ from typing import Any, Final
 
 import structlog
 
+from leadrelay.delivery.batches import Batches
 from leadrelay.delivery.dispatcher import Dispatcher, RetryPolicy
 from leadrelay.delivery.dispatchers import Dispatchers, pause_advice
 from leadrelay.delivery.fleet_watch import FleetWatch
 from leadrelay.delivery.results import OnResults, Recorder, RequeuePolicy, WorkerObserver
 from leadrelay.delivery.store import Claimed, FleetControl, Store, StoreError
-from leadrelay.delivery.store_calls import StoreCalls, finished
+from leadrelay.delivery.store_calls import StoreCalls
 from leadrelay.meta.client import GraphResult
 from leadrelay.meta.errors import GraphError
-from leadrelay.outcome import INTERRUPTED, Delivery
 
 __all__ = ["DeliveryWorker", "RequeuePolicy", "WorkerObserver", "pause_advice"]
 
@@ -102,7 +102,6 @@ class DeliveryWorker:
         self._store = store
         self._clock = clock
         self._sleep = sleep
-        self._observer = observer
         self._dispatchers = Dispatchers(dispatcher_factory, advice)
         self._paused_at_close: GraphError | None = None  # see ``paused``
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,7 +109,6 @@ class DeliveryWorker:
         self._stopping = False
         self._stop: asyncio.Event | None = None
         self._store_call = StoreCalls(self._stopped, sleep, patience_s=store_patience_s)
-        self.unrecorded = 0  # events of batches Meta answered whose results the store refused
         self._recorder = Recorder(
             store,
             self._store_call,
@@ -126,12 +124,18 @@ class DeliveryWorker:
             if isinstance(store, FleetControl)
             else None
         )
+        self._batches = Batches(self._recorder, self._dispatchers, self._fleet, observer)
 
     @property
     def renew_every_s(self) -> float:
         """How often held events are renewed (Redis), fixed when the worker is built: the fleet
         watch took it then."""
         return self._renew_every_s
+
+    @property
+    def unrecorded(self) -> int:
+        """Events of batches Meta answered whose results the store refused (see the class)."""
+        return self._batches.unrecorded
 
     @property
     def requeue(self) -> RequeuePolicy | None:
@@ -291,7 +295,7 @@ class DeliveryWorker:
 
     def _spawn(self, claimed: list[Claimed]) -> None:
         dispatcher = self._dispatchers.hold()
-        self._tasks.add(asyncio.create_task(self._batch(dispatcher, claimed)))
+        self._tasks.add(asyncio.create_task(self._batches.deliver(dispatcher, claimed)))
 
     def _reap(self) -> None:
         for task in [t for t in self._tasks if t.done()]:
@@ -316,52 +320,6 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
         self._wake.clear()
-
-    async def _batch(self, dispatcher: Dispatcher, claimed: list[Claimed]) -> None:
-        started = time.perf_counter()
-        ids = [c.id for c in claimed]
-        renewal = None if self._fleet is None else asyncio.ensure_future(self._fleet.renew(ids))
-        answered: list[Delivery | None] = [None] * len(claimed)
-        try:
-            try:
-                results = await dispatcher.deliver([c.payload for c in claimed], answered)
-            except asyncio.CancelledError:
-                await finished(self._cut_short(claimed, answered), ids)
-                raise
-            except Exception as exc:
-                log.exception("delivery failed unexpectedly; the batch goes back to the queue")
-                message = f"{type(exc).__name__}: {exc}"
-                await finished(
-                    self._recorder.put_back(claimed, "internal_error", message, 60.0), ids
-                )
-                return
-            # The results are known: recorded before a stop ends the batch.
-            if not await finished(self._recorder.record(claimed, results), ids, self._refused):
-                return
-            if self._observer is not None:
-                self._observer.batch_finished(time.perf_counter() - started, len(claimed))
-            if dispatcher.paused is not None:
-                self._dispatchers.report_pause(dispatcher)
-        finally:
-            if renewal is not None:
-                renewal.cancel()
-            self._dispatchers.release(dispatcher)
-
-    async def _cut_short(self, claimed: list[Claimed], answered: list[Delivery | None]) -> None:
-        """A batch stopped before Meta answered for all of it: those Meta answered for (parts
-        of a batch split for a refused event) are recorded, the rest goes back to the queue. All
-        went back: a stop in the middle of a long split sent again what Meta had taken."""
-        known = [(c, r) for c, r in zip(claimed, answered, strict=True) if r is not None]
-        if known:
-            await self._recorder.record([c for c, _ in known], [r for _, r in known])
-        rest = [c for c, r in zip(claimed, answered, strict=True) if r is None]
-        if rest:
-            message = "delivery stopped before Meta answered; the events will be sent again"
-            await self._recorder.put_back(rest, INTERRUPTED, message)
-
-    def _refused(self, events: int) -> None:
-        """The store refused the results of a batch Meta answered (see ``finished``)."""
-        self.unrecorded += events
 
     def _stopped(self) -> bool:
         return (

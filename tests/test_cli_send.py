@@ -821,6 +821,7 @@ def test_an_event_id_an_earlier_run_sent_for_another_stage_is_said_not_sent(
     assert "│ not sent │ its event_id came before for another stage │ 1 │" in said, said
     assert "delivered │ by an earlier run" not in said
     assert "Converted has the event_id of a Marketing Qualified Lead event read before;" in said
+    assert "if [mapping] names this event" not in said  # another of the user's events
     (row,) = report_rows(report)
     assert (row["outcome"], row["reason"], row["where"]) == (
         "not_sent",
@@ -925,6 +926,23 @@ def test_another_stage_is_not_sent_whatever_became_of_the_first(
     sent = sorted((e["event_id"], e["event_name"]) for e in sandbox.state.received())
     assert ("m", "Converted") not in sent and ("n", "Converted") not in sent
     assert sent.count(("w", "Marketing Qualified Lead")) == 1 and ("w", "Converted") not in sent
+
+
+def test_an_event_meta_has_resent_after_a_mapping_rename_says_what_to_do(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A file sent again after [mapping] renamed its Facebook event name: not sent (Meta has
+    the event under its old name), and the message says so besides the CRM's event ids."""
+    cfg = config(tmp_path, sandbox.url)
+    src = tmp_path / "leads.ndjson"
+    src.write_bytes(stages(("r", "lead_qualified", 100000000000001)))
+    assert run(cfg, src).returncode == 0
+    cfg.write_text(cfg.read_text().replace('"Marketing Qualified Lead"', '"Qualified Lead"'))
+    proc = run(cfg, src)
+    assert proc.returncode == 2, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "if [mapping] names this event Qualified Lead since Marketing Qualified Lead" in said
+    assert len(sandbox.state.received()) == 1
 
 
 def test_a_stage_behind_a_filtered_event_of_its_deal_is_sent(

@@ -67,14 +67,24 @@ def payload_row(
     return row | {"event_name": event_name} | said
 
 
-def reused_message(name: str | None, stored: str | None, said: str, done: str) -> str:
+def reused_message(
+    name: str | None, stored: str | None, said: str, done: str, *, same_event: bool = False
+) -> str:
     """What a payload not taken because its event id is stored for another stage is told:
-    ``said`` how the stored one was come by, ``done`` what became of this one."""
+    ``said`` how the stored one was come by, ``done`` what became of this one. ``same_event``:
+    both come from the same event name of the user's (a [mapping] renamed since, or a formula
+    that names several stages)."""
     first = f"a {stored} event" if stored else "another event"
+    renamed = (
+        f" (or, if [mapping] names this event {name} since {stored} was stored, Meta has that "
+        "one: `leadrelay dead-letters replay` sends one Meta refused under its new name)"
+        if same_event
+        else ""
+    )
     return (
         f"{name or 'It'} has the event_id of {first} {said}; leadrelay keeps one event per "
         f"context.event_id, so it was {done}: give each stage change its own context.event_id "
-        "in the CRM's events"
+        f"in the CRM's events{renamed}"
     )
 
 

@@ -112,7 +112,9 @@ class OwnResults:
                 continue
             if i < 0:  # the event id of one held in memory (write-behind)
                 other = others.get(places[n]) if others else None
-                held = Stage(State.QUEUED, other[1], 0.0, "", 0) if other else None
+                # held in memory: queued; its user's event name is this one's when they agree
+                source = p.source_event if other and other[2] else ""
+                held = Stage(State.QUEUED, other[1], 0.0, source, 0) if other else None
                 self._repeated(p, where, held)
             elif i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: stored (and still open), or
@@ -162,9 +164,11 @@ class OwnResults:
         says of it, None: not known): the same stage again (a duplicate), or another one, which
         is not sent (the store keeps one event per event id)."""
         if stage is not None and is_another(p, stage):
-            name = stage.event_name
-            said = "read before"
-            self._tally.reused_id(p.key, p.source_event, p.lead_id, p.event_name, name, said, where)
+            name, said = stage.event_name, "read before"
+            same = p.source_event == stage.source_event != ""
+            self._tally.reused_id(
+                p.key, p.source_event, p.lead_id, p.event_name, name, said, where, same_event=same
+            )
         else:
             self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
 

@@ -176,7 +176,8 @@ class Added:
     # Of the outcomes found stored, those whose event id the store holds for another stage, by
     # place: their Facebook event name ("" for none) and the one stored under it
     # (``with_other_stages``; ``WriteBehindStore`` says it of payloads held in memory).
-    other_stages: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # Third: whether both come from the same event name of the user's (``reused_message``).
+    other_stages: dict[int, tuple[str, str, bool]] = field(default_factory=dict)
 
 
 class Stage(NamedTuple):
@@ -228,13 +229,14 @@ def with_other_stages(
     if not found:
         return added
     stages = stages_of(sorted(set(found.values())))
-    others: dict[int, tuple[str, str]] = {}
+    others: dict[int, tuple[str, str, bool]] = {}
     for n, i in found.items():
         o = items[n].outcome
         stage = stages.get(i)
         if stage is not None and is_another(o, stage):
             name = None if isinstance(o, Filtered) else o.event_name
-            others[n] = (name or "", stage.event_name or "")
+            same = o.source_event == stage.source_event != ""
+            others[n] = (name or "", stage.event_name or "", same)
     return Added(added.ids, added.stored, others) if others else added
 
 

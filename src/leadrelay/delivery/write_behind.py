@@ -178,25 +178,24 @@ class WriteBehindStore(StoredEvents, Store):
         items: Sequence[Incoming],
         held_again: list[tuple[int, int]],
         waiting: list[tuple[int, Incoming]],
-    ) -> dict[int, tuple[str, str]]:
+    ) -> dict[int, tuple[str, str, bool]]:
         """``Added.other_stages`` of the payloads at ``held_again`` (place, id), whose key is
         held in memory: by the events waiting or claimed, or by those of this add (``waiting``).
         Called with the lock held. Rare (a key twice): the events in memory are looked through."""
         wanted = {i for _, i in held_again}
-        names: dict[int, str] = {}
+        names: dict[int, tuple[str, str]] = {}  # the Facebook and the user's event name
         for i, item in (*waiting, *self._waiting, *self._held.items()):
             if i in wanted and isinstance(o := item.outcome, Payload):
-                names[i] = o.event_name
-        others: dict[int, tuple[str, str]] = {}
+                names[i] = (o.event_name, o.source_event)
+        others: dict[int, tuple[str, str, bool]] = {}
         for place, i in held_again:
-            o, stored = items[place].outcome, names.get(i)
+            o, (stored, source) = items[place].outcome, names.get(i, (None, ""))
             if (
                 isinstance(o, Payload)
                 and stored is not None
-                # in memory: queued payloads, named (their user's event name is not asked)
-                and another_stage(o.event_name, o.source_event, stored, o.source_event)
+                and another_stage(o.event_name, o.source_event, stored, source)
             ):
-                others[place] = (o.event_name, stored)
+                others[place] = (o.event_name, stored, o.source_event == source != "")
         return others
 
     def claim(self, limit: int, now: float) -> list[Claimed]:

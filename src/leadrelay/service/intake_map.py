@@ -74,8 +74,10 @@ class Accepted:
                 queued += label[0] == "queued"
             elif n in others:  # not stored: neither a resend nor accepted
                 if label[0] == "queued":  # a refusal or a filtered one is said as it was
-                    name, first = others[n]
-                    message = reused_message(name, first, "received before", "not stored")
+                    name, first, same = others[n]
+                    message = reused_message(
+                        name, first, "received before", "not stored", same_event=same
+                    )
                     key = answer["ids"][payloads - 1]
                     entry = _rejection(self._where(n), key, _REUSED, "event_id", message)
                     reused.append((n, entry))

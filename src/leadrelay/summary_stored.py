@@ -102,13 +102,13 @@ class StoredOutcomes:
 
     def reused_id(
         self: _Counting, event_id: str, event: str, lead_id: int | None, name: str | None,
-        stored: str | None, said: str, where: str | None, *, same_event: bool = False,
+        stored: str | None, where: str | None, *, same_event: bool = False,
     ) -> None:  # fmt: skip
-        """One payload not sent: its event id is stored for another stage (named ``stored``;
-        ``said``: by an earlier run, or read before in this one), and the store keeps one event
-        per id (``delivery.own``)."""
+        """One payload not sent: its event id was read before (in this run or an earlier one)
+        for another stage, named ``stored``, and the store keeps one event per id
+        (``delivery.own``); ``same_event`` as for ``reused_message``."""
         self.reused += 1
-        message = reused_message(name, stored, said, "not sent", same_event=same_event)
+        message = reused_message(name, stored, "read before", "not sent", same_event=same_event)
         self._example(REUSED, Example(where or "", event_id, "event_id", message))
         self._write(
             payload_row(

@@ -38,7 +38,7 @@ import structlog
 from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
-from leadrelay.delivery.store_rows import Stage, is_another
+from leadrelay.delivery.store_rows import Stage, other_stage
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
@@ -110,12 +110,8 @@ class OwnResults:
         for n, (i, new, p, where) in enumerate(ours):
             if new:
                 continue
-            if i < 0:  # the event id of one held in memory (write-behind)
-                other = others.get(places[n]) if others else None
-                # held in memory: queued; its user's event name is this one's when they agree
-                source = p.source_event if other and other[2] else ""
-                held = Stage(State.QUEUED, other[1], 0.0, source, 0) if other else None
-                self._repeated(p, where, held)
+            if i < 0:  # the event id of one held in memory (write-behind): it tells
+                self._said(p, where, others.get(places[n]) if others else None)
             elif i in seen or i in self.spans or i in self._found:
                 # the event id of one read before in this run: stored (and still open), or
                 # found stored earlier in the run
@@ -133,13 +129,14 @@ class OwnResults:
             stages = self._store.stages_of(sorted({i for i, _, _ in stored_before}))
             for i, p, where in stored_before:
                 stage = stages.get(i)
-                if stage is not None and is_another(p, stage):
+                other = None if stage is None else other_stage(p, stage)
+                if other is not None:
                     # Stored (by an earlier run, another process, or this run) for another
                     # stage: not "delivered before", nor sent (the store keeps one per id).
-                    self._repeated(p, where, stage)
+                    self._said(p, where, other)
                     continue
                 if i in seen:  # the first of this id in the chunk came before it
-                    self._repeated(p, where, stage)
+                    self._said(p, where, None)
                     continue
                 seen.add(i)
                 found.append(i)
@@ -161,16 +158,20 @@ class OwnResults:
 
     def _repeated(self, p: Payload, where: str | None, stage: Stage | None) -> None:
         """A payload whose event id was read or stored before, as ``stage`` (what the store
-        says of it, None: not known): the same stage again (a duplicate), or another one, which
-        is not sent (the store keeps one event per event id)."""
-        if stage is not None and is_another(p, stage):
-            name, said = stage.event_name, "read before"
-            same = p.source_event == stage.source_event != ""
-            self._tally.reused_id(
-                p.key, p.source_event, p.lead_id, p.event_name, name, said, where, same_event=same
-            )
-        else:
+        says of it, None: not known): see ``_said``."""
+        self._said(p, where, None if stage is None else other_stage(p, stage))
+
+    def _said(self, p: Payload, where: str | None, other: tuple[str, str, bool] | None) -> None:
+        """A payload whose event id was read or stored before: the same stage again (``other``
+        None: a duplicate), or another one (its ``Added.other_stages`` entry), which is not sent
+        (the store keeps one event per event id)."""
+        if other is None:
             self._tally.duplicate(p.key, p.source_event, p.lead_id, p.event_name, where)
+            return
+        _, stored, same = other
+        self._tally.reused_id(
+            p.key, p.source_event, p.lead_id, p.event_name, stored, where, same_event=same
+        )
 
     def __call__(self, ids: Sequence[int], results: Sequence[Delivery]) -> None:
         spans, where_of = self.spans, self._where

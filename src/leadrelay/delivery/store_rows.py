@@ -231,13 +231,21 @@ def with_other_stages(
     stages = stages_of(sorted(set(found.values())))
     others: dict[int, tuple[str, str, bool]] = {}
     for n, i in found.items():
-        o = items[n].outcome
         stage = stages.get(i)
-        if stage is not None and is_another(o, stage):
-            name = None if isinstance(o, Filtered) else o.event_name
-            same = o.source_event == stage.source_event != ""
-            others[n] = (name or "", stage.event_name or "", same)
+        if stage is not None and (other := other_stage(items[n].outcome, stage)) is not None:
+            others[n] = other
     return Added(added.ids, added.stored, others) if others else added
+
+
+def other_stage(
+    outcome: Payload | Filtered | Rejected, stage: Stage
+) -> tuple[str, str, bool] | None:
+    """The ``Added.other_stages`` entry of ``outcome`` against the event stored (or held)
+    under its event id, as ``stage`` says it; None for the same event (``is_another``)."""
+    if not is_another(outcome, stage):
+        return None
+    name = None if isinstance(outcome, Filtered) else outcome.event_name
+    return (name or "", stage.event_name or "", outcome.source_event == stage.source_event != "")
 
 
 def is_another(outcome: Payload | Filtered | Rejected, stage: Stage) -> bool:

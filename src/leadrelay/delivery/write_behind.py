@@ -45,7 +45,7 @@ from leadrelay.delivery.store import (
     StoreError,
 )
 from leadrelay.delivery.store_calls import described
-from leadrelay.delivery.store_rows import another_stage
+from leadrelay.delivery.store_rows import Stage, other_stage
 from leadrelay.delivery.write_behind_stored import StoredEvents
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
@@ -183,19 +183,18 @@ class WriteBehindStore(StoredEvents, Store):
         held in memory: by the events waiting or claimed, or by those of this add (``waiting``).
         Called with the lock held. Rare (a key twice): the events in memory are looked through."""
         wanted = {i for _, i in held_again}
-        names: dict[int, tuple[str, str]] = {}  # the Facebook and the user's event name
+        stages: dict[int, Stage] = {}  # of those in memory: not settled yet, as queued ones
         for i, item in (*waiting, *self._waiting, *self._held.items()):
             if i in wanted and isinstance(o := item.outcome, Payload):
-                names[i] = (o.event_name, o.source_event)
+                stages[i] = Stage(State.QUEUED, o.event_name, item.received_at, o.source_event, 0)
         others: dict[int, tuple[str, str, bool]] = {}
         for place, i in held_again:
-            o, (stored, source) = items[place].outcome, names.get(i, (None, ""))
+            stage = stages.get(i)
             if (
-                isinstance(o, Payload)
-                and stored is not None
-                and another_stage(o.event_name, o.source_event, stored, source)
+                stage is not None
+                and (other := other_stage(items[place].outcome, stage)) is not None
             ):
-                others[place] = (o.event_name, stored, o.source_event == source != "")
+                others[place] = other
         return others
 
     def claim(self, limit: int, now: float) -> list[Claimed]:

@@ -406,9 +406,14 @@ _json = st.recursive(
 )
 
 
+# A top-level "batch" key makes an object an envelope of events, or a refusal when it is not an
+# array (see records.py and the envelope tests): not one event as a whole parse reads it.
+_key = _text.filter(lambda key: key != "batch")
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    events=st.lists(st.dictionaries(_text, _json, max_size=5), max_size=6),
+    events=st.lists(st.dictionaries(_key, _json, max_size=5), max_size=6),
     chunk_size=st.integers(1, 40),
     indent=st.sampled_from([None, 1]),
     ascii_only=st.booleans(),

@@ -73,6 +73,9 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     _sane(slow)
     assert slow["sandbox_slow_ms"] == 300 and slow["stored_outcomes"] == e2e["stored_outcomes"]
     assert "vs_sdk" not in slow  # the sandbox's pace, not leadrelay's
+    # with a --report: a row per event, each saying where it was read
+    assert (slow["report_rows"], slow["report_rows_without_where"]) == (400, 0)
+    assert "report_rows" not in e2e
     intake = results["intake"]
     for figures, sdk_pace in (
         (e2e, e2e["sdk_pace"]),

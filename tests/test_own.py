@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import orjson
+import pytest
 
-from leadrelay.delivery.own import OwnResults
+from leadrelay.delivery import wheres
+from leadrelay.delivery.own import OwnResults, span_pieces
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Incoming
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
@@ -155,3 +157,60 @@ def test_backlog_found_in_the_files_keeps_how_it_was_delivered(tmp_path: Path) -
         ("s-0", "delivered_after_split"), ("s-1", "delivered_after_retry"), ("s-2", "delivered"),
     ]  # fmt: skip
     store.close()
+
+
+def test_rows_say_where_events_were_read_when_most_wait_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send far ahead of a slow Meta holds where every event it stored was read until its
+    row is written: past ``wheres.KEEP`` of them (here 4), on disk. Each row still says its
+    line, whatever order delivery settles them in, and those left queued at the end too."""
+    monkeypatch.setattr(wheres, "KEEP", 4)
+    store = SQLiteStore(tmp_path / "s.db")
+    tally = Tally(report=io.BytesIO())
+    own = OwnResults(store, tally, fleet=None, started=NOW - 1)
+    line = 0
+    for chunk_no in range(3):
+        chunk = [item(f"e-{chunk_no * 10 + n}") for n in range(10)]
+        for incoming in chunk:
+            line += 1
+            tally.read_at[id(incoming)] = f"crm.ndjson line {line}"
+        own.added(chunk, store.add_new(chunk))
+    held = own._where
+    assert (len(held), held.on_disk) == (30, 26)
+    claimed = store.claim(20, NOW)
+    claimed.reverse()  # the latest first: those on disk before those in memory
+    for part in (claimed[:7], claimed[7:]):
+        results = [Delivery(c.payload, State.DELIVERED, 1) for c in part]
+        store.complete([(c.id, d) for c, d in zip(part, results, strict=True)], NOW)
+        own([c.id for c in part], results)
+    assert (len(held), held.on_disk) == (10, 10)
+    asyncio.run(own.account())  # the last 10 are left queued
+    assert len(held) == 0
+    rows = [orjson.loads(line) for line in tally.report.getvalue().splitlines()]  # type: ignore[union-attr]
+    said = sorted((r["outcome"], r["where"], r["event_id"]) for r in rows)
+    wanted = [("delivered", f"crm.ndjson line {n + 1}", f"e-{n}") for n in range(20)]
+    wanted += [("queued", f"crm.ndjson line {n + 1}", f"e-{n}") for n in range(20, 30)]
+    assert said == sorted(wanted)
+    store.close()
+
+
+def test_wheres_takes_each_one_once_from_memory_or_disk() -> None:
+    held = wheres.Wheres(keep=2)
+    held.put([(5, "a line 1"), (6, "a line 2"), (7, "a line 3"), (9, "b line 1")])
+    held.put([(7, "a line 3 again")])  # kept where it was read first, counted once
+    assert (len(held), held.on_disk) == (4, 2)
+    assert held.take([9, 8, 5]) == ["b line 1", None, "a line 1"]
+    assert held.take([9, 7, 6]) == [None, "a line 3", "a line 2"]
+    assert (len(held), held.on_disk) == (0, 0)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 10])
+def test_span_pieces_cover_the_ids_in_order_size_at_most_each(size: int) -> None:
+    spans = [(1, 5), (7, 7), (10, 20), (22, 23)]
+    pieces = list(span_pieces(spans, size))
+    assert [i for p in pieces for a, b in p for i in range(a, b + 1)] == [
+        i for a, b in spans for i in range(a, b + 1)
+    ]
+    assert all(0 < sum(b - a + 1 for a, b in p) <= size for p in pieces)
+    assert all(sum(b - a + 1 for a, b in p) == size for p in pieces[:-1])

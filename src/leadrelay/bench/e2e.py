@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from leadrelay.bench.events import config_text, write_events
 from leadrelay.bench.measure import Counter, measure, usable_cores
@@ -23,13 +24,21 @@ from leadrelay.delivery.wiring import open_store
 
 
 def run_e2e(
-    folder: Path, events: int, now: float, *, random_ids: bool = False, slow_ms: int = 0
+    folder: Path,
+    events: int,
+    now: float,
+    *,
+    random_ids: bool = False,
+    slow_ms: int = 0,
+    report: bool = False,
 ) -> dict[str, Any]:
     """Generate ``events`` events (with UUIDs for event ids with ``random_ids``), send them to a
-    fresh sandbox (answering ``slow_ms`` later than it can), return the checked figures.
+    fresh sandbox (answering ``slow_ms`` later than it can), with a ``--report`` if ``report``
+    (checked: a row per event, each saying where it was read), return the checked figures.
 
     A sandbox as slow as Meta makes delivery slower than reading: the events read wait, in
-    memory up to send's limit and in the store beyond it. That is where memory peaks."""
+    memory up to send's limit and in the store beyond it, and so does each one's report row
+    (where it was read). That is where memory peaks."""
     name = "e2e" + ("-random-ids" if random_ids else "") + (f"-slow-{slow_ms}" if slow_ms else "")
     path = folder / f"{name}.ndjson"
     expected = write_events(path, events, now=now, random_ids=random_ids)
@@ -44,8 +53,10 @@ def run_e2e(
             config_text(url) + f'\n[server]\ndata_dir = "{data_dir.as_posix()}"\n',
             encoding="utf-8",
         )
+        report_file = folder / f"{name}-report.ndjson"
+        command = [sys.executable, "-m", "leadrelay", "send", str(path), "--config", str(config)]
         run = measure(
-            [sys.executable, "-m", "leadrelay", "send", str(path), "--config", str(config)],
+            [*command, "--report", str(report_file)] if report else command,
             cores=[send_core],
             consume=Counter(b"\n"),
         )
@@ -80,9 +91,24 @@ def run_e2e(
             and run.returncode in (0, 2)
         ),
     }
+    if report:
+        rows, placeless = _report_rows(report_file)
+        result.update(report_rows=rows, report_rows_without_where=placeless)
+        result["ok"] = result["ok"] and rows == events and placeless == 0
+        report_file.unlink()
     if not result["ok"]:
         result["stderr_tail"] = run.stderr[-2000:]
     return result
+
+
+def _report_rows(path: Path) -> tuple[int, int]:
+    """How many rows the report has, and how many of them do not say where their event was."""
+    rows = placeless = 0
+    with path.open("rb") as lines:
+        for line in lines:
+            rows += 1
+            placeless += orjson.loads(line)["where"] is None
+    return rows, placeless
 
 
 def _stored_outcomes(config: Path) -> dict[str, int]:

@@ -33,8 +33,9 @@ QUICK_INTAKE_EVENTS = 2_000
 DEFAULT_SCALEOUT_EVENTS = 100_000
 QUICK_SCALEOUT_EVENTS = 2_000
 DEFAULT_SLOW_MS = 300
-# Events of the end-to-end run against a sandbox as slow as Meta: its memory peaks once send's
-# limit of payloads waiting in memory is reached (10,000), and stays there whatever the input.
+# Events of the end-to-end run against a sandbox as slow as Meta, with a --report: its memory
+# peaks once send's limit of payloads waiting in memory is reached (10,000), and the report's
+# of rows waiting (50,000), and stays there whatever the input.
 SLOW_E2E_EVENTS = 300_000
 
 
@@ -94,9 +95,12 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
                 slow_events = min(options.e2e_events, SLOW_E2E_EVENTS)
                 console.print(
                     f"end to end again, {slow_events:,} events, the sandbox answering "
-                    f"{options.slow_ms} ms later (delivery slower than reading: peak memory) ..."
+                    f"{options.slow_ms} ms later, with a --report (delivery slower than "
+                    "reading: peak memory) ..."
                 )
-                results["e2e_slow"] = run_e2e(folder, slow_events, now, slow_ms=options.slow_ms)
+                results["e2e_slow"] = run_e2e(
+                    folder, slow_events, now, slow_ms=options.slow_ms, report=True
+                )
         if options.only in (None, "intake"):
             console.print(f"intake: {options.intake_events:,} events posted to serve{_paced(pace)}")
             intake, sdk_pace = around(pace, lambda: run_intake(folder, options.intake_events, now))

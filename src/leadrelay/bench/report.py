@@ -87,7 +87,7 @@ def render(results: dict[str, Any], console: Console) -> None:
     for key, what in (
         ("e2e", ""),
         ("e2e_random_ids", ", random (UUID) event ids"),
-        ("e2e_slow", ", sandbox +{} ms (Meta-like)"),
+        ("e2e_slow", ", sandbox +{} ms (Meta-like), --report"),
     ):
         e2e = results.get(key)
         if e2e is None:

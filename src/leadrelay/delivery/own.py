@@ -39,15 +39,16 @@ from leadrelay.delivery.intake import Spans, merge_spans
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import Added, FleetControl, Incoming, Outcomes
 from leadrelay.delivery.store_rows import Stage, other_stage
+from leadrelay.delivery.wheres import Wheres
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 from leadrelay.summary import Tally
 
-__all__ = ["OPEN", "OwnResults", "runs", "without"]
+__all__ = ["OPEN", "READ_AT_ONCE", "OwnResults", "runs", "span_pieces", "without"]
 
 log = structlog.get_logger("leadrelay.send")
 
 OPEN: Final = (State.QUEUED, State.IN_FLIGHT)  # the states of an event not settled yet
-_READ_AT_ONCE = 10_000  # records read back per call at the end
+READ_AT_ONCE: Final = 10_000  # records read back per call at the end
 
 
 class OwnResults:
@@ -71,8 +72,9 @@ class OwnResults:
         # an earlier run settled (all of a big file sent again).
         self._found_where: dict[int, str] = {}
         # With a report: where each event this run stored or holds was read, by id, until it is
-        # settled (its row says it). Those open at once, a few thousand unless Meta is slow.
-        self._where: dict[int, str] = {}
+        # settled (its row says it). Those open at once: a few thousand unless Meta is slow,
+        # every event read if it is (past Wheres' keep, on disk).
+        self._where = Wheres()
         # Runs of ids this process settled that were not the files' (yet): the store's backlog,
         # or (a fleet) the fleet's. The reader may find some of them later: the files' then.
         self._foreign: list[tuple[int, int]] = []
@@ -89,10 +91,11 @@ class OwnResults:
         read_at = self._tally.read_at  # a report's: where each was read
         wheres = [read_at.pop(id(item), None) for item in items] if read_at else None
         if wheres is not None:  # kept for the rows of those this run stored or holds
-            where_of = self._where
-            for i, new, item, where in zip(ids, added.stored, items, wheres, strict=True):
-                if new and where is not None and isinstance(item.outcome, Payload):
-                    where_of[i] = where
+            self._where.put(
+                (i, where)
+                for i, new, item, where in zip(ids, added.stored, items, wheres, strict=True)
+                if new and where is not None and isinstance(item.outcome, Payload)
+            )
         if all(added.stored) and (not ids or max(ids) < 0):
             return  # the usual chunk: new events, all held in memory (write-behind)
         ours: list[tuple[int, bool, Payload, str | None]] = []
@@ -151,9 +154,8 @@ class OwnResults:
                     # process): its row at the end says where; an earlier run's say so instead
                     self._found_where[i] = where
         self._found.add(i for i in found if i not in still)
-        for i in still:  # found open (queued by an earlier run): this run settles it
-            if (where := found_where.get(i)) is not None:
-                self._where[i] = where
+        # found open (queued by an earlier run): this run settles it
+        self._where.put((i, where) for i in still if (where := found_where.get(i)) is not None)
         self.spans.add(i for i, new, _, _ in ours if i > 0 and (new or i in still))
 
     def _repeated(self, p: Payload, where: str | None, stage: Stage | None) -> None:
@@ -177,10 +179,10 @@ class OwnResults:
         spans, where_of = self.spans, self._where
         if type(results) is DeliveredWhole:
             if ids and max(ids) < 0:  # all from memory: the files' own (write-behind)
-                self._tally.deliveries(results, [where_of.pop(i, None) for i in ids])
+                self._tally.deliveries(results, where_of.take(ids))
                 return
             if all(i < 0 or i in spans for i in ids):
-                self._tally.deliveries(results, [where_of.pop(i, None) for i in ids])
+                self._tally.deliveries(results, where_of.take(ids))
                 self._settled += runs(i for i in ids if i > 0)
                 return
         # Those put back in the queue (retries ran out, or cut short at a stop) are not settled:
@@ -190,7 +192,7 @@ class OwnResults:
         told = [(i, d) for i, d in zip(ids, results, strict=True) if i < 0 or not requeued(d)]
         mine = [(i, d) for i, d in told if i < 0 or i in spans]
         self._settled += runs(i for i, _ in mine if i > 0)
-        self._tally.deliveries([d for _, d in mine], [where_of.pop(i, None) for i, _ in mine])
+        self._tally.deliveries([d for _, d in mine], where_of.take([i for i, _ in mine]))
         if len(mine) < len(told):  # the store's backlog (SQLite), or the fleet's events
             theirs = [(i, d) for i, d in told if i > 0 and i not in spans]
             self._foreign += runs(i for i, _ in theirs)
@@ -248,16 +250,15 @@ class OwnResults:
             account_elsewhere(self._fleet, self, tally)
             return
         where_of = self._where
-        for i, p in waiting:
-            where = where_of.pop(i, None)
+        for (_, p), where in zip(waiting, where_of.take([i for i, _ in waiting]), strict=True):
             tally.left_queued(p.key, p.source_event, p.lead_id, p.event_name, where)
         for ids in _pieces(self.unsettled()):
-            for r in self._store.outcomes(ids):
+            # still open, or its result came as the reader found it open
+            rs = [r for r in self._store.outcomes(ids) if r.state in OPEN or r.id in foreign]
+            for r, where in zip(rs, where_of.take([r.id for r in rs]), strict=True):
                 if r.state in OPEN:
-                    where = where_of.pop(r.id, None)
                     tally.left_queued(r.key, r.source_event, r.lead_id, r.event_name, where)
-                elif r.id in foreign:  # its result came as the reader found it open
-                    where = where_of.pop(r.id, None)
+                else:
                     tally.settled_here(r, backlog=True, split=r.id in self._split, where=where)
 
 
@@ -267,14 +268,26 @@ def _split(d: Delivery) -> bool:
 
 
 def _pieces(spans: list[tuple[int, int]]) -> Iterable[list[int]]:
-    """The ids of ``spans``, ``_READ_AT_ONCE`` at a time."""
-    piece: list[int] = []
+    """The ids of ``spans``, ``READ_AT_ONCE`` at a time."""
+    for piece in span_pieces(spans, READ_AT_ONCE):
+        yield [i for first, last in piece for i in range(first, last + 1)]
+
+
+def span_pieces(spans: list[tuple[int, int]], size: int) -> Iterable[list[tuple[int, int]]]:
+    """``spans`` (in order) in pieces of ``size`` ids at most, a span cut where a piece ends."""
+    piece: list[tuple[int, int]] = []
+    room = size
     for first, last in spans:
-        for i in range(first, last + 1):
-            piece.append(i)
-            if len(piece) == _READ_AT_ONCE:
-                yield piece
-                piece = []
+        while last - first + 1 > room:
+            piece.append((first, first + room - 1))
+            yield piece
+            first += room
+            piece, room = [], size
+        piece.append((first, last))
+        room -= last - first + 1
+        if not room:
+            yield piece
+            piece, room = [], size
     if piece:
         yield piece
 

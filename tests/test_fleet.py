@@ -27,6 +27,7 @@ import pytest
 import redis
 
 from leadrelay.config import load_config
+from leadrelay.delivery import elsewhere as elsewhere_module
 from leadrelay.delivery.dispatcher import Dispatcher
 from leadrelay.delivery.elsewhere import PutBack
 from leadrelay.delivery.intake import Spans
@@ -863,9 +864,11 @@ def test_what_became_of_a_sends_events_elsewhere_is_counted_once_for_each(
     batches finished in any order. Each is counted once, still open or delivered by another
     process, none that it settled, none that is not the file's; those found stored and settled
     before it began are not its to count (a rerun called them all "delivered by another
-    process")."""
+    process"). It reads them back in pieces, whatever their number."""
     rng = random.Random(11)
     monkeypatch.setattr(redis_store, "_IDS_PER_CALL", 97)  # many calls, spans cut in pieces
+    # counted in pieces of 113 ids (a million events' rows, at once, held hundreds of MB)
+    monkeypatch.setattr(elsewhere_module, "READ_AT_ONCE", 113)
     store = RedisStore(redis_url, prefix=f"lr:account-{report}", consumer="other-1")
     now = time.time()
 

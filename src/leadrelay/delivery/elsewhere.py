@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from leadrelay.delivery.intake import Spans
-from leadrelay.delivery.own import OPEN, runs
+from leadrelay.delivery.own import OPEN, READ_AT_ONCE, runs, span_pieces
 from leadrelay.delivery.results import requeued
 from leadrelay.delivery.store import FleetControl, Store
 from leadrelay.delivery.worker import DeliveryWorker
@@ -85,22 +85,26 @@ def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> Non
     once, as the store had them at one instant. What a report row or a failure's reason needs
     is read for those; without a report, the delivered and open ones are only counted."""
     report = tally.report is not None
-    accounted = fleet.account_among(own.unsettled(), list_all=report)
-    tally.elsewhere = accounted.open
-    if not report:
-        tally.delivered_elsewhere += accounted.delivered
-    found = {r.id: r for r in fleet.outcomes([i for i, _ in accounted.listed])}
-    for id_, state in accounted.listed:
-        record = found.get(id_)
-        if state in OPEN:
-            if record is not None:
-                tally.held_elsewhere(record)  # a row: counted in ``open``
-        elif record is not None:
-            tally.settled_elsewhere(record)
-        elif state is State.DELIVERED:  # purged since (retention): counted, with no row
-            tally.delivered_elsewhere += 1
-        else:
-            tally.dead["purged before its outcome could be read"] += 1
+    tally.elsewhere = 0
+    # In pieces: with a report, every one of a million events another process settled is
+    # listed and read back; all at once, they held hundreds of MB.
+    for piece in span_pieces(own.unsettled(), READ_AT_ONCE):
+        accounted = fleet.account_among(piece, list_all=report)
+        tally.elsewhere += accounted.open
+        if not report:
+            tally.delivered_elsewhere += accounted.delivered
+        found = {r.id: r for r in fleet.outcomes([i for i, _ in accounted.listed])}
+        for id_, state in accounted.listed:
+            record = found.get(id_)
+            if state in OPEN:
+                if record is not None:
+                    tally.held_elsewhere(record)  # a row: counted in ``open``
+            elif record is not None:
+                tally.settled_elsewhere(record)
+            elif state is State.DELIVERED:  # purged since (retention): counted, with no row
+                tally.delivered_elsewhere += 1
+            else:
+                tally.dead["purged before its outcome could be read"] += 1
 
 
 async def say_held_elsewhere(

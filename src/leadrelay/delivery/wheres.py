@@ -60,7 +60,7 @@ class Wheres:
         """Where each of ``ids`` was read (None: not known), forgetting them."""
         memory = self._memory
         found = [memory.pop(id_, None) for id_ in ids]
-        if not self._on_disk:
+        if self._disk is None:  # (not on_disk: a put may be storing some of ids right now)
             return found
         missing = [id_ for id_, where in zip(ids, found, strict=True) if where is None]
         if not missing:

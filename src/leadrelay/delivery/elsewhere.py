@@ -14,14 +14,14 @@ the send's own events may still be open then:
 The send waits for them up to ``claim_idle_s`` and a little (``settle_elsewhere``), delivering
 those it can take. Its worker delivers the fleet's events too: the summary counts only the
 file's (``OwnResults``). At the end, what became of those it did not settle itself is read from
-the store at one instant (``account_elsewhere``): still open, they are not sent yet
-(``Tally.elsewhere``: exit code 2) and the fleet's workers deliver them; or another process
-delivered them, or saw them refused by Meta, expire or die (exit code 2). So the summary, the
-report and the exit code hold every event, once. It knows its events by their ids (``Spans``: a
-few numbers for a file of any size): those it stored, and those it found stored and still open;
-and those it settled itself by runs of ids (``delivery.own``, which also counts those it found
-stored settled). SQLite needs none of this: one process delivers from a store, and a send takes
-back at its start what a stopped one left in flight.
+the store, each event once, 10,000 ids at a time (``account_elsewhere``): still open, they are
+not sent yet (``Tally.elsewhere``: exit code 2) and the fleet's workers deliver them; or
+another process delivered them, or saw them refused by Meta, expire or die (exit code 2). So
+the summary, the report and the exit code hold every event, once. It knows its events by their
+ids (``Spans``: a few numbers for a file of any size): those it stored, and those it found
+stored and still open; and those it settled itself by runs of ids (``delivery.own``, which also
+counts those it found stored settled). SQLite needs none of this: one process delivers from a
+store, and a send takes back at its start what a stopped one left in flight.
 
 ``deliver`` has no events of its own: it counts what it delivers, says what the fleet holds
 (``say_held_elsewhere``), and counts those it put back in the queue (retries ran out) that are
@@ -82,8 +82,9 @@ def account_elsewhere(fleet: FleetControl, own: OwnResults, tally: Tally) -> Non
     """What became of the file's events that this process did not settle, counted in ``tally``
     (blocking: run it in a thread): still open (``Tally.elsewhere``: not sent yet, exit 2), or
     settled by another process (delivered; refused by Meta, expired or dead: exit 2), each event
-    once, as the store had them at one instant. What a report row or a failure's reason needs
-    is read for those; without a report, the delivered and open ones are only counted."""
+    once, as the store had it when its piece of ids was read. What a report row or a failure's
+    reason needs is read for those; without a report, the delivered and open ones are only
+    counted."""
     report = tally.report is not None
     tally.elsewhere = 0
     # In pieces: with a report, every one of a million events another process settled is

@@ -5,7 +5,7 @@ repeat (``passes``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -228,13 +228,21 @@ def with_other_stages(
     }
     if not found:
         return added
-    stages = stages_of(sorted(set(found.values())))
+    others = other_stages(items, found.items(), stages_of(sorted(set(found.values()))))
+    return Added(added.ids, added.stored, others) if others else added
+
+
+def other_stages(
+    items: Sequence[Incoming], found: Iterable[tuple[int, int]], stages: dict[int, Stage]
+) -> dict[int, tuple[str, str, bool]]:
+    """``Added.other_stages`` of the items at ``found`` (place, id) whose event id ``stages``
+    holds for another stage (``other_stage``); none for those it does not hold."""
     others: dict[int, tuple[str, str, bool]] = {}
-    for n, i in found.items():
+    for n, i in found:
         stage = stages.get(i)
         if stage is not None and (other := other_stage(items[n].outcome, stage)) is not None:
             others[n] = other
-    return Added(added.ids, added.stored, others) if others else added
+    return others
 
 
 def other_stage(

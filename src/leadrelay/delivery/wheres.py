@@ -5,7 +5,8 @@ and each one's row needs its ``where`` ("crm.ndjson line 812345") then. Held in 
 million of them took 130 MB. ``Wheres`` keeps ``keep`` of them in memory and the rest in a
 temporary SQLite database (SQLite deletes its file when the connection closes, or at once on
 Unix: a killed send leaves nothing behind), so memory does not grow with the file. A send that
-keeps up with Meta never holds more than a few thousand, and never opens the file.
+keeps up with Meta holds its 10,000 payloads in memory and the batches in flight at most: it
+never opens the file.
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ class Wheres:
         self._keep = KEEP if keep is None else keep
         self._memory: dict[int, str] = {}
         self._disk: sqlite3.Connection | None = None
-        self._on_disk = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._memory) + self._on_disk
+        return len(self._memory) + self.on_disk
 
     @property
     def on_disk(self) -> int:
         """How many wait on disk (0 until the memory's ``keep`` is full)."""
-        return self._on_disk
+        with self._lock:
+            if self._disk is None:
+                return 0
+            count: int = self._disk.execute("SELECT count(*) FROM wheres").fetchone()[0]
+            return count
 
     def put(self, pairs: Iterable[tuple[int, str]]) -> None:
         """Remember where each event of ``pairs`` (its id, where) was read."""
@@ -52,39 +56,29 @@ class Wheres:
                 extra.append((id_, where))
         if extra:
             with self._lock:
-                # IGNORE: an id put twice keeps where it was read first, and is counted once.
-                put = self._open().executemany("INSERT OR IGNORE INTO wheres VALUES (?, ?)", extra)
-                self._on_disk += put.rowcount
+                # IGNORE: an id put twice keeps where it was read first.
+                self._open().executemany("INSERT OR IGNORE INTO wheres VALUES (?, ?)", extra)
 
     def take(self, ids: Sequence[int]) -> list[str | None]:
         """Where each of ``ids`` was read (None: not known), forgetting them."""
         memory = self._memory
         found = [memory.pop(id_, None) for id_ in ids]
-        if self._disk is None:  # (not on_disk: a put may be storing some of ids right now)
+        disk = self._disk  # once open, open to the end; a put holds the lock while it stores
+        if disk is None:
             return found
         missing = [id_ for id_, where in zip(ids, found, strict=True) if where is None]
         if not missing:
             return found
+        stored: dict[int, str] = {}
         with self._lock:
-            stored = self._take_stored(missing)
+            for start in range(0, len(missing), _AT_ONCE):
+                piece = missing[start : start + _AT_ONCE]
+                marks = ",".join("?" * len(piece))
+                # (Not DELETE ... RETURNING: SQLite 3.35 and later only.)
+                stored.update(disk.execute(f"SELECT * FROM wheres WHERE id IN ({marks})", piece))
+                disk.execute(f"DELETE FROM wheres WHERE id IN ({marks})", piece)
         pairs = zip(ids, found, strict=True)
         return [stored.get(id_) if where is None else where for id_, where in pairs]
-
-    def _take_stored(self, ids: list[int]) -> dict[int, str]:
-        disk = self._disk
-        if disk is None:
-            return {}
-        out: dict[int, str] = {}
-        for start in range(0, len(ids), _AT_ONCE):
-            piece = ids[start : start + _AT_ONCE]
-            marks = ",".join("?" * len(piece))
-            rows = disk.execute(f"SELECT id, at FROM wheres WHERE id IN ({marks})", piece)
-            got = rows.fetchall()
-            if got:
-                out.update(got)
-                deleted = disk.execute(f"DELETE FROM wheres WHERE id IN ({marks})", piece)
-                self._on_disk -= deleted.rowcount
-        return out
 
     def _open(self) -> sqlite3.Connection:
         if self._disk is None:

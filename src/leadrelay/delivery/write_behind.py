@@ -45,7 +45,7 @@ from leadrelay.delivery.store import (
     StoreError,
 )
 from leadrelay.delivery.store_calls import described
-from leadrelay.delivery.store_rows import Stage, other_stage
+from leadrelay.delivery.store_rows import Stage, other_stages
 from leadrelay.delivery.write_behind_stored import StoredEvents
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
@@ -187,15 +187,7 @@ class WriteBehindStore(StoredEvents, Store):
         for i, item in (*waiting, *self._waiting, *self._held.items()):
             if i in wanted and isinstance(o := item.outcome, Payload):
                 stages[i] = Stage(State.QUEUED, o.event_name, item.received_at, o.source_event, 0)
-        others: dict[int, tuple[str, str, bool]] = {}
-        for place, i in held_again:
-            stage = stages.get(i)
-            if (
-                stage is not None
-                and (other := other_stage(items[place].outcome, stage)) is not None
-            ):
-                others[place] = other
-        return others
+        return other_stages(items, held_again, stages)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits

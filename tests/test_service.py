@@ -747,6 +747,43 @@ def test_a_resend_is_answered_as_already_stored_and_a_fixed_event_meta_refused_i
     assert queued == 3  # two, then the fixed one: not the retry's two
 
 
+def test_a_retried_request_is_told_its_refused_and_filtered_events_again(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A client that retries a request whose answer it lost must learn what the first answer
+    said: an event we refused (and stored refused) was answered "already_stored" with no entry
+    in ``rejected``, so the client took it for stored and sent on its way, and a filtered one
+    likewise. They are said again as the first time; the metrics count them once."""
+    config = write_config(
+        tmp_path / "leadrelay.toml", graph_url=sandbox.url, data_dir=tmp_path / "data"
+    )
+    proc = ServiceProcess(config).start()
+    try:
+        bad = {**event(1, prefix="retry"), "facebook_lead_id": "12ab"}
+        unmapped = {**event(2, prefix="retry"), "event_name": "deal_updated"}
+        body = [bad, unmapped, event(3, prefix="retry")]
+        first = proc.post(body).json()
+        again = proc.post(body).json()
+        samples = metric_samples(proc)
+    finally:
+        assert proc.stop() == 0
+        proc.close()
+    assert [(r["event_id"], r["reason"]) for r in first["rejected"]] == [
+        ("retry-1", "invalid_lead_id")
+    ]
+    assert (first["queued"], first["already_stored"], first["filtered"]) == (1, 0, {"unmapped": 1})
+    assert again["rejected"] == first["rejected"]
+    assert again["filtered"] == {"unmapped": 1}
+    assert (again["accepted"], again["queued"], again["already_stored"]) == (3, 0, 1)
+    assert again["ids"] == ["retry-3"]
+
+    def counted(outcome: str, reason: str) -> float:
+        key = ("leadrelay_events_total", frozenset({("outcome", outcome), ("reason", reason)}))
+        return samples.get(key, 0.0)
+
+    assert (counted("rejected", "invalid_lead_id"), counted("filtered", "unmapped")) == (1, 1)
+
+
 def test_an_event_id_stored_for_another_stage_is_answered_rejected_not_already_stored(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -65,12 +65,16 @@ def request(keys: list[str], answer: str, gate: threading.Event | None = None) -
 
 
 async def submit_while_busy(
-    commit: GroupCommit, batches: dict[str, list[str]], stored: dict[str, list[bool]] | None = None
+    commit: GroupCommit,
+    batches: dict[str, list[str]],
+    stored: dict[str, list[bool]] | None = None,
+    added: dict[str, Added] | None = None,
 ) -> dict[str, Any]:
     """The first request holds the thread until the others have queued up (in the order
     given); each request's answer, or the exception it raised (and in ``stored``, which of
-    its events the store stored)."""
+    its events the store stored; in ``added``, all the store said of them)."""
     stored = {} if stored is None else stored
+    added = {} if added is None else added
     gate = threading.Event()
     names = list(batches)
     tasks = {
@@ -86,6 +90,7 @@ async def submit_while_busy(
     stored.update(
         (n, r[1].stored) for n, r in zip(names, results, strict=True) if isinstance(r, tuple)
     )
+    added.update((n, r[1]) for n, r in zip(names, results, strict=True) if isinstance(r, tuple))
     return {n: r[0] if isinstance(r, tuple) else r for n, r in zip(names, results, strict=True)}
 
 
@@ -104,6 +109,26 @@ def test_each_request_learns_which_of_its_events_the_store_found_stored() -> Non
     asyncio.run(submit_while_busy(GroupCommit(store.add_new), batches, stored))
     assert store.calls == [["a1", "old1", "old2", "c1"]]  # one transaction
     assert stored == {"a": [True, False], "b": [False], "c": [True]}
+
+
+def test_each_request_learns_which_of_its_events_were_found_stored_as_they_are() -> None:
+    """Of a group's answer from the store, each request gets its own part of ``alike`` (the
+    refusals and filtered events found stored as such), at its own places."""
+
+    def add_new(items: Sequence[Incoming]) -> Added:
+        keys = [i.outcome.key for i in items]
+        alike = frozenset(n for n, k in enumerate(keys) if k.endswith("alike"))
+        found = [not k.startswith("old") for k in keys]
+        return Added(list(range(1, len(keys) + 1)), found, {}, alike)
+
+    batches = {"a": ["a1", "old-alike"], "b": ["old2"], "c": ["c1", "old-alike", "old-alike"]}
+    added: dict[str, Added] = {}
+    asyncio.run(submit_while_busy(GroupCommit(add_new), batches, added=added))
+    assert {n: a.alike for n, a in added.items()} == {
+        "a": frozenset({1}),
+        "b": frozenset(),
+        "c": frozenset({1, 2}),
+    }
 
 
 def test_a_group_takes_no_more_requests_once_it_holds_max_items() -> None:

@@ -22,6 +22,7 @@ from leadrelay.delivery.redis import connection as redis_connection
 from leadrelay.delivery.redis import reads as redis_reads
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Incoming, Outcomes, Store, StoreError
+from leadrelay.delivery.store_rows import with_other_stages
 from leadrelay.outcome import Delivery, FieldNote, Filtered, Payload, Rejected, State
 
 NOW = 1767800000.0
@@ -417,6 +418,41 @@ def test_another_stage_takes_no_place_of_one_meta_saw_nor_of_a_refusal_by_a_refu
     assert store.add_new([incoming(won("o"))]).stored == [True]
     [sent] = store.claim(10, NOW)
     assert (sent.id, sent.payload.event_name) == (ours_id, "Converted")
+
+
+def test_a_refusal_or_filtered_event_found_stored_as_such_is_told_alike(store: Store) -> None:
+    """What the intake needs to answer a client's retry as it answered the first time: which of
+    the outcomes found stored are what the stored event is (a refusal by our rules, a filtered
+    event), rather than a refusal of an event Meta saw or will see."""
+    assert isinstance(store, Outcomes)
+
+    def ours(key: str) -> Rejected:
+        reason, field = "invalid_lead_id", "user_data.lead_id"
+        return Rejected(key, "lead_qualified", reason, field, "4 digits", event_name="Qualified")
+
+    unmapped = Filtered("f", "deal_updated", "unmapped", "not in [mapping]")
+    [meta_id, delivered_id] = queued(store, "m", "d")
+    claimed = {c.payload.key: c for c in store.claim(10, NOW)}
+    store.complete(
+        [
+            (meta_id, Delivery(claimed["m"].payload, State.REJECTED, 1, "meta_100_2804036")),
+            (delivered_id, Delivery(claimed["d"].payload, State.DELIVERED, 1)),
+        ],
+        NOW,
+    )
+    store.add([incoming(ours("o")), incoming(unmapped)])
+    items = [
+        incoming(ours("o")),  # refused by our rules, stored so
+        incoming(unmapped),  # filtered, stored so
+        incoming(ours("m")),  # Meta refused the one stored: not what it was
+        incoming(ours("d")),  # delivered
+        # another event of the CRM under a refused one's id: not a resend (other_stages)
+        incoming(Filtered("o", "deal_updated", "unmapped", "not in [mapping]")),
+        incoming(payload("d")),  # a resend of a delivered one
+    ]
+    added = with_other_stages(store.stages_of, items, store.add_new(items))
+    assert added.stored == [False] * 6
+    assert (added.alike, added.other_stages) == (frozenset({0, 1}), {4: ("", "Qualified", False)})
 
 
 def test_the_same_event_renamed_by_a_fixed_config_takes_the_place_of_one_never_sent(

@@ -178,6 +178,10 @@ class Added:
     # (``with_other_stages``; ``WriteBehindStore`` says it of payloads held in memory).
     # Third: whether both come from the same event name of the user's (``reused_message``).
     other_stages: dict[int, tuple[str, str, bool]] = field(default_factory=dict)
+    # Of the other outcomes found stored, the places of the refusals by our rules and filtered
+    # events found stored as such (``said_alike``): a client's retry of one is told what the
+    # first answer said, not only that it was stored (``with_other_stages``).
+    alike: frozenset[int] = frozenset()
 
 
 class Stage(NamedTuple):
@@ -220,7 +224,8 @@ def with_other_stages(
 ) -> Added:
     """``added`` with ``other_stages``: of the outcomes it found stored, those whose event id
     the store holds for another stage (a CRM that sends one id for each stage of a deal), asked
-    of ``stages_of`` (``Outcomes.stages_of``). A resend of the same stage is none of them."""
+    of ``stages_of`` (``Outcomes.stages_of``). A resend of the same stage is none of them: of
+    those, the ones stored as they are now (``said_alike``) are its ``alike``."""
     found = {
         n: i
         for n, (item, i, new) in enumerate(zip(items, added.ids, added.stored, strict=True))
@@ -228,8 +233,23 @@ def with_other_stages(
     }
     if not found:
         return added
-    others = other_stages(items, found.items(), stages_of(sorted(set(found.values()))))
-    return Added(added.ids, added.stored, others) if others else added
+    stages = stages_of(sorted(set(found.values())))
+    others = other_stages(items, found.items(), stages)
+    alike = frozenset(
+        n
+        for n, i in found.items()
+        if n not in others and (s := stages.get(i)) is not None and said_alike(items[n].outcome, s)
+    )
+    return Added(added.ids, added.stored, others, alike) if others or alike else added
+
+
+def said_alike(outcome: Payload | Filtered | Rejected, stage: Stage) -> bool:
+    """Whether ``outcome``, of the event stored as ``stage`` says, is what that one was: a
+    refusal by our rules found refused by them (never sent), or a filtered event found
+    filtered. The intake then answers it as it did the first time."""
+    if type(outcome) is Rejected:
+        return stage.state is State.REJECTED and stage.never_sent
+    return type(outcome) is Filtered and stage.state is State.FILTERED
 
 
 def other_stages(

@@ -203,4 +203,5 @@ def _settle(jobs: list[_Job[Any]]) -> None:
 def _part(added: Added, start: int, end: int) -> Added:
     """What ``added`` says of the items from ``start`` to ``end`` (one request's)."""
     others = {n - start: name for n, name in added.other_stages.items() if start <= n < end}
-    return Added(added.ids[start:end], added.stored[start:end], others)
+    alike = frozenset(n - start for n in added.alike if start <= n < end)
+    return Added(added.ids[start:end], added.stored[start:end], others, alike)

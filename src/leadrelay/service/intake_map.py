@@ -54,10 +54,13 @@ class Accepted:
         """The answer once the store said which events it stored (``Added.stored``): one it
         found stored (a client's resend) is ``already_stored``, and neither queued, filtered,
         rejected nor counted again (the metrics would count every retry of a client); each
-        item is said once. An event found under an event id stored for another stage
+        item is said once. A refusal or a filtered event found stored as such
+        (``Added.alike``) is said as the first answer said it (a client that lost that answer
+        learns it again), and not counted again either. An event found under an event id stored
+        for another stage
         (``Added.other_stages``) is no resend, and was not stored: a payload is rejected,
         ``event_id_reused``, and a refusal or a filtered one stays as it was said."""
-        stored, others = added.stored, added.other_stages
+        stored, others, alike = added.stored, added.other_stages, added.alike
         if all(stored):
             return self
         counts = self.counts.copy()
@@ -86,6 +89,8 @@ class Accepted:
                     counts["rejected", _REUSED] += 1
             else:
                 counts[label] -= 1
+                if n in alike:  # said again, as it was
+                    continue
                 if label[0] == "filtered":
                     answer["filtered"][label[1]] -= 1
                 elif refusal >= 0:
@@ -94,7 +99,7 @@ class Accepted:
         answer["rejected"] = self._in_order(answer["rejected"], dropped, reused)
         answer["accepted"] -= len(others)
         answer["queued"] = queued
-        answer["already_stored"] = len(stored) - sum(stored) - len(others)
+        answer["already_stored"] = len(stored) - sum(stored) - len(others) - len(alike)
         if not_ids:
             answer["ids"] = [k for n, k in enumerate(answer["ids"]) if n not in not_ids]
         body = orjson.dumps(answer)

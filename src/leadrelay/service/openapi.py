@@ -202,7 +202,9 @@ def openapi_document(*, max_body_bytes: int, max_backlog: int) -> dict[str, Any]
                         "already_stored": {
                             "type": "integer",
                             "description": "Events whose event id was stored before (a resend): "
-                            "left as they were, counted once. One stored for another Facebook "
+                            "left as they were, counted once. A resent event that was refused or "
+                            "filtered, and is stored so, is said as the first answer said it (in "
+                            "`rejected` or `filtered`), not here. One stored for another Facebook "
                             "event name is no resend: it is in `rejected` (`event_id_reused`).",
                         },
                         "filtered": {

@@ -161,11 +161,18 @@ def test_the_tally_counts_a_whole_batch_as_its_deliveries() -> None:
     delivered = DeliveredWhole(payloads, "a warning", "Atrace")
     reports = [io.BytesIO(), io.BytesIO()]
     tallies = [Tally(report=reports[0]), Tally(report=reports[1]), Tally(), Tally()]
-    tallies[0].deliveries(delivered)
-    tallies[1].deliveries(list(delivered))
+    wheres = ["f line 1", None, "f line 3"]
+    tallies[0].deliveries(delivered, wheres)
+    tallies[1].deliveries(list(delivered), wheres)
     tallies[2].deliveries(delivered)
     for d in delivered:
         tallies[3].delivery(d)
     assert [t.delivered_now for t in tallies] == [3, 3, 3, 3]
-    assert _report(reports[0]) == _report(reports[1])
-    assert [r["event_id"] for r in _report(reports[0])] == ["k0", "k1", "k2"]
+    # The rows of a batch delivered whole, written at once, are each event's row byte for byte.
+    assert reports[0].getvalue() == reports[1].getvalue()
+    assert [(r["event_id"], r["where"]) for r in _report(reports[0])] == list(
+        zip(["k0", "k1", "k2"], wheres, strict=True)
+    )
+    assert {(r["outcome"], r["message"], r["fbtrace_id"]) for r in _report(reports[0])} == {
+        ("delivered", "a warning", "Atrace")
+    }

@@ -123,9 +123,12 @@ def _read_here(
                             )
                         except TypeError:  # not plain JSON: the store says it is unencodable
                             outcome = Payload(*found)
-                        if not notes and read_at is None:
+                        if not notes:  # counted at once (a report's row comes at delivery)
                             plain += 1
-                            add(Incoming(outcome, original, at))
+                            item = Incoming(outcome, original, at)
+                            if read_at is not None:
+                                read_at[id(item)] = f"{name} line {line_no}"
+                            add(item)
                             continue
                     else:
                         outcome = found

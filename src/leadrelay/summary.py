@@ -186,8 +186,10 @@ class Tally(StoredOutcomes):
         """Count what delivery made of a batch's payloads (``delivery`` for each; a batch
         delivered whole is counted at once when no report row is to be written). ``wheres``:
         where each was read, when known (``delivery.own``, with a report)."""
-        if type(results) is DeliveredWhole and self.report is None:
+        if type(results) is DeliveredWhole:
             self.delivered_now += len(results)
+            if self.report is not None:
+                self._write_whole(results, wheres)
             return
         if wheres is None:
             for result in results:
@@ -195,6 +197,40 @@ class Tally(StoredOutcomes):
         else:
             for result, where in zip(results, wheres, strict=True):
                 self.delivery(result, where)
+
+    def _write_whole(self, results: DeliveredWhole, wheres: Sequence[str | None] | None) -> None:
+        """The report's rows of a batch delivered whole, at once: each is ``delivery``'s row of
+        its ``Delivery``, byte for byte, without making the ``Delivery`` and the row's dict
+        twice (a report cost a send of 300,000 events 18% more)."""
+        assert self.report is not None
+        dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        message, trace = results.message, results.fbtrace_id
+        places = [None] * len(results) if wheres is None else wheres
+        self.report.write(
+            b"".join(
+                [
+                    dumps(
+                        {
+                            "where": where,
+                            "event_id": p.key,
+                            "event": p.source_event,
+                            "lead_id": p.lead_id,
+                            "event_name": p.event_name,
+                            "outcome": "delivered",
+                            "reason": None,
+                            "field": None,
+                            "message": message,
+                            "attempts": 1,
+                            "code": None,
+                            "subcode": None,
+                            "fbtrace_id": trace,
+                        },
+                        option=newline,
+                    )
+                    for p, where in zip(results.payloads, places, strict=True)
+                ]
+            )
+        )
 
     def delivery(self, result: Delivery, where: str | None = None) -> None:
         """Count what delivery made of one payload, read at ``where`` if known."""

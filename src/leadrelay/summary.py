@@ -184,7 +184,7 @@ class Tally(StoredOutcomes):
         self, results: Sequence[Delivery], wheres: Sequence[str | None] | None = None
     ) -> None:
         """Count what delivery made of a batch's payloads (``delivery`` for each; a batch
-        delivered whole is counted at once when no report row is to be written). ``wheres``:
+        delivered whole is counted at once, its report rows written at once). ``wheres``:
         where each was read, when known (``delivery.own``, with a report)."""
         if type(results) is DeliveredWhole:
             self.delivered_now += len(results)
@@ -200,8 +200,9 @@ class Tally(StoredOutcomes):
 
     def _write_whole(self, results: DeliveredWhole, wheres: Sequence[str | None] | None) -> None:
         """The report's rows of a batch delivered whole, at once: each is ``delivery``'s row of
-        its ``Delivery``, byte for byte, without making the ``Delivery`` and the row's dict
-        twice (a report cost a send of 300,000 events 18% more)."""
+        its ``Delivery``, byte for byte (the keys in ``FIELDS``' order), without making the
+        ``Delivery`` and the row's dict twice: 0.7 us a row, from 1.9 (a report cost a send of
+        300,000 events about a fifth more CPU)."""
         assert self.report is not None
         dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         message, trace = results.message, results.fbtrace_id

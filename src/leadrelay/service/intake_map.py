@@ -56,10 +56,10 @@ class Accepted:
         rejected nor counted again (the metrics would count every retry of a client); each
         item is said once. A refusal or a filtered event found stored as such
         (``Added.alike``) is said as the first answer said it (a client that lost that answer
-        learns it again), and not counted again either. An event found under an event id stored
-        for another stage
-        (``Added.other_stages``) is no resend, and was not stored: a payload is rejected,
-        ``event_id_reused``, and a refusal or a filtered one stays as it was said."""
+        learns it again), and not counted again either. An event found under an event id
+        stored for another stage (``Added.other_stages``) is no resend, and was not stored: a
+        payload is rejected, ``event_id_reused``, and a refusal or a filtered one stays as it
+        was said."""
         stored, others, alike = added.stored, added.other_stages, added.alike
         if all(stored):
             return self

@@ -59,6 +59,29 @@ def deliver(store: Store, claimed: Any, now: float = NOW) -> None:
     store.complete([(c.id, Delivery(c.payload, State.DELIVERED)) for c in claimed], now)
 
 
+def refused_by_meta_and_delivered(store: Store, refused: str, delivered: str) -> tuple[int, int]:
+    """Store a payload under each key and settle them: the first refused by Meta (its lead
+    id), the second delivered. Their ids."""
+    refused_id, delivered_id = store.add_new(
+        [incoming(payload(refused)), incoming(payload(delivered))]
+    ).ids
+    claimed = {c.payload.key: c for c in store.claim(10, NOW)}
+    store.complete(
+        [
+            (refused_id, Delivery(claimed[refused].payload, State.REJECTED, 1, "meta_100_2804036")),
+            (delivered_id, Delivery(claimed[delivered].payload, State.DELIVERED, 1)),
+        ],
+        NOW,
+    )
+    return refused_id, delivered_id
+
+
+def refused_by_us(key: str) -> Rejected:
+    """A Qualified event refused by our rules: its lead id."""
+    reason, field = "invalid_lead_id", "user_data.lead_id"
+    return Rejected(key, "lead_qualified", reason, field, "4 digits", event_name="Qualified")
+
+
 class Backend:
     """One backend's storage for a test, and the few things a test needs to reach behind the
     protocol: open a store on it (again), see every byte it holds, fake a newer schema."""
@@ -329,15 +352,7 @@ def test_an_event_meta_refused_resent_fixed_takes_its_place_and_add_new_says_so(
         body = {"event_name": "Qualified", "n": key, "user_data": {"lead_id": fixed_lead}}
         return payload(key, lead_id=fixed_lead, data=body)
 
-    refused_id, delivered_id = store.add_new([incoming(payload("r")), incoming(payload("d"))]).ids
-    claimed = {c.payload.key: c for c in store.claim(10, NOW)}
-    store.complete(
-        [
-            (refused_id, Delivery(claimed["r"].payload, State.REJECTED, 1, "meta_100_2804036")),
-            (delivered_id, Delivery(claimed["d"].payload, State.DELIVERED, 1)),
-        ],
-        NOW,
-    )
+    refused_id, delivered_id = refused_by_meta_and_delivered(store, "r", "d")
     again = store.add_new(
         [
             incoming(payload("r")),  # as refused
@@ -397,15 +412,7 @@ def test_another_stage_takes_no_place_of_one_meta_saw_nor_of_a_refusal_by_a_refu
     store.complete(
         [(meta_id, Delivery(claimed.payload, State.REJECTED, 1, "meta_100_2804036"))], NOW
     )
-    ours = Rejected(
-        "o",
-        "lead_qualified",
-        "invalid_lead_id",
-        "user_data.lead_id",
-        "4 digits",
-        event_name="Qualified",
-    )
-    [ours_id] = store.add([incoming(ours)])
+    [ours_id] = store.add([incoming(refused_by_us("o"))])
     refused = Rejected(
         "o", "deal_won", "missing_lead_id", "user_data.lead_id", "no value", event_name="Converted"
     )
@@ -425,27 +432,14 @@ def test_a_refusal_or_filtered_event_found_stored_as_such_is_told_alike(store: S
     the outcomes found stored are what the stored event is (a refusal by our rules, a filtered
     event), rather than a refusal of an event Meta saw or will see."""
     assert isinstance(store, Outcomes)
-
-    def ours(key: str) -> Rejected:
-        reason, field = "invalid_lead_id", "user_data.lead_id"
-        return Rejected(key, "lead_qualified", reason, field, "4 digits", event_name="Qualified")
-
     unmapped = Filtered("f", "deal_updated", "unmapped", "not in [mapping]")
-    [meta_id, delivered_id] = queued(store, "m", "d")
-    claimed = {c.payload.key: c for c in store.claim(10, NOW)}
-    store.complete(
-        [
-            (meta_id, Delivery(claimed["m"].payload, State.REJECTED, 1, "meta_100_2804036")),
-            (delivered_id, Delivery(claimed["d"].payload, State.DELIVERED, 1)),
-        ],
-        NOW,
-    )
-    store.add([incoming(ours("o")), incoming(unmapped)])
+    refused_by_meta_and_delivered(store, "m", "d")
+    store.add([incoming(refused_by_us("o")), incoming(unmapped)])
     items = [
-        incoming(ours("o")),  # refused by our rules, stored so
+        incoming(refused_by_us("o")),  # refused by our rules, stored so
         incoming(unmapped),  # filtered, stored so
-        incoming(ours("m")),  # Meta refused the one stored: not what it was
-        incoming(ours("d")),  # delivered
+        incoming(refused_by_us("m")),  # Meta refused the one stored: not what it was
+        incoming(refused_by_us("d")),  # delivered
         # another event of the CRM under a refused one's id: not a resend (other_stages)
         incoming(Filtered("o", "deal_updated", "unmapped", "not in [mapping]")),
         incoming(payload("d")),  # a resend of a delivered one

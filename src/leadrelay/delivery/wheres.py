@@ -16,9 +16,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+import orjson
+
 KEEP: Final = 50_000
 """Entries held in memory (about 8 MB of them); the others wait on disk."""
-_AT_ONCE: Final = 500  # ids per query (SQLite allows 999 variables at least)
+_AMONG: Final = "id IN (SELECT value FROM json_each(?))"
+_TAKEN: Final = f"SELECT id, at FROM wheres WHERE {_AMONG}"
+_FORGET: Final = f"DELETE FROM wheres WHERE {_AMONG}"
 
 
 class Wheres:
@@ -69,14 +73,11 @@ class Wheres:
         missing = [id_ for id_, where in zip(ids, found, strict=True) if where is None]
         if not missing:
             return found
-        stored: dict[int, str] = {}
+        among = (orjson.dumps(missing),)  # one parameter, any number of ids (as sqlite_sql)
         with self._lock:
-            for start in range(0, len(missing), _AT_ONCE):
-                piece = missing[start : start + _AT_ONCE]
-                marks = ",".join("?" * len(piece))
-                # (Not DELETE ... RETURNING: SQLite 3.35 and later only.)
-                stored.update(disk.execute(f"SELECT * FROM wheres WHERE id IN ({marks})", piece))
-                disk.execute(f"DELETE FROM wheres WHERE id IN ({marks})", piece)
+            # (Not DELETE ... RETURNING: SQLite 3.35 and later only.)
+            stored: dict[int, str] = dict(disk.execute(_TAKEN, among))
+            disk.execute(_FORGET, among)
         pairs = zip(ids, found, strict=True)
         return [stored.get(id_) if where is None else where for id_, where in pairs]
 

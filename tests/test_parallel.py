@@ -11,9 +11,8 @@ import pytest
 from conftest import make_settings, tally_counts, write_every_reader
 from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
-from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.parallel import dry_run_parallel, map_parallel, map_records
+from leadrelay.mapping.parallel import dry_run_parallel
 from leadrelay.send import dry_run, payloads
 from leadrelay.summary import Tally
 
@@ -46,48 +45,6 @@ def test_dry_run_output_is_identical_whatever_the_number_of_workers(
     assert all(len(b["data"]) <= 7 and b["test_event_code"] == "TEST42" for b in bodies)
     # 200 lines, one blank, one a batch of three; 17 in the array, 10 in the CSV
     assert tally.rejected["unreadable"] == 2 and tally.read == 228
-
-
-def test_map_parallel_gives_the_same_items_in_the_same_order(
-    settings: Settings, inputs: list[str]
-) -> None:
-    serial = list(map_records(inputs, Mapper(settings), originals=True))
-    parallel = list(map_parallel(inputs, settings, workers=2, originals=True, unit_events=5))
-    assert parallel == serial
-    assert [m.where for m in serial][:3] == [f"{inputs[0]} line {n}" for n in (1, 2, 3)]
-    unreadable = [m for m in parallel if m.outcome is None]
-    assert [m.where for m in unreadable] == [f"{inputs[0]} line 6", f"{inputs[0]} line 41"]
-    assert all(m.error and m.original is None for m in unreadable)
-    readable = [m for m in parallel if m.outcome is not None]
-    assert all(m.original is not None and orjson.loads(m.original) for m in readable)
-
-
-def test_a_missing_file_is_an_input_error_as_on_one_core(
-    settings: Settings, tmp_path: Path
-) -> None:
-    missing = str(tmp_path / "nope.ndjson")
-    with pytest.raises(InputError, match="cannot open"):
-        list(map_parallel([missing], settings, workers=2))
-    with pytest.raises(InputError, match="cannot open"):
-        list(map_records([missing], Mapper(settings)))
-
-
-def test_a_file_that_cannot_be_opened_stops_the_run_after_the_files_before_it(
-    settings: Settings, inputs: list[str], tmp_path: Path
-) -> None:
-    files = [inputs[0], str(tmp_path / "nope.ndjson"), inputs[1]]
-    seen: list[str] = []
-    with pytest.raises(InputError, match=r"nope\.ndjson"):
-        for item in map_parallel(files, settings, workers=2, unit_events=4):
-            seen.append(item.where)
-    assert len(seen) == 201 and seen[-1] == f"{inputs[0]} line 200"
-
-
-def test_stopping_early_stops_the_workers(settings: Settings, inputs: list[str]) -> None:
-    items = map_parallel(inputs, settings, workers=2, unit_events=3)
-    first = [next(items) for _ in range(4)]
-    items.close()  # must return promptly, with the pool shut down
-    assert [m.where for m in first] == [f"{inputs[0]} line {n}" for n in (1, 2, 3, 4)]
 
 
 def test_the_per_event_report_is_identical_too(settings: Settings, inputs: list[str]) -> None:

@@ -3,6 +3,7 @@ and the file intake's chunks whether events come one at a time or a piece at a t
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,10 +15,11 @@ import pytest
 from conftest import make_settings, tally_counts, write_every_reader
 from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
-from leadrelay.delivery.encoded import EncodedPayload, request_body
+from leadrelay.delivery.encoded import EncodedPayload, request_body, storable
 from leadrelay.delivery.intake import ChunkedIntake
 from leadrelay.delivery.sqlite_schema import encode_row
 from leadrelay.delivery.store import Added, Incoming
+from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper
 from leadrelay.outcome import Filtered, Payload
 from leadrelay.send_input import read_into_store
@@ -50,25 +52,38 @@ def inputs(tmp_path: Path) -> list[str]:
     )
 
 
-def _send_side(settings: Settings, files: list[str], jobs: int) -> tuple[object, ...]:
+def _send_side(
+    settings: Settings, files: list[str], jobs: int, report: bool = False
+) -> tuple[object, ...]:
     store = _Chunks()
-    tally = Tally()
+    tally = Tally(report=io.BytesIO() if report else None)
     intake = ChunkedIntake(store, size=settings.delivery.batch_size, max_age_s=60)
     read_into_store(files, settings, jobs, tally, intake, threading.Event(), None)
-    # Originals as every reader of the store sees them: decoded (one core keeps the line read).
+    # Each stored outcome, the bytes the store keeps of it and a request carries (None: not a
+    # payload, or unencodable), the original as kept (the line as read, for NDJSON), and with a
+    # report where it was read.
     stored = [
-        (i.outcome, None if i.original is None else orjson.loads(i.original))
+        (
+            i.outcome,
+            None if (kept := storable(i.outcome)) is None else kept.body,
+            i.original,
+            tally.read_at.get(id(i)),
+        )
         for chunk in store.chunks
         for i in chunk
     ]
     return [len(c) for c in store.chunks], stored, tally_counts(tally)
 
 
+@pytest.mark.parametrize("report", [False, True])
 def test_one_core_stores_and_counts_exactly_what_several_cores_do(
-    settings: Settings, inputs: list[str]
+    settings: Settings, inputs: list[str], report: bool
 ) -> None:
-    one = _send_side(settings, inputs, 1)
-    two = _send_side(settings, inputs, 2)
+    """The mapping processes of ``--jobs 2`` hand the store what one core does: the same
+    payloads, encoded there (``EncodedPayload``: the same bytes), the same originals byte for
+    byte, the same tally, and with a report the same place for each event."""
+    one = _send_side(settings, inputs, 1, report)
+    two = _send_side(settings, inputs, 2, report)
     assert one == two
     sizes, stored, (read, mapped, filtered, rejected, _, _) = one
     assert sizes[:-1] == [7] * (len(sizes) - 1)  # full chunks, then what was left
@@ -76,9 +91,15 @@ def test_one_core_stores_and_counts_exactly_what_several_cores_do(
     assert read == 228
     assert rejected["unreadable"] == 2  # "{not json" and "[1, 2]"
     assert len(stored) == read - rejected["unreadable"]
-    assert any(type(o) is Filtered for o, _ in stored) == bool(filtered)
-    assert all(original is not None for _, original in stored)
-    assert mapped == sum(1 for o, _ in stored if isinstance(o, Payload))
+    assert any(type(o) is Filtered for o, *_ in stored) == bool(filtered)
+    assert all(original is not None for *_, original, _ in stored)
+    assert mapped == sum(1 for o, *_ in stored if isinstance(o, Payload))
+    assert all(body for o, body, *_ in stored if isinstance(o, Payload))
+    assert all(type(o) is EncodedPayload for o, *_ in two[1] if isinstance(o, Payload))
+    wheres = [where for *_, where in stored]
+    assert all(wheres) if report else not any(wheres)
+    if report:
+        assert wheres[0] == f"{inputs[0]} line 1"
 
 
 def test_one_core_stores_each_payload_as_the_bytes_the_general_mapping_encodes(
@@ -86,7 +107,7 @@ def test_one_core_stores_each_payload_as_the_bytes_the_general_mapping_encodes(
 ) -> None:
     _, stored, _ = _send_side(settings, inputs, 1)
     mapper = Mapper(settings)
-    encoded = [(o, e) for o, e in stored if type(o) is EncodedPayload]
+    encoded = [(o, orjson.loads(e)) for o, _, e, _ in stored if type(o) is EncodedPayload]
     assert encoded  # the one-core reader encodes its payloads once, as the store keeps them
     for outcome, event in encoded:
         general = mapper.map(event)
@@ -114,7 +135,7 @@ def test_one_core_leaves_data_that_is_not_plain_json_for_the_store_to_call_unenc
 
     monkeypatch.setattr(Mapper, "__init__", making)
     _, stored, _ = _send_side(settings, inputs, 1)
-    payloads = [o for o, _ in stored if isinstance(o, Payload)]
+    payloads = [o for o, *_ in stored if isinstance(o, Payload)]
     assert payloads
     assert all(type(o) is Payload and o.data["custom_data"]["odd"] == {1} for o in payloads)
     row = encode_row(Incoming(payloads[0], None, 0.0), "keep")
@@ -141,6 +162,26 @@ def test_a_stop_stores_every_event_read_so_far(
     stored = sum(len(chunk) for chunk in store.chunks)
     assert 7 <= stored < 230
     assert stored == tally.read - tally.rejected["unreadable"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_that_cannot_be_opened_stops_the_send_after_the_files_before_it(
+    settings: Settings, inputs: list[str], tmp_path: Path, jobs: int
+) -> None:
+    """Every event of the files before it is counted and stored, none of those after it, on
+    one core as on several (the mapping processes' units of the first file come back first)."""
+    store = _Chunks()
+    tally = Tally()
+    intake = ChunkedIntake(store, size=7, max_age_s=60)
+    files = [inputs[0], str(tmp_path / "nope.ndjson"), inputs[1]]
+    with pytest.raises(InputError, match=r"nope\.ndjson: cannot open"):
+        read_into_store(files, settings, jobs, tally, intake, threading.Event(), None)
+    intake.flush()  # as send does on its way out
+    stored = [i for chunk in store.chunks for i in chunk]
+    # The first file: 200 lines, one blank, one a batch of three, two that cannot be read.
+    assert tally.read == 201 and tally.rejected["unreadable"] == 2
+    assert len(stored) == 199
+    assert stored[-1].original == Path(inputs[0]).read_bytes().split(b"\n")[-1]
 
 
 @pytest.mark.parametrize(
@@ -173,8 +214,9 @@ def test_events_put_in_pieces_are_stored_in_the_chunks_put_one_by_one_would_make
     assert pieces.stored == single.stored == sum(chunks) + left
 
 
-def test_one_core_keeps_each_line_as_read_without_its_newline(
-    settings: Settings, tmp_path: Path
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_line_is_kept_as_read_without_its_newline(
+    settings: Settings, tmp_path: Path, jobs: int
 ) -> None:
     """The stored original is the line's bytes (spacing, key order and a CR as sent), not the
     newline that ended it, for the input's last line (no newline) as for the others."""
@@ -190,6 +232,6 @@ def test_one_core_keeps_each_line_as_read_without_its_newline(
     path.write_bytes(b"\n".join(lines))  # no newline after the last line
     store = _Chunks()
     intake = ChunkedIntake(store, size=7, max_age_s=60)
-    read_into_store([str(path)], settings, 1, Tally(), intake, threading.Event(), None)
+    read_into_store([str(path)], settings, jobs, Tally(), intake, threading.Event(), None)
     intake.flush()
     assert [i.original for chunk in store.chunks for i in chunk] == lines

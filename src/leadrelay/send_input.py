@@ -1,8 +1,9 @@
 """Reading ``send``'s input into the store: every event read, mapped, counted and stored.
 
-One job reads and maps here, a piece of input at a time; more jobs map on other processes
-(``map_parallel``). Either way each event reaches the store with its original as received, and
-the tally counts it once.
+One job reads, maps and encodes here, a piece of input at a time; more jobs do it on other
+processes, a unit at a time (``store_unit``), and this one only wraps, counts and stores what
+they made. Either way each event reaches the store with its original as received (the line, for
+NDJSON) and its payload encoded once, and the tally counts it once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from rich.progress import Progress
@@ -24,8 +25,9 @@ from leadrelay.events import SourceRecord, read_pieces
 from leadrelay.events.ndjson import parse_lines
 from leadrelay.mapping.encode import mapped_records
 from leadrelay.mapping.engine import Mapper
-from leadrelay.mapping.parallel import map_parallel
-from leadrelay.outcome import Outcome, Payload
+from leadrelay.mapping.pool import UNIT_EVENTS, in_workers, store_unit_task, unpickled
+from leadrelay.mapping.store_unit import PLAIN
+from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 from leadrelay.summary import Tally
 
 
@@ -42,24 +44,72 @@ def read_into_store(
     original to the store."""
     if jobs <= 1:
         _read_here(files, Mapper(settings), tally, intake, stop, progress)
-        return
+    else:
+        _read_in_workers(files, settings, jobs, tally, intake, stop, progress)
+
+
+def _read_in_workers(
+    files: Sequence[str],
+    settings: Settings,
+    jobs: int,
+    tally: Tally,
+    intake: ChunkedIntake,
+    stop: threading.Event,
+    progress: Progress | None,
+) -> None:
+    """``read_into_store`` on ``jobs`` mapping processes: they read, map and encode a unit of
+    input at a time (``store_unit``), and this process wraps what they made, counts it and
+    hands it to the store, a unit at a time, as ``_read_here`` does a piece at a time."""
     task = progress.add_task("events", total=None) if progress is not None else None
-    report = tally.report is not None  # where each was read is kept (Tally.read_at)
-    with closing(map_parallel(files, settings, workers=jobs, originals=True)) as mapped:
-        for m in mapped:
+    read_at = tally.read_at if tally.report is not None else None  # see Tally.read_at
+    count = tally.outcome
+    tasks = in_workers(files, settings, jobs, UNIT_EVENTS, store_unit_task, read_at is not None)
+    with closing(tasks):
+        for blob in tasks:
             if stop.is_set():
                 break  # what was read is stored (flushed below)
+            entries, wheres = unpickled(blob)
+            at = time.time()  # when this unit came back
+            items: list[Incoming] = []
+            add = items.append
+            places = iter(wheres) if read_at is not None and wheres is not None else None
+            plain = 0
+            for entry in entries:
+                if len(entry) == PLAIN:
+                    key, source, name, lead_id, seconds, body, original = entry
+                    payload = EncodedPayload(key, source, name, lead_id, seconds, body)
+                    item = Incoming(payload, original, at)
+                    plain += 1
+                    if places is not None and read_at is not None:
+                        read_at[id(item)] = next(places)
+                    add(item)
+                    continue
+                where, packed, error, original = entry
+                if packed is None:
+                    tally.unreadable(where, error or "unreadable")
+                    continue
+                outcome = _unpacked(packed)
+                count(where, outcome)
+                item = Incoming(outcome, original, at)
+                if read_at is not None:
+                    read_at[id(item)] = where
+                add(item)
+            tally.plain_payloads(plain)
+            intake.put_many(items)
             if progress is not None and task is not None:
-                progress.advance(task)
-            if m.outcome is None:
-                tally.unreadable(m.where, m.error or "unreadable")
-                continue
-            tally.outcome(m.where, m.outcome)
-            item = Incoming(m.outcome, m.original, time.time())
-            if report:
-                tally.read_at[id(item)] = m.where
-            intake.put(item)
+                progress.advance(task, len(entries))
     intake.flush()
+
+
+def _unpacked(packed: Any) -> Payload | Filtered | Rejected:
+    """What a mapping process packed (see ``store_unit``) as the outcome the store takes."""
+    if type(packed) is not tuple:
+        return cast("Filtered | Rejected", packed)
+    key, source, name, lead_id, seconds, body, notes = packed
+    notes = tuple(FieldNote(*n) for n in notes)
+    if type(body) is bytes:
+        return EncodedPayload(key, source, name, lead_id, seconds, body, notes)
+    return Payload(key, source, name, lead_id, seconds, body, notes)  # not plain JSON
 
 
 def _read_here(

@@ -92,29 +92,6 @@ def _encode_lines(
     return plain
 
 
-def mapped(
-    mapper: Mapper, piece: LineBatch | SourceRecord
-) -> Iterator[tuple[str, Outcome | None, str | None, dict[str, Any] | None]]:
-    """``(where, outcome, error, event)`` for every record of ``piece``, as reading and mapping
-    record by record gives them (outcome and event None when the record could not be read)."""
-    if isinstance(piece, SourceRecord):
-        yield from mapped_records(mapper, (piece,))
-        return
-    map_event = mapper.map
-    name, line_no = piece.name, piece.line_no
-    for line in piece.lines:
-        line_no += 1
-        try:
-            event = _loads(line)
-        except _JSONDecodeError:
-            event = None
-        if type(event) is dict and "batch" not in event:
-            yield f"{name} line {line_no}", map_event(event), None, event
-        else:
-            # Blank, invalid, a batch envelope, not an object: as parse_lines reads it.
-            yield from mapped_records(mapper, parse_lines([line], name, line_no - 1))
-
-
 def mapped_records(
     mapper: Mapper, records: Iterable[SourceRecord]
 ) -> Iterator[tuple[str, Outcome | None, str | None, dict[str, Any] | None]]:

@@ -1,15 +1,15 @@
-"""Mapping on every core: input files read and mapped in worker processes, in input order.
+"""``send --dry-run`` on every core: input files read, mapped and encoded in worker processes.
 
-``map_records`` is the one-process path; ``map_parallel`` gives exactly the same ``Mapped`` items
-in exactly the same order, using ``workers`` processes (see ``pool``): output is identical
-whatever the number of workers. ``dry_run_parallel`` is ``send --dry-run`` on any number of
-processes: workers map and encode, this process only counts the problems and writes bytes.
+``map_records`` reads and maps in this process. ``dry_run_parallel`` is ``send --dry-run`` on any
+number of processes (see ``pool``): workers map and encode, this process only counts the
+problems and writes bytes, identical whatever the number of workers. (A real send's mapping
+processes: ``send_input``.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from typing import IO, Any, Final, NamedTuple
 
@@ -24,9 +24,7 @@ from leadrelay.mapping.pool import (
     UNIT_EVENTS,
     encode_unit_task,
     in_workers,
-    map_unit,
     units,
-    unpickled,
 )
 from leadrelay.outcome import FieldNote, Outcome, Payload
 from leadrelay.summary import Tally
@@ -37,7 +35,6 @@ __all__ = [
     "Mapped",
     "default_workers",
     "dry_run_parallel",
-    "map_parallel",
     "map_records",
     "write_bodies",
 ]
@@ -47,31 +44,26 @@ class Mapped(NamedTuple):
     """One input record and what became of it.
 
     ``outcome`` is None when the record could not be read; ``error`` then says why (and where).
-    ``original`` is the event as JSON (``orjson.dumps(event)``) when asked for, else None.
     """
 
     where: str
     outcome: Outcome | None
     error: str | None = None
-    original: bytes | None = None
 
 
-def map_records(
-    files: Sequence[str], mapper: Mapper, *, originals: bool = False
-) -> Iterator[Mapped]:
-    """Read and map every event of ``files`` in this process.
+def map_records(files: Sequence[str], mapper: Mapper) -> Iterator[Mapped]:
+    """Read and map every event of ``files`` in this process (``send --dry-run`` on one core).
 
     Raises ``InputError`` (as ``read_events`` does) when a file cannot be opened at all.
     """
-    dumps = orjson.dumps
     loads = orjson.loads
     map_event = mapper.map
     for name in files:
         for piece in read_pieces(name):
             if isinstance(piece, SourceRecord):
-                yield from _as_mapped(mapped_records(mapper, (piece,)), originals)
+                yield from _as_mapped(mapped_records(mapper, (piece,)))
                 continue
-            # ``mapped``, inline for the common line (one event object): this runs per event.
+            # Inline for the common line (one event object): this runs per event.
             line_no = piece.line_no
             for line in piece.lines:
                 line_no += 1
@@ -80,46 +72,15 @@ def map_records(
                 except orjson.JSONDecodeError:
                     event = None
                 if type(event) is dict and "batch" not in event:
-                    yield Mapped(
-                        f"{name} line {line_no}",
-                        map_event(event),
-                        None,
-                        dumps(event) if originals else None,
-                    )
+                    yield Mapped(f"{name} line {line_no}", map_event(event))
                 else:  # blank, invalid, a batch envelope, not an object: as parse_lines says
                     records = parse_lines([line], name, line_no - 1)
-                    yield from _as_mapped(mapped_records(mapper, records), originals)
+                    yield from _as_mapped(mapped_records(mapper, records))
 
 
-def _as_mapped(
-    items: Iterable[tuple[str, Outcome | None, str | None, Any]], originals: bool
-) -> Iterator[Mapped]:
-    for where, outcome, error, event in items:
-        original = orjson.dumps(event) if originals and event is not None else None
-        yield Mapped(where, outcome, error, original)
-
-
-def map_parallel(
-    files: Sequence[str],
-    settings: Settings,
-    *,
-    workers: int,
-    originals: bool = False,
-    unit_events: int = UNIT_EVENTS,
-) -> Generator[Mapped, None, None]:
-    """``map_records`` with ``workers`` processes: the same items, in the same order.
-
-    ``workers <= 1`` maps in this process. Raises ``InputError`` when a file cannot be opened at
-    all, like the one-process path (files are opened in this process, one after the other). The
-    workers stop when the iterator is exhausted or closed.
-    """
-    if workers <= 1:
-        yield from map_records(files, Mapper(settings), originals=originals)
-        return
-    # Closed explicitly, whatever ends this: the workers end before this returns or raises.
-    with closing(in_workers(files, settings, workers, unit_events, map_unit, originals)) as blobs:
-        for blob in blobs:
-            yield from _unpacked(blob)
+def _as_mapped(items: Iterable[tuple[str, Outcome | None, str | None, Any]]) -> Iterator[Mapped]:
+    for where, outcome, error, _ in items:
+        yield Mapped(where, outcome, error)
 
 
 def dry_run_parallel(
@@ -252,16 +213,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _unpacked(blob: bytes) -> Iterator[Mapped]:
-    for where, packed, error, original in unpickled(blob):
-        if type(packed) is tuple:  # a Payload, see pool.map_unit
-            key, source, name, lead_id, seconds, data, notes = packed
-            packed = Payload(
-                key, source, name, lead_id, seconds, data, tuple(FieldNote(*n) for n in notes)
-            )
-        yield Mapped(where, packed, error, original)
 
 
 _NO_DATA: Final[dict[str, Any]] = {}

@@ -38,14 +38,12 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import orjson
-
 from leadrelay.config import Settings
-from leadrelay.events import InputError, LineBatch, SourceRecord, read_pieces
-from leadrelay.mapping.encode import Row, Unit, encode_unit, mapped
+from leadrelay.events import InputError, SourceRecord, read_pieces
+from leadrelay.mapping.encode import Row, Unit, encode_unit
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.pool_watch import Watch
-from leadrelay.outcome import Outcome, Payload
+from leadrelay.mapping.store_unit import store_unit
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -231,23 +229,6 @@ def _worker_mapper() -> Mapper:
     return _mapper
 
 
-def map_unit(unit: Unit, originals: bool) -> bytes:
-    """Map ``unit`` in a worker: pickled ``(where, outcome, error, original)`` rows, payloads
-    as plain tuples (see ``packed``)."""
-    mapper = _worker_mapper()
-    dumps = orjson.dumps
-    rows: list[tuple[Any, ...]] = []
-    try:
-        for piece in unit:
-            read = piece if isinstance(piece, LineBatch) else SourceRecord(*piece)
-            for where, outcome, error, event in mapped(mapper, read):
-                original = dumps(event) if originals and event is not None else None
-                rows.append((where, _packed(outcome), error, original))
-        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        gc.collect()
-
-
 def encode_unit_task(unit: Unit, every_payload: bool) -> Joined:
     """``encode_unit`` in a worker, in the shape that travels back cheaply: the payloads' JSON
     joined by commas (one object, not thousands: the data is copied a few times between here
@@ -261,17 +242,10 @@ def encode_unit_task(unit: Unit, every_payload: bool) -> Joined:
         gc.collect()
 
 
-def _packed(outcome: Outcome | None) -> Any:
-    # Plain tuples pickle in C; slotted dataclasses go through copyreg, twice as slow.
-    if type(outcome) is Payload:
-        notes = tuple((n.field, n.reason, n.message) for n in outcome.notes)
-        return (
-            outcome.key,
-            outcome.source_event,
-            outcome.event_name,
-            outcome.lead_id,
-            outcome.event_time,
-            outcome.data,
-            notes,
-        )
-    return outcome  # Filtered and Rejected are few; None for an unreadable record
+def store_unit_task(unit: Unit, wheres: bool) -> bytes:
+    """``store_unit`` in a worker (``send --jobs N``), pickled: plain tuples, no objects."""
+    try:
+        done = store_unit(_worker_mapper(), unit, wheres)
+        return pickle.dumps(tuple(done), protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        gc.collect()

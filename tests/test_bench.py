@@ -76,6 +76,15 @@ def test_a_quick_run_measures_everything_and_writes_json(tmp_path: Path) -> None
     # with a --report: a row per event, each saying where it was read
     assert (slow["report_rows"], slow["report_rows_without_where"]) == (400, 0)
     assert "report_rows" not in e2e
+    jobs = results.get("e2e_jobs")
+    if len(usable_cores()) > 1:  # send --jobs 2 on both cores, mapping processes included
+        assert jobs is not None
+        _sane(jobs)
+        assert jobs["jobs"] == 2 and jobs["cores_used"]["send"] == usable_cores()
+        assert jobs["stored_outcomes"] == e2e["stored_outcomes"]
+        assert jobs["sandbox_received"] == 396
+    else:
+        assert jobs is None
     intake = results["intake"]
     for figures, sdk_pace in (
         (e2e, e2e["sdk_pace"]),
@@ -313,7 +322,10 @@ def test_the_pace_is_taken_on_send_s_core_around_each_run(
         events=300, e2e_events=300, pace_events=300, slow_ms=0, json=None, only="e2e"
     )
     results = run(options)
-    assert len(runs) == 4 and {path.name for path in runs} == {"pace.ndjson"}  # no transform here
+    # Two runs around each end-to-end run (no transform here); --jobs 2 needs a second core.
+    timed = ["e2e", "e2e_random_ids"] + (["e2e_jobs"] if len(usable_cores()) > 1 else [])
+    assert len(runs) == 2 * len(timed) and {path.name for path in runs} == {"pace.ndjson"}
+    assert [key for key in results if key.startswith("e2e")] == timed
     for key in ("e2e", "e2e_random_ids"):
         sdk_pace = results[key]["sdk_pace"]
         assert sdk_pace["core"] == results[key]["cores_used"]["send"]

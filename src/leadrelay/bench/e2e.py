@@ -31,15 +31,19 @@ def run_e2e(
     random_ids: bool = False,
     slow_ms: int = 0,
     report: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Generate ``events`` events (with UUIDs for event ids with ``random_ids``), send them to a
     fresh sandbox (answering ``slow_ms`` later than it can), with a ``--report`` if ``report``
     (checked: a row per event, each saying where it was read), return the checked figures.
+    With ``jobs`` above 1, ``send --jobs N`` runs on every usable core (mapping processes
+    included), the sandbox's among them; else on the first core alone.
 
     A sandbox as slow as Meta makes delivery slower than reading: the events read wait, in
     memory up to send's limit and in the store beyond it, and so does each one's report row
     (where it was read). That is where memory peaks."""
     name = "e2e" + ("-random-ids" if random_ids else "") + (f"-slow-{slow_ms}" if slow_ms else "")
+    name += f"-jobs-{jobs}" if jobs > 1 else ""
     path = folder / f"{name}.ndjson"
     expected = write_events(path, events, now=now, random_ids=random_ids)
     cores = usable_cores()
@@ -55,9 +59,10 @@ def run_e2e(
         )
         report_file = folder / f"{name}-report.ndjson"
         command = [sys.executable, "-m", "leadrelay", "send", str(path), "--config", str(config)]
+        command += ["--jobs", str(jobs)] if jobs > 1 else []
         run = measure(
             [*command, "--report", str(report_file)] if report else command,
-            cores=[send_core],
+            cores=cores if jobs > 1 else [send_core],
             consume=Counter(b"\n"),
         )
         received = httpx.get(f"{url}/_sandbox/received?limit=0", timeout=30).json()
@@ -71,7 +76,8 @@ def run_e2e(
         "event_ids": "random (UUID)" if random_ids else "in order (bench-N)",
         "sandbox_slow_ms": slow_ms,
         "expected": expected.as_dict(),
-        "cores_used": {"send": send_core, "sandbox": sandbox_core},
+        "jobs": jobs,
+        "cores_used": {"send": cores if jobs > 1 else send_core, "sandbox": sandbox_core},
         "events_per_s": round(events / run.wall_s) if run.wall_s > 0 else None,
         "wall_s": round(run.wall_s, 3),
         "cpu_s": round(run.cpu_s, 3),

@@ -91,6 +91,15 @@ def run(options: BenchOptions, console: Console | None = None) -> dict[str, Any]
             results["e2e_random_ids"] = _against_sdk(
                 pace, lambda: run_e2e(folder, options.e2e_events, now, random_ids=True)
             )
+            if options.workers > 1 and len(usable_cores()) > 1:
+                console.print(
+                    f"end to end again, send --jobs {options.workers} on every core "
+                    f"(the sandbox's too){_paced(pace)}"
+                )
+                results["e2e_jobs"] = _against_sdk(
+                    pace,
+                    lambda: run_e2e(folder, options.e2e_events, now, jobs=options.workers),
+                )
             if options.slow_ms:
                 slow_events = min(options.e2e_events, SLOW_E2E_EVENTS)
                 console.print(
@@ -176,7 +185,12 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
         help="events of the SDK's runs before and after the end-to-end and intake runs, "
         "0 for none (200,000)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="cores for the parallel figure (2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="cores (and send's --jobs) for the parallel figures (2)",
+    )
     parser.add_argument("--repeat", type=int, help="transform runs per program, best counts (3)")
     parser.add_argument("--quick", action="store_true", help="small inputs, one run, seconds")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")

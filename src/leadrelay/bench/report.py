@@ -85,17 +85,20 @@ def render(results: dict[str, Any], console: Console) -> None:
                 _check(figures),
             )
     for key, what in (
-        ("e2e", ""),
-        ("e2e_random_ids", ", random (UUID) event ids"),
-        ("e2e_slow", ", sandbox +{} ms (Meta-like), --report"),
+        ("e2e", "leadrelay send, 1 core"),
+        ("e2e_random_ids", "leadrelay send, 1 core, random (UUID) event ids"),
+        ("e2e_jobs", "leadrelay send --jobs {jobs}, {cores} cores (the sandbox on one)"),
+        ("e2e_slow", "leadrelay send, 1 core, sandbox +{slow} ms (Meta-like), --report"),
     ):
         e2e = results.get(key)
         if e2e is None:
             continue
-        what = what.format(e2e.get("sandbox_slow_ms"))
+        send_cores = (e2e.get("cores_used") or {}).get("send")
+        cores = len(send_cores) if isinstance(send_cores, list) else 1
+        what = what.format(jobs=e2e.get("jobs"), cores=cores, slow=e2e.get("sandbox_slow_ms"))
         table.add_row(
             "end to end",
-            f"leadrelay send, 1 core{what}",
+            what,
             f"{e2e['events']:,}",
             _rate(e2e),
             f"{e2e['wall_s']:.2f}",
@@ -133,6 +136,7 @@ def _pace_notes(results: dict[str, Any], console: Console) -> None:
     paced = (
         ("e2e", "end to end"),
         ("e2e_random_ids", "end to end with random ids"),
+        ("e2e_jobs", "end to end with --jobs"),
         ("intake", "intake"),
     )
     for key, what in paced:

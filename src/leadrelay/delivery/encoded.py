@@ -115,11 +115,11 @@ def storable(outcome: Payload | Filtered | Rejected) -> EncodedPayload | None:
     """A payload as delivery sends it and the store keeps it (write-behind holds it so in
     memory); None for what is not a payload, and for a payload the store cannot keep as it is
     (not plain JSON, or a number past 64 bits: the store keeps it rejected, ``unencodable``)."""
-    if type(outcome) is EncodedPayload:  # read and mapped here: encoded already
+    if type(outcome) is EncodedPayload:  # encoded as mapped (NDJSON lines; all with --jobs)
         return outcome if fits_int64(outcome) else None
     if not isinstance(outcome, Payload) or not fits_int64(outcome):
         return None
-    try:  # mapped in another process (``--jobs``)
+    try:  # a record of one process (a JSON array, CSV, a batch envelope): not encoded yet
         body = compact(orjson.dumps(outcome.data))  # it waits in memory
     except TypeError:
         return None

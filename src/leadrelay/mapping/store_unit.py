@@ -4,8 +4,8 @@ processes, in the shape that travels back to the sending process cheaply.
 ``send`` on one core reads, maps and encodes each event in its reader thread and hands the store
 an ``Incoming`` per event: the payload encoded once (``EncodedPayload``) and the event as read.
 Its mapping processes now do all of that but make the objects: ``store_unit`` gives, in input
-order, one plain tuple per event, made only of strings, numbers and bytes (they unpickle in C,
-several times faster than objects), so that the sending process only wraps them.
+order, one plain tuple per event, made only of strings, numbers and bytes (pickle reads those in C,
+without a class to look up per object), so that the sending process only wraps them.
 
 - a payload without notes (nearly every event): ``(key, source, name, lead_id, seconds, body,
   original)``, ``body`` its server event as JSON (what the store keeps and the request carries);

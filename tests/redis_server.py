@@ -1,6 +1,7 @@
 """Test helper: a real ``redis-server`` on a free 127.0.0.1 port, in a temporary directory.
 
-``running_redis(dir)`` starts one (no persistence: the tests kill clients, never the server),
+``running_redis(dir)`` starts one (with its append-only file, as leadrelay requires, and no RDB
+snapshots: the tests kill clients, never the server),
 waits until it answers PING, yields its URL and kills it at the end. Without ``redis-server`` on
 PATH the tests are skipped locally, but fail in CI (``CI=true``): CI must install it
 (Debian: ``apt-get install -y redis-server``).
@@ -74,7 +75,7 @@ def _start(binary: str, directory: Path, cluster: bool) -> tuple[subprocess.Pope
     port = _free_port(cluster)
     log = directory / f"redis-{port}.log"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-    args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(log)]
+    args += ["--save", "", "--appendonly", "yes", "--daemonize", "no", "--logfile", str(log)]
     if cluster:
         args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

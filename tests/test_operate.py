@@ -274,6 +274,40 @@ def test_status_shows_a_fleet_wide_pause_from_redis(tmp_path: Path) -> None:
     assert "meta_100_2804036" in proc.stdout
 
 
+def test_send_refuses_a_redis_without_an_append_only_file_unless_told(tmp_path: Path) -> None:
+    """A Redis started with its defaults keeps no AOF: send stores nothing there and says how to
+    turn it on, or to accept the risk; with require_aof = false it stores, with a warning."""
+    import redis
+
+    from redis_server import running_redis
+
+    (tmp_path / "redis").mkdir()
+    events = tmp_path / "events.ndjson"
+    ms = int((time.time() - 600) * 1000)
+    event = {"event_name": "page_view", "context": {"event_id": "pv", "event_timestamp": ms}}
+    events.write_bytes(orjson.dumps(event) + b"\n")
+    with running_redis(tmp_path / "redis") as url:
+        client = redis.Redis.from_url(url)
+        client.config_set("appendonly", "no")
+        config = write_config(tmp_path)
+        base = config.read_text()
+        config.write_text(base + f'[queue]\nurl = "{url}"\n')
+        refused = run("send", str(events), "--config", str(config))
+        stored_then = client.dbsize()
+        config.write_text(base + f'[queue]\nurl = "{url}"\nrequire_aof = false\n')
+        accepted = run("send", str(events), "--config", str(config))
+        stored_after = client.dbsize()
+        client.close()
+    assert refused.returncode == 1
+    said = " ".join(refused.stderr.split())
+    assert "keeps no append-only file (appendonly no)" in said
+    assert "CONFIG SET appendonly yes" in said and "require_aof = false in [queue]" in said
+    assert stored_then == 0
+    assert accepted.returncode == 0, accepted.stderr
+    assert "Redis keeps no append-only file" in accepted.stderr
+    assert stored_after > 0  # the filtered event's outcome, and the store's own keys
+
+
 def test_event_data_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> None:
     """An event id or message with square brackets ("[/oops]", "[mapping]") is the event's data:
     list and show print it, where rich took it for a style tag and list failed for every

@@ -140,6 +140,26 @@ def test_refuses_a_redis_that_may_evict_events(open_store: Any, client: redis.Re
         client.config_set("maxmemory-policy", "noeviction")
 
 
+def test_refuses_to_store_events_in_a_redis_without_an_append_only_file(
+    open_store: Any, client: redis.Redis
+) -> None:
+    """Redis's own default (and the Docker image's) is no AOF: what it holds is gone when it
+    stops. Events are stored there only when the config says that risk is taken; reading what
+    is there (status, dead-letters) is allowed either way."""
+    open_store().close()  # a store exists (the test server keeps an AOF)
+    client.config_set("appendonly", "no")
+    try:
+        with pytest.raises(StoreError, match=r"appendonly no.*require_aof = false") as caught:
+            open_store()
+        assert "127.0.0.1" in str(caught.value)
+        assert open_store(create=False).counts().queued == 0
+        store = open_store(require_aof=False)
+        queued(store, "accepted-knowingly")
+        assert store.counts().queued == 1
+    finally:
+        client.config_set("appendonly", "yes")
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -136,6 +136,8 @@ class QueueSettings(BaseModel):
     claim_idle_s: float = Field(60.0, gt=0, le=86400)
     max_deliveries: int = Field(10, ge=1, le=1000)
     cluster: bool = False
+    # A Redis without an append-only file loses what it holds when it stops: refused unless false.
+    require_aof: bool = True
 
     @field_validator("url")
     @classmethod

@@ -79,7 +79,7 @@ def run_scaleout(
                 }
             )
     finally:
-        stop(server, signal.SIGKILL)  # nothing to save: no persistence
+        stop(server, signal.SIGKILL)  # nothing it holds is wanted after the bench
     return {
         "available": True,
         "events": events,

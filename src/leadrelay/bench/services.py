@@ -139,11 +139,12 @@ def redis_binary() -> str | None:
 
 
 def start_redis(binary: str, folder: Path, core: int) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server without persistence on a free 127.0.0.1 port; returns it and its URL."""
+    """A redis-server on a free 127.0.0.1 port, its append-only file on (fsync every second, as
+    docs/redis.md asks of users), no RDB snapshots; returns it and its URL."""
     port = free_port()
     log = folder / f"redis-{port}.log"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-    args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(log)]
+    args += ["--save", "", "--appendonly", "yes", "--daemonize", "no", "--logfile", str(log)]
     process = start(args, cores=[core], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, process, "redis-server", log)

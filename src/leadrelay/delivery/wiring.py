@@ -51,6 +51,7 @@ def open_store(
             original_policy=settings.store.originals,
             cluster=queue.cluster,
             create=create,
+            require_aof=queue.require_aof,
         )
     path = store_path(settings)
     if not path.exists():

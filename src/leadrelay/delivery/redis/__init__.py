@@ -51,7 +51,9 @@ holder was still alive (then it may be delivered twice: at least once, never los
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an ``add`` is on disk
 when it returns, like SQLite's ``FULL``; ``everysec`` may lose the last second on power loss. A
-``maxmemory-policy`` that evicts any key (``allkeys-*``) is refused. See ``docs/redis.md``.
+Redis without an append-only file is refused where events are to be stored (unless
+``require_aof=False``), and a ``maxmemory-policy`` that evicts any key (``allkeys-*``) always
+is. See ``docs/redis.md``.
 """
 
 from leadrelay.delivery.redis.connection import default_consumer

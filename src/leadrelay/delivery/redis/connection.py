@@ -1,8 +1,9 @@
 """The Redis connection under ``RedisStore``: opening checks, error wrapping, closing.
 
-Opening checks that Redis answers, that it may not evict our keys, that the store's schema is one
-this version reads, and creates the consumer group. Every Redis error comes out as a
-``StoreError`` that names the server (never its password).
+Opening checks that Redis answers, that it may not evict our keys, that it keeps an append-only
+file where events are to be stored (unless told not to: ``require_aof``), that the store's
+schema is one this version reads, and creates the consumer group. Every Redis error comes out as
+a ``StoreError`` that names the server (never its password).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 import redis
+import structlog
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
@@ -22,6 +24,8 @@ from leadrelay.delivery.redis import lua_queue
 from leadrelay.delivery.redis.lua_common import SCHEMA_VERSION as SCHEMA_VERSION
 from leadrelay.delivery.redis.records import Value
 from leadrelay.delivery.store import StoreError
+
+log = structlog.get_logger("leadrelay.store")
 
 Arg = Value | int
 Client = redis.Redis | RedisCluster
@@ -65,6 +69,14 @@ def _scrubbed(text: str, url: str) -> str:
     return text
 
 
+_NO_AOF: Final = (
+    "the Redis at {where} keeps no append-only file (appendonly no): the events it holds would "
+    "be lost if it stopped before they were delivered (with RDB snapshots, all those since the "
+    "last one); turn the AOF on (CONFIG SET appendonly yes, and appendonly yes in redis.conf), "
+    "or set require_aof = false in [queue] to accept that risk (a managed Redis that "
+    "replicates instead, such as ElastiCache)"
+)
+
 _QUERY_SECRET: Final = re.compile(
     r"([?&])(password|pass|passwd|auth|token)=([^&#]*)", re.IGNORECASE
 )
@@ -83,6 +95,7 @@ class RedisConnection:
         socket_timeout_s: float,
         cluster: bool = False,
         create: bool = True,
+        require_aof: bool = True,
     ) -> None:
         if not prefix or any(c in prefix for c in "{}"):
             raise ValueError(f"prefix must be non-empty and without braces, got {prefix!r}")
@@ -119,13 +132,13 @@ class RedisConnection:
         self._closed = False
         self._leave = self._r.register_script(lua_queue.LEAVE)
         try:
-            self._open(create)
+            self._open(create, require_aof)
         except BaseException:
             if self._owned:
                 self._r.close()
             raise
 
-    def _open(self, create: bool) -> None:
+    def _open(self, create: bool, require_aof: bool) -> None:
         with self._calling():
             info = self._r.info("memory")
             policy = str(info.get("maxmemory_policy", "noeviction"))
@@ -133,6 +146,15 @@ class RedisConnection:
                 raise StoreError(
                     f"the Redis at {self.where} has maxmemory-policy {policy}: it may evict "
                     "queued events; set maxmemory-policy to noeviction"
+                )
+            # Only where events are stored: reading what is there (status) risks nothing.
+            if create and not int(self._r.info("persistence").get("aof_enabled", 0)):
+                if require_aof:
+                    raise StoreError(_NO_AOF.format(where=self.where))
+                log.warning(
+                    "Redis keeps no append-only file: the events it holds are lost if it stops "
+                    "(require_aof = false)",
+                    redis=self.where,
                 )
             meta = self._p + "meta"
             if not create and not self._r.exists(meta):

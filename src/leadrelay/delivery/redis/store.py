@@ -55,6 +55,8 @@ class RedisStore(RedisReads, Store):
     ``cluster=True`` connects to a Redis Cluster through the given URL (any node); a client may
     be passed instead of a URL (``redis.Redis`` or ``redis.cluster.RedisCluster``). With
     ``create=False`` a prefix that holds no store yet is a ``StoreError`` (read-only commands).
+    A Redis without an append-only file is a ``StoreError`` too, where events are to be stored
+    (``create``), unless ``require_aof=False`` (then a warning is logged).
     Thread-safe (redis-py's connection pool); every call blocks.
     """
 
@@ -72,6 +74,7 @@ class RedisStore(RedisReads, Store):
         socket_timeout_s: float = 10.0,
         cluster: bool = False,
         create: bool = True,
+        require_aof: bool = True,
     ) -> None:
         if claim_idle_s <= 0:
             raise ValueError(f"claim_idle_s must be positive, got {claim_idle_s}")
@@ -93,6 +96,7 @@ class RedisStore(RedisReads, Store):
             socket_timeout_s=socket_timeout_s,
             cluster=cluster,
             create=create,
+            require_aof=require_aof,
         )
         self.dead_letter_key = self._p + "dead"
         """The dead-letter stream: one entry (i, k, r, m, at) per event that went DEAD."""

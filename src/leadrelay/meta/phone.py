@@ -8,14 +8,16 @@ length the code's numbers have, no trunk prefix) are read directly, without ``ph
 because that is most of the traffic.
 Everything else goes through ``phonenumbers`` with the event's region (else ``default_country``).
 We prefer a *valid* number (its range is assigned, per phonenumbers' metadata) and fall back to a
-*possible* one (right length for the country): the metadata lags new ranges, and Meta only needs
-the digits to match what the person gave Facebook. Digits without ``+`` are ambiguous, as Meta's
-own format has no ``+`` either; they are read, in this order, as the region's own number in
-Meta's format ("33612345678" for FR), as a national number of the region ("0612345678",
-"612345678"), then as any other country's number in Meta's format; each reading must be valid.
-With no region at all only that last reading is tried. So a foreign number written without its
-``+`` can be taken for a national one when both readings are valid (DE and AT accept almost any
-length): the ``+`` is what makes a number unambiguous.
+*possible* one (right length for the country; a national number, read in a region the event or
+the config gave, must also fit that region's numbering plan: "06 12 34 56 78" is no US number):
+the metadata lags new ranges, and Meta only needs the digits to match what the person gave
+Facebook. Digits without ``+`` are ambiguous, as Meta's own format has no ``+`` either; they are
+read, in this order, as the region's own number in Meta's format ("33612345678" for FR), as a
+national number of the region ("0612345678", "612345678"), then as any other country's number in
+Meta's format; each reading must be valid. With no region at all only that last reading is
+tried. So a foreign number written without its ``+`` can be taken for a national one when both
+readings are valid (DE and AT accept almost any length): the ``+`` is what makes a number
+unambiguous.
 """
 
 from __future__ import annotations
@@ -133,6 +135,17 @@ def _valid(number: PhoneNumber) -> bool:
 def _possible(number: PhoneNumber) -> bool:
     # Not is_possible_number(): that also accepts local-only numbers, which lack the area code.
     return bool(phonenumbers.is_possible_number_with_reason(number) == _IS_POSSIBLE)
+
+
+def _in_plan(number: PhoneNumber, region: str) -> bool:
+    """Whether a national number fits ``region``'s numbering plan: phonenumbers' general
+    description of its numbers, which covers ranges not assigned yet, but no US area code
+    starting with 0 or 1 ("06 12 34 56 78" is no US number, whatever its length)."""
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    general = metadata.general_desc if metadata is not None else None
+    pattern = general.national_number_pattern if general is not None else None
+    national = phonenumbers.national_significant_number(number)
+    return not pattern or re.fullmatch(pattern, national) is not None
 
 
 @lru_cache(maxsize=512)
@@ -284,7 +297,7 @@ def _phone_digits(text: str, country: str | None, value: Any) -> str:
             "read it in: write it as +33..., or set user.country on the event (an ISO code such "
             "as FR, or a country's name) or default_country in the config",
         )
-    if national is not None and _possible(national):
+    if national is not None and _possible(national) and _in_plan(national, country):
         return _e164_digits(national)
     raise NormalizeError(
         "invalid_phone", f"phone number {_show(value)} is not a valid {country} number"

@@ -172,6 +172,75 @@ def test_past_the_limit_the_store_holds_the_backlog(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_full_memory_makes_the_reader_wait_while_delivery_takes_events(tmp_path: Path) -> None:
+    """With send --jobs 2 the reader outpaced delivery, and what it read past the limit went to
+    the store, queued, to be written again once delivered (a million events: 37 s instead of
+    27). Now it waits for room while delivery takes events: every event stays in memory until
+    its outcome is known."""
+    store = WriteBehindStore(SQLiteStore(tmp_path / "wb.db"), limit=10, wait_for_delivery_s=30)
+    delivered: list[str] = []
+
+    def deliver() -> None:  # slower than the reader: 4 events every 20 ms
+        deadline = time.monotonic() + 60
+        while len(delivered) < 50 and time.monotonic() < deadline:
+            claimed = store.claim(4, NOW)
+            store.complete([(c.id, Delivery(c.payload, State.DELIVERED)) for c in claimed], LATER)
+            delivered.extend(c.payload.key for c in claimed)
+            time.sleep(0.02)
+
+    delivery = threading.Thread(target=deliver)
+    delivery.start()
+    try:
+        kept = [store.add([item(f"k{c}-{i}", i) for i in range(10)]) for c in range(5)]
+    finally:
+        delivery.join()
+    try:
+        assert all(i < 0 for ids in kept for i in ids)  # none went to the store unsettled
+        assert delivered == [f"k{c}-{i}" for c in range(5) for i in range(10)]
+        assert store.counts().by_state["delivered"] == 50
+    finally:
+        store.close()
+
+
+def test_a_reader_waits_for_room_only_while_delivery_takes_events(tmp_path: Path) -> None:
+    """Delivery paused (Meta's throttling, retries) or stopped: what does not fit in memory goes
+    to the store, as before, after the wait; and closing stops a wait at once."""
+    path = tmp_path / "wb.db"
+    store = WriteBehindStore(SQLiteStore(path), limit=3, wait_for_delivery_s=0.5)
+    try:
+        assert all(i < 0 for i in store.add([item(f"k{i}", i) for i in range(3)]))
+        assert all(i > 0 for i in store.add([item("k3", 3), item("k4", 4)]))
+        # Once a wait ran out, the next adds do not wait again (10 of them: 5 s if they did)
+        # until delivery takes events.
+        started = time.monotonic()
+        for n in range(10):
+            assert store.add([item(f"j{n}", n)])[0] > 0
+        assert time.monotonic() - started < 4
+        store.claim(1, NOW)
+        assert store.add([item("k5", 5)])[0] < 0  # room for one
+    finally:
+        store.close()
+    store = WriteBehindStore(SQLiteStore(path), limit=3, wait_for_delivery_s=600)
+    store.add([item(f"m{i}", i) for i in range(3)])
+    late = threading.Thread(target=store.add, args=([item("m3", 3)],))
+    late.start()
+    late.join(0.2)
+    assert late.is_alive()  # waiting for room
+    store.close()  # stores what is in memory, and the waiting add's event
+    late.join(30)
+    assert not late.is_alive()
+    with SQLiteStore(path) as reopened:
+        keys = sorted(c.payload.key for c in reopened.claim(100, NOW))
+    assert keys == [
+        *(f"j{n}" for n in range(10)),
+        *(f"k{n}" for n in range(6)),
+        "m0",
+        "m1",
+        "m2",
+        "m3",
+    ]
+
+
 def test_closing_stores_what_is_still_in_memory(tmp_path: Path) -> None:
     path = tmp_path / "wb.db"
     store = WriteBehindStore(SQLiteStore(path))

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _REMEMBERED = 20_000
 _WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
+# Reading waits for delivery while it takes events from memory at least this often; beyond,
+# what is read goes to the store (delivery paused, retrying or stopped).
+_DELIVERY_STALL_S = 1.0
 
 
 async def deliver(
@@ -245,7 +248,7 @@ def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
         drop = settings.store.drop_originals_after_delivery
         store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
         if isinstance(store, SQLiteStore) and rereadable:
-            store = WriteBehindStore(store, limit=_WAITING)
+            store = WriteBehindStore(store, limit=_WAITING, wait_for_delivery_s=_DELIVERY_STALL_S)
         stack.callback(store.close)
         yield store
 

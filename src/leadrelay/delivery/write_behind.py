@@ -7,10 +7,14 @@ what it reads itself, in the same process: it needs no queue to keep what it has
 
 ``WriteBehindStore`` keeps the payloads ``send`` reads in memory (up to ``limit`` events and
 ``limit_bytes`` of them), hands them to ``claim`` from there, and writes each one once, with its
-outcome (``SQLiteStore.record``). Everything else goes to the store as before: filtered and
-rejected events; payloads past the limits (delivery is slower than reading: the store holds the
-backlog, memory stays bounded); events put back for a retry; and, when it closes, whatever is
-still in memory (delivery stopped: Ctrl-C, SIGTERM, Meta refused the token). Events already
+outcome (``SQLiteStore.record``). When memory is full, ``add`` waits while delivery takes events
+from it (``wait_for_delivery_s``): reading then goes at delivery's pace, where storing what it
+read ahead cost a second write of each event (with ``send --jobs 2`` the reader outpaces
+delivery by far). Everything else goes to the store as before: filtered and rejected events;
+payloads past the limits once delivery takes nothing for that long (paused, retrying, stopped:
+the store holds the backlog, memory stays bounded); events put back for a retry; and, when it
+closes, whatever is still in memory (delivery stopped: Ctrl-C, SIGTERM, Meta refused the
+token). Events already
 stored (an earlier run of the same files) are neither kept nor sent again, and the first outcome
 stored for a key wins, as with ``add``, which also lets a payload take the place of a stored event
 Meta never saw (filtered, or refused by our rules: the config was fixed since). ``claim`` takes
@@ -56,17 +60,25 @@ class WriteBehindStore(StoredEvents, Store):
     """A ``Store`` for one delivering process over a ``SQLiteStore`` (see the module).
 
     ``limit`` payloads at most, and ``limit_bytes`` of them (payload and event as received),
-    wait in memory (not claimed yet); beyond either, ``add`` stores them. Thread-safe: ``add``
-    calls are taken one at a time, claims and completions may run beside them and each other.
-    It owns the store under it and closes it.
+    wait in memory (not claimed yet); beyond either, ``add`` stores them, after waiting while
+    claims take events from memory at least every ``wait_for_delivery_s`` (0: no wait) for
+    room. Thread-safe: ``add`` calls are taken one at a time, claims and completions may run
+    beside them and each other. It owns the store under it and closes it.
     """
 
     def __init__(
-        self, store: SQLiteStore, *, limit: int = 10_000, limit_bytes: int = 32 << 20
+        self,
+        store: SQLiteStore,
+        *,
+        limit: int = 10_000,
+        limit_bytes: int = 32 << 20,
+        wait_for_delivery_s: float = 0.0,
     ) -> None:
         self._store = store
         self._limit = limit
         self._limit_bytes = limit_bytes
+        self._wait_s = wait_for_delivery_s
+        self._closing = False
         self._bytes = 0  # of the events waiting
         # One add at a time: an event it hands to the store is not in memory, nor found stored
         # until that add commits; a second add meanwhile would keep its key twice.
@@ -74,6 +86,9 @@ class WriteBehindStore(StoredEvents, Store):
         # Held while deciding where events go (it spans the lookup of stored keys) and while
         # events leave memory once recorded, so a key is always in memory or found stored.
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # told when claims take events from memory
+        self._taken = 0  # claims that took events from memory
+        self._stalled_at = -1  # ``_taken`` when a wait for room last ran out
         # Not claimed yet, in read order; each event's outcome is its EncodedPayload (``_payload``).
         self._waiting: deque[tuple[int, Incoming]] = deque()
         self._sizes: deque[int] = deque()  # ``_size`` of each waiting event, in the same order
@@ -88,7 +103,26 @@ class WriteBehindStore(StoredEvents, Store):
     def add_new(self, items: Sequence[Incoming]) -> Added:
         """See ``Store.add_new`` and ``add``."""
         with self._adding:
+            if self._wait_s > 0:
+                self._wait_for_room(len(items))
             return self._add(items)
+
+    def _wait_for_room(self, count: int) -> None:
+        """Wait while memory has no room for ``count`` more events (or none for their bytes) and
+        claims keep taking events from it, one at least every ``wait_for_delivery_s``. Once a
+        wait ran out, none starts again until a claim took events (delivery paused or stopped
+        would make every add wait)."""
+        need = min(count, self._limit)
+        with self._room:
+            while not self._closing and (
+                len(self._waiting) + need > self._limit or self._bytes >= self._limit_bytes
+            ):
+                taken = self._taken
+                if taken == self._stalled_at:
+                    return  # still stalled: store them
+                if not self._room.wait(self._wait_s) and self._taken == taken:
+                    self._stalled_at = taken  # delivery takes nothing (paused, retrying, stopped)
+                    return
 
     def _add(self, items: Sequence[Incoming]) -> Added:
         ids: list[int] = []
@@ -205,6 +239,9 @@ class WriteBehindStore(StoredEvents, Store):
             taken = [waiting.popleft() for _ in range(n)]
             self._bytes -= sum([sizes.popleft() for _ in range(n)])
             self._held.update(taken)
+            if n:
+                self._taken += 1
+                self._room.notify_all()
         # Only payloads wait in memory (see ``_add``): each outcome is an EncodedPayload.
         claimed += [Claimed(id_, item.outcome, 0) for id_, item in taken]  # type: ignore[arg-type]
         if len(claimed) < limit and due < now:
@@ -318,6 +355,9 @@ class WriteBehindStore(StoredEvents, Store):
         """Store what is still in memory (QUEUED: the next ``send`` or ``serve`` delivers it),
         then close the store. An add still running (a reader not stopped yet) finishes first;
         a later one fails, as the store is closed."""
+        with self._room:  # an add waiting for room stops waiting
+            self._closing = True
+            self._room.notify_all()
         with self._adding:
             with self._lock:
                 left = [*self._held.values(), *(item for _, item in self._waiting)]

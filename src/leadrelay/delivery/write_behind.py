@@ -14,11 +14,10 @@ delivery by far). Everything else goes to the store as before: filtered and reje
 payloads past the limits once delivery takes nothing for that long (paused, retrying, stopped:
 the store holds the backlog, memory stays bounded); events put back for a retry; and, when it
 closes, whatever is still in memory (delivery stopped: Ctrl-C, SIGTERM, Meta refused the
-token). Events already
-stored (an earlier run of the same files) are neither kept nor sent again, and the first outcome
-stored for a key wins, as with ``add``, which also lets a payload take the place of a stored event
-Meta never saw (filtered, or refused by our rules: the config was fixed since). ``claim`` takes
-the longest due first, from memory or from the store.
+token). Events already stored (an earlier run of the same files) are neither kept nor sent
+again, and the first outcome stored for a key wins, as with ``add``, which also lets a payload
+take the place of a stored event Meta never saw (filtered, or refused by our rules: the config
+was fixed since). ``claim`` takes the longest due first, from memory or from the store.
 
 An event is stored once its outcome is known. If the process is killed (SIGKILL, a crash), what
 it had read but not recorded is in no store: running the same send again sends it (what was

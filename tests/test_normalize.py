@@ -262,6 +262,15 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("ct", "Zone 3 E", None, "zonee"),  # a letter of its own, no ordinal
     ("ct", "6th of October City", None, "thofoctobercity"),  # a name: its letters stay
     ("ct", "Station 4 St Louis", None, "stationstlouis"),
+    # A British postcode, or its district, after the city ("London EC1" gave "londonec").
+    ("ct", "London EC1", "GB", "london"),
+    ("ct", "London SW1A 1AA", "GB", "london"),
+    ("ct", "LONDON, ec1a1bb", "GB", "london"),
+    ("ct", "Manchester M1", None, "manchester"),
+    ("ct", "St Peter Port GY1", "GG", "stpeterport"),
+    ("ct", "Newcastle upon Tyne NE1 4ST", "UK", "newcastleupontyne"),
+    ("ct", "M1 Manchester", "GB", "mmanchester"),  # never first
+    ("ct", "Kaba EC1", "CI", "kabaec"),  # elsewhere a place's letters stay
     ("ct", "'' -", None, Err("empty")),
     ("ct", 75011, None, Err("invalid_type")),
     # st: US names to 2-letter codes; elsewhere lowercase without punctuation or spaces

@@ -77,6 +77,12 @@ _ADDRESS_PARTS: Final = re.compile(
 # Where a city's line may hold them: France and Monaco, or an event of no known country (the
 # Dutch "2e Exloërmond" is a village's name).
 _FRENCH_ADDRESSES: Final = frozenset({None, "FR", "MC"})
+# A British postcode after the city's name, or its district alone ("London EC1", "London SW1A
+# 1AA", "Manchester M1"): the digits went anyway, the letters stayed ("londonec"). Never first,
+# and letters then a digit: a city's own words have no digit in them.
+_UK_POSTCODE: Final = re.compile(r"(?<=\W)[a-z]{1,2}\d[a-z\d]?(?:\s*\d[a-z]{2})?(?=\W|$)")
+# The UK and the Crown Dependencies (their postcodes are British: GY, JE, IM), or no country.
+_UK_ADDRESSES: Final = frozenset({None, "GB", "GG", "JE", "IM"})
 
 
 def city_rule(text: str, value: Any, region: str | None) -> str:
@@ -84,10 +90,13 @@ def city_rule(text: str, value: Any, region: str | None) -> str:
     lowered = text.lower()
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
-    if region_hint(region) in _FRENCH_ADDRESSES:
+    country = region_hint(region)
+    if country in _FRENCH_ADDRESSES:
         # Composed first: a decomposed "è" (macOS) would leave its accent behind.
         composed = lowered if lowered.isascii() else nfc("NFC", lowered)
         lowered = _ADDRESS_PARTS.sub(" ", composed)
+    if country in _UK_ADDRESSES:
+        lowered = _UK_POSTCODE.sub(" ", lowered)
     city = clean(lowered, CITY)
     if not city:
         raise emptied("city", value)

@@ -12,6 +12,7 @@ from typing import Any
 
 from leadrelay import __version__
 from leadrelay.bench.measure import usable_cores
+from leadrelay.compiled import build_name
 
 
 def cpu_model() -> str:
@@ -56,6 +57,7 @@ def machine_info() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
         "leadrelay": __version__,
+        "build": build_name(),
         "orjson": _version("orjson"),
         "facebook_business": _version("facebook-business") or _version("facebook_business"),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -39,7 +39,10 @@ def render(results: dict[str, Any], console: Console) -> None:
     """Print one table: each run, its throughput, time, memory and whether it checked out."""
     machine = results["machine"]
     table = Table(
-        title=f"leadrelay bench: {machine['cpu']}, {machine['cores']} cores, {machine['python']}",
+        title=(
+            f"leadrelay bench: {machine['cpu']}, {machine['cores']} cores, {machine['python']}, "
+            f"leadrelay {machine.get('build', 'pure Python')}"
+        ),
         header_style="bold",
     )
     for column, justify in (

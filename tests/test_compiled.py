@@ -1,0 +1,69 @@
+"""Which modules run compiled: none in a source install, exactly setup.py's in a compiled build.
+
+CI runs the suite on both: the editable install (pure Python) and a ``LEADRELAY_COMPILE=1``
+build (``LEADRELAY_EXPECT_COMPILED=1`` is set for that run).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+from leadrelay import compiled
+from leadrelay.compiled import build_name, compiled_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compiled_list() -> list[str]:
+    """``COMPILED`` of the build backend, read from its source (it imports setuptools)."""
+    tree = ast.parse((ROOT / "build_backend" / "leadrelay_build.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets
+        ):
+            value: list[str] = ast.literal_eval(node.value)
+            return value
+    raise AssertionError("build_backend/leadrelay_build.py has no COMPILED")
+
+
+COMPILED = _compiled_list()
+
+
+def _named(path: str) -> str:
+    return path.removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+
+def test_this_install_compiles_what_setup_py_says_or_nothing() -> None:
+    if os.environ.get("LEADRELAY_EXPECT_COMPILED") == "1":
+        assert compiled_modules() == sorted(_named(path) for path in COMPILED)
+        assert build_name() == f"compiled (mypyc), {len(COMPILED)} modules"
+    else:
+        # A source install: an extension left beside a source file would be imported in its
+        # place, and an edit to the source would silently do nothing.
+        assert compiled_modules() == []
+        assert build_name() == "pure Python"
+
+
+def test_every_module_setup_py_compiles_exists() -> None:
+    assert COMPILED
+    for path in COMPILED:
+        assert (ROOT / path).is_file(), path
+
+
+def test_extensions_are_named_as_python_imports_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "leadrelay"
+    (package / "meta").mkdir(parents=True)
+    (package / "meta" / "person.py").write_text("")
+    (package / "meta" / f"person{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    (package / f"send_input{EXTENSION_SUFFIXES[-1]}").write_bytes(b"")
+    (package / "meta" / "notes.txt").write_text("")
+    monkeypatch.setattr(compiled, "_PACKAGE", package)
+    assert compiled_modules() == ["leadrelay.meta.person", "leadrelay.send_input"]
+    assert build_name() == "compiled (mypyc), 2 modules"

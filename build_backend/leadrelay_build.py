@@ -64,13 +64,12 @@ def build_wheel(
     metadata_directory: str | None = None,
 ) -> str:
     """setuptools' wheel, with the modules of ``COMPILED`` compiled when asked."""
-    if not compiling():
-        return str(_setuptools.build_wheel(wheel_directory, config_settings, metadata_directory))
-    os.environ[_WHEEL] = "1"
+    if compiling():
+        os.environ[_WHEEL] = "1"
     try:
         return str(_setuptools.build_wheel(wheel_directory, config_settings, metadata_directory))
     finally:
-        del os.environ[_WHEEL]
+        os.environ.pop(_WHEEL, None)
 
 
 def _dependencies() -> list[str]:

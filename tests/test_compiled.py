@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
 
-from leadrelay import compiled
+from leadrelay import __version__, compiled
 from leadrelay.compiled import build_name, compiled_modules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,20 @@ def test_this_install_compiles_what_setup_py_says_or_nothing() -> None:
         # place, and an edit to the source would silently do nothing.
         assert compiled_modules() == []
         assert build_name() == "pure Python"
+
+
+def test_version_says_the_build() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "leadrelay", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    expected = "pure Python"
+    if os.environ.get("LEADRELAY_EXPECT_COMPILED") == "1":
+        expected = f"compiled (mypyc), {len(COMPILED)} modules"
+    assert shown.stdout == f"leadrelay {__version__}, {expected}\n"
 
 
 def test_every_module_setup_py_compiles_exists() -> None:

@@ -31,6 +31,32 @@ app = typer.Typer(
 )
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from leadrelay import __version__
+        from leadrelay.compiled import build_name
+
+        # The build too: whether a LEADRELAY_COMPILE=1 install took (README, "A compiled build").
+        typer.echo(f"leadrelay {__version__}, {build_name()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and the build (pure Python or compiled), and exit.",
+        ),
+    ] = False,
+) -> None:
+    # Only --version, before any command (a command is required: no_args_is_help).
+    return None
+
+
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config and print every problem with its key."""

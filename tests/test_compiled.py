@@ -1,7 +1,8 @@
 """Which modules run compiled: none in a source install, exactly setup.py's in a compiled build.
 
-CI runs the suite on both: the editable install (pure Python) and a ``LEADRELAY_COMPILE=1``
-build (``LEADRELAY_EXPECT_COMPILED=1`` is set for that run).
+CI runs the tests on the editable install (pure Python), then those of the compiled modules and
+of send's paths, these among them, on a ``LEADRELAY_COMPILE=1`` build, with
+``LEADRELAY_EXPECT_COMPILED=1`` set for that run.
 """
 
 from __future__ import annotations

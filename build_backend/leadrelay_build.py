@@ -32,6 +32,7 @@ COMPILED = [
     "src/leadrelay/mapping/key_fields.py",
     "src/leadrelay/mapping/plans.py",
     "src/leadrelay/mapping/siblings.py",
+    "src/leadrelay/mapping/sibling_loop.py",
     "src/leadrelay/mapping/usual.py",
     "src/leadrelay/events/ndjson.py",
     "src/leadrelay/send_input.py",

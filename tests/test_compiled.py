@@ -52,6 +52,12 @@ def test_this_install_compiles_what_setup_py_says_or_nothing() -> None:
         assert build_name() == "pure Python"
 
 
+def test_a_compiled_build_runs_the_siblings_loop_in_place_of_generated_code() -> None:
+    from leadrelay.mapping.filling import SIBLINGS_LOOP
+
+    assert SIBLINGS_LOOP is (os.environ.get("LEADRELAY_EXPECT_COMPILED") == "1")
+
+
 def test_version_says_the_build() -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "leadrelay", "--version"],

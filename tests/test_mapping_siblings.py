@@ -14,6 +14,7 @@ from conftest import make_settings
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.mapping.filling import step_runner
 from leadrelay.mapping.plans import compile_plans, reading_of
+from leadrelay.mapping.sibling_loop import fill_siblings
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import SIBLINGS, Step, compile_steps
 from leadrelay.meta.normalize import sha256_hex
@@ -81,18 +82,30 @@ def _in_place(step: Step, user: dict[str, Any], region: str | None) -> tuple[Any
     return list(user_data.items()), notes
 
 
+def _looped(step: Step, user: dict[str, Any], region: str | None) -> tuple[Any, ...]:
+    """The loop a compiled build runs in place of the generated blocks (``sibling_loop``)."""
+    user_data: dict[str, Any] = {}
+    notes: list[Any] = []
+    fill_siblings(step.detail[1], user, region, user_data, notes)
+    return list(user_data.items()), notes
+
+
 @pytest.mark.parametrize("default_country", [None, "US", "FR"])
 @settings(max_examples=300, deadline=None)
 @given(users=st.lists(st.tuples(_USER, _REGION), min_size=1, max_size=8))
 def test_fields_set_in_place_are_what_the_general_way_gives(
     default_country: str | None, users: list[tuple[dict[str, Any], str | None]]
 ) -> None:
-    """Twice over the same users: the second time, repeating fields answer from their memo."""
+    """Twice over the same users: the second time, repeating fields answer from their memo.
+    The step as this build runs it (generated blocks, or the compiled loop) and the loop itself,
+    whichever the build, give what each field's general way gives."""
     step = _STEPS[default_country]
     assert {f.name for f in step.detail[1]} >= {"em", "ph", "external_id", "st", "country"}
     for _ in range(2):
         for user, region in users:
-            assert _in_place(step, user, region) == _general(step, user, region)
+            general = _general(step, user, region)
+            assert _in_place(step, user, region) == general
+            assert _looped(step, user, region) == general
 
 
 @pytest.mark.parametrize(

@@ -351,6 +351,13 @@ CASES: list[tuple[str, Any, str | None, Any]] = [
     ("country", "ZZZ", None, Err("invalid_country")),
     ("country", "", None, Err("empty")),
     ("country", 33, None, Err("invalid_type")),
+    # Greek capitals lowercase as Python does: a sigma ending a word is "ς" (mypyc's own
+    # lowercasing, in a compiled build, gave "σ": another digest for every such name)
+    ("fn", "ΟΔΥΣΣΕΑΣ", None, "οδυσσεας"),
+    ("ln", "ΠΑΠΑΔΟΠΟΥΛΟΣ", None, "παπαδοπουλος"),
+    ("ct", "ΠΕΙΡΑΙΑΣ", "GR", "πειραιας"),
+    ("st", "ΑΤΤΙΚΗΣ", "GR", "αττικης"),
+    ("em", "A@A.Σ", None, "a@a.ς"),
     # external_id: trimmed only
     ("external_id", " crm-88231 ", None, "crm-88231"),
     ("external_id", "AbC-12", None, "AbC-12"),

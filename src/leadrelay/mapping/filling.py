@@ -10,10 +10,12 @@ that are not text, errors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from types import FunctionType
 from typing import Any, Final
 
 from leadrelay.mapping.expressions import MISSING, EvaluationError
 from leadrelay.mapping.plans import Plan, finish_text
+from leadrelay.mapping.sibling_loop import fill_siblings
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
 from leadrelay.mapping.steps import CONSTANT, PLAIN, SIBLINGS, PlainField, SiblingField, Step
 from leadrelay.meta.normalize import region_hint, sha256
@@ -22,6 +24,8 @@ from leadrelay.meta.places import SEEN_REGIONS
 from leadrelay.outcome import FieldNote
 
 _FIELD_ERRORS: Final = FIELD_ERRORS
+SIBLINGS_LOOP: Final = not isinstance(fill_siblings, FunctionType)
+"""A siblings step calls ``fill_siblings`` (compiled: faster) instead of a block per field."""
 _NESTED_PATH: Final = 8  # keys of a plain step's path read in nested code; a loop beyond
 
 Sections = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
@@ -114,6 +118,15 @@ def _siblings_code(
     """A siblings step's block: one block of code per field, in order (unpacking each field's
     spec and testing its kind, per field and per event, was some 4% of a dry run)."""
     scope[f"fields_{n}"] = fields
+    if SIBLINGS_LOOP:
+        scope["fill_siblings"] = fill_siblings
+        return [
+            f"    box = event.get({head!r})",
+            "    if type(box) is dict:",
+            f"        fill_siblings(fields_{n}, box, region, sections[1], notes)",
+            "    elif box is not None:  # not a dict: each field the general way",
+            f"        _fill_each(fields_{n}, event, region, sections, notes)",
+        ]
     lines = [
         f"    box = event.get({head!r})",
         "    if type(box) is dict:",

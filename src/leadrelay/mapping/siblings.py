@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from leadrelay.mapping.expressions import MISSING, EvaluationError, only_spaces
 from leadrelay.mapping.plans import Finisher
+from leadrelay.meta.field_rules import lower
 from leadrelay.meta.normalize import TextRule, sha256
 from leadrelay.meta.rules import FieldProblem
 from leadrelay.outcome import FieldNote
@@ -106,7 +107,7 @@ def _blank(value: Any) -> bool:
 def _digest(rule: TextRule, text: str, value: Any, region: str | None) -> str:
     """``text_hasher``'s digest: the value's own when it already is one, else its rule's."""
     if len(text) == 64 and _is_digest(text) is not None:
-        return text.lower()
+        return lower(text)
     return sha256(rule(text, value, region).encode()).hexdigest()
 
 

@@ -24,7 +24,14 @@ from datetime import date
 from typing import Any, Final, NamedTuple, cast
 
 from leadrelay.meta.dates import BirthdateOrder, birthdate_rule, birthdate_rule_for
-from leadrelay.meta.field_rules import FLOAT_EXACT, NormalizeError, Normalizer, Resolver, TextRule
+from leadrelay.meta.field_rules import (
+    FLOAT_EXACT,
+    NormalizeError,
+    Normalizer,
+    Resolver,
+    TextRule,
+    lower,
+)
 from leadrelay.meta.field_rules import show as _show
 from leadrelay.meta.person import email_rule, external_id_rule, gender_rule, name_rule
 from leadrelay.meta.phone import phone_rule
@@ -222,7 +229,7 @@ def hasher(
         if isinstance(value, str):
             text = value.strip()
             if len(text) == 64 and is_digest(text) is not None:
-                return text.lower()
+                return lower(text)
             if text:
                 return sha256(rule(text, value, region).encode("utf-8")).hexdigest()
         return sha256(rule(_as_text(value, spec), value, region).encode("utf-8")).hexdigest()
@@ -259,7 +266,7 @@ def text_hasher(
 
     def digest(text: str, value: Any, region: str | None) -> str:
         if len(text) == 64 and is_digest(text) is not None:
-            return text.lower()
+            return lower(text)
         return sha256(rule(text, value, region).encode("utf-8")).hexdigest()
 
     return digest

@@ -17,6 +17,7 @@ from leadrelay.meta.field_rules import (
     TextRule,
     clean,
     emptied,
+    lower,
     nfc,
     visible,
 )
@@ -33,7 +34,7 @@ def email_rule(text: str, value: Any, region: str | None) -> str:
     """The ``em`` rule: the address without whitespace, lower case, composed (NFC)."""
     # Text without whitespace splits into [text] and joins back into text (no copies): cheaper
     # than looking for whitespace first, which isprintable() does with a look-up per character.
-    email = "".join(text.split()).lower()
+    email = lower("".join(text.split()))
     if not email.isascii():
         email = nfc("NFC", email.translate(INVISIBLE))
     if _EMAIL.fullmatch(email) is None:
@@ -57,7 +58,7 @@ def name_rule(label: str) -> TextRule:
     """The ``fn``/``ln`` rule: lower case, no punctuation or symbols, spaces squeezed."""
 
     def normalize(text: str, value: Any, region: str | None) -> str:
-        lowered = text.lower()
+        lowered = lower(text)
         # Letters only (most names): nothing to delete, no spaces to squeeze.
         if lowered.isalpha():
             return lowered if lowered.isascii() else nfc("NFC", lowered)
@@ -97,7 +98,7 @@ _GENDERS: Final = {
 
 def gender_rule(text: str, value: Any, region: str | None) -> str:
     """The ``ge`` rule: ``f`` or ``m``."""
-    gender = _GENDERS.get(text.lower()) or _GENDERS.get(visible(text).lower().rstrip("."))
+    gender = _GENDERS.get(lower(text)) or _GENDERS.get(lower(visible(text)).rstrip("."))
     if gender is None:
         raise NormalizeError(
             "invalid_gender",

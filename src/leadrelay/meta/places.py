@@ -23,6 +23,7 @@ from leadrelay.meta.field_rules import (
     clean,
     emptied,
     float_digits,
+    lower,
     nfc,
 )
 from leadrelay.meta.field_rules import show as _show
@@ -87,7 +88,7 @@ _UK_ADDRESSES: Final = frozenset({None, "GB", "GG", "JE", "IM"})
 
 def city_rule(text: str, value: Any, region: str | None) -> str:
     """The ``ct`` rule: lower case letters only (no spaces, punctuation or digits)."""
-    lowered = text.lower()
+    lowered = lower(text)
     if lowered.isalpha():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
     country = region_hint(region)
@@ -105,7 +106,7 @@ def city_rule(text: str, value: Any, region: str | None) -> str:
 
 def _compact(text: str) -> str:
     """Lower case without punctuation, symbols, spaces or controls (letters and digits only)."""
-    lowered = text.lower()
+    lowered = lower(text)
     if lowered.isalnum():
         return lowered if lowered.isascii() else nfc("NFC", lowered)
     return clean(lowered, COMPACT)
@@ -120,7 +121,7 @@ def country_rule(text: str, value: Any, region: str | None) -> str:
             f"country {_show(value)} is not an ISO 3166 code or a known country name "
             "(use e.g. FR, FRA or France)",
         )
-    return code.lower()
+    return lower(code)
 
 
 # "US-CA", "US CA", "US_CA", "US.CA", "US – CA": with a separator, which "Usak" (a Turkish
@@ -143,11 +144,11 @@ def state_rule(resolve: Resolver) -> TextRule:
         if country in _USPS or (country is None and len(state) > 2):
             code = geo.US_STATE_NAMES.get(state)
             if code is not None:
-                return code.lower()
+                return lower(code)
             # ISO 3166-2: "US-CA" is CA (not "Usak", a Turkish province).
             iso = _ISO_US_STATE.fullmatch(text)
             if iso is not None and iso[1].upper() in geo.US_STATE_CODES:
-                return iso[1].lower()
+                return lower(iso[1])
         return state
 
     return normalize

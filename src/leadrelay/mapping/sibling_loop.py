@@ -1,0 +1,57 @@
+"""A siblings step's fields in one loop: what the code ``filling`` generates for the step does,
+field after field, for the compiled build.
+
+Interpreted, the generated code is faster (a block per field, nothing unpacked per event);
+compiled with mypyc (a ``LEADRELAY_COMPILE=1`` build), this loop is, by 4-5% of a dry run, and
+``filling`` calls it in place of the blocks. The tests hold both to each field's general way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadrelay.mapping.siblings import FIELD_ERRORS
+from leadrelay.mapping.steps import SiblingField
+from leadrelay.meta.normalize import sha256
+from leadrelay.meta.person import external_id_rule
+from leadrelay.outcome import FieldNote
+
+
+def fill_siblings(
+    fields: tuple[SiblingField, ...],
+    box: dict[str, Any],
+    region: str | None,
+    user_data: dict[str, Any],
+    notes: list[FieldNote],
+) -> None:
+    """Set ``fields`` of ``box`` (a dict) in ``user_data``, noting in ``notes`` those left out:
+    text in the first key normalized and hashed right here, a repeating field's digest looked up
+    in its memo, anything else by the field's ``put``."""
+    for field in fields:
+        rule = field.rule
+        if rule is not None:
+            value = box.get(field.key)
+            if type(value) is str:
+                text = value.strip()
+                if text and len(text) != 64:
+                    try:
+                        normal = text if rule is external_id_rule else rule(text, value, region)
+                        user_data[field.name] = [sha256(normal.encode()).hexdigest()]
+                    except FIELD_ERRORS:
+                        field.put(box, region, user_data, notes)
+                    continue
+            field.put(box, region, user_data, notes)
+        elif field.memo is not None:
+            keys = field.keys
+            value = box.get(keys[0])
+            for key in keys[1:]:
+                if value is None or value == "":
+                    value = box.get(key)
+            if type(value) is str:
+                digest = field.memo.get((value, region) if field.regional else value)
+                if digest is not None:
+                    user_data[field.name] = [digest]
+                    continue
+            field.put(box, region, user_data, notes)
+        else:
+            field.put(box, region, user_data, notes)

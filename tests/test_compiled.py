@@ -72,6 +72,14 @@ def test_version_says_the_build() -> None:
     assert shown.stdout == f"leadrelay {__version__}, {expected}\n"
 
 
+def test_no_compiled_module_lowercases_with_mypycs_own_lower() -> None:
+    """Compiled, ``text.lower()`` is mypyc's lowercasing, which writes a final Σ as σ (Python: ς):
+    these modules call ``field_rules.lower`` (Python's), and the Greek cases of test_normalize
+    hold a compiled build to it."""
+    for path in COMPILED:
+        assert ".lower()" not in (ROOT / path).read_text(encoding="utf-8"), path
+
+
 def test_every_module_setup_py_compiles_exists() -> None:
     assert COMPILED
     for path in COMPILED:

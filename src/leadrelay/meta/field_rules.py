@@ -19,8 +19,8 @@ TextRule = Callable[[str, Any, str | None], str]
 # The event's country hint (or None) -> the region to read values in (or None).
 Resolver = Callable[[str | None], str | None]
 
-# Python's str.lower, called as a function. In the compiled build (mypyc) ``text.lower()`` is
-# mypyc's own lowercasing, which misses Unicode's final sigma ("a@a.Σ" gave "a@a.σ", where
+# Python's str.lower, called as a function. In the compiled build (mypyc) the lower method of a
+# str is mypyc's own lowercasing, which misses Unicode's final sigma ("a@a.Σ" gave "a@a.σ", where
 # Python gives "a@a.ς", and so another digest): the modules it compiles lowercase with this.
 lower: Final[Callable[[str], str]] = str.lower
 

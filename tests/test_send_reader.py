@@ -17,7 +17,7 @@ from leadrelay.bench.events import EVENT_NAMES
 from leadrelay.config import Settings
 from leadrelay.delivery.encoded import EncodedPayload, request_body, storable
 from leadrelay.delivery.intake import ChunkedIntake
-from leadrelay.delivery.sqlite_schema import encode_row
+from leadrelay.delivery.sqlite_rows import encode_row
 from leadrelay.delivery.store import Added, Incoming
 from leadrelay.events import InputError
 from leadrelay.mapping.engine import Mapper

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from conftest import make_settings
-from leadrelay import send, send_delivery
+from leadrelay import send, send_store
 from leadrelay.delivery import wal_sync
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
@@ -514,7 +514,7 @@ def test_a_send_past_the_memory_limit_delivers_through_the_store(
 ) -> None:
     """Meta slower than reading: past the limit, the backlog is stored as queued and delivered
     from the store; every event reaches Meta once and is stored once, delivered."""
-    monkeypatch.setattr(send_delivery, "_WAITING", 10)
+    monkeypatch.setattr(send_store, "_WAITING", 10)
     spilled: list[int] = []
     add = SQLiteStore.add_new
 

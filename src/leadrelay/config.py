@@ -26,9 +26,8 @@ from pydantic import (
     field_validator,
 )
 
-from leadrelay.config_env import Problem, expand, key_name, unquoted, without_unset_tokens
-from leadrelay.mapping.expressions import ExpressionError, compile_expression
-from leadrelay.mapping.fields import TargetError, treatment
+from leadrelay.config_env import Problem, expand, unquoted, without_unset_tokens
+from leadrelay.config_problems import expression_problems, pydantic_problems
 from leadrelay.meta.normalize import region_hint
 from leadrelay.meta.tokens import sendable
 
@@ -197,7 +196,7 @@ class Settings(BaseModel):
     def _mapping_rows(cls, value: dict[str, str]) -> dict[str, str]:
         if not value:
             raise ValueError("needs at least one row: your event name = Facebook event name")
-        # A stage is one name to Meta: " Lead" is "Lead" (a blank row: _expression_problems).
+        # A stage is one name to Meta: " Lead" is "Lead" (a blank row: expression_problems).
         return {ours: theirs.strip() for ours, theirs in value.items()}
 
     @field_validator("lead_event_source")
@@ -304,80 +303,11 @@ def parse_config(raw: dict[str, Any], *, source: str, env: Mapping[str, str]) ->
     except ValidationError as exc:
         # A value whose variable is not set is said once, not also as what it became ("").
         unread = {p.key for p in problems}
-        problems.extend(p for p in _pydantic_problems(exc, expanded) if p.key not in unread)
-    problems.extend(_expression_problems(expanded))
+        found = pydantic_problems(exc, _SECTIONS, Settings)
+        problems.extend(p for p in found if p.key not in unread)
+    problems.extend(expression_problems(expanded))
     if problems:
         raise ConfigError(source, [unquoted(p, used) for p in problems])
     assert settings is not None
     settings.server._unset_env.update(unset)
     return settings
-
-
-def _pydantic_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            import difflib  # only to suggest a name for an unknown setting
-
-            section = _SECTIONS.get(str(loc[0]), Settings) if len(loc) > 1 else Settings
-            hint = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
-            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-            problems.append(Problem(key_name(loc), f"unknown setting{suffix}"))
-        elif err["type"] == "missing":
-            problems.append(Problem(key_name(loc), "is required"))
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "string_pattern_mismatch" and loc == ("pixel_id",):
-                msg = "must be the digits of your Pixel (dataset) Id"
-            problems.append(Problem(key_name(loc), msg))
-    return problems
-
-
-# The fields a smart mapping may point elsewhere but not remove, and why.
-_REQUIRED: Final = {
-    "custom_data.lead_event_source": "cannot be removed: Meta takes an event as a Conversion "
-    "Lead only with the name of its CRM; point it at a field of your events, or remove this "
-    "row to send the lead_event_source setting",
-    "user_data.lead_id": "cannot be removed: every Conversion Leads event needs its lead id; "
-    "point it at a field of your events, or remove this row to use the lead_id setting",
-}
-
-
-def _expression_problems(raw: dict[str, Any]) -> list[Problem]:
-    """Compile every expression once to report its errors with key and position."""
-    problems: list[Problem] = []
-
-    def check(key: tuple[str, ...], source: Any) -> None:
-        if isinstance(source, str) and source:
-            try:
-                compile_expression(source, key=key_name(key))
-            except ExpressionError as exc:
-                problems.append(
-                    Problem(key_name(key), f"{exc.message} (at position {exc.position})")
-                )
-
-    check(("lead_id",), raw.get("lead_id"))
-    check(("lead_event_source",), raw.get("lead_event_source"))
-    mapping = raw.get("mapping")
-    if isinstance(mapping, dict):
-        for name, target in mapping.items():
-            if isinstance(target, str) and not target.strip():
-                problems.append(
-                    Problem(
-                        key_name(("mapping", name)),
-                        "is empty; write the Facebook event name for this event, or remove the row",
-                    )
-                )
-            check(("mapping", name), target)
-    smart = raw.get("smart_mapping")
-    if isinstance(smart, dict):
-        for target, source in smart.items():
-            try:
-                treatment(target)
-            except TargetError as exc:
-                problems.append(Problem(key_name(("smart_mapping", target)), str(exc)))
-            if target in _REQUIRED and source == "":
-                problems.append(Problem(key_name(("smart_mapping", target)), _REQUIRED[target]))
-            check(("smart_mapping", target), source)
-    return problems

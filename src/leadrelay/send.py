@@ -183,7 +183,8 @@ def _run_send(settings: Settings, options: SendOptions, err: Console, ctrl_c: Ct
         else:
             from leadrelay.delivery.retention import apply_retention
             from leadrelay.delivery.store import StoreError
-            from leadrelay.send_delivery import Stopped, deliver, delivering_store
+            from leadrelay.send_delivery import Stopped, deliver
+            from leadrelay.send_store import delivering_store
 
             # Asked once: the store and the handling of SIGTERM both depend on it.
             rereadable = _rereadable(options.files)

@@ -9,14 +9,13 @@ stores, structlog) is imported by the functions that use it: a dry run needs non
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leadrelay.outcome import DeliveredWhole, Delivery, State
+from leadrelay.send_store import waiting
 from leadrelay.summary import Tally
 
 if TYPE_CHECKING:
@@ -29,14 +28,7 @@ if TYPE_CHECKING:
     from leadrelay.interrupts import CtrlC
     from leadrelay.meta.client import GraphResult
     from leadrelay.meta.errors import GraphError
-    from leadrelay.outcome import Payload
     from leadrelay.send import SendOptions
-
-_REMEMBERED = 20_000
-_WAITING = 10_000  # payloads read and not sent yet, kept in memory (write-behind) at most
-# Reading waits for delivery while it takes events from memory at least this often; beyond,
-# what is read goes to the store (delivery paused, retrying or stopped).
-_DELIVERY_STALL_S = 1.0
 
 
 async def deliver(
@@ -204,7 +196,7 @@ async def deliver(
         if own is not None:
             # Once, at the end or on SIGTERM (also during a fleet's wait): what became of what it
             # read and did not settle itself (delivery.own; on a fleet, delivery.elsewhere).
-            await own.account(waiting=_waiting(store))
+            await own.account(waiting=waiting(store))
     except (asyncio.CancelledError, Exception) as exc:  # Ctrl-C, the input failed (a file
         # gone, a mapping process killed), the store stopped answering: what it read is
         # accounted for, as on SIGTERM (as far as the store can still say)
@@ -213,7 +205,7 @@ async def deliver(
         if worker.store_gave_up is not None or intake.gave_up is not None:
             tally.store_failed = True
         elif own is not None:
-            await own.account(stopped=True, waiting=_waiting(store))
+            await own.account(stopped=True, waiting=waiting(store))
         if isinstance(exc, StoreError) and worker.unrecorded:
             again = "the next run sends them again"
             if settings.queue is not None:  # held under this process's name: taken back after
@@ -228,51 +220,6 @@ async def deliver(
     if halt.is_set():
         raise Stopped()
     return paused
-
-
-@contextmanager
-def delivering_store(settings: Settings, rereadable: bool) -> Iterator[Store]:
-    """The config's store. SQLite's is held with the one-deliverer lock of its data_dir, and for
-    input that a later run can read again, what is read waits in memory and is stored once,
-    settled (``write_behind``); a pipe's events are stored as they are read. A fleet's queue
-    (Redis) takes no lock: its processes deliver from it at once, as ``serve`` does."""
-    from leadrelay.delivery.sqlite_store import SQLiteStore
-    from leadrelay.delivery.wiring import open_store
-    from leadrelay.delivery.write_behind import WriteBehindStore
-
-    with ExitStack() as stack:
-        if settings.queue is None:
-            stack.callback(os.close, _locked(settings.server.data_dir))
-        # What retention at the end would drop, dropped as events are delivered instead; and
-        # the payloads this process stores kept for its own delivery (some 20 MB at most).
-        drop = settings.store.drop_originals_after_delivery
-        store = open_store(settings, drop_delivered_bodies=drop, remember_unclaimed=_REMEMBERED)
-        if isinstance(store, SQLiteStore) and rereadable:
-            store = WriteBehindStore(store, limit=_WAITING, wait_for_delivery_s=_DELIVERY_STALL_S)
-        stack.callback(store.close)
-        yield store
-
-
-def _locked(data_dir: Path) -> int:
-    """The one-deliverer lock of ``data_dir`` (made if need be); ``StoreError`` when it cannot
-    be made or another process holds it (the input is not at fault: it said "Input error")."""
-    from leadrelay.delivery.store import StoreError
-    from leadrelay.delivery.wiring import delivery_lock
-
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"server.data_dir {str(data_dir)!r} cannot be created ({exc.strerror or exc}); "
-            "set it to a folder this user may write to"
-        ) from None
-    try:
-        return delivery_lock(data_dir)
-    except BlockingIOError:
-        raise StoreError(
-            f"another leadrelay process (a running serve or send) delivers from {data_dir}; "
-            "wait for it, or give this config its own server.data_dir"
-        ) from None
 
 
 def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
@@ -315,14 +262,6 @@ def _delivered(tally: Tally, _: Sequence[int], results: Sequence[Delivery]) -> N
     if type(results) is not DeliveredWhole:
         results = [r for r in results if r.state is not State.QUEUED]
     tally.deliveries(results)
-
-
-def _waiting(store: Store) -> list[tuple[int, Payload]]:
-    """The payloads read and held in memory, not sent (write-behind): stored queued as it
-    closes."""
-    from leadrelay.delivery.write_behind import WriteBehindStore
-
-    return list(store.waiting()) if isinstance(store, WriteBehindStore) else []
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Final
 
 import orjson
 
-from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN, decode_record
+from leadrelay.delivery.sqlite_rows import decode_record
+from leadrelay.delivery.sqlite_schema import RECORD, RECORD_LEAN
 from leadrelay.delivery.sqlite_sql import BACKLOG, COUNTS, TIMELINE
 from leadrelay.delivery.store import Counts, EventRecord, Stage, StoreError
 from leadrelay.outcome import State

@@ -42,11 +42,10 @@ import orjson
 
 from leadrelay.delivery.sqlite_admin import purge_state, requeue_rows
 from leadrelay.delivery.sqlite_reads import SQLiteReads
+from leadrelay.delivery.sqlite_rows import decode_claimed, encode_completions
 from leadrelay.delivery.sqlite_schema import (
     APPLICATION_ID,
     SCHEMA_VERSION,
-    decode_claimed,
-    encode_completions,
     init_schema,
     journal_in_memory,
     open_connection,

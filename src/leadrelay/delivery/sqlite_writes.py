@@ -18,15 +18,13 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from leadrelay.delivery.encoded import compact
+from leadrelay.delivery.sqlite_rows import Row, encode_row, encode_settled_rows
 from leadrelay.delivery.sqlite_schema import (
     INSERT,
     INSERT_BODY,
     INSERT_DELIVERED,
     INSERT_QUEUED,
     INSERT_SETTLED,
-    Row,
-    encode_row,
-    encode_settled_rows,
 )
 from leadrelay.delivery.sqlite_sql import (
     REFUSE_WITH,

@@ -11,17 +11,15 @@ out as a record with an ``error`` instead of stopping the run, so nothing is dro
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import os
-import re
 import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import BinaryIO, Final, Literal, TypeVar, cast
+from typing import BinaryIO, Literal, TypeVar, cast
 
 import orjson
 
@@ -36,6 +34,7 @@ from leadrelay.events.records import (
     record,
 )
 from leadrelay.events.scanner import read_json
+from leadrelay.events.sniff import BOM, head_of, sniffed
 
 __all__ = [
     "MAX_ELEMENT_BYTES",
@@ -58,8 +57,6 @@ _BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv
 _NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
-_BOM = codecs.BOM_UTF8
-_NON_SPACE = re.compile(rb"[^ \t\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +89,7 @@ def read_events(
     """Stream the events of a file (``.gz`` decompressed on the fly) or of stdin (``"-"``).
 
     ``fmt="auto"`` goes by extension (``.ndjson``/``.jsonl``, ``.json``, ``.csv``, after
-    ``.gz``), else by its first lines (``_sniffed``): ``[`` or ``{`` first is JSON (an array, a
+    ``.gz``), else by its first lines (``sniff.sniffed``): ``[`` or ``{`` first is JSON (an array, a
     batch envelope, one or several objects, NDJSON), a stray line before ``{`` is NDJSON (the
     line said not JSON), else CSV. A UTF-8 BOM is ignored.
     Raises ``InputError`` here, before the first record, when the input cannot be opened or
@@ -181,13 +178,13 @@ def _read(
         stream = cast(BinaryIO, opened)
     try:
         chunks = _chunks(stream, chunk_size, name)
-        head = _head(chunks)
+        head = head_of(chunks)
         kind: str = fmt
         if kind == "auto":
             extension = os.path.splitext(path[:-3] if gzipped else path)[1].lower()
             kind = _BY_EXTENSION.get(extension, "")
             if not kind:
-                head, kind = _sniffed(head, chunks)
+                head, kind = sniffed(head, chunks)
         records = reader(kind, chain((head,), chunks), name)
     except BaseException as exc:
         if owned:
@@ -206,7 +203,7 @@ def parse_body(
     by content type ``application/x-ndjson`` or ``application/jsonl``, or when the body holds
     several objects). Problems come out as error records, never as exceptions.
     """
-    body = body.removeprefix(_BOM)
+    body = body.removeprefix(BOM)
     if not body.strip():
         return [SourceRecord(label, None, f"{label}: the body is empty")]
     mime = (content_type or "").partition(";")[0].strip().lower()
@@ -253,73 +250,6 @@ def _chunks(stream: BinaryIO, size: int, name: str) -> Iterator[bytes]:
             return
         offset += len(chunk)
         yield chunk
-
-
-_SNIFFED_LINE_MAX: Final = 1 << 20
-
-
-# Lines after the first looked at: a CSV read from a live pipe waits for as many rows.
-_SNIFFED_LINES: Final = 2
-
-
-def _sniffed(head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, str]:
-    """The format of input with no known extension (stdin, most often), by its first lines:
-    JSON when the first starts with ``[`` or ``{``; NDJSON when one of the next few is a JSON
-    object or array (after stray lines: an error message, a log line), or when the input is one
-    line with no comma, semicolon or tab, which the NDJSON reader says is not JSON; else CSV (a
-    header of columns; a row such as "[VIP] Jane,..." is no JSON).
-    Taken for CSV, "Internal Server Error" was a header of one column and the input had no
-    events ("read 0", exit 0), and NDJSON after a stray line gave one error per event. Returns
-    ``head`` with what was read to see the lines whole (blank ones do not count)."""
-    first = _NON_SPACE.search(head)
-    if first is None:
-        return head, "csv"  # blank: no events, whatever the format
-    if head[first.start()] in b"[{":
-        return head, "json"
-    start, ended = first.start(), False
-    while len(_lines(head[start:])) <= _SNIFFED_LINES and len(head) - start < _SNIFFED_LINE_MAX:
-        chunk = next(chunks, None)
-        if chunk is None:
-            ended = True
-            break
-        head += chunk
-    # Not empty: the first line is not blank (else it is longer than what is read to see it).
-    line, *after = _lines(head[start:], ended=ended) or [b""]
-    if any(_json_line(other) for other in after[:_SNIFFED_LINES]):
-        return head, "ndjson"
-    if not after and not any(c in line for c in (b",", b";", b"\t")):
-        return head, "ndjson"
-    return head, "csv"
-
-
-def _json_line(line: bytes) -> bool:
-    """Whether ``line`` is a JSON object or array (not a CSV row such as "[VIP] Jane,...")."""
-    if line[:1] not in (b"{", b"["):
-        return False
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _lines(data: bytes, *, ended: bool = False) -> list[bytes]:
-    """The lines of ``data`` that are not blank, stripped; the last one only once it is whole
-    (or the input ``ended``)."""
-    lines = data.split(b"\n")
-    if not ended:
-        lines.pop()  # what follows the last newline: not a whole line yet
-    return [line.strip() for line in lines if line.strip()]
-
-
-def _head(chunks: Iterator[bytes]) -> bytes:
-    """The first bytes up to a non-blank one, without a UTF-8 BOM, to tell the format by."""
-    head = b""
-    for chunk in chunks:
-        head += chunk
-        if len(head) >= len(_BOM) and _NON_SPACE.search(head.removeprefix(_BOM)):
-            break
-    return head.removeprefix(_BOM)
 
 
 def _batches(

@@ -16,91 +16,39 @@ into plain closures; evaluating never parses.
 
 from __future__ import annotations
 
-import enum
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import orjson
 
+from leadrelay.mapping.paths import compile_path, path_problem, read_path
+from leadrelay.mapping.values import (
+    MISSING,
+    EvaluationError,
+    ExpressionError,
+    Getter,
+    clip,
+    only_spaces,
+)
+
+# What the rest of the project imports from here: the expressions, and the values they give.
 __all__ = [
     "MISSING",
     "EvaluationError",
     "Expression",
     "ExpressionError",
+    "Getter",
+    "clip",
     "compile_expression",
     "compile_path",
+    "only_spaces",
+    "path_problem",
     "read_path",
     "render",
 ]
-
-Getter = Callable[[Mapping[str, Any]], Any]
-
-
-class _Missing(enum.Enum):
-    MISSING = "MISSING"
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Final = _Missing.MISSING
-"""The one "no value" marker: absent path, JSON null, or a function with nothing to return."""
-
-
-def only_spaces(value: Any) -> bool:
-    """Text of only spaces: no value, as "" is, to COALESCE and ISEMPTY and to the prebuilt
-    customer information read from sibling keys (a CRM export's blank cell: an email of spaces
-    does not hide ``email_sha256``). One definition, so both ways of reading agree."""
-    return type(value) is str and value.isspace()
-
-
-_EXCERPT = 24
-
-
-class ExpressionError(ValueError):
-    """A config error in an expression, with the config key and the 0-based problem offset."""
-
-    def __init__(self, message: str, *, key: str, position: int, source: str) -> None:
-        self.key = key
-        self.position = position
-        self.message = message
-        self.source = source
-        before = source[max(0, position - _EXCERPT) : position]
-        after = source[position : position + _EXCERPT]
-        if position > _EXCERPT:
-            before = "..." + before
-        if position + _EXCERPT < len(source):
-            after += "..."
-        excerpt = repr(before + ">>>" + after)
-        super().__init__(f"{key}: {message} (at position {position}: {excerpt})")
-
-
-class EvaluationError(ValueError):
-    """A formula function got a value it cannot use, e.g. ``NUMBER("abc")``.
-
-    ``message`` names the function, what was wrong and the (clipped) value; ``reason`` is a short
-    machine-readable code for delivery notes.
-    """
-
-    def __init__(self, message: str, *, reason: str = "expression_error") -> None:
-        self.message = message
-        self.reason = reason
-        super().__init__(message)
-
-
-def clip(value: Any, limit: int = 60) -> str:
-    """A value as shown in error messages: its repr, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,106 +127,6 @@ def _json_text(value: Any) -> str:
         raise EvaluationError(
             f"cannot show {clip(value)} as JSON", reason="invalid_value"
         ) from None
-
-
-# ---------------------------------------------------------------------------- paths
-
-
-def path_problem(text: str) -> tuple[int, str] | None:
-    """Offset and description of what is wrong with a dotted path, or None when it is valid."""
-    if not text:
-        return 0, "empty property path; write one such as user.email"
-    after_dot = True
-    for offset, char in enumerate(text):
-        if char == ".":
-            if after_dot:
-                what = "starts with '.'" if offset == 0 else "has an empty segment ('..')"
-                return offset, f"property path {text!r} {what}"
-            after_dot = True
-        elif char.isalnum() or char in "_-$@":
-            after_dot = False
-        else:
-            return offset, f"{char!r} cannot appear in a property path"
-    if after_dot:
-        return len(text) - 1, f"property path {text!r} ends with '.'"
-    return None
-
-
-def compile_path(path: str, *, key: str = "path") -> Getter:
-    """A fast getter for a dotted path; it returns ``MISSING`` when the value is absent or null.
-
-    Raises ``ExpressionError`` (under ``key``) when the path is malformed.
-    """
-    problem = path_problem(path)
-    if problem is not None:
-        raise ExpressionError(problem[1], key=key, position=problem[0], source=path)
-    keys = tuple(path.split("."))
-    steps = tuple((k, int(k) if k.isascii() and k.isdigit() else None) for k in keys)
-    walk = _walker(steps)
-    if any(index is not None for _, index in steps) or len(keys) > 3:
-        return walk
-    # The common shapes read dicts only; anything else (lists, other Mappings) takes the walk.
-    if len(keys) == 1:
-        (a,) = keys
-
-        def get1(event: Mapping[str, Any]) -> Any:
-            value = event.get(a)
-            return MISSING if value is None else value
-
-        return get1
-    if len(keys) == 2:
-        a, b = keys
-
-        def get2(event: Mapping[str, Any]) -> Any:
-            value = event.get(a)
-            if type(value) is dict:
-                value = value.get(b)
-                return MISSING if value is None else value
-            return MISSING if value is None else walk(event)
-
-        return get2
-    a, b, c = keys
-
-    def get3(event: Mapping[str, Any]) -> Any:
-        value = event.get(a)
-        if type(value) is dict:
-            value = value.get(b)
-            if type(value) is dict:
-                value = value.get(c)
-                return MISSING if value is None else value
-        return MISSING if value is None else walk(event)
-
-    return get3
-
-
-def _walker(steps: tuple[tuple[str, int | None], ...]) -> Getter:
-    def walk(event: Mapping[str, Any]) -> Any:
-        current: Any = event
-        for name, index in steps:
-            kind = type(current)
-            if kind is dict:
-                current = current.get(name)
-            elif index is not None and (kind is list or isinstance(current, (list, tuple))):
-                current = current[index] if index < len(current) else None
-            elif isinstance(current, Mapping):
-                current = current.get(name)
-            else:
-                return MISSING
-            if current is None:
-                return MISSING
-        return current
-
-    return walk
-
-
-@lru_cache(maxsize=1024)
-def _cached_getter(path: str) -> Getter:
-    return compile_path(path)
-
-
-def read_path(event: Mapping[str, Any], path: str) -> Any:
-    """The value at ``path`` in ``event``, or ``MISSING`` (same rules as ``compile_path``)."""
-    return _cached_getter(path)(event)
 
 
 # ---------------------------------------------------------------------------- expressions

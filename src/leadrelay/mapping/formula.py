@@ -32,8 +32,8 @@ from leadrelay.mapping.expressions import (
 )
 from leadrelay.mapping.functions import FUNCTIONS
 from leadrelay.mapping.functions import Function as _Function
-from leadrelay.mapping.functions import Node as _Node
-from leadrelay.mapping.functions import const as _const
+from leadrelay.mapping.lazy_functions import Node as _Node
+from leadrelay.mapping.lazy_functions import const as _const
 
 __all__ = ["FUNCTIONS", "compile_formula"]
 

@@ -20,7 +20,7 @@ import structlog
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from leadrelay.delivery.redis import lua_queue
+from leadrelay.delivery.redis import lua_settle
 from leadrelay.delivery.redis.lua_common import SCHEMA_VERSION as SCHEMA_VERSION
 from leadrelay.delivery.redis.records import Value
 from leadrelay.delivery.store import StoreError
@@ -130,7 +130,7 @@ class RedisConnection:
             self._r = url_or_client
             self.where = "a Redis client"
         self._closed = False
-        self._leave = self._r.register_script(lua_queue.LEAVE)
+        self._leave = self._r.register_script(lua_settle.LEAVE)
         try:
             self._open(create, require_aof)
         except BaseException:

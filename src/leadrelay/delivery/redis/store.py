@@ -1,7 +1,7 @@
 """``RedisStore``: the ``Store`` protocol on Redis Streams, shared by a fleet of processes.
 
 See the package docstring for the design; the state changes themselves are the Lua scripts in
-``lua_queue`` and ``lua_admin``, one atomic script (one round trip) per call.
+``lua_queue``, ``lua_settle`` and ``lua_admin``, one atomic script (one round trip) per call.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Final, cast
 
 import orjson
 
-from leadrelay.delivery.redis import lua_admin, lua_queue, records
+from leadrelay.delivery.redis import lua_admin, lua_queue, lua_settle, records
 from leadrelay.delivery.redis.connection import Arg, Client
 from leadrelay.delivery.redis.reads import MAX_CLAIM, RedisReads
 from leadrelay.delivery.redis.records import Value, number
@@ -101,9 +101,9 @@ class RedisStore(RedisReads, Store):
         self.dead_letter_key = self._p + "dead"
         """The dead-letter stream: one entry (i, k, r, m, at) per event that went DEAD."""
         reg = self._r.register_script
-        q, a = lua_queue, lua_admin
-        self._add, self._claim, self._complete = reg(q.ADD), reg(q.CLAIM), reg(q.COMPLETE)
-        self._retry, self._release, self._renew = reg(q.RETRY), reg(q.RELEASE), reg(q.RENEW)
+        q, s, a = lua_queue, lua_settle, lua_admin
+        self._add, self._claim, self._complete = reg(q.ADD), reg(q.CLAIM), reg(s.COMPLETE)
+        self._retry, self._release, self._renew = reg(s.RETRY), reg(s.RELEASE), reg(s.RENEW)
         self._pause = reg(a.PAUSE)
         self._register_reads()
         self._open_among = reg(a.OPEN_AMONG)

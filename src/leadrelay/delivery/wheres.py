@@ -66,8 +66,10 @@ class Wheres:
     def take(self, ids: Sequence[int]) -> list[str | None]:
         """Where each of ``ids`` was read (None: not known), forgetting them."""
         memory = self._memory
-        found = [memory.pop(id_, None) for id_ in ids]
         disk = self._disk  # once open, open to the end; a put holds the lock while it stores
+        if not memory and disk is None:  # nothing put (no report): a batch each, not an id each
+            return [None] * len(ids)
+        found = [memory.pop(id_, None) for id_ in ids]
         if disk is None:
             return found
         missing = [id_ for id_, where in zip(ids, found, strict=True) if where is None]

@@ -35,9 +35,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
+from itertools import chain
 
-from leadrelay.delivery.encoded import EncodedPayload, storable
+from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import (
     Added,
@@ -48,7 +48,14 @@ from leadrelay.delivery.store import (
     StoreError,
 )
 from leadrelay.delivery.store_calls import described
-from leadrelay.delivery.store_rows import Stage, other_stages
+from leadrelay.delivery.write_behind_memory import (
+    all_new,
+    other_stages_held,
+    payload_of,
+    place,
+    size,
+    with_memory,
+)
 from leadrelay.delivery.write_behind_stored import StoredEvents
 from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
 
@@ -88,9 +95,9 @@ class WriteBehindStore(StoredEvents, Store):
         self._room = threading.Condition(self._lock)  # told when claims take events from memory
         self._taken = 0  # claims that took events from memory
         self._stalled_at = -1  # ``_taken`` when a wait for room last ran out
-        # Not claimed yet, in read order; each event's outcome is its EncodedPayload (``_payload``).
+        # Not claimed yet, in read order; each event's outcome is its EncodedPayload.
         self._waiting: deque[tuple[int, Incoming]] = deque()
-        self._sizes: deque[int] = deque()  # ``_size`` of each waiting event, in the same order
+        self._sizes: deque[int] = deque()  # ``size`` of each waiting event, in the same order
         self._held: dict[int, Incoming] = {}  # claimed, outcome not stored yet
         self._keys: dict[str, int] = {}  # key -> id, of the events in memory
         self._next_id = -1
@@ -124,103 +131,44 @@ class WriteBehindStore(StoredEvents, Store):
                     return
 
     def _add(self, items: Sequence[Incoming]) -> Added:
-        ids: list[int] = []
-        new: list[bool] = []  # kept in memory (new), or as the store says (see below)
-        rest: list[Incoming] = []  # for the store, at these places of ids
-        places: list[int] = []
-        to_store: set[str] = set()
-        # What goes to memory is kept aside until the store took the rest: a store that fails
-        # (a full disk) leaves memory as it was, so the same chunk can be added again.
-        waiting: list[tuple[int, Incoming]] = []
-        sizes: list[int] = []
-        in_memory: dict[str, int] = {}
-        held_again: list[tuple[int, int]] = []  # (place, id) of keys found in memory
         with self._lock:
             keep = self._limit - len(self._waiting)
-            room = self._limit_bytes - self._bytes
             keys = [k for i in items if isinstance(o := i.outcome, Payload) and (k := o.key)]
             stored = self._store.stored_keys(keys) if keep > 0 else {}
-            # Once per event, so names are bound here; ids in memory are negative, stored ones
-            # positive: neither is 0.
-            held_id, added_id, stored_id = self._keys.get, in_memory.get, stored.get
-            wait, size_of = waiting.append, sizes.append
-            next_id = self._next_id
-            for item in items:
-                o = item.outcome
-                key = o.key
-                if key and key not in to_store:
-                    known = held_id(key) or added_id(key) or stored_id(key)
-                    # An outcome for a key stored before goes to the store: it may take the
-                    # place of an event Meta never took (``Store.add``). Not one in memory.
-                    if known and known < 0:
-                        if isinstance(o, Payload):
-                            held_again.append((len(ids), known))
-                        ids.append(known)
-                        new.append(False)
-                        continue
-                    if known:
-                        to_store.add(key)
-                        places.append(len(ids))
-                        ids.append(0)
-                        new.append(False)
-                        rest.append(item)
-                        continue
-                if keep > 0 and key not in to_store:
-                    payload = storable(o)
-                    if payload is not None:
-                        size = _size(payload, item)
-                        if size <= room:
-                            if payload is not o:
-                                item = Incoming(payload, item.original, item.received_at)
-                            wait((next_id, item))
-                            size_of(size)
-                            if key:
-                                in_memory[key] = next_id
-                            ids.append(next_id)
-                            new.append(True)
-                            next_id -= 1
-                            keep -= 1
-                            room -= size
-                            continue
-                if key:
-                    to_store.add(key)  # the store takes the first one, and says its id
-                places.append(len(ids))
-                ids.append(0)
-                new.append(False)
-                rest.append(item)
-            # While they are held: once recorded, the ids of events in memory change.
-            others = self._other_stages(items, held_again, waiting) if held_again else {}
-        if rest:
+            room = self._limit_bytes - self._bytes
+            sizes = None if stored else all_new(items, keys, self._keys, keep, room)
+            if sizes is not None:  # all of them wait in memory (most chunks): in one go
+                first, n = self._next_id, len(items)
+                ids = list(range(first, first - n, -1))
+                self._waiting += zip(ids, items, strict=True)
+                self._sizes += sizes
+                self._keys.update(zip(keys, ids, strict=True))
+                self._bytes += sum(sizes)
+                self._next_id = first - n
+                return Added(ids, [True] * n, {})
+            # What goes to memory is kept aside until the store took the rest: a store that
+            # fails (a full disk) leaves memory as it was, so the same chunk can be added again.
+            placed = place(items, self._keys, stored, keep, room, self._next_id)
+            ids, new, waiting = placed.ids, placed.new, placed.waiting
+            others = {}
+            if placed.held_again:  # while they are held: once recorded, their ids change
+                in_memory = chain(waiting, self._waiting, self._held.items())
+                others = other_stages_held(items, placed.held_again, in_memory)
+        if placed.rest:
             # Not synced here (the reader would wait for the disk, each piece it reads): the
             # next record or close syncs it, and a claim syncs before it hands a payload out.
-            added = self._store.add_new(rest, durable=False)
-            for place, id_, took in zip(places, added.ids, added.stored, strict=True):
-                ids[place] = id_
-                new[place] = took
+            added = self._store.add_new(placed.rest, durable=False)
+            for at, id_, took in zip(placed.places, added.ids, added.stored, strict=True):
+                ids[at] = id_
+                new[at] = took
         if waiting:
             with self._lock:
                 self._waiting += waiting
-                self._sizes += sizes
-                self._keys.update(in_memory)
-                self._bytes += sum(sizes)
-                self._next_id = next_id
+                self._sizes += placed.sizes
+                self._keys.update(placed.in_memory)
+                self._bytes += sum(placed.sizes)
+                self._next_id -= len(waiting)
         return Added(ids, new, others)
-
-    def _other_stages(
-        self,
-        items: Sequence[Incoming],
-        held_again: list[tuple[int, int]],
-        waiting: list[tuple[int, Incoming]],
-    ) -> dict[int, tuple[str, str, bool]]:
-        """``Added.other_stages`` of the payloads at ``held_again`` (place, id), whose key is
-        held in memory: by the events waiting or claimed, or by those of this add (``waiting``).
-        Called with the lock held. Rare (a key twice): the events in memory are looked through."""
-        wanted = {i for _, i in held_again}
-        stages: dict[int, Stage] = {}  # of those in memory: not settled yet, as queued ones
-        for i, item in (*waiting, *self._waiting, *self._held.items()):
-            if i in wanted and isinstance(o := item.outcome, Payload):
-                stages[i] = Stage(State.QUEUED, o.event_name, item.received_at, o.source_event, 0)
-        return other_stages(items, held_again, stages)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits
@@ -291,7 +239,7 @@ class WriteBehindStore(StoredEvents, Store):
         if mine:
             self._store.record(
                 [
-                    (item, Delivery(_payload(item), State.QUEUED, attempts, reason, message))
+                    (item, Delivery(payload_of(item), State.QUEUED, attempts, reason, message))
                     for _, item in mine
                 ],
                 at,
@@ -309,45 +257,24 @@ class WriteBehindStore(StoredEvents, Store):
         with self._lock:
             held, self._held = self._held, {}
             self._waiting.extendleft(reversed(held.items()))
-            sizes = [_size(_payload(item), item) for item in held.values()]
+            sizes = [size(payload_of(item), item) for item in held.values()]
             self._sizes.extendleft(reversed(sizes))
             self._bytes += sum(sizes)
         return len(held) + self._store.release_in_flight()
 
     def counts(self, since: float | None = None) -> Counts:
-        """See ``Store.counts``: the events in memory are counted QUEUED or IN_FLIGHT (in
-        ``by_state`` when received since ``since``: the queue's rows keep their time of arrival
-        until their outcome is stored)."""
+        """See ``Store.counts``: the events in memory are counted QUEUED or IN_FLIGHT (see
+        ``with_memory``)."""
         counts = self._store.counts(since)
         with self._lock:
-            waiting, held = len(self._waiting), len(self._held)
-            oldest = self._waiting[0][1].received_at if self._waiting else None
-            if self._held:  # claimed, being sent: not settled either
-                first = min(item.received_at for item in self._held.values())
-                oldest = first if oldest is None else min(oldest, first)
-            if since is None:
-                recent_waiting, recent_held = waiting, held
-            else:
-                recent_waiting = sum(item.received_at >= since for _, item in self._waiting)
-                recent_held = sum(item.received_at >= since for item in self._held.values())
-        by_state = dict(counts.by_state)
-        by_state[State.QUEUED.value] = by_state.get(State.QUEUED.value, 0) + recent_waiting
-        by_state[State.IN_FLIGHT.value] = by_state.get(State.IN_FLIGHT.value, 0) + recent_held
-        if counts.oldest_queued_at is not None and oldest is not None:
-            oldest = min(oldest, counts.oldest_queued_at)
-        return replace(
-            counts,
-            by_state=by_state,
-            queued=counts.queued + waiting,
-            in_flight=counts.in_flight + held,
-            oldest_queued_at=counts.oldest_queued_at if oldest is None else oldest,
-        )
+            waiting = [item for _, item in self._waiting]
+            return with_memory(counts, waiting, list(self._held.values()), since)
 
     def waiting(self) -> list[tuple[int, EncodedPayload]]:
         """The payloads in memory not sent yet (``close`` stores them queued), with their ids."""
         with self._lock:
-            return [(i, _payload(item)) for i, item in self._waiting] + [
-                (i, _payload(item)) for i, item in self._held.items()
+            return [(i, payload_of(item)) for i, item in self._waiting] + [
+                (i, payload_of(item)) for i, item in self._held.items()
             ]
 
     def close(self) -> None:
@@ -385,15 +312,3 @@ class WriteBehindStore(StoredEvents, Store):
                 item = held(id_, None)
                 if item is not None and (key := item.outcome.key):
                     keys(key, None)
-
-
-def _payload(item: Incoming) -> EncodedPayload:
-    """The payload of an event in memory (only those are: see ``add``)."""
-    payload = item.outcome
-    assert isinstance(payload, EncodedPayload)
-    return payload
-
-
-def _size(payload: EncodedPayload, item: Incoming) -> int:
-    """What an event in memory holds, roughly: its payload and the event as received."""
-    return len(payload.body or b"") + len(item.original or b"")

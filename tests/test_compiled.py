@@ -14,6 +14,7 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
+import orjson
 import pytest
 
 from leadrelay import __version__, compiled
@@ -98,3 +99,32 @@ def test_extensions_are_named_as_python_imports_them(
     monkeypatch.setattr(compiled, "_PACKAGE", package)
     assert compiled_modules() == ["leadrelay.meta.person", "leadrelay.send_input"]
     assert build_name() == "compiled (mypyc), 2 modules"
+
+
+def test_a_compiled_build_reads_values_and_events_as_pure_python_does() -> None:
+    """20,000 odd values (final sigma, dotted I, wide digits, odd spaces...) through every
+    field's rule, and 3,000 events through the mapping: the same readings and payloads as pure
+    Python's, which CI's compiled run names in ``LEADRELAY_PURE_PYTHON`` (.ci/run)."""
+    pure = os.environ.get("LEADRELAY_PURE_PYTHON")
+    if os.environ.get("LEADRELAY_EXPECT_COMPILED") != "1" or not pure:
+        pytest.skip("compares a compiled build with pure Python: CI's compiled run does")
+    from read_alike import read_alike, values
+
+    here = read_alike()
+    run = subprocess.run(
+        [pure, str(ROOT / "tests" / "read_alike.py")],
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+    )
+    there = orjson.loads(run.stdout)
+    assert (here["build"], there["build"]) == (build_name(), "pure Python")
+    texts = values()
+    for field, readings in here["fields"].items():
+        differ = [
+            (texts[n], ours, theirs)
+            for n, (ours, theirs) in enumerate(zip(readings, there["fields"][field], strict=True))
+            if ours != theirs
+        ]
+        assert not differ, f"{field}: {len(differ)} values read otherwise, {differ[:5]}"
+    assert here["events"] == there["events"]

@@ -3,7 +3,8 @@
 Reads go through the store's second connection under its own lock, so a dashboard query never
 holds up intake (WAL lets readers and the writer run side by side); in memory there is one
 connection, and one lock, for both. Split out of ``sqlite_store`` (house rule: modules under ~300
-lines); the statements are in ``sqlite_sql``, the record layout in ``sqlite_schema``.
+lines); the statements are in ``sqlite_sql``, the record layout in ``sqlite_schema``
+and ``sqlite_rows``.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ so an event is durable before any request carries it, whoever else calls ``sync`
 This module opens the store and holds its transactions (``_writing``), the delivery side (``claim``,
 ``complete``, ``retry_later``...) and ``close``. The writes that store events (``add``, ``record``,
 ``record_delivered``, ``sync``) are in ``sqlite_writes``, the reads in ``sqlite_reads``, the file
-format (schema, migration, row encoding) in ``sqlite_schema`` and the statements in ``sqlite_sql``
-(house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and ``APPLICATION_ID`` are
-re-exported here. A payload claimed is handed over as the bytes stored
+format (schema, migration) in ``sqlite_schema``, its rows in ``sqlite_rows``, the statements in
+``sqlite_sql`` (house rule: modules under ~300 lines); ``SCHEMA_VERSION`` and
+``APPLICATION_ID`` are re-exported here. A payload claimed is handed over as the bytes stored
 (``EncodedPayload``): delivery sends them as they are, without decoding and encoding them again.
 """
 

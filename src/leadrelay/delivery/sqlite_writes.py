@@ -7,7 +7,8 @@ what delivery already made of them (``send``'s write-behind). Each call is one w
 How ``add(durable=False)`` and ``sync`` make events durable, and how ``claim`` relies on them, is
 told in ``sqlite_store``, which opens the connections, the WAL descriptor and the state below.
 Split out of ``sqlite_store`` (house rule: modules under ~300 lines); the statements are in
-``sqlite_sql``, the record layout in ``sqlite_schema``.
+``sqlite_sql``, the record layout in ``sqlite_schema``
+and ``sqlite_rows``.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ recorded is skipped, by key), as a batch in flight when a process dies is sent a
 a pipe). What ``add`` hands to the store is committed at once and synced to disk with the next
 commit that syncs (a record, a claim of it, the close): a power cut may lose it, as it loses
 what waits in memory. Ids of events in memory are negative and change when they are stored.
+Where each event of an add goes, and how the events in memory are counted: ``write_behind_memory``.
 """
 
 from __future__ import annotations

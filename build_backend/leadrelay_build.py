@@ -25,6 +25,7 @@ COMPILED = [
     "src/leadrelay/meta/normalize.py",
     "src/leadrelay/meta/person.py",
     "src/leadrelay/meta/phone.py",
+    "src/leadrelay/meta/phone_plan.py",
     "src/leadrelay/meta/phone_valid.py",
     "src/leadrelay/meta/places.py",
     "src/leadrelay/meta/rules.py",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumber, PhoneNumberFormat, PhoneNumberType
 
-from leadrelay.meta import phone
+from leadrelay.meta import phone, phone_plan
 from leadrelay.meta.field_rules import NormalizeError
 from leadrelay.meta.phone_valid import is_valid, validator
 from leadrelay.meta.places import resolver
@@ -136,7 +136,7 @@ def test_example_numbers_written_nationally_take_the_short_way(
     expected = phonenumbers.format_number(example, PhoneNumberFormat.E164)[1:]
     # Not where the national prefix is rewritten (JP, BR, AR, GG), nor kept leading zeros (IT).
     simple = region not in ("JP", "BR", "AR", "GG") and not example.italian_leading_zero
-    found = phone._national_digits(text, region)
+    found = phone_plan.national_digits(text, region)
     assert found == (expected if simple else found)
     assert _outcome(_RULE, text, text, region) == ("ok", expected)
 

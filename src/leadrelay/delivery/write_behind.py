@@ -35,7 +35,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 
 from leadrelay.delivery.encoded import EncodedPayload
@@ -141,11 +141,7 @@ class WriteBehindStore(StoredEvents, Store):
             if sizes is not None:  # all of them wait in memory (most chunks): in one go
                 first, n = self._next_id, len(items)
                 ids = list(range(first, first - n, -1))
-                self._waiting += zip(ids, items, strict=True)
-                self._sizes += sizes
-                self._keys.update(zip(keys, ids, strict=True))
-                self._bytes += sum(sizes)
-                self._next_id = first - n
+                self._keep(zip(ids, items, strict=True), sizes, zip(keys, ids, strict=True))
                 return Added(ids, [True] * n, {})
             # What goes to memory is kept aside until the store took the rest: a store that
             # fails (a full disk) leaves memory as it was, so the same chunk can be added again.
@@ -164,12 +160,22 @@ class WriteBehindStore(StoredEvents, Store):
                 new[at] = took
         if waiting:
             with self._lock:
-                self._waiting += waiting
-                self._sizes += placed.sizes
-                self._keys.update(placed.in_memory)
-                self._bytes += sum(placed.sizes)
-                self._next_id -= len(waiting)
+                self._keep(waiting, placed.sizes, placed.in_memory.items())
         return Added(ids, new, others)
+
+    def _keep(
+        self,
+        waiting: Iterable[tuple[int, Incoming]],
+        sizes: list[int],
+        keys: Iterable[tuple[str, int]],
+    ) -> None:
+        """Events enter memory (ids from ``_next_id`` down, in order), with their sizes and keys.
+        Called with the lock held."""
+        self._waiting += waiting
+        self._sizes += sizes
+        self._keys.update(keys)
+        self._bytes += sum(sizes)
+        self._next_id -= len(sizes)
 
     def claim(self, limit: int, now: float) -> list[Claimed]:
         """See ``Store.claim``: the longest due first, from the store or from memory (what waits

@@ -36,6 +36,7 @@ COMPILED = [
     "src/leadrelay/mapping/sibling_loop.py",
     "src/leadrelay/mapping/usual.py",
     "src/leadrelay/events/ndjson.py",
+    "src/leadrelay/delivery/store_items.py",
     "src/leadrelay/send_input.py",
 ]
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from leadrelay.compiled import compiled_modules
 from leadrelay.delivery.encoded import EncodedPayload
 from leadrelay.delivery.results import Recorder, RequeuePolicy, sort_results
 from leadrelay.delivery.sqlite_store import SQLiteStore
 from leadrelay.delivery.store import Claimed, Incoming
 from leadrelay.delivery.store_calls import StoreCalls
-from leadrelay.outcome import DeliveredWhole, Delivery, Payload, State
+from leadrelay.outcome import DeliveredWhole, Delivery, Filtered, Payload, State
 
 NOW = 1767800000.0
 
@@ -94,13 +96,29 @@ def test_results_that_do_not_match_the_batch_are_refused() -> None:
         sort_results(claimed, [_delivered(claimed[0])], None, NOW)
 
 
-def test_incoming_and_claimed_stay_frozen_values() -> None:
+def test_incoming_and_claimed_are_values() -> None:
     p = Payload("k", "lead", "Lead", 1, 2, {})
     item = Incoming(p, b"{}", NOW)
     assert (item.outcome, item.original, item.received_at) == (p, b"{}", NOW)
-    assert item == Incoming(p, b"{}", NOW)
+    assert item == Incoming(p, b"{}", NOW) and item != Incoming(p, b"{}", NOW + 1)
+    assert repr(item) == f"Incoming(outcome={p!r}, original=b'{{}}', received_at={NOW!r})"
+    assert pickle.loads(pickle.dumps(item)) == item
     c = Claimed(7, p, 1)
     assert (c.id, c.payload, c.attempts) == (7, p, 1) and c == Claimed(7, p, 1)
+    assert c != Claimed(7, p, 2) and c != (7, p, 1)
+    assert repr(c) == f"Claimed(id=7, payload={p!r}, attempts=1)"
+    assert pickle.loads(pickle.dumps(c)) == c
+    f = Filtered("k", "lead", "unmapped", "no mapping")
+    assert hash(Incoming(f, None, NOW)) == hash(Incoming(f, None, NOW))
+
+
+@pytest.mark.skipif(
+    "leadrelay.delivery.store_items" not in compiled_modules(), reason="the compiled build's"
+)
+def test_incoming_and_claimed_refuse_changes_when_compiled() -> None:
+    # Interpreted, mypy refuses the assignments (Final attributes); compiled, so does the class.
+    item = Incoming(Payload("k", "lead", "Lead", 1, 2, {}), b"{}", NOW)
+    c = Claimed(7, item.outcome, 1)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         c.id = 8  # type: ignore[misc]
     with pytest.raises(AttributeError):

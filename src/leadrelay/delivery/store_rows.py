@@ -1,7 +1,7 @@
 """The rows the event store takes and gives (``store`` holds the protocol): events to store
-(``Incoming``), payloads handed out (``Claimed``), stored events as the commands show them
-(``EventRecord``), counts, and what ``add_new`` did; and how ``add`` takes a batch whose keys
-repeat (``passes``)."""
+(``Incoming``) and payloads handed out (``Claimed``), both from ``store_items``; stored events as
+the commands show them (``EventRecord``), counts, and what ``add_new`` did; and how ``add`` takes
+a batch whose keys repeat (``passes``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from leadrelay.delivery.store_items import Claimed as Claimed
+from leadrelay.delivery.store_items import Incoming as Incoming
 from leadrelay.outcome import FieldNote, Filtered, Payload, Rejected, State
 
 
@@ -47,58 +49,6 @@ def add_in_passes(keys: Sequence[str], add: Callable[[list[int]], Added]) -> Add
 
 class StoreError(Exception):
     """The store cannot be opened or used (wrong file, newer schema, closed)."""
-
-
-# Incoming and Claimed are made once per event: their __init__ sets the slots through their
-# descriptors (defined below each class), three times faster than a frozen dataclass's own
-# __init__ (object.__setattr__ per field). They stay frozen: setting a field still raises.
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Incoming:
-    """One event to store: what the Mapper made of it and the event as received.
-
-    ``original`` is the received event as JSON bytes; the store keeps it per its PII policy.
-    ``received_at`` is when intake received it (epoch seconds); a payload is due from then.
-    """
-
-    outcome: Payload | Filtered | Rejected
-    original: bytes | None
-    received_at: float
-
-    def __init__(
-        self, outcome: Payload | Filtered | Rejected, original: bytes | None, received_at: float
-    ) -> None:
-        _set_outcome(self, outcome)
-        _set_original(self, original)
-        _set_received_at(self, received_at)
-
-
-_set_outcome: Final[Any] = Incoming.__dict__["outcome"].__set__
-_set_original: Final[Any] = Incoming.__dict__["original"].__set__
-_set_received_at: Final[Any] = Incoming.__dict__["received_at"].__set__
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Claimed:
-    """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim.
-
-    Backends hand the payload over as an ``EncodedPayload``: the bytes stored, sent as they are.
-    """
-
-    id: int
-    payload: Payload
-    attempts: int
-
-    def __init__(self, id: int, payload: Payload, attempts: int) -> None:
-        _set_id(self, id)
-        _set_payload(self, payload)
-        _set_attempts(self, attempts)
-
-
-_set_id: Final[Any] = Claimed.__dict__["id"].__set__
-_set_payload: Final[Any] = Claimed.__dict__["payload"].__set__
-_set_attempts: Final[Any] = Claimed.__dict__["attempts"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ COMPILED = [
     "src/leadrelay/mapping/usual.py",
     "src/leadrelay/events/ndjson.py",
     "src/leadrelay/delivery/store_items.py",
+    "src/leadrelay/delivery/write_behind_memory.py",
     "src/leadrelay/send_input.py",
 ]
 

@@ -1,6 +1,6 @@
-"""Where the write-behind store puts a chunk's events: the shortcut for a chunk that all waits in
-memory (``all_new``) says so exactly when the event-by-event way (``place``) would keep every
-event there as it is."""
+"""Where the write-behind store puts a chunk's events: the shortcut for a chunk whose payloads all
+wait in memory (``all_new``) applies exactly when the event-by-event way (``place``) would keep
+every payload there as it is, and then puts every event where ``place`` does."""
 
 from __future__ import annotations
 
@@ -62,8 +62,13 @@ def _encoded(key: str, lead_id: int = 123456789012345) -> Incoming:
     return Incoming(EncodedPayload(key, "e", "Lead", lead_id, 1767799000, body), b"{}", 1.0)
 
 
+def _filtered(key: str) -> Incoming:
+    return Incoming(Filtered(key, "e", "unmapped", "m"), None, 1.0)
+
+
 Chunk = tuple[list[Incoming], dict[str, int], int, int]
-# Each way a chunk falls short of waiting whole in memory, alone (hypothesis mixes them).
+# Each way a chunk falls short of its payloads waiting in memory, alone (hypothesis mixes them),
+# and the chunks that do with other outcomes beside them.
 SHORT_OF_IT: list[Chunk] = [
     ([_encoded("a"), _encoded("b")], {}, 5, 600),  # it does
     ([_encoded("a"), _encoded("a")], {}, 5, 600),  # a key twice
@@ -71,29 +76,32 @@ SHORT_OF_IT: list[Chunk] = [
     ([_encoded("a"), _encoded("b", 2**63)], {}, 5, 600),  # a lead id past 64 bits
     ([_encoded("a"), _encoded("b")], {}, 1, 600),  # room for one event
     ([_encoded("a"), _encoded("b")], {}, 5, 60),  # room for the bytes of one
-    ([_encoded("a"), _encoded("")], {}, 5, 600),  # no key
-    ([_encoded("a"), Incoming(Filtered("b", "e", "unmapped", "m"), None, 1.0)], {}, 5, 600),
+    ([_encoded("a"), _encoded("b")], {}, 2, 58),  # room for both, to the byte
+    ([_encoded("a"), _encoded("")], {}, 5, 600),  # no key: it does, not found by key
     ([Incoming(Payload("a", "e", "Lead", 1, 2, {"k": 1}), None, 1.0)], {}, 5, 600),  # not encoded
+    ([_encoded("a"), _filtered("b")], {}, 5, 600),  # it does, the other outcome to the store
+    ([_filtered("b"), _filtered("b"), _filtered(""), _encoded("a")], {}, 5, 600),  # it does
+    ([_filtered("a"), _filtered("b")], {}, 0, 0),  # it does: no payload, no room needed
+    ([_encoded("a"), _filtered("a")], {}, 5, 600),  # an outcome for a payload just kept
+    ([_filtered("a"), _encoded("a")], {}, 5, 600),  # a payload for a key going to the store
+    ([_encoded("a"), _filtered("b")], {"b": -3}, 5, 600),  # an outcome for a key held
 ]
 
 
 @settings(max_examples=1000, deadline=None)
 @given(chunks())
 @example_each(SHORT_OF_IT)
-def test_all_new_says_so_exactly_when_place_keeps_every_event_as_it_is(chunk: Chunk) -> None:
+def test_all_new_applies_exactly_when_place_keeps_every_payload_as_it_is(chunk: Chunk) -> None:
     items, held, keep, room = chunk
     keys = [k for i in items if isinstance(o := i.outcome, Payload) and (k := o.key)]
     placed = place(items, held, {}, keep, room, -7)
+    payloads = [i for i in items if isinstance(i.outcome, Payload)]
     kept_as_is = (
-        not placed.rest
-        and not placed.held_again
-        and len(keys) == len(items)
-        and len(placed.waiting) == len(items)
-        and all(w is i for (_, w), i in zip(placed.waiting, items, strict=True))
+        len(placed.waiting) == len(payloads)
+        and all(w is i for (_, w), i in zip(placed.waiting, payloads, strict=True))
+        and sum(1 for i in placed.ids if i < 0) == len(payloads)  # none is an event again
     )
-    sizes = all_new(items, keys, held, keep, room)
-    assert (sizes is not None) == kept_as_is
-    if sizes is not None:
-        assert sizes == placed.sizes
-        assert [i for i, _ in placed.waiting] == list(range(-7, -7 - len(items), -1))
-        assert placed.in_memory == dict(zip(keys, placed.ids, strict=True))
+    fast = all_new(items, keys, held, keep, room, -7)
+    assert (fast is not None) == kept_as_is
+    if fast is not None:
+        assert fast == placed

@@ -137,15 +137,14 @@ class WriteBehindStore(StoredEvents, Store):
             keys = [k for i in items if isinstance(o := i.outcome, Payload) and (k := o.key)]
             stored = self._store.stored_keys(keys) if keep > 0 else {}
             room = self._limit_bytes - self._bytes
-            sizes = None if stored else all_new(items, keys, self._keys, keep, room)
-            if sizes is not None:  # all of them wait in memory (most chunks): in one go
-                first, n = self._next_id, len(items)
-                ids = list(range(first, first - n, -1))
-                self._keep(zip(ids, items, strict=True), sizes, zip(keys, ids, strict=True))
-                return Added(ids, [True] * n, {})
+            placed = None if stored else all_new(items, keys, self._keys, keep, room, self._next_id)
+            if placed is not None and not placed.rest:  # all wait in memory (most chunks)
+                self._keep(placed.waiting, placed.sizes, placed.in_memory.items())
+                return Added(placed.ids, placed.new, {})
             # What goes to memory is kept aside until the store took the rest: a store that
             # fails (a full disk) leaves memory as it was, so the same chunk can be added again.
-            placed = place(items, self._keys, stored, keep, room, self._next_id)
+            if placed is None:
+                placed = place(items, self._keys, stored, keep, room, self._next_id)
             ids, new, waiting = placed.ids, placed.new, placed.waiting
             others = {}
             if placed.held_again:  # while they are held: once recorded, their ids change

@@ -103,23 +103,48 @@ def place(
 
 
 def all_new(
-    items: Sequence[Incoming], keys: list[str], held: dict[str, int], keep: int, room: int
-) -> list[int] | None:
-    """The ``size`` of each of ``items`` when ``place`` would keep every one in memory as it is
-    (most chunks of a send), else None: each a payload encoded as the store keeps it, its
-    numbers within 64 bits, with a key of its own (``keys``: theirs, in order, none of them
-    stored) that none ``held`` in memory has; room for their number (``keep``) and bytes."""
-    if len(keys) != len(items) or len(items) > keep or not held.keys().isdisjoint(keys):
+    items: Sequence[Incoming],
+    keys: list[str],
+    held: dict[str, int],
+    keep: int,
+    room: int,
+    next_id: int,
+) -> Placed | None:
+    """What ``place`` makes of ``items`` (none of whose keys is stored) when every payload among
+    them waits in memory as it is (most chunks of a send), else None; in one pass, without
+    looking each key up three times. So it is when each payload is encoded as the store keeps
+    it, its numbers within 64 bits, with a key of its own (``keys``: the payloads' keys that are
+    not empty, in order) that none ``held`` in memory has, and there is room for their number
+    (``keep``) and bytes; and when the other outcomes (filtered, rejected: the store's) have
+    keys that none of those has (they would be those events again)."""
+    mine = set(keys)
+    if len(mine) != len(keys) or not held.keys().isdisjoint(mine):
         return None
-    if len(set(keys)) != len(keys):
-        return None
-    sizes = []
-    for item in items:
+    out = Placed()
+    ids, new, wait, size_of = out.ids, out.new, out.waiting.append, out.sizes.append
+    in_memory = out.in_memory
+    for n, item in enumerate(items):
         o = item.outcome
-        if type(o) is not EncodedPayload or not fits_int64(o):
-            return None
-        sizes.append(size(o, item))
-    return sizes if sum(sizes) <= room else None
+        if type(o) is EncodedPayload:
+            if not fits_int64(o):
+                return None
+            wait((next_id, item))
+            size_of(size(o, item))
+            if o.key:
+                in_memory[o.key] = next_id
+            ids.append(next_id)
+            new.append(True)
+            next_id -= 1
+        elif isinstance(o, Payload) or (o.key and (o.key in mine or o.key in held)):
+            return None  # not encoded yet; or the same event as one in memory
+        else:
+            out.places.append(n)
+            ids.append(0)
+            new.append(False)
+            out.rest.append(item)
+    if len(out.waiting) > keep or sum(out.sizes) > room:
+        return None
+    return out
 
 
 def payload_of(item: Incoming) -> EncodedPayload:

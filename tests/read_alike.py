@@ -91,14 +91,19 @@ def read_alike() -> dict[str, Any]:
 
     raw = tomllib.loads(config_text("http://127.0.0.1:9"))
     mapper = Mapper(parse_config(raw, source="read_alike", env={}), clock=lambda: 1767800000.0)
-    events = []
+    events, bodies = [], []
     for event in generate_events(3_000, now=1767800000.0, seed=7):
         outcome = mapper.map_parts(event)
         if isinstance(outcome, tuple):
             events.append(orjson.dumps(outcome[5]).decode())
         else:
             events.append(f"{type(outcome).__name__}: {getattr(outcome, 'reason', '')}")
-    return {"build": build_name(), "fields": fields, "events": events}
+        # as the readers encode it (compiled, written as the fields are read: usual.usual_body)
+        found = mapper.map_body(event)
+        if isinstance(found, tuple):
+            body = found[5]
+            bodies.append((body if type(body) is bytes else orjson.dumps(body)).decode())
+    return {"build": build_name(), "fields": fields, "events": events, "bodies": bodies}
 
 
 if __name__ == "__main__":

@@ -103,8 +103,9 @@ def test_extensions_are_named_as_python_imports_them(
 
 def test_a_compiled_build_reads_values_and_events_as_pure_python_does() -> None:
     """20,000 odd values (final sigma, dotted I, wide digits, odd spaces...) through every
-    field's rule, and 3,000 events through the mapping: the same readings and payloads as pure
-    Python's, which CI's compiled run names in ``LEADRELAY_PURE_PYTHON`` (.ci/run)."""
+    field's rule, and 3,000 events through the mapping: the same readings, payloads and request
+    bodies as pure Python's, which CI's compiled run names in ``LEADRELAY_PURE_PYTHON``
+    (.ci/run)."""
     pure = os.environ.get("LEADRELAY_PURE_PYTHON")
     if os.environ.get("LEADRELAY_EXPECT_COMPILED") != "1" or not pure:
         pytest.skip("compares a compiled build with pure Python: CI's compiled run does")
@@ -128,3 +129,5 @@ def test_a_compiled_build_reads_values_and_events_as_pure_python_does() -> None:
         ]
         assert not differ, f"{field}: {len(differ)} values read otherwise, {differ[:5]}"
     assert here["events"] == there["events"]
+    # and as the readers encode them: written as read, compiled; dicts encoded, in pure Python
+    assert here["bodies"] == there["bodies"] and len(here["bodies"]) > 2_900

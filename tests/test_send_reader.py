@@ -131,7 +131,7 @@ def test_one_core_leaves_data_that_is_not_plain_json_for_the_store_to_call_unenc
                 found[5]["custom_data"]["odd"] = {1}  # a set: orjson cannot encode it
             return found
 
-        self.map_parts = with_a_set  # type: ignore[assignment]
+        self.map_parts = self.map_body = with_a_set  # type: ignore[assignment]
 
     monkeypatch.setattr(Mapper, "__init__", making)
     _, stored, _ = _send_side(settings, inputs, 1)

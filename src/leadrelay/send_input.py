@@ -128,7 +128,7 @@ def _read_here(
     """
     task = progress.add_task("events", total=None) if progress is not None else None
     loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
-    map_parts = mapper.map_parts
+    map_body = mapper.map_body
     count = tally.outcome
     read = tally.read  # records read (unreadable ones too) that the progress bar has seen
     read_at = tally.read_at if tally.report is not None else None  # see Tally.read_at
@@ -162,12 +162,13 @@ def _read_here(
                         )
                         continue
                     original = line.removesuffix(b"\n")  # the event as received
-                    found = map_parts(event)
+                    found = map_body(event)
                     outcome: Outcome
                     if isinstance(found, tuple):
                         key, source, event_name, lead_id, event_time, data, notes = found
-                        try:  # encoded once, here, as the store keeps it
-                            body = compact(dumps(data))  # it may wait in memory a while
+                        try:  # encoded once, here, as the store keeps it (or as mapped)
+                            # it may wait in memory a while: copied to a block of its size
+                            body = data if type(data) is bytes else compact(dumps(data))
                             outcome = EncodedPayload(
                                 key, source, event_name, lead_id, event_time, body, notes
                             )

@@ -21,6 +21,7 @@ import orjson
 from leadrelay.events import LineBatch, SourceRecord
 from leadrelay.events.ndjson import parse_lines
 from leadrelay.mapping.engine import Mapper, Parts
+from leadrelay.mapping.usual import BodyParts
 from leadrelay.outcome import Outcome, Payload
 
 Row = tuple[Any, ...]
@@ -66,7 +67,7 @@ def _encode_lines(
     mapper: Mapper, batch: LineBatch, every_payload: bool, bodies: list[bytes], rows: list[Row]
 ) -> int:
     """``encode_unit`` for NDJSON lines; returns how many plain payloads they held."""
-    map_parts = mapper.map_parts
+    map_body = mapper.map_body
     add = bodies.append
     name, line_no = batch.name, batch.line_no
     plain = 0
@@ -80,9 +81,10 @@ def _encode_lines(
             for record in parse_lines([line], name, line_no - 1):
                 plain += _encode_record(mapper, record, every_payload, bodies, rows)
             continue
-        found = map_parts(event)
-        if type(found) is tuple:  # a payload's fields (see Mapper.map_parts)
-            add(_dumps(found[5]))
+        found = map_body(event)
+        if type(found) is tuple:  # a payload's fields (see Mapper.map_body)
+            data = found[5]
+            add(data if type(data) is bytes else _dumps(data))
             if not (found[6] or every_payload):
                 plain += 1
                 continue
@@ -124,7 +126,7 @@ def _encode(
     return 0
 
 
-def _parts_row(where: str, parts: Parts) -> Row:
+def _parts_row(where: str, parts: Parts | BodyParts) -> Row:
     """``_row`` of the payload ``parts`` are the fields of."""
     key, source, name, lead_id, seconds, _, notes = parts
     return (

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orjson import dumps
+
 from leadrelay.mapping.siblings import FIELD_ERRORS
 from leadrelay.mapping.steps import SiblingField
 from leadrelay.meta.normalize import sha256
@@ -55,3 +57,49 @@ def fill_siblings(
             field.put(box, region, user_data, notes)
         else:
             field.put(box, region, user_data, notes)
+
+
+def fill_fragments(
+    fields: tuple[SiblingField, ...],
+    heads: tuple[str, ...],
+    box: dict[str, Any],
+    region: str | None,
+    parts: list[str],
+    notes: list[FieldNote],
+) -> None:
+    """``fill_siblings`` writing user_data's JSON text instead of its dict: each field set adds
+    ``,"name":`` (``heads``, one per field) and its value to ``parts``, in order. A digest,
+    hashed here or remembered, is lowercase hex: written as it is; any other value (``put``'s:
+    a list of values, a digest given by the event) through orjson."""
+    for n, field in enumerate(fields):
+        digest: str | None = None
+        rule = field.rule
+        if rule is not None:
+            value = box.get(field.key)
+            if type(value) is str:
+                text = value.strip()
+                if text and len(text) != 64:
+                    try:
+                        normal = text if rule is external_id_rule else rule(text, value, region)
+                        digest = sha256(normal.encode()).hexdigest()
+                    except FIELD_ERRORS:
+                        pass
+        elif field.memo is not None:
+            keys = field.keys
+            value = box.get(keys[0])
+            for key in keys[1:]:
+                if value is None or value == "":
+                    value = box.get(key)
+            if type(value) is str:
+                digest = field.memo.get((value, region) if field.regional else value)
+        if digest is not None:
+            parts.append(heads[n])
+            parts.append('["')
+            parts.append(digest)
+            parts.append('"]')
+            continue
+        put: dict[str, Any] = {}
+        field.put(box, region, put, notes)
+        if put:
+            parts.append(heads[n])
+            parts.append(dumps(put[field.name]).decode())

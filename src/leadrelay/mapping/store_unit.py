@@ -66,7 +66,7 @@ def _lines(
     mapper: Mapper, batch: LineBatch, entries: list[tuple[Any, ...]], places: list[str] | None
 ) -> None:
     """``store_unit`` of NDJSON lines: the one-core reader's loop (``send_input._read_here``)."""
-    map_parts = mapper.map_parts
+    map_body = mapper.map_body
     add = entries.append
     name, line_no = batch.name, batch.line_no
     for line in batch.lines:
@@ -80,13 +80,13 @@ def _lines(
             _records(mapper, parse_lines([line], name, line_no - 1), entries, places)
             continue
         original = line.removesuffix(b"\n")  # the event as received
-        found = map_parts(event)
+        found = map_body(event)
         if type(found) is not tuple:  # filtered or rejected
             add((f"{name} line {line_no}", found, None, original))
             continue
         key, source, event_name, lead_id, seconds, data, notes = found
         try:
-            body: Any = _dumps(data)
+            body: Any = data if type(data) is bytes else _dumps(data)
         except TypeError:  # not plain JSON: the store says it is unencodable
             body = data
         else:

@@ -5,12 +5,13 @@ events one outcome at a time gives: the same bodies, rows and count."""
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import NOW, make_settings
@@ -19,6 +20,7 @@ from leadrelay.events.ndjson import read_ndjson, split_ndjson
 from leadrelay.mapping.encode import encode_unit
 from leadrelay.mapping.engine import Mapper
 from leadrelay.mapping.parallel import _SLICE, BodyWriter
+from leadrelay.mapping.plans import lead_digits, ms_digits
 from leadrelay.meta.rules import MAX_AGE_S, MAX_FUTURE_S
 from leadrelay.outcome import Payload
 
@@ -251,3 +253,24 @@ def test_encoding_any_lines_gives_what_reading_them_gives(
     batches: list[Any] = [LineBatch("f", *piece) for piece in split_ndjson([data], "f", 3)]
     records = [(r.where, r.event, r.error) for r in read_ndjson([data], "f", 3)]
     assert encode_unit(_MAPPER, batches, True) == encode_unit(_MAPPER, list(records), True)
+
+
+_DIGIT_TEXT = st.one_of(
+    st.text(st.sampled_from("0123456789"), min_size=10, max_size=19),
+    st.text(st.sampled_from("0123456789١٢٣²³ +-.e"), min_size=10, max_size=19),
+    st.from_regex(r"[1-9][0-9]{11,16}", fullmatch=True),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=_DIGIT_TEXT)
+@example(text="123456789012345")
+@example(text="012345678901234")
+@example(
+    text="12345678901234٥"
+)  # an Arabic-Indic digit: a digit to str.isdigit, not to \d in ASCII
+@example(text="12345678901²³45")
+@example(text="123456789012")
+def test_the_digit_shapes_are_the_regexes_shapes(text: str) -> None:
+    assert lead_digits(text) == (re.fullmatch(r"[1-9][0-9]{14,16}", text) is not None)
+    assert ms_digits(text) == (re.fullmatch(r"[1-9][0-9]{11,13}", text) is not None)

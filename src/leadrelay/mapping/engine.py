@@ -23,7 +23,7 @@ from typing import Any, Final
 from leadrelay.config import Settings
 from leadrelay.mapping.expressions import MISSING, compile_expression, compile_path
 from leadrelay.mapping.fields import FIXED
-from leadrelay.mapping.filling import SIBLINGS_LOOP, event_runner, region_reader, steps_runner
+from leadrelay.mapping.filling import SIBLINGS_LOOP, event_runner
 from leadrelay.mapping.key_fields import LeadReader, TimeReader
 from leadrelay.mapping.plans import (
     Fill,
@@ -44,8 +44,8 @@ from leadrelay.mapping.refusals import (
     unnamed,
 )
 from leadrelay.mapping.siblings import FIELD_ERRORS, field_note
-from leadrelay.mapping.steps import CONSTANT, SIBLINGS, Step, compile_steps, sections_of
-from leadrelay.mapping.usual import BodyParts, usual_body, usual_head, usual_parts
+from leadrelay.mapping.steps import CONSTANT, Step, compile_steps, sections_of
+from leadrelay.mapping.usual import BodyParts, usual_ways
 from leadrelay.outcome import FieldNote, Filtered, Outcome, Payload, Rejected
 
 __all__ = ["Fill", "Finisher", "Mapper", "Parts", "Plan", "compile_plans"]
@@ -115,11 +115,10 @@ class Mapper:
         # encoders, which only read a payload's data and notes: the object costs more than the
         # tuple. The usual way (``usual``) where the config allows it, else ``_parts``.
         self.map_parts: Callable[[Mapping[str, Any]], Outcome | Parts] = self._parts
-        # ``map_parts`` with the server event as JSON bytes where the compiled build can write
-        # them as it reads (see ``usual.usual_body``), else as ``map_parts`` gives it: what the
-        # bulk encoders encode, they take as it is.
-        self.map_body: Callable[[Mapping[str, Any]], Outcome | Parts | BodyParts]
-        self.map_body = self.map_parts
+        # ``map_parts`` with the server event as JSON bytes where the compiled build writes them
+        # as it reads (see ``usual.usual_body``), else as ``map_parts`` gives it: what the bulk
+        # encoders encode, they take as it is.
+        self.map_body: Callable[[Mapping[str, Any]], Outcome | Parts | BodyParts] = self._parts
         if (
             self._lead is not None
             and self._lead.key is not None
@@ -129,30 +128,19 @@ class Mapper:
             and self._id_is_key
             and self._custom_closed
         ):
-            head = usual_head(
+            self.map_parts, self.map_body = usual_ways(
                 names=self._static_names,
                 lead_key=self._lead.key,
                 finish_time=self._time.plan.finish,
                 clock=clock,
-            )
-            self.map_parts = self.map_body = usual_parts(
-                head=head,
+                steps=rest,
                 run=self._run,
+                country=country if needs_region else None,
                 custom=self._custom,
                 action_source=_ACTION_SOURCE,
                 otherwise=self._parts,
+                write_json=SIBLINGS_LOOP,
             )
-            if SIBLINGS_LOOP and rest and rest[0].kind == SIBLINGS:
-                no_region: Callable[[Mapping[str, Any]], str | None] = _no_region
-                self.map_body = usual_body(
-                    head=head,
-                    region_of=region_reader(country) if country and needs_region else no_region,
-                    first=rest[0],
-                    then=steps_runner(rest[1:]) if rest[1:] else None,
-                    custom=self._custom,
-                    action_source=_ACTION_SOURCE,
-                    otherwise=self._parts,
-                )
 
     def _name_of(self, event: Mapping[str, Any], ours: Any, key: str) -> str | Outcome:
         """The Facebook event name from [mapping], or the outcome of an event without one."""
@@ -319,8 +307,3 @@ class Mapper:
 
 def _written(steps: list[Step]) -> frozenset[int]:
     return frozenset().union(*map(sections_of, steps))
-
-
-def _no_region(event: Mapping[str, Any]) -> str | None:
-    """The region of a config that needs none."""
-    return None

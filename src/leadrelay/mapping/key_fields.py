@@ -14,13 +14,13 @@ from typing import Any, Final
 
 from leadrelay.mapping.expressions import MISSING
 from leadrelay.mapping.plans import (
-    LEAD_DIGITS,
     LEAD_END,
     LEAD_MIN,
-    MS_DIGITS,
     MS_END,
     MS_MIN,
     Plan,
+    lead_digits,
+    ms_digits,
     top_level_key,
 )
 from leadrelay.meta.rules import MAX_FUTURE_S, SENDABLE_AGE_S, check_window
@@ -51,7 +51,7 @@ class LeadReader:
         """The lead id Meta gets (``plan.finish``, raising ``FIELD_ERRORS`` for a bad one)."""
         if type(raw) is int and LEAD_MIN <= raw < LEAD_END:
             return raw
-        if type(raw) is str and LEAD_DIGITS(raw) is not None:
+        if type(raw) is str and lead_digits(raw):
             return int(raw)  # the digits CRMs send as text
         return int(self.plan.finish(raw, None))
 
@@ -75,7 +75,7 @@ class TimeReader:
         one outside Meta's window (saying which way, and by how much)."""
         if type(raw) is int and MS_MIN <= raw < MS_END:
             seconds = raw // 1000
-        elif type(raw) is str and MS_DIGITS(raw) is not None:
+        elif type(raw) is str and ms_digits(raw):
             seconds = int(raw) // 1000  # milliseconds as text
         elif raw is MISSING:
             seconds = int(now)

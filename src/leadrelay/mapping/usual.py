@@ -17,20 +17,22 @@ them), written as the fields are read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from orjson import dumps
 
-from leadrelay.mapping.plans import LEAD_DIGITS, LEAD_END, LEAD_MIN, MS_DIGITS, MS_END, MS_MIN
+from leadrelay.mapping.filling import region_reader, steps_runner
+from leadrelay.mapping.plans import LEAD_END, LEAD_MIN, MS_END, MS_MIN, lead_digits, ms_digits
 from leadrelay.mapping.sibling_loop import fill_fragments
 from leadrelay.mapping.siblings import FIELD_ERRORS
+from leadrelay.mapping.steps import SIBLINGS, Step
 from leadrelay.meta.rules import MAX_FUTURE_S, SENDABLE_AGE_S
 
 if TYPE_CHECKING:
     from leadrelay.mapping.engine import Parts
     from leadrelay.mapping.filling import EventRun, Run
-    from leadrelay.mapping.steps import Step
+    from leadrelay.mapping.plans import Plan
     from leadrelay.outcome import FieldNote, Outcome
 
 PartsOf = Callable[[Mapping[str, Any]], "Outcome | Parts"]
@@ -39,6 +41,49 @@ BodyParts = tuple[str, str, str, int, int, bytes, tuple["FieldNote", ...]]
 BodyOf = Callable[[Mapping[str, Any]], "Outcome | Parts | BodyParts"]
 
 _TIME_KEY: Final = "event_timestamp"
+
+
+def usual_ways(
+    *,
+    names: Mapping[str, str],
+    lead_key: str,
+    finish_time: Callable[[Any, str | None], int],
+    clock: Callable[[], float],
+    steps: Sequence[Step],
+    run: EventRun,
+    country: Plan | None,
+    custom: dict[str, Any],
+    action_source: str,
+    otherwise: PartsOf,
+    write_json: bool,
+) -> tuple[PartsOf, BodyOf]:
+    """``Mapper.map_parts`` and ``Mapper.map_body`` for a config shaped as the module says:
+    ``names`` are [mapping]'s fixed Facebook names, ``lead_key`` the top-level key of lead_id,
+    ``finish_time`` event_time's finisher, ``steps`` the field steps that ``run`` runs (reading
+    the region with ``country``, None when no field needs it), ``custom`` custom_data's
+    constants (event_source last). ``map_body`` writes the JSON when asked (``write_json``: the
+    compiled build) and the first step is a siblings step; else it is ``map_parts``."""
+    head = usual_head(names=names, lead_key=lead_key, finish_time=finish_time, clock=clock)
+    parts = usual_parts(
+        head=head, run=run, custom=custom, action_source=action_source, otherwise=otherwise
+    )
+    if not (write_json and steps and steps[0].kind == SIBLINGS):
+        return parts, parts
+    body = usual_body(
+        head=head,
+        region_of=_no_region if country is None else region_reader(country),
+        first=steps[0],
+        then=steps_runner(steps[1:]) if steps[1:] else None,
+        custom=custom,
+        action_source=action_source,
+        otherwise=otherwise,
+    )
+    return parts, body
+
+
+def _no_region(event: Mapping[str, Any]) -> str | None:
+    """The region of an event for a config whose fields need none."""
+    return None
 
 
 Head = tuple[str, str, str, int, int]
@@ -71,14 +116,14 @@ def usual_head(
         raw = event.get(lead_key)
         if type(raw) is int and LEAD_MIN <= raw < LEAD_END:
             lead_id = raw
-        elif type(raw) is str and LEAD_DIGITS(raw) is not None:
+        elif type(raw) is str and lead_digits(raw):
             lead_id = int(raw)
         else:
             return None
         raw_time = context.get(_TIME_KEY)
         if type(raw_time) is int and MS_MIN <= raw_time < MS_END:
             seconds = raw_time // 1000
-        elif type(raw_time) is str and MS_DIGITS(raw_time) is not None:
+        elif type(raw_time) is str and ms_digits(raw_time):
             seconds = int(raw_time) // 1000
         elif raw_time is None:
             return None

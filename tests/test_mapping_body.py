@@ -44,6 +44,13 @@ _SMART = _body_mapper(
         },
     )
 )
+# The region read from the country's first sibling that is neither null nor "".
+_REGIONAL = _body_mapper(
+    make_settings(
+        mapping=_MAPPING,
+        smart_mapping={"user_data.country": "=COALESCE(user.country, user.country_name)"},
+    )
+)
 
 _DIGEST = "A" * 64
 _TEXT = st.sampled_from(
@@ -54,7 +61,7 @@ _TEXT = st.sampled_from(
 _VALUE = st.one_of(_TEXT, st.none(), st.integers(-3, 10), st.lists(_TEXT, max_size=2))
 _USER_KEYS = [
     "email", "email_sha256", "phone", "id", "firstname", "lastname", "birthdate", "gender",
-    "city", "state", "state_short", "zipcode", "country", "country_sha256",
+    "city", "state", "state_short", "zipcode", "country", "country_sha256", "country_name",
 ]  # fmt: skip
 _EVENT = st.fixed_dictionaries(
     {
@@ -114,9 +121,11 @@ def _same(mapper: Mapper, event: dict[str, Any]) -> bool:
 @example(event={**_USUAL, "page": "https://example.com/a?b=\u2028"})
 @example(event={**_USUAL, "crm_stage": "won"})
 @example(event={**_USUAL, "user": "not an object"})
+@example(event={**_USUAL, "user": {"phone": "06 12 34 56 78", "country": "", "country_name": "FR"}})
 def test_the_body_is_the_bytes_of_the_parts(event: dict[str, Any]) -> None:
     _same(_PREBUILT, event)
     _same(_SMART, event)
+    _same(_REGIONAL, event)
 
 
 def test_the_usual_event_is_written_and_so_are_the_other_steps_fields() -> None:
@@ -154,8 +163,10 @@ def test_what_other_steps_write_where_the_body_has_it_takes_the_general_way() ->
         body = usual_body(
             head=lambda _: ("deal_won", "Converted", "e-1", 123456789012345, int(NOW)),
             region_of=lambda _: None,
+            region_keys=None,
             first=first,
             then=then,
+            then_reads=None,
             custom={"event_source": "crm"},
             action_source="system_generated",
             otherwise=lambda e: ("general", e),  # type: ignore[arg-type,return-value]

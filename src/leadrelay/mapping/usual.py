@@ -26,7 +26,8 @@ from leadrelay.mapping.filling import region_reader, steps_runner
 from leadrelay.mapping.plans import LEAD_END, LEAD_MIN, MS_END, MS_MIN, lead_digits, ms_digits
 from leadrelay.mapping.sibling_loop import fill_fragments
 from leadrelay.mapping.siblings import FIELD_ERRORS
-from leadrelay.mapping.steps import SIBLINGS, Step
+from leadrelay.mapping.steps import PLAIN, SIBLINGS, Step
+from leadrelay.meta.places import region_hint
 from leadrelay.meta.rules import MAX_FUTURE_S, SENDABLE_AGE_S
 
 if TYPE_CHECKING:
@@ -69,11 +70,15 @@ def usual_ways(
     )
     if not (write_json and steps and steps[0].kind == SIBLINGS):
         return parts, parts
+    first, rest = steps[0], steps[1:]
+    siblings = None if country is None else country.siblings
     body = usual_body(
         head=head,
         region_of=_no_region if country is None else region_reader(country),
-        first=steps[0],
-        then=steps_runner(steps[1:]) if steps[1:] else None,
+        region_keys=siblings[1] if siblings and siblings[0] == first.detail[0] else None,
+        first=first,
+        then=steps_runner(rest) if rest else None,
+        then_reads=tuple(s.detail[0] for s in rest) if all(s.kind == PLAIN for s in rest) else None,
         custom=custom,
         action_source=action_source,
         otherwise=otherwise,
@@ -179,8 +184,10 @@ def usual_body(
     *,
     head: Callable[[Mapping[str, Any]], Head | None],
     region_of: Callable[[Mapping[str, Any]], str | None],
+    region_keys: tuple[str, ...] | None,
     first: Step,
     then: Run | None,
+    then_reads: tuple[tuple[str, ...], ...] | None,
     custom: dict[str, Any],
     action_source: str,
     otherwise: PartsOf,
@@ -188,7 +195,10 @@ def usual_body(
     """``map_parts`` giving the server event as the JSON ``orjson.dumps`` makes of it, written
     straight away rather than built as dicts then encoded (the compiled build's, for a config
     whose first step is a siblings step: see ``Mapper.map_body``). ``region_of`` reads the
-    event's region, ``first`` is that step and ``then`` runs the others (None: there are none).
+    event's region, or ``region_in`` does, from the object of the step when the country's
+    sibling keys are there (``region_keys``); ``first`` is that step and ``then`` runs the
+    others (None: there are none), for an event that has one of their objects when they are
+    plain steps (``then_reads``, their paths: see ``any_there``).
 
     The siblings step writes its fields' text (``fill_fragments``); what the other steps write
     goes through orjson after them, as a dict would keep it: in the order written. An event
@@ -222,10 +232,13 @@ def usual_body(
             str(lead_id),
         ]
         notes: list[FieldNote] = []
-        region = region_of(event)
+        if region_keys is not None and box is not None:
+            region = region_in(box, region_keys)
+        else:
+            region = region_of(event)
         if box is not None:
             fill_fragments(fields, heads, box, region, parts, notes)
-        if then is not None:
+        if then is not None and (then_reads is None or any_there(event, then_reads)):
             data: dict[str, Any] = {}
             user_data: dict[str, Any] = {}
             custom_data: dict[str, Any] = {}
@@ -239,3 +252,29 @@ def usual_body(
         return (event_id, ours, name, lead_id, seconds, text, tuple(notes) if notes else ())
 
     return body
+
+
+def region_in(box: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The region ``filling.region_reader`` reads for an event whose object ``box`` holds the
+    country's sibling ``keys``: the first of them neither null nor "", through ``region_hint``
+    (which says None of anything but text)."""
+    region = box.get(keys[0])
+    for key in keys[1:]:
+        if region is None or region == "":
+            region = box.get(key)
+    return region_hint(region)  # None for "" too
+
+
+def any_there(event: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether plain steps reading the objects at ``paths`` may set a field of ``event``: one of
+    them is there (a dict), or something other than null is on the way to it (their fields
+    are then read the general way). False when every one is missing, which most events are."""
+    for path in paths:
+        box: Any = event
+        for key in path:
+            box = box.get(key)
+            if type(box) is not dict:
+                break
+        if box is not None:
+            return True
+    return False

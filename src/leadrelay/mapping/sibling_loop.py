@@ -27,34 +27,11 @@ def fill_siblings(
     notes: list[FieldNote],
 ) -> None:
     """Set ``fields`` of ``box`` (a dict) in ``user_data``, noting in ``notes`` those left out:
-    text in the first key normalized and hashed right here, a repeating field's digest looked up
-    in its memo, anything else by the field's ``put``."""
+    the digest ``digest_in`` finds, else by the field's ``put``."""
     for field in fields:
-        rule = field.rule
-        if rule is not None:
-            value = box.get(field.key)
-            if type(value) is str:
-                text = value.strip()
-                if text and len(text) != 64:
-                    try:
-                        normal = text if rule is external_id_rule else rule(text, value, region)
-                        user_data[field.name] = [sha256(normal.encode()).hexdigest()]
-                    except FIELD_ERRORS:
-                        field.put(box, region, user_data, notes)
-                    continue
-            field.put(box, region, user_data, notes)
-        elif field.memo is not None:
-            keys = field.keys
-            value = box.get(keys[0])
-            for key in keys[1:]:
-                if value is None or value == "":
-                    value = box.get(key)
-            if type(value) is str:
-                digest = field.memo.get((value, region) if field.regional else value)
-                if digest is not None:
-                    user_data[field.name] = [digest]
-                    continue
-            field.put(box, region, user_data, notes)
+        digest = digest_in(field, box, region)
+        if digest is not None:
+            user_data[field.name] = [digest]
         else:
             field.put(box, region, user_data, notes)
 
@@ -72,26 +49,7 @@ def fill_fragments(
     hashed here or remembered, is lowercase hex: written as it is; any other value (``put``'s:
     a list of values, a digest given by the event) through orjson."""
     for n, field in enumerate(fields):
-        digest: str | None = None
-        rule = field.rule
-        if rule is not None:
-            value = box.get(field.key)
-            if type(value) is str:
-                text = value.strip()
-                if text and len(text) != 64:
-                    try:
-                        normal = text if rule is external_id_rule else rule(text, value, region)
-                        digest = sha256(normal.encode()).hexdigest()
-                    except FIELD_ERRORS:
-                        pass
-        elif field.memo is not None:
-            keys = field.keys
-            value = box.get(keys[0])
-            for key in keys[1:]:
-                if value is None or value == "":
-                    value = box.get(key)
-            if type(value) is str:
-                digest = field.memo.get((value, region) if field.regional else value)
+        digest = digest_in(field, box, region)
         if digest is not None:
             parts.append(heads[n])
             parts.append('["')
@@ -103,3 +61,30 @@ def fill_fragments(
         if put:
             parts.append(heads[n])
             parts.append(dumps(put[field.name]).decode())
+
+
+def digest_in(field: SiblingField, box: dict[str, Any], region: str | None) -> str | None:
+    """The field's digest found the short way, or None for ``put`` to take the field the
+    general way (which meets the same error, if any, and notes it): text in the first key
+    normalized and hashed (not a digest already: those are 64 characters long), or a repeating
+    field's digest looked up in its memo."""
+    rule = field.rule
+    if rule is not None:
+        value = box.get(field.key)
+        if type(value) is str:
+            text = value.strip()
+            if text and len(text) != 64:
+                try:
+                    normal = text if rule is external_id_rule else rule(text, value, region)
+                    return sha256(normal.encode()).hexdigest()
+                except FIELD_ERRORS:
+                    return None
+    elif field.memo is not None:
+        keys = field.keys
+        value = box.get(keys[0])
+        for key in keys[1:]:
+            if value is None or value == "":
+                value = box.get(key)
+        if type(value) is str:
+            return field.memo.get((value, region) if field.regional else value)
+    return None

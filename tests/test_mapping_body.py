@@ -186,3 +186,13 @@ def test_what_other_steps_write_where_the_body_has_it_takes_the_general_way() ->
         },
         "custom_data": {"event_source": "crm"},
     }
+
+
+def test_what_orjson_cannot_encode_is_left_to_the_general_way() -> None:
+    # a lone surrogate (no JSON reader gives one; a caller's dict may): the dict, for the caller
+    # to find unencodable as it finds any other
+    odd = {**_USUAL, "context": {**_USUAL["context"], "event_id": "e-\ud800"}}
+    assert _PREBUILT.map_body(odd) == _PREBUILT.map_parts(odd)
+    crm = {**_USUAL, "crm_stage": "w\ud800"}  # UPPER keeps it, in a field of a later step
+    found = _SMART.map_body(crm)
+    assert found == _SMART.map_parts(crm) and type(found) is tuple and type(found[5]) is dict

@@ -223,11 +223,15 @@ def usual_body(
         opening = names.get(name)
         if opening is None:
             opening = names[name] = f'{{"event_name":{dumps(name).decode()},"event_time":'
+        try:
+            event_json = dumps(event_id).decode()
+        except TypeError:  # not JSON (a lone surrogate): the general way's dict, for the caller
+            return otherwise(event)
         parts = [
             opening,
             str(seconds),
             head_of,
-            dumps(event_id).decode(),
+            event_json,
             ',"user_data":{"lead_id":',
             str(lead_id),
         ]
@@ -245,8 +249,11 @@ def usual_body(
             then(event, region, (data, user_data, custom_data), notes)
             if data or custom_data or not taken.isdisjoint(user_data):
                 return otherwise(event)
-            for key, value in user_data.items():
-                parts.append(f",{dumps(key).decode()}:{dumps(value).decode()}")
+            try:
+                for key, value in user_data.items():
+                    parts.append(f",{dumps(key).decode()}:{dumps(value).decode()}")
+            except TypeError:  # not JSON: as above
+                return otherwise(event)
         parts.append(tail)
         text = "".join(parts).encode()
         return (event_id, ours, name, lead_id, seconds, text, tuple(notes) if notes else ())

@@ -18,7 +18,27 @@ if TYPE_CHECKING:
     from leadrelay.outcome import Filtered, Payload, Rejected
 
 
-class Incoming:
+class _Row:
+    """Equal, hashed and pickled by its fields (``_fields``), as a frozen dataclass is."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._fields())
+
+
+class Incoming(_Row):
     """One event to store: what the Mapper made of it and the event as received.
 
     ``original`` is the received event as JSON bytes; the store keeps it per its PII policy.
@@ -37,25 +57,14 @@ class Incoming:
     def _fields(self) -> tuple[Payload | Filtered | Rejected, bytes | None, float]:
         return (self.outcome, self.original, self.received_at)
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Incoming:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
     def __repr__(self) -> str:
         return (
             f"Incoming(outcome={self.outcome!r}, original={self.original!r}, "
             f"received_at={self.received_at!r})"
         )
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Incoming, self._fields())
 
-
-class Claimed:
+class Claimed(_Row):
     """A payload handed to the dispatcher; ``attempts`` counts requests made before this claim.
 
     Backends hand the payload over as an ``EncodedPayload``: the bytes stored, sent as they are.
@@ -71,16 +80,5 @@ class Claimed:
     def _fields(self) -> tuple[int, Payload, int]:
         return (self.id, self.payload, self.attempts)
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Claimed:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
     def __repr__(self) -> str:
         return f"Claimed(id={self.id!r}, payload={self.payload!r}, attempts={self.attempts!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Claimed, self._fields())

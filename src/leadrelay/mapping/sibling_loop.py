@@ -4,6 +4,8 @@ field after field, for the compiled build.
 Interpreted, the generated code is faster (a block per field, nothing unpacked per event);
 compiled with mypyc (a ``LEADRELAY_COMPILE=1`` build), this loop is, by 4-5% of a dry run, and
 ``filling`` calls it in place of the blocks. The tests hold both to each field's general way.
+``fill_fragments`` is the same loop writing the fields' JSON text (``usual.usual_body``); both
+find a field's digest through ``digest_in``.
 """
 
 from __future__ import annotations
